@@ -136,6 +136,115 @@ func (AgentStatus) EnumDescriptor() ([]byte, []int) {
 	return file_meshnode_v1_registry_proto_rawDescGZIP(), []int{1}
 }
 
+// Consistency selects how fresh a read must be.
+type Consistency int32
+
+const (
+	// Same as CONSISTENCY_STALE.
+	Consistency_CONSISTENCY_UNSPECIFIED Consistency = 0
+	// Answer from the local replica, stamped with its index. Fast; may lag.
+	Consistency_CONSISTENCY_STALE Consistency = 1
+	// Confirm leadership with a quorum first. Slower; never stale.
+	Consistency_CONSISTENCY_CONSISTENT Consistency = 2
+)
+
+// Enum value maps for Consistency.
+var (
+	Consistency_name = map[int32]string{
+		0: "CONSISTENCY_UNSPECIFIED",
+		1: "CONSISTENCY_STALE",
+		2: "CONSISTENCY_CONSISTENT",
+	}
+	Consistency_value = map[string]int32{
+		"CONSISTENCY_UNSPECIFIED": 0,
+		"CONSISTENCY_STALE":       1,
+		"CONSISTENCY_CONSISTENT":  2,
+	}
+)
+
+func (x Consistency) Enum() *Consistency {
+	p := new(Consistency)
+	*p = x
+	return p
+}
+
+func (x Consistency) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Consistency) Descriptor() protoreflect.EnumDescriptor {
+	return file_meshnode_v1_registry_proto_enumTypes[2].Descriptor()
+}
+
+func (Consistency) Type() protoreflect.EnumType {
+	return &file_meshnode_v1_registry_proto_enumTypes[2]
+}
+
+func (x Consistency) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Consistency.Descriptor instead.
+func (Consistency) EnumDescriptor() ([]byte, []int) {
+	return file_meshnode_v1_registry_proto_rawDescGZIP(), []int{2}
+}
+
+// WatchEventType says what happened to an agent.
+type WatchEventType int32
+
+const (
+	WatchEventType_WATCH_EVENT_TYPE_UNSPECIFIED WatchEventType = 0
+	// The agent was registered or changed.
+	WatchEventType_WATCH_EVENT_TYPE_UPSERT WatchEventType = 1
+	// The agent was deregistered.
+	WatchEventType_WATCH_EVENT_TYPE_DELETE WatchEventType = 2
+	// Marks the end of the initial state when from_index was 0.
+	WatchEventType_WATCH_EVENT_TYPE_SNAPSHOT_DONE WatchEventType = 3
+)
+
+// Enum value maps for WatchEventType.
+var (
+	WatchEventType_name = map[int32]string{
+		0: "WATCH_EVENT_TYPE_UNSPECIFIED",
+		1: "WATCH_EVENT_TYPE_UPSERT",
+		2: "WATCH_EVENT_TYPE_DELETE",
+		3: "WATCH_EVENT_TYPE_SNAPSHOT_DONE",
+	}
+	WatchEventType_value = map[string]int32{
+		"WATCH_EVENT_TYPE_UNSPECIFIED":   0,
+		"WATCH_EVENT_TYPE_UPSERT":        1,
+		"WATCH_EVENT_TYPE_DELETE":        2,
+		"WATCH_EVENT_TYPE_SNAPSHOT_DONE": 3,
+	}
+)
+
+func (x WatchEventType) Enum() *WatchEventType {
+	p := new(WatchEventType)
+	*p = x
+	return p
+}
+
+func (x WatchEventType) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (WatchEventType) Descriptor() protoreflect.EnumDescriptor {
+	return file_meshnode_v1_registry_proto_enumTypes[3].Descriptor()
+}
+
+func (WatchEventType) Type() protoreflect.EnumType {
+	return &file_meshnode_v1_registry_proto_enumTypes[3]
+}
+
+func (x WatchEventType) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use WatchEventType.Descriptor instead.
+func (WatchEventType) EnumDescriptor() ([]byte, []int) {
+	return file_meshnode_v1_registry_proto_rawDescGZIP(), []int{3}
+}
+
 // Capability is one thing an agent can do, such as "inventory.lookup".
 type Capability struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -463,6 +572,729 @@ func (x *NodeRecord) GetModifyIndex() uint64 {
 	return 0
 }
 
+// RegisterRequest describes the agent being registered on the local node.
+type RegisterRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The agent's name on this node: 1-64 bytes of UTF-8 letters, digits, '.', '-', '_'.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Roles the agent plays, such as "voter".
+	Roles []string `protobuf:"bytes,2,rep,name=roles,proto3" json:"roles,omitempty"`
+	// What the agent can do; at most 256 entries.
+	Capabilities []*Capability `protobuf:"bytes,3,rep,name=capabilities,proto3" json:"capabilities,omitempty"`
+	// The agent's ed25519 public key (32 bytes) for quorum votes; empty if it never votes.
+	VotePublicKey []byte `protobuf:"bytes,4,opt,name=vote_public_key,json=votePublicKey,proto3" json:"vote_public_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RegisterRequest) Reset() {
+	*x = RegisterRequest{}
+	mi := &file_meshnode_v1_registry_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RegisterRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RegisterRequest) ProtoMessage() {}
+
+func (x *RegisterRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meshnode_v1_registry_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RegisterRequest.ProtoReflect.Descriptor instead.
+func (*RegisterRequest) Descriptor() ([]byte, []int) {
+	return file_meshnode_v1_registry_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *RegisterRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RegisterRequest) GetRoles() []string {
+	if x != nil {
+		return x.Roles
+	}
+	return nil
+}
+
+func (x *RegisterRequest) GetCapabilities() []*Capability {
+	if x != nil {
+		return x.Capabilities
+	}
+	return nil
+}
+
+func (x *RegisterRequest) GetVotePublicKey() []byte {
+	if x != nil {
+		return x.VotePublicKey
+	}
+	return nil
+}
+
+// RegisterResponse returns the committed registration.
+type RegisterResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The agent as committed.
+	Agent *Agent `protobuf:"bytes,1,opt,name=agent,proto3" json:"agent,omitempty"`
+	// The Raft index of the commit.
+	Index         uint64 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RegisterResponse) Reset() {
+	*x = RegisterResponse{}
+	mi := &file_meshnode_v1_registry_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RegisterResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RegisterResponse) ProtoMessage() {}
+
+func (x *RegisterResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_meshnode_v1_registry_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RegisterResponse.ProtoReflect.Descriptor instead.
+func (*RegisterResponse) Descriptor() ([]byte, []int) {
+	return file_meshnode_v1_registry_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *RegisterResponse) GetAgent() *Agent {
+	if x != nil {
+		return x.Agent
+	}
+	return nil
+}
+
+func (x *RegisterResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+// DeregisterRequest names the agent to remove.
+type DeregisterRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The agent's id ("<node>/<name>") or its bare name on this node.
+	AgentId       string `protobuf:"bytes,1,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeregisterRequest) Reset() {
+	*x = DeregisterRequest{}
+	mi := &file_meshnode_v1_registry_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeregisterRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeregisterRequest) ProtoMessage() {}
+
+func (x *DeregisterRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meshnode_v1_registry_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeregisterRequest.ProtoReflect.Descriptor instead.
+func (*DeregisterRequest) Descriptor() ([]byte, []int) {
+	return file_meshnode_v1_registry_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *DeregisterRequest) GetAgentId() string {
+	if x != nil {
+		return x.AgentId
+	}
+	return ""
+}
+
+// DeregisterResponse confirms the removal.
+type DeregisterResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The Raft index of the commit.
+	Index         uint64 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeregisterResponse) Reset() {
+	*x = DeregisterResponse{}
+	mi := &file_meshnode_v1_registry_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeregisterResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeregisterResponse) ProtoMessage() {}
+
+func (x *DeregisterResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_meshnode_v1_registry_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeregisterResponse.ProtoReflect.Descriptor instead.
+func (*DeregisterResponse) Descriptor() ([]byte, []int) {
+	return file_meshnode_v1_registry_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *DeregisterResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+// ListAgentsRequest filters the listing.
+type ListAgentsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only agents offering this capability; empty for all.
+	Capability string `protobuf:"bytes,1,opt,name=capability,proto3" json:"capability,omitempty"`
+	// Only agents on this node; empty for all.
+	Node string `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"`
+	// How fresh the answer must be.
+	Consistency   Consistency `protobuf:"varint,3,opt,name=consistency,proto3,enum=meshnode.v1.Consistency" json:"consistency,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAgentsRequest) Reset() {
+	*x = ListAgentsRequest{}
+	mi := &file_meshnode_v1_registry_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAgentsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAgentsRequest) ProtoMessage() {}
+
+func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meshnode_v1_registry_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAgentsRequest.ProtoReflect.Descriptor instead.
+func (*ListAgentsRequest) Descriptor() ([]byte, []int) {
+	return file_meshnode_v1_registry_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ListAgentsRequest) GetCapability() string {
+	if x != nil {
+		return x.Capability
+	}
+	return ""
+}
+
+func (x *ListAgentsRequest) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *ListAgentsRequest) GetConsistency() Consistency {
+	if x != nil {
+		return x.Consistency
+	}
+	return Consistency_CONSISTENCY_UNSPECIFIED
+}
+
+// ListAgentsResponse holds the agents and the index they were read at.
+type ListAgentsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Matching agents, sorted by id.
+	Agents []*Agent `protobuf:"bytes,1,rep,name=agents,proto3" json:"agents,omitempty"`
+	// The registry index the answer reflects.
+	Index         uint64 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAgentsResponse) Reset() {
+	*x = ListAgentsResponse{}
+	mi := &file_meshnode_v1_registry_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAgentsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAgentsResponse) ProtoMessage() {}
+
+func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_meshnode_v1_registry_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAgentsResponse.ProtoReflect.Descriptor instead.
+func (*ListAgentsResponse) Descriptor() ([]byte, []int) {
+	return file_meshnode_v1_registry_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *ListAgentsResponse) GetAgents() []*Agent {
+	if x != nil {
+		return x.Agents
+	}
+	return nil
+}
+
+func (x *ListAgentsResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+// AgentLoad is the freshest load and health the node knows for an agent.
+type AgentLoad struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Calls in flight.
+	InFlight uint32 `protobuf:"varint,1,opt,name=in_flight,json=inFlight,proto3" json:"in_flight,omitempty"`
+	// Calls the agent accepts at once; 0 means unlimited.
+	Capacity uint32 `protobuf:"varint,2,opt,name=capacity,proto3" json:"capacity,omitempty"`
+	// Exponentially weighted mean latency in milliseconds.
+	EwmaLatencyMs float64 `protobuf:"fixed64,3,opt,name=ewma_latency_ms,json=ewmaLatencyMs,proto3" json:"ewma_latency_ms,omitempty"`
+	// Decayed success rate, 0 to 1.
+	SuccessRate float64 `protobuf:"fixed64,4,opt,name=success_rate,json=successRate,proto3" json:"success_rate,omitempty"`
+	// "ready", "draining", "restarting" or "unknown".
+	Status        string `protobuf:"bytes,5,opt,name=status,proto3" json:"status,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentLoad) Reset() {
+	*x = AgentLoad{}
+	mi := &file_meshnode_v1_registry_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentLoad) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentLoad) ProtoMessage() {}
+
+func (x *AgentLoad) ProtoReflect() protoreflect.Message {
+	mi := &file_meshnode_v1_registry_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentLoad.ProtoReflect.Descriptor instead.
+func (*AgentLoad) Descriptor() ([]byte, []int) {
+	return file_meshnode_v1_registry_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *AgentLoad) GetInFlight() uint32 {
+	if x != nil {
+		return x.InFlight
+	}
+	return 0
+}
+
+func (x *AgentLoad) GetCapacity() uint32 {
+	if x != nil {
+		return x.Capacity
+	}
+	return 0
+}
+
+func (x *AgentLoad) GetEwmaLatencyMs() float64 {
+	if x != nil {
+		return x.EwmaLatencyMs
+	}
+	return 0
+}
+
+func (x *AgentLoad) GetSuccessRate() float64 {
+	if x != nil {
+		return x.SuccessRate
+	}
+	return 0
+}
+
+func (x *AgentLoad) GetStatus() string {
+	if x != nil {
+		return x.Status
+	}
+	return ""
+}
+
+// DiscoveredAgent is an agent offering the requested capability.
+type DiscoveredAgent struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The registry record.
+	Agent *Agent `protobuf:"bytes,1,opt,name=agent,proto3" json:"agent,omitempty"`
+	// Load and health from gossip and the node's own measurements.
+	Load *AgentLoad `protobuf:"bytes,2,opt,name=load,proto3" json:"load,omitempty"`
+	// The matching capability entry.
+	Capability    *Capability `protobuf:"bytes,3,opt,name=capability,proto3" json:"capability,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DiscoveredAgent) Reset() {
+	*x = DiscoveredAgent{}
+	mi := &file_meshnode_v1_registry_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DiscoveredAgent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DiscoveredAgent) ProtoMessage() {}
+
+func (x *DiscoveredAgent) ProtoReflect() protoreflect.Message {
+	mi := &file_meshnode_v1_registry_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DiscoveredAgent.ProtoReflect.Descriptor instead.
+func (*DiscoveredAgent) Descriptor() ([]byte, []int) {
+	return file_meshnode_v1_registry_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *DiscoveredAgent) GetAgent() *Agent {
+	if x != nil {
+		return x.Agent
+	}
+	return nil
+}
+
+func (x *DiscoveredAgent) GetLoad() *AgentLoad {
+	if x != nil {
+		return x.Load
+	}
+	return nil
+}
+
+func (x *DiscoveredAgent) GetCapability() *Capability {
+	if x != nil {
+		return x.Capability
+	}
+	return nil
+}
+
+// DiscoverRequest asks who can serve a capability.
+type DiscoverRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The capability name.
+	Capability string `protobuf:"bytes,1,opt,name=capability,proto3" json:"capability,omitempty"`
+	// Minimum proficiency; unspecified accepts any.
+	MinProficiency Proficiency `protobuf:"varint,2,opt,name=min_proficiency,json=minProficiency,proto3,enum=meshnode.v1.Proficiency" json:"min_proficiency,omitempty"`
+	// Attributes that must match exactly.
+	Attributes    map[string]string `protobuf:"bytes,3,rep,name=attributes,proto3" json:"attributes,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DiscoverRequest) Reset() {
+	*x = DiscoverRequest{}
+	mi := &file_meshnode_v1_registry_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DiscoverRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DiscoverRequest) ProtoMessage() {}
+
+func (x *DiscoverRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meshnode_v1_registry_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DiscoverRequest.ProtoReflect.Descriptor instead.
+func (*DiscoverRequest) Descriptor() ([]byte, []int) {
+	return file_meshnode_v1_registry_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *DiscoverRequest) GetCapability() string {
+	if x != nil {
+		return x.Capability
+	}
+	return ""
+}
+
+func (x *DiscoverRequest) GetMinProficiency() Proficiency {
+	if x != nil {
+		return x.MinProficiency
+	}
+	return Proficiency_PROFICIENCY_UNSPECIFIED
+}
+
+func (x *DiscoverRequest) GetAttributes() map[string]string {
+	if x != nil {
+		return x.Attributes
+	}
+	return nil
+}
+
+// DiscoverResponse lists the matching agents.
+type DiscoverResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Agents able to serve the capability, ready ones first.
+	Agents []*DiscoveredAgent `protobuf:"bytes,1,rep,name=agents,proto3" json:"agents,omitempty"`
+	// The registry index the answer reflects.
+	Index         uint64 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DiscoverResponse) Reset() {
+	*x = DiscoverResponse{}
+	mi := &file_meshnode_v1_registry_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DiscoverResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DiscoverResponse) ProtoMessage() {}
+
+func (x *DiscoverResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_meshnode_v1_registry_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DiscoverResponse.ProtoReflect.Descriptor instead.
+func (*DiscoverResponse) Descriptor() ([]byte, []int) {
+	return file_meshnode_v1_registry_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *DiscoverResponse) GetAgents() []*DiscoveredAgent {
+	if x != nil {
+		return x.Agents
+	}
+	return nil
+}
+
+func (x *DiscoverResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+// WatchRequest selects which changes to receive.
+type WatchRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only changes to agents offering this capability; empty for all.
+	Capability string `protobuf:"bytes,1,opt,name=capability,proto3" json:"capability,omitempty"`
+	// Send changes committed after this index; 0 starts with the current state.
+	FromIndex     uint64 `protobuf:"varint,2,opt,name=from_index,json=fromIndex,proto3" json:"from_index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchRequest) Reset() {
+	*x = WatchRequest{}
+	mi := &file_meshnode_v1_registry_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchRequest) ProtoMessage() {}
+
+func (x *WatchRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meshnode_v1_registry_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
+func (*WatchRequest) Descriptor() ([]byte, []int) {
+	return file_meshnode_v1_registry_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *WatchRequest) GetCapability() string {
+	if x != nil {
+		return x.Capability
+	}
+	return ""
+}
+
+func (x *WatchRequest) GetFromIndex() uint64 {
+	if x != nil {
+		return x.FromIndex
+	}
+	return 0
+}
+
+// WatchResponse is one registry change.
+type WatchResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// What happened.
+	Type WatchEventType `protobuf:"varint,1,opt,name=type,proto3,enum=meshnode.v1.WatchEventType" json:"type,omitempty"`
+	// The agent after the change (before it, for deletions).
+	Agent *Agent `protobuf:"bytes,2,opt,name=agent,proto3" json:"agent,omitempty"`
+	// The Raft index of the change.
+	Index         uint64 `protobuf:"varint,3,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchResponse) Reset() {
+	*x = WatchResponse{}
+	mi := &file_meshnode_v1_registry_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchResponse) ProtoMessage() {}
+
+func (x *WatchResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_meshnode_v1_registry_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchResponse.ProtoReflect.Descriptor instead.
+func (*WatchResponse) Descriptor() ([]byte, []int) {
+	return file_meshnode_v1_registry_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *WatchResponse) GetType() WatchEventType {
+	if x != nil {
+		return x.Type
+	}
+	return WatchEventType_WATCH_EVENT_TYPE_UNSPECIFIED
+}
+
+func (x *WatchResponse) GetAgent() *Agent {
+	if x != nil {
+		return x.Agent
+	}
+	return nil
+}
+
+func (x *WatchResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
 var File_meshnode_v1_registry_proto protoreflect.FileDescriptor
 
 const file_meshnode_v1_registry_proto_rawDesc = "" +
@@ -503,7 +1335,64 @@ const file_meshnode_v1_registry_proto_rawDesc = "" +
 	"\tspiffe_id\x18\x04 \x01(\tR\bspiffeId\x12\x1d\n" +
 	"\n" +
 	"public_key\x18\x05 \x01(\fR\tpublicKey\x12!\n" +
-	"\fmodify_index\x18\x06 \x01(\x04R\vmodifyIndex*w\n" +
+	"\fmodify_index\x18\x06 \x01(\x04R\vmodifyIndex\"\xa0\x01\n" +
+	"\x0fRegisterRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05roles\x18\x02 \x03(\tR\x05roles\x12;\n" +
+	"\fcapabilities\x18\x03 \x03(\v2\x17.meshnode.v1.CapabilityR\fcapabilities\x12&\n" +
+	"\x0fvote_public_key\x18\x04 \x01(\fR\rvotePublicKey\"R\n" +
+	"\x10RegisterResponse\x12(\n" +
+	"\x05agent\x18\x01 \x01(\v2\x12.meshnode.v1.AgentR\x05agent\x12\x14\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\".\n" +
+	"\x11DeregisterRequest\x12\x19\n" +
+	"\bagent_id\x18\x01 \x01(\tR\aagentId\"*\n" +
+	"\x12DeregisterResponse\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\"\x83\x01\n" +
+	"\x11ListAgentsRequest\x12\x1e\n" +
+	"\n" +
+	"capability\x18\x01 \x01(\tR\n" +
+	"capability\x12\x12\n" +
+	"\x04node\x18\x02 \x01(\tR\x04node\x12:\n" +
+	"\vconsistency\x18\x03 \x01(\x0e2\x18.meshnode.v1.ConsistencyR\vconsistency\"V\n" +
+	"\x12ListAgentsResponse\x12*\n" +
+	"\x06agents\x18\x01 \x03(\v2\x12.meshnode.v1.AgentR\x06agents\x12\x14\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\"\xa7\x01\n" +
+	"\tAgentLoad\x12\x1b\n" +
+	"\tin_flight\x18\x01 \x01(\rR\binFlight\x12\x1a\n" +
+	"\bcapacity\x18\x02 \x01(\rR\bcapacity\x12&\n" +
+	"\x0fewma_latency_ms\x18\x03 \x01(\x01R\rewmaLatencyMs\x12!\n" +
+	"\fsuccess_rate\x18\x04 \x01(\x01R\vsuccessRate\x12\x16\n" +
+	"\x06status\x18\x05 \x01(\tR\x06status\"\xa0\x01\n" +
+	"\x0fDiscoveredAgent\x12(\n" +
+	"\x05agent\x18\x01 \x01(\v2\x12.meshnode.v1.AgentR\x05agent\x12*\n" +
+	"\x04load\x18\x02 \x01(\v2\x16.meshnode.v1.AgentLoadR\x04load\x127\n" +
+	"\n" +
+	"capability\x18\x03 \x01(\v2\x17.meshnode.v1.CapabilityR\n" +
+	"capability\"\x81\x02\n" +
+	"\x0fDiscoverRequest\x12\x1e\n" +
+	"\n" +
+	"capability\x18\x01 \x01(\tR\n" +
+	"capability\x12A\n" +
+	"\x0fmin_proficiency\x18\x02 \x01(\x0e2\x18.meshnode.v1.ProficiencyR\x0eminProficiency\x12L\n" +
+	"\n" +
+	"attributes\x18\x03 \x03(\v2,.meshnode.v1.DiscoverRequest.AttributesEntryR\n" +
+	"attributes\x1a=\n" +
+	"\x0fAttributesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"^\n" +
+	"\x10DiscoverResponse\x124\n" +
+	"\x06agents\x18\x01 \x03(\v2\x1c.meshnode.v1.DiscoveredAgentR\x06agents\x12\x14\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\"M\n" +
+	"\fWatchRequest\x12\x1e\n" +
+	"\n" +
+	"capability\x18\x01 \x01(\tR\n" +
+	"capability\x12\x1d\n" +
+	"\n" +
+	"from_index\x18\x02 \x01(\x04R\tfromIndex\"\x80\x01\n" +
+	"\rWatchResponse\x12/\n" +
+	"\x04type\x18\x01 \x01(\x0e2\x1b.meshnode.v1.WatchEventTypeR\x04type\x12(\n" +
+	"\x05agent\x18\x02 \x01(\v2\x12.meshnode.v1.AgentR\x05agent\x12\x14\n" +
+	"\x05index\x18\x03 \x01(\x04R\x05index*w\n" +
 	"\vProficiency\x12\x1b\n" +
 	"\x17PROFICIENCY_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12PROFICIENCY_NOVICE\x10\x01\x12\x1b\n" +
@@ -514,7 +1403,24 @@ const file_meshnode_v1_registry_proto_rawDesc = "" +
 	"\x17AGENT_STATUS_REGISTERED\x10\x01\x12\x16\n" +
 	"\x12AGENT_STATUS_READY\x10\x02\x12\x19\n" +
 	"\x15AGENT_STATUS_DRAINING\x10\x03\x12\x1d\n" +
-	"\x19AGENT_STATUS_DISCONNECTED\x10\x04B<Z:github.com/agentmesh/meshnode/proto/meshnode/v1;meshnodev1b\x06proto3"
+	"\x19AGENT_STATUS_DISCONNECTED\x10\x04*]\n" +
+	"\vConsistency\x12\x1b\n" +
+	"\x17CONSISTENCY_UNSPECIFIED\x10\x00\x12\x15\n" +
+	"\x11CONSISTENCY_STALE\x10\x01\x12\x1a\n" +
+	"\x16CONSISTENCY_CONSISTENT\x10\x02*\x90\x01\n" +
+	"\x0eWatchEventType\x12 \n" +
+	"\x1cWATCH_EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x1b\n" +
+	"\x17WATCH_EVENT_TYPE_UPSERT\x10\x01\x12\x1b\n" +
+	"\x17WATCH_EVENT_TYPE_DELETE\x10\x02\x12\"\n" +
+	"\x1eWATCH_EVENT_TYPE_SNAPSHOT_DONE\x10\x032\x83\x03\n" +
+	"\x0fRegistryService\x12G\n" +
+	"\bRegister\x12\x1c.meshnode.v1.RegisterRequest\x1a\x1d.meshnode.v1.RegisterResponse\x12M\n" +
+	"\n" +
+	"Deregister\x12\x1e.meshnode.v1.DeregisterRequest\x1a\x1f.meshnode.v1.DeregisterResponse\x12M\n" +
+	"\n" +
+	"ListAgents\x12\x1e.meshnode.v1.ListAgentsRequest\x1a\x1f.meshnode.v1.ListAgentsResponse\x12G\n" +
+	"\bDiscover\x12\x1c.meshnode.v1.DiscoverRequest\x1a\x1d.meshnode.v1.DiscoverResponse\x12@\n" +
+	"\x05Watch\x12\x19.meshnode.v1.WatchRequest\x1a\x1a.meshnode.v1.WatchResponse0\x01B<Z:github.com/agentmesh/meshnode/proto/meshnode/v1;meshnodev1b\x06proto3"
 
 var (
 	file_meshnode_v1_registry_proto_rawDescOnce sync.Once
@@ -528,26 +1434,63 @@ func file_meshnode_v1_registry_proto_rawDescGZIP() []byte {
 	return file_meshnode_v1_registry_proto_rawDescData
 }
 
-var file_meshnode_v1_registry_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_meshnode_v1_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
+var file_meshnode_v1_registry_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_meshnode_v1_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_meshnode_v1_registry_proto_goTypes = []any{
-	(Proficiency)(0),   // 0: meshnode.v1.Proficiency
-	(AgentStatus)(0),   // 1: meshnode.v1.AgentStatus
-	(*Capability)(nil), // 2: meshnode.v1.Capability
-	(*Agent)(nil),      // 3: meshnode.v1.Agent
-	(*NodeRecord)(nil), // 4: meshnode.v1.NodeRecord
-	nil,                // 5: meshnode.v1.Capability.AttributesEntry
+	(Proficiency)(0),           // 0: meshnode.v1.Proficiency
+	(AgentStatus)(0),           // 1: meshnode.v1.AgentStatus
+	(Consistency)(0),           // 2: meshnode.v1.Consistency
+	(WatchEventType)(0),        // 3: meshnode.v1.WatchEventType
+	(*Capability)(nil),         // 4: meshnode.v1.Capability
+	(*Agent)(nil),              // 5: meshnode.v1.Agent
+	(*NodeRecord)(nil),         // 6: meshnode.v1.NodeRecord
+	(*RegisterRequest)(nil),    // 7: meshnode.v1.RegisterRequest
+	(*RegisterResponse)(nil),   // 8: meshnode.v1.RegisterResponse
+	(*DeregisterRequest)(nil),  // 9: meshnode.v1.DeregisterRequest
+	(*DeregisterResponse)(nil), // 10: meshnode.v1.DeregisterResponse
+	(*ListAgentsRequest)(nil),  // 11: meshnode.v1.ListAgentsRequest
+	(*ListAgentsResponse)(nil), // 12: meshnode.v1.ListAgentsResponse
+	(*AgentLoad)(nil),          // 13: meshnode.v1.AgentLoad
+	(*DiscoveredAgent)(nil),    // 14: meshnode.v1.DiscoveredAgent
+	(*DiscoverRequest)(nil),    // 15: meshnode.v1.DiscoverRequest
+	(*DiscoverResponse)(nil),   // 16: meshnode.v1.DiscoverResponse
+	(*WatchRequest)(nil),       // 17: meshnode.v1.WatchRequest
+	(*WatchResponse)(nil),      // 18: meshnode.v1.WatchResponse
+	nil,                        // 19: meshnode.v1.Capability.AttributesEntry
+	nil,                        // 20: meshnode.v1.DiscoverRequest.AttributesEntry
 }
 var file_meshnode_v1_registry_proto_depIdxs = []int32{
-	5, // 0: meshnode.v1.Capability.attributes:type_name -> meshnode.v1.Capability.AttributesEntry
-	0, // 1: meshnode.v1.Capability.proficiency:type_name -> meshnode.v1.Proficiency
-	2, // 2: meshnode.v1.Agent.capabilities:type_name -> meshnode.v1.Capability
-	1, // 3: meshnode.v1.Agent.status:type_name -> meshnode.v1.AgentStatus
-	4, // [4:4] is the sub-list for method output_type
-	4, // [4:4] is the sub-list for method input_type
-	4, // [4:4] is the sub-list for extension type_name
-	4, // [4:4] is the sub-list for extension extendee
-	0, // [0:4] is the sub-list for field type_name
+	19, // 0: meshnode.v1.Capability.attributes:type_name -> meshnode.v1.Capability.AttributesEntry
+	0,  // 1: meshnode.v1.Capability.proficiency:type_name -> meshnode.v1.Proficiency
+	4,  // 2: meshnode.v1.Agent.capabilities:type_name -> meshnode.v1.Capability
+	1,  // 3: meshnode.v1.Agent.status:type_name -> meshnode.v1.AgentStatus
+	4,  // 4: meshnode.v1.RegisterRequest.capabilities:type_name -> meshnode.v1.Capability
+	5,  // 5: meshnode.v1.RegisterResponse.agent:type_name -> meshnode.v1.Agent
+	2,  // 6: meshnode.v1.ListAgentsRequest.consistency:type_name -> meshnode.v1.Consistency
+	5,  // 7: meshnode.v1.ListAgentsResponse.agents:type_name -> meshnode.v1.Agent
+	5,  // 8: meshnode.v1.DiscoveredAgent.agent:type_name -> meshnode.v1.Agent
+	13, // 9: meshnode.v1.DiscoveredAgent.load:type_name -> meshnode.v1.AgentLoad
+	4,  // 10: meshnode.v1.DiscoveredAgent.capability:type_name -> meshnode.v1.Capability
+	0,  // 11: meshnode.v1.DiscoverRequest.min_proficiency:type_name -> meshnode.v1.Proficiency
+	20, // 12: meshnode.v1.DiscoverRequest.attributes:type_name -> meshnode.v1.DiscoverRequest.AttributesEntry
+	14, // 13: meshnode.v1.DiscoverResponse.agents:type_name -> meshnode.v1.DiscoveredAgent
+	3,  // 14: meshnode.v1.WatchResponse.type:type_name -> meshnode.v1.WatchEventType
+	5,  // 15: meshnode.v1.WatchResponse.agent:type_name -> meshnode.v1.Agent
+	7,  // 16: meshnode.v1.RegistryService.Register:input_type -> meshnode.v1.RegisterRequest
+	9,  // 17: meshnode.v1.RegistryService.Deregister:input_type -> meshnode.v1.DeregisterRequest
+	11, // 18: meshnode.v1.RegistryService.ListAgents:input_type -> meshnode.v1.ListAgentsRequest
+	15, // 19: meshnode.v1.RegistryService.Discover:input_type -> meshnode.v1.DiscoverRequest
+	17, // 20: meshnode.v1.RegistryService.Watch:input_type -> meshnode.v1.WatchRequest
+	8,  // 21: meshnode.v1.RegistryService.Register:output_type -> meshnode.v1.RegisterResponse
+	10, // 22: meshnode.v1.RegistryService.Deregister:output_type -> meshnode.v1.DeregisterResponse
+	12, // 23: meshnode.v1.RegistryService.ListAgents:output_type -> meshnode.v1.ListAgentsResponse
+	16, // 24: meshnode.v1.RegistryService.Discover:output_type -> meshnode.v1.DiscoverResponse
+	18, // 25: meshnode.v1.RegistryService.Watch:output_type -> meshnode.v1.WatchResponse
+	21, // [21:26] is the sub-list for method output_type
+	16, // [16:21] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_meshnode_v1_registry_proto_init() }
@@ -560,10 +1503,10 @@ func file_meshnode_v1_registry_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meshnode_v1_registry_proto_rawDesc), len(file_meshnode_v1_registry_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   4,
+			NumEnums:      4,
+			NumMessages:   17,
 			NumExtensions: 0,
-			NumServices:   0,
+			NumServices:   1,
 		},
 		GoTypes:           file_meshnode_v1_registry_proto_goTypes,
 		DependencyIndexes: file_meshnode_v1_registry_proto_depIdxs,

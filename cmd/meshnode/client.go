@@ -1,0 +1,94 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/agentmesh/meshnode/node"
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+)
+
+// clientFlags are shared by every command that talks to a running node.
+type clientFlags struct {
+	socket  string
+	json    bool
+	timeout time.Duration
+}
+
+func addClientFlags(cmd *cobra.Command) *clientFlags {
+	cf := &clientFlags{}
+	cmd.Flags().StringVar(&cf.socket, "socket", "", "node's agent API socket (env MESHNODE_SOCKET; default "+defaultSocket()+")")
+	cmd.Flags().BoolVar(&cf.json, "json", false, "print JSON instead of a table")
+	cmd.Flags().DurationVar(&cf.timeout, "timeout", 10*time.Second, "give up after this long")
+	return cf
+}
+
+func defaultSocket() string {
+	if d := os.Getenv("MESHNODE_DATA_DIR"); d != "" {
+		return filepath.Join(d, "meshnode.sock")
+	}
+	return filepath.Join(node.DefaultDataDir(), "meshnode.sock")
+}
+
+func (cf *clientFlags) socketPath() string {
+	if cf.socket != "" {
+		return cf.socket
+	}
+	if s := os.Getenv("MESHNODE_SOCKET"); s != "" {
+		return s
+	}
+	return defaultSocket()
+}
+
+// dial connects to the node's socket. grpc dials lazily, so check the socket
+// exists first to give a useful error instead of a timeout.
+func (cf *clientFlags) dial() (*grpc.ClientConn, error) {
+	path := cf.socketPath()
+	if _, err := os.Stat(path); err != nil {
+		return nil, fmt.Errorf("no node socket at %s (%v): start one with 'meshnode run', or point --socket / MESHNODE_SOCKET at it", path, errors.Unwrap(err))
+	}
+	return grpc.NewClient("unix://"+path,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20), grpc.MaxCallSendMsgSize(64<<20)))
+}
+
+func (cf *clientFlags) context() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), cf.timeout)
+}
+
+// rpcError turns a gRPC status into a one-line message for the terminal.
+func rpcError(what string, err error, socket string) error {
+	st, ok := status.FromError(err)
+	if !ok {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	switch st.Code() {
+	case codes.Unavailable:
+		return fmt.Errorf("%s: node at %s is unavailable: %s", what, socket, st.Message())
+	case codes.InvalidArgument, codes.NotFound, codes.AlreadyExists, codes.FailedPrecondition, codes.PermissionDenied:
+		return usageError{fmt.Errorf("%s: %s", what, st.Message())}
+	}
+	return fmt.Errorf("%s: %s: %s", what, st.Code(), st.Message())
+}
+
+var jsonOut = protojson.MarshalOptions{Multiline: true, Indent: "  ", EmitUnpopulated: true}
+
+func printJSON(w io.Writer, m proto.Message) error {
+	b, err := jsonOut.Marshal(m)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintln(w, string(b))
+	return err
+}

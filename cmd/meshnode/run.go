@@ -1,0 +1,132 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/agentmesh/meshnode/node"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+)
+
+func newRunCmd() *cobra.Command {
+	def := node.DefaultConfig()
+	var configFile string
+	cmd := &cobra.Command{
+		Use:   "run",
+		Short: "Run the meshnode daemon",
+		Long: `Run the meshnode daemon in the foreground.
+
+With no flags it starts a single-node cluster that bootstraps itself, creates a
+development CA in its data dir and serves the agent API on its socket.
+
+Settings come from flags, then MESHNODE_* environment variables (for example
+MESHNODE_DATA_DIR), then the YAML file named by --config, then defaults.
+Keys in the file are the flag names with '_' for '-' (data_dir, log_level, ...).
+
+SIGINT or SIGTERM stops the node gracefully within --shutdown-timeout; a second
+signal forces it to exit at once.`,
+		Example: `  meshnode run
+  meshnode run --name n2 --data-dir /tmp/n2 --bind 127.0.0.1:7947 --join 127.0.0.1:7946 --token "$TOKEN"`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := loadRunConfig(cmd.Flags(), configFile)
+			if err != nil {
+				return err
+			}
+			return runNode(cfg)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&configFile, "config", "", "YAML config file (env MESHNODE_CONFIG)")
+	f.String("name", def.Name, "node name, unique in the cluster")
+	f.String("data-dir", def.DataDir, "directory for Raft state, keys and the socket")
+	f.String("bind", def.Bind, "UDP host:port for QUIC peer traffic")
+	f.String("advertise", "", "host:port peers use to reach this node (default: the bind address)")
+	f.String("socket", "", "agent API Unix socket (default <data-dir>/meshnode.sock)")
+	f.StringSlice("join", nil, "seed addresses host:port,... of existing nodes; empty bootstraps a new cluster")
+	f.String("token", "", "one-time join token from 'meshnode token create'")
+	f.Bool("server", false, "be a Raft server (the first node of a cluster always is)")
+	f.Int("voters", def.Voters, "Raft voters the cluster keeps: 3 or 5")
+	f.String("trust-domain", def.TrustDomain, "SPIFFE trust domain of a cluster this node bootstraps")
+	f.String("log-level", def.LogLevel, "debug, info, warn or error")
+	f.String("log-format", def.LogFormat, "text or json")
+	f.Int("max-payload", def.MaxPayload, "largest call payload in bytes")
+	f.Duration("call-timeout", def.CallTimeout, "deadline of a call that names none")
+	f.Duration("shutdown-timeout", def.ShutdownTimeout, "longest a graceful stop may take")
+	f.Duration("cert-lifetime", def.CertLifetime, "lifetime of node certificates (renewed at 2/3)")
+	return cmd
+}
+
+// loadRunConfig applies defaults < file < environment < flags.
+func loadRunConfig(flags *pflag.FlagSet, configFile string) (node.Config, error) {
+	cfg := node.DefaultConfig()
+	if configFile == "" {
+		configFile = os.Getenv("MESHNODE_CONFIG")
+	}
+	if configFile != "" {
+		if err := node.LoadFile(configFile, &cfg); err != nil {
+			return cfg, err
+		}
+	}
+	if err := node.ApplyEnv(os.Environ(), &cfg); err != nil {
+		return cfg, err
+	}
+	var ferr error
+	flags.Visit(func(fl *pflag.Flag) {
+		if ferr != nil || fl.Name == "config" {
+			return
+		}
+		value := fl.Value.String()
+		if sv, ok := fl.Value.(pflag.SliceValue); ok {
+			value = strings.Join(sv.GetSlice(), ",")
+		}
+		if err := node.SetKey(&cfg, strings.ReplaceAll(fl.Name, "-", "_"), value); err != nil {
+			ferr = err
+		}
+	})
+	if ferr != nil {
+		return cfg, ferr
+	}
+	return cfg, cfg.Validate()
+}
+
+func runNode(cfg node.Config) error {
+	log, err := node.NewLogger(os.Stderr, cfg.LogLevel, cfg.LogFormat)
+	if err != nil {
+		return usageError{err}
+	}
+	n, err := node.New(cfg, log)
+	if err != nil {
+		return err
+	}
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := n.Start(ctx); err != nil {
+		return err
+	}
+	sig := <-sigs
+	log.Info("stopping", "signal", sig.String(), "timeout", cfg.ShutdownTimeout)
+	go func() {
+		sig := <-sigs
+		log.Error("second signal: exiting now without a graceful stop", "signal", sig.String())
+		os.Exit(exitRuntime)
+	}()
+	stopCtx, stopCancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer stopCancel()
+	start := time.Now()
+	if err := n.Stop(stopCtx); err != nil {
+		return fmt.Errorf("graceful stop did not finish in %v: %w", cfg.ShutdownTimeout, err)
+	}
+	log.Debug("stopped", "took", time.Since(start))
+	return nil
+}

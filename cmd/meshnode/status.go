@@ -1,0 +1,46 @@
+package main
+
+import (
+	"fmt"
+	"text/tabwriter"
+	"time"
+
+	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
+	"github.com/spf13/cobra"
+)
+
+func newStatusCmd() *cobra.Command {
+	var cf *clientFlags
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show the local node's name, version, role and uptime",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			conn, err := cf.dial()
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			ctx, cancel := cf.context()
+			defer cancel()
+			st, err := meshnodev1.NewNodeServiceClient(conn).Status(ctx, &meshnodev1.StatusRequest{})
+			if err != nil {
+				return rpcError("status", err, cf.socketPath())
+			}
+			out := cmd.OutOrStdout()
+			if cf.json {
+				return printJSON(out, st)
+			}
+			tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+			fmt.Fprintf(tw, "Name:\t%s\n", st.GetName())
+			fmt.Fprintf(tw, "Version:\t%s\n", st.GetVersion())
+			fmt.Fprintf(tw, "Role:\t%s\n", st.GetRole())
+			fmt.Fprintf(tw, "Uptime:\t%s\n", (time.Duration(st.GetUptimeSeconds()) * time.Second).String())
+			fmt.Fprintf(tw, "Bind:\t%s\n", st.GetBindAddress())
+			fmt.Fprintf(tw, "Data dir:\t%s\n", st.GetDataDir())
+			return tw.Flush()
+		},
+	}
+	cf = addClientFlags(cmd)
+	return cmd
+}

@@ -1,0 +1,205 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+	"unicode/utf8"
+)
+
+// Version is the meshnode release, set at build time with -ldflags.
+var Version = "dev"
+
+// MaxSocketPath is the longest Unix socket path the kernel accepts
+// (sizeof(sun_path) - 1 on Linux).
+const MaxSocketPath = 107
+
+// DefaultPort is the UDP port all peer traffic uses.
+const DefaultPort = 7946
+
+// Config configures a node. The zero value is not usable; start from
+// DefaultConfig, which is what `meshnode run` with no flags uses.
+type Config struct {
+	// Name is the node's cluster-unique name. Default: the host name.
+	Name string `yaml:"name"`
+	// DataDir holds Raft state, keys and the socket. Default: $XDG_STATE_HOME/meshnode,
+	// /var/lib/meshnode as root.
+	DataDir string `yaml:"data_dir"`
+	// Bind is the UDP host:port for QUIC peer traffic. Default 0.0.0.0:7946.
+	Bind string `yaml:"bind"`
+	// Advertise is the address peers use to reach this node. Default: Bind,
+	// with an unspecified host replaced by the first non-loopback address.
+	Advertise string `yaml:"advertise"`
+	// Socket is the agent API's Unix socket. Default: <data-dir>/meshnode.sock.
+	Socket string `yaml:"socket"`
+	// Join lists seed addresses (host:port) of existing nodes. Empty: bootstrap a new cluster.
+	Join []string `yaml:"join"`
+	// Token is the one-time join token from `meshnode token create`.
+	Token string `yaml:"token"`
+	// Server makes the node a Raft member. The first node of a cluster is always one.
+	Server bool `yaml:"server"`
+	// Voters is how many Raft voters the cluster keeps: 3 or 5 (1 allowed for tests).
+	Voters int `yaml:"voters"`
+	// TrustDomain is the SPIFFE trust domain of a cluster this node bootstraps.
+	TrustDomain string `yaml:"trust_domain"`
+	// LogLevel is debug, info, warn or error.
+	LogLevel string `yaml:"log_level"`
+	// LogFormat is text or json.
+	LogFormat string `yaml:"log_format"`
+	// MaxPayload is the largest call payload in bytes.
+	MaxPayload int `yaml:"max_payload"`
+	// CallTimeout is the deadline of a call that names none.
+	CallTimeout time.Duration `yaml:"call_timeout"`
+	// ShutdownTimeout bounds a graceful stop; after it the node exits anyway.
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+	// CertLifetime is how long node certificates live; renewed at 2/3.
+	CertLifetime time.Duration `yaml:"cert_lifetime"`
+}
+
+// DefaultConfig returns the configuration of `meshnode run` with no flags:
+// a single-node cluster that bootstraps itself.
+func DefaultConfig() Config {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "meshnode"
+	}
+	return Config{
+		Name:            host,
+		DataDir:         DefaultDataDir(),
+		Bind:            net.JoinHostPort("0.0.0.0", strconv.Itoa(DefaultPort)),
+		Voters:          3,
+		TrustDomain:     "meshnode.local",
+		LogLevel:        "info",
+		LogFormat:       "text",
+		MaxPayload:      4 << 20,
+		CallTimeout:     30 * time.Second,
+		ShutdownTimeout: 15 * time.Second,
+		CertLifetime:    24 * time.Hour,
+	}
+}
+
+// DefaultDataDir is $XDG_STATE_HOME/meshnode, /var/lib/meshnode as root, or
+// ~/.local/state/meshnode.
+func DefaultDataDir() string {
+	if d := os.Getenv("XDG_STATE_HOME"); d != "" {
+		return filepath.Join(d, "meshnode")
+	}
+	if os.Geteuid() == 0 {
+		return "/var/lib/meshnode"
+	}
+	if home, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(home, ".local", "state", "meshnode")
+	}
+	return "meshnode-data"
+}
+
+// SocketPath is the agent API socket: Socket, or <data-dir>/meshnode.sock.
+func (c Config) SocketPath() string {
+	if c.Socket != "" {
+		return c.Socket
+	}
+	return filepath.Join(c.DataDir, "meshnode.sock")
+}
+
+// ErrInvalidConfig wraps every configuration error; callers exit with the
+// usage status when they see it.
+var ErrInvalidConfig = errors.New("invalid configuration")
+
+func invalid(key, format string, args ...any) error {
+	return fmt.Errorf("%w: %s: %s", ErrInvalidConfig, key, fmt.Sprintf(format, args...))
+}
+
+// Validate checks every field and the rules between them. Each error names
+// the key and says what to do.
+func (c Config) Validate() error {
+	if err := ValidateName(c.Name); err != nil {
+		return invalid("name", "%v", err)
+	}
+	if c.DataDir == "" {
+		return invalid("data_dir", "must not be empty")
+	}
+	if err := validateHostPort(c.Bind, true); err != nil {
+		return invalid("bind", "%v (want host:port, for example 0.0.0.0:7946)", err)
+	}
+	if c.Advertise != "" {
+		if err := validateHostPort(c.Advertise, false); err != nil {
+			return invalid("advertise", "%v (want a reachable host:port)", err)
+		}
+	}
+	if p := c.SocketPath(); len(p) > MaxSocketPath {
+		return invalid("socket", "path %q is %d bytes, over the kernel's limit of %d; pass a shorter --socket", p, len(p), MaxSocketPath)
+	}
+	for _, s := range c.Join {
+		if err := validateHostPort(s, false); err != nil {
+			return invalid("join", "seed %q: %v (want host:port)", s, err)
+		}
+	}
+	if c.Token != "" && len(c.Join) == 0 {
+		return invalid("token", "a join token needs --join with at least one seed")
+	}
+	if c.Voters != 1 && c.Voters != 3 && c.Voters != 5 {
+		return invalid("voters", "%d: must be 3 or 5 (1 for tests)", c.Voters)
+	}
+	if c.TrustDomain == "" {
+		return invalid("trust_domain", "must not be empty")
+	}
+	if _, err := ParseLevel(c.LogLevel); err != nil {
+		return invalid("log_level", "%v", err)
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		return invalid("log_format", "%q: must be text or json", c.LogFormat)
+	}
+	if c.MaxPayload < 1024 || c.MaxPayload > 64<<20 {
+		return invalid("max_payload", "%d: must be between 1024 and 67108864 bytes", c.MaxPayload)
+	}
+	if c.CallTimeout <= 0 {
+		return invalid("call_timeout", "%v: must be positive", c.CallTimeout)
+	}
+	if c.ShutdownTimeout <= 0 {
+		return invalid("shutdown_timeout", "%v: must be positive", c.ShutdownTimeout)
+	}
+	if c.CertLifetime < 5*time.Minute {
+		return invalid("cert_lifetime", "%v: must be at least 5m", c.CertLifetime)
+	}
+	return nil
+}
+
+// ValidateName checks a node or agent name: 1-64 bytes of UTF-8 letters,
+// digits, '.', '-' and '_'. Names end up in SPIFFE URIs and file names.
+func ValidateName(name string) error {
+	if name == "" {
+		return errors.New("must not be empty")
+	}
+	if len(name) > 64 {
+		return fmt.Errorf("%q is %d bytes, longer than 64", name, len(name))
+	}
+	if !utf8.ValidString(name) {
+		return fmt.Errorf("%q is not valid UTF-8", name)
+	}
+	for _, r := range name {
+		ok := r == '.' || r == '-' || r == '_' || (r >= '0' && r <= '9') || (r >= 'a' && r <= 'z') || (r >= 'A' && r <= 'Z')
+		if !ok {
+			return fmt.Errorf("%q contains %q; use letters, digits, '.', '-' and '_'", name, r)
+		}
+	}
+	return nil
+}
+
+func validateHostPort(s string, allowZeroPort bool) error {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return err
+	}
+	if host == "" {
+		return fmt.Errorf("%q has no host", s)
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 0 || n > 65535 || (n == 0 && !allowZeroPort) {
+		return fmt.Errorf("%q has an invalid port", s)
+	}
+	return nil
+}
