@@ -26,7 +26,7 @@ e2e: build ## Every end-to-end scenario (network namespaces when root).
 	MESHNODE_E2E_FULL=1 $(GO) test -count=1 -timeout 30m -v ./e2e/...
 
 bench: ## Benchmarks with in-run baselines; figures land in bench/results/.
-	$(GO) run ./bench/cmd/benchreport
+	scripts/bench.sh
 
 fuzz: ## Short runs of every fuzz target.
 	@set -e; for line in $$(grep -rl --include='*_test.go' '^func Fuzz' . | xargs -n1 dirname | sort -u); do \

@@ -80,7 +80,7 @@ func (peerCredTransport) Info() credentials.ProtocolInfo {
 	return credentials.ProtocolInfo{SecurityProtocol: "peercred"}
 }
 func (t peerCredTransport) Clone() credentials.TransportCredentials { return t }
-func (peerCredTransport) OverrideServerName(string) error         { return nil }
+func (peerCredTransport) OverrideServerName(string) error           { return nil }
 
 type peerCredKey struct{}
 

@@ -1,0 +1,66 @@
+package boundary
+
+import (
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+const module = "github.com/agentmesh/meshnode/"
+
+// forbidden is the "must not import" column of the design's layout table.
+// The check is transitive: a package may not reach a forbidden one through
+// a third.
+var forbidden = map[string][]string{
+	"transport":         {"node", "consensus", "gossip"},
+	"pki":               {"node", "transport", "consensus"},
+	"consensus":         {"node", "routing"},
+	"gossip":            {"node", "consensus"},
+	"routing":           {"node"},
+	"quorum":            {"node", "transport"},
+	"proto/meshnode/v1": {"node", "transport", "pki", "consensus", "gossip", "routing", "quorum", "agent", "cmd/meshnode"},
+	"agent":             {"node", "transport", "consensus", "gossip", "routing", "pki"},
+}
+
+func TestImportBoundaries(t *testing.T) {
+	out, err := exec.Command("go", "list", "-e", "-f", `{{.ImportPath}} {{join .Deps " "}}`, "github.com/agentmesh/meshnode/...").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list: %v\n%s", err, out)
+	}
+	deps := map[string][]string{}
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 || !strings.HasPrefix(f[0], module) {
+			continue
+		}
+		deps[strings.TrimPrefix(f[0], module)] = f[1:]
+	}
+	for pkg, bans := range forbidden {
+		if _, ok := deps[pkg]; !ok {
+			t.Errorf("package %s is missing from the module", pkg)
+			continue
+		}
+		checkPrefix := func(dep string) {
+			for _, ban := range bans {
+				if dep == module+ban || strings.HasPrefix(dep, module+ban+"/") {
+					t.Errorf("%s must not import %s, but depends on %s", pkg, ban, dep)
+				}
+			}
+		}
+		for _, d := range deps[pkg] {
+			checkPrefix(d)
+		}
+	}
+}
+
+// TestBoundaryCheckCatchesViolation guards the test above against passing
+// vacuously: cmd/meshnode imports node, so a rule forbidding it must fire.
+func TestBoundaryCheckCatchesViolation(t *testing.T) {
+	out, err := exec.Command("go", "list", "-f", `{{join .Deps " "}}`, module+"cmd/meshnode").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), module+"node") {
+		t.Fatal("expected cmd/meshnode to depend on node; the dependency listing is broken")
+	}
+}

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs what `make test` needs beyond Go on a fresh Debian machine:
+# make, python3 (the stdlib-only example agent and its tests) and iproute2
+# (network namespaces for the multi-host e2e tests when run as root).
+set -euo pipefail
+need=()
+command -v make >/dev/null 2>&1 || need+=(make)
+command -v python3 >/dev/null 2>&1 || need+=(python3)
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v curl >/dev/null 2>&1 || need+=(curl)
+if [ ${#need[@]} -eq 0 ]; then
+  exit 0
+fi
+if [ "$(id -u)" -ne 0 ]; then
+  echo "install-deps: missing ${need[*]}; install them (as root: apt-get install ${need[*]})" >&2
+  exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${need[@]}"
