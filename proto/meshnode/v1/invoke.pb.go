@@ -41,7 +41,9 @@ type CallRequest struct {
 	CallerAgentId string `protobuf:"bytes,7,opt,name=caller_agent_id,json=callerAgentId,proto3" json:"caller_agent_id,omitempty"`
 	// The call being handled when this call was made; links the two for cycle
 	// detection and deadline propagation.
-	ParentCallId  string `protobuf:"bytes,8,opt,name=parent_call_id,json=parentCallId,proto3" json:"parent_call_id,omitempty"`
+	ParentCallId string `protobuf:"bytes,8,opt,name=parent_call_id,json=parentCallId,proto3" json:"parent_call_id,omitempty"`
+	// Adjusts the capability's routing policy for this call only.
+	Routing       *RoutingOverrides `protobuf:"bytes,9,opt,name=routing,proto3" json:"routing,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -130,6 +132,13 @@ func (x *CallRequest) GetParentCallId() string {
 		return x.ParentCallId
 	}
 	return ""
+}
+
+func (x *CallRequest) GetRouting() *RoutingOverrides {
+	if x != nil {
+		return x.Routing
+	}
+	return nil
 }
 
 // CallResponse is the answer of the agent that served the call.
@@ -297,6 +306,8 @@ type ServeResponse struct {
 	//
 	//	*ServeResponse_Call
 	//	*ServeResponse_Ready
+	//	*ServeResponse_Cancel
+	//	*ServeResponse_Vote
 	Event         isServeResponse_Event `protobuf_oneof:"event"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -357,6 +368,24 @@ func (x *ServeResponse) GetReady() *ServeReady {
 	return nil
 }
 
+func (x *ServeResponse) GetCancel() *CallCancel {
+	if x != nil {
+		if x, ok := x.Event.(*ServeResponse_Cancel); ok {
+			return x.Cancel
+		}
+	}
+	return nil
+}
+
+func (x *ServeResponse) GetVote() *VoteAsk {
+	if x != nil {
+		if x, ok := x.Event.(*ServeResponse_Vote); ok {
+			return x.Vote
+		}
+	}
+	return nil
+}
+
 type isServeResponse_Event interface {
 	isServeResponse_Event()
 }
@@ -371,9 +400,142 @@ type ServeResponse_Ready struct {
 	Ready *ServeReady `protobuf:"bytes,2,opt,name=ready,proto3,oneof"`
 }
 
+type ServeResponse_Cancel struct {
+	// The caller gave up on a delivered call: stop working on it.
+	Cancel *CallCancel `protobuf:"bytes,3,opt,name=cancel,proto3,oneof"`
+}
+
+type ServeResponse_Vote struct {
+	// A quorum proposal this agent is asked to vote on; answer with QuorumService.Vote.
+	Vote *VoteAsk `protobuf:"bytes,4,opt,name=vote,proto3,oneof"`
+}
+
 func (*ServeResponse_Call) isServeResponse_Event() {}
 
 func (*ServeResponse_Ready) isServeResponse_Event() {}
+
+func (*ServeResponse_Cancel) isServeResponse_Event() {}
+
+func (*ServeResponse_Vote) isServeResponse_Event() {}
+
+// CallCancel withdraws a delivered call.
+type CallCancel struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The Delivery.call_id being withdrawn.
+	CallId string `protobuf:"bytes,1,opt,name=call_id,json=callId,proto3" json:"call_id,omitempty"`
+	// Why, for logs.
+	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CallCancel) Reset() {
+	*x = CallCancel{}
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CallCancel) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CallCancel) ProtoMessage() {}
+
+func (x *CallCancel) ProtoReflect() protoreflect.Message {
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CallCancel.ProtoReflect.Descriptor instead.
+func (*CallCancel) Descriptor() ([]byte, []int) {
+	return file_meshnode_v1_invoke_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *CallCancel) GetCallId() string {
+	if x != nil {
+		return x.CallId
+	}
+	return ""
+}
+
+func (x *CallCancel) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// VoteAsk asks an agent to vote on a proposal.
+type VoteAsk struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Quote it in QuorumService.Vote.
+	RequestId string `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// The proposal, payload included.
+	Proposal *Proposal `protobuf:"bytes,2,opt,name=proposal,proto3" json:"proposal,omitempty"`
+	// Answer before this time; later votes are not counted.
+	Deadline      *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=deadline,proto3" json:"deadline,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VoteAsk) Reset() {
+	*x = VoteAsk{}
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VoteAsk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VoteAsk) ProtoMessage() {}
+
+func (x *VoteAsk) ProtoReflect() protoreflect.Message {
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VoteAsk.ProtoReflect.Descriptor instead.
+func (*VoteAsk) Descriptor() ([]byte, []int) {
+	return file_meshnode_v1_invoke_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *VoteAsk) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *VoteAsk) GetProposal() *Proposal {
+	if x != nil {
+		return x.Proposal
+	}
+	return nil
+}
+
+func (x *VoteAsk) GetDeadline() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Deadline
+	}
+	return nil
+}
 
 // ServeReady confirms a Serve stream.
 type ServeReady struct {
@@ -386,7 +548,7 @@ type ServeReady struct {
 
 func (x *ServeReady) Reset() {
 	*x = ServeReady{}
-	mi := &file_meshnode_v1_invoke_proto_msgTypes[4]
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -398,7 +560,7 @@ func (x *ServeReady) String() string {
 func (*ServeReady) ProtoMessage() {}
 
 func (x *ServeReady) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_invoke_proto_msgTypes[4]
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -411,7 +573,7 @@ func (x *ServeReady) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServeReady.ProtoReflect.Descriptor instead.
 func (*ServeReady) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_invoke_proto_rawDescGZIP(), []int{4}
+	return file_meshnode_v1_invoke_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ServeReady) GetAgentId() string {
@@ -450,7 +612,7 @@ type Delivery struct {
 
 func (x *Delivery) Reset() {
 	*x = Delivery{}
-	mi := &file_meshnode_v1_invoke_proto_msgTypes[5]
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -462,7 +624,7 @@ func (x *Delivery) String() string {
 func (*Delivery) ProtoMessage() {}
 
 func (x *Delivery) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_invoke_proto_msgTypes[5]
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -475,7 +637,7 @@ func (x *Delivery) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Delivery.ProtoReflect.Descriptor instead.
 func (*Delivery) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_invoke_proto_rawDescGZIP(), []int{5}
+	return file_meshnode_v1_invoke_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Delivery) GetCallId() string {
@@ -568,7 +730,7 @@ type RespondRequest struct {
 
 func (x *RespondRequest) Reset() {
 	*x = RespondRequest{}
-	mi := &file_meshnode_v1_invoke_proto_msgTypes[6]
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -580,7 +742,7 @@ func (x *RespondRequest) String() string {
 func (*RespondRequest) ProtoMessage() {}
 
 func (x *RespondRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_invoke_proto_msgTypes[6]
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -593,7 +755,7 @@ func (x *RespondRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RespondRequest.ProtoReflect.Descriptor instead.
 func (*RespondRequest) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_invoke_proto_rawDescGZIP(), []int{6}
+	return file_meshnode_v1_invoke_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *RespondRequest) GetAgentId() string {
@@ -668,7 +830,7 @@ type CallResult struct {
 
 func (x *CallResult) Reset() {
 	*x = CallResult{}
-	mi := &file_meshnode_v1_invoke_proto_msgTypes[7]
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -680,7 +842,7 @@ func (x *CallResult) String() string {
 func (*CallResult) ProtoMessage() {}
 
 func (x *CallResult) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_invoke_proto_msgTypes[7]
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -693,7 +855,7 @@ func (x *CallResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CallResult.ProtoReflect.Descriptor instead.
 func (*CallResult) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_invoke_proto_rawDescGZIP(), []int{7}
+	return file_meshnode_v1_invoke_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *CallResult) GetPayload() []byte {
@@ -732,7 +894,7 @@ type CallError struct {
 
 func (x *CallError) Reset() {
 	*x = CallError{}
-	mi := &file_meshnode_v1_invoke_proto_msgTypes[8]
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -744,7 +906,7 @@ func (x *CallError) String() string {
 func (*CallError) ProtoMessage() {}
 
 func (x *CallError) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_invoke_proto_msgTypes[8]
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -757,7 +919,7 @@ func (x *CallError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CallError.ProtoReflect.Descriptor instead.
 func (*CallError) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_invoke_proto_rawDescGZIP(), []int{8}
+	return file_meshnode_v1_invoke_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *CallError) GetCode() uint32 {
@@ -790,7 +952,7 @@ type RespondResponse struct {
 
 func (x *RespondResponse) Reset() {
 	*x = RespondResponse{}
-	mi := &file_meshnode_v1_invoke_proto_msgTypes[9]
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -802,7 +964,7 @@ func (x *RespondResponse) String() string {
 func (*RespondResponse) ProtoMessage() {}
 
 func (x *RespondResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_invoke_proto_msgTypes[9]
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -815,14 +977,268 @@ func (x *RespondResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RespondResponse.ProtoReflect.Descriptor instead.
 func (*RespondResponse) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_invoke_proto_rawDescGZIP(), []int{9}
+	return file_meshnode_v1_invoke_proto_rawDescGZIP(), []int{11}
+}
+
+// ForwardCallRequest carries a call from the caller's node to the node of the
+// chosen agent over the peer transport.
+type ForwardCallRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The agent that must serve the call.
+	TargetAgentId string `protobuf:"bytes,1,opt,name=target_agent_id,json=targetAgentId,proto3" json:"target_agent_id,omitempty"`
+	// The call as the target agent will see it.
+	Delivery *Delivery `protobuf:"bytes,2,opt,name=delivery,proto3" json:"delivery,omitempty"`
+	// Hop, cycle and deadline metadata the receiving node checks before delivering.
+	Routing       *RoutingMetadata `protobuf:"bytes,3,opt,name=routing,proto3" json:"routing,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForwardCallRequest) Reset() {
+	*x = ForwardCallRequest{}
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForwardCallRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForwardCallRequest) ProtoMessage() {}
+
+func (x *ForwardCallRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForwardCallRequest.ProtoReflect.Descriptor instead.
+func (*ForwardCallRequest) Descriptor() ([]byte, []int) {
+	return file_meshnode_v1_invoke_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *ForwardCallRequest) GetTargetAgentId() string {
+	if x != nil {
+		return x.TargetAgentId
+	}
+	return ""
+}
+
+func (x *ForwardCallRequest) GetDelivery() *Delivery {
+	if x != nil {
+		return x.Delivery
+	}
+	return nil
+}
+
+func (x *ForwardCallRequest) GetRouting() *RoutingMetadata {
+	if x != nil {
+		return x.Routing
+	}
+	return nil
+}
+
+// ForwardCallResponse is the target agent's answer.
+type ForwardCallResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The outcome.
+	//
+	// Types that are valid to be assigned to Result:
+	//
+	//	*ForwardCallResponse_Ok
+	//	*ForwardCallResponse_Error
+	Result        isForwardCallResponse_Result `protobuf_oneof:"result"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForwardCallResponse) Reset() {
+	*x = ForwardCallResponse{}
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForwardCallResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForwardCallResponse) ProtoMessage() {}
+
+func (x *ForwardCallResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForwardCallResponse.ProtoReflect.Descriptor instead.
+func (*ForwardCallResponse) Descriptor() ([]byte, []int) {
+	return file_meshnode_v1_invoke_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *ForwardCallResponse) GetResult() isForwardCallResponse_Result {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+func (x *ForwardCallResponse) GetOk() *CallResult {
+	if x != nil {
+		if x, ok := x.Result.(*ForwardCallResponse_Ok); ok {
+			return x.Ok
+		}
+	}
+	return nil
+}
+
+func (x *ForwardCallResponse) GetError() *CallError {
+	if x != nil {
+		if x, ok := x.Result.(*ForwardCallResponse_Error); ok {
+			return x.Error
+		}
+	}
+	return nil
+}
+
+type isForwardCallResponse_Result interface {
+	isForwardCallResponse_Result()
+}
+
+type ForwardCallResponse_Ok struct {
+	// Success.
+	Ok *CallResult `protobuf:"bytes,1,opt,name=ok,proto3,oneof"`
+}
+
+type ForwardCallResponse_Error struct {
+	// Failure reported by the agent (node-level failures are transport errors).
+	Error *CallError `protobuf:"bytes,2,opt,name=error,proto3,oneof"`
+}
+
+func (*ForwardCallResponse_Ok) isForwardCallResponse_Result() {}
+
+func (*ForwardCallResponse_Error) isForwardCallResponse_Result() {}
+
+// ForwardVoteRequest asks the node of a voter agent to collect its vote.
+type ForwardVoteRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The agent asked to vote.
+	VoterAgentId string `protobuf:"bytes,1,opt,name=voter_agent_id,json=voterAgentId,proto3" json:"voter_agent_id,omitempty"`
+	// The proposal.
+	Proposal      *Proposal `protobuf:"bytes,2,opt,name=proposal,proto3" json:"proposal,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForwardVoteRequest) Reset() {
+	*x = ForwardVoteRequest{}
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForwardVoteRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForwardVoteRequest) ProtoMessage() {}
+
+func (x *ForwardVoteRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForwardVoteRequest.ProtoReflect.Descriptor instead.
+func (*ForwardVoteRequest) Descriptor() ([]byte, []int) {
+	return file_meshnode_v1_invoke_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ForwardVoteRequest) GetVoterAgentId() string {
+	if x != nil {
+		return x.VoterAgentId
+	}
+	return ""
+}
+
+func (x *ForwardVoteRequest) GetProposal() *Proposal {
+	if x != nil {
+		return x.Proposal
+	}
+	return nil
+}
+
+// ForwardVoteResponse returns the voter's signed vote, unverified: the
+// coordinator checks every signature itself.
+type ForwardVoteResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The vote as the agent signed it.
+	Vote          *Vote `protobuf:"bytes,1,opt,name=vote,proto3" json:"vote,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForwardVoteResponse) Reset() {
+	*x = ForwardVoteResponse{}
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForwardVoteResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForwardVoteResponse) ProtoMessage() {}
+
+func (x *ForwardVoteResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForwardVoteResponse.ProtoReflect.Descriptor instead.
+func (*ForwardVoteResponse) Descriptor() ([]byte, []int) {
+	return file_meshnode_v1_invoke_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *ForwardVoteResponse) GetVote() *Vote {
+	if x != nil {
+		return x.Vote
+	}
+	return nil
 }
 
 var File_meshnode_v1_invoke_proto protoreflect.FileDescriptor
 
 const file_meshnode_v1_invoke_proto_rawDesc = "" +
 	"\n" +
-	"\x18meshnode/v1/invoke.proto\x12\vmeshnode.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9a\x03\n" +
+	"\x18meshnode/v1/invoke.proto\x12\vmeshnode.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18meshnode/v1/policy.proto\x1a\x18meshnode/v1/quorum.proto\"\xd3\x03\n" +
 	"\vCallRequest\x12\x1e\n" +
 	"\n" +
 	"capability\x18\x01 \x01(\tR\n" +
@@ -833,7 +1249,8 @@ const file_meshnode_v1_invoke_proto_rawDesc = "" +
 	"\x0fidempotency_key\x18\x05 \x01(\tR\x0eidempotencyKey\x12B\n" +
 	"\bmetadata\x18\x06 \x03(\v2&.meshnode.v1.CallRequest.MetadataEntryR\bmetadata\x12&\n" +
 	"\x0fcaller_agent_id\x18\a \x01(\tR\rcallerAgentId\x12$\n" +
-	"\x0eparent_call_id\x18\b \x01(\tR\fparentCallId\x1a;\n" +
+	"\x0eparent_call_id\x18\b \x01(\tR\fparentCallId\x127\n" +
+	"\arouting\x18\t \x01(\v2\x1d.meshnode.v1.RoutingOverridesR\arouting\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb3\x02\n" +
@@ -850,11 +1267,22 @@ const file_meshnode_v1_invoke_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"M\n" +
 	"\fServeRequest\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\"\n" +
-	"\rmax_in_flight\x18\x02 \x01(\rR\vmaxInFlight\"v\n" +
+	"\rmax_in_flight\x18\x02 \x01(\rR\vmaxInFlight\"\xd5\x01\n" +
 	"\rServeResponse\x12+\n" +
 	"\x04call\x18\x01 \x01(\v2\x15.meshnode.v1.DeliveryH\x00R\x04call\x12/\n" +
-	"\x05ready\x18\x02 \x01(\v2\x17.meshnode.v1.ServeReadyH\x00R\x05readyB\a\n" +
-	"\x05event\"'\n" +
+	"\x05ready\x18\x02 \x01(\v2\x17.meshnode.v1.ServeReadyH\x00R\x05ready\x121\n" +
+	"\x06cancel\x18\x03 \x01(\v2\x17.meshnode.v1.CallCancelH\x00R\x06cancel\x12*\n" +
+	"\x04vote\x18\x04 \x01(\v2\x14.meshnode.v1.VoteAskH\x00R\x04voteB\a\n" +
+	"\x05event\"=\n" +
+	"\n" +
+	"CallCancel\x12\x17\n" +
+	"\acall_id\x18\x01 \x01(\tR\x06callId\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"\x93\x01\n" +
+	"\aVoteAsk\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\tR\trequestId\x121\n" +
+	"\bproposal\x18\x02 \x01(\v2\x15.meshnode.v1.ProposalR\bproposal\x126\n" +
+	"\bdeadline\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\bdeadline\"'\n" +
 	"\n" +
 	"ServeReady\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\"\xb7\x03\n" +
@@ -893,7 +1321,20 @@ const file_meshnode_v1_invoke_proto_rawDesc = "" +
 	"\x04code\x18\x01 \x01(\rR\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x1c\n" +
 	"\tretryable\x18\x03 \x01(\bR\tretryable\"\x11\n" +
-	"\x0fRespondResponse2\xd4\x01\n" +
+	"\x0fRespondResponse\"\xa7\x01\n" +
+	"\x12ForwardCallRequest\x12&\n" +
+	"\x0ftarget_agent_id\x18\x01 \x01(\tR\rtargetAgentId\x121\n" +
+	"\bdelivery\x18\x02 \x01(\v2\x15.meshnode.v1.DeliveryR\bdelivery\x126\n" +
+	"\arouting\x18\x03 \x01(\v2\x1c.meshnode.v1.RoutingMetadataR\arouting\"z\n" +
+	"\x13ForwardCallResponse\x12)\n" +
+	"\x02ok\x18\x01 \x01(\v2\x17.meshnode.v1.CallResultH\x00R\x02ok\x12.\n" +
+	"\x05error\x18\x02 \x01(\v2\x16.meshnode.v1.CallErrorH\x00R\x05errorB\b\n" +
+	"\x06result\"m\n" +
+	"\x12ForwardVoteRequest\x12$\n" +
+	"\x0evoter_agent_id\x18\x01 \x01(\tR\fvoterAgentId\x121\n" +
+	"\bproposal\x18\x02 \x01(\v2\x15.meshnode.v1.ProposalR\bproposal\"<\n" +
+	"\x13ForwardVoteResponse\x12%\n" +
+	"\x04vote\x18\x01 \x01(\v2\x11.meshnode.v1.VoteR\x04vote2\xd4\x01\n" +
 	"\rInvokeService\x12;\n" +
 	"\x04Call\x12\x18.meshnode.v1.CallRequest\x1a\x19.meshnode.v1.CallResponse\x12@\n" +
 	"\x05Serve\x12\x19.meshnode.v1.ServeRequest\x1a\x1a.meshnode.v1.ServeResponse0\x01\x12D\n" +
@@ -911,46 +1352,67 @@ func file_meshnode_v1_invoke_proto_rawDescGZIP() []byte {
 	return file_meshnode_v1_invoke_proto_rawDescData
 }
 
-var file_meshnode_v1_invoke_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_meshnode_v1_invoke_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_meshnode_v1_invoke_proto_goTypes = []any{
 	(*CallRequest)(nil),           // 0: meshnode.v1.CallRequest
 	(*CallResponse)(nil),          // 1: meshnode.v1.CallResponse
 	(*ServeRequest)(nil),          // 2: meshnode.v1.ServeRequest
 	(*ServeResponse)(nil),         // 3: meshnode.v1.ServeResponse
-	(*ServeReady)(nil),            // 4: meshnode.v1.ServeReady
-	(*Delivery)(nil),              // 5: meshnode.v1.Delivery
-	(*RespondRequest)(nil),        // 6: meshnode.v1.RespondRequest
-	(*CallResult)(nil),            // 7: meshnode.v1.CallResult
-	(*CallError)(nil),             // 8: meshnode.v1.CallError
-	(*RespondResponse)(nil),       // 9: meshnode.v1.RespondResponse
-	nil,                           // 10: meshnode.v1.CallRequest.MetadataEntry
-	nil,                           // 11: meshnode.v1.CallResponse.MetadataEntry
-	nil,                           // 12: meshnode.v1.Delivery.MetadataEntry
-	nil,                           // 13: meshnode.v1.CallResult.MetadataEntry
-	(*timestamppb.Timestamp)(nil), // 14: google.protobuf.Timestamp
+	(*CallCancel)(nil),            // 4: meshnode.v1.CallCancel
+	(*VoteAsk)(nil),               // 5: meshnode.v1.VoteAsk
+	(*ServeReady)(nil),            // 6: meshnode.v1.ServeReady
+	(*Delivery)(nil),              // 7: meshnode.v1.Delivery
+	(*RespondRequest)(nil),        // 8: meshnode.v1.RespondRequest
+	(*CallResult)(nil),            // 9: meshnode.v1.CallResult
+	(*CallError)(nil),             // 10: meshnode.v1.CallError
+	(*RespondResponse)(nil),       // 11: meshnode.v1.RespondResponse
+	(*ForwardCallRequest)(nil),    // 12: meshnode.v1.ForwardCallRequest
+	(*ForwardCallResponse)(nil),   // 13: meshnode.v1.ForwardCallResponse
+	(*ForwardVoteRequest)(nil),    // 14: meshnode.v1.ForwardVoteRequest
+	(*ForwardVoteResponse)(nil),   // 15: meshnode.v1.ForwardVoteResponse
+	nil,                           // 16: meshnode.v1.CallRequest.MetadataEntry
+	nil,                           // 17: meshnode.v1.CallResponse.MetadataEntry
+	nil,                           // 18: meshnode.v1.Delivery.MetadataEntry
+	nil,                           // 19: meshnode.v1.CallResult.MetadataEntry
+	(*timestamppb.Timestamp)(nil), // 20: google.protobuf.Timestamp
+	(*RoutingOverrides)(nil),      // 21: meshnode.v1.RoutingOverrides
+	(*Proposal)(nil),              // 22: meshnode.v1.Proposal
+	(*RoutingMetadata)(nil),       // 23: meshnode.v1.RoutingMetadata
+	(*Vote)(nil),                  // 24: meshnode.v1.Vote
 }
 var file_meshnode_v1_invoke_proto_depIdxs = []int32{
-	14, // 0: meshnode.v1.CallRequest.deadline:type_name -> google.protobuf.Timestamp
-	10, // 1: meshnode.v1.CallRequest.metadata:type_name -> meshnode.v1.CallRequest.MetadataEntry
-	11, // 2: meshnode.v1.CallResponse.metadata:type_name -> meshnode.v1.CallResponse.MetadataEntry
-	5,  // 3: meshnode.v1.ServeResponse.call:type_name -> meshnode.v1.Delivery
-	4,  // 4: meshnode.v1.ServeResponse.ready:type_name -> meshnode.v1.ServeReady
-	14, // 5: meshnode.v1.Delivery.deadline:type_name -> google.protobuf.Timestamp
-	12, // 6: meshnode.v1.Delivery.metadata:type_name -> meshnode.v1.Delivery.MetadataEntry
-	7,  // 7: meshnode.v1.RespondRequest.ok:type_name -> meshnode.v1.CallResult
-	8,  // 8: meshnode.v1.RespondRequest.error:type_name -> meshnode.v1.CallError
-	13, // 9: meshnode.v1.CallResult.metadata:type_name -> meshnode.v1.CallResult.MetadataEntry
-	0,  // 10: meshnode.v1.InvokeService.Call:input_type -> meshnode.v1.CallRequest
-	2,  // 11: meshnode.v1.InvokeService.Serve:input_type -> meshnode.v1.ServeRequest
-	6,  // 12: meshnode.v1.InvokeService.Respond:input_type -> meshnode.v1.RespondRequest
-	1,  // 13: meshnode.v1.InvokeService.Call:output_type -> meshnode.v1.CallResponse
-	3,  // 14: meshnode.v1.InvokeService.Serve:output_type -> meshnode.v1.ServeResponse
-	9,  // 15: meshnode.v1.InvokeService.Respond:output_type -> meshnode.v1.RespondResponse
-	13, // [13:16] is the sub-list for method output_type
-	10, // [10:13] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	20, // 0: meshnode.v1.CallRequest.deadline:type_name -> google.protobuf.Timestamp
+	16, // 1: meshnode.v1.CallRequest.metadata:type_name -> meshnode.v1.CallRequest.MetadataEntry
+	21, // 2: meshnode.v1.CallRequest.routing:type_name -> meshnode.v1.RoutingOverrides
+	17, // 3: meshnode.v1.CallResponse.metadata:type_name -> meshnode.v1.CallResponse.MetadataEntry
+	7,  // 4: meshnode.v1.ServeResponse.call:type_name -> meshnode.v1.Delivery
+	6,  // 5: meshnode.v1.ServeResponse.ready:type_name -> meshnode.v1.ServeReady
+	4,  // 6: meshnode.v1.ServeResponse.cancel:type_name -> meshnode.v1.CallCancel
+	5,  // 7: meshnode.v1.ServeResponse.vote:type_name -> meshnode.v1.VoteAsk
+	22, // 8: meshnode.v1.VoteAsk.proposal:type_name -> meshnode.v1.Proposal
+	20, // 9: meshnode.v1.VoteAsk.deadline:type_name -> google.protobuf.Timestamp
+	20, // 10: meshnode.v1.Delivery.deadline:type_name -> google.protobuf.Timestamp
+	18, // 11: meshnode.v1.Delivery.metadata:type_name -> meshnode.v1.Delivery.MetadataEntry
+	9,  // 12: meshnode.v1.RespondRequest.ok:type_name -> meshnode.v1.CallResult
+	10, // 13: meshnode.v1.RespondRequest.error:type_name -> meshnode.v1.CallError
+	19, // 14: meshnode.v1.CallResult.metadata:type_name -> meshnode.v1.CallResult.MetadataEntry
+	7,  // 15: meshnode.v1.ForwardCallRequest.delivery:type_name -> meshnode.v1.Delivery
+	23, // 16: meshnode.v1.ForwardCallRequest.routing:type_name -> meshnode.v1.RoutingMetadata
+	9,  // 17: meshnode.v1.ForwardCallResponse.ok:type_name -> meshnode.v1.CallResult
+	10, // 18: meshnode.v1.ForwardCallResponse.error:type_name -> meshnode.v1.CallError
+	22, // 19: meshnode.v1.ForwardVoteRequest.proposal:type_name -> meshnode.v1.Proposal
+	24, // 20: meshnode.v1.ForwardVoteResponse.vote:type_name -> meshnode.v1.Vote
+	0,  // 21: meshnode.v1.InvokeService.Call:input_type -> meshnode.v1.CallRequest
+	2,  // 22: meshnode.v1.InvokeService.Serve:input_type -> meshnode.v1.ServeRequest
+	8,  // 23: meshnode.v1.InvokeService.Respond:input_type -> meshnode.v1.RespondRequest
+	1,  // 24: meshnode.v1.InvokeService.Call:output_type -> meshnode.v1.CallResponse
+	3,  // 25: meshnode.v1.InvokeService.Serve:output_type -> meshnode.v1.ServeResponse
+	11, // 26: meshnode.v1.InvokeService.Respond:output_type -> meshnode.v1.RespondResponse
+	24, // [24:27] is the sub-list for method output_type
+	21, // [21:24] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_meshnode_v1_invoke_proto_init() }
@@ -958,13 +1420,21 @@ func file_meshnode_v1_invoke_proto_init() {
 	if File_meshnode_v1_invoke_proto != nil {
 		return
 	}
+	file_meshnode_v1_policy_proto_init()
+	file_meshnode_v1_quorum_proto_init()
 	file_meshnode_v1_invoke_proto_msgTypes[3].OneofWrappers = []any{
 		(*ServeResponse_Call)(nil),
 		(*ServeResponse_Ready)(nil),
+		(*ServeResponse_Cancel)(nil),
+		(*ServeResponse_Vote)(nil),
 	}
-	file_meshnode_v1_invoke_proto_msgTypes[6].OneofWrappers = []any{
+	file_meshnode_v1_invoke_proto_msgTypes[8].OneofWrappers = []any{
 		(*RespondRequest_Ok)(nil),
 		(*RespondRequest_Error)(nil),
+	}
+	file_meshnode_v1_invoke_proto_msgTypes[13].OneofWrappers = []any{
+		(*ForwardCallResponse_Ok)(nil),
+		(*ForwardCallResponse_Error)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -972,7 +1442,7 @@ func file_meshnode_v1_invoke_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meshnode_v1_invoke_proto_rawDesc), len(file_meshnode_v1_invoke_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   14,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -75,7 +75,17 @@ type StatusResponse struct {
 	// The UDP address peer traffic uses (QUIC).
 	BindAddress string `protobuf:"bytes,6,opt,name=bind_address,json=bindAddress,proto3" json:"bind_address,omitempty"`
 	// The data directory.
-	DataDir       string `protobuf:"bytes,7,opt,name=data_dir,json=dataDir,proto3" json:"data_dir,omitempty"`
+	DataDir string `protobuf:"bytes,7,opt,name=data_dir,json=dataDir,proto3" json:"data_dir,omitempty"`
+	// SPIFFE id of the node's certificate.
+	SpiffeId string `protobuf:"bytes,8,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
+	// When the node's certificate expires; renewed at 2/3 of its life.
+	CertificateExpiresAt *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=certificate_expires_at,json=certificateExpiresAt,proto3" json:"certificate_expires_at,omitempty"`
+	// The Raft leader's name, if known.
+	Leader string `protobuf:"bytes,10,opt,name=leader,proto3" json:"leader,omitempty"`
+	// Index of the local registry replica.
+	RegistryIndex uint64 `protobuf:"varint,11,opt,name=registry_index,json=registryIndex,proto3" json:"registry_index,omitempty"`
+	// Agents attached to this node.
+	LocalAgents   uint32 `protobuf:"varint,12,opt,name=local_agents,json=localAgents,proto3" json:"local_agents,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -159,12 +169,248 @@ func (x *StatusResponse) GetDataDir() string {
 	return ""
 }
 
+func (x *StatusResponse) GetSpiffeId() string {
+	if x != nil {
+		return x.SpiffeId
+	}
+	return ""
+}
+
+func (x *StatusResponse) GetCertificateExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CertificateExpiresAt
+	}
+	return nil
+}
+
+func (x *StatusResponse) GetLeader() string {
+	if x != nil {
+		return x.Leader
+	}
+	return ""
+}
+
+func (x *StatusResponse) GetRegistryIndex() uint64 {
+	if x != nil {
+		return x.RegistryIndex
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetLocalAgents() uint32 {
+	if x != nil {
+		return x.LocalAgents
+	}
+	return 0
+}
+
+// MembersRequest has no fields yet.
+type MembersRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MembersRequest) Reset() {
+	*x = MembersRequest{}
+	mi := &file_meshnode_v1_node_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MembersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MembersRequest) ProtoMessage() {}
+
+func (x *MembersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meshnode_v1_node_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MembersRequest.ProtoReflect.Descriptor instead.
+func (*MembersRequest) Descriptor() ([]byte, []int) {
+	return file_meshnode_v1_node_proto_rawDescGZIP(), []int{2}
+}
+
+// MembersResponse lists the cluster's nodes.
+type MembersResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One entry per node, sorted by name.
+	Members       []*Member `protobuf:"bytes,1,rep,name=members,proto3" json:"members,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MembersResponse) Reset() {
+	*x = MembersResponse{}
+	mi := &file_meshnode_v1_node_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MembersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MembersResponse) ProtoMessage() {}
+
+func (x *MembersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_meshnode_v1_node_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MembersResponse.ProtoReflect.Descriptor instead.
+func (*MembersResponse) Descriptor() ([]byte, []int) {
+	return file_meshnode_v1_node_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *MembersResponse) GetMembers() []*Member {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+// Member is one node of the cluster.
+type Member struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Node name.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// QUIC (UDP) address.
+	Address string `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	// "server" or "client".
+	Role string `protobuf:"bytes,3,opt,name=role,proto3" json:"role,omitempty"`
+	// Gossip status: "alive", "suspect", "dead" or "left".
+	Status string `protobuf:"bytes,4,opt,name=status,proto3" json:"status,omitempty"`
+	// For servers: "leader", "voter", "nonvoter"; empty for clients.
+	RaftRole string `protobuf:"bytes,5,opt,name=raft_role,json=raftRole,proto3" json:"raft_role,omitempty"`
+	// Agents registered on the node.
+	Agents uint32 `protobuf:"varint,6,opt,name=agents,proto3" json:"agents,omitempty"`
+	// Calls in flight on the node.
+	InFlight uint32 `protobuf:"varint,7,opt,name=in_flight,json=inFlight,proto3" json:"in_flight,omitempty"`
+	// meshnode version the node runs.
+	Version string `protobuf:"bytes,8,opt,name=version,proto3" json:"version,omitempty"`
+	// SPIFFE id of the node.
+	SpiffeId      string `protobuf:"bytes,9,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Member) Reset() {
+	*x = Member{}
+	mi := &file_meshnode_v1_node_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Member) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Member) ProtoMessage() {}
+
+func (x *Member) ProtoReflect() protoreflect.Message {
+	mi := &file_meshnode_v1_node_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Member.ProtoReflect.Descriptor instead.
+func (*Member) Descriptor() ([]byte, []int) {
+	return file_meshnode_v1_node_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *Member) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Member) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *Member) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *Member) GetStatus() string {
+	if x != nil {
+		return x.Status
+	}
+	return ""
+}
+
+func (x *Member) GetRaftRole() string {
+	if x != nil {
+		return x.RaftRole
+	}
+	return ""
+}
+
+func (x *Member) GetAgents() uint32 {
+	if x != nil {
+		return x.Agents
+	}
+	return 0
+}
+
+func (x *Member) GetInFlight() uint32 {
+	if x != nil {
+		return x.InFlight
+	}
+	return 0
+}
+
+func (x *Member) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *Member) GetSpiffeId() string {
+	if x != nil {
+		return x.SpiffeId
+	}
+	return ""
+}
+
 var File_meshnode_v1_node_proto protoreflect.FileDescriptor
 
 const file_meshnode_v1_node_proto_rawDesc = "" +
 	"\n" +
 	"\x16meshnode/v1/node.proto\x12\vmeshnode.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x0f\n" +
-	"\rStatusRequest\"\xf2\x01\n" +
+	"\rStatusRequest\"\xc3\x03\n" +
 	"\x0eStatusResponse\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x12\n" +
@@ -173,9 +419,29 @@ const file_meshnode_v1_node_proto_rawDesc = "" +
 	"started_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\x12%\n" +
 	"\x0euptime_seconds\x18\x05 \x01(\x01R\ruptimeSeconds\x12!\n" +
 	"\fbind_address\x18\x06 \x01(\tR\vbindAddress\x12\x19\n" +
-	"\bdata_dir\x18\a \x01(\tR\adataDir2P\n" +
+	"\bdata_dir\x18\a \x01(\tR\adataDir\x12\x1b\n" +
+	"\tspiffe_id\x18\b \x01(\tR\bspiffeId\x12P\n" +
+	"\x16certificate_expires_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\x14certificateExpiresAt\x12\x16\n" +
+	"\x06leader\x18\n" +
+	" \x01(\tR\x06leader\x12%\n" +
+	"\x0eregistry_index\x18\v \x01(\x04R\rregistryIndex\x12!\n" +
+	"\flocal_agents\x18\f \x01(\rR\vlocalAgents\"\x10\n" +
+	"\x0eMembersRequest\"@\n" +
+	"\x0fMembersResponse\x12-\n" +
+	"\amembers\x18\x01 \x03(\v2\x13.meshnode.v1.MemberR\amembers\"\xeb\x01\n" +
+	"\x06Member\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x12\n" +
+	"\x04role\x18\x03 \x01(\tR\x04role\x12\x16\n" +
+	"\x06status\x18\x04 \x01(\tR\x06status\x12\x1b\n" +
+	"\traft_role\x18\x05 \x01(\tR\braftRole\x12\x16\n" +
+	"\x06agents\x18\x06 \x01(\rR\x06agents\x12\x1b\n" +
+	"\tin_flight\x18\a \x01(\rR\binFlight\x12\x18\n" +
+	"\aversion\x18\b \x01(\tR\aversion\x12\x1b\n" +
+	"\tspiffe_id\x18\t \x01(\tR\bspiffeId2\x96\x01\n" +
 	"\vNodeService\x12A\n" +
-	"\x06Status\x12\x1a.meshnode.v1.StatusRequest\x1a\x1b.meshnode.v1.StatusResponseB<Z:github.com/agentmesh/meshnode/proto/meshnode/v1;meshnodev1b\x06proto3"
+	"\x06Status\x12\x1a.meshnode.v1.StatusRequest\x1a\x1b.meshnode.v1.StatusResponse\x12D\n" +
+	"\aMembers\x12\x1b.meshnode.v1.MembersRequest\x1a\x1c.meshnode.v1.MembersResponseB<Z:github.com/agentmesh/meshnode/proto/meshnode/v1;meshnodev1b\x06proto3"
 
 var (
 	file_meshnode_v1_node_proto_rawDescOnce sync.Once
@@ -189,21 +455,28 @@ func file_meshnode_v1_node_proto_rawDescGZIP() []byte {
 	return file_meshnode_v1_node_proto_rawDescData
 }
 
-var file_meshnode_v1_node_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
+var file_meshnode_v1_node_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
 var file_meshnode_v1_node_proto_goTypes = []any{
 	(*StatusRequest)(nil),         // 0: meshnode.v1.StatusRequest
 	(*StatusResponse)(nil),        // 1: meshnode.v1.StatusResponse
-	(*timestamppb.Timestamp)(nil), // 2: google.protobuf.Timestamp
+	(*MembersRequest)(nil),        // 2: meshnode.v1.MembersRequest
+	(*MembersResponse)(nil),       // 3: meshnode.v1.MembersResponse
+	(*Member)(nil),                // 4: meshnode.v1.Member
+	(*timestamppb.Timestamp)(nil), // 5: google.protobuf.Timestamp
 }
 var file_meshnode_v1_node_proto_depIdxs = []int32{
-	2, // 0: meshnode.v1.StatusResponse.started_at:type_name -> google.protobuf.Timestamp
-	0, // 1: meshnode.v1.NodeService.Status:input_type -> meshnode.v1.StatusRequest
-	1, // 2: meshnode.v1.NodeService.Status:output_type -> meshnode.v1.StatusResponse
-	2, // [2:3] is the sub-list for method output_type
-	1, // [1:2] is the sub-list for method input_type
-	1, // [1:1] is the sub-list for extension type_name
-	1, // [1:1] is the sub-list for extension extendee
-	0, // [0:1] is the sub-list for field type_name
+	5, // 0: meshnode.v1.StatusResponse.started_at:type_name -> google.protobuf.Timestamp
+	5, // 1: meshnode.v1.StatusResponse.certificate_expires_at:type_name -> google.protobuf.Timestamp
+	4, // 2: meshnode.v1.MembersResponse.members:type_name -> meshnode.v1.Member
+	0, // 3: meshnode.v1.NodeService.Status:input_type -> meshnode.v1.StatusRequest
+	2, // 4: meshnode.v1.NodeService.Members:input_type -> meshnode.v1.MembersRequest
+	1, // 5: meshnode.v1.NodeService.Status:output_type -> meshnode.v1.StatusResponse
+	3, // 6: meshnode.v1.NodeService.Members:output_type -> meshnode.v1.MembersResponse
+	5, // [5:7] is the sub-list for method output_type
+	3, // [3:5] is the sub-list for method input_type
+	3, // [3:3] is the sub-list for extension type_name
+	3, // [3:3] is the sub-list for extension extendee
+	0, // [0:3] is the sub-list for field type_name
 }
 
 func init() { file_meshnode_v1_node_proto_init() }
@@ -217,7 +490,7 @@ func file_meshnode_v1_node_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meshnode_v1_node_proto_rawDesc), len(file_meshnode_v1_node_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   2,
+			NumMessages:   5,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
