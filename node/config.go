@@ -58,6 +58,10 @@ type Config struct {
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 	// CertLifetime is how long node certificates live; renewed at 2/3.
 	CertLifetime time.Duration `yaml:"cert_lifetime"`
+	// TraceExporter sends OpenTelemetry spans: "" (off), "stdout" or "otlp-http".
+	TraceExporter string `yaml:"trace_exporter"`
+	// TraceEndpoint is the OTLP/HTTP collector (host:port or URL) for otlp-http.
+	TraceEndpoint string `yaml:"trace_endpoint"`
 }
 
 // DefaultConfig returns the configuration of `meshnode run` with no flags:
@@ -161,6 +165,11 @@ func (c Config) Validate() error {
 	}
 	if c.ShutdownTimeout <= 0 {
 		return invalid("shutdown_timeout", "%v: must be positive", c.ShutdownTimeout)
+	}
+	switch c.TraceExporter {
+	case "", "stdout", "otlp-http":
+	default:
+		return invalid("trace_exporter", "%q: must be empty (off), stdout or otlp-http", c.TraceExporter)
 	}
 	if c.CertLifetime < 5*time.Minute {
 		return invalid("cert_lifetime", "%v: must be at least 5m", c.CertLifetime)

@@ -2,11 +2,21 @@ package node
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/agentmesh/meshnode/consensus"
+	"github.com/agentmesh/meshnode/gossip"
+	"github.com/agentmesh/meshnode/pki"
+	"github.com/agentmesh/meshnode/quorum"
+	"github.com/agentmesh/meshnode/routing"
+	"github.com/agentmesh/meshnode/transport"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 )
 
 // component is one piece of the node with a start and a stop. Components
@@ -27,6 +37,34 @@ type Node struct {
 	lock *dirLock
 	api  *apiServer
 
+	// Set during Start, in this order; read-only afterwards.
+	id          pki.ID
+	keeper      *pki.Keeper
+	tls         *pki.TLSSource
+	gossipKey   ed25519.PrivateKey
+	pendingCA   *pki.CAMaterial
+	revocations revocationProxy
+	renewer     *pki.Renewer
+	ep          *transport.Endpoint
+	store       *consensus.Store
+	registry    registryStore
+	pki         *pkiStore
+	caPtr       atomic.Pointer[pki.CA]
+	gossip      *gossip.Gossip
+	router      *routing.Router
+	coordinator *quorum.Coordinator
+	local       *localAgents
+	votes       *voteWaiters
+	stats       callStats
+	tracing     *sdktrace.TracerProvider
+
+	// stopping is closed when Stop begins, ending Serve streams and
+	// background loops; bgCancel and bg track those loops.
+	stopping chan struct{}
+	bgCtx    context.Context
+	bgCancel context.CancelFunc
+	bg       sync.WaitGroup
+
 	mu         sync.Mutex
 	components []component
 	started    []component
@@ -43,7 +81,8 @@ func New(cfg Config, log *slog.Logger) (*Node, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	n := &Node{cfg: cfg, log: log, stopped: make(chan struct{})}
+	n := &Node{cfg: cfg, log: log, stopped: make(chan struct{}), stopping: make(chan struct{}), local: newLocalAgents(cfg.Name), votes: newVoteWaiters()}
+	n.bgCtx, n.bgCancel = context.WithCancel(context.Background())
 	n.api = newAPIServer(apiServerConfig{
 		Path:       cfg.SocketPath(),
 		MaxMessage: cfg.MaxPayload + 64<<10,
@@ -88,11 +127,27 @@ func (n *Node) Start(ctx context.Context) error {
 }
 
 func (n *Node) buildComponents() {
-	n.components = append(n.components, component{
-		name:  "agent-api",
-		start: func(ctx context.Context) error { registerServices(n); return n.api.start(ctx) },
-		stop:  n.api.stop,
-	})
+	n.components = []component{
+		{name: "pki", start: n.startPKI, stop: func(context.Context) {}},
+		{name: "transport", start: n.startTransport, stop: func(context.Context) { n.ep.Close() }},
+		{name: "consensus", start: n.startConsensus, stop: func(context.Context) { n.store.Close() }},
+		{name: "gossip", start: n.startGossip, stop: n.stopGossip},
+		{name: "renewal", start: n.startRenewal, stop: func(context.Context) {}},
+		{name: "tracing", start: n.startTracing, stop: n.stopTracing},
+		{name: "routing", start: n.startRouting, stop: func(context.Context) {}},
+		{name: "quorum", start: n.startQuorum, stop: func(context.Context) { n.coordinator.Close() }},
+		{name: "agents", start: n.startAgents, stop: func(context.Context) {}},
+		{name: "agent-api", start: func(ctx context.Context) error { registerServices(n); return n.api.start(ctx) }, stop: n.api.stop},
+	}
+}
+
+// goBackground runs f until the node stops; Stop waits for it.
+func (n *Node) goBackground(f func(ctx context.Context)) {
+	n.bg.Add(1)
+	go func() {
+		defer n.bg.Done()
+		f(n.bgCtx)
+	}()
 }
 
 // Stop stops every started component in reverse order, bounded by ctx.
@@ -100,6 +155,7 @@ func (n *Node) buildComponents() {
 func (n *Node) Stop(ctx context.Context) error {
 	var err error
 	n.stopOnce.Do(func() {
+		close(n.stopping)
 		n.stopStarted(ctx)
 		n.lock.release()
 		if ctx.Err() != nil {
@@ -118,16 +174,39 @@ func (n *Node) stopStarted(ctx context.Context) {
 	n.mu.Unlock()
 	for i := len(started) - 1; i >= 0; i-- {
 		c := started[i]
+		if c.name == "gossip" {
+			// Background loops use every component below the API; stop
+			// them before taking those components down.
+			n.bgCancel()
+			n.bg.Wait()
+		}
 		n.log.Debug("stopping", "component", c.name)
 		c.stop(ctx)
 	}
+	n.bgCancel()
+	n.bg.Wait()
 }
 
 // Done is closed once Stop has finished.
 func (n *Node) Done() <-chan struct{} { return n.stopped }
 
+func (n *Node) startTracing(context.Context) error {
+	tp, err := routing.NewTracerProvider(n.cfg.TraceExporter, n.cfg.TraceEndpoint)
+	if err != nil {
+		return fmt.Errorf("tracing: %w", err)
+	}
+	n.tracing = tp
+	return nil
+}
+
+func (n *Node) stopTracing(ctx context.Context) {
+	if n.tracing != nil {
+		n.tracing.Shutdown(ctx)
+	}
+}
+
 func (n *Node) role() string {
-	if n.cfg.Server || len(n.cfg.Join) == 0 {
+	if n.isServer() {
 		return "server"
 	}
 	return "client"

@@ -10,7 +10,13 @@ import (
 
 // registerServices puts every agent API service on the socket's gRPC server.
 func registerServices(n *Node) {
-	meshnodev1.RegisterNodeServiceServer(n.api.Registrar(), &nodeService{n: n})
+	r := n.api.Registrar()
+	meshnodev1.RegisterNodeServiceServer(r, &nodeService{n: n})
+	meshnodev1.RegisterRegistryServiceServer(r, &registryService{n: n})
+	meshnodev1.RegisterInvokeServiceServer(r, &invokeService{n: n})
+	meshnodev1.RegisterPolicyServiceServer(r, &policyService{n: n})
+	meshnodev1.RegisterQuorumServiceServer(r, &quorumService{n: n})
+	meshnodev1.RegisterPKIServiceServer(r, &pkiService{n: n})
 }
 
 type nodeService struct {
@@ -21,12 +27,26 @@ type nodeService struct {
 func (s *nodeService) Status(ctx context.Context, _ *meshnodev1.StatusRequest) (*meshnodev1.StatusResponse, error) {
 	n := s.n
 	return &meshnodev1.StatusResponse{
-		Name:          n.cfg.Name,
-		Version:       Version,
-		Role:          n.role(),
-		StartedAt:     timestamppb.New(n.startedAt),
-		UptimeSeconds: time.Since(n.startedAt).Seconds(),
-		BindAddress:   n.cfg.Bind,
-		DataDir:       n.cfg.DataDir,
+		Name:                 n.cfg.Name,
+		Version:              Version,
+		Role:                 n.role(),
+		StartedAt:            timestamppb.New(n.startedAt),
+		UptimeSeconds:        time.Since(n.startedAt).Seconds(),
+		BindAddress:          n.ep.Addr().String(),
+		DataDir:              n.cfg.DataDir,
+		SpiffeId:             n.id.String(),
+		CertificateExpiresAt: timestamppb.New(n.keeper.Current().Leaf().NotAfter),
+		Leader:               n.leader(),
+		RegistryIndex:        n.store.Index(),
+		LocalAgents:          uint32(len(n.local.snapshot())),
 	}, nil
+}
+
+func (n *Node) leader() string {
+	for _, s := range n.store.Servers() {
+		if s.Role == "leader" {
+			return s.Name
+		}
+	}
+	return ""
 }

@@ -481,7 +481,9 @@ type VoteAsk struct {
 	// The proposal, payload included.
 	Proposal *Proposal `protobuf:"bytes,2,opt,name=proposal,proto3" json:"proposal,omitempty"`
 	// Answer before this time; later votes are not counted.
-	Deadline      *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=deadline,proto3" json:"deadline,omitempty"`
+	Deadline *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=deadline,proto3" json:"deadline,omitempty"`
+	// The cluster id to sign into the vote (quorum.NewVote's cluster).
+	ClusterId     string `protobuf:"bytes,4,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -535,6 +537,13 @@ func (x *VoteAsk) GetDeadline() *timestamppb.Timestamp {
 		return x.Deadline
 	}
 	return nil
+}
+
+func (x *VoteAsk) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
+	}
+	return ""
 }
 
 // ServeReady confirms a Serve stream.
@@ -1277,12 +1286,14 @@ const file_meshnode_v1_invoke_proto_rawDesc = "" +
 	"\n" +
 	"CallCancel\x12\x17\n" +
 	"\acall_id\x18\x01 \x01(\tR\x06callId\x12\x16\n" +
-	"\x06reason\x18\x02 \x01(\tR\x06reason\"\x93\x01\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"\xb2\x01\n" +
 	"\aVoteAsk\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x121\n" +
 	"\bproposal\x18\x02 \x01(\v2\x15.meshnode.v1.ProposalR\bproposal\x126\n" +
-	"\bdeadline\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\bdeadline\"'\n" +
+	"\bdeadline\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\bdeadline\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x04 \x01(\tR\tclusterId\"'\n" +
 	"\n" +
 	"ServeReady\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\"\xb7\x03\n" +

@@ -240,7 +240,10 @@ type JoinRequest struct {
 	// DER PKCS#10 request for spiffe://<td>/node/<node_name>, signed by the node's new key.
 	Csr []byte `protobuf:"bytes,2,opt,name=csr,proto3" json:"csr,omitempty"`
 	// The name the node wants; must equal the token's bound name if it has one.
-	NodeName      string `protobuf:"bytes,3,opt,name=node_name,json=nodeName,proto3" json:"node_name,omitempty"`
+	NodeName string `protobuf:"bytes,3,opt,name=node_name,json=nodeName,proto3" json:"node_name,omitempty"`
+	// The role the node asks for: a server token allows server or client, a client token only client.
+	// Unspecified means client.
+	Role          JoinRole `protobuf:"varint,4,opt,name=role,proto3,enum=meshnode.v1.JoinRole" json:"role,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -294,6 +297,13 @@ func (x *JoinRequest) GetNodeName() string {
 		return x.NodeName
 	}
 	return ""
+}
+
+func (x *JoinRequest) GetRole() JoinRole {
+	if x != nil {
+		return x.Role
+	}
+	return JoinRole_JOIN_ROLE_UNSPECIFIED
 }
 
 // JoinResponse carries the joined node's certificate.
@@ -865,11 +875,12 @@ const file_meshnode_v1_pki_proto_rawDesc = "" +
 	"\aserials\x18\x02 \x03(\tR\aserials\x12\x16\n" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\x129\n" +
 	"\n" +
-	"revoked_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\trevokedAt\"R\n" +
+	"revoked_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\trevokedAt\"}\n" +
 	"\vJoinRequest\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12\x10\n" +
 	"\x03csr\x18\x02 \x01(\fR\x03csr\x12\x1b\n" +
-	"\tnode_name\x18\x03 \x01(\tR\bnodeName\"\x88\x01\n" +
+	"\tnode_name\x18\x03 \x01(\tR\bnodeName\x12)\n" +
+	"\x04role\x18\x04 \x01(\x0e2\x15.meshnode.v1.JoinRoleR\x04role\"\x88\x01\n" +
 	"\fJoinResponse\x12\x14\n" +
 	"\x05chain\x18\x01 \x03(\fR\x05chain\x12\x14\n" +
 	"\x05roots\x18\x02 \x03(\fR\x05roots\x12!\n" +
@@ -952,25 +963,26 @@ var file_meshnode_v1_pki_proto_goTypes = []any{
 var file_meshnode_v1_pki_proto_depIdxs = []int32{
 	13, // 0: meshnode.v1.CAMaterial.created_at:type_name -> google.protobuf.Timestamp
 	13, // 1: meshnode.v1.Revocation.revoked_at:type_name -> google.protobuf.Timestamp
-	0,  // 2: meshnode.v1.JoinResponse.role:type_name -> meshnode.v1.JoinRole
-	14, // 3: meshnode.v1.CreateTokenRequest.ttl:type_name -> google.protobuf.Duration
-	0,  // 4: meshnode.v1.CreateTokenRequest.role:type_name -> meshnode.v1.JoinRole
-	13, // 5: meshnode.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
-	2,  // 6: meshnode.v1.RevokeNodeResponse.revocation:type_name -> meshnode.v1.Revocation
-	13, // 7: meshnode.v1.CertificateStatusResponse.not_before:type_name -> google.protobuf.Timestamp
-	13, // 8: meshnode.v1.CertificateStatusResponse.not_after:type_name -> google.protobuf.Timestamp
-	13, // 9: meshnode.v1.CertificateStatusResponse.renew_at:type_name -> google.protobuf.Timestamp
-	7,  // 10: meshnode.v1.PKIService.CreateToken:input_type -> meshnode.v1.CreateTokenRequest
-	9,  // 11: meshnode.v1.PKIService.RevokeNode:input_type -> meshnode.v1.RevokeNodeRequest
-	11, // 12: meshnode.v1.PKIService.CertificateStatus:input_type -> meshnode.v1.CertificateStatusRequest
-	8,  // 13: meshnode.v1.PKIService.CreateToken:output_type -> meshnode.v1.CreateTokenResponse
-	10, // 14: meshnode.v1.PKIService.RevokeNode:output_type -> meshnode.v1.RevokeNodeResponse
-	12, // 15: meshnode.v1.PKIService.CertificateStatus:output_type -> meshnode.v1.CertificateStatusResponse
-	13, // [13:16] is the sub-list for method output_type
-	10, // [10:13] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	0,  // 2: meshnode.v1.JoinRequest.role:type_name -> meshnode.v1.JoinRole
+	0,  // 3: meshnode.v1.JoinResponse.role:type_name -> meshnode.v1.JoinRole
+	14, // 4: meshnode.v1.CreateTokenRequest.ttl:type_name -> google.protobuf.Duration
+	0,  // 5: meshnode.v1.CreateTokenRequest.role:type_name -> meshnode.v1.JoinRole
+	13, // 6: meshnode.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	2,  // 7: meshnode.v1.RevokeNodeResponse.revocation:type_name -> meshnode.v1.Revocation
+	13, // 8: meshnode.v1.CertificateStatusResponse.not_before:type_name -> google.protobuf.Timestamp
+	13, // 9: meshnode.v1.CertificateStatusResponse.not_after:type_name -> google.protobuf.Timestamp
+	13, // 10: meshnode.v1.CertificateStatusResponse.renew_at:type_name -> google.protobuf.Timestamp
+	7,  // 11: meshnode.v1.PKIService.CreateToken:input_type -> meshnode.v1.CreateTokenRequest
+	9,  // 12: meshnode.v1.PKIService.RevokeNode:input_type -> meshnode.v1.RevokeNodeRequest
+	11, // 13: meshnode.v1.PKIService.CertificateStatus:input_type -> meshnode.v1.CertificateStatusRequest
+	8,  // 14: meshnode.v1.PKIService.CreateToken:output_type -> meshnode.v1.CreateTokenResponse
+	10, // 15: meshnode.v1.PKIService.RevokeNode:output_type -> meshnode.v1.RevokeNodeResponse
+	12, // 16: meshnode.v1.PKIService.CertificateStatus:output_type -> meshnode.v1.CertificateStatusResponse
+	14, // [14:17] is the sub-list for method output_type
+	11, // [11:14] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_meshnode_v1_pki_proto_init() }

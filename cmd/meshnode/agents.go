@@ -1,0 +1,222 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
+	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+func newAgentsCmd() *cobra.Command {
+	var cf *clientFlags
+	var capability, nodeName string
+	var consistent bool
+	cmd := &cobra.Command{
+		Use:   "agents",
+		Short: "List the agents registered in the cluster",
+		Example: `  meshnode agents
+  meshnode agents --capability inventory.lookup --json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			conn, err := cf.dial()
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			ctx, cancel := cf.context()
+			defer cancel()
+			req := &meshnodev1.ListAgentsRequest{Capability: capability, Node: nodeName}
+			if consistent {
+				req.Consistency = meshnodev1.Consistency_CONSISTENCY_CONSISTENT
+			}
+			resp, err := meshnodev1.NewRegistryServiceClient(conn).ListAgents(ctx, req)
+			if err != nil {
+				return rpcError("list agents", err, cf.socketPath())
+			}
+			if cf.json {
+				return printJSON(cmd.OutOrStdout(), resp)
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "AGENT\tNODE\tSTATUS\tCAPABILITIES\tROLES")
+			for _, a := range resp.GetAgents() {
+				var caps []string
+				for _, c := range a.GetCapabilities() {
+					caps = append(caps, c.GetName())
+				}
+				st := strings.TrimPrefix(a.GetStatus().String(), "AGENT_STATUS_")
+				if a.GetFlagged() {
+					st += " (flagged)"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", a.GetId(), a.GetNode(), strings.ToLower(st), strings.Join(caps, ","), strings.Join(a.GetRoles(), ","))
+			}
+			fmt.Fprintf(tw, "(%d agents at index %d)\n", len(resp.GetAgents()), resp.GetIndex())
+			return tw.Flush()
+		},
+	}
+	cf = addClientFlags(cmd)
+	cmd.Flags().StringVar(&capability, "capability", "", "only agents offering this capability")
+	cmd.Flags().StringVar(&nodeName, "node", "", "only agents on this node")
+	cmd.Flags().BoolVar(&consistent, "consistent", false, "read through the Raft leader instead of the local replica")
+	return cmd
+}
+
+func newDiscoverCmd() *cobra.Command {
+	var cf *clientFlags
+	var attrs map[string]string
+	var minProf string
+	cmd := &cobra.Command{
+		Use:     "discover CAPABILITY",
+		Short:   "Show which agents can serve a capability, with their load",
+		Example: `  meshnode discover inventory.lookup --attr region=eu --min-proficiency expert`,
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			prof, err := parseProficiency(minProf)
+			if err != nil {
+				return err
+			}
+			conn, err := cf.dial()
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			ctx, cancel := cf.context()
+			defer cancel()
+			resp, err := meshnodev1.NewRegistryServiceClient(conn).Discover(ctx, &meshnodev1.DiscoverRequest{Capability: args[0], Attributes: attrs, MinProficiency: prof})
+			if err != nil {
+				return rpcError("discover", err, cf.socketPath())
+			}
+			if cf.json {
+				return printJSON(cmd.OutOrStdout(), resp)
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "AGENT\tNODE\tSTATUS\tPROFICIENCY\tCOST\tIN-FLIGHT\tLATENCY\tSUCCESS")
+			for _, d := range resp.GetAgents() {
+				l := d.GetLoad()
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%g\t%d/%s\t%.1fms\t%.0f%%\n", d.GetAgent().GetId(), d.GetAgent().GetNode(), l.GetStatus(),
+					strings.ToLower(strings.TrimPrefix(d.GetCapability().GetProficiency().String(), "PROFICIENCY_")), d.GetCapability().GetCost(),
+					l.GetInFlight(), capacityString(l.GetCapacity()), l.GetEwmaLatencyMs(), 100*l.GetSuccessRate())
+			}
+			if len(resp.GetAgents()) == 0 {
+				fmt.Fprintf(tw, "no agent offers %q\n", args[0])
+			}
+			return tw.Flush()
+		},
+	}
+	cf = addClientFlags(cmd)
+	cmd.Flags().StringToStringVar(&attrs, "attr", nil, "required attribute key=value (repeatable)")
+	cmd.Flags().StringVar(&minProf, "min-proficiency", "", "novice, experienced or expert")
+	return cmd
+}
+
+func capacityString(c uint32) string {
+	if c == 0 {
+		return "∞"
+	}
+	return fmt.Sprint(c)
+}
+
+func parseProficiency(s string) (meshnodev1.Proficiency, error) {
+	switch strings.ToLower(s) {
+	case "":
+		return meshnodev1.Proficiency_PROFICIENCY_UNSPECIFIED, nil
+	case "novice":
+		return meshnodev1.Proficiency_PROFICIENCY_NOVICE, nil
+	case "experienced":
+		return meshnodev1.Proficiency_PROFICIENCY_EXPERIENCED, nil
+	case "expert":
+		return meshnodev1.Proficiency_PROFICIENCY_EXPERT, nil
+	}
+	return 0, usagef("proficiency %q: use novice, experienced or expert", s)
+}
+
+func newCallCmd() *cobra.Command {
+	var cf *clientFlags
+	var data, contentType, idemKey, policy string
+	var prefer []string
+	cmd := &cobra.Command{
+		Use:   "call CAPABILITY",
+		Short: "Call a capability and print the answer",
+		Long: `Call a capability; the mesh picks the agent. --data takes the payload inline,
+@FILE to read a file, or - to read standard input. The answer's payload is
+printed to standard output; with --json the whole response is printed,
+including which agent answered, the attempts made and the trace id.`,
+		Example: `  meshnode call inventory.lookup --data '{"sku":"A-1"}'
+  meshnode call summarize --data @report.txt --timeout 2m
+  echo hi | meshnode call echo --data - --json`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			payload, err := readData(data, cmd.InOrStdin())
+			if err != nil {
+				return err
+			}
+			conn, err := cf.dial()
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			ctx, cancel := cf.context()
+			defer cancel()
+			req := &meshnodev1.CallRequest{
+				Capability:     args[0],
+				Payload:        payload,
+				ContentType:    contentType,
+				Deadline:       timestamppb.New(time.Now().Add(cf.timeout)),
+				IdempotencyKey: idemKey,
+			}
+			if policy != "" || len(prefer) > 0 {
+				req.Routing = &meshnodev1.RoutingOverrides{Policy: policy, PreferredAgentIds: prefer}
+			}
+			start := time.Now()
+			resp, err := meshnodev1.NewInvokeServiceClient(conn).Call(ctx, req)
+			if err != nil {
+				return rpcError("call "+args[0], err, cf.socketPath())
+			}
+			if cf.json {
+				return printJSON(cmd.OutOrStdout(), resp)
+			}
+			out := cmd.OutOrStdout()
+			out.Write(resp.GetPayload())
+			if len(resp.GetPayload()) > 0 && resp.GetPayload()[len(resp.GetPayload())-1] != '\n' {
+				fmt.Fprintln(out)
+			}
+			fmt.Fprintf(cmd.ErrOrStderr(), "answered by %s on %s in %s, %d attempt(s), trace %s\n", resp.GetAgentId(), resp.GetNode(),
+				time.Since(start).Round(time.Microsecond), resp.GetAttempts(), orDash(resp.GetTraceId()))
+			return nil
+		},
+	}
+	cf = addClientFlags(cmd)
+	cmd.Flags().StringVar(&data, "data", "", "payload: inline text, @FILE, or - for standard input")
+	cmd.Flags().StringVar(&contentType, "content-type", "application/json", "MIME type of the payload")
+	cmd.Flags().StringVar(&idemKey, "idempotency-key", "", "makes the call safe to retry")
+	cmd.Flags().StringVar(&policy, "policy", "", "routing policy for this call: round_robin, least_loaded, latency or cost")
+	cmd.Flags().StringSliceVar(&prefer, "prefer", nil, "agent ids to use first")
+	return cmd
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// readData resolves --data: inline, @file or - (stdin).
+func readData(spec string, stdin io.Reader) ([]byte, error) {
+	switch {
+	case spec == "-":
+		return io.ReadAll(stdin)
+	case strings.HasPrefix(spec, "@"):
+		b, err := os.ReadFile(spec[1:])
+		if err != nil {
+			return nil, usagef("--data %s: %v", spec, err)
+		}
+		return b, nil
+	}
+	return []byte(spec), nil
+}

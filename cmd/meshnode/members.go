@@ -1,0 +1,43 @@
+package main
+
+import (
+	"fmt"
+	"text/tabwriter"
+
+	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
+	"github.com/spf13/cobra"
+)
+
+func newMembersCmd() *cobra.Command {
+	var cf *clientFlags
+	cmd := &cobra.Command{
+		Use:   "members",
+		Short: "List the cluster's nodes: address, role, gossip status, Raft role, agents, load",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			conn, err := cf.dial()
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			ctx, cancel := cf.context()
+			defer cancel()
+			resp, err := meshnodev1.NewNodeServiceClient(conn).Members(ctx, &meshnodev1.MembersRequest{})
+			if err != nil {
+				return rpcError("members", err, cf.socketPath())
+			}
+			if cf.json {
+				return printJSON(cmd.OutOrStdout(), resp)
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "NAME\tADDRESS\tROLE\tSTATUS\tRAFT\tAGENTS\tIN-FLIGHT\tVERSION")
+			for _, m := range resp.GetMembers() {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n", m.GetName(), m.GetAddress(), m.GetRole(), m.GetStatus(),
+					orDash(m.GetRaftRole()), m.GetAgents(), m.GetInFlight(), orDash(m.GetVersion()))
+			}
+			return tw.Flush()
+		},
+	}
+	cf = addClientFlags(cmd)
+	return cmd
+}

@@ -1,0 +1,129 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
+	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/types/known/durationpb"
+)
+
+func newTokenCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "token",
+		Short: "Manage one-time join tokens",
+	}
+	var cf *clientFlags
+	var ttl time.Duration
+	var server bool
+	var name string
+	create := &cobra.Command{
+		Use:   "create",
+		Short: "Print a one-time token a new node joins with",
+		Long: `Print a one-time join token. The token carries the cluster root's
+fingerprint, so the joining node verifies the cluster without trusting anything
+on first use; it is refused once used or after --ttl.`,
+		Example: `  TOKEN=$(meshnode token create --ttl 10m --name n2)
+  meshnode run --name n2 --join 10.0.0.1:7946 --token "$TOKEN"`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if ttl <= 0 {
+				return usagef("--ttl %v: must be positive", ttl)
+			}
+			conn, err := cf.dial()
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			ctx, cancel := cf.context()
+			defer cancel()
+			role := meshnodev1.JoinRole_JOIN_ROLE_CLIENT
+			if server {
+				role = meshnodev1.JoinRole_JOIN_ROLE_SERVER
+			}
+			resp, err := meshnodev1.NewPKIServiceClient(conn).CreateToken(ctx, &meshnodev1.CreateTokenRequest{Ttl: durationpb.New(ttl), Role: role, NodeName: name})
+			if err != nil {
+				return rpcError("create token", err, cf.socketPath())
+			}
+			if cf.json {
+				return printJSON(cmd.OutOrStdout(), resp)
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), resp.GetToken())
+			return nil
+		},
+	}
+	cf = addClientFlags(create)
+	create.Flags().DurationVar(&ttl, "ttl", time.Hour, "how long the token is valid")
+	create.Flags().BoolVar(&server, "server", false, "the token admits a Raft server (default: a client)")
+	create.Flags().StringVar(&name, "name", "", "only a node of this name may use the token")
+	cmd.AddCommand(create)
+	return cmd
+}
+
+func newNodeCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "node", Short: "Operate on cluster nodes"}
+	var cf *clientFlags
+	var reason string
+	revoke := &cobra.Command{
+		Use:   "revoke NAME",
+		Short: "Revoke a node's identity: every peer refuses it and the CA refuses its renewals",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			conn, err := cf.dial()
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			ctx, cancel := cf.context()
+			defer cancel()
+			resp, err := meshnodev1.NewPKIServiceClient(conn).RevokeNode(ctx, &meshnodev1.RevokeNodeRequest{NodeName: args[0], Reason: reason})
+			if err != nil {
+				return rpcError("revoke "+args[0], err, cf.socketPath())
+			}
+			if cf.json {
+				return printJSON(cmd.OutOrStdout(), resp)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "node %s revoked\n", args[0])
+			return nil
+		},
+	}
+	cf = addClientFlags(revoke)
+	revoke.Flags().StringVar(&reason, "reason", "", "why, for the record")
+	cmd.AddCommand(revoke)
+	return cmd
+}
+
+func newCertCmd() *cobra.Command {
+	var cf *clientFlags
+	cmd := &cobra.Command{
+		Use:   "cert",
+		Short: "Show the local node's certificate: identity, serial, expiry",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			conn, err := cf.dial()
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			ctx, cancel := cf.context()
+			defer cancel()
+			resp, err := meshnodev1.NewPKIServiceClient(conn).CertificateStatus(ctx, &meshnodev1.CertificateStatusRequest{})
+			if err != nil {
+				return rpcError("certificate status", err, cf.socketPath())
+			}
+			if cf.json {
+				return printJSON(cmd.OutOrStdout(), resp)
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			for _, line := range strings.Split(strings.TrimSpace(protoText(resp)), "\n") {
+				fmt.Fprintln(tw, line)
+			}
+			return tw.Flush()
+		},
+	}
+	cf = addClientFlags(cmd)
+	return cmd
+}

@@ -1,0 +1,300 @@
+package main
+
+import (
+	"context"
+	"crypto/ed25519"
+	"fmt"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
+	"github.com/agentmesh/meshnode/quorum"
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+func newQuorumCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "quorum",
+		Short: "Propose, inspect, verify and review signed quorum decisions",
+	}
+	cmd.AddCommand(newQuorumProposeCmd(), newQuorumGetCmd(), newQuorumListCmd(), newQuorumVerifyCmd(), newQuorumReviewCmd())
+	return cmd
+}
+
+func newQuorumProposeCmd() *cobra.Command {
+	var cf *clientFlags
+	var id, kind, data, capability, rule, onNoQuorum string
+	var agents []string
+	var count, k uint32
+	var deadline time.Duration
+	var wait bool
+	cmd := &cobra.Command{
+		Use:   "propose",
+		Short: "Ask independent agents on distinct hosts to vote on a decision",
+		Long: `Propose a decision. Voters are chosen by capability and count, or named
+with --agents. The default rule is BFT: n = 3f+1 voters on distinct hosts,
+decided by 2f+1 matching signed votes. Without a quorum by the deadline the
+decision is rejected, or escalated to operator review with --on-no-quorum escalate.`,
+		Example: `  meshnode quorum propose --id pay-42 --kind payment.approve --data '{"amount":900}' \
+      --capability payment.review --count 4 --wait`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			payload, err := readData(data, cmd.InOrStdin())
+			if err != nil {
+				return err
+			}
+			p := &meshnodev1.Proposal{
+				Id:        id,
+				Kind:      kind,
+				Payload:   payload,
+				Selection: &meshnodev1.VoterSelection{Capability: capability, Count: count, AgentIds: agents},
+				Rule:      &meshnodev1.QuorumRule{K: k},
+				Deadline:  timestamppb.New(time.Now().Add(deadline)),
+			}
+			switch rule {
+			case "bft":
+				p.Rule.Kind = meshnodev1.QuorumRuleKind_QUORUM_RULE_KIND_BFT
+			case "k-of-n":
+				p.Rule.Kind = meshnodev1.QuorumRuleKind_QUORUM_RULE_KIND_K_OF_N
+			case "unanimous":
+				p.Rule.Kind = meshnodev1.QuorumRuleKind_QUORUM_RULE_KIND_UNANIMOUS
+			default:
+				return usagef("--rule %q: use bft, k-of-n or unanimous", rule)
+			}
+			switch onNoQuorum {
+			case "reject":
+				p.OnNoQuorum = meshnodev1.NoQuorumAction_NO_QUORUM_ACTION_REJECT
+			case "escalate":
+				p.OnNoQuorum = meshnodev1.NoQuorumAction_NO_QUORUM_ACTION_ESCALATE
+			default:
+				return usagef("--on-no-quorum %q: use reject or escalate", onNoQuorum)
+			}
+			conn, err := cf.dial()
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), deadline+cf.timeout)
+			defer cancel()
+			resp, err := meshnodev1.NewQuorumServiceClient(conn).Propose(ctx, &meshnodev1.ProposeRequest{Proposal: p, Wait: wait})
+			if err != nil {
+				return rpcError("propose", err, cf.socketPath())
+			}
+			return printDecision(cmd, cf, resp.GetDecision())
+		},
+	}
+	cf = addClientFlags(cmd)
+	f := cmd.Flags()
+	f.StringVar(&id, "id", "", "proposal id; proposing an id again returns the same decision")
+	f.StringVar(&kind, "kind", "", "what is decided, for example payment.approve")
+	f.StringVar(&data, "data", "", "payload: inline, @FILE or - for standard input")
+	f.StringVar(&capability, "capability", "", "choose voters among agents offering this capability")
+	f.Uint32Var(&count, "count", 4, "how many voters to choose by capability")
+	f.StringSliceVar(&agents, "agents", nil, "explicit voter agent ids instead of --capability")
+	f.StringVar(&rule, "rule", "bft", "bft (2f+1 of 3f+1), k-of-n or unanimous")
+	f.Uint32Var(&k, "k", 0, "votes needed with --rule k-of-n")
+	f.StringVar(&onNoQuorum, "on-no-quorum", "reject", "reject or escalate (to operator review)")
+	f.DurationVar(&deadline, "deadline", 30*time.Second, "voting closes after this long")
+	f.BoolVar(&wait, "wait", true, "wait for the decision instead of returning at once")
+	return cmd
+}
+
+func printDecision(cmd *cobra.Command, cf *clientFlags, d *meshnodev1.Decision) error {
+	if cf.json {
+		return printJSON(cmd.OutOrStdout(), d)
+	}
+	tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "Proposal:\t%s (%s)\n", d.GetProposal().GetId(), d.GetProposal().GetKind())
+	fmt.Fprintf(tw, "Status:\t%s\n", enumWord(d.GetStatus().String(), "DECISION_STATUS_"))
+	fmt.Fprintf(tw, "Outcome:\t%s\n", enumWord(d.GetOutcome().String(), "CHOICE_"))
+	fmt.Fprintf(tw, "Votes:\t%d received, %d in certificate\n", len(d.GetVotes()), len(d.GetCertificate().GetVotes()))
+	for _, v := range d.GetVotes() {
+		fmt.Fprintf(tw, "  %s\t%s on %s\t%s\n", enumWord(v.GetChoice().String(), "CHOICE_"), v.GetVoterAgentId(), v.GetVoterNode(), v.GetReason())
+	}
+	for _, e := range d.GetEquivocations() {
+		fmt.Fprintf(tw, "Equivocation:\t%s signed two different votes\n", e.GetAgentId())
+	}
+	if r := d.GetReview(); r != nil {
+		fmt.Fprintf(tw, "Review:\t%s by %s: %s\n", enumWord(r.GetOutcome().String(), "CHOICE_"), r.GetOperator(), r.GetReason())
+	}
+	if d.GetDetail() != "" {
+		fmt.Fprintf(tw, "Detail:\t%s\n", d.GetDetail())
+	}
+	return tw.Flush()
+}
+
+func enumWord(s, prefix string) string { return strings.ToLower(strings.TrimPrefix(s, prefix)) }
+
+func newQuorumGetCmd() *cobra.Command {
+	var cf *clientFlags
+	cmd := &cobra.Command{
+		Use:   "get ID",
+		Short: "Show a decision, its votes and its certificate",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			d, err := getDecision(cf, args[0])
+			if err != nil {
+				return err
+			}
+			return printDecision(cmd, cf, d)
+		},
+	}
+	cf = addClientFlags(cmd)
+	return cmd
+}
+
+func getDecision(cf *clientFlags, id string) (*meshnodev1.Decision, error) {
+	conn, err := cf.dial()
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	ctx, cancel := cf.context()
+	defer cancel()
+	resp, err := meshnodev1.NewQuorumServiceClient(conn).GetDecision(ctx, &meshnodev1.GetDecisionRequest{Id: id})
+	if err != nil {
+		return nil, rpcError("get decision "+id, err, cf.socketPath())
+	}
+	return resp.GetDecision(), nil
+}
+
+func newQuorumListCmd() *cobra.Command {
+	var cf *clientFlags
+	var kind string
+	cmd := &cobra.Command{
+		Use:   "list",
+		Short: "List decisions, newest first",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			conn, err := cf.dial()
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			ctx, cancel := cf.context()
+			defer cancel()
+			resp, err := meshnodev1.NewQuorumServiceClient(conn).ListDecisions(ctx, &meshnodev1.ListDecisionsRequest{Kind: kind})
+			if err != nil {
+				return rpcError("list decisions", err, cf.socketPath())
+			}
+			if cf.json {
+				return printJSON(cmd.OutOrStdout(), resp)
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tKIND\tSTATUS\tOUTCOME\tVOTES")
+			for _, d := range resp.GetDecisions() {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\n", d.GetProposal().GetId(), d.GetProposal().GetKind(),
+					enumWord(d.GetStatus().String(), "DECISION_STATUS_"), enumWord(d.GetOutcome().String(), "CHOICE_"), len(d.GetVotes()))
+			}
+			return tw.Flush()
+		},
+	}
+	cf = addClientFlags(cmd)
+	cmd.Flags().StringVar(&kind, "kind", "", "only decisions of this kind")
+	return cmd
+}
+
+func newQuorumVerifyCmd() *cobra.Command {
+	var cf *clientFlags
+	cmd := &cobra.Command{
+		Use:   "verify ID",
+		Short: "Check a decision's certificate yourself against the registered vote keys",
+		Long: `Fetch a decision and check its quorum certificate locally: every vote's
+ed25519 signature against the voter's key from the registry (read through the
+Raft leader), the electorate, the rule's threshold and distinct hosts. The
+node that answered is not trusted: any change to the certificate fails here.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			d, err := getDecision(cf, args[0])
+			if err != nil {
+				return err
+			}
+			cert := d.GetCertificate()
+			if cert == nil {
+				return fmt.Errorf("decision %s has no certificate (status %s): nothing to verify", args[0], enumWord(d.GetStatus().String(), "DECISION_STATUS_"))
+			}
+			keys, err := registryKeys(cf)
+			if err != nil {
+				return err
+			}
+			if err := quorum.VerifyCertificate(cert, keys); err != nil {
+				return fmt.Errorf("certificate of %s does NOT verify: %w", args[0], err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "certificate of %s verifies: %s by %d signed votes\n", args[0], enumWord(cert.GetChoice().String(), "CHOICE_"), len(cert.GetVotes()))
+			return nil
+		},
+	}
+	cf = addClientFlags(cmd)
+	return cmd
+}
+
+// registryKeys reads every agent's vote key, consistently, for offline
+// certificate checks.
+func registryKeys(cf *clientFlags) (quorum.KeyMap, error) {
+	conn, err := cf.dial()
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	return fetchKeys(conn, cf)
+}
+
+func fetchKeys(conn *grpc.ClientConn, cf *clientFlags) (quorum.KeyMap, error) {
+	ctx, cancel := cf.context()
+	defer cancel()
+	resp, err := meshnodev1.NewRegistryServiceClient(conn).ListAgents(ctx, &meshnodev1.ListAgentsRequest{Consistency: meshnodev1.Consistency_CONSISTENCY_CONSISTENT})
+	if err != nil {
+		return nil, rpcError("read vote keys", err, cf.socketPath())
+	}
+	var voters []quorum.Voter
+	for _, a := range resp.GetAgents() {
+		if len(a.GetVotePublicKey()) == ed25519.PublicKeySize {
+			voters = append(voters, quorum.Voter{AgentID: a.GetId(), Node: a.GetNode(), PublicKey: a.GetVotePublicKey()})
+		}
+	}
+	return quorum.NewKeyMap(voters...), nil
+}
+
+func newQuorumReviewCmd() *cobra.Command {
+	var cf *clientFlags
+	var approve, reject bool
+	var reason string
+	cmd := &cobra.Command{
+		Use:     "review ID (--approve | --reject) --reason TEXT",
+		Short:   "Record an operator's decision on a proposal escalated for review",
+		Example: `  meshnode quorum review pay-42 --approve --reason "verified with the customer"`,
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if approve == reject {
+				return usagef("give exactly one of --approve or --reject")
+			}
+			if strings.TrimSpace(reason) == "" {
+				return usagef("--reason is required: say why, for the record")
+			}
+			outcome := meshnodev1.Choice_CHOICE_APPROVE
+			if reject {
+				outcome = meshnodev1.Choice_CHOICE_REJECT
+			}
+			conn, err := cf.dial()
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			ctx, cancel := cf.context()
+			defer cancel()
+			resp, err := meshnodev1.NewQuorumServiceClient(conn).Review(ctx, &meshnodev1.ReviewRequest{Id: args[0], Outcome: outcome, Reason: reason})
+			if err != nil {
+				return rpcError("review "+args[0], err, cf.socketPath())
+			}
+			return printDecision(cmd, cf, resp.GetDecision())
+		},
+	}
+	cf = addClientFlags(cmd)
+	cmd.Flags().BoolVar(&approve, "approve", false, "approve the proposal")
+	cmd.Flags().BoolVar(&reject, "reject", false, "reject the proposal")
+	cmd.Flags().StringVar(&reason, "reason", "", "why (required)")
+	return cmd
+}

@@ -1,0 +1,347 @@
+package node
+
+import (
+	"context"
+	"crypto/x509"
+	"math/big"
+	"fmt"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/agentmesh/meshnode/consensus"
+	"github.com/agentmesh/meshnode/gossip"
+	"github.com/agentmesh/meshnode/pki"
+	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
+	"github.com/agentmesh/meshnode/transport"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+)
+
+// Peer RPC methods of the PKI.
+const (
+	methodJoin  = "pki.Join"
+	methodRenew = "pki.Renew"
+)
+
+func isFinalJoinError(err error) bool {
+	switch status.Code(err) {
+	case codes.PermissionDenied, codes.InvalidArgument, codes.FailedPrecondition, codes.Unauthenticated:
+		return true
+	}
+	return false
+}
+
+// isServer: the first node of a cluster is always a server.
+func (n *Node) isServer() bool { return n.cfg.Server || len(n.cfg.Join) == 0 }
+
+// startPKI loads or obtains the node's certificate and builds the rotating
+// TLS source the transport uses.
+func (n *Node) startPKI(ctx context.Context) error {
+	creds, material, err := n.acquireCredentials(ctx)
+	if err != nil {
+		return err
+	}
+	id, err := creds.ID()
+	if err != nil {
+		return err
+	}
+	if id.Node != n.cfg.Name {
+		return fmt.Errorf("the certificate in %s is for node %q, not %q; use that name or a fresh data dir", pki.Dir(n.cfg.DataDir), id.Node, n.cfg.Name)
+	}
+	n.id = id
+	n.pendingCA = material
+	n.keeper = pki.NewKeeper(n.cfg.DataDir, creds)
+	gk, err := loadGossipKey(n.cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	n.gossipKey = gk
+	src, err := pki.NewTLSSource(pki.TLSSourceConfig{
+		TrustDomain: id.TrustDomain,
+		Roots:       n.keeper.Roots,
+		Certificate: n.keeper.Certificate,
+		Revocations: &n.revocations,
+		Logger:      n.log.With("component", "pki"),
+	})
+	if err != nil {
+		return err
+	}
+	n.tls = src
+	return nil
+}
+
+// revocationProxy answers "no" until consensus runs, then asks its store.
+type revocationProxy struct {
+	store *pkiStore
+}
+
+func (r *revocationProxy) IsRevoked(serial *big.Int, id pki.ID) bool {
+	if r.store == nil {
+		return false
+	}
+	return r.store.IsRevoked(serial, id)
+}
+
+// advertiseAddr picks the address peers dial: --advertise, else --bind with
+// an unspecified host replaced by the first non-loopback address.
+func (n *Node) advertiseAddr() string {
+	if n.cfg.Advertise != "" {
+		return n.cfg.Advertise
+	}
+	host, port, _ := net.SplitHostPort(n.cfg.Bind)
+	if port == "0" {
+		return ""
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+		if a := firstNonLoopback(); a != "" {
+			return net.JoinHostPort(a, port)
+		}
+		return net.JoinHostPort("127.0.0.1", port)
+	}
+	return n.cfg.Bind
+}
+
+func firstNonLoopback() string {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return ""
+	}
+	for _, a := range addrs {
+		if ipn, ok := a.(*net.IPNet); ok && !ipn.IP.IsLoopback() && ipn.IP.To4() != nil {
+			return ipn.IP.String()
+		}
+	}
+	return ""
+}
+
+func (n *Node) startTransport(ctx context.Context) error {
+	cfg := transport.DefaultConfig()
+	cfg.BindAddr = n.cfg.Bind
+	cfg.AdvertiseAddr = n.advertiseAddr()
+	cfg.TLS = n.tls
+	cfg.MaxFrameSize = n.cfg.MaxPayload + 1<<20
+	cfg.Logger = n.log
+	if n.isServer() {
+		cfg.JoinTLS = n.tls.JoinServerConfig()
+	}
+	ep, err := transport.Listen(ctx, cfg)
+	if err != nil {
+		if strings.Contains(err.Error(), "address already in use") {
+			return fmt.Errorf("UDP port %s is already in use: stop what holds it or pass another --bind", n.cfg.Bind)
+		}
+		return fmt.Errorf("listen on UDP %s: %w", n.cfg.Bind, err)
+	}
+	n.ep = ep
+	n.registerPeerHandlers()
+	return nil
+}
+
+func (n *Node) startConsensus(ctx context.Context) error {
+	cfg := consensus.DefaultConfig(n.cfg.Name)
+	cfg.Server = n.isServer()
+	cfg.Bootstrap = len(n.cfg.Join) == 0
+	cfg.DataDir = n.cfg.DataDir
+	cfg.Advertise = n.ep.Addr().String()
+	cfg.Voters = n.cfg.Voters
+	cfg.ServerAddrs = n.cfg.Join
+	cfg.Logger = n.log
+	st, err := consensus.New(cfg, consensus.NetworkFromTransport(n.ep))
+	if err != nil {
+		return err
+	}
+	if err := st.Start(ctx); err != nil {
+		return err
+	}
+	n.store = st
+	n.registry = consensusRegistry{st}
+	n.pki = &pkiStore{store: st}
+	n.revocations.store = n.pki
+	if n.pendingCA != nil {
+		if err := n.retryWrite(ctx, "store the new CA in Raft", func(ctx context.Context) error { return n.pki.SaveCA(ctx, n.pendingCA) }); err != nil {
+			return err
+		}
+		n.pendingCA = nil
+	}
+	return n.retryWrite(ctx, "register node "+n.cfg.Name, n.registerNodeRecord)
+}
+
+// retryWrite retries a Raft write while the cluster has no leader yet
+// (normal during the first seconds of a start), up to the start timeout.
+func (n *Node) retryWrite(ctx context.Context, what string, f func(context.Context) error) error {
+	ctx, cancel := context.WithTimeout(ctx, startWriteTimeout)
+	defer cancel()
+	backoff := 100 * time.Millisecond
+	for {
+		err := f(ctx)
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("%s: %w (is a quorum of servers reachable?)", what, err)
+		}
+		n.log.Debug("write not accepted yet; retrying", "what", what, "err", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 2*time.Second)
+	}
+}
+
+// startWriteTimeout bounds the writes a node makes while starting.
+const startWriteTimeout = 60 * time.Second
+
+func (n *Node) registerNodeRecord(ctx context.Context) error {
+	pub, err := x509.MarshalPKIXPublicKey(n.gossipKey.Public())
+	if err != nil {
+		return err
+	}
+	role := "client"
+	if n.isServer() {
+		role = "server"
+	}
+	_, res, err := n.store.Apply(ctx, &meshnodev1.Command{Version: 1, Op: &meshnodev1.Command_RegisterNode{RegisterNode: &meshnodev1.RegisterNodeCommand{
+		Node: &meshnodev1.NodeRecord{Name: n.cfg.Name, Address: n.ep.Addr().String(), Role: role, SpiffeId: n.id.String(), PublicKey: pub},
+	}}})
+	if err != nil {
+		return err
+	}
+	return resultError(res, "register node")
+}
+
+// ca returns the cluster CA on servers, loading it from Raft state on first
+// use (a server that joined learns the material by replication).
+func (n *Node) ca(ctx context.Context) (*pki.CA, error) {
+	if ca := n.caPtr.Load(); ca != nil {
+		return ca, nil
+	}
+	if !n.isServer() {
+		return nil, status.Error(codes.FailedPrecondition, "this node is a client; the CA runs on servers: run the command against a server's socket")
+	}
+	cfg := pki.DefaultCAConfig()
+	cfg.TrustDomain, cfg.Store, cfg.CertLifetime, cfg.Logger = n.id.TrustDomain, n.pki, n.cfg.CertLifetime, n.log.With("component", "pki")
+	ca, err := pki.NewCA(ctx, cfg)
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "the CA material has not reached this server yet: %v", err)
+	}
+	n.caPtr.CompareAndSwap(nil, ca)
+	return n.caPtr.Load(), nil
+}
+
+func (n *Node) startGossip(ctx context.Context) error {
+	cfg := gossip.DefaultConfig()
+	cfg.Name = n.cfg.Name
+	role := gossip.RoleClient
+	if n.isServer() {
+		role = gossip.RoleServer
+	}
+	cfg.Meta = gossip.NodeMeta{Role: role, QUICAddr: n.ep.Addr().String(), Version: Version, SPIFFEID: n.id.String()}
+	cfg.Transport = n.ep.Memberlist()
+	cfg.Signer = n.gossipKey
+	cfg.Keys = nodeKeys{n.store}
+	cfg.Owners = agentOwners{n.store}
+	cfg.Logger = n.log
+	g, err := gossip.New(cfg)
+	if err != nil {
+		return err
+	}
+	n.gossip = g
+	events, cancel := g.Subscribe()
+	n.goBackground(func(ctx context.Context) {
+		defer cancel()
+		n.followMembership(ctx, events)
+	})
+	if len(n.cfg.Join) > 0 {
+		n.goBackground(func(ctx context.Context) {
+			if _, err := g.Join(ctx, n.cfg.Join); err != nil && ctx.Err() == nil {
+				n.log.Error("gossip join failed", "seeds", n.cfg.Join, "err", err)
+			}
+		})
+	}
+	n.goBackground(n.publishLoad)
+	return nil
+}
+
+// followMembership feeds server membership from gossip to the consensus
+// autopilot (and to client replicas, which pick servers from it).
+func (n *Node) followMembership(ctx context.Context, events <-chan gossip.Event) {
+	for _, m := range n.gossip.Members() {
+		n.memberEvent(gossip.Event{Type: gossip.EventJoin, Member: m})
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ev, ok := <-events:
+			if !ok {
+				return
+			}
+			n.memberEvent(ev)
+		}
+	}
+}
+
+func (n *Node) memberEvent(ev gossip.Event) {
+	m := ev.Member
+	if m.Meta.Role != gossip.RoleServer || m.Name == "" {
+		return
+	}
+	switch ev.Type {
+	case gossip.EventJoin, gossip.EventUpdate:
+		if m.Status == gossip.MemberAlive || ev.Type == gossip.EventJoin {
+			n.store.ServerAlive(m.Name, m.Meta.QUICAddr)
+		}
+	case gossip.EventFail:
+		n.store.ServerFailed(m.Name)
+	case gossip.EventLeave:
+		n.store.ServerLeft(m.Name)
+	}
+}
+
+// nodeAddress finds a node's QUIC address: gossip first (fresh), then the
+// registry.
+func (n *Node) nodeAddress(name string) (string, bool) {
+	if n.gossip != nil {
+		if m, ok := n.gossip.Member(name); ok && m.Meta.QUICAddr != "" {
+			return m.Meta.QUICAddr, true
+		}
+	}
+	rec, _, err := n.store.Node(context.Background(), consensus.ReadOptions{}, name)
+	if err == nil && rec.GetAddress() != "" {
+		return rec.GetAddress(), true
+	}
+	return "", false
+}
+
+// registerPeerHandlers installs the node's peer RPC methods on the transport.
+func (n *Node) registerPeerHandlers() {
+	transport.HandleProto(n.ep, methodForwardCall, func() *meshnodev1.ForwardCallRequest { return &meshnodev1.ForwardCallRequest{} }, n.handleForwardCall)
+	transport.HandleProto(n.ep, methodForwardVote, func() *meshnodev1.ForwardVoteRequest { return &meshnodev1.ForwardVoteRequest{} }, n.handleForwardVote)
+	transport.HandleProto(n.ep, methodRenew, func() *meshnodev1.RenewRequest { return &meshnodev1.RenewRequest{} },
+		func(ctx context.Context, p transport.Peer, req *meshnodev1.RenewRequest) (*meshnodev1.RenewResponse, error) {
+			ca, err := n.ca(ctx)
+			if err != nil {
+				return nil, err
+			}
+			return ca.Renew(ctx, p.ID, req)
+		})
+	n.ep.HandleJoin(methodJoin, func(ctx context.Context, _ transport.Peer, body []byte) ([]byte, error) {
+		req := &meshnodev1.JoinRequest{}
+		if err := proto.Unmarshal(body, req); err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "join request: %v", err)
+		}
+		ca, err := n.ca(ctx)
+		if err != nil {
+			return nil, err
+		}
+		resp, err := ca.Join(ctx, req)
+		if err != nil {
+			return nil, err
+		}
+		return proto.Marshal(resp)
+	})
+}
+
+

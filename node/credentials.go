@@ -1,0 +1,187 @@
+package node
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/agentmesh/meshnode/pki"
+	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
+	"github.com/agentmesh/meshnode/transport"
+	"go.step.sm/crypto/keyutil"
+	"google.golang.org/protobuf/proto"
+)
+
+// gossipKeyFile holds the node's ed25519 key for signing gossip. It is kept
+// apart from the TLS key because the TLS key changes at every renewal, while
+// peers verify gossip against the public half recorded in the registry.
+const gossipKeyFile = "node_gossip.key"
+
+// acquireCredentials returns the node's certificate: the one on disk while
+// it is valid; otherwise a new cluster's (bootstrap) or one obtained with a
+// join token. For a bootstrap, the CA material is returned too, to be
+// stored in Raft once it runs.
+func (n *Node) acquireCredentials(ctx context.Context) (*pki.Credentials, *pki.CAMaterial, error) {
+	creds, err := pki.LoadCredentials(n.cfg.DataDir)
+	switch {
+	case err == nil:
+		if _, cerr := creds.Check(creds.Leaf().URIs[0].Host, time.Now()); cerr == nil {
+			if n.cfg.Token != "" {
+				n.log.Info("reusing the certificate on disk; --token is not needed and was not used")
+			}
+			return creds, nil, nil
+		} else if len(n.cfg.Join) == 0 {
+			return nil, nil, fmt.Errorf("the node certificate in %s is no longer valid (%v); restore a backup of the data dir or start a new cluster in an empty one", pki.Dir(n.cfg.DataDir), cerr)
+		} else if n.cfg.Token == "" {
+			return nil, nil, fmt.Errorf("the node certificate in %s is no longer valid (%v); get a new token with 'meshnode token create --name %s' and pass it with --token", pki.Dir(n.cfg.DataDir), cerr, n.cfg.Name)
+		}
+	case !errors.Is(err, pki.ErrNoCredentials):
+		return nil, nil, err
+	}
+	if len(n.cfg.Join) == 0 {
+		mem := pki.NewMemStore()
+		caCfg := pki.DefaultCAConfig()
+		caCfg.TrustDomain, caCfg.Store, caCfg.CertLifetime, caCfg.Logger = n.cfg.TrustDomain, mem, n.cfg.CertLifetime, n.log
+		_, creds, err := pki.BootstrapWith(ctx, caCfg, n.cfg.Name, n.cfg.DataDir)
+		if err != nil {
+			return nil, nil, fmt.Errorf("bootstrap the cluster CA: %w", err)
+		}
+		m, err := mem.LoadCA(ctx)
+		if err != nil {
+			return nil, nil, err
+		}
+		n.log.Info("created a new cluster CA", "trust_domain", n.cfg.TrustDomain)
+		return creds, m, nil
+	}
+	if n.cfg.Token == "" {
+		return nil, nil, errors.New("this node has no certificate yet: create a token on a cluster server with 'meshnode token create' and pass it with --token")
+	}
+	creds, err = n.joinWithToken(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	return creds, nil, nil
+}
+
+// joinWithToken asks the seeds, in turn, for a certificate, retrying while
+// they are unreachable: seeds that are not up yet are normal at cluster
+// start. A refusal (bad token) is final.
+func (n *Node) joinWithToken(ctx context.Context) (*pki.Credentials, error) {
+	tok, err := pki.ParseToken(n.cfg.Token)
+	if err != nil {
+		return nil, fmt.Errorf("--token: %w", err)
+	}
+	key, err := keyutil.GenerateDefaultSigner()
+	if err != nil {
+		return nil, err
+	}
+	req, err := pki.NewJoinRequest(n.cfg.Token, n.cfg.Name, key)
+	if err != nil {
+		return nil, fmt.Errorf("--token: %w", err)
+	}
+	if n.cfg.Server {
+		req.Role = meshnodev1.JoinRole_JOIN_ROLE_SERVER
+	}
+	body, err := proto.Marshal(req)
+	if err != nil {
+		return nil, err
+	}
+	backoff := 200 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		for _, seed := range n.cfg.Join {
+			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			out, err := transport.CallJoin(cctx, seed, pki.JoinClientTLS(tok), methodJoin, body)
+			cancel()
+			if err == nil {
+				resp := &meshnodev1.JoinResponse{}
+				if err := proto.Unmarshal(out, resp); err != nil {
+					return nil, fmt.Errorf("join via %s: bad answer: %w", seed, err)
+				}
+				creds, err := pki.CredentialsFromJoin(tok, n.cfg.Name, key, resp, time.Now())
+				if err != nil {
+					return nil, fmt.Errorf("join via %s: %w", seed, err)
+				}
+				if err := creds.Save(n.cfg.DataDir); err != nil {
+					return nil, err
+				}
+				n.log.Info("joined the cluster: certificate issued", "seed", seed, "trust_domain", tok.TrustDomain)
+				return creds, nil
+			}
+			if isFinalJoinError(err) {
+				return nil, fmt.Errorf("join via %s refused: %w", seed, err)
+			}
+			n.log.Warn("join attempt failed; will retry", "seed", seed, "attempt", attempt, "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("join: no seed answered: %w", ctx.Err())
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+// loadGossipKey returns the node's gossip signing key, creating it (0600)
+// on first start. The write is atomic: a crash leaves no half-written key.
+func loadGossipKey(dataDir string) (ed25519.PrivateKey, error) {
+	path := filepath.Join(pki.Dir(dataDir), gossipKeyFile)
+	if b, err := os.ReadFile(path); err == nil {
+		if err := pki.CheckKeyFileMode(path); err != nil {
+			return nil, err
+		}
+		blk, _ := pem.Decode(b)
+		if blk == nil {
+			return nil, fmt.Errorf("%s: not a PEM key; remove it to create a new one", path)
+		}
+		k, err := x509.ParsePKCS8PrivateKey(blk.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		ek, ok := k.(ed25519.PrivateKey)
+		if !ok {
+			return nil, fmt.Errorf("%s: not an ed25519 key", path)
+		}
+		return ek, nil
+	} else if !os.IsNotExist(err) {
+		return nil, err
+	}
+	_, k, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(k)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".gossip-key-*")
+	if err != nil {
+		return nil, err
+	}
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(0o600); err != nil {
+		tmp.Close()
+		return nil, err
+	}
+	if err := pem.Encode(tmp, &pem.Block{Type: "PRIVATE KEY", Bytes: der}); err != nil {
+		tmp.Close()
+		return nil, err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return nil, err
+	}
+	if err := tmp.Close(); err != nil {
+		return nil, err
+	}
+	return k, os.Rename(tmp.Name(), path)
+}

@@ -1,0 +1,115 @@
+package node
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"time"
+
+	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
+	"github.com/agentmesh/meshnode/pki"
+	"github.com/agentmesh/meshnode/transport"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// Peer RPC methods the node serves on the transport.
+const (
+	methodForwardCall = "invoke.Forward"
+	methodForwardVote = "quorum.Vote"
+)
+
+// DefaultMaxHops bounds agent-to-agent chains when the policy names none.
+const DefaultMaxHops = 8
+
+// forwardCall sends one attempt to the node of a remote agent.
+func (n *Node) forwardCall(ctx context.Context, agent *meshnodev1.Agent, d *meshnodev1.Delivery, meta *meshnodev1.RoutingMetadata) (*meshnodev1.CallResult, bool, error) {
+	addr, ok := n.nodeAddress(agent.GetNode())
+	if !ok {
+		return nil, false, status.Errorf(codes.Unavailable, "node %s of agent %s has no known address", agent.GetNode(), agent.GetId())
+	}
+	var resp meshnodev1.ForwardCallResponse
+	err := transport.Invoke(ctx, n.ep, addr, methodForwardCall, &meshnodev1.ForwardCallRequest{TargetAgentId: agent.GetId(), Delivery: d, Routing: meta}, &resp)
+	if err != nil {
+		// The remote node reports "never delivered" as Unavailable or
+		// ResourceExhausted; anything else may have reached the agent.
+		c := status.Code(err)
+		started := c != codes.Unavailable && c != codes.ResourceExhausted
+		if ctx.Err() != nil {
+			return nil, true, ctxStatus(ctx, "calling "+agent.GetId())
+		}
+		return nil, started, err
+	}
+	if e := resp.GetError(); e != nil {
+		return nil, true, agentErrorFrom(e)
+	}
+	if resp.GetOk() == nil {
+		return &meshnodev1.CallResult{}, true, nil
+	}
+	return resp.GetOk(), true, nil
+}
+
+// handleForwardCall is the receiving side: a peer node asks us to deliver a
+// call to one of our agents. The peer is authenticated by mTLS; we check
+// that it is a node and that the call's metadata is sane before delivering.
+func (n *Node) handleForwardCall(ctx context.Context, p transport.Peer, req *meshnodev1.ForwardCallRequest) (*meshnodev1.ForwardCallResponse, error) {
+	if p.ID.Kind != pki.KindNode {
+		return nil, status.Errorf(codes.PermissionDenied, "peer %s is not a node", p.ID)
+	}
+	target := req.GetTargetAgentId()
+	if !strings.HasPrefix(target, n.cfg.Name+"/") {
+		return nil, status.Errorf(codes.NotFound, "agent %s is not attached to node %s", target, n.cfg.Name)
+	}
+	meta := req.GetRouting()
+	if err := checkHop(meta, target, DefaultMaxHops, time.Now()); err != nil {
+		return nil, err
+	}
+	d := req.GetDelivery()
+	if d == nil {
+		return nil, status.Error(codes.InvalidArgument, "forwarded call has no delivery")
+	}
+	if len(d.GetPayload()) > n.cfg.MaxPayload {
+		return nil, status.Errorf(codes.InvalidArgument, "payload is %d bytes, over node %s's limit of %d", len(d.GetPayload()), n.cfg.Name, n.cfg.MaxPayload)
+	}
+	deadline := meta.GetDeadline().AsTime()
+	ctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+	chain := meta.GetChain()
+	start := time.Now()
+	r, err := n.local.deliver(ctx, target, d, chain[:len(chain)-1], meta.GetHops(), deadline)
+	n.stats.observe(target, time.Since(start), err == nil && r.GetError() == nil)
+	if err != nil {
+		return nil, err
+	}
+	if e := r.GetError(); e != nil {
+		return &meshnodev1.ForwardCallResponse{Result: &meshnodev1.ForwardCallResponse_Error{Error: e}}, nil
+	}
+	ok := r.GetOk()
+	if ok == nil {
+		ok = &meshnodev1.CallResult{}
+	}
+	return &meshnodev1.ForwardCallResponse{Result: &meshnodev1.ForwardCallResponse_Ok{Ok: ok}}, nil
+}
+
+// checkHop validates routing metadata arriving from a peer: the chain must
+// end with the target, must not visit the target twice (a cycle), must stay
+// within the hop limit, and the deadline must not have passed.
+func checkHop(meta *meshnodev1.RoutingMetadata, target string, maxHops int, now time.Time) error {
+	chain := meta.GetChain()
+	if len(chain) == 0 || chain[len(chain)-1] != target {
+		return status.Errorf(codes.InvalidArgument, "routing metadata: chain must end with the target agent %s", target)
+	}
+	if i := slices.Index(chain[:len(chain)-1], target); i >= 0 {
+		return status.Errorf(codes.FailedPrecondition, "call cycle: %s", strings.Join(chain[i:], " -> "))
+	}
+	if int(meta.GetHops()) > maxHops {
+		return status.Errorf(codes.FailedPrecondition, "call exceeds the hop limit of %d: %s", maxHops, strings.Join(chain, " -> "))
+	}
+	if meta.GetDeadline() == nil {
+		return status.Error(codes.InvalidArgument, "routing metadata: no deadline")
+	}
+	if !meta.GetDeadline().AsTime().After(now) {
+		return status.Errorf(codes.DeadlineExceeded, "deadline passed before the call reached %s", target)
+	}
+	return nil
+}

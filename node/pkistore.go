@@ -1,0 +1,101 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/big"
+	"time"
+
+	"github.com/agentmesh/meshnode/consensus"
+	"github.com/agentmesh/meshnode/pki"
+	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
+	"google.golang.org/protobuf/proto"
+)
+
+// caRecordKey is the CA record holding the cluster's CA material.
+const caRecordKey = "ca/material"
+
+// pkiStore backs the CA's durable records with Raft, so one-time tokens and
+// revocations are cluster-wide and whichever server leads can sign.
+type pkiStore struct {
+	store *consensus.Store
+}
+
+var _ pki.Store = (*pkiStore)(nil)
+
+func (s *pkiStore) LoadCA(ctx context.Context) (*pki.CAMaterial, error) {
+	b, _, err := s.store.CARecord(ctx, consensus.ReadOptions{}, caRecordKey)
+	if errors.Is(err, consensus.ErrNotFound) || errors.Is(err, consensus.ErrServerOnly) {
+		return nil, fmt.Errorf("%w: %v", pki.ErrNotFound, err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	m := &meshnodev1.CAMaterial{}
+	if err := proto.Unmarshal(b, m); err != nil {
+		return nil, fmt.Errorf("decode CA material from the registry: %w", err)
+	}
+	return m, nil
+}
+
+func (s *pkiStore) SaveCA(ctx context.Context, m *pki.CAMaterial) error {
+	b, err := proto.Marshal(m)
+	if err != nil {
+		return err
+	}
+	_, res, err := s.store.Apply(ctx, &meshnodev1.Command{Version: 1, Op: &meshnodev1.Command_PutCaRecord{PutCaRecord: &meshnodev1.PutCARecordCommand{
+		Record: &meshnodev1.CARecord{Key: caRecordKey, Value: b},
+	}}})
+	if err != nil {
+		return err
+	}
+	return resultError(res, "store CA material")
+}
+
+func (s *pkiStore) UseToken(ctx context.Context, id string, expires time.Time) error {
+	_, res, err := s.store.Apply(ctx, &meshnodev1.Command{Version: 1, IdempotencyKey: "token/" + id, Op: &meshnodev1.Command_UseToken{UseToken: &meshnodev1.UseTokenCommand{
+		Id: id, ExpiresUnixNano: uint64(expires.UnixNano()),
+	}}})
+	if err != nil {
+		return err
+	}
+	// A retried write of the same token returns the first result marked
+	// duplicate: that is still the one use, and it succeeded the first time
+	// only for the caller that made it. Treat a duplicate as used.
+	if res.GetStatus() == meshnodev1.CommandStatus_COMMAND_STATUS_TOKEN_USED || res.GetDuplicate() {
+		return fmt.Errorf("%w: token %s", pki.ErrTokenUsed, id)
+	}
+	return resultError(res, "use token "+id)
+}
+
+func (s *pkiStore) Revoke(ctx context.Context, r *pki.Revocation) error {
+	data, err := proto.Marshal(r)
+	if err != nil {
+		return err
+	}
+	_, res, err := s.store.Apply(ctx, &meshnodev1.Command{Version: 1, Op: &meshnodev1.Command_Revoke{Revoke: &meshnodev1.RevokeCommand{
+		Node: r.GetNodeName(), Serials: r.GetSerials(), Reason: r.GetReason(), Data: data,
+	}}})
+	if err != nil {
+		return err
+	}
+	return resultError(res, "revoke "+r.GetNodeName())
+}
+
+// IsRevoked answers from the local replica; it runs on every handshake and
+// must not block on the network.
+func (s *pkiStore) IsRevoked(serial *big.Int, id pki.ID) bool {
+	ctx := context.Background()
+	if id.Node != "" {
+		if ok, _ := s.store.IsNodeRevoked(ctx, consensus.ReadOptions{}, id.Node); ok {
+			return true
+		}
+	}
+	if serial != nil {
+		if ok, _ := s.store.IsRevoked(ctx, consensus.ReadOptions{}, serial.String()); ok {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,94 @@
+package node
+
+import (
+	"context"
+	"errors"
+
+	"github.com/agentmesh/meshnode/consensus"
+	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
+	"github.com/agentmesh/meshnode/routing"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+)
+
+type policyService struct {
+	meshnodev1.UnimplementedPolicyServiceServer
+	n *Node
+}
+
+func policyKey(capability string) string {
+	if capability == "" {
+		return "*"
+	}
+	return capability
+}
+
+func (s *policyService) GetPolicy(ctx context.Context, req *meshnodev1.GetPolicyRequest) (*meshnodev1.GetPolicyResponse, error) {
+	opts := readOpts(req.GetConsistency())
+	resp := &meshnodev1.GetPolicyResponse{}
+	keys := []string{policyKey(req.GetCapability())}
+	if keys[0] != "*" {
+		keys = append(keys, "*")
+	}
+	for _, key := range keys {
+		rec, idx, err := s.n.store.Policy(ctx, opts, key)
+		resp.Index = idx
+		if errors.Is(err, consensus.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, storeError("read policy", err)
+		}
+		p := &meshnodev1.RoutingPolicy{}
+		if err := proto.Unmarshal(rec.GetPolicy(), p); err != nil {
+			return nil, status.Errorf(codes.Internal, "stored policy %q is corrupt: %v", key, err)
+		}
+		resp.Policy, resp.Source = p, key
+		break
+	}
+	pol := routing.DefaultPolicy()
+	if resp.Policy != nil {
+		var err error
+		if pol, err = routing.PolicyFromProto(resp.Policy); err != nil {
+			return nil, status.Errorf(codes.Internal, "stored policy %q is invalid: %v", resp.Source, err)
+		}
+	} else {
+		resp.Policy = &meshnodev1.RoutingPolicy{Capability: policyKey(req.GetCapability())}
+	}
+	resp.Effective = pol.ToProto()
+	resp.Effective.Capability = policyKey(req.GetCapability())
+	return resp, nil
+}
+
+func (s *policyService) SetPolicy(ctx context.Context, req *meshnodev1.SetPolicyRequest) (*meshnodev1.SetPolicyResponse, error) {
+	p := req.GetPolicy()
+	if p == nil {
+		return nil, status.Error(codes.InvalidArgument, "policy: must be set")
+	}
+	if err := routing.Validate(p); err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "policy refused, the one in force is unchanged: %v", err)
+	}
+	pol, err := routing.PolicyFromProto(p)
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "policy refused, the one in force is unchanged: %v", err)
+	}
+	key := policyKey(p.GetCapability())
+	b, err := proto.Marshal(p)
+	if err != nil {
+		return nil, err
+	}
+	idx, res, err := s.n.store.Apply(ctx, &meshnodev1.Command{Version: 1, Op: &meshnodev1.Command_PutPolicy{PutPolicy: &meshnodev1.PutPolicyCommand{
+		Policy: &meshnodev1.PolicyRecord{Key: key, Policy: b},
+	}}})
+	if err != nil {
+		return nil, storeError("store policy "+key, err)
+	}
+	if err := resultError(res, "store policy "+key); err != nil {
+		return nil, err
+	}
+	eff := pol.ToProto()
+	eff.Capability = key
+	s.n.log.Info("routing policy set", "capability", key, "policy", eff.GetPolicy(), "index", idx)
+	return &meshnodev1.SetPolicyResponse{Effective: eff, Index: idx}, nil
+}

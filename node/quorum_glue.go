@@ -1,0 +1,241 @@
+package node
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+
+	"github.com/agentmesh/meshnode/consensus"
+	"github.com/agentmesh/meshnode/gossip"
+	"github.com/agentmesh/meshnode/pki"
+	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
+	"github.com/agentmesh/meshnode/quorum"
+	"github.com/agentmesh/meshnode/transport"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+)
+
+// voteWaiters matches the votes agents send (QuorumService.Vote) to the
+// vote requests delivered on their Serve streams.
+type voteWaiters struct {
+	mu sync.Mutex
+	m  map[string]*voteWaiter
+}
+
+type voteWaiter struct {
+	agentID string
+	ch      chan *meshnodev1.Vote
+}
+
+func newVoteWaiters() *voteWaiters { return &voteWaiters{m: map[string]*voteWaiter{}} }
+
+func (w *voteWaiters) add(agentID string) (string, *voteWaiter) {
+	id := newCallID()
+	vw := &voteWaiter{agentID: agentID, ch: make(chan *meshnodev1.Vote, 1)}
+	w.mu.Lock()
+	w.m[id] = vw
+	w.mu.Unlock()
+	return id, vw
+}
+
+func (w *voteWaiters) remove(id string) {
+	w.mu.Lock()
+	delete(w.m, id)
+	w.mu.Unlock()
+}
+
+func (w *voteWaiters) deliver(requestID, agentID string, v *meshnodev1.Vote) error {
+	w.mu.Lock()
+	vw, ok := w.m[requestID]
+	w.mu.Unlock()
+	if !ok || vw.agentID != agentID {
+		return status.Errorf(codes.NotFound, "vote request %q is not pending for agent %s: it was answered or its deadline passed", requestID, agentID)
+	}
+	select {
+	case vw.ch <- v:
+		return nil
+	default:
+		return status.Errorf(codes.AlreadyExists, "vote request %q was already answered", requestID)
+	}
+}
+
+// clusterID is signed into every vote so votes cannot be replayed across
+// clusters.
+func (n *Node) clusterID() string { return n.id.TrustDomain }
+
+// askLocalVoter pushes a vote request onto a local agent's Serve stream and
+// waits for its signed vote.
+func (n *Node) askLocalVoter(ctx context.Context, agentID string, p *meshnodev1.Proposal) (*meshnodev1.Vote, error) {
+	reqID, w := n.votes.add(agentID)
+	defer n.votes.remove(reqID)
+	ask := &meshnodev1.VoteAsk{RequestId: reqID, Proposal: p, Deadline: p.GetDeadline(), ClusterId: n.clusterID()}
+	if err := n.local.push(ctx, agentID, &meshnodev1.ServeResponse{Event: &meshnodev1.ServeResponse_Vote{Vote: ask}}); err != nil {
+		return nil, err
+	}
+	select {
+	case v := <-w.ch:
+		return v, nil
+	case <-ctx.Done():
+		return nil, ctxStatus(ctx, "waiting for the vote of "+agentID)
+	}
+}
+
+// quorumGlue implements the coordinator's Directory, Requester and
+// Committer with the registry, the peer transport and Raft.
+type quorumGlue struct{ n *Node }
+
+func (g quorumGlue) Voters(ctx context.Context, sel *meshnodev1.VoterSelection) ([]quorum.Voter, error) {
+	n := g.n
+	var agents []*meshnodev1.Agent
+	if ids := sel.GetAgentIds(); len(ids) > 0 {
+		for _, id := range ids {
+			a, _, err := n.store.Agent(ctx, consensus.ReadOptions{}, id)
+			if err == nil {
+				agents = append(agents, a)
+			}
+		}
+	} else {
+		var err error
+		agents, _, err = n.store.Agents(ctx, consensus.ReadOptions{}, consensus.AgentFilter{Capability: sel.GetCapability()})
+		if err != nil {
+			return nil, storeError("find voters", err)
+		}
+	}
+	var out []quorum.Voter
+	for _, a := range agents {
+		if a.GetFlagged() || len(a.GetVotePublicKey()) != ed25519.PublicKeySize || !n.agentReady(a) {
+			continue
+		}
+		out = append(out, quorum.Voter{AgentID: a.GetId(), Node: a.GetNode(), PublicKey: ed25519.PublicKey(a.GetVotePublicKey())})
+	}
+	return out, nil
+}
+
+// agentReady: serving locally, or ready in gossip on a live node.
+func (n *Node) agentReady(a *meshnodev1.Agent) bool {
+	if a.GetNode() == n.cfg.Name {
+		return n.local.serving(a.GetId())
+	}
+	if !n.gossip.NodeAlive(a.GetNode()) {
+		return false
+	}
+	if l, ok := n.gossip.Load(a.GetId()); ok {
+		return l.Status == gossip.StatusReady
+	}
+	return a.GetStatus() == meshnodev1.AgentStatus_AGENT_STATUS_READY
+}
+
+func (g quorumGlue) RequestVote(ctx context.Context, v quorum.Voter, p *meshnodev1.Proposal) (*meshnodev1.Vote, error) {
+	n := g.n
+	if v.Node == n.cfg.Name {
+		return n.askLocalVoter(ctx, v.AgentID, p)
+	}
+	addr, ok := n.nodeAddress(v.Node)
+	if !ok {
+		return nil, status.Errorf(codes.Unavailable, "node %s has no known address", v.Node)
+	}
+	var resp meshnodev1.ForwardVoteResponse
+	if err := transport.Invoke(ctx, n.ep, addr, methodForwardVote, &meshnodev1.ForwardVoteRequest{VoterAgentId: v.AgentID, Proposal: p}, &resp); err != nil {
+		return nil, err
+	}
+	return resp.GetVote(), nil
+}
+
+// handleForwardVote collects a local agent's vote for a coordinator on
+// another node. The vote is returned as signed; the coordinator verifies it.
+func (n *Node) handleForwardVote(ctx context.Context, p transport.Peer, req *meshnodev1.ForwardVoteRequest) (*meshnodev1.ForwardVoteResponse, error) {
+	if p.ID.Kind != pki.KindNode {
+		return nil, status.Errorf(codes.PermissionDenied, "peer %s is not a node", p.ID)
+	}
+	if !strings.HasPrefix(req.GetVoterAgentId(), n.cfg.Name+"/") {
+		return nil, status.Errorf(codes.NotFound, "agent %s is not attached to node %s", req.GetVoterAgentId(), n.cfg.Name)
+	}
+	if d := req.GetProposal().GetDeadline(); d != nil {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, d.AsTime())
+		defer cancel()
+	}
+	v, err := n.askLocalVoter(ctx, req.GetVoterAgentId(), req.GetProposal())
+	if err != nil {
+		return nil, err
+	}
+	return &meshnodev1.ForwardVoteResponse{Vote: v}, nil
+}
+
+func decisionStatusName(s meshnodev1.DecisionStatus) string {
+	return strings.ToLower(strings.TrimPrefix(s.String(), "DECISION_STATUS_"))
+}
+
+func (g quorumGlue) Commit(ctx context.Context, d *meshnodev1.Decision) (*meshnodev1.Decision, error) {
+	n := g.n
+	b, err := proto.Marshal(d)
+	if err != nil {
+		return nil, err
+	}
+	id := d.GetProposal().GetId()
+	_, res, err := n.store.Apply(ctx, &meshnodev1.Command{Version: 1, Op: &meshnodev1.Command_PutDecision{PutDecision: &meshnodev1.PutDecisionCommand{
+		Decision: &meshnodev1.DecisionRecord{Id: id, Status: decisionStatusName(d.GetStatus()), Decision: b},
+	}}})
+	if err != nil {
+		return nil, storeError("commit decision "+id, err)
+	}
+	if err := resultError(res, "commit decision "+id); err != nil {
+		return nil, err
+	}
+	out := &meshnodev1.Decision{}
+	if err := proto.Unmarshal(res.GetDecision().GetDecision(), out); err != nil {
+		return nil, fmt.Errorf("decode committed decision %s: %w", id, err)
+	}
+	out.CommitIndex = res.GetDecision().GetModifyIndex()
+	for _, e := range out.GetEquivocations() {
+		n.flagAgent(ctx, e.GetAgentId(), "equivocated on proposal "+id)
+	}
+	return out, nil
+}
+
+func (n *Node) flagAgent(ctx context.Context, agentID, reason string) {
+	_, res, err := n.store.Apply(ctx, &meshnodev1.Command{Version: 1, IdempotencyKey: "flag/" + agentID + "/" + reason,
+		Op: &meshnodev1.Command_FlagAgent{FlagAgent: &meshnodev1.FlagAgentCommand{Id: agentID, Reason: reason}}})
+	if err == nil {
+		err = resultError(res, "flag agent")
+	}
+	if err != nil {
+		n.log.Warn("flagging an equivocating agent failed", "agent", agentID, "err", err)
+		return
+	}
+	n.log.Warn("agent flagged: it signed two different votes on one proposal", "agent", agentID, "reason", reason)
+}
+
+func (g quorumGlue) Decision(ctx context.Context, id string) (*meshnodev1.Decision, error) {
+	rec, _, err := g.n.store.Decision(ctx, consensus.ReadOptions{}, id)
+	if errors.Is(err, consensus.ErrNotFound) {
+		return nil, fmt.Errorf("decision %s: %w", id, quorum.ErrNotFound)
+	}
+	if err != nil {
+		return nil, err
+	}
+	d := &meshnodev1.Decision{}
+	if err := proto.Unmarshal(rec.GetDecision(), d); err != nil {
+		return nil, err
+	}
+	d.CommitIndex = rec.GetModifyIndex()
+	return d, nil
+}
+
+func (n *Node) startQuorum(context.Context) error {
+	cfg := quorum.DefaultCoordinatorConfig()
+	cfg.ClusterID = n.clusterID()
+	cfg.Logger = n.log.With("component", "quorum")
+	g := quorumGlue{n}
+	c, err := quorum.NewCoordinator(cfg, g, g, g)
+	if err != nil {
+		return err
+	}
+	n.coordinator = c
+	return nil
+}
+

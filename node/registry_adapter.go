@@ -1,0 +1,102 @@
+package node
+
+import (
+	"context"
+	"crypto"
+	"crypto/x509"
+
+	"github.com/agentmesh/meshnode/consensus"
+	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
+)
+
+// consensusRegistry adapts consensus.Store to the agent API's registryStore.
+type consensusRegistry struct{ s *consensus.Store }
+
+var _ registryStore = consensusRegistry{}
+
+func readOpts(c meshnodev1.Consistency) consensus.ReadOptions {
+	if c == meshnodev1.Consistency_CONSISTENCY_CONSISTENT {
+		return consensus.ReadOptions{Consistency: consensus.Consistent}
+	}
+	return consensus.ReadOptions{Consistency: consensus.Stale}
+}
+
+func (r consensusRegistry) Apply(ctx context.Context, cmd *meshnodev1.Command) (uint64, *meshnodev1.CommandResult, error) {
+	return r.s.Apply(ctx, cmd)
+}
+
+func (r consensusRegistry) ListAgents(ctx context.Context, c meshnodev1.Consistency, capability, node string) ([]*meshnodev1.Agent, uint64, error) {
+	return r.s.Agents(ctx, readOpts(c), consensus.AgentFilter{Capability: capability, Node: node})
+}
+
+func (r consensusRegistry) GetAgent(id string) (*meshnodev1.Agent, bool) {
+	a, _, err := r.s.Agent(context.Background(), consensus.ReadOptions{}, id)
+	return a, err == nil
+}
+
+func (r consensusRegistry) WatchAgents(ctx context.Context, from uint64, capability string) (<-chan *meshnodev1.WatchResponse, error) {
+	in := r.s.Watch(ctx, from, consensus.WatchFilter{Capability: capability})
+	out := make(chan *meshnodev1.WatchResponse, 16)
+	go func() {
+		defer close(out)
+		send := func(w *meshnodev1.WatchResponse) bool {
+			select {
+			case out <- w:
+				return true
+			case <-ctx.Done():
+				return false
+			}
+		}
+		for ev := range in {
+			switch ev.Kind {
+			case consensus.EventSnapshot:
+				for _, a := range ev.Agents {
+					if !send(&meshnodev1.WatchResponse{Type: meshnodev1.WatchEventType_WATCH_EVENT_TYPE_UPSERT, Agent: a, Index: ev.Index}) {
+						return
+					}
+				}
+				if !send(&meshnodev1.WatchResponse{Type: meshnodev1.WatchEventType_WATCH_EVENT_TYPE_SNAPSHOT_DONE, Index: ev.Index}) {
+					return
+				}
+			case consensus.EventPut:
+				if !send(&meshnodev1.WatchResponse{Type: meshnodev1.WatchEventType_WATCH_EVENT_TYPE_UPSERT, Agent: ev.Agent, Index: ev.Index}) {
+					return
+				}
+			case consensus.EventDelete:
+				if !send(&meshnodev1.WatchResponse{Type: meshnodev1.WatchEventType_WATCH_EVENT_TYPE_DELETE, Agent: ev.Agent, Index: ev.Index}) {
+					return
+				}
+			}
+		}
+	}()
+	return out, nil
+}
+
+// nodeKeys resolves the public key a node signs its gossip with, from its
+// registry record. It only reads local state: gossip calls it from its
+// packet handler, which must not block.
+type nodeKeys struct{ s *consensus.Store }
+
+func (k nodeKeys) NodePublicKey(node string) (crypto.PublicKey, bool) {
+	rec, _, err := k.s.Node(context.Background(), consensus.ReadOptions{}, node)
+	if err != nil || len(rec.GetPublicKey()) == 0 {
+		return nil, false
+	}
+	pub, err := x509.ParsePKIXPublicKey(rec.GetPublicKey())
+	if err != nil {
+		return nil, false
+	}
+	return pub, true
+}
+
+// agentOwners tells gossip which node an agent belongs to, so a node cannot
+// publish load for another node's agent even under its own signature.
+type agentOwners struct{ s *consensus.Store }
+
+func (o agentOwners) AgentNode(agentID string) (string, bool) {
+	a, _, err := o.s.Agent(context.Background(), consensus.ReadOptions{}, agentID)
+	if err != nil {
+		return "", false
+	}
+	return a.GetNode(), true
+}

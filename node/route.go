@@ -1,0 +1,172 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/agentmesh/meshnode/consensus"
+	"github.com/agentmesh/meshnode/gossip"
+	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
+	"github.com/agentmesh/meshnode/routing"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+)
+
+func (n *Node) startRouting(context.Context) error {
+	cfg := routing.DefaultConfig()
+	cfg.LocalNode = n.cfg.Name
+	cfg.Resolver = n
+	cfg.Logger = n.log.With("component", "routing")
+	if n.tracing != nil {
+		cfg.Tracer = n.tracing.Tracer("meshnode/routing")
+	}
+	r, err := routing.NewRouter(cfg)
+	if err != nil {
+		return err
+	}
+	n.router = r
+	return nil
+}
+
+// Resolve gives the router a capability's candidates and policy (used for
+// the call's own capability and for a policy's fallback capability).
+func (n *Node) Resolve(ctx context.Context, capability string) ([]routing.Candidate, routing.Policy, error) {
+	pol, err := n.policyFor(ctx, capability)
+	if err != nil {
+		return nil, pol, err
+	}
+	agents, _, err := n.store.Agents(ctx, consensus.ReadOptions{}, consensus.AgentFilter{Capability: capability})
+	if err != nil {
+		return nil, pol, storeError("find agents for "+capability, err)
+	}
+	cands := make([]routing.Candidate, 0, len(agents))
+	for _, a := range agents {
+		if c := n.candidate(a, capability); c != nil {
+			cands = append(cands, *c)
+		}
+	}
+	return cands, pol, nil
+}
+
+// candidate merges an agent's registry record with what gossip and this
+// node know about it right now.
+func (n *Node) candidate(a *meshnodev1.Agent, capability string) *routing.Candidate {
+	capEntry := findCapability(a, capability)
+	if capEntry == nil {
+		return nil
+	}
+	c := &routing.Candidate{
+		AgentID: a.GetId(),
+		Node:    a.GetNode(),
+		Capability: routing.CandidateCapability{
+			Name:           capEntry.GetName(),
+			Attributes:     capEntry.GetAttributes(),
+			Proficiency:    routing.Proficiency(capEntry.GetProficiency()),
+			Cost:           capEntry.GetCost(),
+			MaxConcurrency: int(capEntry.GetMaxConcurrency()),
+		},
+	}
+	if a.GetNode() == n.cfg.Name {
+		// Our own agents: the local table is the truth, no gossip needed.
+		c.NodeAlive = true
+		c.Ready = n.local.serving(a.GetId())
+		return c
+	}
+	c.NodeAlive = n.gossip.NodeAlive(a.GetNode())
+	if l, ok := n.gossip.Load(a.GetId()); ok {
+		c.Ready = l.Status == gossip.StatusReady
+		c.Draining = l.Status == gossip.StatusDraining
+		c.Load = routing.GossipLoad{InFlight: int(l.InFlight), Capacity: int(l.Capacity), EWMALatency: l.EWMALatency,
+			SuccessRate: l.SuccessRate, HasSuccessRate: l.SuccessRate > 0}
+	} else {
+		// No gossip yet (a fresh registration): trust the committed status.
+		c.Ready = a.GetStatus() == meshnodev1.AgentStatus_AGENT_STATUS_READY
+	}
+	return c
+}
+
+// policyFor returns the routing policy in force for a capability: its own,
+// else the cluster default "*", else the built-in defaults.
+func (n *Node) policyFor(ctx context.Context, capability string) (routing.Policy, error) {
+	for _, key := range []string{capability, "*"} {
+		rec, _, err := n.store.Policy(ctx, consensus.ReadOptions{}, key)
+		if errors.Is(err, consensus.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return routing.DefaultPolicy(), storeError("read policy", err)
+		}
+		p := &meshnodev1.RoutingPolicy{}
+		if err := proto.Unmarshal(rec.GetPolicy(), p); err != nil {
+			return routing.DefaultPolicy(), status.Errorf(codes.Internal, "stored policy %q is corrupt: %v", key, err)
+		}
+		pol, err := routing.PolicyFromProto(p)
+		if err != nil {
+			return routing.DefaultPolicy(), status.Errorf(codes.Internal, "stored policy %q is invalid: %v", key, err)
+		}
+		return pol, nil
+	}
+	return routing.DefaultPolicy(), nil
+}
+
+// route picks agents for a planned call and runs its attempts.
+func (n *Node) route(ctx context.Context, plan *callPlan) (*meshnodev1.CallResponse, error) {
+	capability := plan.req.GetCapability()
+	overrides, err := routing.OverridesFromProto(plan.req.GetRouting())
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	cands, pol, err := n.Resolve(ctx, capability)
+	if err != nil {
+		return nil, err
+	}
+	req := routing.Request{
+		Capability:  capability,
+		Constraints: overrides.Constraints,
+		Overrides:   overrides,
+		Meta: routing.Metadata{
+			Chain:          plan.chain,
+			Hops:           int(plan.hops),
+			Deadline:       plan.deadline,
+			IdempotencyKey: plan.req.GetIdempotencyKey(),
+		},
+		Policy: pol,
+	}
+	var mu sync.Mutex
+	var answer *meshnodev1.CallResult
+	inv := routing.InvokerFunc(func(ctx context.Context, a routing.Attempt) (bool, error) {
+		agent := &meshnodev1.Agent{Id: a.Candidate.AgentID, Node: a.Candidate.Node}
+		res, started, err := n.invokeAgent(ctx, plan, agent, uint32(a.Number), a.Deadline, a.Meta.TraceContext)
+		if err != nil {
+			var ae *agentError
+			if errors.As(err, &ae) && ae.retryable {
+				return started, routing.MarkRetryable(err)
+			}
+			return started, err
+		}
+		mu.Lock()
+		answer = res
+		mu.Unlock()
+		return started, nil
+	})
+	start := time.Now()
+	res, err := n.router.Route(ctx, req, cands, inv)
+	n.recordCall(time.Since(start), err == nil)
+	if err != nil {
+		return nil, err
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	return &meshnodev1.CallResponse{
+		Payload:     answer.GetPayload(),
+		ContentType: answer.GetContentType(),
+		Metadata:    answer.GetMetadata(),
+		AgentId:     res.Agent.AgentID,
+		Node:        res.Agent.Node,
+		Attempts:    uint32(res.Attempts),
+		TraceId:     res.TraceID,
+	}, nil
+}
