@@ -63,7 +63,7 @@ func (n *Node) startPKI(ctx context.Context) error {
 		Roots:       n.keeper.Roots,
 		Certificate: n.keeper.Certificate,
 		Revocations: &n.revocations,
-		Logger:      n.log.With("component", "pki"),
+		Logger:      n.log,
 	})
 	if err != nil {
 		return err
@@ -221,7 +221,7 @@ func (n *Node) ca(ctx context.Context) (*pki.CA, error) {
 		return nil, status.Error(codes.FailedPrecondition, "this node is a client; the CA runs on servers: run the command against a server's socket")
 	}
 	cfg := pki.DefaultCAConfig()
-	cfg.TrustDomain, cfg.Store, cfg.CertLifetime, cfg.Logger = n.id.TrustDomain, n.pki, n.cfg.CertLifetime, n.log.With("component", "pki")
+	cfg.TrustDomain, cfg.Store, cfg.CertLifetime, cfg.Logger = n.id.TrustDomain, n.pki, n.cfg.CertLifetime, n.log
 	ca, err := pki.NewCA(ctx, cfg)
 	if err != nil {
 		return nil, status.Errorf(codes.Unavailable, "the CA material has not reached this server yet: %v", err)

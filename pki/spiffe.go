@@ -89,3 +89,31 @@ func IDFromCert(cert *x509.Certificate) (ID, error) {
 	}
 	return idFromURL(cert.URIs[0])
 }
+
+// ValidateTrustDomain checks td is a SPIFFE trust domain name: 1-255 of
+// lowercase letters, digits, '.', '-' and '_'.
+func ValidateTrustDomain(td string) error {
+	if td == "" || len(td) > 255 {
+		return fmt.Errorf("%w: trust domain %q must be 1-255 characters", ErrBadID, td)
+	}
+	for _, r := range td {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '.' || r == '-' || r == '_') {
+			return fmt.Errorf("%w: trust domain %q: only lowercase letters, digits, '.', '-' and '_' are allowed", ErrBadID, td)
+		}
+	}
+	return nil
+}
+
+// ValidateName checks a node or agent name is usable as one SPIFFE path
+// segment: 1-128 of letters, digits, '.', '-' and '_', not starting with '.'.
+func ValidateName(name string) error {
+	if name == "" || len(name) > 128 || name[0] == '.' {
+		return fmt.Errorf("%w: name %q must be 1-128 characters and not start with '.'", ErrBadID, name)
+	}
+	for _, r := range name {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '-' || r == '_') {
+			return fmt.Errorf("%w: name %q: only letters, digits, '.', '-' and '_' are allowed", ErrBadID, name)
+		}
+	}
+	return nil
+}

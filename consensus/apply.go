@@ -1,0 +1,273 @@
+package consensus
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/hashicorp/go-memdb"
+	"google.golang.org/protobuf/proto"
+
+	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
+)
+
+// Dedup window. Part of the replicated protocol: every replica must use the
+// same values, so they are constants, not configuration.
+const (
+	dedupTTLNanos = uint64(10 * 60 * 1e9) // a retried write is recognised for 10 minutes
+	dedupMax      = 100_000               // and at most this many keys are remembered
+)
+
+// applyBatch applies one committed log entry. It never panics on bad input
+// and depends only on (index, batch) and the prior state, so every replica
+// reaches the same state and results.
+func (s *state) applyBatch(index uint64, b *meshnodev1.CommandBatch) []*meshnodev1.CommandResult {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	txn := s.db.Load().Txn(true)
+	txn.TrackChanges()
+	now := uint64(max(b.GetTimeUnixNano(), 0))
+	s.expire(txn, now)
+	results := make([]*meshnodev1.CommandResult, len(b.GetCommands()))
+	for i, c := range b.GetCommands() {
+		results[i] = s.applyCommand(txn, index, now, c)
+		results[i].Index = index
+	}
+	if err := txn.Insert(tableMeta, &metaRow{Key: metaApplied, Index: index}); err != nil {
+		panic(fmt.Sprintf("consensus: recording applied index %d: %v", index, err)) // schema bug
+	}
+	ev := eventFrom(index, txn.Changes())
+	txn.Commit()
+	s.log.append(ev)
+	return results
+}
+
+// applyEmpty records that a log entry which changes nothing (a refused
+// batch) was applied, keeping the index and the event chain moving.
+func (s *state) applyEmpty(index uint64) {
+	s.applyBatch(index, &meshnodev1.CommandBatch{Version: CommandVersion})
+}
+
+// expire forgets used tokens and dedup keys whose time has passed, and the
+// oldest dedup keys beyond dedupMax.
+func (s *state) expire(txn *memdb.Txn, now uint64) {
+	if now == 0 {
+		return
+	}
+	for _, table := range []string{tableTokens, tableDedup} {
+		var stale []any
+		it, err := txn.Get(table, "expiry")
+		if err != nil {
+			continue
+		}
+		over := 0
+		if table == tableDedup {
+			over = s.dedupCount - dedupMax
+		}
+		for obj := it.Next(); obj != nil; obj = it.Next() {
+			exp := expiryOf(obj)
+			if exp >= now && over <= 0 {
+				break
+			}
+			stale = append(stale, obj)
+			over--
+		}
+		for _, obj := range stale {
+			if txn.Delete(table, obj) == nil && table == tableDedup {
+				s.dedupCount--
+			}
+		}
+	}
+}
+
+func expiryOf(obj any) uint64 {
+	switch o := obj.(type) {
+	case *meshnodev1.UsedTokenRecord:
+		return o.GetExpiresUnixNano()
+	case *meshnodev1.DedupRecord:
+		return o.GetExpiresUnixNano()
+	}
+	return 0
+}
+
+func (s *state) applyCommand(txn *memdb.Txn, index, now uint64, c *meshnodev1.Command) *meshnodev1.CommandResult {
+	if err := ValidateCommand(c); err != nil {
+		return &meshnodev1.CommandResult{Status: meshnodev1.CommandStatus_COMMAND_STATUS_INVALID, Message: err.Error()}
+	}
+	key := c.GetIdempotencyKey()
+	if key != "" {
+		if raw, _ := txn.First(tableDedup, "id", key); raw != nil {
+			res := proto.Clone(raw.(*meshnodev1.DedupRecord).GetResult()).(*meshnodev1.CommandResult)
+			res.Duplicate = true
+			return res
+		}
+	}
+	res, err := applyOp(txn, index, c)
+	if err != nil {
+		// Only a schema bug gets here (validation guarantees the indexed
+		// fields); report it as invalid, identically on every replica.
+		return &meshnodev1.CommandResult{Status: meshnodev1.CommandStatus_COMMAND_STATUS_INVALID, Message: err.Error()}
+	}
+	if key != "" && now != 0 {
+		rec := &meshnodev1.DedupRecord{Key: key, Result: proto.Clone(res).(*meshnodev1.CommandResult), ExpiresUnixNano: now + dedupTTLNanos}
+		rec.Result.Index = index
+		if txn.Insert(tableDedup, rec) == nil {
+			s.dedupCount++
+		}
+	}
+	return res
+}
+
+var (
+	statusOK       = meshnodev1.CommandStatus_COMMAND_STATUS_OK
+	statusNotFound = meshnodev1.CommandStatus_COMMAND_STATUS_NOT_FOUND
+)
+
+func ok() *meshnodev1.CommandResult { return &meshnodev1.CommandResult{Status: statusOK} }
+
+func notFound(what, id string) *meshnodev1.CommandResult {
+	return &meshnodev1.CommandResult{Status: statusNotFound, Message: fmt.Sprintf("%s %q not found", what, id)}
+}
+
+func first[T any](txn *memdb.Txn, table, id string) T {
+	var zero T
+	raw, err := txn.First(table, "id", id)
+	if err != nil || raw == nil {
+		return zero
+	}
+	return raw.(T)
+}
+
+func applyOp(txn *memdb.Txn, index uint64, c *meshnodev1.Command) (*meshnodev1.CommandResult, error) {
+	switch op := c.GetOp().(type) {
+	case *meshnodev1.Command_RegisterNode:
+		n := proto.Clone(op.RegisterNode.GetNode()).(*meshnodev1.NodeRecord)
+		n.ModifyIndex = index
+		return ok(), txn.Insert(tableNodes, n)
+	case *meshnodev1.Command_DeregisterNode:
+		return deregisterNode(txn, op.DeregisterNode.GetName())
+	case *meshnodev1.Command_RegisterAgent:
+		return registerAgent(txn, index, op.RegisterAgent.GetAgent())
+	case *meshnodev1.Command_DeregisterAgent:
+		a := first[*meshnodev1.Agent](txn, tableAgents, op.DeregisterAgent.GetId())
+		if a == nil {
+			return notFound("agent", op.DeregisterAgent.GetId()), nil
+		}
+		return &meshnodev1.CommandResult{Status: statusOK, Agent: a}, txn.Delete(tableAgents, a)
+	case *meshnodev1.Command_SetAgentStatus:
+		return updateAgent(txn, index, op.SetAgentStatus.GetId(), func(a *meshnodev1.Agent) { a.Status = op.SetAgentStatus.GetStatus() })
+	case *meshnodev1.Command_FlagAgent:
+		return updateAgent(txn, index, op.FlagAgent.GetId(), func(a *meshnodev1.Agent) {
+			a.Flagged, a.FlaggedReason = true, op.FlagAgent.GetReason()
+		})
+	case *meshnodev1.Command_ClearFlag:
+		return updateAgent(txn, index, op.ClearFlag.GetId(), func(a *meshnodev1.Agent) { a.Flagged, a.FlaggedReason = false, "" })
+	case *meshnodev1.Command_PutPolicy:
+		p := proto.Clone(op.PutPolicy.GetPolicy()).(*meshnodev1.PolicyRecord)
+		p.CreateIndex, p.ModifyIndex = index, index
+		if old := first[*meshnodev1.PolicyRecord](txn, tablePolicies, p.GetKey()); old != nil {
+			p.CreateIndex = old.GetCreateIndex()
+		}
+		return ok(), txn.Insert(tablePolicies, p)
+	case *meshnodev1.Command_DeletePolicy:
+		p := first[*meshnodev1.PolicyRecord](txn, tablePolicies, op.DeletePolicy.GetKey())
+		if p == nil {
+			return notFound("policy", op.DeletePolicy.GetKey()), nil
+		}
+		return ok(), txn.Delete(tablePolicies, p)
+	case *meshnodev1.Command_PutCaRecord:
+		r := proto.Clone(op.PutCaRecord.GetRecord()).(*meshnodev1.CARecord)
+		r.ModifyIndex = index
+		return ok(), txn.Insert(tableCA, r)
+	case *meshnodev1.Command_UseToken:
+		if first[*meshnodev1.UsedTokenRecord](txn, tableTokens, op.UseToken.GetId()) != nil {
+			return &meshnodev1.CommandResult{Status: meshnodev1.CommandStatus_COMMAND_STATUS_TOKEN_USED,
+				Message: fmt.Sprintf("token %q was already used", op.UseToken.GetId())}, nil
+		}
+		return ok(), txn.Insert(tableTokens, &meshnodev1.UsedTokenRecord{
+			Id: op.UseToken.GetId(), ExpiresUnixNano: op.UseToken.GetExpiresUnixNano(), CreateIndex: index})
+	case *meshnodev1.Command_Revoke:
+		return revoke(txn, index, op.Revoke)
+	case *meshnodev1.Command_PutDecision:
+		return putDecision(txn, index, op.PutDecision.GetDecision())
+	}
+	return nil, errors.New("unhandled operation") // ValidateCommand refuses these first
+}
+
+func deregisterNode(txn *memdb.Txn, name string) (*meshnodev1.CommandResult, error) {
+	n := first[*meshnodev1.NodeRecord](txn, tableNodes, name)
+	deleted, err := txn.DeleteAll(tableAgents, "node", name)
+	if err != nil {
+		return nil, err
+	}
+	if n == nil {
+		if deleted == 0 {
+			return notFound("node", name), nil
+		}
+		return ok(), nil
+	}
+	return ok(), txn.Delete(tableNodes, n)
+}
+
+func registerAgent(txn *memdb.Txn, index uint64, in *meshnodev1.Agent) (*meshnodev1.CommandResult, error) {
+	a := proto.Clone(in).(*meshnodev1.Agent)
+	a.CreateIndex, a.ModifyIndex = index, index
+	if old := first[*meshnodev1.Agent](txn, tableAgents, a.GetId()); old != nil {
+		a.CreateIndex = old.GetCreateIndex()
+		// A flag is evidence of misbehaviour: re-registering must not clear it.
+		if old.GetFlagged() {
+			a.Flagged, a.FlaggedReason = true, old.GetFlaggedReason()
+		}
+	}
+	return &meshnodev1.CommandResult{Status: statusOK, Agent: a}, txn.Insert(tableAgents, a)
+}
+
+func updateAgent(txn *memdb.Txn, index uint64, id string, change func(*meshnodev1.Agent)) (*meshnodev1.CommandResult, error) {
+	old := first[*meshnodev1.Agent](txn, tableAgents, id)
+	if old == nil {
+		return notFound("agent", id), nil
+	}
+	a := proto.Clone(old).(*meshnodev1.Agent)
+	change(a)
+	a.ModifyIndex = index
+	return &meshnodev1.CommandResult{Status: statusOK, Agent: a}, txn.Insert(tableAgents, a)
+}
+
+func revoke(txn *memdb.Txn, index uint64, r *meshnodev1.RevokeCommand) (*meshnodev1.CommandResult, error) {
+	recs := []*meshnodev1.RevocationRecord{}
+	if len(r.GetSerials()) == 0 {
+		recs = append(recs, &meshnodev1.RevocationRecord{Key: nodeRevocationKey(r.GetNode()), Node: r.GetNode()})
+	}
+	for _, s := range r.GetSerials() {
+		recs = append(recs, &meshnodev1.RevocationRecord{Key: serialRevocationKey(s), Node: r.GetNode(), Serial: s})
+	}
+	for _, rec := range recs {
+		rec.Reason, rec.Data, rec.CreateIndex = r.GetReason(), r.GetData(), index
+		// Revoking twice keeps the first revocation's index.
+		if old := first[*meshnodev1.RevocationRecord](txn, tableRevocations, rec.GetKey()); old != nil {
+			continue
+		}
+		if err := txn.Insert(tableRevocations, rec); err != nil {
+			return nil, err
+		}
+	}
+	return ok(), nil
+}
+
+func nodeRevocationKey(node string) string     { return "node/" + node }
+func serialRevocationKey(serial string) string { return "serial/" + serial }
+
+// DecisionPending is the one decision status that a later PutDecision may
+// overwrite; every other status is final.
+const DecisionPending = "pending"
+
+func putDecision(txn *memdb.Txn, index uint64, in *meshnodev1.DecisionRecord) (*meshnodev1.CommandResult, error) {
+	d := proto.Clone(in).(*meshnodev1.DecisionRecord)
+	d.CreateIndex, d.ModifyIndex = index, index
+	if old := first[*meshnodev1.DecisionRecord](txn, tableDecisions, d.GetId()); old != nil {
+		if old.GetStatus() != DecisionPending {
+			return &meshnodev1.CommandResult{Status: statusOK, Decision: old, DecisionExisted: true}, nil
+		}
+		d.CreateIndex = old.GetCreateIndex()
+	}
+	return &meshnodev1.CommandResult{Status: statusOK, Decision: d}, txn.Insert(tableDecisions, d)
+}

@@ -1,0 +1,252 @@
+package consensus
+
+import (
+	"context"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
+)
+
+// ServerRole is a server's place in the Raft configuration.
+type ServerRole string
+
+// Server roles as `meshnode members` shows them.
+const (
+	RoleLeader   ServerRole = "leader"
+	RoleVoter    ServerRole = "voter"
+	RoleNonVoter ServerRole = "non-voter"
+	RoleNone     ServerRole = "none" // known from gossip, not (yet) in Raft
+)
+
+// ServerInfo describes one server.
+type ServerInfo struct {
+	Name    string
+	Address string
+	Role    ServerRole
+	// Status is gossip's view; Healthy is the autopilot's (alive, answering
+	// and caught up), as last judged by the leader.
+	Status  MemberStatus
+	Healthy bool
+	// LastIndex is the server's last log index as the leader last saw it.
+	LastIndex uint64
+}
+
+type health struct {
+	healthy   bool
+	since     time.Time
+	lastIndex uint64
+}
+
+// autopilotState is owned by the autopilot goroutine; mu guards it for
+// Servers().
+type autopilotState struct {
+	mu     sync.Mutex
+	health map[string]*health
+}
+
+func (srv *server) autopilotLoop() {
+	defer srv.wg.Done()
+	t := time.NewTicker(srv.s.cfg.AutopilotInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-srv.s.ctx.Done():
+			return
+		case <-t.C:
+			if srv.isLeader() {
+				srv.autopilotStep(srv.s.ctx)
+			}
+		}
+	}
+}
+
+// quorum is the majority of n voters.
+func quorum(n int) int { return n/2 + 1 }
+
+// autopilotStep makes at most one membership change. Rules, in order:
+// add alive servers as non-voters; remove servers that left or stayed
+// failed past the grace period (if quorum stays safe); promote a stable
+// standby while voters are below target or a voter has failed; demote
+// failed, then surplus, voters. No step leaves fewer healthy voters than a
+// quorum of the resulting configuration.
+func (srv *server) autopilotStep(ctx context.Context) {
+	s := srv.s
+	f := srv.raft.GetConfiguration()
+	if f.Error() != nil {
+		return
+	}
+	conf, cidx := f.Configuration(), f.Index()
+	now := s.cfg.Clock.Now()
+	hs := srv.judge(ctx, conf, now)
+	inConf := map[string]raft.Server{}
+	for _, sv := range conf.Servers {
+		inConf[string(sv.ID)] = sv
+	}
+	timeout := s.cfg.ApplyTimeout
+	// 1. New servers, or known ones at a new address.
+	for _, m := range s.members.snapshot() {
+		sv, ok := inConf[m.name]
+		if m.status != MemberAlive || m.addr == "" || (ok && string(sv.Address) == m.addr) {
+			continue
+		}
+		var err error
+		if ok && sv.Suffrage == raft.Voter {
+			err = srv.raft.AddVoter(raft.ServerID(m.name), raft.ServerAddress(m.addr), cidx, timeout).Error()
+		} else {
+			err = srv.raft.AddNonvoter(raft.ServerID(m.name), raft.ServerAddress(m.addr), cidx, timeout).Error()
+		}
+		s.logger.Info("autopilot: adding server", "server", m.name, "address", m.addr, "err", err)
+		return
+	}
+	voters, healthyVoters := 0, 0
+	for _, sv := range conf.Servers {
+		if sv.Suffrage == raft.Voter {
+			voters++
+			if hs[string(sv.ID)].healthy {
+				healthyVoters++
+			}
+		}
+	}
+	// 2. Dead servers.
+	for _, sv := range conf.Servers {
+		name := string(sv.ID)
+		m, _ := s.members.get(name)
+		gone := m.status == MemberLeft || (m.status == MemberFailed && now.Sub(m.since) >= s.cfg.DeadServerGrace)
+		if !gone || name == s.cfg.Name {
+			continue
+		}
+		if sv.Suffrage == raft.Voter && healthyVoters < quorum(voters-1) {
+			s.logger.Warn("autopilot: not removing dead voter: it would leave no quorum", "server", name)
+			continue
+		}
+		err := srv.raft.RemoveServer(sv.ID, cidx, timeout).Error()
+		s.logger.Info("autopilot: removing dead server", "server", name, "status", m.status, "err", err)
+		return
+	}
+	// 3. Promote a stable standby.
+	var standby, failedVoter, healthyExtra string
+	var names []string
+	for name := range inConf {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		sv, h := inConf[name], hs[name]
+		stable := now.Sub(h.since) >= s.cfg.ServerStabilization
+		switch {
+		case sv.Suffrage != raft.Voter && h.healthy && stable && standby == "":
+			standby = name
+		case sv.Suffrage == raft.Voter && !h.healthy && stable && failedVoter == "":
+			failedVoter = name
+		case sv.Suffrage == raft.Voter && h.healthy && name != s.cfg.Name:
+			healthyExtra = name
+		}
+	}
+	if standby != "" && (voters < s.cfg.Voters || failedVoter != "") {
+		err := srv.raft.AddVoter(raft.ServerID(standby), inConf[standby].Address, cidx, timeout).Error()
+		s.logger.Info("autopilot: promoting server to voter", "server", standby, "replacing", failedVoter, "err", err)
+		return
+	}
+	// 4. Too many voters: demote a failed one first, else a healthy one.
+	if voters > s.cfg.Voters {
+		victim, after := failedVoter, healthyVoters
+		if victim == "" {
+			victim, after = healthyExtra, healthyVoters-1
+		}
+		if victim != "" && after >= quorum(voters-1) {
+			err := srv.raft.DemoteVoter(raft.ServerID(victim), cidx, timeout).Error()
+			s.logger.Info("autopilot: demoting voter", "server", victim, "healthy", hs[victim].healthy, "err", err)
+		}
+	}
+}
+
+// judge computes each configured server's health: alive in gossip (or not
+// known to gossip), answering, and within MaxTrailingLogs of the leader.
+func (srv *server) judge(ctx context.Context, conf raft.Configuration, now time.Time) map[string]health {
+	s := srv.s
+	leaderLast := srv.raft.LastIndex()
+	type res struct {
+		name string
+		h    health
+	}
+	out := make(chan res, len(conf.Servers))
+	for _, sv := range conf.Servers {
+		go func(sv raft.Server) {
+			name := string(sv.ID)
+			if name == s.cfg.Name {
+				out <- res{name, health{healthy: true, lastIndex: leaderLast}}
+				return
+			}
+			if m, ok := s.members.get(name); ok && m.status != MemberAlive {
+				out <- res{name, health{}}
+				return
+			}
+			cctx, cancel := context.WithTimeout(ctx, s.cfg.AutopilotInterval)
+			defer cancel()
+			var st meshnodev1.ServerStatsResponse
+			err := call(cctx, s.net, string(sv.Address), MethodStats, &meshnodev1.ServerStatsRequest{}, &st)
+			ok := err == nil && st.GetName() == name && leaderLast-min(leaderLast, st.GetLastIndex()) <= s.cfg.MaxTrailingLogs
+			out <- res{name, health{healthy: ok, lastIndex: st.GetLastIndex()}}
+		}(sv)
+	}
+	srv.ap.mu.Lock()
+	defer srv.ap.mu.Unlock()
+	prev := srv.ap.health
+	srv.ap.health = map[string]*health{}
+	result := map[string]health{}
+	for range conf.Servers {
+		r := <-out
+		h := r.h
+		h.since = now
+		if p, ok := prev[r.name]; ok && p.healthy == h.healthy {
+			h.since = p.since
+		}
+		srv.ap.health[r.name] = &h
+		result[r.name] = h
+	}
+	return result
+}
+
+// Servers lists the servers with their Raft roles and health. A client
+// knows servers from gossip only: their role is RoleNone.
+func (s *Store) Servers() []ServerInfo {
+	byName := map[string]*ServerInfo{}
+	for _, m := range s.members.snapshot() {
+		byName[m.name] = &ServerInfo{Name: m.name, Address: m.addr, Role: RoleNone, Status: m.status, Healthy: m.status == MemberAlive}
+	}
+	if s.srv != nil {
+		if f := s.srv.raft.GetConfiguration(); f.Error() == nil {
+			_, leaderID := s.srv.raft.LeaderWithID()
+			s.srv.ap.mu.Lock()
+			for _, sv := range f.Configuration().Servers {
+				name := string(sv.ID)
+				info := byName[name]
+				if info == nil {
+					info = &ServerInfo{Name: name, Address: string(sv.Address)}
+					byName[name] = info
+				}
+				info.Role = RoleNonVoter
+				if sv.Suffrage == raft.Voter {
+					info.Role = RoleVoter
+				}
+				if sv.ID == leaderID {
+					info.Role = RoleLeader
+				}
+				if h, ok := s.srv.ap.health[name]; ok {
+					info.Healthy, info.LastIndex = h.healthy, h.lastIndex
+				}
+			}
+			s.srv.ap.mu.Unlock()
+		}
+	}
+	out := make([]ServerInfo, 0, len(byName))
+	for _, v := range byName {
+		out = append(out, *v)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}

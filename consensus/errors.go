@@ -1,0 +1,33 @@
+package consensus
+
+import "errors"
+
+// Sentinel errors. Callers branch on them with errors.Is.
+var (
+	// ErrNotLeader means the operation needs the Raft leader and this server
+	// is not it; Store.Apply forwards instead of returning it.
+	ErrNotLeader = errors.New("consensus: this server is not the Raft leader")
+	// ErrNoLeader means no leader could be reached before the deadline.
+	ErrNoLeader = errors.New("consensus: the cluster has no leader (no quorum of servers can reach each other): " +
+		"check that a majority of the voting servers are running and reachable (`meshnode members`), " +
+		"or wait for the election to finish and retry")
+	// ErrTokenUsed means UseToken found the one-time token already used.
+	ErrTokenUsed = errors.New("consensus: token already used")
+	// ErrNotFound means the command or read names a record that does not exist.
+	ErrNotFound = errors.New("consensus: not found")
+	// ErrInvalidCommand means a command is malformed; it was not applied.
+	ErrInvalidCommand = errors.New("consensus: invalid command")
+	// ErrUnknownVersion means a command, log entry or snapshot has a format
+	// version this node does not understand: upgrade the node.
+	ErrUnknownVersion = errors.New("consensus: unknown format version")
+	// ErrServerOnly means the data lives on servers only (CA records, tokens)
+	// and this node is a client.
+	ErrServerOnly = errors.New("consensus: only servers hold this data")
+	// ErrClosed means the store was closed.
+	ErrClosed = errors.New("consensus: store closed")
+	// ErrNotReady means the client replica has not loaded its first snapshot.
+	ErrNotReady = errors.New("consensus: the local replica has not synchronised with a server yet; retry shortly")
+	// ErrStorage means the Raft log or snapshot store failed (disk full, fsync
+	// error). The node stops acknowledging writes: fix the disk and restart.
+	ErrStorage = errors.New("consensus: Raft storage failed; free disk space or fix the data directory and restart the node")
+)

@@ -1,0 +1,176 @@
+package consensus
+
+import (
+	"fmt"
+
+	"github.com/hashicorp/go-memdb"
+
+	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
+)
+
+// Table names of the in-memory state. The order of snapshotTables is the
+// order records appear in a snapshot: never reorder it without bumping the
+// snapshot version.
+const (
+	tableNodes       = "nodes"
+	tableAgents      = "agents"
+	tablePolicies    = "policies"
+	tableCA          = "ca"
+	tableTokens      = "tokens"
+	tableRevocations = "revocations"
+	tableDecisions   = "decisions"
+	tableDedup       = "dedup"
+	tableMeta        = "meta"
+)
+
+var snapshotTables = []string{
+	tableNodes, tableAgents, tablePolicies, tableCA, tableTokens,
+	tableRevocations, tableDecisions, tableDedup,
+}
+
+// secretTables never leave the servers: client replicas and watches do not
+// see them. CA records can hold private keys; tokens and dedup entries are
+// server bookkeeping.
+var secretTables = map[string]bool{tableCA: true, tableTokens: true, tableDedup: true}
+
+// metaRow stores the last applied Raft index inside the database, so a read
+// transaction knows exactly which index its view corresponds to.
+type metaRow struct {
+	Key   string
+	Index uint64
+}
+
+const metaApplied = "applied"
+
+func stateSchema() *memdb.DBSchema {
+	id := func(field string) *memdb.IndexSchema {
+		return &memdb.IndexSchema{Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: field}}
+	}
+	return &memdb.DBSchema{Tables: map[string]*memdb.TableSchema{
+		tableNodes: {Name: tableNodes, Indexes: map[string]*memdb.IndexSchema{"id": id("Name")}},
+		tableAgents: {Name: tableAgents, Indexes: map[string]*memdb.IndexSchema{
+			"id":         id("Id"),
+			"node":       {Name: "node", Indexer: &memdb.StringFieldIndex{Field: "Node"}},
+			"capability": {Name: "capability", AllowMissing: true, Indexer: capabilityIndexer{}},
+		}},
+		tablePolicies: {Name: tablePolicies, Indexes: map[string]*memdb.IndexSchema{"id": id("Key")}},
+		tableCA:       {Name: tableCA, Indexes: map[string]*memdb.IndexSchema{"id": id("Key")}},
+		tableTokens: {Name: tableTokens, Indexes: map[string]*memdb.IndexSchema{
+			"id":     id("Id"),
+			"expiry": {Name: "expiry", Indexer: &memdb.UintFieldIndex{Field: "ExpiresUnixNano"}},
+		}},
+		tableRevocations: {Name: tableRevocations, Indexes: map[string]*memdb.IndexSchema{"id": id("Key")}},
+		tableDecisions: {Name: tableDecisions, Indexes: map[string]*memdb.IndexSchema{
+			"id":     id("Id"),
+			"status": {Name: "status", Indexer: &memdb.StringFieldIndex{Field: "Status"}},
+		}},
+		tableDedup: {Name: tableDedup, Indexes: map[string]*memdb.IndexSchema{
+			"id":     id("Key"),
+			"expiry": {Name: "expiry", Indexer: &memdb.UintFieldIndex{Field: "ExpiresUnixNano"}},
+		}},
+		tableMeta: {Name: tableMeta, Indexes: map[string]*memdb.IndexSchema{"id": id("Key")}},
+	}}
+}
+
+// capabilityIndexer indexes an agent under each capability name it offers.
+type capabilityIndexer struct{}
+
+func (capabilityIndexer) FromObject(raw any) (bool, [][]byte, error) {
+	a, ok := raw.(*meshnodev1.Agent)
+	if !ok {
+		return false, nil, fmt.Errorf("capability index: object is %T, not *Agent", raw)
+	}
+	seen := make(map[string]bool, len(a.GetCapabilities()))
+	var vals [][]byte
+	for _, c := range a.GetCapabilities() {
+		if c.GetName() == "" || seen[c.GetName()] {
+			continue
+		}
+		seen[c.GetName()] = true
+		vals = append(vals, append([]byte(c.GetName()), 0))
+	}
+	return len(vals) > 0, vals, nil
+}
+
+func (capabilityIndexer) FromArgs(args ...any) ([]byte, error) {
+	if len(args) != 1 {
+		return nil, fmt.Errorf("capability index: want 1 argument, got %d", len(args))
+	}
+	s, ok := args[0].(string)
+	if !ok {
+		return nil, fmt.Errorf("capability index: argument is %T, not string", args[0])
+	}
+	return append([]byte(s), 0), nil
+}
+
+// toRecord wraps a stored object as a RaftStateRecord. It returns nil for
+// objects that are not replicated records (the meta row).
+func toRecord(obj any) *meshnodev1.RaftStateRecord {
+	switch o := obj.(type) {
+	case *meshnodev1.NodeRecord:
+		return &meshnodev1.RaftStateRecord{Record: &meshnodev1.RaftStateRecord_Node{Node: o}}
+	case *meshnodev1.Agent:
+		return &meshnodev1.RaftStateRecord{Record: &meshnodev1.RaftStateRecord_Agent{Agent: o}}
+	case *meshnodev1.PolicyRecord:
+		return &meshnodev1.RaftStateRecord{Record: &meshnodev1.RaftStateRecord_Policy{Policy: o}}
+	case *meshnodev1.CARecord:
+		return &meshnodev1.RaftStateRecord{Record: &meshnodev1.RaftStateRecord_CaRecord{CaRecord: o}}
+	case *meshnodev1.UsedTokenRecord:
+		return &meshnodev1.RaftStateRecord{Record: &meshnodev1.RaftStateRecord_UsedToken{UsedToken: o}}
+	case *meshnodev1.RevocationRecord:
+		return &meshnodev1.RaftStateRecord{Record: &meshnodev1.RaftStateRecord_Revocation{Revocation: o}}
+	case *meshnodev1.DecisionRecord:
+		return &meshnodev1.RaftStateRecord{Record: &meshnodev1.RaftStateRecord_Decision{Decision: o}}
+	case *meshnodev1.DedupRecord:
+		return &meshnodev1.RaftStateRecord{Record: &meshnodev1.RaftStateRecord_Dedup{Dedup: o}}
+	}
+	return nil
+}
+
+// fromRecord returns the table and object a record is stored as, or an
+// error for an empty or unknown record (untrusted input from a peer).
+func fromRecord(r *meshnodev1.RaftStateRecord) (string, any, error) {
+	switch x := r.GetRecord().(type) {
+	case *meshnodev1.RaftStateRecord_Node:
+		if x.Node.GetName() == "" {
+			return "", nil, fmt.Errorf("node record without a name")
+		}
+		return tableNodes, x.Node, nil
+	case *meshnodev1.RaftStateRecord_Agent:
+		if x.Agent.GetId() == "" {
+			return "", nil, fmt.Errorf("agent record without an id")
+		}
+		return tableAgents, x.Agent, nil
+	case *meshnodev1.RaftStateRecord_Policy:
+		if x.Policy.GetKey() == "" {
+			return "", nil, fmt.Errorf("policy record without a key")
+		}
+		return tablePolicies, x.Policy, nil
+	case *meshnodev1.RaftStateRecord_CaRecord:
+		if x.CaRecord.GetKey() == "" {
+			return "", nil, fmt.Errorf("CA record without a key")
+		}
+		return tableCA, x.CaRecord, nil
+	case *meshnodev1.RaftStateRecord_UsedToken:
+		if x.UsedToken.GetId() == "" {
+			return "", nil, fmt.Errorf("token record without an id")
+		}
+		return tableTokens, x.UsedToken, nil
+	case *meshnodev1.RaftStateRecord_Revocation:
+		if x.Revocation.GetKey() == "" {
+			return "", nil, fmt.Errorf("revocation record without a key")
+		}
+		return tableRevocations, x.Revocation, nil
+	case *meshnodev1.RaftStateRecord_Decision:
+		if x.Decision.GetId() == "" {
+			return "", nil, fmt.Errorf("decision record without an id")
+		}
+		return tableDecisions, x.Decision, nil
+	case *meshnodev1.RaftStateRecord_Dedup:
+		if x.Dedup.GetKey() == "" {
+			return "", nil, fmt.Errorf("dedup record without a key")
+		}
+		return tableDedup, x.Dedup, nil
+	}
+	return "", nil, fmt.Errorf("empty or unknown state record")
+}

@@ -1,0 +1,99 @@
+package quorum
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+)
+
+// Clock is the coordinator's source of time. The deadline timer and the
+// "late vote" check both read it, so a fake clock (or testing/synctest with
+// the system clock) drives deadlines in tests.
+type Clock interface {
+	Now() time.Time
+	// After is time.After: a channel that receives once d has passed.
+	After(d time.Duration) <-chan time.Time
+}
+
+// SystemClock is the real clock.
+type SystemClock struct{}
+
+// Now returns time.Now().
+func (SystemClock) Now() time.Time { return time.Now() }
+
+// After returns time.After(d).
+func (SystemClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
+
+// CoordinatorConfig configures a Coordinator. Zero values mean the defaults
+// of DefaultCoordinatorConfig, except ClusterID, which is required.
+type CoordinatorConfig struct {
+	// ClusterID is signed into every vote, so votes cannot be replayed
+	// across clusters. Required.
+	ClusterID string
+	// Clock; nil means SystemClock.
+	Clock Clock
+	// Logger; nil discards.
+	Logger *slog.Logger
+	// DefaultDeadline applies to proposals without a deadline. 0 means 30 s:
+	// long enough for a model-backed agent to judge a payload.
+	DefaultDeadline time.Duration
+	// MaxDeadline caps how far ahead of creation a deadline may be, so a
+	// proposal cannot pin voters and memory indefinitely. 0 means 10 min.
+	MaxDeadline time.Duration
+	// MaxPayloadBytes caps proposal payloads; the payload is stored in Raft
+	// with the decision. 0 means 1 MiB.
+	MaxPayloadBytes int
+	// CommitTimeout bounds the Raft commit after voting ends. 0 means 10 s.
+	CommitTimeout time.Duration
+}
+
+// DefaultCoordinatorConfig returns the defaults, with no ClusterID.
+func DefaultCoordinatorConfig() CoordinatorConfig {
+	return CoordinatorConfig{
+		Clock:           SystemClock{},
+		Logger:          slog.New(slog.DiscardHandler),
+		DefaultDeadline: 30 * time.Second,
+		MaxDeadline:     10 * time.Minute,
+		MaxPayloadBytes: 1 << 20,
+		CommitTimeout:   10 * time.Second,
+	}
+}
+
+// withDefaults fills zero fields from DefaultCoordinatorConfig.
+func (c CoordinatorConfig) withDefaults() CoordinatorConfig {
+	d := DefaultCoordinatorConfig()
+	if c.Clock == nil {
+		c.Clock = d.Clock
+	}
+	if c.Logger == nil {
+		c.Logger = d.Logger
+	}
+	if c.DefaultDeadline == 0 {
+		c.DefaultDeadline = d.DefaultDeadline
+	}
+	if c.MaxDeadline == 0 {
+		c.MaxDeadline = d.MaxDeadline
+	}
+	if c.MaxPayloadBytes == 0 {
+		c.MaxPayloadBytes = d.MaxPayloadBytes
+	}
+	if c.CommitTimeout == 0 {
+		c.CommitTimeout = d.CommitTimeout
+	}
+	return c
+}
+
+// Validate checks the configuration after defaults are applied.
+func (c CoordinatorConfig) Validate() error {
+	c = c.withDefaults()
+	switch {
+	case c.ClusterID == "":
+		return errors.New("quorum: CoordinatorConfig.ClusterID is required: votes sign it")
+	case c.DefaultDeadline < 0 || c.MaxDeadline < 0 || c.CommitTimeout < 0 || c.MaxPayloadBytes < 0:
+		return errors.New("quorum: CoordinatorConfig durations and MaxPayloadBytes must not be negative")
+	case c.DefaultDeadline > c.MaxDeadline:
+		return fmt.Errorf("quorum: CoordinatorConfig.DefaultDeadline (%s) exceeds MaxDeadline (%s)", c.DefaultDeadline, c.MaxDeadline)
+	}
+	return nil
+}

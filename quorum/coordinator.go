@@ -1,0 +1,270 @@
+package quorum
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
+)
+
+// Directory lists the agents that may vote for a selection: registered,
+// ready, not flagged, with a vote key, in order of preference. For a
+// capability selection it returns every such agent offering the capability;
+// for explicit ids, those of them that qualify. It may be called
+// concurrently.
+type Directory interface {
+	Voters(ctx context.Context, sel *meshnodev1.VoterSelection) ([]Voter, error)
+}
+
+// Requester asks one voter for its signed vote on p and returns it: over the
+// peer transport to the voter's node, which pushes the request onto the
+// agent's Serve stream and relays the agent's Vote RPC back. It must return
+// when ctx is done (ctx carries the proposal's deadline). The vote need not
+// be trusted: the tally verifies it. It is called concurrently.
+type Requester interface {
+	RequestVote(ctx context.Context, v Voter, p *meshnodev1.Proposal) (*meshnodev1.Vote, error)
+}
+
+// Committer records decisions durably (Raft).
+type Committer interface {
+	// Commit records d. A proposal id decides once: if the id already has a
+	// final decision, Commit changes nothing and returns that decision.
+	Commit(ctx context.Context, d *meshnodev1.Decision) (*meshnodev1.Decision, error)
+	// Decision returns the recorded decision for id, or an error wrapping
+	// ErrNotFound.
+	Decision(ctx context.Context, id string) (*meshnodev1.Decision, error)
+}
+
+// Coordinator runs proposals on the proposer's node: it picks the voters,
+// fans out vote requests, tallies verified votes as they arrive, stops at a
+// quorum, at impossibility or at the deadline, and commits the decision
+// with its certificate. It owns one goroutine per running proposal and one
+// per outstanding vote request; Close stops them all.
+type Coordinator struct {
+	cfg CoordinatorConfig
+	dir Directory
+	req Requester
+	com Committer
+
+	ctx    context.Context // cancelled by Close; parent of every run
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu     sync.Mutex
+	runs   map[string]*run
+	closed bool
+}
+
+// run is one proposal being voted on.
+type run struct {
+	pending *meshnodev1.Decision // immutable
+	done    chan struct{}        // closed when final or err is set
+	final   *meshnodev1.Decision
+	err     error
+}
+
+// NewCoordinator returns a coordinator. cfg is validated; zero fields take
+// their defaults.
+func NewCoordinator(cfg CoordinatorConfig, dir Directory, req Requester, com Committer) (*Coordinator, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if dir == nil || req == nil || com == nil {
+		return nil, errors.New("quorum: NewCoordinator needs a Directory, a Requester and a Committer")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Coordinator{
+		cfg: cfg.withDefaults(), dir: dir, req: req, com: com,
+		ctx: ctx, cancel: cancel, runs: make(map[string]*run),
+	}, nil
+}
+
+// Propose starts p (see Start) and waits until it is final or ctx is done.
+// If ctx ends first the vote goes on; Wait or the Committer has the result.
+func (c *Coordinator) Propose(ctx context.Context, p *meshnodev1.Proposal) (*meshnodev1.Decision, error) {
+	d, err := c.Start(ctx, p)
+	if err != nil || d.GetStatus() != meshnodev1.DecisionStatus_DECISION_STATUS_PENDING {
+		return d, err
+	}
+	return c.Wait(ctx, p.GetId())
+}
+
+// Start validates p, fills in what the node owns (payload digest if empty,
+// created_at if unset, deadline if unset, electorate), picks the voters and
+// starts the vote in the background. It returns the PENDING decision, or the
+// recorded one if p's id was proposed before. Errors come before any vote
+// request: an invalid proposal (ErrInvalidProposal), too few voters or
+// hosts (ErrTooFewVoters, ErrTooFewHosts), an id reused for a different
+// proposal (ErrProposalConflict).
+func (c *Coordinator) Start(ctx context.Context, p *meshnodev1.Proposal) (*meshnodev1.Decision, error) {
+	p, err := c.prepare(p)
+	if err != nil {
+		return nil, err
+	}
+	if d, ok, err := c.existing(ctx, p); ok || err != nil {
+		return d, err
+	}
+	candidates, err := c.dir.Voters(ctx, p.GetSelection())
+	if err != nil {
+		return nil, fmt.Errorf("listing voters for proposal %q: %w", p.GetId(), err)
+	}
+	voters, err := SelectVoters(p.GetSelection(), p.GetRule(), candidates)
+	if err != nil {
+		return nil, fmt.Errorf("choosing voters for proposal %q: %w", p.GetId(), err)
+	}
+	p.Electorate = Electorate(voters)
+	t, err := NewTally(c.cfg.ClusterID, p, voters)
+	if err != nil {
+		return nil, err
+	}
+	pending := &meshnodev1.Decision{Proposal: p, Status: meshnodev1.DecisionStatus_DECISION_STATUS_PENDING}
+
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil, ErrClosed
+	}
+	if r, ok := c.runs[p.GetId()]; ok { // a concurrent Start won the race
+		if err := conflict(r.pending.GetProposal(), p); err != nil {
+			return nil, err
+		}
+		return proto.Clone(r.pending).(*meshnodev1.Decision), nil
+	}
+	r := &run{pending: pending, done: make(chan struct{})}
+	c.runs[p.GetId()] = r
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		c.execute(r, t, voters)
+	}()
+	return proto.Clone(pending).(*meshnodev1.Decision), nil
+}
+
+// existing returns the decision p's id already has, running or recorded.
+func (c *Coordinator) existing(ctx context.Context, p *meshnodev1.Proposal) (*meshnodev1.Decision, bool, error) {
+	c.mu.Lock()
+	r, ok := c.runs[p.GetId()]
+	closed := c.closed
+	c.mu.Unlock()
+	if closed {
+		return nil, false, ErrClosed
+	}
+	var d *meshnodev1.Decision
+	if ok {
+		d = proto.Clone(r.pending).(*meshnodev1.Decision)
+	} else {
+		var err error
+		d, err = c.com.Decision(ctx, p.GetId())
+		if errors.Is(err, ErrNotFound) {
+			return nil, false, nil
+		}
+		if err != nil {
+			return nil, false, fmt.Errorf("looking up proposal %q: %w", p.GetId(), err)
+		}
+	}
+	if err := conflict(d.GetProposal(), p); err != nil {
+		return nil, false, err
+	}
+	return d, true, nil
+}
+
+// conflict reports whether q reuses had's id for a different proposal.
+func conflict(had, q *meshnodev1.Proposal) error {
+	if had.GetKind() != q.GetKind() || !bytes.Equal(had.GetPayloadDigest(), q.GetPayloadDigest()) ||
+		!proto.Equal(had.GetRule(), q.GetRule()) || !proto.Equal(had.GetSelection(), q.GetSelection()) {
+		return fmt.Errorf("%w: %q; choose a new id", ErrProposalConflict, q.GetId())
+	}
+	return nil
+}
+
+// prepare returns a validated copy of p with the node-owned fields set.
+func (c *Coordinator) prepare(in *meshnodev1.Proposal) (*meshnodev1.Proposal, error) {
+	if in == nil {
+		return nil, fmt.Errorf("%w: proposal is required", ErrInvalidProposal)
+	}
+	if len(in.GetPayload()) > c.cfg.MaxPayloadBytes {
+		return nil, fmt.Errorf("%w: proposal %q: payload is %d bytes, max %d; store large documents elsewhere and propose their digest",
+			ErrInvalidProposal, in.GetId(), len(in.GetPayload()), c.cfg.MaxPayloadBytes)
+	}
+	p := proto.Clone(in).(*meshnodev1.Proposal)
+	now := c.cfg.Clock.Now()
+	if len(p.PayloadDigest) == 0 {
+		p.PayloadDigest = PayloadDigest(p.GetPayload())
+	}
+	if p.CreatedAt == nil {
+		p.CreatedAt = timestamppb.New(now)
+	}
+	if p.Deadline == nil {
+		p.Deadline = timestamppb.New(p.GetCreatedAt().AsTime().Add(c.cfg.DefaultDeadline))
+	}
+	p.Electorate = nil
+	if err := ValidateProposal(p); err != nil {
+		return nil, err
+	}
+	deadline := p.GetDeadline().AsTime()
+	if !deadline.After(now) {
+		return nil, fmt.Errorf("%w: proposal %q: deadline %s has passed", ErrInvalidProposal, p.GetId(), deadline)
+	}
+	if deadline.Sub(p.GetCreatedAt().AsTime()) > c.cfg.MaxDeadline {
+		return nil, fmt.Errorf("%w: proposal %q: deadline is more than %s after creation", ErrInvalidProposal, p.GetId(), c.cfg.MaxDeadline)
+	}
+	return p, nil
+}
+
+// Wait returns id's final decision once it has one, or ctx's error.
+func (c *Coordinator) Wait(ctx context.Context, id string) (*meshnodev1.Decision, error) {
+	c.mu.Lock()
+	r, ok := c.runs[id]
+	c.mu.Unlock()
+	if !ok {
+		return c.com.Decision(ctx, id)
+	}
+	select {
+	case <-r.done:
+		if r.err != nil {
+			return nil, r.err
+		}
+		return proto.Clone(r.final).(*meshnodev1.Decision), nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("waiting for proposal %q: %w", id, ctx.Err())
+	}
+}
+
+// InFlight returns the PENDING decision of a proposal this coordinator is
+// running, for GetDecision and ListDecisions to show before the commit.
+func (c *Coordinator) InFlight(id string) (*meshnodev1.Decision, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	r, ok := c.runs[id]
+	if !ok {
+		return nil, false
+	}
+	return proto.Clone(r.pending).(*meshnodev1.Decision), true
+}
+
+// Close stops every running proposal without committing it (proposing the
+// id again restarts it) and waits for the goroutines to end. Requesters must
+// honour context cancellation for Close to return.
+func (c *Coordinator) Close() error {
+	c.mu.Lock()
+	c.closed = true
+	c.mu.Unlock()
+	c.cancel()
+	c.wg.Wait()
+	return nil
+}
+
+// finish publishes a run's result and forgets it (the Committer has it now).
+func (c *Coordinator) finish(r *run, final *meshnodev1.Decision, err error) {
+	c.mu.Lock()
+	r.final, r.err = final, err
+	delete(c.runs, r.pending.GetProposal().GetId())
+	c.mu.Unlock()
+	close(r.done)
+}

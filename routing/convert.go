@@ -1,0 +1,98 @@
+package routing
+
+import (
+	"maps"
+	"time"
+
+	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
+)
+
+// CandidateFromAgent builds the candidate for capability from a registry
+// record and the freshest load the node has for it (nil when unknown).
+// It reports false when the agent does not offer the capability. The
+// registry status decides readiness unless load.status says otherwise
+// ("draining" drains, "ready" makes ready); a zero success rate in load is
+// read as unknown, since gossip cannot tell "no calls yet" from "all failed"
+// and the router's own measurements catch a failing agent within a few calls.
+func CandidateFromAgent(a *meshnodev1.Agent, capability string, load *meshnodev1.AgentLoad, nodeAlive bool) (Candidate, bool) {
+	var pc *meshnodev1.Capability
+	for _, c := range a.GetCapabilities() {
+		if c.GetName() == capability {
+			pc = c
+			break
+		}
+	}
+	if pc == nil {
+		return Candidate{}, false
+	}
+	c := Candidate{
+		AgentID: a.GetId(),
+		Node:    a.GetNode(),
+		Capability: CandidateCapability{
+			Name:           pc.GetName(),
+			Attributes:     maps.Clone(pc.GetAttributes()),
+			Proficiency:    Proficiency(pc.GetProficiency()),
+			Cost:           pc.GetCost(),
+			MaxConcurrency: int(pc.GetMaxConcurrency()),
+		},
+		Ready:     a.GetStatus() == meshnodev1.AgentStatus_AGENT_STATUS_READY && !a.GetFlagged(),
+		Draining:  a.GetStatus() == meshnodev1.AgentStatus_AGENT_STATUS_DRAINING,
+		NodeAlive: nodeAlive,
+	}
+	if load != nil {
+		switch load.GetStatus() {
+		case "draining":
+			c.Draining = true
+		case "ready":
+			c.Ready = !a.GetFlagged()
+		case "restarting":
+			c.Ready = false
+		}
+		c.Load = GossipLoad{
+			InFlight:       int(load.GetInFlight()),
+			Capacity:       int(load.GetCapacity()),
+			EWMALatency:    time.Duration(load.GetEwmaLatencyMs() * float64(time.Millisecond)),
+			SuccessRate:    load.GetSuccessRate(),
+			HasSuccessRate: load.GetSuccessRate() > 0,
+		}
+	}
+	return c, true
+}
+
+// RequestFromCall assembles a Request from a call's wire fields: the
+// overrides the caller sent (nil for none), the routing metadata (nil for a
+// top-level call), and the policy in force. Errors are *FieldError, for
+// InvalidArgument.
+func RequestFromCall(capability string, overrides *meshnodev1.RoutingOverrides, meta *meshnodev1.RoutingMetadata, pol Policy) (Request, error) {
+	o, err := OverridesFromProto(overrides)
+	if err != nil {
+		return Request{}, err
+	}
+	m, err := MetadataFromProto(meta)
+	if err != nil {
+		return Request{}, err
+	}
+	return Request{Capability: capability, Overrides: o, Meta: m, Policy: pol}, nil
+}
+
+// PolicyFor returns the policy in force for capability: its own stored
+// policy, else the cluster default (stored under "*" or ""), else the
+// built-in defaults; and the key it came from ("" for built-in). lookup
+// returns nil when nothing is stored under a key. A stored policy that no
+// longer validates (it was validated on SetPolicy, so only after a
+// downgrade) yields the error; callers should log it and use the defaults.
+func PolicyFor(capability string, lookup func(key string) *meshnodev1.RoutingPolicy) (Policy, string, error) {
+	keys := []string{capability, "*", ""}
+	if IsDefaultKey(capability) {
+		keys = keys[1:]
+	}
+	for _, k := range keys {
+		if p := lookup(k); p != nil {
+			pol, err := PolicyFromProto(p)
+			return pol, k, err
+		}
+	}
+	pol := DefaultPolicy()
+	pol.Capability = capability
+	return pol, "", nil
+}

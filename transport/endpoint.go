@@ -1,0 +1,295 @@
+package transport
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"slices"
+	"sync"
+	"sync/atomic"
+
+	"github.com/quic-go/quic-go"
+
+	"github.com/agentmesh/meshnode/pki"
+)
+
+// ErrClosed is returned by operations on a closed Endpoint.
+var ErrClosed = errors.New("transport endpoint closed")
+
+// Peer is the authenticated remote side of a connection. ID is zero on
+// JoinALPN connections (the joining node has no certificate yet).
+type Peer struct {
+	ID           pki.ID
+	Addr         net.Addr
+	Certificates []*x509.Certificate
+}
+
+// Endpoint is the node's one QUIC endpoint: one UDP socket, one quic-go
+// Transport, at most one live connection per peer address, and the
+// channels multiplexed on it (RPC, streams, Raft, memberlist).
+type Endpoint struct {
+	cfg       Config
+	log       *slog.Logger
+	pc        net.PacketConn
+	tr        *quic.Transport
+	ln        *quic.Listener
+	qconf     *quic.Config
+	advertise net.Addr
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	pool connPool
+
+	hmu            sync.RWMutex
+	handlers       map[string]Handler
+	streamHandlers map[string]StreamHandler
+	joinHandlers   map[string]Handler
+
+	raftMu sync.Mutex
+	raft   *raftLayer
+	gossip atomic.Pointer[gossipTransport]
+}
+
+// Listen binds the UDP socket (or uses cfg.PacketConn) and starts accepting
+// connections. Close the endpoint to release everything.
+func Listen(ctx context.Context, cfg Config) (*Endpoint, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	e := &Endpoint{
+		cfg:            cfg,
+		log:            cfg.Logger.With("component", "transport"),
+		handlers:       map[string]Handler{},
+		streamHandlers: map[string]StreamHandler{},
+		joinHandlers:   map[string]Handler{},
+	}
+	e.pool.init(e)
+	pc := cfg.PacketConn
+	if pc == nil {
+		ua, err := net.ResolveUDPAddr("udp", cfg.BindAddr)
+		if err != nil {
+			return nil, fmt.Errorf("transport: resolving bind address %q: %w", cfg.BindAddr, err)
+		}
+		udp, err := net.ListenUDP("udp", ua)
+		if err != nil {
+			return nil, fmt.Errorf("transport: binding UDP %s (is another meshnode running? pick another --bind port): %w", cfg.BindAddr, err)
+		}
+		raiseUDPBuffers(udp, e.log)
+		pc = udp
+	}
+	e.pc = pc
+	e.advertise = pc.LocalAddr()
+	if cfg.AdvertiseAddr != "" {
+		ua, err := net.ResolveUDPAddr("udp", cfg.AdvertiseAddr)
+		if err != nil {
+			pc.Close()
+			return nil, fmt.Errorf("transport: resolving advertise address %q: %w", cfg.AdvertiseAddr, err)
+		}
+		e.advertise = ua
+	}
+	e.qconf = &quic.Config{
+		HandshakeIdleTimeout:           cfg.HandshakeTimeout,
+		MaxIdleTimeout:                 cfg.IdleTimeout,
+		KeepAlivePeriod:                cfg.KeepAlivePeriod,
+		MaxIncomingStreams:             cfg.MaxIncomingStreams,
+		MaxIncomingUniStreams:          -1, // we never use unidirectional streams
+		InitialStreamReceiveWindow:     min(512<<10, cfg.MaxStreamReceiveWindow),
+		MaxStreamReceiveWindow:         cfg.MaxStreamReceiveWindow,
+		InitialConnectionReceiveWindow: min(1<<20, cfg.MaxConnReceiveWindow),
+		MaxConnectionReceiveWindow:     cfg.MaxConnReceiveWindow,
+		Allow0RTT:                      false, // 0-RTT data is replayable
+		EnableDatagrams:                true,  // memberlist packets
+	}
+	e.tr = &quic.Transport{Conn: pc}
+	serverTLS := &tls.Config{MinVersion: tls.VersionTLS13, GetConfigForClient: e.serverConfigFor}
+	ln, err := e.tr.Listen(serverTLS, e.qconf)
+	if err != nil {
+		pc.Close()
+		return nil, fmt.Errorf("transport: listening on %s: %w", pc.LocalAddr(), err)
+	}
+	e.ln = ln
+	// The endpoint outlives the ctx that started it: only Close stops it.
+	e.ctx, e.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	e.wg.Go(e.acceptLoop)
+	e.log.Info("transport listening", "addr", pc.LocalAddr().String(), "advertise", e.advertise.String())
+	return e, nil
+}
+
+// Addr returns the address peers reach this endpoint at (AdvertiseAddr if
+// set, else the bound UDP address).
+func (e *Endpoint) Addr() net.Addr { return e.advertise }
+
+// LocalAddr returns the bound UDP address.
+func (e *Endpoint) LocalAddr() net.Addr { return e.pc.LocalAddr() }
+
+// Close closes every connection (peers see a shutdown code), the listener,
+// the socket, and waits for the endpoint's goroutines.
+func (e *Endpoint) Close() error {
+	if e.ctx.Err() != nil {
+		return nil
+	}
+	e.cancel()
+	e.pool.closeAll()
+	e.ln.Close()
+	err := e.tr.Close()
+	if cerr := e.pc.Close(); cerr != nil && !errors.Is(cerr, net.ErrClosed) && err == nil {
+		err = cerr
+	}
+	e.wg.Wait()
+	return err
+}
+
+func (e *Endpoint) acceptLoop() {
+	for {
+		conn, err := e.ln.Accept(e.ctx)
+		if err != nil {
+			return
+		}
+		e.wg.Go(func() { e.setupAccepted(conn) })
+	}
+}
+
+func (e *Endpoint) setupAccepted(conn *quic.Conn) {
+	state := conn.ConnectionState().TLS
+	switch state.NegotiatedProtocol {
+	case ALPN:
+		peer, err := peerFromState(conn, state)
+		if err != nil {
+			e.log.Warn("refusing peer connection: certificate has no usable node identity", "remote", conn.RemoteAddr().String(), "err", err)
+			conn.CloseWithError(ConnCodeBadIdentity, "no usable identity")
+			return
+		}
+		pc := newPeerConn(conn, peer, false)
+		e.pool.adopt(pc)
+		e.serveConn(pc)
+	case JoinALPN:
+		if e.cfg.JoinTLS == nil {
+			conn.CloseWithError(ConnCodeBadIdentity, "join not served")
+			return
+		}
+		pc := newPeerConn(conn, Peer{Addr: conn.RemoteAddr()}, true)
+		e.serveConn(pc)
+	default:
+		conn.CloseWithError(ConnCodeBadIdentity, "no application protocol")
+	}
+}
+
+// peerFromState extracts the authenticated identity. The TLS provider has
+// already verified the chain; this refuses certificates whose single URI
+// SAN is not a node identity.
+func peerFromState(conn *quic.Conn, state tls.ConnectionState) (Peer, error) {
+	if len(state.PeerCertificates) == 0 {
+		return Peer{}, errors.New("no peer certificate")
+	}
+	id, err := pki.IDFromCert(state.PeerCertificates[0])
+	if err != nil {
+		return Peer{}, err
+	}
+	if id.Kind != pki.KindNode {
+		return Peer{}, fmt.Errorf("identity %s is not a node", id)
+	}
+	return Peer{ID: id, Addr: conn.RemoteAddr(), Certificates: state.PeerCertificates}, nil
+}
+
+// serveConn runs the connection's stream acceptor and datagram receiver
+// until the connection dies, then forgets it.
+func (e *Endpoint) serveConn(pc *peerConn) {
+	if !pc.join {
+		e.wg.Go(func() { e.receiveDatagrams(pc) })
+	}
+	e.wg.Go(func() {
+		defer e.pool.forget(pc)
+		for {
+			s, err := pc.conn.AcceptStream(e.ctx)
+			if err != nil {
+				e.log.Debug("connection closed", "peer", pc.peer.ID.String(), "remote", pc.conn.RemoteAddr().String(), "err", err)
+				return
+			}
+			e.wg.Go(func() { e.serveStream(pc, s) })
+		}
+	})
+}
+
+// serverConfigFor picks the TLS config by the ClientHello's ALPN list, so
+// node connections and join connections share one UDP port.
+func (e *Endpoint) serverConfigFor(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+	switch {
+	case slices.Contains(hello.SupportedProtos, ALPN):
+		c := e.cfg.TLS.ServerConfig().Clone()
+		if c.ClientAuth < tls.RequireAnyClientCert {
+			e.log.Error("TLS provider's server config does not require client certificates; refusing all peers until it does")
+			return nil, errors.New("server misconfigured: client certificates not required")
+		}
+		c.NextProtos = []string{ALPN}
+		c.MinVersion = tls.VersionTLS13
+		e.logVerifyFailures(c, "server")
+		requireCertWithReason(c, e.log)
+		return c, nil
+	case e.cfg.JoinTLS != nil && slices.Contains(hello.SupportedProtos, JoinALPN):
+		c := e.cfg.JoinTLS.Clone()
+		c.NextProtos = []string{JoinALPN}
+		c.MinVersion = tls.VersionTLS13
+		return c, nil
+	}
+	e.log.Warn("refusing connection: no supported ALPN", "offered", hello.SupportedProtos)
+	return nil, fmt.Errorf("no supported application protocol in %q", hello.SupportedProtos)
+}
+
+// requireCertWithReason moves the "client sent no certificate" check from
+// crypto/tls (which refuses silently) into VerifyConnection, so the refusal
+// is logged with its reason like every other.
+func requireCertWithReason(c *tls.Config, log *slog.Logger) {
+	if c.ClientAuth != tls.RequireAnyClientCert {
+		return
+	}
+	c.ClientAuth = tls.RequestClientCert
+	next := c.VerifyConnection
+	c.VerifyConnection = func(cs tls.ConnectionState) error {
+		if len(cs.PeerCertificates) == 0 {
+			log.Warn("refused peer connection: peer presented no certificate", "side", "server")
+			return errors.New("peer presented no certificate")
+		}
+		if next != nil {
+			return next(cs)
+		}
+		return nil
+	}
+}
+
+func (e *Endpoint) clientConfig() *tls.Config {
+	c := e.cfg.TLS.ClientConfig().Clone()
+	c.NextProtos = []string{ALPN}
+	c.MinVersion = tls.VersionTLS13
+	e.logVerifyFailures(c, "client")
+	return c
+}
+
+// logVerifyFailures wraps the provider's verification callbacks so every
+// refused handshake is logged with our side (pki logs the reason at Warn).
+func (e *Endpoint) logVerifyFailures(c *tls.Config, side string) {
+	if v := c.VerifyPeerCertificate; v != nil {
+		c.VerifyPeerCertificate = func(raw [][]byte, chains [][]*x509.Certificate) error {
+			err := v(raw, chains)
+			if err != nil {
+				e.log.Debug("refused peer certificate", "side", side, "err", err)
+			}
+			return err
+		}
+	}
+	if v := c.VerifyConnection; v != nil {
+		c.VerifyConnection = func(cs tls.ConnectionState) error {
+			err := v(cs)
+			if err != nil {
+				e.log.Debug("refused peer connection", "side", side, "err", err)
+			}
+			return err
+		}
+	}
+}
