@@ -92,7 +92,7 @@ func (s *apiServer) start(ctx context.Context) error {
 	s.split = newConnSplitter(l, 10*time.Second)
 	go func() {
 		defer close(s.done)
-		go s.split.run(ctx)
+		go s.split.run(context.Background()) // lives until the listener closes, not the start ctx
 		go s.http.Serve(s.split.h1)
 		s.grpc.Serve(s.split.h2)
 	}()

@@ -3,8 +3,8 @@ package node
 import (
 	"context"
 	"crypto/x509"
-	"math/big"
 	"fmt"
+	"math/big"
 	"net"
 	"strings"
 	"time"
@@ -164,7 +164,15 @@ func (n *Node) startConsensus(ctx context.Context) error {
 		}
 		n.pendingCA = nil
 	}
-	return n.retryWrite(ctx, "register node "+n.cfg.Name, n.registerNodeRecord)
+	// A joining server is only added to Raft once gossip has told the
+	// leader about it, and gossip starts after this: register in the
+	// background instead of blocking the start.
+	n.goBackground(func(ctx context.Context) {
+		if err := n.retryWrite(ctx, "register node "+n.cfg.Name, n.registerNodeRecord); err != nil && ctx.Err() == nil {
+			n.log.Error("registering this node in the registry failed; peers cannot verify its gossip", "err", err)
+		}
+	})
+	return nil
 }
 
 // retryWrite retries a Raft write while the cluster has no leader yet
@@ -343,5 +351,3 @@ func (n *Node) registerPeerHandlers() {
 		return proto.Marshal(resp)
 	})
 }
-
-

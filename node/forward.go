@@ -6,8 +6,8 @@ import (
 	"strings"
 	"time"
 
-	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
 	"github.com/agentmesh/meshnode/pki"
+	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
 	"github.com/agentmesh/meshnode/transport"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"

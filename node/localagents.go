@@ -300,12 +300,6 @@ func ctxStatus(ctx context.Context, doing string) error {
 	return status.Errorf(codes.Canceled, "caller cancelled while %s", doing)
 }
 
-// errNoAgent formats the Unavailable error for a capability nobody can serve.
-func errNoAgent(capability, why string) error {
-	return status.Errorf(codes.Unavailable, "no agent can serve %q right now: %s", capability, why)
-}
-
-
 // serving reports whether a local agent has an open Serve stream.
 func (l *localAgents) serving(id string) bool {
 	l.mu.Lock()

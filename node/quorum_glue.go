@@ -238,4 +238,3 @@ func (n *Node) startQuorum(context.Context) error {
 	n.coordinator = c
 	return nil
 }
-
