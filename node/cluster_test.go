@@ -45,7 +45,7 @@ func testLogger(t testing.TB) *slog.Logger {
 }
 
 // startTestNode starts a node; join/token empty bootstraps a new cluster.
-func startTestNode(t testing.TB, root, name string, server bool, join []string, token string) *testNode {
+func startTestNode(t testing.TB, root, name string, server bool, join []string, token string, opts ...func(*node.Node)) *testNode {
 	t.Helper()
 	dir := filepath.Join(root, name)
 	cfg := node.DefaultConfig()
@@ -59,6 +59,9 @@ func startTestNode(t testing.TB, root, name string, server bool, join []string, 
 	n, err := node.New(cfg, testLogger(t))
 	if err != nil {
 		t.Fatal(err)
+	}
+	for _, o := range opts {
+		o(n)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
@@ -102,16 +105,23 @@ func (tn *testNode) token(t testing.TB, server bool, name string) string {
 }
 
 // startCluster starts n1 (bootstrap server), n2 (server) and n3 (client).
-func startCluster(t testing.TB) []*testNode {
+func startCluster(t testing.TB, opts ...func(name string) func(*node.Node)) []*testNode {
 	t.Helper()
+	opt := func(name string) []func(*node.Node) {
+		var out []func(*node.Node)
+		for _, o := range opts {
+			out = append(out, o(name))
+		}
+		return out
+	}
 	root, err := os.MkdirTemp("", "mnc")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(root) })
-	n1 := startTestNode(t, root, "n1", true, nil, "")
-	n2 := startTestNode(t, root, "n2", true, []string{n1.addr}, n1.token(t, true, "n2"))
-	n3 := startTestNode(t, root, "n3", false, []string{n1.addr}, n1.token(t, false, "n3"))
+	n1 := startTestNode(t, root, "n1", true, nil, "", opt("n1")...)
+	n2 := startTestNode(t, root, "n2", true, []string{n1.addr}, n1.token(t, true, "n2"), opt("n2")...)
+	n3 := startTestNode(t, root, "n3", false, []string{n1.addr}, n1.token(t, false, "n3"), opt("n3")...)
 	nodes := []*testNode{n1, n2, n3}
 	waitFor(t, 30*time.Second, "every node sees 3 alive members", func() bool {
 		for _, n := range nodes {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/agentmesh/meshnode/pki"
 	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
+	"github.com/agentmesh/meshnode/routing"
 	"github.com/agentmesh/meshnode/transport"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -74,6 +75,10 @@ func (n *Node) handleForwardCall(ctx context.Context, p transport.Peer, req *mes
 	deadline := meta.GetDeadline().AsTime()
 	ctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
+	ctx, span := routing.StartInbound(ctx, n.tracer(), d.GetCapability(), meta.GetTraceContext())
+	defer span.End()
+	// The handler's span is a child of this node's: hand it our context.
+	d.Metadata = mergeTrace(d.GetMetadata(), routing.InjectTraceContext(ctx))
 	chain := meta.GetChain()
 	start := time.Now()
 	r, err := n.local.deliver(ctx, target, d, chain[:len(chain)-1], meta.GetHops(), deadline)
@@ -112,4 +117,19 @@ func checkHop(meta *meshnodev1.RoutingMetadata, target string, maxHops int, now 
 		return status.Errorf(codes.DeadlineExceeded, "deadline passed before the call reached %s", target)
 	}
 	return nil
+}
+
+// mergeTrace returns meta with the W3C trace headers replaced by trace's.
+func mergeTrace(meta, trace map[string]string) map[string]string {
+	if len(trace) == 0 {
+		return meta
+	}
+	out := make(map[string]string, len(meta)+len(trace))
+	for k, v := range meta {
+		out[k] = v
+	}
+	for k, v := range trace {
+		out[k] = v
+	}
+	return out
 }

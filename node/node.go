@@ -57,6 +57,8 @@ type Node struct {
 	votes       *voteWaiters
 	stats       callStats
 	tracing     *sdktrace.TracerProvider
+	// tracingInjected: tracing came from SetTracerProvider; the caller owns it.
+	tracingInjected bool
 
 	// stopping is closed when Stop begins, ending Serve streams and
 	// background loops; bgCancel and bg track those loops.
@@ -190,7 +192,17 @@ func (n *Node) stopStarted(ctx context.Context) {
 // Done is closed once Stop has finished.
 func (n *Node) Done() <-chan struct{} { return n.stopped }
 
+// SetTracerProvider makes the node record its spans with tp instead of the
+// provider built from the configuration (tests use an in-memory exporter).
+// Call it before Start.
+func (n *Node) SetTracerProvider(tp *sdktrace.TracerProvider) {
+	n.tracing, n.tracingInjected = tp, true
+}
+
 func (n *Node) startTracing(context.Context) error {
+	if n.tracingInjected {
+		return nil
+	}
 	tp, err := routing.NewTracerProvider(n.cfg.TraceExporter, n.cfg.TraceEndpoint)
 	if err != nil {
 		return fmt.Errorf("tracing: %w", err)
@@ -200,7 +212,7 @@ func (n *Node) startTracing(context.Context) error {
 }
 
 func (n *Node) stopTracing(ctx context.Context) {
-	if n.tracing != nil {
+	if n.tracing != nil && !n.tracingInjected {
 		n.tracing.Shutdown(ctx)
 	}
 }

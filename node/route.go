@@ -10,10 +10,20 @@ import (
 	"github.com/agentmesh/meshnode/gossip"
 	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
 	"github.com/agentmesh/meshnode/routing"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 )
+
+// tracer is the node's tracer (a no-op one when tracing is off).
+func (n *Node) tracer() trace.Tracer {
+	if n.tracing == nil {
+		return noop.NewTracerProvider().Tracer("meshnode")
+	}
+	return n.tracing.Tracer("meshnode/node")
+}
 
 func (n *Node) startRouting(context.Context) error {
 	cfg := routing.DefaultConfig()
@@ -152,6 +162,8 @@ func (n *Node) route(ctx context.Context, plan *callPlan) (*meshnodev1.CallRespo
 		mu.Unlock()
 		return started, nil
 	})
+	// A call made by a handler continues the handler's trace.
+	ctx = routing.ExtractTraceContext(ctx, plan.req.GetMetadata())
 	start := time.Now()
 	res, err := n.router.Route(ctx, req, cands, inv)
 	n.recordCall(time.Since(start), err == nil)
