@@ -1,0 +1,100 @@
+package node_test
+
+import (
+	"context"
+	"crypto/ed25519"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/agentmesh/meshnode/agent"
+	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
+	"github.com/agentmesh/meshnode/quorum"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+func voter(choice agent.Choice) agent.VoteHandlerFunc {
+	return func(context.Context, *meshnodev1.Proposal) (agent.Choice, string, error) { return choice, "checked", nil }
+}
+
+// TestQuorumWithALiar: four voters on four nodes (f = 1); one votes against
+// the honest majority. The decision is the honest one, its certificate
+// verifies against the registered keys, and a tampered copy does not.
+func TestQuorumWithALiar(t *testing.T) {
+	nodes := startCluster(t)
+	root, _ := os.MkdirTemp("", "mnq")
+	t.Cleanup(func() { os.RemoveAll(root) })
+	n4 := startTestNode(t, root, "n4", false, []string{nodes[0].addr}, nodes[0].token(t, false, "n4"))
+	nodes = append(nodes, n4)
+	for i, n := range nodes {
+		a := &agent.Agent{Name: "judge", Socket: n.socket}
+		a.Handle(agent.Capability{Name: "judge"}, echoFrom(n.name))
+		choice := agent.Approve
+		if i == 3 {
+			choice = agent.Reject // the liar
+		}
+		a.HandleVote("payment.approve", voter(choice))
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); a.Serve(ctx) }()
+		t.Cleanup(func() { cancel(); <-done; a.Close() })
+	}
+	waitFor(t, 30*time.Second, "n1 sees 4 ready judges", func() bool { return len(readyAgents(t, nodes[0], "judge")) == 4 })
+
+	q := meshnodev1.NewQuorumServiceClient(nodes[0].conn(t))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	resp, err := q.Propose(ctx, &meshnodev1.ProposeRequest{Wait: true, Proposal: &meshnodev1.Proposal{
+		Id: "pay-1", Kind: "payment.approve", Payload: []byte(`{"amount":900}`),
+		Selection: &meshnodev1.VoterSelection{Capability: "judge", Count: 4},
+		Rule:      &meshnodev1.QuorumRule{Kind: meshnodev1.QuorumRuleKind_QUORUM_RULE_KIND_BFT},
+		Deadline:  timestamppb.New(time.Now().Add(20 * time.Second)),
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := resp.GetDecision()
+	if d.GetStatus() != meshnodev1.DecisionStatus_DECISION_STATUS_DECIDED || d.GetOutcome() != meshnodev1.Choice_CHOICE_APPROVE {
+		t.Fatalf("decision %v / %v (%s), want DECIDED / APPROVE", d.GetStatus(), d.GetOutcome(), d.GetDetail())
+	}
+	keys := registryKeys(t, nodes[2])
+	if err := quorum.VerifyCertificate(d.GetCertificate(), keys); err != nil {
+		t.Fatalf("certificate does not verify: %v", err)
+	}
+	tampered := proto.Clone(d.GetCertificate()).(*meshnodev1.QuorumCertificate)
+	tampered.Choice = meshnodev1.Choice_CHOICE_REJECT
+	if quorum.VerifyCertificate(tampered, keys) == nil {
+		t.Fatal("a certificate with its choice changed still verifies")
+	}
+	// Proposing the same id again returns the same decision.
+	again, err := q.Propose(ctx, &meshnodev1.ProposeRequest{Wait: true, Proposal: &meshnodev1.Proposal{
+		Id: "pay-1", Kind: "payment.approve", Payload: []byte(`{"amount":900}`),
+		Selection: &meshnodev1.VoterSelection{Capability: "judge", Count: 4},
+		Rule:      &meshnodev1.QuorumRule{Kind: meshnodev1.QuorumRuleKind_QUORUM_RULE_KIND_BFT},
+		Deadline:  timestamppb.New(time.Now().Add(20 * time.Second)),
+	}})
+	if err != nil || !proto.Equal(again.GetDecision().GetCertificate(), d.GetCertificate()) {
+		t.Fatalf("re-proposing pay-1: %v; same certificate: %v", err, err == nil && proto.Equal(again.GetDecision().GetCertificate(), d.GetCertificate()))
+	}
+	// Every node reads the committed decision.
+	got, err := meshnodev1.NewQuorumServiceClient(nodes[3].conn(t)).GetDecision(ctx, &meshnodev1.GetDecisionRequest{Id: "pay-1"})
+	if err != nil || got.GetDecision().GetOutcome() != meshnodev1.Choice_CHOICE_APPROVE {
+		t.Fatalf("GetDecision on n4: %v %v", err, got.GetDecision().GetOutcome())
+	}
+}
+
+func registryKeys(t *testing.T, tn *testNode) quorum.KeyMap {
+	t.Helper()
+	resp, err := meshnodev1.NewRegistryServiceClient(tn.conn(t)).ListAgents(context.Background(), &meshnodev1.ListAgentsRequest{Consistency: meshnodev1.Consistency_CONSISTENCY_CONSISTENT})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var vs []quorum.Voter
+	for _, a := range resp.GetAgents() {
+		if len(a.GetVotePublicKey()) == ed25519.PublicKeySize {
+			vs = append(vs, quorum.Voter{AgentID: a.GetId(), Node: a.GetNode(), PublicKey: a.GetVotePublicKey()})
+		}
+	}
+	return quorum.NewKeyMap(vs...)
+}
