@@ -5,6 +5,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/agentmesh/meshnode/consensus"
 	"github.com/agentmesh/meshnode/gossip"
 	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
 )
@@ -17,7 +18,16 @@ const DisconnectGrace = 30 * time.Second
 // itself decides which changes are significant enough to send at once.
 const loadPublishInterval = 200 * time.Millisecond
 
-func (n *Node) startAgents(context.Context) error {
+func (n *Node) startAgents(ctx context.Context) error {
+	// Agents registered here before a restart have no Serve stream now:
+	// give them the grace period to reconnect, then deregister them.
+	agents, _, err := n.store.Agents(ctx, consensus.ReadOptions{}, consensus.AgentFilter{Node: n.cfg.Name})
+	if err != nil {
+		return err
+	}
+	for _, a := range agents {
+		n.local.adopt(a, time.Now())
+	}
 	n.goBackground(n.reapDisconnected)
 	return nil
 }

@@ -23,6 +23,10 @@ const (
 // DefaultMaxHops bounds agent-to-agent chains when the policy names none.
 const DefaultMaxHops = 8
 
+// maxHopLimit is the hard cap checked before any policy is read; policies
+// may lower the limit below it.
+const maxHopLimit = 64
+
 // forwardCall sends one attempt to the node of a remote agent.
 func (n *Node) forwardCall(ctx context.Context, agent *meshnodev1.Agent, d *meshnodev1.Delivery, meta *meshnodev1.RoutingMetadata) (*meshnodev1.CallResult, bool, error) {
 	addr, ok := n.nodeAddress(agent.GetNode())
@@ -62,8 +66,18 @@ func (n *Node) handleForwardCall(ctx context.Context, p transport.Peer, req *mes
 		return nil, status.Errorf(codes.NotFound, "agent %s is not attached to node %s", target, n.cfg.Name)
 	}
 	meta := req.GetRouting()
-	if err := checkHop(meta, target, DefaultMaxHops, time.Now()); err != nil {
+	if err := checkHop(meta, target, maxHopLimit, time.Now()); err != nil {
 		return nil, err
+	}
+	// Then the capability's own policy: its hop limit and minimum time left.
+	m, err := routing.MetadataFromProto(meta)
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	if pol, err := n.policyFor(ctx, req.GetDelivery().GetCapability()); err == nil {
+		if err := routing.CheckInbound(time.Now(), m, pol); err != nil {
+			return nil, err
+		}
 	}
 	d := req.GetDelivery()
 	if d == nil {

@@ -331,3 +331,15 @@ func (l *localAgents) push(ctx context.Context, agentID string, ev *meshnodev1.S
 		return ctxStatus(ctx, "sending to "+agentID)
 	}
 }
+
+// adopt records an agent found in the registry at start, owned by no live
+// process: it is deregistered after the grace period unless its process
+// registers it again.
+func (l *localAgents) adopt(rec *meshnodev1.Agent, now time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if _, ok := l.agents[rec.GetId()]; ok {
+		return
+	}
+	l.agents[rec.GetId()] = &localAgent{id: rec.GetId(), record: rec, lostAt: now}
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math/rand/v2"
 	"reflect"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -83,7 +84,7 @@ func TestOverridesFromProto(t *testing.T) {
 		}
 	}
 	o, err := OverridesFromProto(&meshnodev1.RoutingOverrides{Policy: "cost", Complexity: 7, MaxCost: proto.Float64(3),
-		Locality: meshnodev1.LocalityPreference_LOCALITY_PREFERENCE_NONE,
+		Locality:    meshnodev1.LocalityPreference_LOCALITY_PREFERENCE_NONE,
 		Constraints: []*meshnodev1.AttributeConstraint{{Key: "n", Operator: meshnodev1.ConstraintOperator_CONSTRAINT_OPERATOR_RANGE, Min: proto.Float64(1)}}})
 	if err != nil || o.Policy != Cost || o.Complexity != 7 || !o.HasMaxCost || *o.Locality != LocalityNone ||
 		!o.Constraints[0].Match(map[string]string{"n": "1e6"}) || o.Constraints[0].Match(map[string]string{"n": "0.5"}) {
@@ -166,5 +167,38 @@ func TestConcurrentRoutes(t *testing.T) {
 		if st, ok := r.Stats(c.AgentID, "cap", c); ok && st.InFlight != 0 {
 			t.Fatalf("%s has %d calls in flight after all returned", c.AgentID, st.InFlight)
 		}
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	for _, cfg := range []Config{{OutlierFactor: 0.5}, {LatencyDecay: -1}, {SuccessPrior: -1}, {IdleExpiry: -time.Second}} {
+		var fe *FieldError
+		if _, err := NewRouter(cfg); !errors.As(err, &fe) {
+			t.Errorf("NewRouter(%+v) = %v, want a field error", cfg, err)
+		}
+	}
+	if _, err := NewRouter(Config{}); err != nil {
+		t.Fatalf("zero config: %v", err)
+	}
+}
+
+// The router's own in-flight count enforces capacity before gossip catches up.
+func TestOwnInFlightEnforcesCapacity(t *testing.T) {
+	r := newTestRouter(t, newFakeClock(), 60)
+	cs := cands(1)
+	cs[0].Capability.MaxConcurrency = 1
+	var inner error
+	inv := InvokerFunc(func(context.Context, Attempt) (bool, error) {
+		_, inner = r.Route(context.Background(), Request{Capability: "cap"}, cs, okInvoker)
+		return true, nil
+	})
+	if _, err := r.Route(context.Background(), Request{Capability: "cap"}, cs, inv); err != nil {
+		t.Fatal(err)
+	}
+	if !errors.Is(inner, ErrNoneAvailable) || !strings.Contains(inner.Error(), "1 at capacity") {
+		t.Fatalf("second concurrent call: %v", inner)
+	}
+	if _, err := r.Route(context.Background(), Request{Capability: "cap"}, cs, okInvoker); err != nil {
+		t.Fatalf("capacity not released: %v", err)
 	}
 }

@@ -77,6 +77,7 @@ func retrySafe(started bool, o outcome, c codes.Code, err error, req *Request, c
 // this package's sentinels: NotFound (no agent offers the capability),
 // Unavailable (none ready, all busy, all circuit-open), DeadlineExceeded,
 // FailedPrecondition (cycle, hop limit), or the last attempt's own error.
+// The Result's Attempts, Tried and TraceID are filled on error too.
 func (r *Router) Route(ctx context.Context, req Request, candidates []Candidate, inv Invoker) (Result, error) {
 	return r.route(ctx, req, candidates, inv, 0)
 }

@@ -44,8 +44,8 @@ type Config struct {
 	// OutlierFactor: the latency policy samples only agents whose cost is
 	// within this factor of the best; default 3.
 	OutlierFactor float64
-	// IdleExpiry: measurements of an agent not routed to for this long are
-	// dropped; default 10m.
+	// IdleExpiry: measurements of an agent that has not been a candidate for
+	// this long are dropped; default 10m.
 	IdleExpiry time.Duration
 }
 
@@ -178,6 +178,7 @@ type Router struct {
 	budgets   map[string]*budget
 	rr        map[string]uint64
 	picks     uint64
+	scratch   []view // reused by pick under mu; nothing keeps it past the lock
 }
 
 // NewRouter validates cfg, fills defaults and returns a Router.
@@ -243,7 +244,8 @@ func (r *Router) pick(now time.Time, req *Request, pol *Policy, cands []Candidat
 		r.prune(now)
 	}
 	s := newSelection(now, req, pol)
-	vs, ex := r.filter(&s, cands, make([]view, 0, len(cands)))
+	vs, ex := r.filter(&s, cands, r.scratch[:0])
+	r.scratch = vs[:0]
 	if len(vs) == 0 {
 		return Candidate{}, nil, false, noCandidateError(&s, ex)
 	}

@@ -356,3 +356,42 @@ func TestCandidateOrderDoesNotMatterForRoundRobin(t *testing.T) {
 		t.Fatalf("round robin order = %v", got)
 	}
 }
+
+// Property: with agents that really fail at random rates, the router's own
+// merged estimate of every agent it invokes is at or above the hard floor
+// (breakers off, so no probe may bypass the floor).
+func TestNeverBelowQualityFloorMeasured(t *testing.T) {
+	for seed := range uint64(20) {
+		clock := newFakeClock()
+		r := newTestRouter(t, clock, seed)
+		rng := rand.New(rand.NewPCG(seed, 99))
+		cs := cands(6)
+		agents := map[string]simAgent{}
+		for _, c := range cs {
+			agents[c.AgentID] = simAgent{latency: time.Millisecond, fail: rng.Float64()}
+		}
+		sim := newSim(clock, seed, agents)
+		p := policyNamed(PolicyNames[seed%4])
+		p.Breaker.Disabled = true
+		checked := 0
+		inv := InvokerFunc(func(ctx context.Context, a Attempt) (bool, error) {
+			st, ok := r.Stats(a.Candidate.AgentID, "cap", a.Candidate)
+			if !ok || st.SuccessRate < p.HardFloor {
+				t.Fatalf("seed %d: invoked %s with estimated success %v", seed, a.Candidate.AgentID, st.SuccessRate)
+			}
+			checked++
+			return sim.Invoke(ctx, a)
+		})
+		refused := 0
+		for range 500 {
+			_, err := r.Route(context.Background(), Request{Capability: "cap", Policy: p, Meta: Metadata{Idempotent: true}}, cs, inv)
+			if errors.Is(err, ErrBelowQualityFloor) {
+				refused++ // every agent is below the floor right now
+			}
+			clock.Advance(10 * time.Millisecond)
+		}
+		if checked == 0 || checked+refused < 500 {
+			t.Fatalf("seed %d: %d attempts, %d refusals for 500 calls", seed, checked, refused)
+		}
+	}
+}

@@ -58,6 +58,10 @@ func (cf *clientFlags) socketPath() string {
 // exists first to give a useful error instead of a timeout.
 func (cf *clientFlags) dial() (*grpc.ClientConn, error) {
 	path := cf.socketPath()
+	// grpc reads "unix://rel/path" as an authority; only absolute paths work.
+	if abs, err := filepath.Abs(path); err == nil {
+		path = abs
+	}
 	if _, err := os.Stat(path); err != nil {
 		return nil, fmt.Errorf("no node socket at %s (%v): start one with 'meshnode run', or point --socket / MESHNODE_SOCKET at it", path, errors.Unwrap(err))
 	}
