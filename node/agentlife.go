@@ -18,18 +18,30 @@ const DisconnectGrace = 30 * time.Second
 // itself decides which changes are significant enough to send at once.
 const loadPublishInterval = 200 * time.Millisecond
 
-func (n *Node) startAgents(ctx context.Context) error {
-	// Agents registered here before a restart have no Serve stream now:
-	// give them the grace period to reconnect, then deregister them.
-	agents, _, err := n.store.Agents(ctx, consensus.ReadOptions{}, consensus.AgentFilter{Node: n.cfg.Name})
-	if err != nil {
-		return err
-	}
-	for _, a := range agents {
-		n.local.adopt(a, time.Now())
-	}
+func (n *Node) startAgents(context.Context) error {
+	n.goBackground(n.adoptOrphans)
 	n.goBackground(n.reapDisconnected)
 	return nil
+}
+
+// adoptOrphans gives agents registered here before a restart, which have no
+// Serve stream now, the grace period to reconnect; the reaper deregisters
+// those that do not. A client's replica may need a moment to synchronise.
+func (n *Node) adoptOrphans(ctx context.Context) {
+	for {
+		agents, _, err := n.store.Agents(ctx, consensus.ReadOptions{}, consensus.AgentFilter{Node: n.cfg.Name})
+		if err == nil {
+			for _, a := range agents {
+				n.local.adopt(a, time.Now())
+			}
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
 }
 
 // reapDisconnected deregisters agents whose Serve stream has been gone for
