@@ -58,6 +58,9 @@ type Config struct {
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 	// CertLifetime is how long node certificates live; renewed at 2/3.
 	CertLifetime time.Duration `yaml:"cert_lifetime"`
+	// CADir imports the CA a new cluster signs with from files written by
+	// `meshnode pki init`, instead of creating one. Used at bootstrap only.
+	CADir string `yaml:"ca_dir"`
 	// TraceExporter sends OpenTelemetry spans: "" (off), "stdout" or "otlp-http".
 	TraceExporter string `yaml:"trace_exporter"`
 	// TraceEndpoint is the OTLP/HTTP collector (host:port or URL) for otlp-http.

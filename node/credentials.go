@@ -47,6 +47,15 @@ func (n *Node) acquireCredentials(ctx context.Context) (*pki.Credentials, *pki.C
 	}
 	if len(n.cfg.Join) == 0 {
 		mem := pki.NewMemStore()
+		if n.cfg.CADir != "" {
+			m, err := pki.LoadOfflineCA(n.cfg.CADir, n.cfg.TrustDomain)
+			if err != nil {
+				return nil, nil, fmt.Errorf("--ca-dir: %w", err)
+			}
+			if err := mem.SaveCA(ctx, m); err != nil {
+				return nil, nil, err
+			}
+		}
 		caCfg := pki.DefaultCAConfig()
 		caCfg.TrustDomain, caCfg.Store, caCfg.CertLifetime, caCfg.Logger = n.cfg.TrustDomain, mem, n.cfg.CertLifetime, n.log
 		_, creds, err := pki.BootstrapWith(ctx, caCfg, n.cfg.Name, n.cfg.DataDir)

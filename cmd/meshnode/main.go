@@ -53,6 +53,6 @@ Then, from another terminal:
 		SilenceErrors: true,
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newRunCmd(), newStatusCmd(), newMembersCmd(), newAgentsCmd(), newDiscoverCmd(), newCallCmd(), newTokenCmd(), newNodeCmd(), newCertCmd(), newPolicyCmd(), newQuorumCmd(), newVersionCmd())
+	root.AddCommand(newRunCmd(), newStatusCmd(), newMembersCmd(), newAgentsCmd(), newDiscoverCmd(), newCallCmd(), newTokenCmd(), newNodeCmd(), newCertCmd(), newPolicyCmd(), newQuorumCmd(), newPKICmd(), newVersionCmd())
 	return root
 }

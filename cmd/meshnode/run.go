@@ -60,6 +60,7 @@ signal forces it to exit at once.`,
 	f.Duration("call-timeout", def.CallTimeout, "deadline of a call that names none")
 	f.Duration("shutdown-timeout", def.ShutdownTimeout, "longest a graceful stop may take")
 	f.Duration("cert-lifetime", def.CertLifetime, "lifetime of node certificates (renewed at 2/3)")
+	f.String("ca-dir", "", "bootstrap with the CA from 'meshnode pki init' files instead of creating one")
 	f.String("trace-exporter", "", "send OpenTelemetry spans: stdout or otlp-http (default off)")
 	f.String("trace-endpoint", "", "OTLP/HTTP collector host:port or URL for --trace-exporter otlp-http")
 	return cmd

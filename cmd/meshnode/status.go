@@ -38,6 +38,13 @@ func newStatusCmd() *cobra.Command {
 			fmt.Fprintf(tw, "Uptime:\t%s\n", (time.Duration(st.GetUptimeSeconds()) * time.Second).String())
 			fmt.Fprintf(tw, "Bind:\t%s\n", st.GetBindAddress())
 			fmt.Fprintf(tw, "Data dir:\t%s\n", st.GetDataDir())
+			fmt.Fprintf(tw, "Identity:\t%s\n", st.GetSpiffeId())
+			if exp := st.GetCertificateExpiresAt(); exp != nil {
+				fmt.Fprintf(tw, "Certificate:\texpires %s (in %s)\n", exp.AsTime().Format(time.RFC3339), time.Until(exp.AsTime()).Round(time.Minute))
+			}
+			fmt.Fprintf(tw, "Leader:\t%s\n", orDash(st.GetLeader()))
+			fmt.Fprintf(tw, "Registry index:\t%d\n", st.GetRegistryIndex())
+			fmt.Fprintf(tw, "Local agents:\t%d\n", st.GetLocalAgents())
 			return tw.Flush()
 		},
 	}
