@@ -34,6 +34,12 @@ func BootstrapWith(ctx context.Context, cfg CAConfig, nodeName, dataDir string) 
 	if err := ValidateName(nodeName); err != nil {
 		return nil, nil, fmt.Errorf("pki: bootstrap node name: %w", err)
 	}
+	rootKeyPath := filepath.Join(Dir(dataDir), rootKeyFile)
+	if _, err := os.Stat(rootKeyPath); err == nil {
+		if err := CheckKeyFileMode(rootKeyPath); err != nil {
+			return nil, nil, err
+		}
+	}
 	now := time.Now
 	if cfg.Now != nil {
 		now = cfg.Now
@@ -43,7 +49,7 @@ func BootstrapWith(ctx context.Context, cfg CAConfig, nodeName, dataDir string) 
 		if err != nil {
 			return nil, nil, err
 		}
-		if err := saveKey(filepath.Join(Dir(dataDir), rootKeyFile), rootKey); err != nil {
+		if err := saveKey(rootKeyPath, rootKey); err != nil {
 			return nil, nil, err
 		}
 		if err := cfg.Store.SaveCA(ctx, m); err != nil {

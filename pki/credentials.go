@@ -17,9 +17,12 @@ import (
 	"go.step.sm/crypto/pemutil"
 )
 
-// Files under <data-dir>/pki/ (the directory is 0700).
+// Files under <data-dir>/pki/current/ (directories 0700). current is a
+// symlink to a generation directory gen-*, swapped atomically on every save
+// so that key and chain always match, even across a crash.
 const (
 	credDir      = "pki"
+	currentLink  = "current"
 	keyFile      = "node.key"    // 0600: the node's private key, PKCS#8 PEM
 	chainFile    = "node.crt"    // 0644: node certificate, then intermediates
 	rootsFile    = "roots.crt"   // 0644: trusted roots, current first
@@ -45,6 +48,9 @@ type Credentials struct {
 
 // Dir returns the credentials directory inside dataDir.
 func Dir(dataDir string) string { return filepath.Join(dataDir, credDir) }
+
+// KeyPath is where the node key of the current credentials is read from.
+func KeyPath(dataDir string) string { return filepath.Join(Dir(dataDir), currentLink, keyFile) }
 
 // ID returns the identity in the leaf.
 func (c *Credentials) ID() (ID, error) { return IDFromCert(c.Chain[0]) }
@@ -102,7 +108,7 @@ func (c *Credentials) Check(td string, now time.Time) (ID, error) {
 // ErrNoCredentials if there are none, and ErrInsecureKeyFile (naming the file
 // and the fix) if the key is readable by group or others.
 func LoadCredentials(dataDir string) (*Credentials, error) {
-	dir := Dir(dataDir)
+	dir := filepath.Join(Dir(dataDir), currentLink)
 	kp := filepath.Join(dir, keyFile)
 	if _, err := os.Stat(kp); errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("%w: %s absent", ErrNoCredentials, kp)
@@ -158,10 +164,11 @@ func readCerts(path string) ([]*x509.Certificate, error) {
 	return certs, nil
 }
 
-// Save writes the credentials under <dataDir>/pki/, each file atomically
-// (temporary file, fsync, rename, fsync of the directory), so a crash never
-// leaves a half-written key. The key is written before the chain: a crash
-// in between leaves a new key with an old chain, which Check detects.
+// Save writes the credentials to a new generation directory under
+// <dataDir>/pki/ and then atomically repoints the "current" symlink at it
+// (each file fsynced, then the directories): a crash leaves either the old
+// or the new key+chain pair, never a half-written key nor a key that does
+// not match its certificate. Older generations are removed afterwards.
 func (c *Credentials) Save(dataDir string) error {
 	dir := Dir(dataDir)
 	if err := os.MkdirAll(dir, dirMode); err != nil {
@@ -174,13 +181,68 @@ func (c *Credentials) Save(dataDir string) error {
 	if err != nil {
 		return fmt.Errorf("pki: encoding node key: %w", err)
 	}
-	if err := writeAtomic(filepath.Join(dir, keyFile), pem.EncodeToMemory(blk), keyFileMode); err != nil {
+	gen, err := os.MkdirTemp(dir, "gen-") // created 0700
+	if err != nil {
+		return fmt.Errorf("pki: creating a credentials directory in %s: %w", dir, err)
+	}
+	if err := c.writeGeneration(gen, pem.EncodeToMemory(blk)); err != nil {
+		os.RemoveAll(gen)
 		return err
 	}
-	if err := writeAtomic(filepath.Join(dir, chainFile), pemCerts(c.Chain), certFileMode); err != nil {
+	if err := swapSymlink(dir, currentLink, filepath.Base(gen)); err != nil {
+		os.RemoveAll(gen)
 		return err
 	}
-	return writeAtomic(filepath.Join(dir, rootsFile), pemCerts(c.Roots), certFileMode)
+	pruneGenerations(dir, filepath.Base(gen))
+	return nil
+}
+
+func (c *Credentials) writeGeneration(gen string, keyPEM []byte) error {
+	if err := writeAtomic(filepath.Join(gen, keyFile), keyPEM, keyFileMode); err != nil {
+		return err
+	}
+	if err := writeAtomic(filepath.Join(gen, chainFile), pemCerts(c.Chain), certFileMode); err != nil {
+		return err
+	}
+	return writeAtomic(filepath.Join(gen, rootsFile), pemCerts(c.Roots), certFileMode)
+}
+
+// swapSymlink atomically makes dir/name a symlink to target (relative, so
+// the data directory can move).
+func swapSymlink(dir, name, target string) error {
+	tmp := filepath.Join(dir, "."+name+".tmp")
+	_ = os.Remove(tmp)
+	if err := os.Symlink(target, tmp); err != nil {
+		return fmt.Errorf("pki: linking credentials: %w", err)
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("pki: switching credentials: %w", err)
+	}
+	return syncDir(dir)
+}
+
+// pruneGenerations removes every gen-* directory but keep. Failures only
+// leave garbage behind, so they are ignored.
+func pruneGenerations(dir, keep string) {
+	old, _ := filepath.Glob(filepath.Join(dir, "gen-*"))
+	for _, g := range old {
+		if filepath.Base(g) != keep {
+			_ = os.RemoveAll(g)
+		}
+	}
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("pki: syncing %s: %w", dir, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("pki: syncing %s: %w", dir, err)
+	}
+	return nil
 }
 
 func pemCerts(certs []*x509.Certificate) []byte {
@@ -218,15 +280,7 @@ func writeAtomic(path string, data []byte, mode os.FileMode) error {
 	if err := os.Rename(tmp, path); err != nil {
 		return fmt.Errorf("pki: replacing %s: %w", path, err)
 	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("pki: syncing %s: %w", dir, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("pki: syncing %s: %w", dir, err)
-	}
-	return nil
+	return syncDir(dir)
 }
 
 // Keeper holds a node's current credentials for TLSSource and swaps them

@@ -309,8 +309,11 @@ func TestKeyFileMode0644Refused(t *testing.T) {
 	if err := creds.Save(dir); err != nil {
 		t.Fatal(err)
 	}
-	kp := filepath.Join(Dir(dir), keyFile)
-	for path, want := range map[string]os.FileMode{kp: 0o600, Dir(dir): 0o700} {
+	if err := creds.Save(dir); err != nil { // a second generation replaces the first
+		t.Fatal(err)
+	}
+	kp := KeyPath(dir)
+	for path, want := range map[string]os.FileMode{kp: 0o600, Dir(dir): 0o700, filepath.Dir(kp): 0o700} {
 		if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != want {
 			t.Fatalf("%s: mode %v, want %v (%v)", path, fi.Mode().Perm(), want, err)
 		}
@@ -328,12 +331,28 @@ func TestKeyFileMode0644Refused(t *testing.T) {
 	}
 	_, _, err = Bootstrap(context.Background(), f.store, testTD, "n1", dir)
 	wantErrIs(t, err, ErrInsecureKeyFile)
-	// No temporary files left behind by the atomic writes.
-	ents, _ := os.ReadDir(Dir(dir))
-	for _, e := range ents {
-		if strings.Contains(e.Name(), ".tmp-") {
-			t.Fatalf("temporary file left: %s", e.Name())
-		}
+	if err := os.Chmod(kp, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// The bootstrap root key is checked the same way.
+	rk := filepath.Join(Dir(dir), rootKeyFile)
+	if err := os.WriteFile(rk, []byte("x"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = Bootstrap(context.Background(), f.store, testTD, "n1", dir)
+	wantErrIs(t, err, ErrInsecureKeyFile)
+	if !strings.Contains(err.Error(), rk) {
+		t.Fatalf("error %q does not name %s", err, rk)
+	}
+	_ = os.Remove(rk)
+	// No temporary files or old generations left behind.
+	var names []string
+	_ = filepath.WalkDir(Dir(dir), func(p string, d os.DirEntry, err error) error {
+		names = append(names, strings.TrimPrefix(p, Dir(dir)))
+		return err
+	})
+	if len(names) != 6 { // "", current, gen-x, gen-x/{node.key,node.crt,roots.crt}
+		t.Fatalf("unexpected files in %s: %v", Dir(dir), names)
 	}
 }
 

@@ -158,16 +158,6 @@ func decodeMaterial(m *CAMaterial) (*signer, error) {
 	return s, nil
 }
 
-// presentedChain is the chain a node presents: intermediates, then the
-// current root, so that a joining node can match the root's fingerprint.
-func (s *signer) presentedChain() [][]byte {
-	out := make([][]byte, 0, len(s.chain)+1)
-	for _, c := range s.chain {
-		out = append(out, c.Raw)
-	}
-	return append(out, s.roots[0].Raw)
-}
-
 func (s *signer) rootDER() [][]byte {
 	out := make([][]byte, 0, len(s.roots))
 	for _, c := range s.roots {

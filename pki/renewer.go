@@ -26,8 +26,9 @@ type RenewerConfig struct {
 	// OnRotate installs renewed credentials (e.g. Keeper.Rotate, which
 	// saves them first). Required. A failure is retried like a failed RPC.
 	OnRotate func(*Credentials) error
-	// Jitter spreads renewals of many nodes: the renewal time is moved by up
-	// to ±Jitter×lifetime around 2/3 of the lifetime. Zero means 0.05.
+	// Jitter spreads renewals of many nodes: each renewal is planned up to
+	// Jitter×lifetime before 2/3 of the lifetime (never after, so a full
+	// third of the lifetime is always left for retries). Zero means 0.05.
 	Jitter float64
 	// MinBackoff is the first retry delay after a failure; zero means 1s.
 	MinBackoff time.Duration
@@ -94,8 +95,8 @@ func NewRenewer(cfg RenewerConfig) (*Renewer, error) {
 }
 
 // RenewTime is when a certificate valid from notBefore to notAfter should be
-// renewed: at 2/3 of its lifetime, moved by jitter×lifetime (jitter in
-// [-1, 1] times the configured spread).
+// renewed: at 2/3 of its lifetime, moved by jitter×lifetime (the Renewer
+// passes a jitter in [-Jitter, 0]).
 func RenewTime(notBefore, notAfter time.Time, jitter float64) time.Time {
 	life := notAfter.Sub(notBefore)
 	return notBefore.Add(life*2/3 + time.Duration(jitter*float64(life)))
@@ -110,7 +111,7 @@ func (r *Renewer) Run(ctx context.Context) error {
 	backoff := time.Duration(0)
 	for {
 		leaf := r.cfg.Current().Leaf()
-		at := RenewTime(leaf.NotBefore, leaf.NotAfter, (rand.Float64()*2-1)*r.cfg.Jitter)
+		at := RenewTime(leaf.NotBefore, leaf.NotAfter, -rand.Float64()*r.cfg.Jitter)
 		if backoff > 0 {
 			at = r.cfg.Now().Add(backoff)
 		}
@@ -126,7 +127,7 @@ func (r *Renewer) Run(ctx context.Context) error {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			backoff = r.nextBackoff(backoff)
+			backoff = r.nextBackoff(backoff, leaf.NotAfter.Sub(r.cfg.Now()))
 			r.log.Warn("certificate renewal failed; will retry", "err", err, "retry_in", backoff, "expires", leaf.NotAfter)
 			continue
 		}
@@ -134,10 +135,12 @@ func (r *Renewer) Run(ctx context.Context) error {
 	}
 }
 
-// nextBackoff doubles prev within [MinBackoff, MaxBackoff], with ±20% jitter.
-func (r *Renewer) nextBackoff(prev time.Duration) time.Duration {
+// nextBackoff doubles prev within [MinBackoff, MaxBackoff], with ±20%
+// jitter, and retries more eagerly as expiry nears (at most a tenth of the
+// time left), so the first attempt after the CA returns comes soon enough.
+func (r *Renewer) nextBackoff(prev, left time.Duration) time.Duration {
 	next := max(prev*2, r.cfg.MinBackoff)
-	next = min(next, r.cfg.MaxBackoff)
+	next = min(next, r.cfg.MaxBackoff, max(left/10, r.cfg.MinBackoff))
 	return time.Duration(float64(next) * (0.8 + 0.4*rand.Float64()))
 }
 

@@ -183,3 +183,37 @@ func TestTLSSourceConfigValidate(t *testing.T) {
 		t.Fatalf("empty chain: %v", err)
 	}
 }
+
+// TestRootsReadAtEveryHandshake: a root added to the trust bundle (as in a
+// root rotation) is honoured by the next handshake of the same config.
+func TestRootsReadAtEveryHandshake(t *testing.T) {
+	oldCA, newCA := newRawCA(t, "old"), newRawCA(t, "new")
+	var roots atomic.Pointer[x509.CertPool]
+	roots.Store(oldCA.pool)
+	srvCert := oldCA.leaf(t, nodeSpec(testTD, "srv"))
+	srv, err := NewTLSSource(TLSSourceConfig{
+		TrustDomain: testTD,
+		Roots:       func() *x509.CertPool { return roots.Load() },
+		Certificate: func() (*tls.Certificate, error) { return srvCert, nil },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	both := x509.NewCertPool()
+	both.AddCert(oldCA.root)
+	both.AddCert(newCA.root)
+	cli, err := NewTLSSource(TLSSourceConfig{
+		TrustDomain: testTD,
+		Roots:       func() *x509.CertPool { return both },
+		Certificate: func() (*tls.Certificate, error) { return newCA.leaf(t, nodeSpec(testTD, "cli")), nil },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	scfg := srv.ServerConfig()
+	wantErrIs(t, handshake(t, scfg, cli.ClientConfig()).serverErr, ErrUnknownAuthority)
+	roots.Store(both)
+	if res := handshake(t, scfg, cli.ClientConfig()); res.serverErr != nil || res.clientErr != nil {
+		t.Fatalf("after adding the new root: %v / %v", res.serverErr, res.clientErr)
+	}
+}

@@ -140,7 +140,10 @@ type GossipNodeMeta struct {
 	// The meshnode release the node runs.
 	Version string `protobuf:"bytes,3,opt,name=version,proto3" json:"version,omitempty"`
 	// The node's SPIFFE id: spiffe://<trust-domain>/node/<name>.
-	SpiffeId      string `protobuf:"bytes,4,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
+	SpiffeId string `protobuf:"bytes,4,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
+	// Set by a node that is leaving gracefully, just before its leave message,
+	// so that peers report it as left rather than failed.
+	Leaving       bool `protobuf:"varint,5,opt,name=leaving,proto3" json:"leaving,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -201,6 +204,13 @@ func (x *GossipNodeMeta) GetSpiffeId() string {
 		return x.SpiffeId
 	}
 	return ""
+}
+
+func (x *GossipNodeMeta) GetLeaving() bool {
+	if x != nil {
+		return x.Leaving
+	}
+	return false
 }
 
 // GossipNodeLoad is the load of a whole node.
@@ -602,12 +612,13 @@ var File_meshnode_v1_gossip_proto protoreflect.FileDescriptor
 
 const file_meshnode_v1_gossip_proto_rawDesc = "" +
 	"\n" +
-	"\x18meshnode/v1/gossip.proto\x12\vmeshnode.v1\"\x97\x01\n" +
+	"\x18meshnode/v1/gossip.proto\x12\vmeshnode.v1\"\xb1\x01\n" +
 	"\x0eGossipNodeMeta\x12+\n" +
 	"\x04role\x18\x01 \x01(\x0e2\x17.meshnode.v1.GossipRoleR\x04role\x12!\n" +
 	"\fquic_address\x18\x02 \x01(\tR\vquicAddress\x12\x18\n" +
 	"\aversion\x18\x03 \x01(\tR\aversion\x12\x1b\n" +
-	"\tspiffe_id\x18\x04 \x01(\tR\bspiffeId\"\xc9\x01\n" +
+	"\tspiffe_id\x18\x04 \x01(\tR\bspiffeId\x12\x18\n" +
+	"\aleaving\x18\x05 \x01(\bR\aleaving\"\xc9\x01\n" +
 	"\x0eGossipNodeLoad\x12\x1b\n" +
 	"\tin_flight\x18\x01 \x01(\rR\binFlight\x12\x1a\n" +
 	"\bcapacity\x18\x02 \x01(\rR\bcapacity\x12&\n" +
