@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -96,6 +97,25 @@ func TestSecondInstanceRefused(t *testing.T) {
 	}
 	if st, err := statusOnce(first.socket); err != nil || st.GetName() != "one" {
 		t.Fatalf("first node no longer answers after the refused start: %v %v", st, err)
+	}
+}
+
+// TestPortInUse: a second node on a taken UDP port exits 1 naming the port
+// and the fix, and leaves the first node alone.
+func TestPortInUse(t *testing.T) {
+	dir := shortTempDir(t)
+	bind := "127.0.0.1:" + strconv.Itoa(freeUDPPort(t))
+	first := startNode(t, filepath.Join(dir, "a"), "--name", "a", "--bind", bind)
+	first.waitReady(t, 30*time.Second)
+	second := startNode(t, filepath.Join(dir, "b"), "--name", "b", "--bind", bind)
+	if code := second.wait(t, 30*time.Second); code != 1 {
+		t.Fatalf("exit code = %d, want 1\n%s", code, second.output.String())
+	}
+	if out := second.output.String(); !strings.Contains(out, "already in use") || !strings.Contains(out, "--bind") {
+		t.Fatalf("message %q does not say the port is in use and how to fix it", out)
+	}
+	if _, err := statusOnce(first.socket); err != nil {
+		t.Fatalf("first node stopped answering: %v", err)
 	}
 }
 
