@@ -343,3 +343,16 @@ func (l *localAgents) adopt(rec *meshnodev1.Agent, now time.Time) {
 	}
 	l.agents[rec.GetId()] = &localAgent{id: rec.GetId(), record: rec, lostAt: now}
 }
+
+// ownedBy returns an agent the process owns ("" if none): the proposer of
+// a quorum proposal made by an agent process.
+func (l *localAgents) ownedBy(cred PeerCred) string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for id, a := range l.agents {
+		if a.owner.PID == cred.PID && a.owner.UID == cred.UID {
+			return id
+		}
+	}
+	return ""
+}

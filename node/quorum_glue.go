@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/agentmesh/meshnode/consensus"
 	"github.com/agentmesh/meshnode/gossip"
@@ -20,7 +21,9 @@ import (
 )
 
 // voteWaiters matches the votes agents send (QuorumService.Vote) to the
-// vote requests delivered on their Serve streams.
+// vote requests delivered on their Serve streams. An answered request is
+// kept until a while after its deadline, so a second, different vote for it
+// is caught as equivocation instead of being ignored.
 type voteWaiters struct {
 	mu sync.Mutex
 	m  map[string]*voteWaiter
@@ -29,6 +32,7 @@ type voteWaiters struct {
 type voteWaiter struct {
 	agentID string
 	ch      chan *meshnodev1.Vote
+	first   *meshnodev1.Vote
 }
 
 func newVoteWaiters() *voteWaiters { return &voteWaiters{m: map[string]*voteWaiter{}} }
@@ -42,25 +46,30 @@ func (w *voteWaiters) add(agentID string) (string, *voteWaiter) {
 	return id, vw
 }
 
-func (w *voteWaiters) remove(id string) {
-	w.mu.Lock()
-	delete(w.m, id)
-	w.mu.Unlock()
+// removeAfter forgets a request once d has passed.
+func (w *voteWaiters) removeAfter(id string, d time.Duration) {
+	time.AfterFunc(d, func() {
+		w.mu.Lock()
+		delete(w.m, id)
+		w.mu.Unlock()
+	})
 }
 
-func (w *voteWaiters) deliver(requestID, agentID string, v *meshnodev1.Vote) error {
+// deliver hands v to the waiting request. For a request already answered it
+// returns the first vote, so the caller can check for equivocation.
+func (w *voteWaiters) deliver(requestID, agentID string, v *meshnodev1.Vote) (first *meshnodev1.Vote, err error) {
 	w.mu.Lock()
+	defer w.mu.Unlock()
 	vw, ok := w.m[requestID]
-	w.mu.Unlock()
 	if !ok || vw.agentID != agentID {
-		return status.Errorf(codes.NotFound, "vote request %q is not pending for agent %s: it was answered or its deadline passed", requestID, agentID)
+		return nil, status.Errorf(codes.NotFound, "vote request %q is not pending for agent %s: its deadline passed", requestID, agentID)
 	}
-	select {
-	case vw.ch <- v:
-		return nil
-	default:
-		return status.Errorf(codes.AlreadyExists, "vote request %q was already answered", requestID)
+	if vw.first != nil {
+		return vw.first, status.Errorf(codes.AlreadyExists, "vote request %q was already answered", requestID)
 	}
+	vw.first = v
+	vw.ch <- v
+	return nil, nil
 }
 
 // clusterID is signed into every vote so votes cannot be replayed across
@@ -71,7 +80,11 @@ func (n *Node) clusterID() string { return n.id.TrustDomain }
 // waits for its signed vote.
 func (n *Node) askLocalVoter(ctx context.Context, agentID string, p *meshnodev1.Proposal) (*meshnodev1.Vote, error) {
 	reqID, w := n.votes.add(agentID)
-	defer n.votes.remove(reqID)
+	keep := time.Minute
+	if d := p.GetDeadline(); d != nil {
+		keep += time.Until(d.AsTime())
+	}
+	defer n.votes.removeAfter(reqID, keep)
 	ask := &meshnodev1.VoteAsk{RequestId: reqID, Proposal: p, Deadline: p.GetDeadline(), ClusterId: n.clusterID()}
 	if err := n.local.push(ctx, agentID, &meshnodev1.ServeResponse{Event: &meshnodev1.ServeResponse_Vote{Vote: ask}}); err != nil {
 		return nil, err
@@ -191,8 +204,18 @@ func (g quorumGlue) Commit(ctx context.Context, d *meshnodev1.Decision) (*meshno
 		return nil, fmt.Errorf("decode committed decision %s: %w", id, err)
 	}
 	out.CommitIndex = res.GetDecision().GetModifyIndex()
-	for _, e := range out.GetEquivocations() {
-		n.flagAgent(ctx, e.GetAgentId(), "equivocated on proposal "+id)
+	if len(out.GetEquivocations()) > 0 {
+		keys := n.voteKeys(ctx)
+		for _, e := range out.GetEquivocations() {
+			// Evidence is checked against the registered keys before anyone
+			// is flagged: a compromised coordinator must not be able to get
+			// honest agents excluded.
+			if err := quorum.VerifyEquivocation(e, keys); err != nil {
+				n.log.Warn("ignoring equivocation evidence that does not verify", "agent", e.GetAgentId(), "proposal", id, "err", err)
+				continue
+			}
+			n.flagAgent(ctx, e.GetAgentId(), "equivocated on proposal "+id)
+		}
 	}
 	return out, nil
 }
@@ -237,4 +260,36 @@ func (n *Node) startQuorum(context.Context) error {
 	}
 	n.coordinator = c
 	return nil
+}
+
+// voteKeys reads every agent's registered vote key from the local replica.
+func (n *Node) voteKeys(ctx context.Context) quorum.KeyLookup {
+	return quorum.KeyLookupFunc(func(agentID string) (quorum.Voter, error) {
+		a, _, err := n.store.Agent(ctx, consensus.ReadOptions{}, agentID)
+		if err != nil {
+			return quorum.Voter{}, fmt.Errorf("agent %s: %w", agentID, err)
+		}
+		if len(a.GetVotePublicKey()) != ed25519.PublicKeySize {
+			return quorum.Voter{}, fmt.Errorf("agent %s has no vote key", agentID)
+		}
+		return quorum.Voter{AgentID: a.GetId(), Node: a.GetNode(), PublicKey: ed25519.PublicKey(a.GetVotePublicKey())}, nil
+	})
+}
+
+// reportDoubleVote handles a second vote for an answered request: if both
+// are validly signed and differ, that is equivocation: evidence is verified
+// and the agent flagged, so it is left out of voter sets.
+func (n *Node) reportDoubleVote(ctx context.Context, first, second *meshnodev1.Vote) {
+	if proto.Equal(first, second) {
+		return
+	}
+	ev, err := quorum.NewEvidence(first, second)
+	if err != nil {
+		return
+	}
+	if err := quorum.VerifyEquivocation(ev, n.voteKeys(ctx)); err != nil {
+		n.log.Debug("second vote is not equivocation evidence", "agent", second.GetVoterAgentId(), "err", err)
+		return
+	}
+	n.flagAgent(ctx, ev.GetAgentId(), "signed two different votes on proposal "+second.GetProposalId())
 }

@@ -21,7 +21,8 @@ type quorumService struct {
 }
 
 func (s *quorumService) Propose(ctx context.Context, req *meshnodev1.ProposeRequest) (*meshnodev1.ProposeResponse, error) {
-	if _, err := PeerCredFromContext(ctx); err != nil {
+	cred, err := PeerCredFromContext(ctx)
+	if err != nil {
 		return nil, status.Error(codes.Unauthenticated, err.Error())
 	}
 	p := proto.Clone(req.GetProposal()).(*meshnodev1.Proposal)
@@ -29,8 +30,8 @@ func (s *quorumService) Propose(ctx context.Context, req *meshnodev1.ProposeRequ
 		return nil, status.Error(codes.InvalidArgument, "proposal.id: must not be empty")
 	}
 	p.ProposerNode = s.n.cfg.Name
+	p.ProposerAgentId = s.n.local.ownedBy(cred)
 	var d *meshnodev1.Decision
-	var err error
 	if req.GetWait() {
 		d, err = s.n.coordinator.Propose(ctx, p)
 	} else {
@@ -73,7 +74,10 @@ func (s *quorumService) Vote(ctx context.Context, req *meshnodev1.VoteRequest) (
 	if _, err := s.n.local.owned(agentID, cred); err != nil {
 		return nil, err
 	}
-	if err := s.n.votes.deliver(req.GetRequestId(), agentID, v); err != nil {
+	if first, err := s.n.votes.deliver(req.GetRequestId(), agentID, v); err != nil {
+		if first != nil {
+			s.n.reportDoubleVote(ctx, first, v)
+		}
 		return nil, err
 	}
 	return &meshnodev1.VoteResponse{}, nil

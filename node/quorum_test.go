@@ -98,3 +98,86 @@ func registryKeys(t *testing.T, tn *testNode) quorum.KeyMap {
 	}
 	return quorum.NewKeyMap(vs...)
 }
+
+// TestEquivocatorIsFlagged: a voter that signs two different votes for one
+// request is flagged in the registry, and the decision still stands.
+func TestEquivocatorIsFlagged(t *testing.T) {
+	nodes := startCluster(t)
+	root, _ := os.MkdirTemp("", "mnq")
+	t.Cleanup(func() { os.RemoveAll(root) })
+	n4 := startTestNode(t, root, "n4", false, []string{nodes[0].addr}, nodes[0].token(t, false, "n4"))
+	nodes = append(nodes, n4)
+	for _, n := range nodes[:3] {
+		a := &agent.Agent{Name: "judge", Socket: n.socket}
+		a.Handle(agent.Capability{Name: "judge"}, echoFrom(n.name))
+		a.HandleVote("", voter(agent.Approve))
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); a.Serve(ctx) }()
+		t.Cleanup(func() { cancel(); <-done; a.Close() })
+	}
+	// The Byzantine voter speaks the raw API so it can sign twice.
+	pub, priv, _ := ed25519.GenerateKey(nil)
+	conn := n4.conn(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if _, err := meshnodev1.NewRegistryServiceClient(conn).Register(ctx, &meshnodev1.RegisterRequest{Name: "judge",
+		Capabilities: []*meshnodev1.Capability{{Name: "judge"}}, VotePublicKey: pub}); err != nil {
+		t.Fatal(err)
+	}
+	serve, err := meshnodev1.NewInvokeServiceClient(conn).Serve(ctx, &meshnodev1.ServeRequest{AgentId: "judge"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	secondVote := make(chan error, 1)
+	go func() {
+		for {
+			ev, err := serve.Recv()
+			if err != nil {
+				return
+			}
+			ask := ev.GetVote()
+			if ask == nil {
+				continue
+			}
+			q := meshnodev1.NewQuorumServiceClient(conn)
+			yes := quorum.NewVote(ask.GetClusterId(), ask.GetProposal(), meshnodev1.Choice_CHOICE_APPROVE, "yes", "n4/judge", "n4", priv)
+			no := quorum.NewVote(ask.GetClusterId(), ask.GetProposal(), meshnodev1.Choice_CHOICE_REJECT, "no", "n4/judge", "n4", priv)
+			q.Vote(ctx, &meshnodev1.VoteRequest{RequestId: ask.GetRequestId(), Vote: yes})
+			_, err = q.Vote(ctx, &meshnodev1.VoteRequest{RequestId: ask.GetRequestId(), Vote: no})
+			secondVote <- err
+		}
+	}()
+	waitFor(t, 30*time.Second, "n1 sees 4 ready judges", func() bool { return len(readyAgents(t, nodes[0], "judge")) == 4 })
+	resp, err := meshnodev1.NewQuorumServiceClient(nodes[0].conn(t)).Propose(ctx, &meshnodev1.ProposeRequest{Wait: true, Proposal: &meshnodev1.Proposal{
+		Id: "eq-1", Kind: "payment.approve", Payload: []byte("x"),
+		Selection: &meshnodev1.VoterSelection{Capability: "judge", Count: 4},
+		Deadline:  timestamppb.New(time.Now().Add(20 * time.Second)),
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.GetDecision().GetOutcome() != meshnodev1.Choice_CHOICE_APPROVE {
+		t.Fatalf("outcome %v (%s), want APPROVE", resp.GetDecision().GetOutcome(), resp.GetDecision().GetDetail())
+	}
+	select {
+	case err := <-secondVote:
+		if err == nil {
+			t.Fatal("the node accepted a second, different vote for one request")
+		}
+	case <-ctx.Done():
+		t.Fatal("the Byzantine voter was never asked")
+	}
+	waitFor(t, 20*time.Second, "n4/judge is flagged in the registry", func() bool {
+		r, err := meshnodev1.NewRegistryServiceClient(nodes[0].conn(t)).ListAgents(ctx, &meshnodev1.ListAgentsRequest{Capability: "judge"})
+		if err != nil {
+			return false
+		}
+		for _, a := range r.GetAgents() {
+			if a.GetId() == "n4/judge" {
+				return a.GetFlagged()
+			}
+		}
+		return false
+	})
+}

@@ -10,7 +10,8 @@ import (
 
 // KeyLookup finds an agent's registered vote key and node, for example in
 // the registry (Raft state) or in an exported snapshot of it. It returns an
-// error for an unknown agent or one without a vote key.
+// error for an unknown agent or one without a vote key. The returned
+// Voter's AgentID may be left empty.
 type KeyLookup interface {
 	Voter(agentID string) (Voter, error)
 }
@@ -72,6 +73,9 @@ func verifyCertificate(cert *meshnodev1.QuorumCertificate, keys KeyLookup) error
 		v, err := keys.Voter(e.GetAgentId())
 		if err != nil {
 			return fmt.Errorf("electorate: %w", err)
+		}
+		if v.AgentID == "" {
+			v.AgentID = e.GetAgentId()
 		}
 		if v.AgentID != e.GetAgentId() || v.Node != e.GetNode() {
 			return fmt.Errorf("electorate: agent %q is on node %q, registered as %q on %q", e.GetAgentId(), e.GetNode(), v.AgentID, v.Node)
@@ -150,3 +154,20 @@ func verifyEquivocation(ev *meshnodev1.EquivocationEvidence, keys KeyLookup) err
 	}
 	return nil
 }
+
+// NewEvidence returns the evidence that a and b convict their agent, if they
+// do by their content: same agent, cluster, proposal, round, payload and
+// terms, different valid choices. It does not check signatures; run
+// VerifyEquivocation before acting on it. A node that receives two
+// different votes from one agent for one vote request (QuorumService.Vote
+// called twice) uses it to report the agent.
+func NewEvidence(a, b *meshnodev1.Vote) (*meshnodev1.EquivocationEvidence, error) {
+	ev := &meshnodev1.EquivocationEvidence{AgentId: a.GetVoterAgentId(), First: a, Second: b}
+	if err := verifyEquivocation(ev, KeyLookupFunc(func(string) (Voter, error) { return Voter{}, errSkipKeys })); err != nil && !errors.Is(err, errSkipKeys) {
+		return nil, fmt.Errorf("%w: agent %q: %w", ErrInvalidEvidence, a.GetVoterAgentId(), err)
+	}
+	return ev, nil
+}
+
+// errSkipKeys stops verifyEquivocation before the signature checks.
+var errSkipKeys = errors.New("signatures not checked")

@@ -35,26 +35,28 @@ func TestVerifyCertificate(t *testing.T) {
 		t.Fatalf("certificate has %d votes, want exactly the threshold 3", len(cert.GetVotes()))
 	}
 	tampering := map[string]func(c *meshnodev1.QuorumCertificate){
-		"choice":              func(c *meshnodev1.QuorumCertificate) { c.Choice = reject },
-		"choice abstain":      func(c *meshnodev1.QuorumCertificate) { c.Choice = abstain },
-		"vote choice":         func(c *meshnodev1.QuorumCertificate) { c.Votes[1].Choice = reject },
-		"vote reason":         func(c *meshnodev1.QuorumCertificate) { c.Votes[0].Reason = "edited" },
-		"vote signature":      func(c *meshnodev1.QuorumCertificate) { c.Votes[2].Signature[0] ^= 1 },
-		"payload digest":      func(c *meshnodev1.QuorumCertificate) { c.PayloadDigest = PayloadDigest([]byte("other")) },
-		"proposal id":         func(c *meshnodev1.QuorumCertificate) { c.ProposalId = "p2" },
-		"cluster id":          func(c *meshnodev1.QuorumCertificate) { c.ClusterId = "other" },
-		"kind":                func(c *meshnodev1.QuorumCertificate) { c.Kind = "payment.refund" },
-		"round":               func(c *meshnodev1.QuorumCertificate) { c.Round = 2 },
-		"rule written as BFT": func(c *meshnodev1.QuorumCertificate) { c.Rule = &meshnodev1.QuorumRule{Kind: meshnodev1.QuorumRuleKind_QUORUM_RULE_KIND_BFT} },
-		"rule 3 of 4":         func(c *meshnodev1.QuorumCertificate) { c.Rule = kOfN(3) },
-		"rule unanimous":      func(c *meshnodev1.QuorumCertificate) { c.Rule = unanimous() },
-		"vote removed":        func(c *meshnodev1.QuorumCertificate) { c.Votes = c.Votes[:2] },
-		"vote added":          func(c *meshnodev1.QuorumCertificate) { c.Votes = append(c.Votes, ms[3].vote(p, approve)) },
-		"vote duplicated":     func(c *meshnodev1.QuorumCertificate) { c.Votes[2] = c.Votes[1] },
-		"votes reordered":     func(c *meshnodev1.QuorumCertificate) { c.Votes[0], c.Votes[1] = c.Votes[1], c.Votes[0] },
-		"electorate node":     func(c *meshnodev1.QuorumCertificate) { c.Electorate[0].Node = "n09" },
-		"electorate member":   func(c *meshnodev1.QuorumCertificate) { c.Electorate[3].AgentId = "n03/other" },
-		"electorate dropped":  func(c *meshnodev1.QuorumCertificate) { c.Electorate = c.Electorate[:3] },
+		"choice":         func(c *meshnodev1.QuorumCertificate) { c.Choice = reject },
+		"choice abstain": func(c *meshnodev1.QuorumCertificate) { c.Choice = abstain },
+		"vote choice":    func(c *meshnodev1.QuorumCertificate) { c.Votes[1].Choice = reject },
+		"vote reason":    func(c *meshnodev1.QuorumCertificate) { c.Votes[0].Reason = "edited" },
+		"vote signature": func(c *meshnodev1.QuorumCertificate) { c.Votes[2].Signature[0] ^= 1 },
+		"payload digest": func(c *meshnodev1.QuorumCertificate) { c.PayloadDigest = PayloadDigest([]byte("other")) },
+		"proposal id":    func(c *meshnodev1.QuorumCertificate) { c.ProposalId = "p2" },
+		"cluster id":     func(c *meshnodev1.QuorumCertificate) { c.ClusterId = "other" },
+		"kind":           func(c *meshnodev1.QuorumCertificate) { c.Kind = "payment.refund" },
+		"round":          func(c *meshnodev1.QuorumCertificate) { c.Round = 2 },
+		"rule written as BFT": func(c *meshnodev1.QuorumCertificate) {
+			c.Rule = &meshnodev1.QuorumRule{Kind: meshnodev1.QuorumRuleKind_QUORUM_RULE_KIND_BFT}
+		},
+		"rule 3 of 4":        func(c *meshnodev1.QuorumCertificate) { c.Rule = kOfN(3) },
+		"rule unanimous":     func(c *meshnodev1.QuorumCertificate) { c.Rule = unanimous() },
+		"vote removed":       func(c *meshnodev1.QuorumCertificate) { c.Votes = c.Votes[:2] },
+		"vote added":         func(c *meshnodev1.QuorumCertificate) { c.Votes = append(c.Votes, ms[3].vote(p, approve)) },
+		"vote duplicated":    func(c *meshnodev1.QuorumCertificate) { c.Votes[2] = c.Votes[1] },
+		"votes reordered":    func(c *meshnodev1.QuorumCertificate) { c.Votes[0], c.Votes[1] = c.Votes[1], c.Votes[0] },
+		"electorate node":    func(c *meshnodev1.QuorumCertificate) { c.Electorate[0].Node = "n09" },
+		"electorate member":  func(c *meshnodev1.QuorumCertificate) { c.Electorate[3].AgentId = "n03/other" },
+		"electorate dropped": func(c *meshnodev1.QuorumCertificate) { c.Electorate = c.Electorate[:3] },
 		"electorate reordered": func(c *meshnodev1.QuorumCertificate) {
 			c.Electorate[0], c.Electorate[1] = c.Electorate[1], c.Electorate[0]
 		},
@@ -149,5 +151,23 @@ func TestVerifyEquivocation(t *testing.T) {
 		if err := VerifyEquivocation(ev, keys); !errors.Is(err, ErrInvalidEvidence) {
 			t.Errorf("%s: VerifyEquivocation = %v, want ErrInvalidEvidence", name, err)
 		}
+	}
+}
+
+func TestNewEvidence(t *testing.T) {
+	ms := newMembers(4)
+	p := newProposal("p1", bft(), ms)
+	ev, err := NewEvidence(ms[2].vote(p, approve), ms[2].vote(p, abstain))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := VerifyEquivocation(ev, NewKeyMap(votersOf(ms)...)); err != nil {
+		t.Fatalf("evidence does not verify: %v", err)
+	}
+	if _, err := NewEvidence(ms[2].vote(p, approve), ms[2].vote(p, approve)); !errors.Is(err, ErrInvalidEvidence) {
+		t.Fatalf("same choice: %v, want ErrInvalidEvidence", err)
+	}
+	if _, err := NewEvidence(ms[2].vote(p, approve), ms[1].vote(p, reject)); !errors.Is(err, ErrInvalidEvidence) {
+		t.Fatalf("two agents: %v, want ErrInvalidEvidence", err)
 	}
 }

@@ -26,7 +26,8 @@ type Directory interface {
 // peer transport to the voter's node, which pushes the request onto the
 // agent's Serve stream and relays the agent's Vote RPC back. It must return
 // when ctx is done (ctx carries the proposal's deadline). The vote need not
-// be trusted: the tally verifies it. It is called concurrently.
+// be trusted: the tally verifies it. It is called concurrently, with the
+// same p for every voter: it must not modify p.
 type Requester interface {
 	RequestVote(ctx context.Context, v Voter, p *meshnodev1.Proposal) (*meshnodev1.Vote, error)
 }
@@ -56,9 +57,11 @@ type Coordinator struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu     sync.Mutex
-	runs   map[string]*run
-	closed bool
+	mu        sync.Mutex
+	runs      map[string]*run
+	recent    map[string]*meshnodev1.Decision // finished here, by id
+	recentIDs []string                        // recent's keys, oldest first
+	closed    bool
 }
 
 // run is one proposal being voted on.
@@ -81,60 +84,80 @@ func NewCoordinator(cfg CoordinatorConfig, dir Directory, req Requester, com Com
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Coordinator{
 		cfg: cfg.withDefaults(), dir: dir, req: req, com: com,
-		ctx: ctx, cancel: cancel, runs: make(map[string]*run),
+		ctx: ctx, cancel: cancel, runs: make(map[string]*run), recent: make(map[string]*meshnodev1.Decision),
 	}, nil
 }
 
 // Propose starts p (see Start) and waits until it is final or ctx is done.
 // If ctx ends first the vote goes on; Wait or the Committer has the result.
 func (c *Coordinator) Propose(ctx context.Context, p *meshnodev1.Proposal) (*meshnodev1.Decision, error) {
-	d, err := c.Start(ctx, p)
-	if err != nil || d.GetStatus() != meshnodev1.DecisionStatus_DECISION_STATUS_PENDING {
+	d, r, err := c.start(ctx, p)
+	if err != nil || r == nil {
 		return d, err
 	}
-	return c.Wait(ctx, p.GetId())
+	return r.wait(ctx)
 }
 
 // Start validates p, fills in what the node owns (payload digest if empty,
-// created_at if unset, deadline if unset, electorate), picks the voters and
+// created_at, deadline if unset, electorate), picks the voters and
 // starts the vote in the background. It returns the PENDING decision, or the
 // recorded one if p's id was proposed before. Errors come before any vote
 // request: an invalid proposal (ErrInvalidProposal), too few voters or
 // hosts (ErrTooFewVoters, ErrTooFewHosts), an id reused for a different
 // proposal (ErrProposalConflict).
 func (c *Coordinator) Start(ctx context.Context, p *meshnodev1.Proposal) (*meshnodev1.Decision, error) {
-	p, err := c.prepare(p)
-	if err != nil {
-		return nil, err
+	d, _, err := c.start(ctx, p)
+	return d, err
+}
+
+// start is Start; it also returns the run to wait on, nil if the decision
+// is already final.
+func (c *Coordinator) start(ctx context.Context, p *meshnodev1.Proposal) (*meshnodev1.Decision, *run, error) {
+	if p == nil {
+		return nil, nil, fmt.Errorf("%w: proposal is required", ErrInvalidProposal)
 	}
-	if d, ok, err := c.existing(ctx, p); ok || err != nil {
-		return d, err
+	if len(p.GetPayload()) > c.cfg.MaxPayloadBytes {
+		return nil, nil, fmt.Errorf("%w: proposal %q: payload is %d bytes, max %d; store large documents elsewhere and propose their digest",
+			ErrInvalidProposal, p.GetId(), len(p.GetPayload()), c.cfg.MaxPayloadBytes)
+	}
+	p = proto.Clone(p).(*meshnodev1.Proposal)
+	if len(p.PayloadDigest) == 0 {
+		p.PayloadDigest = PayloadDigest(p.GetPayload())
+	}
+	p.Electorate = nil
+	// A proposal already decided (or running) is returned whatever its
+	// deadline and creation time say now.
+	if d, r, ok, err := c.existing(ctx, p); ok || err != nil {
+		return d, r, err
+	}
+	if err := c.complete(p); err != nil {
+		return nil, nil, err
 	}
 	candidates, err := c.dir.Voters(ctx, p.GetSelection())
 	if err != nil {
-		return nil, fmt.Errorf("listing voters for proposal %q: %w", p.GetId(), err)
+		return nil, nil, fmt.Errorf("listing voters for proposal %q: %w", p.GetId(), err)
 	}
 	voters, err := SelectVoters(p.GetSelection(), p.GetRule(), candidates)
 	if err != nil {
-		return nil, fmt.Errorf("choosing voters for proposal %q: %w", p.GetId(), err)
+		return nil, nil, fmt.Errorf("choosing voters for proposal %q: %w", p.GetId(), err)
 	}
 	p.Electorate = Electorate(voters)
 	t, err := NewTally(c.cfg.ClusterID, p, voters)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	pending := &meshnodev1.Decision{Proposal: p, Status: meshnodev1.DecisionStatus_DECISION_STATUS_PENDING}
 
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
-		return nil, ErrClosed
+		return nil, nil, ErrClosed
 	}
 	if r, ok := c.runs[p.GetId()]; ok { // a concurrent Start won the race
 		if err := conflict(r.pending.GetProposal(), p); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		return proto.Clone(r.pending).(*meshnodev1.Decision), nil
+		return proto.Clone(r.pending).(*meshnodev1.Decision), r, nil
 	}
 	r := &run{pending: pending, done: make(chan struct{})}
 	c.runs[p.GetId()] = r
@@ -143,35 +166,45 @@ func (c *Coordinator) Start(ctx context.Context, p *meshnodev1.Proposal) (*meshn
 		defer c.wg.Done()
 		c.execute(r, t, voters)
 	}()
-	return proto.Clone(pending).(*meshnodev1.Decision), nil
+	return proto.Clone(pending).(*meshnodev1.Decision), r, nil
 }
 
-// existing returns the decision p's id already has, running or recorded.
-func (c *Coordinator) existing(ctx context.Context, p *meshnodev1.Proposal) (*meshnodev1.Decision, bool, error) {
+// existing returns the decision p's id already has: running here (with its
+// run), recently finished here, or recorded.
+func (c *Coordinator) existing(ctx context.Context, p *meshnodev1.Proposal) (*meshnodev1.Decision, *run, bool, error) {
+	if p.GetId() == "" {
+		return nil, nil, false, nil // invalid; complete says why
+	}
 	c.mu.Lock()
-	r, ok := c.runs[p.GetId()]
+	r, running := c.runs[p.GetId()]
+	done, finished := c.recent[p.GetId()]
 	closed := c.closed
 	c.mu.Unlock()
-	if closed {
-		return nil, false, ErrClosed
-	}
 	var d *meshnodev1.Decision
-	if ok {
+	switch {
+	case closed:
+		return nil, nil, false, ErrClosed
+	case running:
 		d = proto.Clone(r.pending).(*meshnodev1.Decision)
-	} else {
+	case finished:
+		d = proto.Clone(done).(*meshnodev1.Decision)
+	default:
 		var err error
 		d, err = c.com.Decision(ctx, p.GetId())
-		if errors.Is(err, ErrNotFound) {
-			return nil, false, nil
+		// A recorded PENDING decision is not a decision: its coordinator
+		// may have died. Run the vote; the commit keeps whichever final
+		// decision Raft sees first.
+		if errors.Is(err, ErrNotFound) || (err == nil && d.GetStatus() == meshnodev1.DecisionStatus_DECISION_STATUS_PENDING) {
+			return nil, nil, false, nil
 		}
 		if err != nil {
-			return nil, false, fmt.Errorf("looking up proposal %q: %w", p.GetId(), err)
+			return nil, nil, false, fmt.Errorf("looking up proposal %q: %w", p.GetId(), err)
 		}
 	}
 	if err := conflict(d.GetProposal(), p); err != nil {
-		return nil, false, err
+		return nil, nil, false, err
 	}
-	return d, true, nil
+	return d, r, true, nil
 }
 
 // conflict reports whether q reuses had's id for a different proposal.
@@ -183,48 +216,45 @@ func conflict(had, q *meshnodev1.Proposal) error {
 	return nil
 }
 
-// prepare returns a validated copy of p with the node-owned fields set.
-func (c *Coordinator) prepare(in *meshnodev1.Proposal) (*meshnodev1.Proposal, error) {
-	if in == nil {
-		return nil, fmt.Errorf("%w: proposal is required", ErrInvalidProposal)
-	}
-	if len(in.GetPayload()) > c.cfg.MaxPayloadBytes {
-		return nil, fmt.Errorf("%w: proposal %q: payload is %d bytes, max %d; store large documents elsewhere and propose their digest",
-			ErrInvalidProposal, in.GetId(), len(in.GetPayload()), c.cfg.MaxPayloadBytes)
-	}
-	p := proto.Clone(in).(*meshnodev1.Proposal)
+// complete fills the times the node owns and validates p for a new vote.
+func (c *Coordinator) complete(p *meshnodev1.Proposal) error {
 	now := c.cfg.Clock.Now()
-	if len(p.PayloadDigest) == 0 {
-		p.PayloadDigest = PayloadDigest(p.GetPayload())
-	}
-	if p.CreatedAt == nil {
-		p.CreatedAt = timestamppb.New(now)
-	}
+	p.CreatedAt = timestamppb.New(now) // the node's clock, not the caller's
 	if p.Deadline == nil {
 		p.Deadline = timestamppb.New(p.GetCreatedAt().AsTime().Add(c.cfg.DefaultDeadline))
 	}
-	p.Electorate = nil
 	if err := ValidateProposal(p); err != nil {
-		return nil, err
+		return err
 	}
 	deadline := p.GetDeadline().AsTime()
-	if !deadline.After(now) {
-		return nil, fmt.Errorf("%w: proposal %q: deadline %s has passed", ErrInvalidProposal, p.GetId(), deadline)
+	switch {
+	case !deadline.After(now):
+		return fmt.Errorf("%w: proposal %q: deadline %s has passed", ErrInvalidProposal, p.GetId(), deadline)
+	case deadline.Sub(p.GetCreatedAt().AsTime()) > c.cfg.MaxDeadline:
+		return fmt.Errorf("%w: proposal %q: deadline is more than %s after creation", ErrInvalidProposal, p.GetId(), c.cfg.MaxDeadline)
 	}
-	if deadline.Sub(p.GetCreatedAt().AsTime()) > c.cfg.MaxDeadline {
-		return nil, fmt.Errorf("%w: proposal %q: deadline is more than %s after creation", ErrInvalidProposal, p.GetId(), c.cfg.MaxDeadline)
-	}
-	return p, nil
+	return nil
 }
 
-// Wait returns id's final decision once it has one, or ctx's error.
+// Wait returns id's final decision once it has one, or ctx's error. For an
+// id this coordinator neither runs nor recently finished it returns what
+// the Committer has recorded (ErrNotFound if nothing).
 func (c *Coordinator) Wait(ctx context.Context, id string) (*meshnodev1.Decision, error) {
 	c.mu.Lock()
-	r, ok := c.runs[id]
+	r, running := c.runs[id]
+	done, finished := c.recent[id]
 	c.mu.Unlock()
-	if !ok {
-		return c.com.Decision(ctx, id)
+	switch {
+	case running:
+		return r.wait(ctx)
+	case finished:
+		return proto.Clone(done).(*meshnodev1.Decision), nil
 	}
+	return c.com.Decision(ctx, id)
+}
+
+// wait blocks until r is final or ctx is done.
+func (r *run) wait(ctx context.Context) (*meshnodev1.Decision, error) {
 	select {
 	case <-r.done:
 		if r.err != nil {
@@ -232,7 +262,7 @@ func (c *Coordinator) Wait(ctx context.Context, id string) (*meshnodev1.Decision
 		}
 		return proto.Clone(r.final).(*meshnodev1.Decision), nil
 	case <-ctx.Done():
-		return nil, fmt.Errorf("waiting for proposal %q: %w", id, ctx.Err())
+		return nil, fmt.Errorf("waiting for proposal %q: %w", r.pending.GetProposal().GetId(), ctx.Err())
 	}
 }
 
@@ -262,9 +292,23 @@ func (c *Coordinator) Close() error {
 
 // finish publishes a run's result and forgets it (the Committer has it now).
 func (c *Coordinator) finish(r *run, final *meshnodev1.Decision, err error) {
+	id := r.pending.GetProposal().GetId()
 	c.mu.Lock()
 	r.final, r.err = final, err
-	delete(c.runs, r.pending.GetProposal().GetId())
+	delete(c.runs, id)
+	if err == nil {
+		// Remember recent decisions: this node's replica of Raft state may
+		// not have applied the commit yet when a caller asks again.
+		if len(c.recentIDs) == recentDecisions {
+			delete(c.recent, c.recentIDs[0])
+			c.recentIDs = c.recentIDs[1:]
+		}
+		c.recent[id] = final
+		c.recentIDs = append(c.recentIDs, id)
+	}
 	c.mu.Unlock()
 	close(r.done)
 }
+
+// recentDecisions is how many finished decisions a coordinator remembers.
+const recentDecisions = 1024

@@ -258,8 +258,13 @@ func TestCoordinatorDecidesOnce(t *testing.T) {
 		if err != nil || !proto.Equal(again, results[0]) {
 			t.Fatalf("proposing again: %v, %v", again, err)
 		}
+		synctest.Wait()
 		if h.req.totalCalls() != 4 || h.com.commitCount() != 1 {
 			t.Fatalf("%d vote requests and %d commits, want 4 and 1", h.req.totalCalls(), h.com.commitCount())
+		}
+		time.Sleep(2 * time.Minute) // past the deadline: the decision is still returned
+		if late, err := h.coord.Propose(t.Context(), p); err != nil || !proto.Equal(late, results[0]) {
+			t.Fatalf("proposing again after the deadline: %v, %v", late, err)
 		}
 		changed := proto.Clone(p).(*meshnodev1.Proposal)
 		changed.Payload = []byte(`{"amount": 999999}`)
@@ -443,4 +448,51 @@ func waitFor(t *testing.T, cond func() bool) {
 		}
 		time.Sleep(time.Millisecond)
 	}
+}
+
+// A PENDING record left by a coordinator that died does not block the id:
+// proposing it again runs the vote.
+func TestCoordinatorRerunsRecordedPending(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, 4)
+		p := capProposal("p1", 4, time.Minute)
+		stale := proto.Clone(p).(*meshnodev1.Proposal)
+		stale.PayloadDigest = PayloadDigest(stale.GetPayload())
+		h.com.byID["p1"] = &meshnodev1.Decision{Proposal: stale, Status: meshnodev1.DecisionStatus_DECISION_STATUS_PENDING}
+		d, err := h.coord.Propose(t.Context(), p)
+		if err != nil || d.GetStatus() != meshnodev1.DecisionStatus_DECISION_STATUS_DECIDED {
+			t.Fatalf("Propose over a stale pending record: %v, %v", d.GetStatus(), err)
+		}
+	})
+}
+
+// The node's replica may not have applied a commit yet: the coordinator
+// still answers for ids it decided itself, without voting again.
+func TestCoordinatorRemembersRecentDecisions(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ms := newMembers(4)
+		req := newFakeRequester(ms)
+		c, err := NewCoordinator(CoordinatorConfig{ClusterID: testCluster}, &fakeDirectory{members: ms}, req, &racingCommitter{newFakeCommitter()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		p := capProposal("p1", 4, time.Minute)
+		first, err := c.Propose(t.Context(), p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, get := range []func() (*meshnodev1.Decision, error){
+			func() (*meshnodev1.Decision, error) { return c.Propose(t.Context(), p) },
+			func() (*meshnodev1.Decision, error) { return c.Wait(t.Context(), "p1") },
+		} {
+			if d, err := get(); err != nil || !proto.Equal(d, first) {
+				t.Fatalf("asking again: %v, %v", d.GetStatus(), err)
+			}
+		}
+		synctest.Wait() // every fan-out goroutine has asked its voter
+		if req.totalCalls() != 4 {
+			t.Fatalf("%d vote requests, want 4: the id was voted on again", req.totalCalls())
+		}
+	})
 }

@@ -105,7 +105,9 @@ type fakeCommitter struct {
 	err     error
 }
 
-func newFakeCommitter() *fakeCommitter { return &fakeCommitter{byID: map[string]*meshnodev1.Decision{}} }
+func newFakeCommitter() *fakeCommitter {
+	return &fakeCommitter{byID: map[string]*meshnodev1.Decision{}}
+}
 
 func (c *fakeCommitter) Commit(_ context.Context, d *meshnodev1.Decision) (*meshnodev1.Decision, error) {
 	c.mu.Lock()

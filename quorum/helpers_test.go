@@ -85,12 +85,6 @@ func (m member) vote(p *meshnodev1.Proposal, c meshnodev1.Choice) *meshnodev1.Vo
 	return NewVote(testCluster, p, c, "because", m.AgentID, m.Node, m.priv)
 }
 
-// resign re-signs v with m's key after a test changed it.
-func (m member) resign(v *meshnodev1.Vote) *meshnodev1.Vote {
-	SignVote(m.priv, v)
-	return v
-}
-
 func bft() *meshnodev1.QuorumRule { return nil }
 
 func kOfN(k uint32) *meshnodev1.QuorumRule {

@@ -73,20 +73,23 @@ func TestBFTThresholdIsMinimalSafeQuorum(t *testing.T) {
 func TestValidateProposal(t *testing.T) {
 	ms := newMembers(4)
 	tests := map[string]func(p *meshnodev1.Proposal){
-		"no id":                func(p *meshnodev1.Proposal) { p.Id = "" },
-		"long id":              func(p *meshnodev1.Proposal) { p.Id = strings.Repeat("x", MaxIDBytes+1) },
-		"bad utf-8 id":         func(p *meshnodev1.Proposal) { p.Id = "\xff" },
-		"no kind":              func(p *meshnodev1.Proposal) { p.Kind = "" },
-		"wrong digest":         func(p *meshnodev1.Proposal) { p.PayloadDigest = PayloadDigest([]byte("x")) },
-		"no digest":            func(p *meshnodev1.Proposal) { p.PayloadDigest = nil },
-		"no selection":         func(p *meshnodev1.Proposal) { p.Selection = nil },
-		"empty selection":      func(p *meshnodev1.Proposal) { p.Selection = &meshnodev1.VoterSelection{} },
-		"capability and ids":   func(p *meshnodev1.Proposal) { p.Selection.Capability = "payment.approve" },
-		"duplicate ids":        func(p *meshnodev1.Proposal) { p.Selection.AgentIds[1] = p.Selection.AgentIds[0] },
-		"count disagrees":      func(p *meshnodev1.Proposal) { p.Selection.Count = 7 },
-		"3 bft voters":         func(p *meshnodev1.Proposal) { p.Selection.AgentIds = p.Selection.AgentIds[:3] },
-		"k of n without count": func(p *meshnodev1.Proposal) { p.Rule = kOfN(2); p.Selection = &meshnodev1.VoterSelection{Capability: "c"} },
-		"no deadline":          func(p *meshnodev1.Proposal) { p.Deadline = nil },
+		"no id":              func(p *meshnodev1.Proposal) { p.Id = "" },
+		"long id":            func(p *meshnodev1.Proposal) { p.Id = strings.Repeat("x", MaxIDBytes+1) },
+		"bad utf-8 id":       func(p *meshnodev1.Proposal) { p.Id = "\xff" },
+		"no kind":            func(p *meshnodev1.Proposal) { p.Kind = "" },
+		"wrong digest":       func(p *meshnodev1.Proposal) { p.PayloadDigest = PayloadDigest([]byte("x")) },
+		"no digest":          func(p *meshnodev1.Proposal) { p.PayloadDigest = nil },
+		"no selection":       func(p *meshnodev1.Proposal) { p.Selection = nil },
+		"empty selection":    func(p *meshnodev1.Proposal) { p.Selection = &meshnodev1.VoterSelection{} },
+		"capability and ids": func(p *meshnodev1.Proposal) { p.Selection.Capability = "payment.approve" },
+		"duplicate ids":      func(p *meshnodev1.Proposal) { p.Selection.AgentIds[1] = p.Selection.AgentIds[0] },
+		"count disagrees":    func(p *meshnodev1.Proposal) { p.Selection.Count = 7 },
+		"3 bft voters":       func(p *meshnodev1.Proposal) { p.Selection.AgentIds = p.Selection.AgentIds[:3] },
+		"k of n without count": func(p *meshnodev1.Proposal) {
+			p.Rule = kOfN(2)
+			p.Selection = &meshnodev1.VoterSelection{Capability: "c"}
+		},
+		"no deadline": func(p *meshnodev1.Proposal) { p.Deadline = nil },
 		"deadline before created": func(p *meshnodev1.Proposal) {
 			p.Deadline = p.CreatedAt
 		},

@@ -40,7 +40,9 @@ func otherProposal(p *meshnodev1.Proposal, mutate func(*meshnodev1.Proposal)) *m
 
 var scenarios = []scenario{
 	{name: "all honest approve", n: 4,
-		votes:   func(ms []member, p *meshnodev1.Proposal) []*meshnodev1.Vote { return honest(ms, p, approve, 0, 1, 2, 3) },
+		votes: func(ms []member, p *meshnodev1.Proposal) []*meshnodev1.Vote {
+			return honest(ms, p, approve, 0, 1, 2, 3)
+		},
 		outcome: OutcomeDecided, choice: approve},
 	{name: "honest reject", n: 4,
 		votes:   func(ms []member, p *meshnodev1.Proposal) []*meshnodev1.Vote { return honest(ms, p, reject, 3, 1, 0) },

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
+	"github.com/agentmesh/meshnode/pki"
 	"github.com/agentmesh/meshnode/quorum"
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
@@ -213,15 +214,14 @@ node that answered is not trusted: any change to the certificate fails here.`,
 				return err
 			}
 			cert := d.GetCertificate()
-			if cert == nil {
-				return fmt.Errorf("decision %s has no certificate (status %s): nothing to verify", args[0], enumWord(d.GetStatus().String(), "DECISION_STATUS_"))
-			}
-			keys, err := registryKeys(cf)
+			keys, cluster, err := registryKeys(cf)
 			if err != nil {
 				return err
 			}
-			if err := quorum.VerifyCertificate(cert, keys); err != nil {
-				return fmt.Errorf("certificate of %s does NOT verify: %w", args[0], err)
+			// The cluster id comes from the node's own identity, not from the
+			// certificate being checked.
+			if err := quorum.VerifyDecision(cluster, d, keys); err != nil {
+				return fmt.Errorf("decision %s does NOT verify: %w", args[0], err)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "certificate of %s verifies: %s by %d signed votes\n", args[0], enumWord(cert.GetChoice().String(), "CHOICE_"), len(cert.GetVotes()))
 			return nil
@@ -233,13 +233,24 @@ node that answered is not trusted: any change to the certificate fails here.`,
 
 // registryKeys reads every agent's vote key, consistently, for offline
 // certificate checks.
-func registryKeys(cf *clientFlags) (quorum.KeyMap, error) {
+func registryKeys(cf *clientFlags) (quorum.KeyMap, string, error) {
 	conn, err := cf.dial()
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	defer conn.Close()
-	return fetchKeys(conn, cf)
+	ctx, cancel := cf.context()
+	defer cancel()
+	st, err := meshnodev1.NewNodeServiceClient(conn).Status(ctx, &meshnodev1.StatusRequest{})
+	if err != nil {
+		return nil, "", rpcError("status", err, cf.socketPath())
+	}
+	id, err := pki.ParseID(st.GetSpiffeId())
+	if err != nil {
+		return nil, "", fmt.Errorf("node identity %q: %w", st.GetSpiffeId(), err)
+	}
+	keys, err := fetchKeys(conn, cf)
+	return keys, id.TrustDomain, err
 }
 
 func fetchKeys(conn *grpc.ClientConn, cf *clientFlags) (quorum.KeyMap, error) {
