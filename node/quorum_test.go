@@ -15,7 +15,9 @@ import (
 )
 
 func voter(choice agent.Choice) agent.VoteHandlerFunc {
-	return func(context.Context, *meshnodev1.Proposal) (agent.Choice, string, error) { return choice, "checked", nil }
+	return func(context.Context, *meshnodev1.Proposal) (agent.Choice, string, error) {
+		return choice, "checked", nil
+	}
 }
 
 // TestQuorumWithALiar: four voters on four nodes (f = 1); one votes against

@@ -8,8 +8,8 @@ import (
 	"text/tabwriter"
 	"time"
 
-	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
 	"github.com/agentmesh/meshnode/pki"
+	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
 	"github.com/agentmesh/meshnode/quorum"
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
