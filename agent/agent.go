@@ -56,23 +56,26 @@ type Agent struct {
 	// away. Zero fields take DefaultBackoff's values.
 	ReconnectBackoff Backoff
 	// MaxInFlight bounds the calls handled at once, across capabilities.
-	// Default: DefaultMaxInFlight. The node is told, so it routes the excess
-	// elsewhere instead of queueing it here.
+	// Default: DefaultMaxInFlight, or the sum of the capabilities'
+	// MaxConcurrency if that is lower and every capability has one. The node
+	// is told, so it routes the excess elsewhere instead of queueing it here.
 	MaxInFlight int
 
-	mu       sync.Mutex
-	handlers map[string]*handler
-	order    []string // capability names in Handle order, for a stable registration
-	client   *Client
-	key      ed25519.PrivateKey
-	name     string
-	log      *slog.Logger
-	readyCh  chan struct{} // closed while a Serve stream is ready
-	closed   bool
-	serving  atomic.Bool
-	id       atomic.Pointer[string] // the registered id "<node>/<name>"
-	rand     func() float64
-	initDone bool
+	mu           sync.Mutex
+	handlers     map[string]*handler
+	voteHandlers map[string]VoteHandlerFunc
+	order        []string // capability names in Handle order, for a stable registration
+	client       *Client
+	key          ed25519.PrivateKey
+	name         string
+	log          *slog.Logger
+	readyCh      chan struct{} // closed while a Serve stream is ready
+	closed       bool
+	serving      atomic.Bool
+	id           atomic.Pointer[string] // the registered id "<node>/<name>"
+	node         atomic.Pointer[string] // the node the agent is attached to
+	rand         func() float64
+	initDone     bool
 }
 
 type handler struct {
@@ -274,7 +277,9 @@ func (a *Agent) Register(ctx context.Context) error {
 	if id == "" {
 		id = req.GetName()
 	}
+	node := resp.GetAgent().GetNode()
 	a.id.Store(&id)
+	a.node.Store(&node)
 	a.client.agentID.Store(&id)
 	return nil
 }
@@ -282,7 +287,7 @@ func (a *Agent) Register(ctx context.Context) error {
 func (a *Agent) registerRequest() (*meshnodev1.RegisterRequest, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if len(a.order) == 0 {
+	if len(a.order) == 0 && len(a.voteHandlers) == 0 {
 		return nil, ErrNoHandlers
 	}
 	if err := a.validateLocked(); err != nil {

@@ -33,6 +33,7 @@ type Client struct {
 	registry meshnodev1.RegistryServiceClient
 	invoke   meshnodev1.InvokeServiceClient
 	node     meshnodev1.NodeServiceClient
+	quorum   meshnodev1.QuorumServiceClient
 	log      *slog.Logger
 	backoff  Backoff
 	rand     func() float64
@@ -40,10 +41,32 @@ type Client struct {
 	agentID atomic.Pointer[string]
 }
 
+// DialOption configures Dial.
+type DialOption func(*dialConfig)
+
+type dialConfig struct {
+	log     *slog.Logger
+	backoff Backoff
+}
+
+// WithLogger sets where the client logs reconnects (Watch). Default:
+// slog.Default().
+func WithLogger(l *slog.Logger) DialOption { return func(c *dialConfig) { c.log = l } }
+
+// WithBackoff sets the reconnect schedule; zero fields take DefaultBackoff's.
+func WithBackoff(b Backoff) DialOption { return func(c *dialConfig) { c.backoff = b } }
+
 // Dial connects to the node listening on socket ("" means DefaultSocket).
 // It fails fast with ErrNodeUnreachable when nothing listens there; after
 // that the connection re-establishes itself if the node restarts.
-func Dial(ctx context.Context, socket string) (*Client, error) {
+func Dial(ctx context.Context, socket string, opts ...DialOption) (*Client, error) {
+	var cfg dialConfig
+	for _, o := range opts {
+		o(&cfg)
+	}
+	if err := cfg.backoff.Validate(); err != nil {
+		return nil, err
+	}
 	if socket == "" {
 		socket = DefaultSocket()
 	}
@@ -54,7 +77,7 @@ func Dial(ctx context.Context, socket string) (*Client, error) {
 			ErrNodeUnreachable, socket, err, SocketEnv)
 	}
 	probe.Close()
-	return newClient(socket, nil, Backoff{})
+	return newClient(socket, cfg.log, cfg.backoff)
 }
 
 // newClient builds a client without probing the socket: an Agent may start
@@ -95,6 +118,7 @@ func newClient(socket string, log *slog.Logger, b Backoff) (*Client, error) {
 		registry: meshnodev1.NewRegistryServiceClient(conn),
 		invoke:   meshnodev1.NewInvokeServiceClient(conn),
 		node:     meshnodev1.NewNodeServiceClient(conn),
+		quorum:   meshnodev1.NewQuorumServiceClient(conn),
 		log:      log,
 		backoff:  b,
 		rand:     defaultRand,
@@ -238,3 +262,25 @@ func (c *Client) ListAgents(ctx context.Context, opts ...ListOption) ([]*meshnod
 // isEOF reports a stream the node ended cleanly, typically while shutting
 // down; it is retried like any transient failure.
 func isEOF(err error) bool { return err == io.EOF }
+
+// Propose puts a decision to a quorum vote. With wait it returns once the
+// proposal is decided, has no quorum, or reaches its deadline; otherwise it
+// returns the pending decision at once (poll with Decision). Proposing an id
+// again returns the decision recorded for it. Verify a decided outcome's
+// certificate with quorum.VerifyCertificate rather than trusting the node.
+func (c *Client) Propose(ctx context.Context, p *meshnodev1.Proposal, wait bool) (*meshnodev1.Decision, error) {
+	r, err := c.quorum.Propose(ctx, &meshnodev1.ProposeRequest{Proposal: p, Wait: wait})
+	if err != nil {
+		return nil, fmt.Errorf("agent: propose %q: %w", p.GetId(), err)
+	}
+	return r.GetDecision(), nil
+}
+
+// Decision returns the decision on proposal id, pending or final.
+func (c *Client) Decision(ctx context.Context, id string) (*meshnodev1.Decision, error) {
+	r, err := c.quorum.GetDecision(ctx, &meshnodev1.GetDecisionRequest{Id: id})
+	if err != nil {
+		return nil, fmt.Errorf("agent: decision %q: %w", id, err)
+	}
+	return r.GetDecision(), nil
+}

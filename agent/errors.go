@@ -13,9 +13,10 @@ import (
 
 // Sentinel errors callers branch on with errors.Is.
 var (
-	// ErrNoHandlers is returned by Serve and Register when no capability was
-	// added with Handle: an agent that serves nothing cannot be routed to.
-	ErrNoHandlers = errors.New("agent: no capabilities: call Handle before Register or Serve")
+	// ErrNoHandlers is returned by Serve and Register when nothing was added
+	// with Handle or HandleVote: an agent that serves nothing cannot be
+	// routed to.
+	ErrNoHandlers = errors.New("agent: nothing to serve: call Handle or HandleVote before Register or Serve")
 	// ErrNodeUnreachable is returned by Dial when nothing listens on the
 	// socket. The message says how to start a node or point at one.
 	ErrNodeUnreachable = errors.New("agent: meshnode socket unreachable")

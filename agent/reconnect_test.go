@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"testing"
 	"time"
 
@@ -45,7 +46,7 @@ func TestReconnectsAndReregistersAfterNodeRestart(t *testing.T) {
 	a.Handle(Capability{Name: "wait"}, func(ctx context.Context, r *Request) (*Response, error) {
 		close(started)
 		<-ctx.Done()
-		handlerErr <- ctx.Err()
+		handlerErr <- context.Cause(ctx)
 		return nil, ctx.Err()
 	})
 	a.Handle(Capability{Name: "echo"}, echo)
@@ -65,8 +66,8 @@ func TestReconnectsAndReregistersAfterNodeRestart(t *testing.T) {
 	}
 	select {
 	case err := <-handlerErr:
-		if !errors.Is(err, context.Canceled) {
-			t.Errorf("handler ctx ended with %v, want Canceled when the stream broke", err)
+		if !errors.Is(err, ErrDisconnected) {
+			t.Errorf("handler ctx ended with cause %v, want ErrDisconnected when the stream broke", err)
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("handler ctx not cancelled after the node went away")
@@ -117,8 +118,14 @@ func TestWatchStreamsChangesAndResumesAfterRestart(t *testing.T) {
 	if err := first.Register(timeout(t, 10*time.Second)); err != nil {
 		t.Fatal(err)
 	}
-	c := dial(t, node)
-	c.backoff = Backoff{Initial: 5 * time.Millisecond, Max: 50 * time.Millisecond, Jitter: -1}.withDefaults()
+	logs := &logBuffer{}
+	c, err := Dial(context.Background(), node.Socket,
+		WithLogger(slog.New(slog.NewTextHandler(logs, nil))),
+		WithBackoff(Backoff{Initial: 5 * time.Millisecond, Max: 50 * time.Millisecond, Jitter: -1}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
 
 	type event struct {
 		typ meshnodev1.WatchEventType
@@ -179,5 +186,8 @@ func TestWatchStreamsChangesAndResumesAfterRestart(t *testing.T) {
 	}
 	if got, w := next(), (event{meshnodev1.WatchEventType_WATCH_EVENT_TYPE_DELETE, "test-node/second"}); got != w {
 		t.Fatalf("event %v, want %v", got, w)
+	}
+	if logs.count("meshnode watch broken; reconnecting") == 0 {
+		t.Errorf("the watch reconnect was not logged; log:\n%s", logs)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel/propagation"
@@ -14,23 +15,33 @@ import (
 	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
 )
 
-// respondTimeout bounds one Respond. The answer is useless to the caller
-// after its deadline anyway; this only stops a wedged node from pinning a
-// handler goroutine forever.
+// respondTimeout bounds one Respond or Vote. The answer is useless to the
+// caller after its deadline anyway; this only stops a wedged node from
+// pinning a handler goroutine forever.
 const respondTimeout = 30 * time.Second
 
+// Why a handler's ctx ended, as reported by context.Cause(ctx).
+var (
+	// ErrCallCanceled: the caller gave up (its own deadline or cancel) and
+	// the node withdrew the call. The answer is not sent.
+	ErrCallCanceled = errors.New("agent: the caller gave up on this call")
+	// ErrDisconnected: the Serve stream to the node broke; the answer could
+	// not be delivered. Serve reconnects on its own.
+	ErrDisconnected = errors.New("agent: disconnected from the node")
+)
+
 // Serve registers the agent, opens its Serve stream and handles the calls
-// delivered on it, each in its own goroutine, at most MaxInFlight at once.
-// When the node goes away (restart, upgrade, crash) Serve reconnects with
-// ReconnectBackoff and registers again, logging each failed attempt; the
-// node may also be started after the agent.
+// and vote requests delivered on it, each in its own goroutine, at most
+// MaxInFlight calls at once. When the node goes away (restart, upgrade,
+// crash) Serve reconnects with ReconnectBackoff and registers again, logging
+// each failed attempt; the node may also be started after the agent.
 //
 // Serve returns nil when ctx ends, after every running handler has returned
 // (their contexts are cancelled). It returns an error without retrying when
-// the configuration is invalid, when no capability was added (ErrNoHandlers),
-// when the node refuses the agent (InvalidArgument, PermissionDenied,
-// AlreadyExists: another process owns the name, ...), and ErrClosed after
-// Close.
+// the configuration is invalid, when nothing was added with Handle or
+// HandleVote (ErrNoHandlers), when the node refuses the agent
+// (InvalidArgument, PermissionDenied, AlreadyExists: another process owns
+// the name, ...), and ErrClosed after Close.
 func (a *Agent) Serve(ctx context.Context) error {
 	if err := a.init(); err != nil {
 		return err
@@ -68,24 +79,52 @@ func (a *Agent) Serve(ctx context.Context) error {
 	}
 }
 
+// maxInFlight is the limit Serve enforces and announces to the node:
+// MaxInFlight, tightened to the sum of the capabilities' MaxConcurrency when
+// every capability has one, since the agent can never run more than that.
 func (a *Agent) maxInFlight() int {
-	if a.MaxInFlight > 0 {
-		return a.MaxInFlight
+	limit := a.MaxInFlight
+	if limit <= 0 {
+		limit = DefaultMaxInFlight
 	}
-	return DefaultMaxInFlight
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	sum := 0
+	for _, h := range a.handlers {
+		if h.capability.MaxConcurrency <= 0 {
+			return limit
+		}
+		sum += h.capability.MaxConcurrency
+	}
+	if sum > 0 {
+		return min(limit, sum)
+	}
+	return limit
 }
 
 // server is the state of one Serve call, shared by its sessions (one session
 // per connection to the node).
 type server struct {
 	a   *Agent
-	sem chan struct{} // one token per running handler
+	sem chan struct{} // one token per running call handler
 	wg  sync.WaitGroup
 }
 
-// session registers, opens one Serve stream and dispatches its deliveries
-// until it breaks. It reports whether the node confirmed the stream, which
-// resets the reconnect backoff.
+// session is one Serve stream: the calls running on it, so the node can
+// withdraw them.
+type session struct {
+	mu    sync.Mutex
+	calls map[string]*runningCall
+}
+
+type runningCall struct {
+	cancel    context.CancelCauseFunc
+	withdrawn atomic.Bool
+}
+
+// session registers, opens one Serve stream and dispatches its events until
+// it breaks. It reports whether the node confirmed the stream, which resets
+// the reconnect backoff.
 func (s *server) session(ctx context.Context) (ready bool, err error) {
 	a := s.a
 	if err := a.Register(ctx); err != nil {
@@ -93,13 +132,14 @@ func (s *server) session(ctx context.Context) (ready bool, err error) {
 	}
 	// Cancelling sctx cancels every handler started on this stream: their
 	// answers could not be delivered on it anyway.
-	sctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	sctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(ErrDisconnected)
 	id := a.ID()
 	stream, err := a.client.invoke.Serve(sctx, &meshnodev1.ServeRequest{AgentId: id, MaxInFlight: uint32(cap(s.sem))})
 	if err != nil {
 		return false, fmt.Errorf("agent: open serve stream for %q: %w", id, err)
 	}
+	ss := &session{calls: map[string]*runningCall{}}
 	for {
 		ev, err := stream.Recv()
 		if err != nil {
@@ -114,7 +154,11 @@ func (s *server) session(ctx context.Context) (ready bool, err error) {
 			a.setReady(true)
 			a.log.Info("agent ready", "id", id, "socket", a.client.socket)
 		case *meshnodev1.ServeResponse_Call:
-			s.dispatch(sctx, e.Call)
+			s.dispatch(sctx, ss, e.Call)
+		case *meshnodev1.ServeResponse_Cancel:
+			ss.withdraw(e.Cancel)
+		case *meshnodev1.ServeResponse_Vote:
+			s.wg.Go(func() { s.vote(sctx, e.Vote) })
 		default:
 			// A newer node may send events this SDK does not know yet;
 			// ignoring them keeps old agents working.
@@ -123,9 +167,35 @@ func (s *server) session(ctx context.Context) (ready bool, err error) {
 	}
 }
 
+// withdraw cancels a running call the caller gave up on. A cancel for a
+// call that already finished is normal (the answer and the cancel crossed).
+func (ss *session) withdraw(c *meshnodev1.CallCancel) {
+	ss.mu.Lock()
+	rc := ss.calls[c.GetCallId()]
+	ss.mu.Unlock()
+	if rc != nil {
+		rc.withdrawn.Store(true)
+		rc.cancel(fmt.Errorf("%w: %s", ErrCallCanceled, c.GetReason()))
+	}
+}
+
+func (ss *session) track(callID string, cancel context.CancelCauseFunc) *runningCall {
+	rc := &runningCall{cancel: cancel}
+	ss.mu.Lock()
+	ss.calls[callID] = rc
+	ss.mu.Unlock()
+	return rc
+}
+
+func (ss *session) untrack(callID string) {
+	ss.mu.Lock()
+	delete(ss.calls, callID)
+	ss.mu.Unlock()
+}
+
 // dispatch starts the handler for one delivery. It never blocks: the receive
 // loop must keep reading so the node's other deliveries are not held up.
-func (s *server) dispatch(sctx context.Context, d *meshnodev1.Delivery) {
+func (s *server) dispatch(sctx context.Context, ss *session, d *meshnodev1.Delivery) {
 	a := s.a
 	h := a.handlerFor(d.GetCapability())
 	if h == nil {
@@ -133,8 +203,9 @@ func (s *server) dispatch(sctx context.Context, d *meshnodev1.Delivery) {
 			Message: fmt.Sprintf("agent %q does not handle capability %q", a.ID(), d.GetCapability())})
 		return
 	}
-	// The node honours MaxInFlight and max_concurrency; these checks catch
-	// the moments its count and ours disagree (right after a reconnect).
+	// The node honours MaxInFlight; these checks catch the moments its
+	// count and ours disagree (right after a reconnect) and enforce the
+	// per-capability MaxConcurrency.
 	select {
 	case s.sem <- struct{}{}:
 	default:
@@ -149,14 +220,21 @@ func (s *server) dispatch(sctx context.Context, d *meshnodev1.Delivery) {
 			Message: fmt.Sprintf("agent %q is at MaxConcurrency (%d) for %q", a.ID(), limit, d.GetCapability())})
 		return
 	}
+	ctx, cancel := context.WithCancelCause(sctx)
+	rc := ss.track(d.GetCallId(), cancel)
 	s.wg.Go(func() {
-		resp, err := s.run(sctx, h, d)
+		defer ss.untrack(d.GetCallId())
+		resp, err := s.run(ctx, h, d)
+		cancel(nil)
 		// Free the slot before answering: the node counts the call as done
 		// when Respond arrives and may deliver the next one at once.
 		if h.capability.MaxConcurrency > 0 {
 			h.inFlight.Add(-1)
 		}
 		<-s.sem
+		if rc.withdrawn.Load() {
+			return // the node no longer waits for this answer
+		}
 		s.respond(d.GetCallId(), resp, err)
 	})
 }
@@ -165,19 +243,20 @@ func (s *server) reject(d *meshnodev1.Delivery, e *Error) {
 	s.wg.Go(func() { s.respond(d.GetCallId(), nil, e) })
 }
 
-// run calls the handler with a context that ends at the call's deadline or
-// when the stream breaks, carries the caller's trace context and names the
-// call as the parent of calls the handler makes.
-func (s *server) run(sctx context.Context, h *handler, d *meshnodev1.Delivery) (resp *Response, err error) {
+// run calls the handler with a context that ends at the call's deadline,
+// when the caller gives up or when the stream breaks; it carries the
+// caller's trace context and names the call as the parent of calls the
+// handler makes.
+func (s *server) run(ctx context.Context, h *handler, d *meshnodev1.Delivery) (resp *Response, err error) {
 	req := requestFromDelivery(d)
-	if !req.Deadline.IsZero() && !time.Now().Before(req.Deadline) {
-		return nil, Errorf(codes.DeadlineExceeded, "call %s arrived after its deadline %s", req.CallID, req.Deadline.Format(time.RFC3339Nano))
-	}
-	ctx, cancel := context.WithCancel(sctx)
 	if !req.Deadline.IsZero() {
-		ctx, cancel = context.WithDeadline(sctx, req.Deadline)
+		if !time.Now().Before(req.Deadline) {
+			return nil, Errorf(codes.DeadlineExceeded, "call %s arrived after its deadline %s", req.CallID, req.Deadline.Format(time.RFC3339Nano))
+		}
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, req.Deadline)
+		defer cancel()
 	}
-	defer cancel()
 	ctx = propagation.TraceContext{}.Extract(ctx, propagation.MapCarrier(req.Metadata))
 	ctx = withCallInfo(ctx, callInfo{callID: req.CallID, agentID: s.a.ID()})
 	defer func() {

@@ -1,16 +1,18 @@
 // Package agenttest runs a small in-memory stand-in for a meshnode node on a
-// real Unix socket, for testing agents without a cluster: the way
+// real Unix socket, for testing agents without a cluster, the way
 // net/http/httptest stands in for a web server.
 //
 // The Node speaks the same wire as a real node on one socket (gRPC over
 // HTTP/2, Connect JSON over HTTP/1.1) and implements RegistryService,
-// InvokeService and NodeService with simple, deterministic behaviour: Call
-// goes to the first ready agent offering the capability, on this node only.
-// It records what agents sent so tests can assert on it, and Restart
-// simulates a node restart (socket gone, state forgotten, socket back).
+// InvokeService, NodeService and QuorumService.Vote with simple,
+// deterministic behaviour: Call goes to the first ready agent offering the
+// capability, and a caller that gives up withdraws the call (CallCancel).
+// It records what agents sent so tests can assert on it; Deliver and AskVote
+// push hand-made calls and vote requests; Restart simulates a node restart
+// (connections, streams and pending calls lost, registry kept).
 //
-// It does not check peer credentials, route across nodes, retry, or enforce
-// MaxInFlight; the real node's tests cover those.
+// It does not check peer credentials, route across nodes, retry, run
+// quorum tallies, or enforce MaxInFlight; the real node's tests cover those.
 package agenttest
 
 import (
@@ -23,9 +25,13 @@ import (
 	"testing"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
 )
+
+var errStopping = status.Error(codes.Unavailable, "node stopping")
 
 // Node is an in-memory meshnode node serving on a Unix socket.
 type Node struct {
@@ -74,10 +80,26 @@ func (n *Node) Start() error {
 	} else {
 		n.st = n.st.reincarnate()
 	}
-	srv := grpc.NewServer(grpc.MaxRecvMsgSize(16<<20), grpc.MaxSendMsgSize(16<<20))
+	st := n.st
+	// A stopping node answers nothing: without this, a fast reconnect could
+	// register with the incarnation being torn down.
+	srv := grpc.NewServer(grpc.MaxRecvMsgSize(16<<20), grpc.MaxSendMsgSize(16<<20),
+		grpc.UnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+			if st.stopped() {
+				return nil, errStopping
+			}
+			return h(ctx, req)
+		}),
+		grpc.StreamInterceptor(func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+			if st.stopped() {
+				return errStopping
+			}
+			return h(srv, ss)
+		}))
 	meshnodev1.RegisterRegistryServiceServer(srv, &registrySvc{st: n.st})
 	meshnodev1.RegisterInvokeServiceServer(srv, &invokeSvc{st: n.st})
 	meshnodev1.RegisterNodeServiceServer(srv, &nodeSvc{st: n.st})
+	meshnodev1.RegisterQuorumServiceServer(srv, &quorumSvc{st: n.st})
 	mux, err := listenMux(n.Socket, srv)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", n.Socket, err)
@@ -184,4 +206,27 @@ func (n *Node) Agent(id string) (*meshnodev1.Agent, bool) {
 	defer st.mu.Unlock()
 	a, ok := st.agents[st.resolve(id)]
 	return a, ok
+}
+
+// AskVote pushes a vote request to a ready agent and waits for its signed
+// vote. An empty RequestId is filled in.
+func (n *Node) AskVote(ctx context.Context, agentID string, ask *meshnodev1.VoteAsk) (*meshnodev1.VoteRequest, error) {
+	return n.state().askVote(ctx, agentID, ask)
+}
+
+// Votes returns every VoteRequest received, oldest first.
+func (n *Node) Votes() []*meshnodev1.VoteRequest {
+	st := n.state()
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return append([]*meshnodev1.VoteRequest(nil), st.votes...)
+}
+
+// StrayAnswers counts Respond calls for calls nobody was waiting for
+// (answered twice, withdrawn, or timed out).
+func (n *Node) StrayAnswers() int {
+	st := n.state()
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.strayAnswers
 }

@@ -154,10 +154,11 @@ func (v *invokeSvc) Serve(req *meshnodev1.ServeRequest, srv grpc.ServerStreaming
 		return err
 	}
 	defer v.st.closeStream(id, st)
+	// Ready before the agent hears so: once it sees ServeReady, calls reach it.
+	v.st.setReady(id, st)
 	if err := srv.Send(&meshnodev1.ServeResponse{Event: &meshnodev1.ServeResponse_Ready{Ready: &meshnodev1.ServeReady{AgentId: id}}}); err != nil {
 		return err
 	}
-	v.st.setReady(id, st)
 	for {
 		select {
 		case ev := <-st.out:
@@ -177,6 +178,18 @@ func (v *invokeSvc) Respond(_ context.Context, req *meshnodev1.RespondRequest) (
 		return nil, err
 	}
 	return &meshnodev1.RespondResponse{}, nil
+}
+
+type quorumSvc struct {
+	meshnodev1.UnimplementedQuorumServiceServer
+	st *state
+}
+
+func (q *quorumSvc) Vote(_ context.Context, req *meshnodev1.VoteRequest) (*meshnodev1.VoteResponse, error) {
+	if err := q.st.vote(req); err != nil {
+		return nil, err
+	}
+	return &meshnodev1.VoteResponse{}, nil
 }
 
 type nodeSvc struct {

@@ -25,6 +25,9 @@ type state struct {
 	agents        map[string]*meshnodev1.Agent
 	streams       map[string]*serveStream
 	pending       map[string]*pendingCall
+	pendingVotes  map[string]*pendingVote
+	votes         []*meshnodev1.VoteRequest
+	strayAnswers  int
 	events        []*meshnodev1.WatchResponse
 	registrations []*meshnodev1.RegisterRequest
 	calls         []*meshnodev1.CallRequest
@@ -41,6 +44,11 @@ type serveStream struct {
 	ready bool
 }
 
+type pendingVote struct {
+	agentID string
+	vote    chan *meshnodev1.VoteRequest
+}
+
 type pendingCall struct {
 	agentID string
 	answer  chan *meshnodev1.RespondRequest
@@ -48,12 +56,13 @@ type pendingCall struct {
 
 func newState(node string) *state {
 	return &state{
-		node:    node,
-		agents:  map[string]*meshnodev1.Agent{},
-		streams: map[string]*serveStream{},
-		pending: map[string]*pendingCall{},
-		changed: make(chan struct{}),
-		done:    make(chan struct{}),
+		node:         node,
+		agents:       map[string]*meshnodev1.Agent{},
+		streams:      map[string]*serveStream{},
+		pending:      map[string]*pendingCall{},
+		pendingVotes: map[string]*pendingVote{},
+		changed:      make(chan struct{}),
+		done:         make(chan struct{}),
 	}
 }
 
@@ -67,6 +76,7 @@ func (s *state) reincarnate() *state {
 	n := newState(s.node)
 	n.index, n.events, n.nextCall = s.index, s.events, s.nextCall
 	n.registrations, n.calls, n.serveRequests = s.registrations, s.calls, s.serveRequests
+	n.votes, n.strayAnswers = s.votes, s.strayAnswers
 	for id, a := range s.agents {
 		a = proto.Clone(a).(*meshnodev1.Agent)
 		a.Status = meshnodev1.AgentStatus_AGENT_STATUS_DISCONNECTED
@@ -82,6 +92,12 @@ func (s *state) close() {
 		s.closed = true
 		close(s.done)
 	}
+}
+
+func (s *state) stopped() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
 }
 
 // notifyLocked wakes every waiter (WaitReady, Watch).
@@ -221,8 +237,68 @@ func (s *state) deliver(ctx context.Context, agentID string, d *meshnodev1.Deliv
 	case <-st.gone:
 		return nil, status.Errorf(codes.Unavailable, "agent %q went away while handling call %s", id, d.CallId)
 	case <-ctx.Done():
+		// Withdraw the call, as a real node does; best effort.
+		select {
+		case st.out <- &meshnodev1.ServeResponse{Event: &meshnodev1.ServeResponse_Cancel{
+			Cancel: &meshnodev1.CallCancel{CallId: d.CallId, Reason: ctx.Err().Error()}}}:
+		default:
+		}
 		return nil, status.FromContextError(ctx.Err()).Err()
 	}
+}
+
+// askVote pushes a vote request onto the agent's stream and waits for the
+// agent's Vote.
+func (s *state) askVote(ctx context.Context, agentID string, ask *meshnodev1.VoteAsk) (*meshnodev1.VoteRequest, error) {
+	s.mu.Lock()
+	id := s.resolve(agentID)
+	st := s.streams[id]
+	if st == nil || !st.ready {
+		s.mu.Unlock()
+		return nil, status.Errorf(codes.Unavailable, "agent %q has no ready Serve stream", id)
+	}
+	ask = proto.Clone(ask).(*meshnodev1.VoteAsk)
+	if ask.RequestId == "" {
+		s.nextCall++
+		ask.RequestId = fmt.Sprintf("vote-%d", s.nextCall)
+	}
+	pv := &pendingVote{agentID: id, vote: make(chan *meshnodev1.VoteRequest, 1)}
+	s.pendingVotes[ask.RequestId] = pv
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.pendingVotes, ask.RequestId)
+		s.mu.Unlock()
+	}()
+	select {
+	case st.out <- &meshnodev1.ServeResponse{Event: &meshnodev1.ServeResponse_Vote{Vote: ask}}:
+	case <-st.gone:
+		return nil, status.Errorf(codes.Unavailable, "agent %q went away", id)
+	case <-ctx.Done():
+		return nil, status.FromContextError(ctx.Err()).Err()
+	}
+	select {
+	case v := <-pv.vote:
+		return v, nil
+	case <-ctx.Done():
+		return nil, status.FromContextError(ctx.Err()).Err()
+	}
+}
+
+func (s *state) vote(req *meshnodev1.VoteRequest) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.votes = append(s.votes, proto.Clone(req).(*meshnodev1.VoteRequest))
+	pv, ok := s.pendingVotes[req.GetRequestId()]
+	if !ok {
+		return status.Errorf(codes.NotFound, "vote request %q is not pending", req.GetRequestId())
+	}
+	if req.GetVote().GetVoterAgentId() != pv.agentID {
+		return status.Errorf(codes.PermissionDenied, "vote request %q was sent to %q, not %q", req.GetRequestId(), pv.agentID, req.GetVote().GetVoterAgentId())
+	}
+	delete(s.pendingVotes, req.GetRequestId())
+	pv.vote <- req
+	return nil
 }
 
 func (s *state) respond(req *meshnodev1.RespondRequest) error {
@@ -230,6 +306,7 @@ func (s *state) respond(req *meshnodev1.RespondRequest) error {
 	defer s.mu.Unlock()
 	pc, ok := s.pending[req.GetCallId()]
 	if !ok {
+		s.strayAnswers++
 		return status.Errorf(codes.NotFound, "no call %q is waiting for an answer (answered already, or the caller gave up)", req.GetCallId())
 	}
 	if s.resolve(req.GetAgentId()) != pc.agentID {
