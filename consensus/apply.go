@@ -30,7 +30,10 @@ func (s *state) applyBatch(index uint64, b *meshnodev1.CommandBatch) []*meshnode
 	results := make([]*meshnodev1.CommandResult, len(b.GetCommands()))
 	for i, c := range b.GetCommands() {
 		results[i] = s.applyCommand(txn, index, now, c)
-		results[i].Index = index
+		if !results[i].GetDuplicate() {
+			// A duplicate keeps the index where the write took effect.
+			results[i].Index = index
+		}
 	}
 	if err := txn.Insert(tableMeta, &metaRow{Key: metaApplied, Index: index}); err != nil {
 		panic(fmt.Sprintf("consensus: recording applied index %d: %v", index, err)) // schema bug
@@ -53,40 +56,21 @@ func (s *state) expire(txn *memdb.Txn, now uint64) {
 	if now == 0 {
 		return
 	}
-	for _, table := range []string{tableTokens, tableDedup} {
-		var stale []any
-		it, err := txn.Get(table, "expiry")
-		if err != nil {
-			continue
-		}
-		over := 0
-		if table == tableDedup {
-			over = s.dedupCount - dedupMax
-		}
-		for obj := it.Next(); obj != nil; obj = it.Next() {
-			exp := expiryOf(obj)
-			if exp >= now && over <= 0 {
-				break
-			}
-			stale = append(stale, obj)
-			over--
-		}
-		for _, obj := range stale {
-			if txn.Delete(table, obj) == nil && table == tableDedup {
-				s.dedupCount--
-			}
-		}
+	s.dedup.expire(now, dedupMax)
+	var stale []any
+	it, err := txn.Get(tableTokens, "expiry")
+	if err != nil {
+		return
 	}
-}
-
-func expiryOf(obj any) uint64 {
-	switch o := obj.(type) {
-	case *meshnodev1.UsedTokenRecord:
-		return o.GetExpiresUnixNano()
-	case *meshnodev1.DedupRecord:
-		return o.GetExpiresUnixNano()
+	for obj := it.Next(); obj != nil; obj = it.Next() {
+		if obj.(*meshnodev1.UsedTokenRecord).GetExpiresUnixNano() >= now {
+			break
+		}
+		stale = append(stale, obj)
 	}
-	return 0
+	for _, obj := range stale {
+		_ = txn.Delete(tableTokens, obj)
+	}
 }
 
 func (s *state) applyCommand(txn *memdb.Txn, index, now uint64, c *meshnodev1.Command) *meshnodev1.CommandResult {
@@ -95,8 +79,8 @@ func (s *state) applyCommand(txn *memdb.Txn, index, now uint64, c *meshnodev1.Co
 	}
 	key := c.GetIdempotencyKey()
 	if key != "" {
-		if raw, _ := txn.First(tableDedup, "id", key); raw != nil {
-			res := proto.Clone(raw.(*meshnodev1.DedupRecord).GetResult()).(*meshnodev1.CommandResult)
+		if rec := s.dedup.get(key); rec != nil {
+			res := proto.CloneOf(rec.GetResult())
 			res.Duplicate = true
 			return res
 		}
@@ -108,11 +92,10 @@ func (s *state) applyCommand(txn *memdb.Txn, index, now uint64, c *meshnodev1.Co
 		return &meshnodev1.CommandResult{Status: meshnodev1.CommandStatus_COMMAND_STATUS_INVALID, Message: err.Error()}
 	}
 	if key != "" && now != 0 {
-		rec := &meshnodev1.DedupRecord{Key: key, Result: proto.Clone(res).(*meshnodev1.CommandResult), ExpiresUnixNano: now + dedupTTLNanos}
-		rec.Result.Index = index
-		if txn.Insert(tableDedup, rec) == nil {
-			s.dedupCount++
-		}
+		// The result is shared, not copied: results are never mutated after
+		// this point (callers get clones or the marshalled form).
+		res.Index = index
+		s.dedup.add(&meshnodev1.DedupRecord{Key: key, Result: res, ExpiresUnixNano: now + dedupTTLNanos})
 	}
 	return res
 }

@@ -3,6 +3,7 @@ package consensus
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 
 	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
 )
@@ -24,6 +25,9 @@ type batcher struct {
 	wg          sync.WaitGroup
 	inflightWG  sync.WaitGroup
 	onceStopped sync.Once
+	// proposals and commands count what was proposed (observability: their
+	// ratio is the mean batch size).
+	proposals, commands atomic.Uint64
 }
 
 type pendingWrite struct {
@@ -79,13 +83,17 @@ func (b *batcher) close() {
 
 func (b *batcher) loop() {
 	defer b.wg.Done()
+	var carry *pendingWrite // did not fit the previous batch
 	for {
-		var first *pendingWrite
-		select {
-		case first = <-b.in:
-		case <-b.stop:
-			b.failQueued()
-			return
+		first := carry
+		carry = nil
+		if first == nil {
+			select {
+			case first = <-b.in:
+			case <-b.stop:
+				b.failQueued()
+				return
+			}
 		}
 		// Wait for a slot before draining: the longer we wait, the bigger
 		// the batch.
@@ -102,6 +110,10 @@ func (b *batcher) loop() {
 		for n < b.maxBatch {
 			select {
 			case p := <-b.in:
+				if n+len(p.cmds) > b.maxBatch {
+					carry = p
+					break drain
+				}
 				batch = append(batch, p)
 				n += len(p.cmds)
 			default:
@@ -140,6 +152,8 @@ func (b *batcher) run(batch []*pendingWrite) {
 	if len(live) == 0 {
 		return
 	}
+	b.proposals.Add(1)
+	b.commands.Add(uint64(len(cmds)))
 	results, err := b.propose(cmds)
 	for _, p := range live {
 		if err != nil {

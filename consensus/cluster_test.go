@@ -89,7 +89,7 @@ func newCluster(t testing.TB, servers, clients int, tweak func(*Config)) *testCl
 
 func (c *testCluster) add(cfg Config) *testNode {
 	c.t.Helper()
-	n := &testNode{name: cfg.Name, cfg: cfg, ep: transporttest.NewEndpoint(c.t, cfg.Name)}
+	n := &testNode{name: cfg.Name, cfg: cfg, ep: newTestEndpoint(c.t, cfg.Name)}
 	n.start(c.t)
 	c.mu.Lock()
 	c.nodes = append(c.nodes, n)
@@ -279,3 +279,7 @@ func TestClusterWritesFromAnyNode(t *testing.T) {
 }
 
 func errorsIs(err, target error) bool { return errors.Is(err, target) }
+
+func newTestEndpoint(t testing.TB, name string) *transport.Endpoint {
+	return transporttest.NewEndpoint(t, name)
+}

@@ -132,7 +132,7 @@ func (c Config) withDefaults() Config {
 		c.MaxBatch = 512
 	}
 	if c.MaxInflight == 0 {
-		c.MaxInflight = 16
+		c.MaxInflight = 2
 	}
 	if c.MaxTrailingLogs == 0 {
 		c.MaxTrailingLogs = 500

@@ -141,8 +141,8 @@ func TestIdempotentRetryAcrossLeaderChange(t *testing.T) {
 			break
 		}
 	}
-	_, res2 := mustApply(t, other.store, cmd)
-	if !res2.GetDuplicate() || res2.GetAgent().GetModifyIndex() != idx1 || res1.GetDuplicate() {
+	idx2, res2 := mustApply(t, other.store, cmd)
+	if !res2.GetDuplicate() || idx2 != idx1 || res2.GetAgent().GetModifyIndex() != idx1 || res1.GetDuplicate() {
 		t.Fatalf("retry after failover: first %v, retry %v", res1, res2)
 	}
 	a, _, err := other.store.Agent(context.Background(), consistent, "n1/a")
@@ -222,4 +222,33 @@ func (c *testCluster) byName(name string) *testNode {
 		}
 	}
 	return nil
+}
+
+func TestNoQuorumFailsClearlyAndCloses(t *testing.T) {
+	c := newCluster(t, 3, 0, nil)
+	l := c.leader()
+	var survivor *testNode
+	for _, s := range c.servers() {
+		if s != l && survivor == nil {
+			survivor = s
+			continue
+		}
+		c.kill(s)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+	defer cancel()
+	_, _, err := survivor.store.Apply(ctx, agentCmd("n1/x", "x"))
+	if !errors.Is(err, ErrNoLeader) {
+		t.Fatalf("write without quorum: %v", err)
+	}
+	if _, _, err := survivor.store.Agents(ctx, ReadOptions{}, AgentFilter{}); err != nil {
+		t.Fatalf("stale read without quorum: %v", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- survivor.store.Close() }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close hangs without a quorum")
+	}
 }

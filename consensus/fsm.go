@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 
-	"github.com/hashicorp/go-memdb"
 	"github.com/hashicorp/raft"
 	"google.golang.org/protobuf/encoding/protodelim"
 	"google.golang.org/protobuf/proto"
@@ -53,8 +52,7 @@ func (f *fsm) Apply(l *raft.Log) any {
 }
 
 func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
-	txn, idx, _ := f.st.snapshotTxn()
-	return &fsmSnapshot{txn: txn, index: idx}, nil
+	return &fsmSnapshot{v: f.st.fullView()}, nil
 }
 
 func (f *fsm) Restore(rc io.ReadCloser) error {
@@ -71,14 +69,13 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 }
 
 type fsmSnapshot struct {
-	txn   *memdb.Txn
-	index uint64
+	v view
 }
 
 func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
-	if err := writeSnapshot(sink, s.txn, s.index, true); err != nil {
+	if err := writeSnapshot(sink, s.v, true); err != nil {
 		_ = sink.Cancel()
-		return fmt.Errorf("persisting snapshot at index %d: %w", s.index, err)
+		return fmt.Errorf("persisting snapshot at index %d: %w", s.v.index, err)
 	}
 	return sink.Close()
 }
@@ -89,15 +86,15 @@ var deterministic = protodelim.MarshalOptions{MarshalOptions: proto.MarshalOptio
 
 // writeSnapshot writes the view as a header and its records, in a
 // deterministic order and encoding: equal states give equal bytes.
-func writeSnapshot(w io.Writer, txn *memdb.Txn, index uint64, withSecrets bool) error {
+func writeSnapshot(w io.Writer, v view, withSecrets bool) error {
 	var n uint64
-	_ = records(txn, withSecrets, func(*meshnodev1.RaftStateRecord) error { n++; return nil })
+	_ = records(v, withSecrets, func(*meshnodev1.RaftStateRecord) error { n++; return nil })
 	bw := bufio.NewWriterSize(w, 64<<10)
-	hdr := &meshnodev1.RaftSnapshotHeader{Version: SnapshotVersion, Index: index, Records: n}
+	hdr := &meshnodev1.RaftSnapshotHeader{Version: SnapshotVersion, Index: v.index, Records: n}
 	if _, err := deterministic.MarshalTo(bw, hdr); err != nil {
 		return err
 	}
-	err := records(txn, withSecrets, func(r *meshnodev1.RaftStateRecord) error {
+	err := records(v, withSecrets, func(r *meshnodev1.RaftStateRecord) error {
 		_, err := deterministic.MarshalTo(bw, r)
 		return err
 	})

@@ -41,8 +41,7 @@ func FuzzApplyEntry(f *testing.F) {
 				st.applyBatch(1, batch)
 			}
 			var buf bytes.Buffer
-			txn, idx := st.read()
-			if err := writeSnapshot(&buf, txn, idx, true); err != nil {
+			if err := writeSnapshot(&buf, st.fullView(), true); err != nil {
 				t.Fatal(err)
 			}
 			out[i] = buf.Bytes()
@@ -59,8 +58,7 @@ func FuzzReadSnapshot(f *testing.F) {
 	st := newState(16)
 	st.applyBatch(1, &meshnodev1.CommandBatch{Version: CommandVersion, TimeUnixNano: testNow, Commands: []*meshnodev1.Command{agentCmd("n1/a", "x")}})
 	var buf bytes.Buffer
-	txn, idx := st.read()
-	_ = writeSnapshot(&buf, txn, idx, true)
+	_ = writeSnapshot(&buf, st.fullView(), true)
 	f.Add(buf.Bytes())
 	f.Fuzz(func(t *testing.T, b []byte) {
 		recs, idx, err := readSnapshot(bytes.NewReader(b))

@@ -40,8 +40,8 @@ func (s *Store) handleApply(ctx context.Context, peer string, b []byte) ([]byte,
 	if err := proto.Unmarshal(b, req); err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "decoding forwarded commands from %s: %v", peer, err)
 	}
-	if len(req.GetCommands()) > s.cfg.MaxBatch {
-		return nil, status.Errorf(codes.InvalidArgument, "%d commands in one request, limit %d", len(req.GetCommands()), s.cfg.MaxBatch)
+	if len(req.GetCommands()) > maxBatchCommands/2 {
+		return nil, status.Errorf(codes.InvalidArgument, "%d commands in one request, limit %d", len(req.GetCommands()), maxBatchCommands/2)
 	}
 	fromServer := s.srv.isServer(peer)
 	results := make([]*meshnodev1.CommandResult, len(req.GetCommands()))

@@ -70,14 +70,15 @@ func (s *Store) handleSubscribe(ctx context.Context, peer string, st Stream) err
 
 func (s *Store) sendSnapshot(st Stream) (uint64, uint64, error) {
 	txn, idx, epoch := s.st.snapshotTxn()
+	v := view{txn: txn, index: idx}
 	var n uint64
-	_ = records(txn, false, func(*meshnodev1.RaftStateRecord) error { n++; return nil })
+	_ = records(v, false, func(*meshnodev1.RaftStateRecord) error { n++; return nil })
 	err := st.Send(&meshnodev1.SubscribeResponse{Kind: &meshnodev1.SubscribeResponse_SnapshotBegin{
 		SnapshotBegin: &meshnodev1.RaftSnapshotHeader{Version: SnapshotVersion, Index: idx, Records: n}}})
 	if err != nil {
 		return 0, 0, err
 	}
-	err = records(txn, false, func(r *meshnodev1.RaftStateRecord) error {
+	err = records(v, false, func(r *meshnodev1.RaftStateRecord) error {
 		return st.Send(&meshnodev1.SubscribeResponse{Kind: &meshnodev1.SubscribeResponse_SnapshotRecord{SnapshotRecord: r}})
 	})
 	if err != nil {

@@ -64,10 +64,6 @@ func stateSchema() *memdb.DBSchema {
 			"id":     id("Id"),
 			"status": {Name: "status", Indexer: &memdb.StringFieldIndex{Field: "Status"}},
 		}},
-		tableDedup: {Name: tableDedup, Indexes: map[string]*memdb.IndexSchema{
-			"id":     id("Key"),
-			"expiry": {Name: "expiry", Indexer: &memdb.UintFieldIndex{Field: "ExpiresUnixNano"}},
-		}},
 		tableMeta: {Name: tableMeta, Indexes: map[string]*memdb.IndexSchema{"id": id("Key")}},
 	}}
 }
@@ -137,8 +133,8 @@ func fromRecord(r *meshnodev1.RaftStateRecord) (string, any, error) {
 		}
 		return tableNodes, x.Node, nil
 	case *meshnodev1.RaftStateRecord_Agent:
-		if x.Agent.GetId() == "" {
-			return "", nil, fmt.Errorf("agent record without an id")
+		if x.Agent.GetId() == "" || x.Agent.GetNode() == "" {
+			return "", nil, fmt.Errorf("agent record without an id or node")
 		}
 		return tableAgents, x.Agent, nil
 	case *meshnodev1.RaftStateRecord_Policy:
@@ -162,8 +158,8 @@ func fromRecord(r *meshnodev1.RaftStateRecord) (string, any, error) {
 		}
 		return tableRevocations, x.Revocation, nil
 	case *meshnodev1.RaftStateRecord_Decision:
-		if x.Decision.GetId() == "" {
-			return "", nil, fmt.Errorf("decision record without an id")
+		if x.Decision.GetId() == "" || x.Decision.GetStatus() == "" {
+			return "", nil, fmt.Errorf("decision record without an id or status")
 		}
 		return tableDecisions, x.Decision, nil
 	case *meshnodev1.RaftStateRecord_Dedup:

@@ -93,7 +93,11 @@ func (s *Store) startServer() (*server, error) {
 			s.logger.Info("bootstrapped a new cluster", "address", advertise)
 		}
 	}
-	r, err := raft.NewRaft(rc, &fsm{st: s.st, logger: s.logger}, bolt, bolt, snaps, trans)
+	var logs raft.LogStore = bolt
+	if s.wrapLogStore != nil {
+		logs = s.wrapLogStore(bolt)
+	}
+	r, err := raft.NewRaft(rc, &fsm{st: s.st, logger: s.logger}, logs, bolt, snaps, trans)
 	if err != nil {
 		trans.Close()
 		bolt.Close()
@@ -105,7 +109,6 @@ func (s *Store) startServer() (*server, error) {
 	srv.wg.Add(2)
 	go srv.watchLeadership()
 	go srv.autopilotLoop()
-	s.registerServerHandlers()
 	return srv, nil
 }
 
@@ -114,8 +117,11 @@ func (srv *server) isLeader() bool { return srv.raft.State() == raft.Leader }
 func (srv *server) close() error {
 	var err error
 	srv.closeOnce.Do(func() {
-		srv.local.close()
+		// Raft first: its shutdown fails pending futures, which the
+		// batcher's in-flight proposals wait on (without a quorum they
+		// would wait forever).
 		err = srv.raft.Shutdown().Error()
+		srv.local.close()
 		srv.wg.Wait()
 		if cerr := srv.trans.Close(); cerr != nil && err == nil {
 			err = cerr
@@ -139,7 +145,7 @@ func (srv *server) proposeLocal(cmds []*meshnodev1.Command) ([]*meshnodev1.Comma
 		return nil, fmt.Errorf("encoding log entry: %w", err)
 	}
 	f := srv.raft.Apply(data, srv.s.cfg.ApplyTimeout)
-	if err := f.Error(); err != nil {
+	if err := srv.await(srv.s.ctx, f); err != nil {
 		return nil, raftError(err)
 	}
 	resp, ok := f.Response().(applyResponse)
@@ -166,6 +172,8 @@ func raftError(err error) error {
 		return fmt.Errorf("%w: %v", ErrNoLeader, err)
 	case errors.Is(err, raft.ErrRaftShutdown):
 		return ErrClosed
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return err
 	}
 	return fmt.Errorf("%w: %v", ErrStorage, err)
 }
@@ -183,7 +191,7 @@ func (srv *server) watchLeadership() {
 				continue
 			}
 			term := srv.raft.CurrentTerm()
-			if err := srv.raft.Barrier(srv.s.cfg.ApplyTimeout).Error(); err != nil {
+			if err := srv.await(srv.s.ctx, srv.raft.Barrier(srv.s.cfg.ApplyTimeout)); err != nil {
 				srv.s.logger.Warn("leader barrier failed", "term", term, "err", err)
 				continue
 			}
@@ -197,7 +205,7 @@ func (srv *server) watchLeadership() {
 // includes every write acknowledged before the call.
 func (srv *server) verifiedIndex(ctx context.Context) (uint64, error) {
 	for {
-		if err := srv.raft.VerifyLeader().Error(); err != nil {
+		if err := srv.await(ctx, srv.raft.VerifyLeader()); err != nil {
 			return 0, raftError(err)
 		}
 		if srv.readyTerm.Load() == srv.raft.CurrentTerm() {
@@ -226,4 +234,20 @@ func (srv *server) isServer(name string) bool {
 		}
 	}
 	return false
+}
+
+// await waits for a raft future, but no longer than ctx or the store's life.
+// A future that raft never answers (seen with VerifyLeader racing a
+// shutdown) then costs one parked goroutine instead of a stuck caller.
+func (srv *server) await(ctx context.Context, f raft.Future) error {
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-srv.s.ctx.Done():
+		return raft.ErrRaftShutdown
+	}
 }

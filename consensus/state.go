@@ -21,15 +21,16 @@ type state struct {
 	mu  sync.Mutex
 	db  atomic.Pointer[memdb.MemDB]
 	log *changeLog
-	// dedupCount is the number of rows in tableDedup, to enforce its bound.
-	dedupCount int
+	// dedup is written by applyBatch and read by FSM snapshots, both on
+	// the FSM goroutine, under mu.
+	dedup *dedupTable
 	// restores counts wholesale replacements (snapshot installs, replica
 	// resyncs); observability and tests.
 	restores atomic.Uint64
 }
 
 func newState(changeLogSize int) *state {
-	s := &state{log: newChangeLog(changeLogSize)}
+	s := &state{log: newChangeLog(changeLogSize), dedup: newDedupTable()}
 	db, err := memdb.NewMemDB(stateSchema())
 	if err != nil {
 		panic(fmt.Sprintf("consensus: invalid memdb schema: %v", err)) // a programming error
@@ -75,19 +76,20 @@ func (s *state) replace(records []*meshnodev1.RaftStateRecord, index uint64) err
 		return fmt.Errorf("creating state database: %w", err)
 	}
 	txn := db.Txn(true)
-	dedup := 0
+	dedup := newDedupTable()
 	for _, r := range records {
 		table, obj, err := fromRecord(r)
 		if err != nil {
 			txn.Abort()
 			return fmt.Errorf("restoring state: %w", err)
 		}
+		if table == tableDedup {
+			dedup.add(obj.(*meshnodev1.DedupRecord))
+			continue
+		}
 		if err := txn.Insert(table, obj); err != nil {
 			txn.Abort()
 			return fmt.Errorf("restoring %s record: %w", table, err)
-		}
-		if table == tableDedup {
-			dedup++
 		}
 	}
 	if err := txn.Insert(tableMeta, &metaRow{Key: metaApplied, Index: index}); err != nil {
@@ -98,17 +100,43 @@ func (s *state) replace(records []*meshnodev1.RaftStateRecord, index uint64) err
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.db.Store(db)
-	s.dedupCount = dedup
+	s.dedup = dedup
 	s.log.reset(index)
 	s.restores.Add(1)
 	return nil
 }
 
-// records lists every record of the given view in snapshot order, leaving
-// out the secret tables unless withSecrets.
-func records(txn *memdb.Txn, withSecrets bool, fn func(*meshnodev1.RaftStateRecord) error) error {
+// view is a consistent read of the whole state at one index.
+type view struct {
+	txn   *memdb.Txn
+	index uint64
+	// dedup is nil in views that leave the secret tables out.
+	dedup []*meshnodev1.DedupRecord
+}
+
+// fullView captures everything a Raft snapshot holds. Call it on the FSM
+// goroutine (raft's FSM.Snapshot), where no apply runs concurrently.
+func (s *state) fullView() view {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	txn, idx := s.read()
+	return view{txn: txn, index: idx, dedup: s.dedup.entries()}
+}
+
+// records lists every record of the view in snapshot order, leaving out
+// the secret tables unless withSecrets.
+func records(v view, withSecrets bool, fn func(*meshnodev1.RaftStateRecord) error) error {
+	txn := v.txn
 	for _, table := range snapshotTables {
 		if secretTables[table] && !withSecrets {
+			continue
+		}
+		if table == tableDedup {
+			for _, r := range v.dedup {
+				if err := fn(toRecord(r)); err != nil {
+					return err
+				}
+			}
 			continue
 		}
 		it, err := txn.Get(table, "id")

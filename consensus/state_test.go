@@ -69,7 +69,7 @@ func TestIdempotencyKeyAppliesOnce(t *testing.T) {
 	c.IdempotencyKey = "k1"
 	first := applyOne(t, st, 1, proto.CloneOf(c))
 	second := applyOne(t, st, 2, proto.CloneOf(c))
-	if !second.GetDuplicate() || second.GetIndex() != 2 || second.GetAgent().GetModifyIndex() != first.GetAgent().GetModifyIndex() {
+	if !second.GetDuplicate() || second.GetIndex() != 1 || second.GetAgent().GetModifyIndex() != first.GetAgent().GetModifyIndex() {
 		t.Fatalf("retry: first %v, second %v", first, second)
 	}
 	txn, _ := st.read()
@@ -145,8 +145,9 @@ func TestSnapshotRoundTrip(t *testing.T) {
 			st.applyBatch(uint64(i+1), b)
 		}
 		var snap1 bytes.Buffer
-		txn, idx := st.read()
-		if err := writeSnapshot(&snap1, txn, idx, true); err != nil {
+		v := st.fullView()
+		idx := v.index
+		if err := writeSnapshot(&snap1, v, true); err != nil {
 			t.Log(err)
 			return false
 		}
@@ -161,8 +162,7 @@ func TestSnapshotRoundTrip(t *testing.T) {
 			return false
 		}
 		var snap2 bytes.Buffer
-		txn2, _ := st2.read()
-		if err := writeSnapshot(&snap2, txn2, idx2, true); err != nil || !bytes.Equal(snap1.Bytes(), snap2.Bytes()) {
+		if err := writeSnapshot(&snap2, st2.fullView(), true); err != nil || !bytes.Equal(snap1.Bytes(), snap2.Bytes()) {
 			t.Log("snapshots differ", err)
 			return false
 		}
@@ -177,7 +177,7 @@ func TestSnapshotRoundTrip(t *testing.T) {
 				return false
 			}
 		}
-		return st.dedupCount == st2.dedupCount
+		return st.dedup.len() == st2.dedup.len()
 	}
 	if err := quick.Check(prop, &quick.Config{MaxCount: 200}); err != nil {
 		t.Fatal(err)

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/hashicorp/raft"
 	"google.golang.org/protobuf/proto"
 
 	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
@@ -29,10 +30,14 @@ type Store struct {
 	rep     *replica // clients only
 	fwd     *batcher // forwarded writes (to the leader, or from a client to a server)
 
+	// wrapLogStore lets tests inject log store failures (disk full).
+	wrapLogStore func(raft.LogStore) raft.LogStore
+
 	ctx     context.Context
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 	started atomic.Bool
+	running atomic.Bool // set once Start has finished setting up
 	closed  atomic.Bool
 }
 
@@ -76,9 +81,13 @@ func (s *Store) Start(ctx context.Context) error {
 			return err
 		}
 		s.srv = srv
+		// Handlers read s.srv: register them only now.
+		s.registerServerHandlers()
+		s.running.Store(true)
 		return nil
 	}
 	s.rep = s.startReplica()
+	s.running.Store(true)
 	return ctx.Err()
 }
 
@@ -111,11 +120,12 @@ func (s *Store) Index() uint64 { return s.st.index() }
 // idempotency key (set here if empty) makes the retries apply once. The
 // error is ErrTokenUsed, ErrNotFound or ErrInvalidCommand when the command
 // was applied (or refused) with that outcome; the result is returned too.
+// A zero cmd.Version means the current CommandVersion.
 func (s *Store) Apply(ctx context.Context, cmd *meshnodev1.Command) (uint64, *meshnodev1.CommandResult, error) {
 	if s.closed.Load() {
 		return 0, nil, ErrClosed
 	}
-	if !s.started.Load() {
+	if !s.running.Load() {
 		return 0, nil, errors.New("consensus: Apply before Start")
 	}
 	cmd = proto.CloneOf(cmd)
@@ -140,11 +150,14 @@ func (s *Store) Apply(ctx context.Context, cmd *meshnodev1.Command) (uint64, *me
 			r := proto.CloneOf(results[0])
 			return r.GetIndex(), r, resultError(r)
 		}
+		if ctx.Err() != nil {
+			// Nothing committed the write in time: almost always a lost
+			// quorum. Its outcome is unknown; a retry with the same
+			// idempotency key applies it at most once.
+			return 0, nil, fmt.Errorf("applying command %s (outcome unknown): %w", cmd.GetIdempotencyKey(), errors.Join(ErrNoLeader, ctx.Err()))
+		}
 		if !retryable(err) {
 			return 0, nil, fmt.Errorf("applying command %s: %w", cmd.GetIdempotencyKey(), fromStatus(err))
-		}
-		if ctx.Err() != nil {
-			return 0, nil, fmt.Errorf("applying command %s: %w", cmd.GetIdempotencyKey(), errors.Join(ErrNoLeader, ctx.Err(), err))
 		}
 		s.logger.Debug("retrying write", "key", cmd.GetIdempotencyKey(), "err", err)
 		t := time.NewTimer(backoff)

@@ -141,7 +141,7 @@ func DefaultConfig() Config {
 		// gives a falsely suspected node ample time to refute. Detection at
 		// N=100: ~0.5 s until someone probes it + 0.4 s probe + 2.4 s
 		// suspicion + ~0.3 s to spread the death = ~3.6 s.
-		SuspicionMult:           3,
+		SuspicionMult:           4,
 		SuspicionMaxTimeoutMult: 6,
 		// Gossip every 100 ms to 4 peers: an epidemic with fan-out 4 covers
 		// 100 nodes in ~log4(100) = 3.3 rounds plus a tail, i.e. well under

@@ -14,23 +14,24 @@ import (
 // Stats (bytes/s per node is a benchmark figure).
 type countingTransport struct {
 	memberlist.NodeAwareTransport
-	c        *counters
-	log      *slog.Logger
-	maxBlock time.Duration
-	mu       sync.Mutex
-	stuck    map[string]bool // addresses with a send still blocked
-	streams  chan net.Conn
-	stop     chan struct{}
-	once     sync.Once
-	wg       sync.WaitGroup
+	c       *counters
+	log     *slog.Logger
+	mu      sync.Mutex
+	senders map[string]*sender // per destination address
+	streams chan net.Conn
+	stop    chan struct{}
+	// innerDone is closed once the wrapped transport's Shutdown returned.
+	innerDone chan struct{}
+	once      sync.Once
+	wg        sync.WaitGroup
 }
 
 var _ memberlist.NodeAwareTransport = (*countingTransport)(nil)
 
-func newCountingTransport(t memberlist.NodeAwareTransport, c *counters, log *slog.Logger, maxBlock time.Duration) *countingTransport {
+func newCountingTransport(t memberlist.NodeAwareTransport, c *counters, log *slog.Logger) *countingTransport {
 	ct := &countingTransport{
-		NodeAwareTransport: t, c: c, log: log, maxBlock: maxBlock, stuck: make(map[string]bool),
-		streams: make(chan net.Conn), stop: make(chan struct{}),
+		NodeAwareTransport: t, c: c, log: log, senders: make(map[string]*sender),
+		streams: make(chan net.Conn), stop: make(chan struct{}), innerDone: make(chan struct{}),
 	}
 	ct.wg.Add(1)
 	go ct.relayStreams()
@@ -51,9 +52,28 @@ func (t *countingTransport) relayStreams() {
 			case t.streams <- &countingConn{Conn: conn, c: t.c}:
 			case <-t.stop:
 				conn.Close()
+				t.drain(in)
 				return
 			}
 		case <-t.stop:
+			t.drain(in)
+			return
+		}
+	}
+}
+
+// drain refuses inbound streams until the inner transport has shut down:
+// some transports (memberlist's NetTransport) wait in Shutdown until their
+// listener has handed over its last connection.
+func (t *countingTransport) drain(in <-chan net.Conn) {
+	for {
+		select {
+		case conn, ok := <-in:
+			if !ok {
+				return
+			}
+			conn.Close()
+		case <-t.innerDone:
 			return
 		}
 	}
@@ -65,56 +85,76 @@ func (t *countingTransport) WriteTo(b []byte, addr string) (time.Time, error) {
 	return t.WriteToAddress(b, memberlist.Address{Addr: addr})
 }
 
-// WriteToAddress sends a packet without ever stalling memberlist's probe or
-// gossip loop for long, and without reporting errors. memberlist expects
-// UDP semantics: a send returns at once and a lost packet shows up as a
-// missing ack. A transport that dials on first use (QUIC) can block for a
-// whole handshake timeout towards a dead peer, and memberlist abandons a
-// probe whose ping returns an error that is not a *net.OpError, so the dead
-// peer would never be suspected. Here a send runs in its own goroutine; after
-// maxBlock the caller moves on, and further packets to that address are
-// dropped until the stuck send finishes.
+// WriteToAddress queues a packet for its destination's sender and returns
+// at once. memberlist expects UDP semantics: a send never stalls its probe
+// or gossip loop, and a lost packet shows up as a missing ack. A transport
+// that dials on first use (QUIC) can block for a whole handshake towards a
+// dead peer, and memberlist abandons a probe whose ping returns an error
+// that is not a *net.OpError, so that peer would never be suspected. Each
+// destination has one sender goroutine and a bounded queue; when the queue
+// is full (the destination is stuck) packets are dropped, as UDP would.
 func (t *countingTransport) WriteToAddress(b []byte, addr memberlist.Address) (time.Time, error) {
 	t.c.packetsSent.Add(1)
 	t.c.packetBytesSent.Add(uint64(len(b)))
+	buf := append([]byte(nil), b...) // memberlist may reuse b
 	t.mu.Lock()
-	if t.stuck[addr.Addr] {
-		t.mu.Unlock()
+	s := t.senders[addr.Addr]
+	if s == nil {
+		select {
+		case <-t.stop:
+			t.mu.Unlock()
+			return time.Now(), nil
+		default:
+		}
+		s = &sender{q: make(chan []byte, senderQueue)}
+		t.senders[addr.Addr] = s
+		t.wg.Add(1)
+		go t.send(addr, s)
+	}
+	select {
+	case s.q <- buf:
+	default:
 		t.c.packetsDropped.Add(1)
-		return time.Now(), nil
 	}
 	t.mu.Unlock()
-	type result struct {
-		at  time.Time
-		err error
-	}
-	done := make(chan result, 1)
-	buf := append([]byte(nil), b...)
-	t.wg.Add(1)
-	go func() {
-		defer t.wg.Done()
-		at, err := t.NodeAwareTransport.WriteToAddress(buf, addr)
-		done <- result{at, err}
-		t.mu.Lock()
-		delete(t.stuck, addr.Addr)
-		t.mu.Unlock()
-	}()
-	timer := time.NewTimer(t.maxBlock)
-	defer timer.Stop()
-	select {
-	case r := <-done:
-		if r.err != nil {
-			t.c.packetsDropped.Add(1)
-			t.log.Debug("gossip packet not sent", "to", addr.String(), "err", r.err)
-			return time.Now(), nil
+	return time.Now(), nil
+}
+
+// senderQueue bounds the packets waiting for one destination.
+const senderQueue = 64
+
+// senderIdle is how long a sender without packets lives on.
+const senderIdle = 30 * time.Second
+
+type sender struct{ q chan []byte }
+
+// send delivers one destination's packets in order; it ends after
+// senderIdle without packets or on Shutdown.
+func (t *countingTransport) send(addr memberlist.Address, s *sender) {
+	defer t.wg.Done()
+	idle := time.NewTimer(senderIdle)
+	defer idle.Stop()
+	for {
+		select {
+		case b := <-s.q:
+			if _, err := t.NodeAwareTransport.WriteToAddress(b, addr); err != nil {
+				t.c.packetsDropped.Add(1)
+				t.log.Debug("gossip packet not sent", "to", addr.String(), "err", err)
+			}
+			idle.Reset(senderIdle)
+		case <-idle.C:
+			t.mu.Lock()
+			if len(s.q) > 0 { // a packet raced in: keep going
+				t.mu.Unlock()
+				idle.Reset(senderIdle)
+				continue
+			}
+			delete(t.senders, addr.Addr)
+			t.mu.Unlock()
+			return
+		case <-t.stop:
+			return
 		}
-		return r.at, nil
-	case <-timer.C:
-		t.mu.Lock()
-		t.stuck[addr.Addr] = true
-		t.mu.Unlock()
-		t.c.packetsDropped.Add(1)
-		return time.Now(), nil
 	}
 }
 
@@ -135,9 +175,13 @@ func (t *countingTransport) DialAddressTimeout(addr memberlist.Address, timeout 
 }
 
 func (t *countingTransport) Shutdown() error {
-	t.once.Do(func() { close(t.stop) })
-	err := t.NodeAwareTransport.Shutdown()
-	t.wg.Wait()
+	var err error
+	t.once.Do(func() {
+		close(t.stop)
+		err = t.NodeAwareTransport.Shutdown()
+		close(t.innerDone)
+		t.wg.Wait()
+	})
 	return err
 }
 

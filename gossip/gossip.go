@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log"
 	"log/slog"
 	"math/rand/v2"
 	"strconv"
@@ -33,6 +34,8 @@ type Gossip struct {
 	self     atomic.Pointer[string] // our advertised address
 	conflict atomic.Pointer[error]  // set when a join found our name taken
 
+	joinAttempts atomic.Uint64
+
 	kick      chan struct{}
 	stop      chan struct{}
 	stopOnce  sync.Once
@@ -50,7 +53,7 @@ func New(cfg Config) (*Gossip, error) {
 	cfg = cfg.withDefaults()
 	g := &Gossip{
 		cfg:   cfg,
-		log:   cfg.Logger.With("component", "gossip", "node", cfg.Name),
+		log:   cfg.Logger.With("component", "gossip"),
 		view:  newView(),
 		table: newTable(),
 		kick:  make(chan struct{}, 1),
@@ -63,17 +66,14 @@ func New(cfg Config) (*Gossip, error) {
 	mc.Logger = newMemberlistLogger(cfg.Logger)
 	t := cfg.Transport
 	if t == nil {
-		nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{
-			BindAddrs: []string{cfg.BindAddr}, BindPort: cfg.BindPort, Logger: mc.Logger,
-		})
+		nt, err := newNetTransport(cfg, mc.Logger)
 		if err != nil {
 			return nil, fmt.Errorf("gossip: starting UDP/TCP transport on %s:%d for node %s: %w", cfg.BindAddr, cfg.BindPort, cfg.Name, err)
 		}
 		mc.AdvertiseAddr, mc.AdvertisePort = cfg.BindAddr, nt.GetAutoBindPort()
 		t = nt
 	}
-	// A send may hold memberlist's loop for at most a tenth of a probe.
-	g.trans = newCountingTransport(t, &g.counters, g.log, cfg.ProbeTimeout/10)
+	g.trans = newCountingTransport(t, &g.counters, g.log)
 	mc.Transport = g.trans
 	g.queue = &memberlist.TransmitLimitedQueue{RetransmitMult: cfg.RetransmitMult, NumNodes: g.numNodes}
 	mc.Delegate = delegate{g}
@@ -93,6 +93,23 @@ func New(cfg Config) (*Gossip, error) {
 	g.wg.Add(1)
 	go g.loop()
 	return g, nil
+}
+
+// newNetTransport starts memberlist's UDP/TCP transport. With port 0 the
+// TCP listener picks the port and UDP may find it taken: retry, as
+// memberlist.Create does for its own transport.
+func newNetTransport(cfg Config, logger *log.Logger) (*memberlist.NetTransport, error) {
+	var err error
+	for range 10 {
+		var nt *memberlist.NetTransport
+		nt, err = memberlist.NewNetTransport(&memberlist.NetTransportConfig{
+			BindAddrs: []string{cfg.BindAddr}, BindPort: cfg.BindPort, Logger: logger,
+		})
+		if err == nil || cfg.BindPort != 0 {
+			return nt, err
+		}
+	}
+	return nil, err
 }
 
 func (g *Gossip) numNodes() int {
@@ -128,6 +145,7 @@ func (g *Gossip) Join(ctx context.Context, seeds []string) (int, error) {
 		default:
 		}
 		g.conflict.Store(nil)
+		g.joinAttempts.Add(1)
 		n, err := g.ml.Join(seeds)
 		if c := g.conflict.Load(); c != nil {
 			return 0, fmt.Errorf("gossip: joining %v as %s: %w; choose a unique node name or stop the other node", seeds, g.cfg.Name, *c)
@@ -164,7 +182,16 @@ func flatten(err error) string {
 // Leave tells the cluster this node is leaving and waits up to timeout for
 // the message to spread. Call Shutdown (or Close) afterwards.
 func (g *Gossip) Leave(timeout time.Duration) error {
-	if err := g.ml.Leave(timeout); err != nil {
+	start := g.cfg.Clock.Now()
+	g.pub.mu.Lock()
+	g.cfg.Meta.Leaving = true
+	g.pub.mu.Unlock()
+	// Spread the leaving flag first (UpdateNode waits until it is sent), so
+	// peers report a leave, not a failure. Half the budget at most.
+	if err := g.ml.UpdateNode(timeout / 2); err != nil {
+		g.log.Warn("could not announce leaving before the leave message", "err", err)
+	}
+	if err := g.ml.Leave(max(timeout-g.cfg.Clock.Now().Sub(start), timeout/2)); err != nil {
 		return fmt.Errorf("gossip: leaving as %s: %w", g.cfg.Name, err)
 	}
 	return nil
@@ -282,9 +309,6 @@ func (g *Gossip) maintain() {
 func (g *Gossip) receive(sb *signedBatch) {
 	g.counters.received.Add(1)
 	name := sb.batch.GetNode()
-	if name == "ghost" || name == "n0" && g.cfg.Name == "n2" {
-		fmt.Println("DEBUG", g.cfg.Name, "got", name, sb.batch.GetSeq(), g.table.check(sb))
-	}
 	if name == g.cfg.Name {
 		// Our own message coming back: we hold fresher state.
 		g.counters.stale.Add(1)

@@ -89,6 +89,8 @@ type harness struct {
 	nodes   map[string]*Gossip
 	eps     map[string]*transport.Endpoint
 	logger  *slog.Logger
+	// epLogger, if set, replaces the test logger of QUIC endpoints.
+	epLogger *slog.Logger
 }
 
 func newHarness(tb testing.TB, kind transportKind, base Config) *harness {
@@ -121,7 +123,7 @@ func (h *harness) endpoint(name string) *transport.Endpoint {
 	if ep, ok := h.eps[name]; ok {
 		return ep
 	}
-	ep := transporttest.NewEndpoint(h.tb, name)
+	ep := transporttest.NewEndpointConfig(h.tb, name, transport.Config{Logger: h.epLogger})
 	h.eps[name] = ep
 	return ep
 }
@@ -178,12 +180,6 @@ func (h *harness) kill(name string) {
 	if ep != nil {
 		ep.Close()
 	}
-}
-
-func (h *harness) node(name string) *Gossip {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.nodes[name]
 }
 
 func (h *harness) live() []*Gossip {

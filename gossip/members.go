@@ -106,22 +106,25 @@ func (d eventDelegate) NotifyJoin(n *memberlist.Node) {
 	g := d.g
 	m, _ := g.view.set(n, MemberAlive, g.cfg.Clock.Now())
 	g.fillLoad(&m)
-	g.log.Debug("node joined", "node", n.Name, "addr", m.Addr, "role", m.Meta.Role.String())
+	g.log.Debug("node joined", "peer", n.Name, "addr", m.Addr, "role", m.Meta.Role.String())
 	g.hub.publish(Event{Type: EventJoin, Member: m, At: m.Since})
 }
 
 func (d eventDelegate) NotifyLeave(n *memberlist.Node) {
 	g := d.g
+	// memberlist passes a Node whose State field it does not maintain, so
+	// a graceful leave is recognised by the leaving flag the node set in its
+	// metadata just before leaving.
 	status, typ := MemberDead, EventFail
-	if n.State == memberlist.StateLeft {
+	if meta, err := decodeMeta(n.Meta); err == nil && meta.Leaving {
 		status, typ = MemberLeft, EventLeave
 	}
 	m, _ := g.view.set(n, status, g.cfg.Clock.Now())
 	agents := g.table.drop(n.Name)
 	if status == MemberDead {
-		g.log.Info("node declared dead", "node", n.Name, "addr", m.Addr, "agents", len(agents))
+		g.log.Info("node declared dead", "peer", n.Name, "addr", m.Addr, "agents", len(agents))
 	} else {
-		g.log.Info("node left", "node", n.Name, "addr", m.Addr)
+		g.log.Info("node left", "peer", n.Name, "addr", m.Addr)
 	}
 	g.hub.publish(Event{Type: typ, Member: m, Agents: agents, At: m.Since})
 }
@@ -140,7 +143,7 @@ type conflictDelegate struct{ g *Gossip }
 func (d conflictDelegate) NotifyConflict(existing, other *memberlist.Node) {
 	d.g.counters.conflicts.Add(1)
 	d.g.log.Error("refused a node whose name is already used by a live node",
-		"node", existing.Name, "existing_addr", existing.Address(), "newcomer_addr", other.Address())
+		"peer", existing.Name, "existing_addr", existing.Address(), "newcomer_addr", other.Address())
 }
 
 // aliveDelegate implements memberlist.AliveDelegate: a peer whose metadata
@@ -188,7 +191,7 @@ func (d mergeDelegate) NotifyMerge(peers []*memberlist.Node) error {
 			g.conflict.Store(&err)
 		}
 		g.log.Error("refusing to merge with a cluster that has another live node of the same name",
-			"node", p.Name, "their_addr", p.Address(), "our_addr", mine)
+			"peer", p.Name, "their_addr", p.Address(), "our_addr", mine)
 		return err
 	}
 	return nil

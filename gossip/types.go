@@ -89,6 +89,9 @@ type NodeMeta struct {
 	QUICAddr string // host:port of the node's QUIC endpoint
 	Version  string // meshnode release
 	SPIFFEID string // spiffe://<td>/node/<name>
+	// Leaving is set by Leave just before the leave message, so that peers
+	// tell a graceful leave from a failure (memberlist does not say which).
+	Leaving bool
 }
 
 func (m NodeMeta) validate() error {

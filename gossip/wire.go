@@ -304,7 +304,7 @@ func agentLoadFromWire(w *meshnodev1.GossipAgentLoad, node string, seq uint64) A
 // Node metadata.
 
 func encodeMeta(m NodeMeta) []byte {
-	w := &meshnodev1.GossipNodeMeta{QuicAddress: m.QUICAddr, Version: m.Version, SpiffeId: m.SPIFFEID}
+	w := &meshnodev1.GossipNodeMeta{QuicAddress: m.QUICAddr, Version: m.Version, SpiffeId: m.SPIFFEID, Leaving: m.Leaving}
 	switch m.Role {
 	case RoleServer:
 		w.Role = meshnodev1.GossipRole_GOSSIP_ROLE_SERVER
@@ -324,7 +324,7 @@ func decodeMeta(b []byte) (NodeMeta, error) {
 	if err := proto.Unmarshal(b, &w); err != nil {
 		return NodeMeta{}, fmt.Errorf("%w: metadata: %v", errUndecodable, err)
 	}
-	m := NodeMeta{QUICAddr: w.GetQuicAddress(), Version: w.GetVersion(), SPIFFEID: w.GetSpiffeId()}
+	m := NodeMeta{QUICAddr: w.GetQuicAddress(), Version: w.GetVersion(), SPIFFEID: w.GetSpiffeId(), Leaving: w.GetLeaving()}
 	switch w.GetRole() {
 	case meshnodev1.GossipRole_GOSSIP_ROLE_SERVER:
 		m.Role = RoleServer

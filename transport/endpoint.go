@@ -45,11 +45,15 @@ type Endpoint struct {
 	wg     sync.WaitGroup
 
 	pool connPool
+	// pendingPackets bounds gossip packets waiting for a dial.
+	pendingPackets chan struct{}
 
 	hmu            sync.RWMutex
 	handlers       map[string]Handler
 	streamHandlers map[string]StreamHandler
 	joinHandlers   map[string]Handler
+
+	dials, dialFailures, accepts, refusedIdentity atomic.Uint64
 
 	raftMu sync.Mutex
 	raft   *raftLayer
@@ -69,6 +73,7 @@ func Listen(ctx context.Context, cfg Config) (*Endpoint, error) {
 		handlers:       map[string]Handler{},
 		streamHandlers: map[string]StreamHandler{},
 		joinHandlers:   map[string]Handler{},
+		pendingPackets: make(chan struct{}, 1024),
 	}
 	e.pool.init(e)
 	pc := cfg.PacketConn
@@ -129,6 +134,29 @@ func (e *Endpoint) Addr() net.Addr { return e.advertise }
 // LocalAddr returns the bound UDP address.
 func (e *Endpoint) LocalAddr() net.Addr { return e.pc.LocalAddr() }
 
+// Stats are counters for status pages and tests.
+type Stats struct {
+	Conns           int    // live node connections in the pool
+	Dials           uint64 // handshakes we started
+	DialFailures    uint64
+	Accepts         uint64 // handshakes peers completed with us (node and join)
+	RefusedIdentity uint64 // completed handshakes refused for a non-node identity
+}
+
+// Stats returns the endpoint's counters.
+func (e *Endpoint) Stats() Stats {
+	return Stats{
+		Conns:           e.pool.len(),
+		Dials:           e.dials.Load(),
+		DialFailures:    e.dialFailures.Load(),
+		Accepts:         e.accepts.Load(),
+		RefusedIdentity: e.refusedIdentity.Load(),
+	}
+}
+
+// Peers returns the authenticated peers of the live pooled connections.
+func (e *Endpoint) Peers() []Peer { return e.pool.peers() }
+
 // Close closes every connection (peers see a shutdown code), the listener,
 // the socket, and waits for the endpoint's goroutines.
 func (e *Endpoint) Close() error {
@@ -157,11 +185,13 @@ func (e *Endpoint) acceptLoop() {
 }
 
 func (e *Endpoint) setupAccepted(conn *quic.Conn) {
+	e.accepts.Add(1)
 	state := conn.ConnectionState().TLS
 	switch state.NegotiatedProtocol {
 	case ALPN:
 		peer, err := peerFromState(conn, state)
 		if err != nil {
+			e.refusedIdentity.Add(1)
 			e.log.Warn("refusing peer connection: certificate has no usable node identity", "remote", conn.RemoteAddr().String(), "err", err)
 			conn.CloseWithError(ConnCodeBadIdentity, "no usable identity")
 			return
@@ -201,6 +231,9 @@ func peerFromState(conn *quic.Conn, state tls.ConnectionState) (Peer, error) {
 // serveConn runs the connection's stream acceptor and datagram receiver
 // until the connection dies, then forgets it.
 func (e *Endpoint) serveConn(pc *peerConn) {
+	if !e.pool.track(pc) {
+		return
+	}
 	if !pc.join {
 		e.wg.Go(func() { e.receiveDatagrams(pc) })
 	}

@@ -70,23 +70,50 @@ func (e *Endpoint) advertisePort() int {
 	return n
 }
 
-// WriteTo sends one packet to addr (UDP host:port), dialing if needed.
+// WriteTo sends one packet to addr (UDP host:port). Like UDP it never
+// waits for a handshake: without a connection the packet waits for a
+// background dial (which all senders to that address share) and is
+// dropped if the dial fails. Memberlist's probe and gossip loops therefore
+// never stall on a slow or dead peer.
 func (t *gossipTransport) WriteTo(b []byte, addr string) (time.Time, error) {
-	ctx, cancel := context.WithTimeout(t.e.ctx, t.e.cfg.HandshakeTimeout)
-	defer cancel()
-	pc, err := t.e.pool.get(ctx, addr)
-	if err != nil {
-		return time.Time{}, err
+	if pc := t.e.pool.lookup(addr); pc != nil {
+		if err := t.send(pc, b); err != nil {
+			return time.Time{}, fmt.Errorf("sending gossip packet to %s: %w", addr, err)
+		}
+		return t.e.cfg.Now(), nil
 	}
-	err = pc.conn.SendDatagram(b)
+	select {
+	case t.e.pendingPackets <- struct{}{}:
+	default:
+		return time.Time{}, fmt.Errorf("sending gossip packet to %s: too many packets waiting for connections", addr)
+	}
+	b = append([]byte(nil), b...)
+	started := t.e.pool.goIfOpen(func() {
+		defer func() { <-t.e.pendingPackets }()
+		ctx, cancel := context.WithTimeout(t.e.ctx, t.e.cfg.HandshakeTimeout)
+		defer cancel()
+		pc, err := t.e.pool.get(ctx, addr)
+		if err == nil {
+			err = t.send(pc, b)
+		}
+		if err != nil {
+			t.e.log.Debug("gossip packet dropped", "addr", addr, "err", err)
+		}
+	})
+	if !started {
+		<-t.e.pendingPackets
+		return time.Time{}, ErrClosed
+	}
+	return t.e.cfg.Now(), nil
+}
+
+func (t *gossipTransport) send(pc *peerConn, b []byte) error {
+	err := pc.conn.SendDatagram(b)
 	var tooLarge *quic.DatagramTooLargeError
 	if errors.As(err, &tooLarge) {
 		err = t.writePacketStream(pc, b)
 	}
-	if err != nil {
-		return time.Time{}, fmt.Errorf("sending gossip packet to %s: %w", addr, err)
-	}
-	return t.e.cfg.Now(), nil
+	return err
 }
 
 // writePacketStream sends a packet as one frame on its own stream. It does

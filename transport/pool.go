@@ -23,7 +23,13 @@ type peerConn struct {
 	join bool
 
 	idleMu sync.Mutex
-	idle   []*quic.Stream
+	idle   []*rpcStream
+}
+
+// rpcStream is a pooled client RPC stream with its reusable request buffer.
+type rpcStream struct {
+	*quic.Stream
+	buf []byte
 }
 
 func newPeerConn(conn *quic.Conn, peer Peer, join bool) *peerConn {
@@ -38,15 +44,27 @@ func (pc *peerConn) alive() bool { return pc.conn.Context().Err() == nil }
 type connPool struct {
 	e       *Endpoint
 	mu      sync.Mutex
-	conns   map[string]*peerConn // by canonical remote address
+	conns   map[string]*peerConn   // by canonical remote address: the one calls use
+	all     map[*peerConn]struct{} // every served connection, to close on shutdown
 	dials   map[string]*dialCall
 	backoff map[string]*backoffState
 }
 
 type dialCall struct {
-	done chan struct{}
-	pc   *peerConn
-	err  error
+	done     chan struct{}
+	finished bool // guarded by connPool.mu
+	pc       *peerConn
+	err      error
+}
+
+// finish completes the call for its waiters once; p.mu must be held.
+func (d *dialCall) finish(pc *peerConn, err error) {
+	if d.finished {
+		return
+	}
+	d.finished = true
+	d.pc, d.err = pc, err
+	close(d.done)
 }
 
 type backoffState struct {
@@ -58,37 +76,98 @@ type backoffState struct {
 func (p *connPool) init(e *Endpoint) {
 	p.e = e
 	p.conns = map[string]*peerConn{}
+	p.all = map[*peerConn]struct{}{}
 	p.dials = map[string]*dialCall{}
 	p.backoff = map[string]*backoffState{}
 }
 
-// adopt registers an accepted connection unless a live one to that address
-// exists already (two nodes dialing each other at once keep both; calls use
-// whichever got registered first).
+// adopt registers an accepted connection, replacing any registered one to
+// that address. A peer dials only when it holds no live connection to us,
+// so a new inbound connection means the peer restarted (our old one is
+// stale and may take an idle timeout to notice) or both sides dialed at
+// once (both connections stay up and serve; each side uses one).
 func (p *connPool) adopt(pc *peerConn) {
 	key := pc.conn.RemoteAddr().String()
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if old, ok := p.conns[key]; ok && old.alive() {
-		return
-	}
 	p.conns[key] = pc
 	delete(p.backoff, key)
+	// Both sides dialing at once (memberlist's join storm) would cost two
+	// handshakes; callers waiting on our dial take the peer's connection now.
+	if d, ok := p.dials[key]; ok {
+		d.finish(pc, nil)
+	}
+}
+
+// goIfOpen runs f on an endpoint goroutine unless the endpoint is closing.
+// Holding p.mu orders it against Close (cancel, then closeAll takes p.mu,
+// then wg.Wait), so no goroutine is added while Close waits.
+func (p *connPool) goIfOpen(f func()) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.e.ctx.Err() != nil {
+		return false
+	}
+	p.e.wg.Go(f)
+	return true
+}
+
+// lookup returns the live connection registered under addr exactly as
+// given (the fast path: callers usually pass canonical ip:port strings).
+func (p *connPool) lookup(addr string) *peerConn {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if pc, ok := p.conns[addr]; ok && pc.alive() {
+		return pc
+	}
+	return nil
+}
+
+// track records a connection being served, unless the endpoint is closing
+// (then it is closed at once).
+func (p *connPool) track(pc *peerConn) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.e.ctx.Err() != nil {
+		pc.conn.CloseWithError(ConnCodeShutdown, "endpoint shutting down")
+		return false
+	}
+	p.all[pc] = struct{}{}
+	return true
 }
 
 func (p *connPool) forget(pc *peerConn) {
 	key := pc.conn.RemoteAddr().String()
 	p.mu.Lock()
+	delete(p.all, pc)
 	if p.conns[key] == pc {
 		delete(p.conns, key)
 	}
 	p.mu.Unlock()
 }
 
+func (p *connPool) len() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.conns)
+}
+
+func (p *connPool) peers() []Peer {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]Peer, 0, len(p.conns))
+	for _, pc := range p.conns {
+		if pc.alive() {
+			out = append(out, pc.peer)
+		}
+	}
+	return out
+}
+
 func (p *connPool) closeAll() {
 	p.mu.Lock()
-	conns := make([]*peerConn, 0, len(p.conns))
-	for _, pc := range p.conns {
+	conns := make([]*peerConn, 0, len(p.all))
+	for pc := range p.all {
 		conns = append(conns, pc)
 	}
 	p.mu.Unlock()
@@ -158,9 +237,8 @@ func (p *connPool) dial(d *dialCall, key string, ua *net.UDPAddr) {
 			b.delay = min(2*b.delay, p.e.cfg.DialBackoffMax)
 		}
 		b.next, b.err = p.e.cfg.Now().Add(b.delay), err
-		d.err = fmt.Errorf("%w: dialing %s: %w", ErrPeerUnavailable, key, err)
+		d.finish(nil, fmt.Errorf("%w: dialing %s: %w", ErrPeerUnavailable, key, err))
 		p.mu.Unlock()
-		close(d.done)
 		p.e.log.Debug("dial failed", "addr", key, "err", err)
 		return
 	}
@@ -169,22 +247,22 @@ func (p *connPool) dial(d *dialCall, key string, ua *net.UDPAddr) {
 		// The peer dialed us while we dialed it. Use the registered one, but
 		// keep serving this one: the peer may have registered it, and closing
 		// duplicates from both sides at once could leave neither.
-		d.pc = old
+		d.finish(old, nil)
 		p.mu.Unlock()
-		close(d.done)
 		p.e.serveConn(pc)
 		return
 	}
 	p.conns[key] = pc
-	d.pc = pc
+	d.finish(pc, nil)
 	p.mu.Unlock()
-	close(d.done)
 	p.e.serveConn(pc)
 }
 
 func (e *Endpoint) dialPeer(ctx context.Context, ua *net.UDPAddr) (*peerConn, error) {
+	e.dials.Add(1)
 	conn, err := e.tr.Dial(ctx, ua, e.clientConfig(), e.qconf)
 	if err != nil {
+		e.dialFailures.Add(1)
 		return nil, err
 	}
 	peer, err := peerFromState(conn, conn.ConnectionState().TLS)

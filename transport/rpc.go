@@ -103,7 +103,7 @@ func callOn(ctx context.Context, pc *peerConn, maxFrame, maxIdle int, method str
 	if err != nil {
 		return nil, wireError(ctx, "opening RPC stream", err)
 	}
-	buf := make([]byte, 0, 1+frameHeaderLen+len(method)+12+len(req))
+	buf := s.buf[:0]
 	if fresh {
 		buf = append(buf, byte(ChannelRPC))
 	}
@@ -116,19 +116,30 @@ func callOn(ctx context.Context, pc *peerConn, maxFrame, maxIdle int, method str
 		return nil, status.Errorf(codes.ResourceExhausted, "request for %s is %d bytes, limit %d", method, n, maxFrame)
 	}
 	appendFrameHeader(buf[:hdrAt], n)
+	if cap(buf) <= maxPooledBuf {
+		s.buf = buf
+	}
 
-	stop := context.AfterFunc(ctx, func() { resetStream(s, CodeCanceled) })
-	resp, err := roundTrip(s, buf, maxFrame)
+	stop := noStop
+	if ctx.Done() != nil { // a context that can never end needs no watcher
+		stop = context.AfterFunc(ctx, func() { resetStream(s.Stream, CodeCanceled) })
+	}
+	resp, err := roundTrip(s.Stream, buf, maxFrame)
 	if !stop() {
 		return nil, wireError(ctx, "calling "+method, ctx.Err())
 	}
 	if err != nil {
-		resetStream(s, CodeBadFrame)
+		resetStream(s.Stream, CodeBadFrame)
 		return nil, wireError(ctx, "calling "+method, err)
 	}
 	pc.putStream(s, maxIdle, false)
 	return decodeResponse(resp)
 }
+
+// maxPooledBuf bounds the write buffer a pooled stream keeps between calls.
+const maxPooledBuf = 64 << 10
+
+func noStop() bool { return true }
 
 func roundTrip(s *quic.Stream, req []byte, maxFrame int) ([]byte, error) {
 	if _, err := s.Write(req); err != nil {
@@ -181,7 +192,7 @@ func encodeStatus(err error) []byte {
 
 // takeStream returns an idle stream (fresh=false) or opens one (fresh=true:
 // the caller must write the channel tag first).
-func (pc *peerConn) takeStream(ctx context.Context) (*quic.Stream, bool, error) {
+func (pc *peerConn) takeStream(ctx context.Context) (*rpcStream, bool, error) {
 	pc.idleMu.Lock()
 	if n := len(pc.idle); n > 0 {
 		s := pc.idle[n-1]
@@ -191,14 +202,17 @@ func (pc *peerConn) takeStream(ctx context.Context) (*quic.Stream, bool, error) 
 	}
 	pc.idleMu.Unlock()
 	s, err := pc.conn.OpenStreamSync(ctx)
-	return s, true, err
+	if err != nil {
+		return nil, true, err
+	}
+	return &rpcStream{Stream: s}, true, nil
 }
 
 // putStream returns a stream after a completed call. Surplus streams are
 // closed gracefully (FIN); the server answers with its own FIN, which frees
 // the stream slot on both sides. A fresh stream that never carried its tag
 // is closed the same way, which the server reads as a clean EOF.
-func (pc *peerConn) putStream(s *quic.Stream, maxIdle int, unused bool) {
+func (pc *peerConn) putStream(s *rpcStream, maxIdle int, unused bool) {
 	if !unused {
 		pc.idleMu.Lock()
 		if len(pc.idle) < maxIdle {
@@ -234,6 +248,7 @@ func wireError(ctx context.Context, doing string, err error) error {
 	}
 	code := codes.Unavailable
 	switch {
+	case errors.Is(err, ErrPeerUnavailable): // even when the dial itself timed out
 	case errors.Is(err, context.Canceled):
 		code = codes.Canceled
 	case errors.Is(err, context.DeadlineExceeded):

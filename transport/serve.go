@@ -65,6 +65,7 @@ func frameErrorCode(err error) (quic.StreamErrorCode, bool) {
 // serveRPC serves unary calls on one long-lived stream, one at a time, until
 // the client closes it (FIN) or resets it.
 func (e *Endpoint) serveRPC(pc *peerConn, s *quic.Stream) {
+	var wbuf []byte // response buffer reused across this stream's calls
 	for {
 		frame, err := ReadFrame(s, e.cfg.MaxFrameSize)
 		if errors.Is(err, io.EOF) {
@@ -84,10 +85,13 @@ func (e *Endpoint) serveRPC(pc *peerConn, s *quic.Stream) {
 			e.refuseStream(pc, s, CodeBadFrame, "bad RPC request header", err)
 			return
 		}
-		resp := e.runHandler(pc, s, hdr, body)
+		resp := e.runHandler(pc, s, hdr, body, wbuf[:0])
 		if _, err := s.Write(resp); err != nil {
 			resetStream(s, CodeCanceled)
 			return
+		}
+		if cap(resp) <= maxPooledBuf {
+			wbuf = resp
 		}
 	}
 }
@@ -96,14 +100,18 @@ func (e *Endpoint) serveRPC(pc *peerConn, s *quic.Stream) {
 // handler's ctx ends when the client stops reading the stream (its cancel
 // sends STOP_SENDING, which cancels s.Context()), on the request's deadline,
 // or when the connection closes.
-func (e *Endpoint) runHandler(pc *peerConn, s *quic.Stream, hdr requestHeader, body []byte) []byte {
+func (e *Endpoint) runHandler(pc *peerConn, s *quic.Stream, hdr requestHeader, body, b []byte) []byte {
 	h := e.handler(hdr.Method, pc.join)
 	if h == nil {
 		e.log.Debug("unknown RPC method", "method", hdr.Method, "peer", pc.peer.ID.String())
 		return statusFrame(status.Errorf(codes.Unimplemented, "unknown method %q", hdr.Method))
 	}
-	ctx, cancel := handlerContext(s.Context(), hdr.Timeout)
-	defer cancel()
+	ctx := s.Context()
+	if hdr.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, hdr.Timeout)
+		defer cancel()
+	}
 	out, err := safeCall(ctx, h, pc.peer, body)
 	if err != nil {
 		return statusFrame(err)
@@ -111,7 +119,6 @@ func (e *Endpoint) runHandler(pc *peerConn, s *quic.Stream, hdr requestHeader, b
 	if len(out)+1 > e.cfg.MaxFrameSize {
 		return statusFrame(status.Errorf(codes.ResourceExhausted, "response to %s is %d bytes, limit %d", hdr.Method, len(out), e.cfg.MaxFrameSize))
 	}
-	b := make([]byte, 0, frameHeaderLen+1+len(out))
 	b = appendFrameHeader(b, 1+len(out))
 	b = append(b, kindMessage)
 	return append(b, out...)
