@@ -10,7 +10,9 @@ import (
 
 	"github.com/agentmesh/meshnode/agent"
 	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
@@ -37,8 +39,13 @@ func serveAgent(t *testing.T, tn *testNode, name string, caps map[string]agent.H
 	return a, stop
 }
 
-func readyAgents(t *testing.T, tn *testNode, capability string) map[string]bool {
-	resp, err := meshnodev1.NewRegistryServiceClient(tn.conn(t)).Discover(context.Background(), &meshnodev1.DiscoverRequest{Capability: capability})
+func readyAgents(t testing.TB, tn *testNode, capability string) map[string]bool {
+	conn, err := grpc.NewClient("unix://"+tn.socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil
+	}
+	defer conn.Close()
+	resp, err := meshnodev1.NewRegistryServiceClient(conn).Discover(context.Background(), &meshnodev1.DiscoverRequest{Capability: capability})
 	if err != nil {
 		return nil
 	}

@@ -25,6 +25,9 @@ func TestMain(m *testing.M) {
 	if spec := os.Getenv(intruderEnv); spec != "" {
 		os.Exit(runIntruder(spec))
 	}
+	if sock := os.Getenv(baselineEnv); sock != "" {
+		os.Exit(runBaselineServer(sock))
+	}
 	os.Exit(m.Run())
 }
 
