@@ -144,7 +144,9 @@ func benchCallPath(b *testing.B) {
 	const callers, window = 64, 3 * time.Second
 	nodes := startCluster(b)
 	payload := make([]byte, 64)
-	echo := func(ctx context.Context, r *agent.Request) (*agent.Response, error) { return &agent.Response{Payload: r.Payload}, nil }
+	echo := func(ctx context.Context, r *agent.Request) (*agent.Response, error) {
+		return &agent.Response{Payload: r.Payload}, nil
+	}
 	for _, spec := range []struct {
 		n   *testNode
 		cap string
