@@ -12,7 +12,7 @@ import (
 func (s *nodeService) Members(ctx context.Context, _ *meshnodev1.MembersRequest) (*meshnodev1.MembersResponse, error) {
 	n := s.n
 	raftRoles := map[string]string{}
-	for _, sv := range n.store.Servers() {
+	for _, sv := range n.servers(ctx) {
 		raftRoles[sv.Name] = string(sv.Role)
 	}
 	byName := map[string]*meshnodev1.Member{}

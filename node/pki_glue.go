@@ -90,7 +90,7 @@ func (n *Node) startRenewal(context.Context) error {
 
 func (n *Node) renewFromServers(ctx context.Context, req *meshnodev1.RenewRequest) (*meshnodev1.RenewResponse, error) {
 	var addrs []string
-	for _, s := range n.store.Servers() {
+	for _, s := range n.servers(ctx) {
 		if s.Address != "" {
 			addrs = append(addrs, s.Address)
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/agentmesh/meshnode/consensus"
 	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
@@ -43,10 +44,21 @@ func (s *nodeService) Status(ctx context.Context, _ *meshnodev1.StatusRequest) (
 }
 
 func (n *Node) leader() string {
-	for _, s := range n.store.Servers() {
+	for _, s := range n.servers(context.Background()) {
 		if s.Role == "leader" {
 			return s.Name
 		}
 	}
 	return ""
+}
+
+// servers lists the Raft servers; on error (no leader to ask) it is empty.
+func (n *Node) servers(ctx context.Context) []consensus.ServerInfo {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	s, err := n.store.Servers(ctx)
+	if err != nil {
+		n.log.Debug("listing Raft servers", "err", err)
+	}
+	return s
 }

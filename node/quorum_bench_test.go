@@ -1,0 +1,127 @@
+package node_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/agentmesh/meshnode/agent"
+	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+// BenchmarkQuorumDecision measures end-to-end decisions (fan-out over QUIC,
+// signed votes from SDK agents, tally, Raft commit) on four nodes with 4
+// voters (one per host, BFT f=1) and 7 voters (5-of-7 on shared hosts).
+// The in-run baseline is a plain registry write through Raft from the same
+// node: the one commit every decision pays for.
+func BenchmarkQuorumDecision(b *testing.B) {
+	for i := 0; i < b.N; i++ {
+		benchQuorum(b)
+	}
+}
+
+func benchQuorum(b *testing.B) {
+	nodes := startCluster(b)
+	root, _ := os.MkdirTemp("", "mnqb")
+	b.Cleanup(func() { os.RemoveAll(root) })
+	nodes = append(nodes, startTestNode(b, root, "n4", false, []string{nodes[0].addr}, nodes[0].token(b, false, "n4")))
+	// Voters: v0 on every node (4), plus v1 on three nodes (7 in all).
+	for i, n := range nodes {
+		names := []string{"v0"}
+		if i < 3 {
+			names = append(names, "v1")
+		}
+		for _, name := range names {
+			a := &agent.Agent{Name: name, Socket: n.socket}
+			a.Handle(agent.Capability{Name: "cap-" + name}, echoFrom(n.name))
+			a.HandleVote("", voter(agent.Approve))
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() { defer close(done); a.Serve(ctx) }()
+			b.Cleanup(func() { cancel(); <-done; a.Close() })
+		}
+	}
+	waitFor(b, 30*time.Second, "voters ready", func() bool {
+		return len(readyAgents(b, nodes[0], "cap-v0")) == 4 && len(readyAgents(b, nodes[0], "cap-v1")) == 3
+	})
+	var ids []string
+	for _, n := range nodes {
+		ids = append(ids, n.name+"/v0")
+	}
+	for _, n := range nodes[:3] {
+		ids = append(ids, n.name+"/v1")
+	}
+	q := meshnodev1.NewQuorumServiceClient(nodes[0].conn(b))
+	var seq atomic.Int64
+	// BFT forbids shared hosts; 7 voters on 4 hosts use 5-of-7, the same
+	// threshold as BFT's 2f+1 at n = 7.
+	rule := func(shared bool) *meshnodev1.QuorumRule {
+		if shared {
+			return &meshnodev1.QuorumRule{Kind: meshnodev1.QuorumRuleKind_QUORUM_RULE_KIND_K_OF_N, K: 5, AllowSharedHosts: true}
+		}
+		return &meshnodev1.QuorumRule{Kind: meshnodev1.QuorumRuleKind_QUORUM_RULE_KIND_BFT}
+	}
+	propose := func(voters []string, shared bool) error {
+		id := fmt.Sprintf("bench-%d-%d", time.Now().UnixNano(), seq.Add(1))
+		resp, err := q.Propose(context.Background(), &meshnodev1.ProposeRequest{Wait: true, Proposal: &meshnodev1.Proposal{
+			Id: id, Kind: "bench", Payload: []byte("payload"),
+			Selection: &meshnodev1.VoterSelection{AgentIds: voters},
+			Rule:      rule(shared),
+			Deadline:  timestamppb.New(time.Now().Add(10 * time.Second)),
+		}})
+		if err == nil && resp.GetDecision().GetStatus() != meshnodev1.DecisionStatus_DECISION_STATUS_DECIDED {
+			err = fmt.Errorf("decision %s: %s", resp.GetDecision().GetStatus(), resp.GetDecision().GetDetail())
+		}
+		return err
+	}
+	reg := meshnodev1.NewRegistryServiceClient(nodes[0].conn(b))
+	write := func(ctx context.Context) error {
+		_, err := reg.Register(ctx, &meshnodev1.RegisterRequest{Name: "writer", Capabilities: []*meshnodev1.Capability{{Name: fmt.Sprintf("w%d", seq.Add(1))}}})
+		return err
+	}
+	if err := propose(ids[:4], false); err != nil {
+		b.Fatalf("first decision: %v", err)
+	}
+	measure := func(n int, f func() error) []time.Duration {
+		var lat []time.Duration
+		for i := 0; i < n; i++ {
+			t0 := time.Now()
+			if err := f(); err != nil {
+				b.Fatalf("decision: %v", err)
+			}
+			lat = append(lat, time.Since(t0))
+		}
+		return lat
+	}
+	four := measure(100, func() error { return propose(ids[:4], false) })
+	seven := measure(60, func() error { return propose(ids, true) })
+	commits := measure(100, func() error { return write(context.Background()) })
+	// Throughput: 8 proposers at once, 4 voters.
+	var wg sync.WaitGroup
+	var done atomic.Int64
+	start := time.Now()
+	for i := 0; i < 8; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for time.Since(start) < 3*time.Second {
+				if propose(ids[:4], false) == nil {
+					done.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	b.ReportMetric(pct(four, 0.5)/1000, "4-voters-p50-ms")
+	b.ReportMetric(pct(four, 0.99)/1000, "4-voters-p99-ms")
+	b.ReportMetric(pct(seven, 0.5)/1000, "7-voters-p50-ms")
+	b.ReportMetric(pct(seven, 0.99)/1000, "7-voters-p99-ms")
+	b.ReportMetric(float64(done.Load())/time.Since(start).Seconds(), "4-voter-decisions/s")
+	b.ReportMetric(pct(commits, 0.5)/1000, "baseline-raft-write-p50-ms")
+	b.ReportMetric(pct(four, 0.5)/pct(commits, 0.5), "4-voters/raft-write-p50")
+}
