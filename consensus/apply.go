@@ -239,7 +239,14 @@ func revoke(txn *memdb.Txn, index uint64, r *meshnodev1.RevokeCommand) (*meshnod
 func nodeRevocationKey(node string) string     { return "node/" + node }
 func serialRevocationKey(serial string) string { return "serial/" + serial }
 
-// DecisionPending is the one decision status that a later PutDecision may
+// DecisionNeedsReview and DecisionReviewed: an escalated decision may be
+// replaced once, by the operator's review; every other final status is final.
+const (
+	DecisionNeedsReview = "needs_review"
+	DecisionReviewed    = "reviewed"
+)
+
+// DecisionPending is a decision status that a later PutDecision may
 // overwrite; every other status is final.
 const DecisionPending = "pending"
 
@@ -247,7 +254,8 @@ func putDecision(txn *memdb.Txn, index uint64, in *meshnodev1.DecisionRecord) (*
 	d := proto.Clone(in).(*meshnodev1.DecisionRecord)
 	d.CreateIndex, d.ModifyIndex = index, index
 	if old := first[*meshnodev1.DecisionRecord](txn, tableDecisions, d.GetId()); old != nil {
-		if old.GetStatus() != DecisionPending {
+		review := old.GetStatus() == DecisionNeedsReview && d.GetStatus() == DecisionReviewed
+		if old.GetStatus() != DecisionPending && !review {
 			return &meshnodev1.CommandResult{Status: statusOK, Decision: old, DecisionExisted: true}, nil
 		}
 		d.CreateIndex = old.GetCreateIndex()

@@ -2,11 +2,13 @@ package consensus
 
 import (
 	"context"
+	"fmt"
 	"sort"
 	"sync"
 	"time"
 
 	"github.com/hashicorp/raft"
+	"google.golang.org/protobuf/proto"
 
 	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
 )
@@ -211,9 +213,52 @@ func (srv *server) judge(ctx context.Context, conf raft.Configuration, now time.
 	return result
 }
 
-// Servers lists the servers with their Raft roles and health. A client
-// knows servers from gossip only: their role is RoleNone.
-func (s *Store) Servers() []ServerInfo {
+// Servers lists the servers with their Raft roles and health (for
+// `meshnode members`). A server answers from its own view (health is
+// judged by the leader's autopilot); a client asks a server, and falls back
+// to what gossip told it (roles RoleNone) if no server answers.
+func (s *Store) Servers(ctx context.Context) ([]ServerInfo, error) {
+	if s.srv != nil {
+		return s.localServers(), nil
+	}
+	addr := s.members.pick()
+	if addr == "" {
+		return s.localServers(), fmt.Errorf("listing servers: %w", ErrNoLeader)
+	}
+	var resp meshnodev1.RaftServersResponse
+	if err := call(ctx, s.net, addr, MethodServers, &meshnodev1.RaftServersRequest{}, &resp); err != nil {
+		return s.localServers(), fmt.Errorf("listing servers via %s: %w", addr, err)
+	}
+	out := make([]ServerInfo, 0, len(resp.GetServers()))
+	for _, e := range resp.GetServers() {
+		out = append(out, ServerInfo{Name: e.GetName(), Address: e.GetAddress(), Role: ServerRole(e.GetRole()),
+			Status: parseMemberStatus(e.GetStatus()), Healthy: e.GetHealthy(), LastIndex: e.GetLastIndex()})
+	}
+	return out, nil
+}
+
+func (s *Store) handleServers(context.Context, string, []byte) ([]byte, error) {
+	if s.closed.Load() || s.srv == nil {
+		return nil, toStatus(ErrClosed)
+	}
+	var resp meshnodev1.RaftServersResponse
+	for _, v := range s.localServers() {
+		resp.Servers = append(resp.Servers, &meshnodev1.RaftServerEntry{Name: v.Name, Address: v.Address, Role: string(v.Role),
+			Status: v.Status.String(), Healthy: v.Healthy, LastIndex: v.LastIndex})
+	}
+	return proto.Marshal(&resp)
+}
+
+func parseMemberStatus(s string) MemberStatus {
+	for _, m := range []MemberStatus{MemberAlive, MemberFailed, MemberLeft} {
+		if m.String() == s {
+			return m
+		}
+	}
+	return MemberUnknown
+}
+
+func (s *Store) localServers() []ServerInfo {
 	byName := map[string]*ServerInfo{}
 	for _, m := range s.members.snapshot() {
 		byName[m.name] = &ServerInfo{Name: m.name, Address: m.addr, Role: RoleNone, Status: m.status, Healthy: m.status == MemberAlive}

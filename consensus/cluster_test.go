@@ -200,7 +200,7 @@ func (c *testCluster) waitVoters(voters, members int) {
 			return false
 		}
 		v, m := 0, 0
-		for _, s := range l.store.Servers() {
+		for _, s := range l.store.localServers() {
 			switch s.Role {
 			case RoleLeader, RoleVoter:
 				v++
@@ -275,6 +275,18 @@ func TestClusterWritesFromAnyNode(t *testing.T) {
 	st := c.client(0).store.ReplicaStatus()
 	if !st.Ready || st.Server == "" {
 		t.Fatalf("client replica status %+v", st)
+	}
+	// `meshnode members` on a client: roles come from a server.
+	servers, err := c.client(0).store.Servers(context.Background())
+	if err != nil || len(servers) != 3 {
+		t.Fatalf("client Servers: %+v %v", servers, err)
+	}
+	roles := map[ServerRole]int{}
+	for _, s := range servers {
+		roles[s.Role]++
+	}
+	if roles[RoleLeader] != 1 || roles[RoleVoter] != 2 {
+		t.Fatalf("client sees roles %v, want 1 leader and 2 voters", roles)
 	}
 }
 

@@ -161,7 +161,7 @@ func TestAutopilotReplacesFailedVoter(t *testing.T) {
 	c := newCluster(t, 4, 0, func(cfg *Config) { cfg.DeadServerGrace = 1500 * time.Millisecond })
 	l := c.leader()
 	var victim, standby *testNode
-	for _, s := range l.store.Servers() {
+	for _, s := range l.store.localServers() {
 		n := c.byName(s.Name)
 		switch {
 		case s.Role == RoleVoter && victim == nil:
@@ -171,12 +171,12 @@ func TestAutopilotReplacesFailedVoter(t *testing.T) {
 		}
 	}
 	if victim == nil || standby == nil {
-		t.Fatalf("want a follower voter and a standby: %+v", l.store.Servers())
+		t.Fatalf("want a follower voter and a standby: %+v", l.store.localServers())
 	}
 	c.kill(victim)
 	waitFor(t, 15*time.Second, "standby promoted and dead voter removed", func() bool {
 		roles := map[string]ServerRole{}
-		for _, s := range c.leader().store.Servers() {
+		for _, s := range c.leader().store.localServers() {
 			roles[s.Name] = s.Role
 		}
 		return (roles[standby.name] == RoleVoter || roles[standby.name] == RoleLeader) &&

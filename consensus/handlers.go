@@ -15,6 +15,7 @@ func (s *Store) registerServerHandlers() {
 	s.net.Handle(MethodApply, s.handleApply)
 	s.net.Handle(MethodReadIndex, s.handleReadIndex)
 	s.net.Handle(MethodStats, s.handleStats)
+	s.net.Handle(MethodServers, s.handleServers)
 	s.net.HandleStream(MethodSubscribe, s.handleSubscribe)
 }
 

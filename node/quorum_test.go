@@ -183,3 +183,52 @@ func TestEquivocatorIsFlagged(t *testing.T) {
 		return false
 	})
 }
+
+// TestEscalatedDecisionIsReviewed: a split vote with on_no_quorum=escalate
+// waits for an operator; the review is recorded once, with who made it.
+func TestEscalatedDecisionIsReviewed(t *testing.T) {
+	nodes := startCluster(t)
+	root, _ := os.MkdirTemp("", "mnq")
+	t.Cleanup(func() { os.RemoveAll(root) })
+	nodes = append(nodes, startTestNode(t, root, "n4", false, []string{nodes[0].addr}, nodes[0].token(t, false, "n4")))
+	for i, n := range nodes {
+		a := &agent.Agent{Name: "judge", Socket: n.socket}
+		a.Handle(agent.Capability{Name: "judge"}, echoFrom(n.name))
+		choice := agent.Approve
+		if i%2 == 1 {
+			choice = agent.Reject
+		}
+		a.HandleVote("", voter(choice))
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); a.Serve(ctx) }()
+		t.Cleanup(func() { cancel(); <-done; a.Close() })
+	}
+	waitFor(t, 30*time.Second, "n1 sees 4 ready judges", func() bool { return len(readyAgents(t, nodes[0], "judge")) == 4 })
+	q := meshnodev1.NewQuorumServiceClient(nodes[0].conn(t))
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	resp, err := q.Propose(ctx, &meshnodev1.ProposeRequest{Wait: true, Proposal: &meshnodev1.Proposal{
+		Id: "split-1", Kind: "payment.approve", Payload: []byte("x"),
+		Selection:  &meshnodev1.VoterSelection{Capability: "judge", Count: 4},
+		OnNoQuorum: meshnodev1.NoQuorumAction_NO_QUORUM_ACTION_ESCALATE,
+		Deadline:   timestamppb.New(time.Now().Add(10 * time.Second)),
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.GetDecision().GetStatus() != meshnodev1.DecisionStatus_DECISION_STATUS_NEEDS_REVIEW {
+		t.Fatalf("a 2-2 split decided %v (%s), want NEEDS_REVIEW", resp.GetDecision().GetStatus(), resp.GetDecision().GetDetail())
+	}
+	rev, err := meshnodev1.NewQuorumServiceClient(nodes[2].conn(t)).Review(ctx, &meshnodev1.ReviewRequest{Id: "split-1", Outcome: meshnodev1.Choice_CHOICE_REJECT, Reason: "amount too high"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := rev.GetDecision()
+	if d.GetStatus() != meshnodev1.DecisionStatus_DECISION_STATUS_REVIEWED || d.GetReview().GetOperator() == "" || d.GetReview().GetReason() != "amount too high" {
+		t.Fatalf("reviewed decision: %v by %q (%q)", d.GetStatus(), d.GetReview().GetOperator(), d.GetReview().GetReason())
+	}
+	if _, err := q.Review(ctx, &meshnodev1.ReviewRequest{Id: "split-1", Outcome: meshnodev1.Choice_CHOICE_APPROVE, Reason: "changed my mind"}); err == nil {
+		t.Fatal("a reviewed decision was reviewed again")
+	}
+}

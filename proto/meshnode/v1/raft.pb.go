@@ -2491,6 +2491,181 @@ func (*SubscribeResponse_Event) isSubscribeResponse_Kind() {}
 
 func (*SubscribeResponse_Heartbeat) isSubscribeResponse_Kind() {}
 
+// RaftServersRequest asks a server for the Raft view of the servers (peer
+// RPC "consensus.Servers"); clients use it for `meshnode members`.
+type RaftServersRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RaftServersRequest) Reset() {
+	*x = RaftServersRequest{}
+	mi := &file_meshnode_v1_raft_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RaftServersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RaftServersRequest) ProtoMessage() {}
+
+func (x *RaftServersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meshnode_v1_raft_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RaftServersRequest.ProtoReflect.Descriptor instead.
+func (*RaftServersRequest) Descriptor() ([]byte, []int) {
+	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{34}
+}
+
+// RaftServerEntry is one server as the answering server sees it.
+type RaftServerEntry struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The server's name (Raft server id).
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Its Raft (and transport) address.
+	Address string `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	// "leader", "voter", "non-voter" or "none".
+	Role string `protobuf:"bytes,3,opt,name=role,proto3" json:"role,omitempty"`
+	// Gossip's view: "alive", "failed", "left" or "unknown".
+	Status string `protobuf:"bytes,4,opt,name=status,proto3" json:"status,omitempty"`
+	// The autopilot's health verdict (meaningful when answered by the leader).
+	Healthy bool `protobuf:"varint,5,opt,name=healthy,proto3" json:"healthy,omitempty"`
+	// The server's last log index as last seen by the leader.
+	LastIndex     uint64 `protobuf:"varint,6,opt,name=last_index,json=lastIndex,proto3" json:"last_index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RaftServerEntry) Reset() {
+	*x = RaftServerEntry{}
+	mi := &file_meshnode_v1_raft_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RaftServerEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RaftServerEntry) ProtoMessage() {}
+
+func (x *RaftServerEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_meshnode_v1_raft_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RaftServerEntry.ProtoReflect.Descriptor instead.
+func (*RaftServerEntry) Descriptor() ([]byte, []int) {
+	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *RaftServerEntry) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RaftServerEntry) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *RaftServerEntry) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *RaftServerEntry) GetStatus() string {
+	if x != nil {
+		return x.Status
+	}
+	return ""
+}
+
+func (x *RaftServerEntry) GetHealthy() bool {
+	if x != nil {
+		return x.Healthy
+	}
+	return false
+}
+
+func (x *RaftServerEntry) GetLastIndex() uint64 {
+	if x != nil {
+		return x.LastIndex
+	}
+	return 0
+}
+
+// RaftServersResponse answers RaftServersRequest.
+type RaftServersResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Every server, sorted by name.
+	Servers       []*RaftServerEntry `protobuf:"bytes,1,rep,name=servers,proto3" json:"servers,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RaftServersResponse) Reset() {
+	*x = RaftServersResponse{}
+	mi := &file_meshnode_v1_raft_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RaftServersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RaftServersResponse) ProtoMessage() {}
+
+func (x *RaftServersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_meshnode_v1_raft_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RaftServersResponse.ProtoReflect.Descriptor instead.
+func (*RaftServersResponse) Descriptor() ([]byte, []int) {
+	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *RaftServersResponse) GetServers() []*RaftServerEntry {
+	if x != nil {
+		return x.Servers
+	}
+	return nil
+}
+
 var File_meshnode_v1_raft_proto protoreflect.FileDescriptor
 
 const file_meshnode_v1_raft_proto_rawDesc = "" +
@@ -2639,7 +2814,18 @@ const file_meshnode_v1_raft_proto_rawDesc = "" +
 	"\fsnapshot_end\x18\x03 \x01(\x04H\x00R\vsnapshotEnd\x123\n" +
 	"\x05event\x18\x04 \x01(\v2\x1b.meshnode.v1.RaftStateEventH\x00R\x05event\x12\x1e\n" +
 	"\theartbeat\x18\x05 \x01(\x04H\x00R\theartbeatB\x06\n" +
-	"\x04kind*\x9f\x01\n" +
+	"\x04kind\"\x14\n" +
+	"\x12RaftServersRequest\"\xa4\x01\n" +
+	"\x0fRaftServerEntry\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x12\n" +
+	"\x04role\x18\x03 \x01(\tR\x04role\x12\x16\n" +
+	"\x06status\x18\x04 \x01(\tR\x06status\x12\x18\n" +
+	"\ahealthy\x18\x05 \x01(\bR\ahealthy\x12\x1d\n" +
+	"\n" +
+	"last_index\x18\x06 \x01(\x04R\tlastIndex\"M\n" +
+	"\x13RaftServersResponse\x126\n" +
+	"\aservers\x18\x01 \x03(\v2\x1c.meshnode.v1.RaftServerEntryR\aservers*\x9f\x01\n" +
 	"\rCommandStatus\x12\x1e\n" +
 	"\x1aCOMMAND_STATUS_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11COMMAND_STATUS_OK\x10\x01\x12\x1c\n" +
@@ -2660,7 +2846,7 @@ func file_meshnode_v1_raft_proto_rawDescGZIP() []byte {
 }
 
 var file_meshnode_v1_raft_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_meshnode_v1_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
+var file_meshnode_v1_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
 var file_meshnode_v1_raft_proto_goTypes = []any{
 	(CommandStatus)(0),             // 0: meshnode.v1.CommandStatus
 	(*Command)(nil),                // 1: meshnode.v1.Command
@@ -2697,9 +2883,12 @@ var file_meshnode_v1_raft_proto_goTypes = []any{
 	(*ServerStatsResponse)(nil),    // 32: meshnode.v1.ServerStatsResponse
 	(*SubscribeRequest)(nil),       // 33: meshnode.v1.SubscribeRequest
 	(*SubscribeResponse)(nil),      // 34: meshnode.v1.SubscribeResponse
-	(*NodeRecord)(nil),             // 35: meshnode.v1.NodeRecord
-	(*Agent)(nil),                  // 36: meshnode.v1.Agent
-	(AgentStatus)(0),               // 37: meshnode.v1.AgentStatus
+	(*RaftServersRequest)(nil),     // 35: meshnode.v1.RaftServersRequest
+	(*RaftServerEntry)(nil),        // 36: meshnode.v1.RaftServerEntry
+	(*RaftServersResponse)(nil),    // 37: meshnode.v1.RaftServersResponse
+	(*NodeRecord)(nil),             // 38: meshnode.v1.NodeRecord
+	(*Agent)(nil),                  // 39: meshnode.v1.Agent
+	(AgentStatus)(0),               // 40: meshnode.v1.AgentStatus
 }
 var file_meshnode_v1_raft_proto_depIdxs = []int32{
 	2,  // 0: meshnode.v1.Command.register_node:type_name -> meshnode.v1.RegisterNodeCommand
@@ -2715,19 +2904,19 @@ var file_meshnode_v1_raft_proto_depIdxs = []int32{
 	15, // 10: meshnode.v1.Command.use_token:type_name -> meshnode.v1.UseTokenCommand
 	17, // 11: meshnode.v1.Command.revoke:type_name -> meshnode.v1.RevokeCommand
 	19, // 12: meshnode.v1.Command.put_decision:type_name -> meshnode.v1.PutDecisionCommand
-	35, // 13: meshnode.v1.RegisterNodeCommand.node:type_name -> meshnode.v1.NodeRecord
-	36, // 14: meshnode.v1.RegisterAgentCommand.agent:type_name -> meshnode.v1.Agent
-	37, // 15: meshnode.v1.SetAgentStatusCommand.status:type_name -> meshnode.v1.AgentStatus
+	38, // 13: meshnode.v1.RegisterNodeCommand.node:type_name -> meshnode.v1.NodeRecord
+	39, // 14: meshnode.v1.RegisterAgentCommand.agent:type_name -> meshnode.v1.Agent
+	40, // 15: meshnode.v1.SetAgentStatusCommand.status:type_name -> meshnode.v1.AgentStatus
 	9,  // 16: meshnode.v1.PutPolicyCommand.policy:type_name -> meshnode.v1.PolicyRecord
 	12, // 17: meshnode.v1.PutCARecordCommand.record:type_name -> meshnode.v1.CARecord
 	18, // 18: meshnode.v1.PutDecisionCommand.decision:type_name -> meshnode.v1.DecisionRecord
 	0,  // 19: meshnode.v1.CommandResult.status:type_name -> meshnode.v1.CommandStatus
-	36, // 20: meshnode.v1.CommandResult.agent:type_name -> meshnode.v1.Agent
+	39, // 20: meshnode.v1.CommandResult.agent:type_name -> meshnode.v1.Agent
 	18, // 21: meshnode.v1.CommandResult.decision:type_name -> meshnode.v1.DecisionRecord
 	1,  // 22: meshnode.v1.CommandBatch.commands:type_name -> meshnode.v1.Command
 	20, // 23: meshnode.v1.DedupRecord.result:type_name -> meshnode.v1.CommandResult
-	35, // 24: meshnode.v1.RaftStateRecord.node:type_name -> meshnode.v1.NodeRecord
-	36, // 25: meshnode.v1.RaftStateRecord.agent:type_name -> meshnode.v1.Agent
+	38, // 24: meshnode.v1.RaftStateRecord.node:type_name -> meshnode.v1.NodeRecord
+	39, // 25: meshnode.v1.RaftStateRecord.agent:type_name -> meshnode.v1.Agent
 	9,  // 26: meshnode.v1.RaftStateRecord.policy:type_name -> meshnode.v1.PolicyRecord
 	12, // 27: meshnode.v1.RaftStateRecord.ca_record:type_name -> meshnode.v1.CARecord
 	14, // 28: meshnode.v1.RaftStateRecord.used_token:type_name -> meshnode.v1.UsedTokenRecord
@@ -2741,11 +2930,12 @@ var file_meshnode_v1_raft_proto_depIdxs = []int32{
 	24, // 36: meshnode.v1.SubscribeResponse.snapshot_begin:type_name -> meshnode.v1.RaftSnapshotHeader
 	23, // 37: meshnode.v1.SubscribeResponse.snapshot_record:type_name -> meshnode.v1.RaftStateRecord
 	26, // 38: meshnode.v1.SubscribeResponse.event:type_name -> meshnode.v1.RaftStateEvent
-	39, // [39:39] is the sub-list for method output_type
-	39, // [39:39] is the sub-list for method input_type
-	39, // [39:39] is the sub-list for extension type_name
-	39, // [39:39] is the sub-list for extension extendee
-	0,  // [0:39] is the sub-list for field type_name
+	36, // 39: meshnode.v1.RaftServersResponse.servers:type_name -> meshnode.v1.RaftServerEntry
+	40, // [40:40] is the sub-list for method output_type
+	40, // [40:40] is the sub-list for method input_type
+	40, // [40:40] is the sub-list for extension type_name
+	40, // [40:40] is the sub-list for extension extendee
+	0,  // [0:40] is the sub-list for field type_name
 }
 
 func init() { file_meshnode_v1_raft_proto_init() }
@@ -2792,7 +2982,7 @@ func file_meshnode_v1_raft_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meshnode_v1_raft_proto_rawDesc), len(file_meshnode_v1_raft_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   34,
+			NumMessages:   37,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
