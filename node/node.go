@@ -56,6 +56,7 @@ type Node struct {
 	local       *localAgents
 	votes       *voteWaiters
 	stats       callStats
+	policies    policyCache
 	tracing     *sdktrace.TracerProvider
 	// tracingInjected: tracing came from SetTracerProvider; the caller owns it.
 	tracingInjected bool

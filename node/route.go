@@ -99,7 +99,8 @@ func (n *Node) candidate(a *meshnodev1.Agent, capability string) *routing.Candid
 }
 
 // policyFor returns the routing policy in force for a capability: its own,
-// else the cluster default "*", else the built-in defaults.
+// else the cluster default "*", else the built-in defaults. Parsed policies
+// are cached by their record's modify index: this runs on every call.
 func (n *Node) policyFor(ctx context.Context, capability string) (routing.Policy, error) {
 	for _, key := range []string{capability, "*"} {
 		rec, _, err := n.store.Policy(ctx, consensus.ReadOptions{}, key)
@@ -109,6 +110,9 @@ func (n *Node) policyFor(ctx context.Context, capability string) (routing.Policy
 		if err != nil {
 			return routing.DefaultPolicy(), storeError("read policy", err)
 		}
+		if pol, ok := n.policies.get(key, rec.GetModifyIndex()); ok {
+			return pol, nil
+		}
 		p := &meshnodev1.RoutingPolicy{}
 		if err := proto.Unmarshal(rec.GetPolicy(), p); err != nil {
 			return routing.DefaultPolicy(), status.Errorf(codes.Internal, "stored policy %q is corrupt: %v", key, err)
@@ -117,9 +121,37 @@ func (n *Node) policyFor(ctx context.Context, capability string) (routing.Policy
 		if err != nil {
 			return routing.DefaultPolicy(), status.Errorf(codes.Internal, "stored policy %q is invalid: %v", key, err)
 		}
+		n.policies.put(key, rec.GetModifyIndex(), pol)
 		return pol, nil
 	}
 	return routing.DefaultPolicy(), nil
+}
+
+// policyCache holds parsed policies by key and modify index.
+type policyCache struct {
+	mu sync.Mutex
+	m  map[string]cachedPolicy
+}
+
+type cachedPolicy struct {
+	index uint64
+	pol   routing.Policy
+}
+
+func (c *policyCache) get(key string, index uint64) (routing.Policy, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.m[key]
+	return e.pol, ok && e.index == index
+}
+
+func (c *policyCache) put(key string, index uint64, pol routing.Policy) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil {
+		c.m = map[string]cachedPolicy{}
+	}
+	c.m[key] = cachedPolicy{index: index, pol: pol}
 }
 
 // route picks agents for a planned call and runs its attempts.

@@ -1,0 +1,46 @@
+package node_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// TestPolicyRefusedKeepsTheOldOne: SetPolicy commits a valid policy; an
+// invalid one is refused with the field and the reason, and the policy in
+// force is unchanged on every node.
+func TestPolicyRefusedKeepsTheOldOne(t *testing.T) {
+	nodes := startCluster(t)
+	ctx := context.Background()
+	ps := meshnodev1.NewPolicyServiceClient(nodes[2].conn(t)) // a client node: the write is forwarded
+	if _, err := ps.SetPolicy(ctx, &meshnodev1.SetPolicyRequest{Policy: &meshnodev1.RoutingPolicy{Capability: "inv.lookup", Policy: "latency", QualityTiers: []float64{0.95, 0.9}}}); err != nil {
+		t.Fatal(err)
+	}
+	bad := []*meshnodev1.RoutingPolicy{
+		{Capability: "inv.lookup", Policy: "fastest"},
+		{Capability: "inv.lookup", QualityTiers: []float64{1.5}},
+		{Capability: "inv.lookup", QualityTiers: []float64{0.9, 0.95}},
+		{Capability: "inv.lookup", MaxCost: ptr(-1.0)},
+	}
+	for _, p := range bad {
+		_, err := ps.SetPolicy(ctx, &meshnodev1.SetPolicyRequest{Policy: p})
+		if status.Code(err) != codes.InvalidArgument || !strings.Contains(status.Convert(err).Message(), "unchanged") {
+			t.Errorf("SetPolicy(%v): got %v, want InvalidArgument saying the policy in force is unchanged", p, err)
+		}
+	}
+	for _, n := range nodes {
+		got, err := meshnodev1.NewPolicyServiceClient(n.conn(t)).GetPolicy(ctx, &meshnodev1.GetPolicyRequest{Capability: "inv.lookup", Consistency: meshnodev1.Consistency_CONSISTENCY_CONSISTENT})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.GetEffective().GetPolicy() != "latency" || got.GetSource() != "inv.lookup" {
+			t.Fatalf("%s: policy in force %q from %q, want latency from inv.lookup", n.name, got.GetEffective().GetPolicy(), got.GetSource())
+		}
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
