@@ -13,18 +13,29 @@ import (
 // still delivered) and stops reading theirs.
 type streamConn struct {
 	*quic.Stream
-	local, remote net.Addr
-	closeOnce     sync.Once
+	local     net.Addr
+	peer      Peer
+	closeOnce sync.Once
 }
 
 var _ net.Conn = (*streamConn)(nil)
 
-func newStreamConn(s *quic.Stream, local, remote net.Addr) *streamConn {
-	return &streamConn{Stream: s, local: local, remote: remote}
+func newStreamConn(s *quic.Stream, local net.Addr, peer Peer) *streamConn {
+	return &streamConn{Stream: s, local: local, peer: peer}
+}
+
+// ConnPeer returns the authenticated peer of a net.Conn handed out by
+// RaftLayer or Memberlist (accepted or dialed).
+func ConnPeer(c net.Conn) (Peer, bool) {
+	sc, ok := c.(*streamConn)
+	if !ok {
+		return Peer{}, false
+	}
+	return sc.peer, true
 }
 
 func (c *streamConn) LocalAddr() net.Addr  { return c.local }
-func (c *streamConn) RemoteAddr() net.Addr { return c.remote }
+func (c *streamConn) RemoteAddr() net.Addr { return c.peer.Addr }
 
 func (c *streamConn) Close() error {
 	c.closeOnce.Do(func() {

@@ -5,12 +5,15 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"io"
+	"net"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/memberlist"
+	"github.com/hashicorp/raft"
 	"github.com/quic-go/quic-go"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -138,9 +141,12 @@ func TestJoinALPN(t *testing.T) {
 	srv := transporttest.NewEndpointConfig(t, "srv", transport.Config{
 		JoinTLS: &tls.Config{Certificates: []tls.Certificate{*srvCert}},
 	})
-	var joinPeer transport.Peer
+	joinPeers := make(chan transport.Peer, 1)
 	srv.HandleJoin("sign", func(ctx context.Context, p transport.Peer, req []byte) ([]byte, error) {
-		joinPeer = p
+		select {
+		case joinPeers <- p:
+		default:
+		}
 		return append([]byte("signed:"), req...), nil
 	})
 	srv.Handle("probe", echo)
@@ -161,8 +167,8 @@ func TestJoinALPN(t *testing.T) {
 	if err != nil || string(resp) != "signed:csr" {
 		t.Fatalf("join call: %q %v", resp, err)
 	}
-	if !joinPeer.ID.IsZero() {
-		t.Fatalf("join peer has identity %v", joinPeer.ID)
+	if p := <-joinPeers; !p.ID.IsZero() {
+		t.Fatalf("join peer has identity %v", p.ID)
 	}
 	// Node handlers are not served on join connections...
 	if _, err := transport.CallJoin(ctxT(t), srv.Addr().String(), joinTLS, "probe", nil); status.Code(err) != codes.Unimplemented {
@@ -199,5 +205,48 @@ func TestGossipWriteToNeverWaitsForHandshake(t *testing.T) {
 	}
 	if el := time.Since(start); el > time.Second {
 		t.Fatalf("WriteTo to a dead peer blocked for %v", el)
+	}
+}
+
+func TestRaftLayerConnIdentityAndDeadlines(t *testing.T) {
+	a := transporttest.NewEndpoint(t, "a")
+	b := transporttest.NewEndpoint(t, "b")
+	lb := b.RaftLayer()
+	defer lb.Close()
+	if lb.Addr().String() != b.Addr().String() {
+		t.Fatalf("raft layer addr %s, endpoint %s", lb.Addr(), b.Addr())
+	}
+	c, err := a.RaftLayer().Dial(raft.ServerAddress(b.Addr().String()), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	s, err := lb.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if p, ok := transport.ConnPeer(s); !ok || p.ID != pki.NodeID(td, "a") {
+		t.Fatalf("accepted conn peer %+v", p)
+	}
+	if p, ok := transport.ConnPeer(c); !ok || p.ID != pki.NodeID(td, "b") {
+		t.Fatalf("dialed conn peer %+v", p)
+	}
+	buf := make([]byte, 5)
+	if _, err := io.ReadFull(s, buf); err != nil || string(buf) != "hello" {
+		t.Fatalf("read %q %v", buf, err)
+	}
+	c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	var ne net.Error
+	if _, err := c.Read(buf); !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("read past deadline: %v, want a timeout net.Error", err)
+	}
+	s.Close()
+	c.SetReadDeadline(time.Time{})
+	if _, err := io.ReadAll(c); err != nil {
+		t.Fatalf("after the peer closed, want clean EOF, got %v", err)
 	}
 }

@@ -186,7 +186,7 @@ func (e *Endpoint) deliverGossipStream(pc *peerConn, s *quic.Stream) {
 		e.refuseStream(pc, s, CodeRefused, "memberlist not running", nil)
 		return
 	}
-	c := newStreamConn(s, e.advertise, pc.conn.RemoteAddr())
+	c := newStreamConn(s, e.advertise, pc.peer)
 	select {
 	case t.streamCh <- c:
 	case <-t.done:

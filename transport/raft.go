@@ -86,7 +86,7 @@ func (e *Endpoint) dialChannel(ctx context.Context, addr string, ch Channel) (ne
 		resetStream(s, CodeCanceled)
 		return nil, fmt.Errorf("opening %s stream to %s: %w", ch, addr, err)
 	}
-	return newStreamConn(s, e.advertise, pc.conn.RemoteAddr()), nil
+	return newStreamConn(s, e.advertise, pc.peer), nil
 }
 
 func (e *Endpoint) deliverRaft(pc *peerConn, s *quic.Stream) {
@@ -97,7 +97,7 @@ func (e *Endpoint) deliverRaft(pc *peerConn, s *quic.Stream) {
 		e.refuseStream(pc, s, CodeRefused, "raft not running", nil)
 		return
 	}
-	c := newStreamConn(s, e.advertise, pc.conn.RemoteAddr())
+	c := newStreamConn(s, e.advertise, pc.peer)
 	select {
 	case l.ch <- c:
 	case <-l.done:

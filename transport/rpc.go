@@ -16,7 +16,9 @@ import (
 
 // Handler serves one unary RPC. Return errors built with
 // google.golang.org/grpc/status: the caller gets the same code and message.
-// ctx is canceled when the caller cancels or its deadline passes.
+// ctx is canceled when the caller cancels, its deadline passes or the
+// connection closes; handlers must then return, since Endpoint.Close waits
+// for them. req may be retained.
 type Handler func(ctx context.Context, peer Peer, req []byte) ([]byte, error)
 
 // Handle registers h for method on node connections. Register before peers

@@ -80,7 +80,7 @@ func (e *Endpoint) serveRPC(pc *peerConn, s *quic.Stream) {
 			}
 			return
 		}
-		hdr, body, err := ParseRequest(frame)
+		hdr, body, err := parseRequest(frame)
 		if err != nil {
 			e.refuseStream(pc, s, CodeBadFrame, "bad RPC request header", err)
 			return

@@ -162,7 +162,7 @@ func (e *Endpoint) serveRPCStream(pc *peerConn, qs *quic.Stream) {
 		}
 		return
 	}
-	hdr, _, err := ParseRequest(frame)
+	hdr, _, err := parseRequest(frame)
 	if err != nil {
 		e.refuseStream(pc, qs, CodeBadFrame, "bad stream header", err)
 		return

@@ -149,9 +149,9 @@ func appendRequest(b []byte, h requestHeader, body []byte) []byte {
 	return append(b, body...)
 }
 
-// ParseRequest decodes a request frame into its header and body. The body
+// parseRequest decodes a request frame into its header and body. The body
 // aliases frame.
-func ParseRequest(frame []byte) (requestHeader, []byte, error) {
+func parseRequest(frame []byte) (requestHeader, []byte, error) {
 	var h requestHeader
 	n, k := binary.Uvarint(frame)
 	if k <= 0 || n > maxMethodLen || uint64(len(frame)-k) < n {

@@ -58,7 +58,7 @@ func FuzzStreamHeader(f *testing.F) {
 		if ch == chanInvalid || ch >= chanLimit {
 			t.Fatalf("accepted channel %d", ch)
 		}
-		hdr, body, err := ParseRequest(data[1:])
+		hdr, body, err := parseRequest(data[1:])
 		if err != nil {
 			if !errors.Is(err, ErrBadFrame) {
 				t.Fatalf("unexpected error class: %v", err)
@@ -70,7 +70,7 @@ func FuzzStreamHeader(f *testing.F) {
 		}
 		// Round trip through the encoder.
 		enc := appendRequest(nil, hdr, body)
-		h2, b2, err := ParseRequest(enc)
+		h2, b2, err := parseRequest(enc)
 		if err != nil || h2 != hdr || !bytes.Equal(b2, body) {
 			t.Fatalf("round trip: %+v %q %v, want %+v %q", h2, b2, err, hdr, body)
 		}

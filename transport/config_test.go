@@ -1,0 +1,48 @@
+package transport_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/agentmesh/meshnode/transport"
+	"github.com/agentmesh/meshnode/transport/transporttest"
+)
+
+func TestConfigValidate(t *testing.T) {
+	tlsp := transporttest.NewTLS(t, td, "cfg")
+	cases := []struct {
+		name  string
+		mod   func(*transport.Config)
+		field string // "" means valid
+	}{
+		{"defaults", func(*transport.Config) {}, ""},
+		{"no TLS", func(c *transport.Config) { c.TLS = nil }, "TLS"},
+		{"bad bind", func(c *transport.Config) { c.BindAddr = "nope" }, "BindAddr"},
+		{"bad advertise", func(c *transport.Config) { c.AdvertiseAddr = "10.0.0.1" }, "AdvertiseAddr"},
+		{"tiny frames", func(c *transport.Config) { c.MaxFrameSize = 10 }, "MaxFrameSize"},
+		{"slow handshake", func(c *transport.Config) { c.HandshakeTimeout = 10 * time.Second }, "HandshakeTimeout"},
+		{"keepalive above idle", func(c *transport.Config) { c.KeepAlivePeriod = time.Minute }, "KeepAlivePeriod"},
+		{"stream window above conn window", func(c *transport.Config) { c.MaxStreamReceiveWindow = 32 << 20 }, "MaxStreamReceiveWindow"},
+		{"idle pool above stream limit", func(c *transport.Config) { c.MaxIncomingStreams = 4; c.MaxIdleRPCStreams = 8 }, "MaxIdleRPCStreams"},
+		{"backoff inverted", func(c *transport.Config) { c.DialBackoffMin = time.Hour }, "DialBackoffMin"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := transport.DefaultConfig()
+			cfg.TLS = tlsp
+			tc.mod(&cfg)
+			err := cfg.Validate()
+			switch {
+			case tc.field == "" && err != nil:
+				t.Fatalf("valid config refused: %v", err)
+			case tc.field != "" && (err == nil || !strings.Contains(err.Error(), tc.field)):
+				t.Fatalf("got %v, want an error naming %s", err, tc.field)
+			}
+		})
+	}
+	// Zero values mean defaults.
+	if err := (transport.Config{TLS: tlsp}).Validate(); err != nil {
+		t.Fatalf("zero config with TLS refused: %v", err)
+	}
+}
