@@ -7,6 +7,7 @@ import (
 
 	"github.com/agentmesh/meshnode/consensus"
 	"github.com/agentmesh/meshnode/gossip"
+	"github.com/agentmesh/meshnode/pki"
 	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
 )
 
@@ -20,6 +21,7 @@ const loadPublishInterval = 200 * time.Millisecond
 
 func (n *Node) startAgents(context.Context) error {
 	n.goBackground(n.adoptOrphans)
+	n.goBackground(n.cutRevokedPeers)
 	n.goBackground(n.reapDisconnected)
 	return nil
 }
@@ -213,3 +215,20 @@ func (s *callStats) success(id string) float64 {
 }
 
 func (n *Node) recordCall(d time.Duration, ok bool) { n.stats.observe("", d, ok) }
+
+// cutRevokedPeers closes connections to peers revoked after they connected;
+// new handshakes from them are refused by the TLS verification already.
+func (n *Node) cutRevokedPeers(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if k := n.ep.ClosePeers(func(id pki.ID) bool { return n.pki.IsRevoked(nil, id) }); k > 0 {
+				n.log.Warn("closed connections of a revoked peer", "connections", k)
+			}
+		}
+	}
+}
