@@ -85,6 +85,7 @@ func TestAgentIdentityIsTheProcess(t *testing.T) {
 		}
 	}
 	// The agent still serves.
+	waitFor(t, 10*time.Second, "n2 sees the owned agent", func() bool { return len(readyAgents(t, nodes[1], "owned")) == 1 })
 	resp, err := meshnodev1.NewInvokeServiceClient(nodes[1].conn(t)).Call(context.Background(), &meshnodev1.CallRequest{Capability: "owned", Payload: []byte("x")})
 	if err != nil || string(resp.GetPayload()) != "n1:x" {
 		t.Fatalf("owned agent after the intrusion: %v %q", err, resp.GetPayload())

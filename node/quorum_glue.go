@@ -236,6 +236,11 @@ func (n *Node) flagAgent(ctx context.Context, agentID, reason string) {
 func (g quorumGlue) Decision(ctx context.Context, id string) (*meshnodev1.Decision, error) {
 	rec, _, err := g.n.store.Decision(ctx, consensus.ReadOptions{}, id)
 	if errors.Is(err, consensus.ErrNotFound) {
+		// The local replica may lag a decision just committed elsewhere:
+		// confirm with the leader before saying it does not exist.
+		rec, _, err = g.n.store.Decision(ctx, consensus.ReadOptions{Consistency: consensus.Consistent}, id)
+	}
+	if errors.Is(err, consensus.ErrNotFound) {
 		return nil, fmt.Errorf("decision %s: %w", id, quorum.ErrNotFound)
 	}
 	if err != nil {

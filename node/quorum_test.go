@@ -109,10 +109,16 @@ func TestEquivocatorIsFlagged(t *testing.T) {
 	t.Cleanup(func() { os.RemoveAll(root) })
 	n4 := startTestNode(t, root, "n4", false, []string{nodes[0].addr}, nodes[0].token(t, false, "n4"))
 	nodes = append(nodes, n4)
-	for _, n := range nodes[:3] {
+	// Two honest approvals and one honest rejection: the Byzantine voter's
+	// first (approving) vote is needed for the quorum, so it is always asked.
+	for i, n := range nodes[:3] {
 		a := &agent.Agent{Name: "judge", Socket: n.socket}
 		a.Handle(agent.Capability{Name: "judge"}, echoFrom(n.name))
-		a.HandleVote("", voter(agent.Approve))
+		choice := agent.Approve
+		if i == 2 {
+			choice = agent.Reject
+		}
+		a.HandleVote("", voter(choice))
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan struct{})
 		go func() { defer close(done); a.Serve(ctx) }()

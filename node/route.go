@@ -52,6 +52,15 @@ func (n *Node) Resolve(ctx context.Context, capability string) ([]routing.Candid
 	if err != nil {
 		return nil, pol, storeError("find agents for "+capability, err)
 	}
+	if len(agents) == 0 {
+		// The local replica may lag a registration made a moment ago on
+		// another node; ask the leader before answering NotFound.
+		cctx, cancel := context.WithTimeout(ctx, time.Second)
+		if fresh, _, err := n.store.Agents(cctx, consensus.ReadOptions{Consistency: consensus.Consistent}, consensus.AgentFilter{Capability: capability}); err == nil {
+			agents = fresh
+		}
+		cancel()
+	}
 	cands := make([]routing.Candidate, 0, len(agents))
 	for _, a := range agents {
 		if c := n.candidate(a, capability); c != nil {
