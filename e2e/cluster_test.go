@@ -27,11 +27,6 @@ type cluster struct {
 	nodes   []*mnode
 	servers int
 	extra   []string // flags every node runs with
-	// strict turns off the restart of client nodes that hit the start race
-	// (see mnode.waitReady).
-	strict bool
-	// clientStartRetries counts those restarts.
-	clientStartRetries int
 }
 
 // mnode is one node of a cluster, running or not.
@@ -169,41 +164,23 @@ func (m *mnode) restart(graceful bool) {
 	m.start()
 }
 
-// errReplicaNotSynced is what a client node prints when its start fails
-// because its registry replica has not synchronised yet (a node bug: see
-// clientStartWorkaround).
-const errReplicaNotSynced = "start agents: consensus: the local replica has not synchronised with a server yet"
-
-// waitReady waits until m's socket answers Status.
-//
-// Unless the cluster is strict, a client node whose start failed with
-// errReplicaNotSynced is started again, up to 5 times, and the test logs
-// it: that node bug would otherwise block every scenario with client
-// nodes. Scenario 1 is strict, so the bug stays visible there.
+// waitReady waits until m's socket answers Status, failing the test if the
+// process exits first.
 func (m *mnode) waitReady(within time.Duration) {
 	c := m.c
 	c.t.Helper()
-	for attempt := 1; ; attempt++ {
-		deadline := time.Now().Add(within)
-		for {
-			if st, err := statusOnce(m.socket()); err == nil && st != nil {
-				return
-			}
-			if !m.running() {
-				break
-			}
-			if time.Now().After(deadline) {
-				c.t.Fatalf("%s not ready after %v:\n%s", m.name, within, tail(m.p.output.String(), 40))
-			}
-			time.Sleep(100 * time.Millisecond)
+	deadline := time.Now().Add(within)
+	for {
+		if st, err := statusOnce(m.socket()); err == nil && st != nil {
+			return
 		}
-		out := m.p.output.String()
-		if c.strict || m.server || attempt >= 5 || !strings.Contains(out, errReplicaNotSynced) {
-			c.t.Fatalf("%s exited before it was ready (%v):\n%s", m.name, m.p.err, tail(out, 40))
+		if !m.running() {
+			c.t.Fatalf("%s exited before it was ready (%v):\n%s", m.name, m.p.err, tail(m.p.output.String(), 40))
 		}
-		c.clientStartRetries++
-		c.t.Logf("NODE BUG (client start races its replica sync): %s exited with %q; starting it again (attempt %d)", m.name, errReplicaNotSynced, attempt+1)
-		m.start()
+		if time.Now().After(deadline) {
+			c.t.Fatalf("%s not ready after %v:\n%s", m.name, within, tail(m.p.output.String(), 40))
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
 

@@ -132,7 +132,6 @@ func TestFiveNodes(t *testing.T) {
 	waitFor(t, 10*time.Second, "n3 left everywhere", func() bool {
 		for _, g := range h.live() {
 			if m, _ := g.Member("n3"); m.Status != MemberLeft {
-				t.Logf("%s sees n3 as %v", g.cfg.Name, m.Status)
 				return false
 			}
 		}

@@ -127,20 +127,22 @@ type Config struct {
 // suspicion timeout alone is 4*log10(100)*1 s = 8 s).
 func DefaultConfig() Config {
 	return Config{
-		// Probe each interval; a LAN round trip is well under a millisecond,
-		// so 200 ms still leaves room for a GC pause or a loaded core before
-		// an indirect probe is tried. The probe rate per node stays constant
-		// (one target per interval) whatever the cluster size.
+		// Probe one node per interval; a LAN round trip is well under a
+		// millisecond, so a 200 ms timeout still leaves room for a GC pause
+		// or a loaded core, and 200 ms for indirect probes. The probe rate
+		// per node stays constant whatever the cluster size.
 		ProbeInterval:  400 * time.Millisecond,
 		ProbeTimeout:   200 * time.Millisecond,
 		IndirectChecks: 3,
-		// Suspicion lasts SuspicionMult*log10(N)*ProbeInterval = 2.4 s at
-		// N=100 once one other node independently confirms (Lifeguard's
-		// k = SuspicionMult-2 = 1). A lone suspicion (one node with a bad
-		// network) waits SuspicionMaxTimeoutMult times longer (14 s), which
-		// gives a falsely suspected node ample time to refute. Detection at
-		// N=100: ~0.5 s until someone probes it + 0.4 s probe + 2.4 s
-		// suspicion + ~0.3 s to spread the death = ~3.6 s.
+		// Suspicion lasts SuspicionMult*log10(N)*ProbeInterval = 3.2 s at
+		// N=100 once two other nodes independently confirm (Lifeguard's
+		// k = SuspicionMult-2). A lone suspicion (one node with a bad
+		// network or a starved core) waits SuspicionMaxTimeoutMult times
+		// longer (19 s), which gives a falsely suspected node ample time to
+		// refute. Detection at N=100: ~0.4 s until someone probes it + 0.4 s
+		// probe + 3.2 s suspicion + ~0.3 s to spread the death = ~4.3 s.
+		// SuspicionMult 3 (2.4 s) met the target too but produced false
+		// deaths on a loaded 2-core machine.
 		SuspicionMult:           4,
 		SuspicionMaxTimeoutMult: 6,
 		// Gossip every 100 ms to 4 peers: an epidemic with fan-out 4 covers

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"math/rand/v2"
 	"os"
 	"slices"
 	"sync"
@@ -33,6 +34,7 @@ import (
 // "udp" suffix on the preset name).
 
 const (
+	joinWave    = 10
 	loadUpdates = 20
 	updateWait  = 5 * time.Second
 )
@@ -95,6 +97,7 @@ func report(b *testing.B, prefix string, r scenarioResult) {
 	b.ReportMetric(ms(r.loadAllp99), prefix+"loadall-p99-ms")
 	b.ReportMetric(r.bytesPerSec, prefix+"B/s/node")
 	b.ReportMetric(float64(r.falseDeaths), prefix+"false-deaths")
+	b.ReportMetric(float64(r.falseDeathsSteady), prefix+"false-deaths-steady")
 }
 
 func ratio(a, b any) float64 {
@@ -118,6 +121,7 @@ type scenarioResult struct {
 	load99p50, load99p99, loadAllp50, loadAllp99 time.Duration
 	bytesPerSec                                  float64
 	falseDeaths                                  int
+	falseDeathsSteady                            int // after convergence
 	updatesMeasured                              int
 }
 
@@ -201,19 +205,24 @@ func runScenario(b *testing.B, n int, kind transportKind, cfg Config) scenarioRe
 	}
 	var res scenarioResult
 
-	// Join: everyone joins the first node at once.
+	// Join in waves of joinWave nodes at once, each through three random
+	// nodes that already joined: a cluster (re)start without one seed taking
+	// every push/pull. Convergence is timed from the first Join.
 	start := time.Now()
-	var wg sync.WaitGroup
-	for _, g := range nodes[1:] {
-		wg.Go(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-			defer cancel()
-			if _, err := g.Join(ctx, []string{nodes[0].Addr()}); err != nil {
-				b.Error(err)
-			}
-		})
+	for lo := 1; lo < n; lo += joinWave {
+		var wg sync.WaitGroup
+		for i := lo; i < min(lo+joinWave, n); i++ {
+			seeds := []string{nodes[0].Addr(), nodes[rand.IntN(lo)].Addr(), nodes[rand.IntN(lo)].Addr()}
+			wg.Go(func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+				defer cancel()
+				if _, err := nodes[i].Join(ctx, seeds); err != nil {
+					b.Error(err)
+				}
+			})
+		}
+		wg.Wait()
 	}
-	wg.Wait()
 	joinDeadline := time.Now().Add(50 * time.Second)
 	pollUntil(b, 60*time.Second, "convergence", func() bool {
 		for _, g := range nodes {
@@ -227,6 +236,7 @@ func runScenario(b *testing.B, n int, kind transportKind, cfg Config) scenarioRe
 		return true
 	})
 	res.join = time.Since(start)
+	converged := time.Now()
 
 	// Load updates from random nodes, one at a time.
 	before := sumBytes(nodes)
@@ -304,9 +314,12 @@ func runScenario(b *testing.B, n int, kind transportKind, cfg Config) scenarioRe
 		}
 	}
 	for _, f := range rec.fails {
-		for failed := range f {
+		for failed, at := range f {
 			if failed != name {
 				res.falseDeaths++
+				if at.After(converged) {
+					res.falseDeathsSteady++
+				}
 			}
 		}
 	}
