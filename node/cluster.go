@@ -269,7 +269,27 @@ func (n *Node) startGossip(ctx context.Context) error {
 		})
 	}
 	n.goBackground(n.publishLoad)
+	n.goBackground(n.reconnectDead)
 	return nil
+}
+
+// reconnectInterval is how often a node tries to rejoin a member declared
+// dead, so both sides of a healed partition find each other again.
+const reconnectInterval = 5 * time.Second
+
+func (n *Node) reconnectDead(ctx context.Context) {
+	t := time.NewTicker(reconnectInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if _, err := n.gossip.Reconnect(); err != nil {
+				n.log.Debug("reconnect to a dead member failed", "err", err)
+			}
+		}
+	}
 }
 
 // followMembership feeds server membership from gossip to the consensus
@@ -293,6 +313,11 @@ func (n *Node) followMembership(ctx context.Context, events <-chan gossip.Event)
 
 func (n *Node) memberEvent(ev gossip.Event) {
 	m := ev.Member
+	if ev.Type == gossip.EventFail || ev.Type == gossip.EventLeave {
+		if k := n.inflight.cancelNode(m.Name); k > 0 {
+			n.log.Warn("cancelled calls in flight to a node that is gone", "node", m.Name, "calls", k)
+		}
+	}
 	if m.Meta.Role != gossip.RoleServer || m.Name == "" {
 		return
 	}

@@ -2,8 +2,10 @@ package node
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/agentmesh/meshnode/pki"
@@ -20,6 +22,52 @@ const (
 	methodForwardVote = "quorum.Vote"
 )
 
+// errNodeDied is the cancellation cause of calls to a node gossip declared dead.
+var errNodeDied = errors.New("node declared dead")
+
+// inflightCalls tracks forwarded calls per target node so they can be
+// cancelled when that node dies.
+type inflightCalls struct {
+	mu   sync.Mutex
+	next uint64
+	m    map[string]map[uint64]context.CancelCauseFunc
+}
+
+// track registers cancel under node and returns the function that forgets it.
+func (f *inflightCalls) track(node string, cancel context.CancelCauseFunc) func() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.m == nil {
+		f.m = map[string]map[uint64]context.CancelCauseFunc{}
+	}
+	if f.m[node] == nil {
+		f.m[node] = map[uint64]context.CancelCauseFunc{}
+	}
+	f.next++
+	id := f.next
+	f.m[node][id] = cancel
+	return func() {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		delete(f.m[node], id)
+		if len(f.m[node]) == 0 {
+			delete(f.m, node)
+		}
+	}
+}
+
+// cancelNode cancels every call in flight to node.
+func (f *inflightCalls) cancelNode(node string) int {
+	f.mu.Lock()
+	calls := f.m[node]
+	delete(f.m, node)
+	f.mu.Unlock()
+	for _, cancel := range calls {
+		cancel(errNodeDied)
+	}
+	return len(calls)
+}
+
 // DefaultMaxHops bounds agent-to-agent chains when the policy names none.
 const DefaultMaxHops = 8
 
@@ -33,6 +81,12 @@ func (n *Node) forwardCall(ctx context.Context, agent *meshnodev1.Agent, d *mesh
 	if !ok {
 		return nil, false, status.Errorf(codes.Unavailable, "node %s of agent %s has no known address", agent.GetNode(), agent.GetId())
 	}
+	// A call in flight on a node that gossip then declares dead would
+	// otherwise wait out the caller's whole deadline: cancel it at once so
+	// the router can fail over (or fail fast).
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	defer n.inflight.track(agent.GetNode(), cancel)()
 	var resp meshnodev1.ForwardCallResponse
 	err := transport.Invoke(ctx, n.ep, addr, methodForwardCall, &meshnodev1.ForwardCallRequest{TargetAgentId: agent.GetId(), Delivery: d, Routing: meta}, &resp)
 	if err != nil {
@@ -40,6 +94,9 @@ func (n *Node) forwardCall(ctx context.Context, agent *meshnodev1.Agent, d *mesh
 		// ResourceExhausted; anything else may have reached the agent.
 		c := status.Code(err)
 		started := c != codes.Unavailable && c != codes.ResourceExhausted
+		if errors.Is(context.Cause(ctx), errNodeDied) {
+			return nil, true, status.Errorf(codes.Unavailable, "node %s of agent %s was declared dead while the call was in flight", agent.GetNode(), agent.GetId())
+		}
 		if ctx.Err() != nil {
 			return nil, true, ctxStatus(ctx, "calling "+agent.GetId())
 		}

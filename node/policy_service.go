@@ -78,7 +78,9 @@ func (s *policyService) SetPolicy(ctx context.Context, req *meshnodev1.SetPolicy
 	if err != nil {
 		return nil, err
 	}
-	idx, res, err := s.n.store.Apply(ctx, &meshnodev1.Command{Version: 1, Op: &meshnodev1.Command_PutPolicy{PutPolicy: &meshnodev1.PutPolicyCommand{
+	wctx, cancel := boundWrite(ctx)
+	defer cancel()
+	idx, res, err := s.n.store.Apply(wctx, &meshnodev1.Command{Version: 1, Op: &meshnodev1.Command_PutPolicy{PutPolicy: &meshnodev1.PutPolicyCommand{
 		Policy: &meshnodev1.PolicyRecord{Key: key, Policy: b},
 	}}})
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto"
 	"crypto/x509"
+	"time"
 
 	"github.com/agentmesh/meshnode/consensus"
 	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
@@ -22,7 +23,18 @@ func readOpts(c meshnodev1.Consistency) consensus.ReadOptions {
 }
 
 func (r consensusRegistry) Apply(ctx context.Context, cmd *meshnodev1.Command) (uint64, *meshnodev1.CommandResult, error) {
+	ctx, cancel := boundWrite(ctx)
+	defer cancel()
 	return r.s.Apply(ctx, cmd)
+}
+
+// writeTimeout bounds a write made for an API caller: on the minority side
+// of a partition there is no leader, and the caller should hear so in
+// seconds, not at its own (possibly long) deadline.
+const writeTimeout = 5 * time.Second
+
+func boundWrite(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, writeTimeout)
 }
 
 func (r consensusRegistry) ListAgents(ctx context.Context, c meshnodev1.Consistency, capability, node string) ([]*meshnodev1.Agent, uint64, error) {

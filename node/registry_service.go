@@ -7,6 +7,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"github.com/agentmesh/meshnode/consensus"
 	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -217,13 +218,18 @@ func validateRegistration(req *meshnodev1.RegisterRequest) error {
 	return nil
 }
 
-// storeError maps consensus errors to gRPC statuses callers can act on.
+// storeError maps consensus errors to gRPC statuses callers can act on. A
+// missing leader (the minority side of a partition, or a cluster that lost
+// its quorum) is Unavailable with what to check, not a bare timeout.
 func storeError(doing string, err error) error {
+	if errors.Is(err, consensus.ErrNoLeader) || errors.Is(err, context.DeadlineExceeded) || status.Code(err) == codes.DeadlineExceeded {
+		return status.Errorf(codes.Unavailable, "%s: no Raft leader answered in time: this node cannot reach a majority of the servers (check 'meshnode members'); stale reads still work (%v)", doing, err)
+	}
 	if _, ok := status.FromError(err); ok && status.Code(err) != codes.Unknown {
 		return err
 	}
-	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
-		return status.Errorf(codes.DeadlineExceeded, "%s: %v", doing, err)
+	if errors.Is(err, context.Canceled) {
+		return status.Errorf(codes.Canceled, "%s: %v", doing, err)
 	}
 	return status.Errorf(codes.Unavailable, "%s: %v", doing, err)
 }
