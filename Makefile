@@ -1,6 +1,7 @@
 # meshnode build, test and tooling entry points. Everything runs with only Go
 # installed: generators and linters are `tool` directives in go.mod.
 
+SHELL     := /bin/bash
 GO        ?= go
 BIN       ?= bin/meshnode
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
@@ -20,7 +21,8 @@ run: build ## Start one node with every default: a single-node cluster.
 	./$(BIN) run
 
 test: ## Everything CI runs: unit, integration and the fast e2e subset.
-	$(GO) test $(TESTFLAGS) $(PKGS)
+	$(GO) test $(TESTFLAGS) $$($(GO) list ./... | grep -v '/e2e$$')
+	$(GO) test $(TESTFLAGS) -v ./e2e/ 2>&1 | grep -E '^(=== RUN|--- |PASS|FAIL|ok|SUMMARY|panic)|_test.go:[0-9]+' ; exit $${PIPESTATUS[0]}
 
 e2e: build ## Every end-to-end scenario (network namespaces when root).
 	MESHNODE_E2E_FULL=1 $(GO) test -count=1 -timeout 30m -v ./e2e/...
