@@ -140,8 +140,17 @@ func (n *Node) agentLoad(a *meshnodev1.Agent) *meshnodev1.AgentLoad {
 	if n.gossip == nil {
 		return &meshnodev1.AgentLoad{Status: "unknown"}
 	}
+	if !n.gossip.NodeAlive(a.GetNode()) {
+		return &meshnodev1.AgentLoad{Status: "unknown"}
+	}
 	l, ok := n.gossip.Load(a.GetId())
-	if !ok || !n.gossip.NodeAlive(a.GetNode()) {
+	if !ok {
+		// No signed load report yet (a fresh registration, or one that
+		// arrived before its node's key reached our replica): fall back to
+		// the committed status, as routing does.
+		if a.GetStatus() == meshnodev1.AgentStatus_AGENT_STATUS_READY {
+			return &meshnodev1.AgentLoad{Status: "ready"}
+		}
 		return &meshnodev1.AgentLoad{Status: "unknown"}
 	}
 	return &meshnodev1.AgentLoad{InFlight: l.InFlight, Capacity: l.Capacity, EwmaLatencyMs: float64(l.EWMALatency) / 1e6,
