@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -62,19 +63,10 @@ func newLocalAgents(node string) *localAgents {
 
 // agentID is the cluster-wide id of a local agent name.
 func (l *localAgents) agentID(nameOrID string) string {
-	if i := indexByte(nameOrID, '/'); i >= 0 {
+	if strings.Contains(nameOrID, "/") {
 		return nameOrID
 	}
 	return l.node + "/" + nameOrID
-}
-
-func indexByte(s string, b byte) int {
-	for i := 0; i < len(s); i++ {
-		if s[i] == b {
-			return i
-		}
-	}
-	return -1
 }
 
 // processAlive reports whether pid still exists. Used to let a restarted
