@@ -247,6 +247,13 @@ func (r *replica) handle(msg *meshnodev1.SubscribeResponse, snap **meshnodev1.Ra
 		if *snap == nil || k.SnapshotEnd != (*snap).GetIndex() || uint64(len(*recs)) != (*snap).GetRecords() {
 			return 0, errors.New("snapshot end does not match its beginning")
 		}
+		// A server that lags this replica (a follower just after a leader
+		// change) must not move the replica's state backwards: a consistent
+		// read that already waited for a newer index would see older data.
+		if cur := r.s.st.index(); r.ready.Load() && k.SnapshotEnd < cur {
+			*snap, *recs = nil, nil
+			return 0, fmt.Errorf("server is behind this replica (its snapshot is at index %d, the replica at %d); subscribing elsewhere", k.SnapshotEnd, cur)
+		}
 		if err := r.s.st.replace(*recs, k.SnapshotEnd); err != nil {
 			return 0, err
 		}
