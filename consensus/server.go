@@ -203,15 +203,26 @@ func (srv *server) watchLeadership() {
 
 // verifiedIndex confirms this server still leads and returns an index that
 // includes every write acknowledged before the call.
+//
+// It commits a barrier rather than only calling VerifyLeader: hashicorp/raft
+// applies committed entries to the FSM asynchronously, so a follower can
+// apply (and serve) an entry before the leader's own FSM has, and the
+// leader's applied index alone can miss a write another node already shows.
+// A barrier commits through a quorum (confirming leadership) and returns
+// once every entry before it is applied here. Concurrent barriers share log
+// batches, so the cost is one replication round, not one per read.
 func (srv *server) verifiedIndex(ctx context.Context) (uint64, error) {
 	for {
+		if srv.readyTerm.Load() == srv.raft.CurrentTerm() {
+			if err := srv.await(ctx, srv.raft.Barrier(0)); err != nil {
+				return 0, raftError(err)
+			}
+			return srv.s.st.index(), nil
+		}
 		if err := srv.await(ctx, srv.raft.VerifyLeader()); err != nil {
 			return 0, raftError(err)
 		}
-		if srv.readyTerm.Load() == srv.raft.CurrentTerm() {
-			return srv.s.st.index(), nil
-		}
-		// Freshly elected: the barrier is still running.
+		// Freshly elected: the leadership barrier is still running.
 		t := time.NewTimer(5 * time.Millisecond)
 		select {
 		case <-t.C:
