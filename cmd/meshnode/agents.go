@@ -24,13 +24,11 @@ func newAgentsCmd() *cobra.Command {
   meshnode agents --capability inventory.lookup --json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			conn, err := cf.dial()
+			conn, ctx, done, err := cf.open()
 			if err != nil {
 				return err
 			}
-			defer conn.Close()
-			ctx, cancel := cf.context()
-			defer cancel()
+			defer done()
 			req := &meshnodev1.ListAgentsRequest{Capability: capability, Node: nodeName}
 			if consistent {
 				req.Consistency = meshnodev1.Consistency_CONSISTENCY_CONSISTENT
@@ -80,13 +78,11 @@ func newDiscoverCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			conn, err := cf.dial()
+			conn, ctx, done, err := cf.open()
 			if err != nil {
 				return err
 			}
-			defer conn.Close()
-			ctx, cancel := cf.context()
-			defer cancel()
+			defer done()
 			resp, err := meshnodev1.NewRegistryServiceClient(conn).Discover(ctx, &meshnodev1.DiscoverRequest{Capability: args[0], Attributes: attrs, MinProficiency: prof})
 			if err != nil {
 				return rpcError("discover", err, cf.socketPath())
@@ -155,13 +151,11 @@ including which agent answered, the attempts made and the trace id.`,
 			if err != nil {
 				return err
 			}
-			conn, err := cf.dial()
+			conn, ctx, done, err := cf.open()
 			if err != nil {
 				return err
 			}
-			defer conn.Close()
-			ctx, cancel := cf.context()
-			defer cancel()
+			defer done()
 			req := &meshnodev1.CallRequest{
 				Capability:     args[0],
 				Payload:        payload,

@@ -74,6 +74,17 @@ func (cf *clientFlags) context() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), cf.timeout)
 }
 
+// open dials the node and returns a context bounded by --timeout; done
+// closes both.
+func (cf *clientFlags) open() (*grpc.ClientConn, context.Context, func(), error) {
+	conn, err := cf.dial()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	ctx, cancel := cf.context()
+	return conn, ctx, func() { cancel(); conn.Close() }, nil
+}
+
 // rpcError turns a gRPC status into a one-line message for the terminal.
 func rpcError(what string, err error, socket string) error {
 	st, ok := status.FromError(err)

@@ -15,13 +15,11 @@ func newMembersCmd() *cobra.Command {
 		Short: "List the cluster's nodes: address, role, gossip status, Raft role, agents, load",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			conn, err := cf.dial()
+			conn, ctx, done, err := cf.open()
 			if err != nil {
 				return err
 			}
-			defer conn.Close()
-			ctx, cancel := cf.context()
-			defer cancel()
+			defer done()
 			resp, err := meshnodev1.NewNodeServiceClient(conn).Members(ctx, &meshnodev1.MembersRequest{})
 			if err != nil {
 				return rpcError("members", err, cf.socketPath())

@@ -33,13 +33,11 @@ on first use; it is refused once used or after --ttl.`,
 			if ttl <= 0 {
 				return usagef("--ttl %v: must be positive", ttl)
 			}
-			conn, err := cf.dial()
+			conn, ctx, done, err := cf.open()
 			if err != nil {
 				return err
 			}
-			defer conn.Close()
-			ctx, cancel := cf.context()
-			defer cancel()
+			defer done()
 			role := meshnodev1.JoinRole_JOIN_ROLE_CLIENT
 			if server {
 				role = meshnodev1.JoinRole_JOIN_ROLE_SERVER
@@ -72,13 +70,11 @@ func newNodeCmd() *cobra.Command {
 		Short: "Revoke a node's identity: every peer refuses it and the CA refuses its renewals",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			conn, err := cf.dial()
+			conn, ctx, done, err := cf.open()
 			if err != nil {
 				return err
 			}
-			defer conn.Close()
-			ctx, cancel := cf.context()
-			defer cancel()
+			defer done()
 			resp, err := meshnodev1.NewPKIServiceClient(conn).RevokeNode(ctx, &meshnodev1.RevokeNodeRequest{NodeName: args[0], Reason: reason})
 			if err != nil {
 				return rpcError("revoke "+args[0], err, cf.socketPath())
@@ -103,13 +99,11 @@ func newCertCmd() *cobra.Command {
 		Short: "Show the local node's certificate: identity, serial, expiry",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			conn, err := cf.dial()
+			conn, ctx, done, err := cf.open()
 			if err != nil {
 				return err
 			}
-			defer conn.Close()
-			ctx, cancel := cf.context()
-			defer cancel()
+			defer done()
 			resp, err := meshnodev1.NewPKIServiceClient(conn).CertificateStatus(ctx, &meshnodev1.CertificateStatusRequest{})
 			if err != nil {
 				return rpcError("certificate status", err, cf.socketPath())

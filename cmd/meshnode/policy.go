@@ -20,13 +20,11 @@ func newPolicyCmd() *cobra.Command {
 		Short: "Show the policy in force for a capability, with every default filled in",
 		Args:  cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			conn, err := getCF.dial()
+			conn, ctx, done, err := getCF.open()
 			if err != nil {
 				return err
 			}
-			defer conn.Close()
-			ctx, cancel := getCF.context()
-			defer cancel()
+			defer done()
 			capability := "*"
 			if len(args) == 1 {
 				capability = args[0]
@@ -92,13 +90,11 @@ common fields with flags; flags override the file.`,
 				}
 				pol.Retry.MaxAttempts = maxAttempts
 			}
-			conn, err := setCF.dial()
+			conn, ctx, done, err := setCF.open()
 			if err != nil {
 				return err
 			}
-			defer conn.Close()
-			ctx, cancel := setCF.context()
-			defer cancel()
+			defer done()
 			resp, err := meshnodev1.NewPolicyServiceClient(conn).SetPolicy(ctx, &meshnodev1.SetPolicyRequest{Policy: pol})
 			if err != nil {
 				return rpcError("set policy", err, setCF.socketPath())

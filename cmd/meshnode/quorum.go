@@ -148,13 +148,11 @@ func newQuorumGetCmd() *cobra.Command {
 }
 
 func getDecision(cf *clientFlags, id string) (*meshnodev1.Decision, error) {
-	conn, err := cf.dial()
+	conn, ctx, done, err := cf.open()
 	if err != nil {
 		return nil, err
 	}
-	defer conn.Close()
-	ctx, cancel := cf.context()
-	defer cancel()
+	defer done()
 	resp, err := meshnodev1.NewQuorumServiceClient(conn).GetDecision(ctx, &meshnodev1.GetDecisionRequest{Id: id})
 	if err != nil {
 		return nil, rpcError("get decision "+id, err, cf.socketPath())
@@ -170,13 +168,11 @@ func newQuorumListCmd() *cobra.Command {
 		Short: "List decisions, newest first",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			conn, err := cf.dial()
+			conn, ctx, done, err := cf.open()
 			if err != nil {
 				return err
 			}
-			defer conn.Close()
-			ctx, cancel := cf.context()
-			defer cancel()
+			defer done()
 			resp, err := meshnodev1.NewQuorumServiceClient(conn).ListDecisions(ctx, &meshnodev1.ListDecisionsRequest{Kind: kind})
 			if err != nil {
 				return rpcError("list decisions", err, cf.socketPath())
@@ -234,13 +230,11 @@ node that answered is not trusted: any change to the certificate fails here.`,
 // registryKeys reads every agent's vote key, consistently, for offline
 // certificate checks.
 func registryKeys(cf *clientFlags) (quorum.KeyMap, string, error) {
-	conn, err := cf.dial()
+	conn, ctx, done, err := cf.open()
 	if err != nil {
 		return nil, "", err
 	}
-	defer conn.Close()
-	ctx, cancel := cf.context()
-	defer cancel()
+	defer done()
 	st, err := meshnodev1.NewNodeServiceClient(conn).Status(ctx, &meshnodev1.StatusRequest{})
 	if err != nil {
 		return nil, "", rpcError("status", err, cf.socketPath())
@@ -289,13 +283,11 @@ func newQuorumReviewCmd() *cobra.Command {
 			if reject {
 				outcome = meshnodev1.Choice_CHOICE_REJECT
 			}
-			conn, err := cf.dial()
+			conn, ctx, done, err := cf.open()
 			if err != nil {
 				return err
 			}
-			defer conn.Close()
-			ctx, cancel := cf.context()
-			defer cancel()
+			defer done()
 			resp, err := meshnodev1.NewQuorumServiceClient(conn).Review(ctx, &meshnodev1.ReviewRequest{Id: args[0], Outcome: outcome, Reason: reason})
 			if err != nil {
 				return rpcError("review "+args[0], err, cf.socketPath())

@@ -16,13 +16,11 @@ func newStatusCmd() *cobra.Command {
 		Short: "Show the local node's name, version, role and uptime",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			conn, err := cf.dial()
+			conn, ctx, done, err := cf.open()
 			if err != nil {
 				return err
 			}
-			defer conn.Close()
-			ctx, cancel := cf.context()
-			defer cancel()
+			defer done()
 			st, err := meshnodev1.NewNodeServiceClient(conn).Status(ctx, &meshnodev1.StatusRequest{})
 			if err != nil {
 				return rpcError("status", err, cf.socketPath())
