@@ -140,19 +140,16 @@ func (n *Node) agentLoad(a *meshnodev1.Agent) *meshnodev1.AgentLoad {
 	if n.gossip == nil {
 		return &meshnodev1.AgentLoad{Status: "unknown"}
 	}
-	if !n.gossip.NodeAlive(a.GetNode()) {
+	r := n.remoteStatus(a)
+	switch {
+	case !r.alive:
+		return &meshnodev1.AgentLoad{Status: "unknown"}
+	case !r.reported && r.ready:
+		return &meshnodev1.AgentLoad{Status: "ready"}
+	case !r.reported:
 		return &meshnodev1.AgentLoad{Status: "unknown"}
 	}
-	l, ok := n.gossip.Load(a.GetId())
-	if !ok {
-		// No signed load report yet (a fresh registration, or one that
-		// arrived before its node's key reached our replica): fall back to
-		// the committed status, as routing does.
-		if a.GetStatus() == meshnodev1.AgentStatus_AGENT_STATUS_READY {
-			return &meshnodev1.AgentLoad{Status: "ready"}
-		}
-		return &meshnodev1.AgentLoad{Status: "unknown"}
-	}
+	l := r.load
 	return &meshnodev1.AgentLoad{InFlight: l.InFlight, Capacity: l.Capacity, EwmaLatencyMs: float64(l.EWMALatency) / 1e6,
 		SuccessRate: l.SuccessRate, Status: l.Status.String()}
 }

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/agentmesh/meshnode/consensus"
-	"github.com/agentmesh/meshnode/gossip"
 	"github.com/agentmesh/meshnode/pki"
 	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
 	"github.com/agentmesh/meshnode/quorum"
@@ -133,13 +132,8 @@ func (n *Node) agentReady(a *meshnodev1.Agent) bool {
 	if a.GetNode() == n.cfg.Name {
 		return n.local.serving(a.GetId())
 	}
-	if !n.gossip.NodeAlive(a.GetNode()) {
-		return false
-	}
-	if l, ok := n.gossip.Load(a.GetId()); ok {
-		return l.Status == gossip.StatusReady
-	}
-	return a.GetStatus() == meshnodev1.AgentStatus_AGENT_STATUS_READY
+	r := n.remoteStatus(a)
+	return r.alive && r.ready
 }
 
 func (g quorumGlue) RequestVote(ctx context.Context, v quorum.Voter, p *meshnodev1.Proposal) (*meshnodev1.Vote, error) {

@@ -94,17 +94,38 @@ func (n *Node) candidate(a *meshnodev1.Agent, capability string) *routing.Candid
 		c.Ready = n.local.serving(a.GetId())
 		return c
 	}
-	c.NodeAlive = n.gossip.NodeAlive(a.GetNode())
-	if l, ok := n.gossip.Load(a.GetId()); ok {
-		c.Ready = l.Status == gossip.StatusReady
+	r := n.remoteStatus(a)
+	c.NodeAlive, c.Ready = r.alive, r.ready
+	if l := r.load; r.reported {
 		c.Draining = l.Status == gossip.StatusDraining
 		c.Load = routing.GossipLoad{InFlight: int(l.InFlight), Capacity: int(l.Capacity), EWMALatency: l.EWMALatency,
 			SuccessRate: l.SuccessRate, HasSuccessRate: l.SuccessRate > 0}
-	} else {
-		// No gossip yet (a fresh registration): trust the committed status.
-		c.Ready = a.GetStatus() == meshnodev1.AgentStatus_AGENT_STATUS_READY
 	}
 	return c
+}
+
+// remoteAgent is what this node knows of an agent on another node.
+type remoteAgent struct {
+	alive    bool // its node is alive in gossip
+	reported bool // its node has published a signed load entry for it
+	load     gossip.AgentLoad
+	ready    bool
+}
+
+// remoteStatus merges gossip with the registry for an agent on another
+// node: the signed load report when there is one; otherwise the committed
+// status, which is all there is before its node's first report (a fresh
+// registration, or a report that arrived before the node's key reached our
+// replica). Routing, Discover and voter selection all read it.
+func (n *Node) remoteStatus(a *meshnodev1.Agent) remoteAgent {
+	r := remoteAgent{alive: n.gossip.NodeAlive(a.GetNode())}
+	r.load, r.reported = n.gossip.Load(a.GetId())
+	if r.reported {
+		r.ready = r.load.Status == gossip.StatusReady
+	} else {
+		r.ready = a.GetStatus() == meshnodev1.AgentStatus_AGENT_STATUS_READY
+	}
+	return r
 }
 
 // policyFor returns the routing policy in force for a capability: its own,
