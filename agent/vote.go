@@ -85,7 +85,10 @@ func (s *server) vote(sctx context.Context, ask *meshnodev1.VoteAsk) {
 		log.Warn("could not deliver a vote to the node", "choice", choice, "err", err)
 		return
 	}
-	log.Info("voted", "choice", choice)
+	// Debug, not Info: the node records every vote in the decision's
+	// certificate, and a log write per vote is a visible share of a
+	// decision's cost.
+	log.Debug("voted", "choice", choice)
 }
 
 func (s *server) decide(sctx context.Context, ask *meshnodev1.VoteAsk) (choice Choice, reason string, err error) {

@@ -10,7 +10,7 @@
 //     our delegates with its locks held, so nothing on that path blocks:
 //     events are queued per subscriber.
 //   - SetLocalLoad: this node's load table, broadcast on significant change
-//     (coalesced over LoadMinInterval) and re-sent every LoadRefreshInterval,
+//     (coalesced over LoadMinInterval; status changes go at once) and re-sent every LoadRefreshInterval,
 //     split into messages of at most MaxMessageBytes, each signed with the
 //     node's key (Config.Signer) and stamped with the node's sequence number.
 //     Receivers verify with Config.Keys; relays forward messages byte for

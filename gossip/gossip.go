@@ -237,7 +237,7 @@ func (g *Gossip) UpdateMeta(m NodeMeta) error {
 // SetLocalLoad replaces this node's load table: the node's own load and that
 // of every agent it serves (an agent missing from agents is removed). Changes
 // are broadcast when significant (see Config), coalesced over
-// LoadMinInterval; everything is re-sent every LoadRefreshInterval.
+// LoadMinInterval (status changes go out within 10 ms); everything is re-sent every LoadRefreshInterval.
 func (g *Gossip) SetLocalLoad(node NodeLoad, agents []AgentLoad) error {
 	send, err := g.pub.set(node, agents)
 	if err != nil {

@@ -30,6 +30,7 @@ type publisher struct {
 	sentNode  NodeLoad
 	sent      map[string]AgentLoad // last broadcast value per agent
 	dirty     map[uint32]bool
+	urgent    bool // a dirty part holds a status change or an agent coming or going
 	lastFlush time.Time
 	budget    int // bytes available for agents in one message
 }
@@ -102,20 +103,24 @@ func (p *publisher) set(node NodeLoad, agents []AgentLoad) (bool, error) {
 		if err := p.relayoutLocked(); err != nil {
 			return false, err
 		}
+		p.urgent = true
 		return true, nil
 	}
 	for id, a := range next {
 		if s, ok := p.sent[id]; !ok || p.significant(s, a) {
 			p.dirty[partOf(id, p.parts)] = true
+			p.urgent = p.urgent || !ok || s.Status != a.Status
 		}
 	}
 	for id := range p.sent {
 		if _, ok := next[id]; !ok {
 			p.dirty[partOf(id, p.parts)] = true
+			p.urgent = true
 		}
 	}
 	if p.significantNode(p.sentNode, node) && len(p.dirty) == 0 {
 		p.dirty[0] = true // the node's own load rides on every part
+		p.urgent = p.urgent || p.sentNode.Status != node.Status
 	}
 	return len(p.dirty) > 0, nil
 }
@@ -210,11 +215,22 @@ func (p *publisher) due(now time.Time) (bool, time.Duration) {
 	if len(p.dirty) == 0 {
 		return false, 0
 	}
-	if wait := p.lastFlush.Add(p.cfg.LoadMinInterval).Sub(now); wait > 0 {
+	spacing := p.cfg.LoadMinInterval
+	if p.urgent {
+		// Readiness is what routing and voter selection act on: an agent
+		// that starts or stops serving must not wait out the load
+		// coalescing window, only a short spacing against a flapping one.
+		spacing = min(spacing, statusMinInterval)
+	}
+	if wait := p.lastFlush.Add(spacing).Sub(now); wait > 0 {
 		return false, wait
 	}
 	return true, 0
 }
+
+// statusMinInterval is the least time between two broadcasts when one
+// carries a status change.
+const statusMinInterval = 10 * time.Millisecond
 
 // flush signs one message per dirty part.
 func (p *publisher) flush(now time.Time) ([]*signedBatch, error) {
@@ -260,6 +276,7 @@ func (p *publisher) flush(now time.Time) ([]*signedBatch, error) {
 		}
 	}
 	p.sentNode = p.node
+	p.urgent = false
 	p.lastFlush = now
 	return out, nil
 }

@@ -378,3 +378,52 @@ func FuzzDecodeMessage(f *testing.F) {
 		decodeMeta(b)
 	})
 }
+
+// A status change is broadcast within statusMinInterval; a load change
+// waits out LoadMinInterval.
+func TestStatusChangeSkipsCoalescing(t *testing.T) {
+	g := bare(t, "n1", newKeyring())
+	g.pub.cfg.LoadMinInterval = time.Second
+	ready := AgentLoad{AgentID: "n1/a", Capacity: 10, Status: StatusReady}
+	t0 := time.Now()
+	if _, err := g.pub.set(NodeLoad{}, []AgentLoad{ready}); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := g.pub.due(t0); !ok {
+		t.Fatal("the first table is not due at once")
+	}
+	if _, err := g.pub.flush(t0); err != nil {
+		t.Fatal(err)
+	}
+
+	busy := ready
+	busy.InFlight = 9
+	if send, _ := g.pub.set(NodeLoad{}, []AgentLoad{busy}); !send {
+		t.Fatal("a load change of 90% of capacity is not significant")
+	}
+	if ok, wait := g.pub.due(t0.Add(time.Millisecond)); ok || wait < 900*time.Millisecond {
+		t.Fatalf("a load change is due=%v after %v, want to wait out LoadMinInterval", ok, wait)
+	}
+
+	gone := busy
+	gone.Status = StatusUnknown
+	if _, err := g.pub.set(NodeLoad{}, []AgentLoad{gone}); err != nil {
+		t.Fatal(err)
+	}
+	if ok, wait := g.pub.due(t0.Add(time.Millisecond)); ok || wait > statusMinInterval {
+		t.Fatalf("a status change is due=%v, wait %v; want at most %v", ok, wait, statusMinInterval)
+	}
+	if ok, _ := g.pub.due(t0.Add(statusMinInterval)); !ok {
+		t.Fatal("a status change is not due after statusMinInterval")
+	}
+	if _, err := g.pub.flush(t0.Add(statusMinInterval)); err != nil {
+		t.Fatal(err)
+	}
+
+	if _, err := g.pub.set(NodeLoad{}, nil); err != nil { // the agent leaves
+		t.Fatal(err)
+	}
+	if ok, wait := g.pub.due(t0.Add(statusMinInterval + time.Millisecond)); ok || wait > statusMinInterval {
+		t.Fatalf("a removed agent is due=%v, wait %v; want at most %v", ok, wait, statusMinInterval)
+	}
+}

@@ -84,9 +84,10 @@ func benchQuorum(b *testing.B) {
 		_, err := reg.Register(ctx, &meshnodev1.RegisterRequest{Name: "writer", Capabilities: []*meshnodev1.Capability{{Name: fmt.Sprintf("w%d", seq.Add(1))}}})
 		return err
 	}
-	if err := propose(ids[:4], false); err != nil {
-		b.Fatalf("first decision: %v", err)
-	}
+	// Registry and gossip can disagree for a moment after an agent starts
+	// serving (an older "not serving" report still in flight), so the
+	// first decision is retried until every voter is eligible.
+	waitFor(b, 30*time.Second, "a first decision", func() bool { return propose(ids[:4], false) == nil })
 	measure := func(n int, f func() error) []time.Duration {
 		var lat []time.Duration
 		for i := 0; i < n; i++ {

@@ -234,6 +234,15 @@ func (g quorumGlue) Decision(ctx context.Context, id string) (*meshnodev1.Decisi
 		// confirm with the leader before saying it does not exist.
 		rec, _, err = g.n.store.Decision(ctx, consensus.ReadOptions{Consistency: consensus.Consistent}, id)
 	}
+	return decisionFromRecord(id, rec, err)
+}
+
+func (g quorumGlue) Recorded(ctx context.Context, id string) (*meshnodev1.Decision, error) {
+	rec, _, err := g.n.store.Decision(ctx, consensus.ReadOptions{}, id)
+	return decisionFromRecord(id, rec, err)
+}
+
+func decisionFromRecord(id string, rec *meshnodev1.DecisionRecord, err error) (*meshnodev1.Decision, error) {
 	if errors.Is(err, consensus.ErrNotFound) {
 		return nil, fmt.Errorf("decision %s: %w", id, quorum.ErrNotFound)
 	}

@@ -40,6 +40,12 @@ type Committer interface {
 	// Decision returns the recorded decision for id, or an error wrapping
 	// ErrNotFound.
 	Decision(ctx context.Context, id string) (*meshnodev1.Decision, error)
+	// Recorded is Decision as this node's replica has it, which may lag the
+	// cluster. Starting a vote reads it instead of Decision: confirming
+	// absence with the leader would cost a replication round on every
+	// proposal, and Commit's decide-once already covers a lagging replica
+	// (the vote runs again and the first decision wins).
+	Recorded(ctx context.Context, id string) (*meshnodev1.Decision, error)
 }
 
 // Coordinator runs proposals on the proposer's node: it picks the voters,
@@ -190,7 +196,7 @@ func (c *Coordinator) existing(ctx context.Context, p *meshnodev1.Proposal) (*me
 		d = proto.Clone(done).(*meshnodev1.Decision)
 	default:
 		var err error
-		d, err = c.com.Decision(ctx, p.GetId())
+		d, err = c.com.Recorded(ctx, p.GetId())
 		// A recorded PENDING decision is not a decision: its coordinator
 		// may have died. Run the vote; the commit keeps whichever final
 		// decision Raft sees first.

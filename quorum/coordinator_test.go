@@ -306,8 +306,33 @@ func TestCoordinatorReturnsCommittedDecision(t *testing.T) {
 // nodes run one id at once.
 type racingCommitter struct{ *fakeCommitter }
 
-func (r *racingCommitter) Decision(_ context.Context, id string) (*meshnodev1.Decision, error) {
+func (r *racingCommitter) Recorded(_ context.Context, id string) (*meshnodev1.Decision, error) {
 	return nil, ErrNotFound
+}
+
+// A replica that lags may hide that the id was decided for another
+// proposal: the vote runs, and the commit's answer reveals the conflict.
+func TestCoordinatorConflictBehindLaggingReplica(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, 4)
+		p := capProposal("p1", 4, time.Minute)
+		if _, err := h.coord.Propose(t.Context(), p); err != nil {
+			t.Fatal(err)
+		}
+		other, err := NewCoordinator(CoordinatorConfig{ClusterID: testCluster}, &fakeDirectory{members: h.ms}, h.req, &racingCommitter{h.com})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer other.Close()
+		changed := proto.Clone(p).(*meshnodev1.Proposal)
+		changed.Payload = []byte(`{"amount": 999999}`)
+		if _, err := other.Propose(t.Context(), changed); !errors.Is(err, ErrProposalConflict) {
+			t.Fatalf("reusing the id behind a lagging replica: %v, want ErrProposalConflict", err)
+		}
+		if d, err := h.com.Decision(t.Context(), "p1"); err != nil || string(d.GetProposal().GetPayload()) != string(p.GetPayload()) {
+			t.Fatalf("recorded decision changed: %v, %v", d.GetProposal().GetPayload(), err)
+		}
+	})
 }
 
 func TestCoordinatorStartReturnsPending(t *testing.T) {

@@ -126,6 +126,10 @@ func (c *fakeCommitter) Commit(_ context.Context, d *meshnodev1.Decision) (*mesh
 	return proto.Clone(stored).(*meshnodev1.Decision), nil
 }
 
+func (c *fakeCommitter) Recorded(ctx context.Context, id string) (*meshnodev1.Decision, error) {
+	return c.Decision(ctx, id)
+}
+
 func (c *fakeCommitter) Decision(_ context.Context, id string) (*meshnodev1.Decision, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -118,6 +118,10 @@ func (nullCommitter) Decision(context.Context, string) (*meshnodev1.Decision, er
 	return nil, ErrNotFound
 }
 
+func (nullCommitter) Recorded(context.Context, string) (*meshnodev1.Decision, error) {
+	return nil, ErrNotFound
+}
+
 // BenchmarkCoordinatorLatency measures Propose to decision with in-memory
 // voters that answer at once (fan-out, signing, verification, tally and
 // certificate; no network, no Raft). Baseline: the same votes signed and

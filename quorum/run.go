@@ -49,6 +49,11 @@ func (c *Coordinator) execute(r *run, t *Tally, voters []Voter) {
 	cctx, ccancel := context.WithTimeout(c.ctx, c.cfg.CommitTimeout)
 	defer ccancel()
 	committed, err := c.com.Commit(cctx, d)
+	if err == nil {
+		// Start read a replica that may lag: the id may have been decided
+		// elsewhere meanwhile, possibly for a different proposal.
+		err = conflict(committed.GetProposal(), p)
+	}
 	if err != nil {
 		c.finish(r, nil, fmt.Errorf("committing decision on proposal %q: %w", p.GetId(), err))
 		return
