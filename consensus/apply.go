@@ -40,6 +40,7 @@ func (s *state) applyBatch(index uint64, b *meshnodev1.CommandBatch) []*meshnode
 	}
 	ev := eventFrom(index, txn.Changes())
 	txn.Commit()
+	s.applied.Store(index)
 	s.log.append(ev)
 	return results
 }

@@ -27,6 +27,10 @@ type state struct {
 	// restores counts wholesale replacements (snapshot installs, replica
 	// resyncs); observability and tests.
 	restores atomic.Uint64
+	// applied is the last applied index, stored after each commit: the
+	// call path reads it on every call to reuse what it resolved at that
+	// index, and opening a read transaction to learn it costs more.
+	applied atomic.Uint64
 }
 
 func newState(changeLogSize int) *state {
@@ -53,11 +57,9 @@ func appliedIndex(txn *memdb.Txn) uint64 {
 	return raw.(*metaRow).Index
 }
 
-// index is the last applied index.
-func (s *state) index() uint64 {
-	_, idx := s.read()
-	return idx
-}
+// index is the last applied index. It may trail a commit by a moment,
+// never lead one.
+func (s *state) index() uint64 { return s.applied.Load() }
 
 // snapshotTxn returns a read transaction taken atomically with the change
 // log's position: events after the returned index are all in the log.
@@ -100,6 +102,7 @@ func (s *state) replace(records []*meshnodev1.RaftStateRecord, index uint64) err
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.db.Store(db)
+	s.applied.Store(index)
 	s.dedup = dedup
 	s.log.reset(index)
 	s.restores.Add(1)
@@ -182,6 +185,7 @@ func (s *state) applyEvent(ev *meshnodev1.RaftStateEvent) error {
 		return fmt.Errorf("applying event at index %d: %w", ev.GetIndex(), err)
 	}
 	txn.Commit()
+	s.applied.Store(ev.GetIndex())
 	s.log.append(&meshnodev1.RaftStateEvent{Index: ev.GetIndex(), Changes: ev.GetChanges()})
 	return nil
 }

@@ -18,12 +18,15 @@ import (
 	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/agentmesh/meshnode/internal/benchutil"
 )
 
 // binary is the meshnode binary built once for the whole test run.
 var binary string
 
 func TestMain(m *testing.M) {
+	benchutil.ServeBaselineIfAsked()
 	dir, err := os.MkdirTemp("", "meshnode-e2e-bin-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/agentmesh/meshnode/agent"
+	"github.com/agentmesh/meshnode/internal/benchutil"
 	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -25,9 +26,7 @@ func TestMain(m *testing.M) {
 	if spec := os.Getenv(intruderEnv); spec != "" {
 		os.Exit(runIntruder(spec))
 	}
-	if sock := os.Getenv(baselineEnv); sock != "" {
-		os.Exit(runBaselineServer(sock))
-	}
+	benchutil.ServeBaselineIfAsked()
 	os.Exit(m.Run())
 }
 

@@ -57,6 +57,7 @@ type Node struct {
 	votes       *voteWaiters
 	stats       callStats
 	policies    policyCache
+	resolved    resolveCache
 	inflight    inflightCalls
 	tracing     *sdktrace.TracerProvider
 	// tracingInjected: tracing came from SetTracerProvider; the caller owns it.

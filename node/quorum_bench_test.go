@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/agentmesh/meshnode/agent"
+	"github.com/agentmesh/meshnode/internal/benchutil"
 	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
@@ -118,11 +119,11 @@ func benchQuorum(b *testing.B) {
 		}()
 	}
 	wg.Wait()
-	b.ReportMetric(pct(four, 0.5)/1000, "4-voters-p50-ms")
-	b.ReportMetric(pct(four, 0.99)/1000, "4-voters-p99-ms")
-	b.ReportMetric(pct(seven, 0.5)/1000, "7-voters-p50-ms")
-	b.ReportMetric(pct(seven, 0.99)/1000, "7-voters-p99-ms")
+	b.ReportMetric(benchutil.Micros(four, 0.5)/1000, "4-voters-p50-ms")
+	b.ReportMetric(benchutil.Micros(four, 0.99)/1000, "4-voters-p99-ms")
+	b.ReportMetric(benchutil.Micros(seven, 0.5)/1000, "7-voters-p50-ms")
+	b.ReportMetric(benchutil.Micros(seven, 0.99)/1000, "7-voters-p99-ms")
 	b.ReportMetric(float64(done.Load())/time.Since(start).Seconds(), "4-voter-decisions/s")
-	b.ReportMetric(pct(commits, 0.5)/1000, "baseline-raft-write-p50-ms")
-	b.ReportMetric(pct(four, 0.5)/pct(commits, 0.5), "4-voters/raft-write-p50")
+	b.ReportMetric(benchutil.Micros(commits, 0.5)/1000, "baseline-raft-write-p50-ms")
+	b.ReportMetric(benchutil.Micros(four, 0.5)/benchutil.Micros(commits, 0.5), "4-voters/raft-write-p50")
 }

@@ -44,13 +44,9 @@ func (n *Node) startRouting(context.Context) error {
 // Resolve gives the router a capability's candidates and policy (used for
 // the call's own capability and for a policy's fallback capability).
 func (n *Node) Resolve(ctx context.Context, capability string) ([]routing.Candidate, routing.Policy, error) {
-	pol, err := n.policyFor(ctx, capability)
+	agents, pol, err := n.registered(ctx, capability)
 	if err != nil {
 		return nil, pol, err
-	}
-	agents, _, err := n.store.Agents(ctx, consensus.ReadOptions{}, consensus.AgentFilter{Capability: capability})
-	if err != nil {
-		return nil, pol, storeError("find agents for "+capability, err)
 	}
 	if len(agents) == 0 {
 		// The local replica may lag a registration made a moment ago on
@@ -68,6 +64,29 @@ func (n *Node) Resolve(ctx context.Context, capability string) ([]routing.Candid
 		}
 	}
 	return cands, pol, nil
+}
+
+// registered returns the agents registered for a capability and its policy,
+// from the local replica; unchanged registry, cached answer.
+func (n *Node) registered(ctx context.Context, capability string) ([]*meshnodev1.Agent, routing.Policy, error) {
+	// The index is read before the registry: a write landing in between
+	// only makes the cached answer newer than its key, never older.
+	index := n.store.Index()
+	if r, ok := n.resolved.get(capability, index); ok {
+		return r.agents, r.policy, nil
+	}
+	pol, err := n.policyFor(ctx, capability)
+	if err != nil {
+		return nil, pol, err
+	}
+	agents, _, err := n.store.Agents(ctx, consensus.ReadOptions{}, consensus.AgentFilter{Capability: capability})
+	if err != nil {
+		return nil, pol, storeError("find agents for "+capability, err)
+	}
+	if len(agents) > 0 { // an empty answer is confirmed with the leader each time
+		n.resolved.put(capability, resolvedCapability{index: index, agents: agents, policy: pol})
+	}
+	return agents, pol, nil
 }
 
 // candidate merges an agent's registry record with what gossip and this

@@ -1,0 +1,185 @@
+package e2e
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/agentmesh/meshnode/agent"
+	"github.com/agentmesh/meshnode/internal/benchutil"
+	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
+)
+
+// BenchmarkCallPath measures a call with every node in its own process, as
+// deployed: two `meshnode` processes on loopback (n1 a server, n2 a
+// client node), the agents and the callers in this process.
+//
+//   - local: caller -> n1 -> agent on n1;
+//   - remote: caller -> n1 -> QUIC -> n2 -> agent on n2;
+//   - baseline: a direct grpc-go unary call to a bare server in a child
+//     process over a Unix socket, measured in the same run.
+//
+// Throughput uses 64 closed-loop callers for callWindow; latency is also
+// taken at a paced 1,000 calls/s. CPU seconds per 1,000 calls and peak RSS
+// are each node process's own, read from /proc.
+func BenchmarkCallPath(b *testing.B) {
+	for range b.N {
+		benchCallPath(b)
+	}
+}
+
+const (
+	callers    = 64
+	callWindow = 3 * time.Second
+	pacedRate  = 1000
+	pacedFor   = 3 * time.Second
+)
+
+type callResult struct {
+	lat    []time.Duration
+	paced  []time.Duration
+	errs   int
+	perSec float64
+	cpu    map[string]float64 // node -> CPU seconds per 1,000 calls
+}
+
+func benchCallPath(b *testing.B) {
+	root := shortTempDir(b)
+	p1 := freeUDPPort(b)
+	n1 := startNode(b, filepath.Join(root, "n1"), "--name", "n1", "--bind", "127.0.0.1:"+strconv.Itoa(p1))
+	n1.waitReady(b, 30*time.Second)
+	token, errOut, code := runCLI(b, nil, "token", "create", "--name", "n2", "--socket", n1.socket)
+	if code != 0 {
+		b.Fatalf("token create: %s", errOut)
+	}
+	n2 := startNode(b, filepath.Join(root, "n2"), "--name", "n2", "--join", "127.0.0.1:"+strconv.Itoa(p1), "--token", strings.TrimSpace(token))
+	n2.waitReady(b, 60*time.Second)
+
+	echo := func(ctx context.Context, r *agent.Request) (*agent.Response, error) {
+		return &agent.Response{Payload: r.Payload}, nil
+	}
+	for _, spec := range []struct {
+		n   *proc
+		cap string
+	}{{n1, "bench.local"}, {n2, "bench.remote"}} {
+		a := &agent.Agent{Name: spec.cap, Socket: spec.n.socket, MaxInFlight: 256}
+		a.Handle(agent.Capability{Name: spec.cap}, echo)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); a.Serve(ctx) }()
+		b.Cleanup(func() { cancel(); <-done; a.Close() })
+	}
+	conn, err := grpc.NewClient("unix://"+n1.socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close()
+	reg := meshnodev1.NewRegistryServiceClient(conn)
+	wtWait(b, 60*time.Second, "n1 sees both bench agents ready", func() bool {
+		for _, c := range []string{"bench.local", "bench.remote"} {
+			resp, err := reg.Discover(context.Background(), &meshnodev1.DiscoverRequest{Capability: c})
+			if err != nil || len(resp.GetAgents()) != 1 || resp.GetAgents()[0].GetLoad().GetStatus() != "ready" {
+				return false
+			}
+		}
+		return true
+	})
+	inv := meshnodev1.NewInvokeServiceClient(conn)
+	payload := make([]byte, 64)
+	callCap := func(capability string) func(ctx context.Context) error {
+		return func(ctx context.Context) error {
+			_, err := inv.Call(ctx, &meshnodev1.CallRequest{Capability: capability, Payload: payload,
+				Deadline: timestamppb.New(time.Now().Add(10 * time.Second))})
+			return err
+		}
+	}
+	baseCall, basePid := startBaseline(b, root)
+
+	// Warm up every path (connections, pools, JIT-free but cache-cold code).
+	for _, call := range []func(context.Context) error{callCap("bench.local"), callCap("bench.remote"), baseCall} {
+		benchutil.Load(8, 300*time.Millisecond, call)
+	}
+	nodes := map[string]int{"n1": n1.cmd.Process.Pid, "n2": n2.cmd.Process.Pid}
+	run := func(call func(context.Context) error, pids map[string]int) callResult {
+		before := map[string]float64{}
+		for name, pid := range pids {
+			before[name], _ = benchutil.ProcessCPU(pid)
+		}
+		lat, errs := benchutil.Load(callers, callWindow, call)
+		r := callResult{lat: lat, errs: errs, perSec: float64(len(lat)) / callWindow.Seconds(), cpu: map[string]float64{}}
+		for name, pid := range pids {
+			after, _ := benchutil.ProcessCPU(pid)
+			if len(lat) > 0 {
+				r.cpu[name] = (after - before[name]) / float64(len(lat)) * 1000
+			}
+		}
+		r.paced = benchutil.Paced(pacedRate, pacedFor, call)
+		return r
+	}
+	local, remote := run(callCap("bench.local"), nodes), run(callCap("bench.remote"), nodes)
+	baseline := run(baseCall, map[string]int{"server": basePid})
+
+	us := benchutil.Micros
+	b.ReportMetric(local.perSec, "local-calls/s")
+	b.ReportMetric(us(local.lat, 0.5), "local-p50-us")
+	b.ReportMetric(us(local.lat, 0.99), "local-p99-us")
+	b.ReportMetric(remote.perSec, "remote-calls/s")
+	b.ReportMetric(us(remote.lat, 0.5), "remote-p50-us")
+	b.ReportMetric(us(remote.lat, 0.99), "remote-p99-us")
+	b.ReportMetric(baseline.perSec, "baseline-calls/s")
+	b.ReportMetric(us(baseline.lat, 0.5), "baseline-p50-us")
+	b.ReportMetric(us(baseline.lat, 0.99), "baseline-p99-us")
+	b.ReportMetric(remote.perSec/baseline.perSec, "remote/baseline-throughput")
+	b.ReportMetric(us(local.paced, 0.5), "local-p50-us@1k/s")
+	b.ReportMetric(us(local.paced, 0.99), "local-p99-us@1k/s")
+	b.ReportMetric(us(remote.paced, 0.5), "remote-p50-us@1k/s")
+	b.ReportMetric(us(remote.paced, 0.99), "remote-p99-us@1k/s")
+	b.ReportMetric(us(baseline.paced, 0.5), "baseline-p50-us@1k/s")
+	b.ReportMetric(us(baseline.paced, 0.99), "baseline-p99-us@1k/s")
+	b.ReportMetric(us(remote.paced, 0.5)-us(baseline.paced, 0.5), "remote-added-p50-us@1k/s")
+	b.ReportMetric(us(remote.paced, 0.99)-us(baseline.paced, 0.99), "remote-added-p99-us@1k/s")
+	b.ReportMetric(local.cpu["n1"], "n1-cpu-s/1k-local-calls")
+	b.ReportMetric(remote.cpu["n1"], "n1-cpu-s/1k-remote-calls")
+	b.ReportMetric(remote.cpu["n2"], "n2-cpu-s/1k-remote-calls")
+	// The floor for comparison: what a bare grpc-go server spends per call.
+	b.ReportMetric(baseline.cpu["server"], "baseline-server-cpu-s/1k-calls")
+	for name, pid := range nodes {
+		if rss, err := benchutil.ProcessPeakRSS(pid); err == nil {
+			b.ReportMetric(rss, name+"-peak-rss-MiB")
+		}
+	}
+	b.ReportMetric(float64(local.errs+remote.errs+baseline.errs), "errors")
+}
+
+// startBaseline runs this test binary as the bare grpc-go server (see
+// TestMain) and returns a call to it and the server's pid.
+func startBaseline(b *testing.B, root string) (func(context.Context) error, int) {
+	sock := filepath.Join(root, "base.sock")
+	srv := exec.Command(os.Args[0], "-test.run=^$")
+	srv.Env = append(os.Environ(), benchutil.BaselineEnv+"="+sock)
+	stdin, _ := srv.StdinPipe()
+	if err := srv.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { stdin.Close(); srv.Wait() })
+	wtWait(b, 10*time.Second, "the baseline server is up", func() bool { _, err := os.Stat(sock); return err == nil })
+	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { conn.Close() })
+	base := meshnodev1.NewNodeServiceClient(conn)
+	return func(ctx context.Context) error {
+		_, err := base.Status(ctx, &meshnodev1.StatusRequest{})
+		return err
+	}, srv.Process.Pid
+}
