@@ -23,7 +23,13 @@ type Gossip struct {
 	log   *slog.Logger
 	ml    *memberlist.Memberlist
 	trans *countingTransport
-	queue *memberlist.TransmitLimitedQueue
+	// queue carries messages with news (a changed load or status); refreshes
+	// carries those that only repeat what receivers hold, sent with what
+	// room queue leaves in a packet and relayed fewer times. At 100 nodes
+	// the 15 s refreshes, relayed as often as news, filled most of every
+	// gossip packet and held real changes back by up to seconds.
+	queue     *memberlist.TransmitLimitedQueue
+	refreshes *memberlist.TransmitLimitedQueue
 
 	view     *view
 	table    *table
@@ -76,6 +82,7 @@ func New(cfg Config) (*Gossip, error) {
 	g.trans = newCountingTransport(t, &g.counters, g.log)
 	mc.Transport = g.trans
 	g.queue = &memberlist.TransmitLimitedQueue{RetransmitMult: cfg.RetransmitMult, NumNodes: g.numNodes}
+	g.refreshes = &memberlist.TransmitLimitedQueue{RetransmitMult: refreshRetransmitMult, NumNodes: g.numNodes}
 	mc.Delegate = delegate{g}
 	mc.Events = eventDelegate{g}
 	mc.Conflict = conflictDelegate{g}
@@ -285,9 +292,9 @@ func (g *Gossip) flush() {
 		g.log.Error("signing load update failed", "err", err)
 	}
 	for _, sb := range msgs {
-		changed, _ := g.table.apply(sb, now)
+		changed, news, _ := g.table.apply(sb, now)
 		g.counters.broadcasts.Add(1)
-		g.queue.QueueBroadcast(newBroadcast(sb))
+		g.enqueue(sb, news)
 		g.loadEvent(g.cfg.Name, changed, sb.batch.GetSeq(), now)
 	}
 }
@@ -299,9 +306,11 @@ func (g *Gossip) maintain() {
 		g.table.forgetFloor(name)
 	}
 	g.table.sweep(g.view.known, now.Add(-2*g.cfg.LoadRefreshInterval))
-	// Bound the relay queue: old messages beyond this are superseded anyway.
-	if g.queue.NumQueued() > 4*maxParts {
-		g.queue.Prune(4 * maxParts)
+	// Bound the relay queues: old messages beyond this are superseded anyway.
+	for _, q := range []*memberlist.TransmitLimitedQueue{g.queue, g.refreshes} {
+		if q.NumQueued() > 4*maxParts {
+			q.Prune(4 * maxParts)
+		}
 	}
 }
 
@@ -338,13 +347,13 @@ func (g *Gossip) receive(sb *signedBatch) {
 		return
 	}
 	now := g.cfg.Clock.Now()
-	changed, ok := g.table.apply(sb, now)
+	changed, news, ok := g.table.apply(sb, now)
 	if !ok {
 		g.counters.stale.Add(1)
 		return
 	}
 	g.counters.accepted.Add(1)
-	g.queue.QueueBroadcast(newBroadcast(sb)) // relay, byte for byte
+	g.enqueue(sb, news) // relay, byte for byte
 	g.loadEvent(name, changed, sb.batch.GetSeq(), now)
 }
 
@@ -455,8 +464,27 @@ func (d delegate) NotifyMsg(b []byte) {
 }
 
 func (d delegate) GetBroadcasts(overhead, limit int) [][]byte {
-	return d.g.queue.GetBroadcasts(overhead, limit)
+	msgs := d.g.queue.GetBroadcasts(overhead, limit)
+	for _, m := range msgs {
+		limit -= overhead + len(m)
+	}
+	return append(msgs, d.g.refreshes.GetBroadcasts(overhead, limit)...)
 }
+
+// enqueue queues a signed message for gossip: news first, refreshes with
+// the room left.
+func (g *Gossip) enqueue(sb *signedBatch, news bool) {
+	if news {
+		g.queue.QueueBroadcast(newBroadcast(sb))
+		return
+	}
+	g.refreshes.QueueBroadcast(newBroadcast(sb))
+}
+
+// refreshRetransmitMult: each node relays a refresh ceil(log10(N+1)) times
+// (3 at N=100), so nearly every node still hears it; the few that miss one
+// hold the previous, identical values, and push/pull repairs them.
+const refreshRetransmitMult = 1
 
 func (d delegate) LocalState(join bool) []byte {
 	return encodeState(d.g.table.rawMessages())

@@ -72,13 +72,14 @@ func (t *table) checkLocked(sb *signedBatch) freshness {
 }
 
 // apply stores a verified message if it is still fresh. It returns the ids of
-// agents whose entries appeared, changed or disappeared, and whether the
-// message was applied at all.
-func (t *table) apply(sb *signedBatch, now time.Time) (changed []string, ok bool) {
+// agents whose entries appeared, changed or disappeared; news, whether the
+// message told this table anything beyond new sequence numbers (changed
+// agents or a changed node load); and whether it was applied at all.
+func (t *table) apply(sb *signedBatch, now time.Time) (changed []string, news, ok bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.checkLocked(sb) != fresh {
-		return nil, false
+		return nil, false, false
 	}
 	b := sb.batch
 	name := b.GetNode()
@@ -104,10 +105,13 @@ func (t *table) apply(sb *signedBatch, now time.Time) (changed []string, ok bool
 	changed = append(changed, diffAgents(prev, next)...)
 	o.chunks[b.GetPart()] = next
 	if b.GetSeq() > o.nodeSeq {
-		o.node, o.nodeSeq = nodeLoadFromWire(b.GetNodeLoad()), b.GetSeq()
+		node := nodeLoadFromWire(b.GetNodeLoad())
+		news = o.nodeSeq == 0 || node != o.node
+		o.node, o.nodeSeq = node, b.GetSeq()
 	}
 	o.updated = now
-	return dedupe(changed), true
+	changed = dedupe(changed)
+	return changed, news || len(changed) > 0, true
 }
 
 func diffAgents(prev, next *chunk) []string {

@@ -427,3 +427,57 @@ func TestStatusChangeSkipsCoalescing(t *testing.T) {
 		t.Fatalf("a removed agent is due=%v, wait %v; want at most %v", ok, wait, statusMinInterval)
 	}
 }
+
+// A message that only repeats what the receiver holds is relayed on the
+// refresh queue; one with news (first sight, a changed agent, a changed node
+// load) on the main queue, which GetBroadcasts drains first.
+func TestRefreshesYieldToNews(t *testing.T) {
+	keys := newKeyring()
+	origin, relay := bare(t, "n1", keys), bare(t, "n2", keys)
+	relay.refreshes = &memberlist.TransmitLimitedQueue{RetransmitMult: 1, NumNodes: func() int { return 3 }}
+	agents := agentsFor("n1", 2, 0)
+	queued := func() (news, refreshes int) { return relay.queue.NumQueued(), relay.refreshes.NumQueued() }
+	deliver := func(msgs []*signedBatch) {
+		for _, sb := range msgs {
+			relay.receive(sb)
+		}
+	}
+
+	deliver(publish(t, origin, NodeLoad{Status: StatusReady}, agents))
+	if n, r := queued(); n != 1 || r != 0 {
+		t.Fatalf("first sight: %d news, %d refreshes queued; want 1, 0", n, r)
+	}
+	relay.queue.Prune(0)
+
+	origin.pub.markAll()
+	refresh, err := origin.pub.flush(time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	deliver(refresh)
+	if n, r := queued(); n != 0 || r != 1 {
+		t.Fatalf("a refresh: %d news, %d refreshes queued; want 0, 1", n, r)
+	}
+
+	agents[1].Status = StatusDraining
+	deliver(publish(t, origin, NodeLoad{Status: StatusReady}, agents))
+	if n, _ := queued(); n != 1 {
+		t.Fatalf("a changed agent: %d news queued, want 1", n)
+	}
+	relay.queue.Prune(0)
+	last := publish(t, origin, NodeLoad{Status: StatusDraining}, agents)
+	deliver(last)
+	if n, _ := queued(); n != 1 {
+		t.Fatalf("a changed node load: %d news queued, want 1", n)
+	}
+
+	// News goes first; a refresh fills what room is left.
+	d := delegate{relay}
+	newsMsg := last[0].raw
+	if got := d.GetBroadcasts(2, len(newsMsg)+2); len(got) != 1 || !bytes.Equal(got[0], newsMsg) {
+		t.Fatalf("room for one message: got %d, want the news", len(got))
+	}
+	if got := d.GetBroadcasts(2, 4096); len(got) != 2 {
+		t.Fatalf("GetBroadcasts returned %d messages, want the news and the refresh", len(got))
+	}
+}
