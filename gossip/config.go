@@ -79,10 +79,14 @@ type Config struct {
 	SuspicionMaxTimeoutMult int
 
 	// Dissemination.
-	GossipInterval   time.Duration
-	GossipNodes      int
-	RetransmitMult   int
-	PushPullInterval time.Duration
+	GossipInterval time.Duration
+	GossipNodes    int
+	RetransmitMult int
+	// LoadRetransmitMult is RetransmitMult for load changes (refreshes are
+	// relayed less): a node misses a change with a chance of about
+	// e^-(LoadRetransmitMult*ceil(log10(N+1))).
+	LoadRetransmitMult int
+	PushPullInterval   time.Duration
 	// StreamTimeout bounds a push/pull or fallback-probe stream.
 	StreamTimeout time.Duration
 	// PacketSize is memberlist's UDPBufferSize: the largest packet it builds.
@@ -154,9 +158,15 @@ func DefaultConfig() Config {
 		GossipInterval: 100 * time.Millisecond,
 		GossipNodes:    4,
 		// Each node relays a message 4*ceil(log10(N+1)) times (12 at N=100):
-		// the chance that a given node never hears it is ~e^-12. memberlist's
-		// Local preset (2) leaves a long tail that only push/pull repairs.
+		// the chance that a given node never hears it is ~e^-12 (but e^-8
+		// at N=11..99). memberlist's Local preset (2) leaves a long tail
+		// that only push/pull repairs.
 		RetransmitMult: 4,
+		// A load change misses a node with a chance of ~e^-12 from N=11 to
+		// 99 (e^-18 at N=100). With 4, one node in a few hundred missed a
+		// change at N=50 in the benchmark (e^-8 per node and change) and
+		// held the old load until the next refresh.
+		LoadRetransmitMult: 6,
 		// Full state exchange (membership and the signed load table) with a
 		// random peer; memberlist scales it up beyond 32 nodes.
 		PushPullInterval: 30 * time.Second,
@@ -228,6 +238,7 @@ func (c Config) withDefaults() Config {
 	setDur(&c.GossipInterval, d.GossipInterval)
 	setInt(&c.GossipNodes, d.GossipNodes)
 	setInt(&c.RetransmitMult, d.RetransmitMult)
+	setInt(&c.LoadRetransmitMult, d.LoadRetransmitMult)
 	setDur(&c.PushPullInterval, d.PushPullInterval)
 	setDur(&c.StreamTimeout, d.StreamTimeout)
 	setInt(&c.PacketSize, d.PacketSize)
@@ -283,8 +294,8 @@ func (c Config) Validate() error {
 	if c.SuspicionMult < 1 || c.SuspicionMaxTimeoutMult < 1 {
 		bad("gossip: SuspicionMult and SuspicionMaxTimeoutMult must be at least 1")
 	}
-	if c.GossipNodes < 1 || c.RetransmitMult < 1 || c.IndirectChecks < 0 {
-		bad("gossip: GossipNodes and RetransmitMult must be at least 1, IndirectChecks not negative")
+	if c.GossipNodes < 1 || c.RetransmitMult < 1 || c.LoadRetransmitMult < 1 || c.IndirectChecks < 0 {
+		bad("gossip: GossipNodes, RetransmitMult and LoadRetransmitMult must be at least 1, IndirectChecks not negative")
 	}
 	if c.MaxMessageBytes < minMessageBytes {
 		bad("gossip: MaxMessageBytes (%d) must be at least %d", c.MaxMessageBytes, minMessageBytes)

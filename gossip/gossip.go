@@ -81,7 +81,7 @@ func New(cfg Config) (*Gossip, error) {
 	}
 	g.trans = newCountingTransport(t, &g.counters, g.log)
 	mc.Transport = g.trans
-	g.queue = &memberlist.TransmitLimitedQueue{RetransmitMult: cfg.RetransmitMult, NumNodes: g.numNodes}
+	g.queue = &memberlist.TransmitLimitedQueue{RetransmitMult: cfg.LoadRetransmitMult, NumNodes: g.numNodes}
 	g.refreshes = &memberlist.TransmitLimitedQueue{RetransmitMult: refreshRetransmitMult, NumNodes: g.numNodes}
 	mc.Delegate = delegate{g}
 	mc.Events = eventDelegate{g}

@@ -278,15 +278,16 @@ func TestConfigValidate(t *testing.T) {
 		t.Fatalf("zero values must mean defaults: %v", err)
 	}
 	cases := map[string]func(*Config){
-		"Name":            func(c *Config) { c.Name = "" },
-		"Signer is":       func(c *Config) { c.Signer = nil },
-		"Keys":            func(c *Config) { c.Keys = nil },
-		"ProbeTimeout":    func(c *Config) { c.ProbeTimeout = c.ProbeInterval },
-		"MaxMessageBytes": func(c *Config) { c.MaxMessageBytes = 100 },
-		"PacketSize":      func(c *Config) { c.PacketSize = 1000 },
-		"JoinBackoffMin":  func(c *Config) { c.JoinBackoffMin = time.Hour },
-		"LoadMinInterval": func(c *Config) { c.LoadMinInterval = time.Hour },
-		"Meta":            func(c *Config) { c.Meta.Version = strings.Repeat("v", 100) },
+		"Name":               func(c *Config) { c.Name = "" },
+		"Signer is":          func(c *Config) { c.Signer = nil },
+		"Keys":               func(c *Config) { c.Keys = nil },
+		"ProbeTimeout":       func(c *Config) { c.ProbeTimeout = c.ProbeInterval },
+		"MaxMessageBytes":    func(c *Config) { c.MaxMessageBytes = 100 },
+		"PacketSize":         func(c *Config) { c.PacketSize = 1000 },
+		"JoinBackoffMin":     func(c *Config) { c.JoinBackoffMin = time.Hour },
+		"LoadMinInterval":    func(c *Config) { c.LoadMinInterval = time.Hour },
+		"LoadRetransmitMult": func(c *Config) { c.LoadRetransmitMult = -1 },
+		"Meta":               func(c *Config) { c.Meta.Version = strings.Repeat("v", 100) },
 	}
 	for field, mod := range cases {
 		c := ok

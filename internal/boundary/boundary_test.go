@@ -20,6 +20,8 @@ var forbidden = map[string][]string{
 	"quorum":            {"node", "transport"},
 	"proto/meshnode/v1": {"node", "transport", "pki", "consensus", "gossip", "routing", "quorum", "agent", "cmd/meshnode"},
 	"agent":             {"node", "transport", "consensus", "gossip", "routing", "pki"},
+	// Benchmark helpers stand outside the product: they see only the API.
+	"internal/benchutil": {"node", "transport", "pki", "consensus", "gossip", "routing", "quorum", "agent"},
 }
 
 func TestImportBoundaries(t *testing.T) {
@@ -34,6 +36,12 @@ func TestImportBoundaries(t *testing.T) {
 			continue
 		}
 		deps[strings.TrimPrefix(f[0], module)] = f[1:]
+	}
+	// And the product never links the benchmark helpers.
+	for _, d := range deps["cmd/meshnode"] {
+		if d == module+"internal/benchutil" {
+			t.Errorf("cmd/meshnode links internal/benchutil, which only benchmarks may import")
+		}
 	}
 	for pkg, bans := range forbidden {
 		if _, ok := deps[pkg]; !ok {
