@@ -103,6 +103,11 @@ func (n *Node) publishLoadNow() {
 	if n.gossip == nil {
 		return
 	}
+	// The ticker and serve-stream changes both publish: without the lock an
+	// older snapshot could be handed to gossip after a newer one and stand
+	// until the next tick.
+	n.publishMu.Lock()
+	defer n.publishMu.Unlock()
 	snap := n.local.snapshot()
 	agents := make([]gossip.AgentLoad, 0, len(snap))
 	var total gossip.NodeLoad

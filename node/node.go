@@ -58,6 +58,7 @@ type Node struct {
 	stats       callStats
 	policies    policyCache
 	resolved    resolveCache
+	publishMu   sync.Mutex // serialises publishLoadNow
 	inflight    inflightCalls
 	tracing     *sdktrace.TracerProvider
 	// tracingInjected: tracing came from SetTracerProvider; the caller owns it.
