@@ -344,3 +344,20 @@ func TestJoinWaitsForSeed(t *testing.T) {
 		t.Fatalf("join to nowhere: %v, want deadline exceeded", err)
 	}
 }
+
+// ReconnectTo joins through an address the view does not hold (the
+// registry's, after a long partition); an empty list is a no-op.
+func TestReconnectToRegisteredAddress(t *testing.T) {
+	h := newHarness(t, overQUIC, LocalConfig())
+	a, b := h.start("r0"), h.start("r1")
+	if n, err := a.ReconnectTo(nil); n != 0 || err != nil {
+		t.Fatalf("ReconnectTo(nil) = %d, %v", n, err)
+	}
+	if a.NumAlive() != 1 || b.NumAlive() != 1 {
+		t.Fatalf("the two nodes met before ReconnectTo")
+	}
+	if n, err := a.ReconnectTo([]string{b.Addr()}); n != 1 || err != nil {
+		t.Fatalf("ReconnectTo(b) = %d, %v", n, err)
+	}
+	waitFor(t, 10*time.Second, "both nodes to see each other", h.converged)
+}

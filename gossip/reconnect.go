@@ -27,3 +27,20 @@ func (g *Gossip) Reconnect() (int, error) {
 	}
 	return n, err
 }
+
+// ReconnectTo tries, once, to join through one of addrs, picked at random:
+// nodes the caller knows of (the registry) that this view no longer holds.
+// Dead members are pruned after DepartedRetention, so after a partition
+// longer than that Reconnect has no one left to try; the registry still
+// lists every node. It returns how many answered.
+func (g *Gossip) ReconnectTo(addrs []string) (int, error) {
+	if len(addrs) == 0 {
+		return 0, nil
+	}
+	addr := addrs[rand.IntN(len(addrs))]
+	n, err := g.ml.Join([]string{addr})
+	if n > 0 {
+		g.log.Info("reconnected through a registered node this view had lost", "addr", addr)
+	}
+	return n, err
+}

@@ -285,11 +285,44 @@ func (n *Node) reconnectDead(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if _, err := n.gossip.Reconnect(); err != nil {
+			answered, err := n.gossip.Reconnect()
+			if err != nil {
 				n.log.Debug("reconnect to a dead member failed", "err", err)
+			}
+			if answered == 0 && err == nil { // no dead member left in the view
+				if _, err := n.gossip.ReconnectTo(n.lostNodes(ctx)); err != nil {
+					n.log.Debug("reconnect to a registered node failed", "err", err)
+				}
 			}
 		}
 	}
+}
+
+// lostNodes lists the addresses of registered, unrevoked nodes that gossip
+// no longer lists at all: after a partition longer than DepartedRetention,
+// the way back to the other side.
+func (n *Node) lostNodes(ctx context.Context) []string {
+	recs, _, err := n.store.Nodes(ctx, consensus.ReadOptions{})
+	if err != nil {
+		return nil
+	}
+	inView := func(name string) bool { _, ok := n.gossip.Member(name); return ok }
+	revoked := func(name string) bool {
+		r, err := n.store.IsNodeRevoked(ctx, consensus.ReadOptions{}, name)
+		return err != nil || r
+	}
+	return lostAddrs(n.cfg.Name, recs, inView, revoked)
+}
+
+func lostAddrs(self string, recs []*meshnodev1.NodeRecord, inView, revoked func(string) bool) []string {
+	var out []string
+	for _, r := range recs {
+		if r.GetName() == self || r.GetAddress() == "" || inView(r.GetName()) || revoked(r.GetName()) {
+			continue
+		}
+		out = append(out, r.GetAddress())
+	}
+	return out
 }
 
 // followMembership feeds server membership from gossip to the consensus
