@@ -14,9 +14,10 @@ import (
 
 // answer is one voter's reply to a vote request.
 type answer struct {
-	voter Voter
-	vote  *meshnodev1.Vote
-	err   error
+	voter   Voter
+	vote    *meshnodev1.Vote
+	checked Checked // verified on the answering goroutine
+	err     error
 }
 
 // execute runs one proposal's vote to its end and commits the decision.
@@ -34,7 +35,11 @@ func (c *Coordinator) execute(r *run, t *Tally, voters []Voter) {
 		go func() {
 			defer c.wg.Done()
 			vote, err := c.req.RequestVote(ctx, v, p)
-			answers <- answer{voter: v, vote: vote, err: err}
+			a := answer{voter: v, vote: vote, err: err}
+			if err == nil {
+				a.checked = t.Check(vote)
+			}
+			answers <- a
 		}()
 	}
 	end, late := c.collect(t, answers, len(voters), deadline, log)
@@ -79,7 +84,7 @@ func (c *Coordinator) collect(t *Tally, answers <-chan answer, n int, deadline t
 				log.Warn("vote discarded", "voter", a.voter.AgentID, "err", ErrLateVote)
 				continue
 			}
-			if err := t.Add(a.vote); err != nil {
+			if err := t.AddChecked(a.checked); err != nil {
 				log.Warn("vote discarded", "voter", a.voter.AgentID, "claimed_voter", a.vote.GetVoterAgentId(), "err", err)
 			}
 			if o, _ := t.Outcome(); o != OutcomePending {

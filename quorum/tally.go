@@ -65,8 +65,8 @@ type Result struct {
 // Tally counts signed votes on one proposal. It is pure: no I/O, no clock,
 // no goroutines; the result depends only on its inputs and the order of
 // Add calls (which duplicate is kept, which vote is "first" in evidence).
-// Each vote's signature is verified once, when it is added. A Tally is not
-// safe for concurrent use.
+// Each vote's signature is verified once, when it is added (or checked). A
+// Tally is not safe for concurrent use, except Check.
 type Tally struct {
 	cluster   string
 	proposal  *meshnodev1.Proposal
@@ -128,12 +128,39 @@ func NewTally(clusterID string, p *meshnodev1.Proposal, voters []Voter) (*Tally,
 // with a different choice from the same agent is equivocation: the agent's
 // votes stop counting and the pair is kept as evidence.
 func (t *Tally) Add(v *meshnodev1.Vote) error {
+	return t.AddChecked(t.Check(v))
+}
+
+// Checked is a vote that went through Check, with its verdict.
+type Checked struct {
+	tally *Tally
+	vote  *meshnodev1.Vote
+	voter int
+	err   error
+}
+
+// Check validates v against the proposal and its voter's registered key:
+// the expensive half of Add (an ed25519 verification). It reads only what
+// NewTally set, so it is safe to call concurrently with everything else: a
+// coordinator verifies each vote on the goroutine that received it, and
+// votes arriving together are not verified one after another.
+func (t *Tally) Check(v *meshnodev1.Vote) Checked {
 	i, err := t.check(v)
-	if err == nil {
-		err = t.record(i, v)
+	return Checked{tally: t, vote: v, voter: i, err: err}
+}
+
+// AddChecked is Add for a vote this Tally has checked: it counts the vote or
+// records why it was discarded, as Add does.
+func (t *Tally) AddChecked(c Checked) error {
+	err := c.err
+	switch {
+	case c.tally != t:
+		err = fmt.Errorf("%w: vote was checked by another tally", ErrMalformedVote)
+	case err == nil:
+		err = t.record(c.voter, c.vote)
 	}
 	if err != nil {
-		t.discarded = append(t.discarded, Discard{Vote: v, Err: err})
+		t.discarded = append(t.discarded, Discard{Vote: c.vote, Err: err})
 	}
 	return err
 }

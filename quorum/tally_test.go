@@ -3,6 +3,7 @@ package quorum
 import (
 	"errors"
 	"slices"
+	"sync"
 	"testing"
 
 	"google.golang.org/protobuf/proto"
@@ -287,5 +288,44 @@ func TestTallyResultCountsAndOrder(t *testing.T) {
 	}
 	if !slices.Equal(order, []string{"n04/voter", "n01/voter", "n02/voter"}) {
 		t.Fatalf("counted in order %v, want arrival order", order)
+	}
+}
+
+// Votes checked concurrently and added in arrival order count exactly as
+// Add counts them; a forged vote fails its check; a verdict from another
+// tally is refused.
+func TestCheckConcurrentlyThenAdd(t *testing.T) {
+	ms := newMembers(4)
+	p := newProposal("p1", bft(), ms)
+	forged := ms[3].vote(p, approve)
+	forged.Signature = append([]byte(nil), forged.GetSignature()...)
+	forged.Signature[0] ^= 1
+	votes := []*meshnodev1.Vote{ms[0].vote(p, approve), ms[1].vote(p, approve), forged, ms[2].vote(p, approve)}
+
+	want := mustTally(t, p, ms)
+	for _, v := range votes {
+		want.Add(v)
+	}
+	got := mustTally(t, p, ms)
+	checked := make([]Checked, len(votes))
+	var wg sync.WaitGroup
+	for i, v := range votes {
+		wg.Go(func() { checked[i] = got.Check(v) })
+	}
+	wg.Wait()
+	for _, c := range checked {
+		got.AddChecked(c)
+	}
+	w, g := want.Result(), got.Result()
+	if g.Outcome != OutcomeDecided || g.Approve != w.Approve || len(g.Discarded) != 1 || len(w.Discarded) != 1 {
+		t.Fatalf("checked then added: %+v; added: %+v", g, w)
+	}
+	if !errors.Is(g.Discarded[0].Err, ErrBadSignature) {
+		t.Fatalf("the forged vote was discarded for %v, want a bad signature", g.Discarded[0].Err)
+	}
+
+	other := mustTally(t, p, ms)
+	if err := other.AddChecked(got.Check(ms[0].vote(p, approve))); err == nil {
+		t.Fatal("a verdict from another tally was counted")
 	}
 }
