@@ -13,6 +13,7 @@ import (
 	"github.com/agentmesh/meshnode/consensus"
 	"github.com/agentmesh/meshnode/gossip"
 	"github.com/agentmesh/meshnode/pki"
+	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
 	"github.com/agentmesh/meshnode/quorum"
 	"github.com/agentmesh/meshnode/routing"
 	"github.com/agentmesh/meshnode/transport"
@@ -56,9 +57,9 @@ type Node struct {
 	local       *localAgents
 	votes       *voteWaiters
 	stats       callStats
-	policies    policyCache
-	resolved    resolveCache
-	publishMu   sync.Mutex // serialises publishLoadNow
+	policies    indexCache[routing.Policy]      // by capability
+	registered  indexCache[[]*meshnodev1.Agent] // by capability; shared with the store: read-only
+	publishMu   sync.Mutex                      // serialises publishLoadNow
 	inflight    inflightCalls
 	tracing     *sdktrace.TracerProvider
 	// tracingInjected: tracing came from SetTracerProvider; the caller owns it.

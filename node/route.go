@@ -44,7 +44,11 @@ func (n *Node) startRouting(context.Context) error {
 // Resolve gives the router a capability's candidates and policy (used for
 // the call's own capability and for a policy's fallback capability).
 func (n *Node) Resolve(ctx context.Context, capability string) ([]routing.Candidate, routing.Policy, error) {
-	agents, pol, err := n.registered(ctx, capability)
+	pol, err := n.policyFor(ctx, capability)
+	if err != nil {
+		return nil, pol, err
+	}
+	agents, err := n.agentsFor(ctx, capability)
 	if err != nil {
 		return nil, pol, err
 	}
@@ -66,27 +70,23 @@ func (n *Node) Resolve(ctx context.Context, capability string) ([]routing.Candid
 	return cands, pol, nil
 }
 
-// registered returns the agents registered for a capability and its policy,
-// from the local replica; unchanged registry, cached answer.
-func (n *Node) registered(ctx context.Context, capability string) ([]*meshnodev1.Agent, routing.Policy, error) {
+// agentsFor returns the agents registered for a capability, from the local
+// replica.
+func (n *Node) agentsFor(ctx context.Context, capability string) ([]*meshnodev1.Agent, error) {
 	// The index is read before the registry: a write landing in between
 	// only makes the cached answer newer than its key, never older.
 	index := n.store.Index()
-	if r, ok := n.resolved.get(capability, index); ok {
-		return r.agents, r.policy, nil
-	}
-	pol, err := n.policyFor(ctx, capability)
-	if err != nil {
-		return nil, pol, err
+	if agents, ok := n.registered.get(capability, index); ok {
+		return agents, nil
 	}
 	agents, _, err := n.store.Agents(ctx, consensus.ReadOptions{}, consensus.AgentFilter{Capability: capability})
 	if err != nil {
-		return nil, pol, storeError("find agents for "+capability, err)
+		return nil, storeError("find agents for "+capability, err)
 	}
 	if len(agents) > 0 { // an empty answer is confirmed with the leader each time
-		n.resolved.put(capability, resolvedCapability{index: index, agents: agents, policy: pol})
+		n.registered.put(capability, index, agents)
 	}
-	return agents, pol, nil
+	return agents, nil
 }
 
 // candidate merges an agent's registry record with what gossip and this
@@ -148,9 +148,21 @@ func (n *Node) remoteStatus(a *meshnodev1.Agent) remoteAgent {
 }
 
 // policyFor returns the routing policy in force for a capability: its own,
-// else the cluster default "*", else the built-in defaults. Parsed policies
-// are cached by their record's modify index: this runs on every call.
+// else the cluster default "*", else the built-in defaults. It runs on every
+// call, on both nodes, so the answer is cached per registry index.
 func (n *Node) policyFor(ctx context.Context, capability string) (routing.Policy, error) {
+	index := n.store.Index() // before the read, as in agentsFor
+	if pol, ok := n.policies.get(capability, index); ok {
+		return pol, nil
+	}
+	pol, err := n.readPolicy(ctx, capability)
+	if err == nil {
+		n.policies.put(capability, index, pol)
+	}
+	return pol, err
+}
+
+func (n *Node) readPolicy(ctx context.Context, capability string) (routing.Policy, error) {
 	for _, key := range []string{capability, "*"} {
 		rec, _, err := n.store.Policy(ctx, consensus.ReadOptions{}, key)
 		if errors.Is(err, consensus.ErrNotFound) {
@@ -158,9 +170,6 @@ func (n *Node) policyFor(ctx context.Context, capability string) (routing.Policy
 		}
 		if err != nil {
 			return routing.DefaultPolicy(), storeError("read policy", err)
-		}
-		if pol, ok := n.policies.get(key, rec.GetModifyIndex()); ok {
-			return pol, nil
 		}
 		p := &meshnodev1.RoutingPolicy{}
 		if err := proto.Unmarshal(rec.GetPolicy(), p); err != nil {
@@ -170,37 +179,9 @@ func (n *Node) policyFor(ctx context.Context, capability string) (routing.Policy
 		if err != nil {
 			return routing.DefaultPolicy(), status.Errorf(codes.Internal, "stored policy %q is invalid: %v", key, err)
 		}
-		n.policies.put(key, rec.GetModifyIndex(), pol)
 		return pol, nil
 	}
 	return routing.DefaultPolicy(), nil
-}
-
-// policyCache holds parsed policies by key and modify index.
-type policyCache struct {
-	mu sync.Mutex
-	m  map[string]cachedPolicy
-}
-
-type cachedPolicy struct {
-	index uint64
-	pol   routing.Policy
-}
-
-func (c *policyCache) get(key string, index uint64) (routing.Policy, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	e, ok := c.m[key]
-	return e.pol, ok && e.index == index
-}
-
-func (c *policyCache) put(key string, index uint64, pol routing.Policy) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.m == nil {
-		c.m = map[string]cachedPolicy{}
-	}
-	c.m[key] = cachedPolicy{index: index, pol: pol}
 }
 
 // route picks agents for a planned call and runs its attempts.
