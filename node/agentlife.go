@@ -21,8 +21,8 @@ const loadPublishInterval = 200 * time.Millisecond
 
 func (n *Node) startAgents(context.Context) error {
 	n.goBackground(n.adoptOrphans)
-	n.goBackground(n.cutRevokedPeers)
-	n.goBackground(n.reapDisconnected)
+	n.every(time.Second, n.cutRevokedPeers)
+	n.every(time.Second, n.reapDisconnected)
 	return nil
 }
 
@@ -48,23 +48,14 @@ func (n *Node) adoptOrphans(ctx context.Context) {
 
 // reapDisconnected deregisters agents whose Serve stream has been gone for
 // longer than the grace period.
-func (n *Node) reapDisconnected(ctx context.Context) {
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case now := <-t.C:
-			for _, id := range n.local.expired(now, DisconnectGrace) {
-				n.log.Info("deregistering agent: its Serve stream did not come back", "agent", id, "grace", DisconnectGrace)
-				wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-				if _, err := n.deregisterAgent(wctx, id); err != nil {
-					n.log.Warn("deregister after grace period failed; will retry", "agent", id, "err", err)
-				}
-				cancel()
-			}
+func (n *Node) reapDisconnected(ctx context.Context, now time.Time) {
+	for _, id := range n.local.expired(now, DisconnectGrace) {
+		n.log.Info("deregistering agent: its Serve stream did not come back", "agent", id, "grace", DisconnectGrace)
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		if _, err := n.deregisterAgent(wctx, id); err != nil {
+			n.log.Warn("deregister after grace period failed; will retry", "agent", id, "err", err)
 		}
+		cancel()
 	}
 }
 
@@ -83,20 +74,6 @@ func (n *Node) agentStatusChanged(id string, st meshnodev1.AgentStatus) {
 			n.log.Debug("recording agent status failed", "agent", id, "status", st, "err", err)
 		}
 	})
-}
-
-// publishLoad sends local agents' load to gossip periodically.
-func (n *Node) publishLoad(ctx context.Context) {
-	t := time.NewTicker(loadPublishInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			n.publishLoadNow()
-		}
-	}
 }
 
 func (n *Node) publishLoadNow() {
@@ -229,17 +206,8 @@ func (n *Node) recordCall(d time.Duration, ok bool) { n.stats.observe("", d, ok)
 
 // cutRevokedPeers closes connections to peers revoked after they connected;
 // new handshakes from them are refused by the TLS verification already.
-func (n *Node) cutRevokedPeers(ctx context.Context) {
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if k := n.ep.ClosePeers(func(id pki.ID) bool { return n.pki.IsRevoked(nil, id) }); k > 0 {
-				n.log.Warn("closed connections of a revoked peer", "connections", k)
-			}
-		}
+func (n *Node) cutRevokedPeers(context.Context, time.Time) {
+	if k := n.ep.ClosePeers(func(id pki.ID) bool { return n.pki.IsRevoked(nil, id) }); k > 0 {
+		n.log.Warn("closed connections of a revoked peer", "connections", k)
 	}
 }

@@ -268,8 +268,10 @@ func (n *Node) startGossip(ctx context.Context) error {
 			}
 		})
 	}
-	n.goBackground(n.publishLoad)
-	n.goBackground(n.reconnectDead)
+	// Local agents' load goes to gossip periodically, and at once on a
+	// status change (agentStatusChanged).
+	n.every(loadPublishInterval, func(context.Context, time.Time) { n.publishLoadNow() })
+	n.every(reconnectInterval, n.reconnectDead)
 	return nil
 }
 
@@ -277,23 +279,14 @@ func (n *Node) startGossip(ctx context.Context) error {
 // dead, so both sides of a healed partition find each other again.
 const reconnectInterval = 5 * time.Second
 
-func (n *Node) reconnectDead(ctx context.Context) {
-	t := time.NewTicker(reconnectInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			answered, err := n.gossip.Reconnect()
-			if err != nil {
-				n.log.Debug("reconnect to a dead member failed", "err", err)
-			}
-			if answered == 0 && err == nil { // no dead member left in the view
-				if _, err := n.gossip.ReconnectTo(n.lostNodes(ctx)); err != nil {
-					n.log.Debug("reconnect to a registered node failed", "err", err)
-				}
-			}
+func (n *Node) reconnectDead(ctx context.Context, _ time.Time) {
+	answered, err := n.gossip.Reconnect()
+	if err != nil {
+		n.log.Debug("reconnect to a dead member failed", "err", err)
+	}
+	if answered == 0 && err == nil { // no dead member left in the view
+		if _, err := n.gossip.ReconnectTo(n.lostNodes(ctx)); err != nil {
+			n.log.Debug("reconnect to a registered node failed", "err", err)
 		}
 	}
 }

@@ -157,6 +157,22 @@ func (n *Node) goBackground(f func(ctx context.Context)) {
 	}()
 }
 
+// every runs f every interval in the background until the node stops.
+func (n *Node) every(interval time.Duration, f func(ctx context.Context, now time.Time)) {
+	n.goBackground(func(ctx context.Context) {
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case now := <-t.C:
+				f(ctx, now)
+			}
+		}
+	})
+}
+
 // Stop stops every started component in reverse order, bounded by ctx.
 // It is safe to call more than once.
 func (n *Node) Stop(ctx context.Context) error {
