@@ -10,6 +10,8 @@ import (
 	"os"
 	"time"
 
+	"github.com/agentmesh/meshnode/internal/connectjson"
+
 	"connectrpc.com/vanguard"
 	"connectrpc.com/vanguard/vanguardgrpc"
 	"google.golang.org/grpc"
@@ -77,7 +79,7 @@ func (s *apiServer) start(ctx context.Context) error {
 	}
 	s.listener = l
 	s.http = &http.Server{
-		Handler:           connectDefaults(transcoder),
+		Handler:           connectjson.Defaults(transcoder),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
@@ -129,20 +131,4 @@ func (s *apiServer) stop(ctx context.Context) {
 			os.Remove(s.cfg.Path)
 		}
 	}
-}
-
-// connectDefaults treats a POST of JSON or proto to /<package.Service>/<Method>
-// as Connect unary even without the Connect-Protocol-Version header, so a
-// plain `curl -H 'Content-Type: application/json' -d '{}'` works. (vanguard
-// would otherwise take it for a REST call and answer 404.)
-func connectDefaults(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method == http.MethodPost && r.Header.Get("Connect-Protocol-Version") == "" {
-			switch r.Header.Get("Content-Type") {
-			case "application/json", "application/proto":
-				r.Header.Set("Connect-Protocol-Version", "1")
-			}
-		}
-		next.ServeHTTP(w, r)
-	})
 }

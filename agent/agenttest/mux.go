@@ -10,6 +10,8 @@ import (
 
 	"connectrpc.com/vanguard/vanguardgrpc"
 	"google.golang.org/grpc"
+
+	"github.com/agentmesh/meshnode/internal/connectjson"
 )
 
 // connMux splits one Unix socket the way a real node does: connections that
@@ -39,7 +41,7 @@ func listenMux(path string, srv *grpc.Server) (*connMux, error) {
 	m := &connMux{
 		ln:      ln,
 		grpcCh:  make(chan net.Conn),
-		httpSrv: &http.Server{Handler: connectDefaults(transcoder), ReadHeaderTimeout: sniffTimeout},
+		httpSrv: &http.Server{Handler: connectjson.Defaults(transcoder), ReadHeaderTimeout: sniffTimeout},
 		done:    make(chan struct{}),
 	}
 	httpCh := make(chan net.Conn)
@@ -116,18 +118,3 @@ func (l *chanListener) Accept() (net.Conn, error) {
 
 func (l *chanListener) Close() error   { return nil }
 func (l *chanListener) Addr() net.Addr { return l.addr }
-
-// connectDefaults treats a POST of JSON to /<Service>/<Method> as Connect
-// unary even without the Connect-Protocol-Version header, as the real node
-// does, so `curl --unix-socket S -H 'Content-Type: application/json'` works.
-func connectDefaults(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method == http.MethodPost && r.Header.Get("Connect-Protocol-Version") == "" {
-			switch r.Header.Get("Content-Type") {
-			case "application/json", "application/proto":
-				r.Header.Set("Connect-Protocol-Version", "1")
-			}
-		}
-		next.ServeHTTP(w, r)
-	})
-}

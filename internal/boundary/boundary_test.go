@@ -22,6 +22,8 @@ var forbidden = map[string][]string{
 	"agent":             {"node", "transport", "consensus", "gossip", "routing", "pki"},
 	// Benchmark helpers stand outside the product: they see only the API.
 	"internal/benchutil": {"node", "transport", "pki", "consensus", "gossip", "routing", "quorum", "agent"},
+	// Shared by the node and the agent SDK's fake node: it may depend on neither.
+	"internal/connectjson": {"node", "transport", "pki", "consensus", "gossip", "routing", "quorum", "agent"},
 }
 
 func TestImportBoundaries(t *testing.T) {
