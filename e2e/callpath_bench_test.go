@@ -2,8 +2,6 @@ package e2e
 
 import (
 	"context"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -102,7 +100,7 @@ func benchCallPath(b *testing.B) {
 			return err
 		}
 	}
-	baseCall, basePid := startBaseline(b, root)
+	baseCall, basePid := benchutil.StartBaseline(b, root)
 
 	// Warm up every path (connections, pools, JIT-free but cache-cold code).
 	for _, call := range []func(context.Context) error{callCap("bench.local"), callCap("bench.remote"), baseCall} {
@@ -158,28 +156,4 @@ func benchCallPath(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(local.errs+remote.errs+baseline.errs), "errors")
-}
-
-// startBaseline runs this test binary as the bare grpc-go server (see
-// TestMain) and returns a call to it and the server's pid.
-func startBaseline(b *testing.B, root string) (func(context.Context) error, int) {
-	sock := filepath.Join(root, "base.sock")
-	srv := exec.Command(os.Args[0], "-test.run=^$")
-	srv.Env = append(os.Environ(), benchutil.BaselineEnv+"="+sock)
-	stdin, _ := srv.StdinPipe()
-	if err := srv.Start(); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { stdin.Close(); srv.Wait() })
-	wtWait(b, 10*time.Second, "the baseline server is up", func() bool { _, err := os.Stat(sock); return err == nil })
-	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { conn.Close() })
-	base := meshnodev1.NewNodeServiceClient(conn)
-	return func(ctx context.Context) error {
-		_, err := base.Status(ctx, &meshnodev1.StatusRequest{})
-		return err
-	}, srv.Process.Pid
 }

@@ -3,13 +3,9 @@ package node_test
 import (
 	"context"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/agentmesh/meshnode/agent"
@@ -41,10 +37,7 @@ func benchCallPathInProcess(b *testing.B) {
 	}{{nodes[0], "bench.local"}, {nodes[1], "bench.remote"}} {
 		a := &agent.Agent{Name: spec.cap, Socket: spec.n.socket, MaxInFlight: 256}
 		a.Handle(agent.Capability{Name: spec.cap}, echo)
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() { defer close(done); a.Serve(ctx) }()
-		b.Cleanup(func() { cancel(); <-done; a.Close() })
+		runAgent(b, a)
 	}
 	waitFor(b, 30*time.Second, "bench agents ready", func() bool {
 		return len(readyAgents(nil, nodes[0], "bench.local")) == 1 && len(readyAgents(nil, nodes[0], "bench.remote")) == 1
@@ -59,23 +52,8 @@ func benchCallPathInProcess(b *testing.B) {
 	}
 
 	dir, _ := os.MkdirTemp("", "mnb")
-	defer os.RemoveAll(dir)
-	sock := filepath.Join(dir, "base.sock")
-	srv := exec.Command(os.Args[0], "-test.run=^$")
-	srv.Env = append(os.Environ(), benchutil.BaselineEnv+"="+sock)
-	stdin, _ := srv.StdinPipe()
-	if err := srv.Start(); err != nil {
-		b.Fatal(err)
-	}
-	defer func() { stdin.Close(); srv.Wait() }()
-	waitFor(b, 10*time.Second, "baseline server up", func() bool { _, err := os.Stat(sock); return err == nil })
-	bconn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer bconn.Close()
-	base := meshnodev1.NewNodeServiceClient(bconn)
-	baseCall := func(ctx context.Context) error { _, err := base.Status(ctx, &meshnodev1.StatusRequest{}); return err }
+	b.Cleanup(func() { os.RemoveAll(dir) })
+	baseCall, _ := benchutil.StartBaseline(b, dir)
 
 	// Warm up every path.
 	benchutil.Load(8, 300*time.Millisecond, callCap("bench.local"))

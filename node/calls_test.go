@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -24,19 +25,27 @@ func serveAgent(t *testing.T, tn *testNode, name string, caps map[string]agent.H
 	for c, h := range caps {
 		a.Handle(agent.Capability{Name: c}, h)
 	}
+	return a, runAgent(t, a)
+}
+
+// runAgent serves a until the returned stop is called or tb ends.
+func runAgent(tb testing.TB, a *agent.Agent) (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		a.Serve(ctx)
 	}()
-	stop := func() {
-		cancel()
-		<-done
-		a.Close()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			<-done
+			a.Close()
+		})
 	}
-	t.Cleanup(stop)
-	return a, stop
+	tb.Cleanup(stop)
+	return stop
 }
 
 func readyAgents(t testing.TB, tn *testNode, capability string) map[string]bool {

@@ -3,7 +3,6 @@ package node_test
 import (
 	"context"
 	"fmt"
-	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -27,10 +26,7 @@ func BenchmarkQuorumDecision(b *testing.B) {
 }
 
 func benchQuorum(b *testing.B) {
-	nodes := startCluster(b)
-	root, _ := os.MkdirTemp("", "mnqb")
-	b.Cleanup(func() { os.RemoveAll(root) })
-	nodes = append(nodes, startTestNode(b, root, "n4", false, []string{nodes[0].addr}, nodes[0].token(b, false, "n4")))
+	nodes := startFourNodes(b)
 	// Voters: v0 on every node (4), plus v1 on three nodes (7 in all).
 	for i, n := range nodes {
 		names := []string{"v0"}
@@ -41,10 +37,7 @@ func benchQuorum(b *testing.B) {
 			a := &agent.Agent{Name: name, Socket: n.socket}
 			a.Handle(agent.Capability{Name: "cap-" + name}, echoFrom(n.name))
 			a.HandleVote("", voter(agent.Approve))
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan struct{})
-			go func() { defer close(done); a.Serve(ctx) }()
-			b.Cleanup(func() { cancel(); <-done; a.Close() })
+			runAgent(b, a)
 		}
 	}
 	waitFor(b, 30*time.Second, "voters ready", func() bool {

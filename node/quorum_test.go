@@ -24,11 +24,7 @@ func voter(choice agent.Choice) agent.VoteHandlerFunc {
 // the honest majority. The decision is the honest one, its certificate
 // verifies against the registered keys, and a tampered copy does not.
 func TestQuorumWithALiar(t *testing.T) {
-	nodes := startCluster(t)
-	root, _ := os.MkdirTemp("", "mnq")
-	t.Cleanup(func() { os.RemoveAll(root) })
-	n4 := startTestNode(t, root, "n4", false, []string{nodes[0].addr}, nodes[0].token(t, false, "n4"))
-	nodes = append(nodes, n4)
+	nodes := startFourNodes(t)
 	for i, n := range nodes {
 		a := &agent.Agent{Name: "judge", Socket: n.socket}
 		a.Handle(agent.Capability{Name: "judge"}, echoFrom(n.name))
@@ -37,10 +33,7 @@ func TestQuorumWithALiar(t *testing.T) {
 			choice = agent.Reject // the liar
 		}
 		a.HandleVote("payment.approve", voter(choice))
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() { defer close(done); a.Serve(ctx) }()
-		t.Cleanup(func() { cancel(); <-done; a.Close() })
+		runAgent(t, a)
 	}
 	waitFor(t, 30*time.Second, "n1 sees 4 ready judges", func() bool { return len(readyAgents(t, nodes[0], "judge")) == 4 })
 
@@ -86,6 +79,15 @@ func TestQuorumWithALiar(t *testing.T) {
 	}
 }
 
+// startFourNodes is startCluster (n1, n2 servers, n3 a client) plus n4, a
+// second client: four hosts for f = 1.
+func startFourNodes(tb testing.TB) []*testNode {
+	nodes := startCluster(tb)
+	root, _ := os.MkdirTemp("", "mnq")
+	tb.Cleanup(func() { os.RemoveAll(root) })
+	return append(nodes, startTestNode(tb, root, "n4", false, []string{nodes[0].addr}, nodes[0].token(tb, false, "n4")))
+}
+
 func registryKeys(t *testing.T, tn *testNode) quorum.KeyMap {
 	t.Helper()
 	resp, err := meshnodev1.NewRegistryServiceClient(tn.conn(t)).ListAgents(context.Background(), &meshnodev1.ListAgentsRequest{Consistency: meshnodev1.Consistency_CONSISTENCY_CONSISTENT})
@@ -104,11 +106,8 @@ func registryKeys(t *testing.T, tn *testNode) quorum.KeyMap {
 // TestEquivocatorIsFlagged: a voter that signs two different votes for one
 // request is flagged in the registry, and the decision still stands.
 func TestEquivocatorIsFlagged(t *testing.T) {
-	nodes := startCluster(t)
-	root, _ := os.MkdirTemp("", "mnq")
-	t.Cleanup(func() { os.RemoveAll(root) })
-	n4 := startTestNode(t, root, "n4", false, []string{nodes[0].addr}, nodes[0].token(t, false, "n4"))
-	nodes = append(nodes, n4)
+	nodes := startFourNodes(t)
+	n4 := nodes[3]
 	// Two honest approvals and one honest rejection: the Byzantine voter's
 	// first (approving) vote is needed for the quorum, so it is always asked.
 	for i, n := range nodes[:3] {
@@ -119,10 +118,7 @@ func TestEquivocatorIsFlagged(t *testing.T) {
 			choice = agent.Reject
 		}
 		a.HandleVote("", voter(choice))
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() { defer close(done); a.Serve(ctx) }()
-		t.Cleanup(func() { cancel(); <-done; a.Close() })
+		runAgent(t, a)
 	}
 	// The Byzantine voter speaks the raw API so it can sign twice.
 	pub, priv, _ := ed25519.GenerateKey(nil)
@@ -193,10 +189,7 @@ func TestEquivocatorIsFlagged(t *testing.T) {
 // TestEscalatedDecisionIsReviewed: a split vote with on_no_quorum=escalate
 // waits for an operator; the review is recorded once, with who made it.
 func TestEscalatedDecisionIsReviewed(t *testing.T) {
-	nodes := startCluster(t)
-	root, _ := os.MkdirTemp("", "mnq")
-	t.Cleanup(func() { os.RemoveAll(root) })
-	nodes = append(nodes, startTestNode(t, root, "n4", false, []string{nodes[0].addr}, nodes[0].token(t, false, "n4")))
+	nodes := startFourNodes(t)
 	for i, n := range nodes {
 		a := &agent.Agent{Name: "judge", Socket: n.socket}
 		a.Handle(agent.Capability{Name: "judge"}, echoFrom(n.name))
@@ -205,10 +198,7 @@ func TestEscalatedDecisionIsReviewed(t *testing.T) {
 			choice = agent.Reject
 		}
 		a.HandleVote("", voter(choice))
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() { defer close(done); a.Serve(ctx) }()
-		t.Cleanup(func() { cancel(); <-done; a.Close() })
+		runAgent(t, a)
 	}
 	waitFor(t, 30*time.Second, "n1 sees 4 ready judges", func() bool { return len(readyAgents(t, nodes[0], "judge")) == 4 })
 	q := meshnodev1.NewQuorumServiceClient(nodes[0].conn(t))
