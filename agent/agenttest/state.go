@@ -202,14 +202,36 @@ func (s *state) closeStream(id string, st *serveStream) {
 	s.notifyLocked()
 }
 
-// deliver pushes d onto the agent's stream and waits for its Respond.
-func (s *state) deliver(ctx context.Context, agentID string, d *meshnodev1.Delivery) (*meshnodev1.RespondRequest, error) {
-	s.mu.Lock()
+// readyStreamLocked returns the agent's id and ready Serve stream; s.mu is
+// held.
+func (s *state) readyStreamLocked(agentID string) (string, *serveStream, error) {
 	id := s.resolve(agentID)
 	st := s.streams[id]
 	if st == nil || !st.ready {
+		return id, nil, status.Errorf(codes.Unavailable, "agent %q has no ready Serve stream", id)
+	}
+	return id, st, nil
+}
+
+// push sends ev on st unless the agent goes away (goneErr) or ctx ends.
+func push(ctx context.Context, st *serveStream, ev *meshnodev1.ServeResponse, goneErr error) error {
+	select {
+	case st.out <- ev:
+		return nil
+	case <-st.gone:
+		return goneErr
+	case <-ctx.Done():
+		return status.FromContextError(ctx.Err()).Err()
+	}
+}
+
+// deliver pushes d onto the agent's stream and waits for its Respond.
+func (s *state) deliver(ctx context.Context, agentID string, d *meshnodev1.Delivery) (*meshnodev1.RespondRequest, error) {
+	s.mu.Lock()
+	id, st, err := s.readyStreamLocked(agentID)
+	if err != nil {
 		s.mu.Unlock()
-		return nil, status.Errorf(codes.Unavailable, "agent %q has no ready Serve stream", id)
+		return nil, err
 	}
 	d = proto.Clone(d).(*meshnodev1.Delivery)
 	if d.CallId == "" {
@@ -224,12 +246,9 @@ func (s *state) deliver(ctx context.Context, agentID string, d *meshnodev1.Deliv
 		delete(s.pending, d.CallId)
 		s.mu.Unlock()
 	}()
-	select {
-	case st.out <- &meshnodev1.ServeResponse{Event: &meshnodev1.ServeResponse_Call{Call: d}}:
-	case <-st.gone:
-		return nil, status.Errorf(codes.Unavailable, "agent %q went away before call %s was delivered", id, d.CallId)
-	case <-ctx.Done():
-		return nil, status.FromContextError(ctx.Err()).Err()
+	if err := push(ctx, st, &meshnodev1.ServeResponse{Event: &meshnodev1.ServeResponse_Call{Call: d}},
+		status.Errorf(codes.Unavailable, "agent %q went away before call %s was delivered", id, d.CallId)); err != nil {
+		return nil, err
 	}
 	select {
 	case r := <-pc.answer:
@@ -251,11 +270,10 @@ func (s *state) deliver(ctx context.Context, agentID string, d *meshnodev1.Deliv
 // agent's Vote.
 func (s *state) askVote(ctx context.Context, agentID string, ask *meshnodev1.VoteAsk) (*meshnodev1.VoteRequest, error) {
 	s.mu.Lock()
-	id := s.resolve(agentID)
-	st := s.streams[id]
-	if st == nil || !st.ready {
+	id, st, err := s.readyStreamLocked(agentID)
+	if err != nil {
 		s.mu.Unlock()
-		return nil, status.Errorf(codes.Unavailable, "agent %q has no ready Serve stream", id)
+		return nil, err
 	}
 	ask = proto.Clone(ask).(*meshnodev1.VoteAsk)
 	if ask.RequestId == "" {
@@ -270,12 +288,9 @@ func (s *state) askVote(ctx context.Context, agentID string, ask *meshnodev1.Vot
 		delete(s.pendingVotes, ask.RequestId)
 		s.mu.Unlock()
 	}()
-	select {
-	case st.out <- &meshnodev1.ServeResponse{Event: &meshnodev1.ServeResponse_Vote{Vote: ask}}:
-	case <-st.gone:
-		return nil, status.Errorf(codes.Unavailable, "agent %q went away", id)
-	case <-ctx.Done():
-		return nil, status.FromContextError(ctx.Err()).Err()
+	if err := push(ctx, st, &meshnodev1.ServeResponse{Event: &meshnodev1.ServeResponse_Vote{Vote: ask}},
+		status.Errorf(codes.Unavailable, "agent %q went away", id)); err != nil {
+		return nil, err
 	}
 	select {
 	case v := <-pv.vote:
