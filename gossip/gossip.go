@@ -410,6 +410,13 @@ func (g *Gossip) Load(agentID string) (AgentLoad, bool) {
 			owner = n
 		}
 	}
+	return g.LoadOf(agentID, owner)
+}
+
+// LoadOf is Load for a caller that already knows the agent's owning node
+// (from the registry record it holds): no Owners lookup. An empty owner
+// takes the freshest entry from any live node.
+func (g *Gossip) LoadOf(agentID, owner string) (AgentLoad, bool) {
 	a, ok := g.table.agent(agentID, owner, g.view.alive)
 	if !ok && owner != "" {
 		if _, other := g.table.agent(agentID, "", g.view.alive); other {

@@ -190,15 +190,24 @@ func (t *table) agent(id, owner string, alive func(string) bool) (AgentLoad, boo
 	defer t.mu.Unlock()
 	var best AgentLoad
 	found := false
-	for name, o := range t.origins {
-		if (owner != "" && name != owner) || !alive(name) {
-			continue
+	consider := func(name string, o *origin) {
+		if !alive(name) {
+			return
 		}
 		for _, c := range o.chunks {
 			if a, ok := c.agents[id]; ok && (!found || a.Seq > best.Seq) {
 				best, found = a, true
 			}
 		}
+	}
+	if owner != "" { // the call path's case: one map lookup, not a scan
+		if o := t.origins[owner]; o != nil {
+			consider(owner, o)
+		}
+		return best, found
+	}
+	for name, o := range t.origins {
+		consider(name, o)
 	}
 	return best, found
 }

@@ -131,6 +131,13 @@ func TestOwnersFilterForeignClaims(t *testing.T) {
 	if got, ok := b.Load("a-agent-00"); !ok || got.Node != "a" || got.InFlight != 1 {
 		t.Fatalf("Load = %+v %v, want a's own entry", got, ok)
 	}
+	// A caller holding the registry record names the owner itself.
+	if got, ok := b.LoadOf("a-agent-00", "a"); !ok || got.Node != "a" || got.InFlight != 1 {
+		t.Fatalf("LoadOf(owner a) = %+v %v, want a's own entry", got, ok)
+	}
+	if got, ok := b.LoadOf("a-agent-00", "m"); !ok || got.Node != "m" {
+		t.Fatalf("LoadOf(owner m) = %+v %v, want only m's entry", got, ok)
+	}
 }
 
 func TestSplitUnderBound(t *testing.T) {

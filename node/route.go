@@ -138,7 +138,7 @@ type remoteAgent struct {
 // replica). Routing, Discover and voter selection all read it.
 func (n *Node) remoteStatus(a *meshnodev1.Agent) remoteAgent {
 	r := remoteAgent{alive: n.gossip.NodeAlive(a.GetNode())}
-	r.load, r.reported = n.gossip.Load(a.GetId())
+	r.load, r.reported = n.gossip.LoadOf(a.GetId(), a.GetNode())
 	if r.reported {
 		r.ready = r.load.Status == gossip.StatusReady
 	} else {
