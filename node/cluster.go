@@ -248,7 +248,7 @@ func (n *Node) startGossip(ctx context.Context) error {
 	cfg.Meta = gossip.NodeMeta{Role: role, QUICAddr: n.ep.Addr().String(), Version: Version, SPIFFEID: n.id.String()}
 	cfg.Transport = n.ep.Memberlist()
 	cfg.Signer = n.gossipKey
-	cfg.Keys = nodeKeys{n.store}
+	cfg.Keys = &nodeKeys{s: n.store}
 	cfg.Owners = agentOwners{n.store}
 	cfg.Logger = n.log
 	g, err := gossip.New(cfg)

@@ -86,19 +86,28 @@ func (r consensusRegistry) WatchAgents(ctx context.Context, from uint64, capabil
 
 // nodeKeys resolves the public key a node signs its gossip with, from its
 // registry record. It only reads local state: gossip calls it from its
-// packet handler, which must not block.
-type nodeKeys struct{ s *consensus.Store }
+// packet handler, which must not block. Every fresh load message needs one,
+// so parsed keys are kept per registry index.
+type nodeKeys struct {
+	s      *consensus.Store
+	parsed indexCache[crypto.PublicKey]
+}
 
-func (k nodeKeys) NodePublicKey(node string) (crypto.PublicKey, bool) {
+func (k *nodeKeys) NodePublicKey(node string) (crypto.PublicKey, bool) {
+	index := k.s.Index()
+	if pub, ok := k.parsed.get(node, index); ok {
+		return pub, pub != nil
+	}
 	rec, _, err := k.s.Node(context.Background(), consensus.ReadOptions{}, node)
 	if err != nil || len(rec.GetPublicKey()) == 0 {
-		return nil, false
+		return nil, false // not cached: the record may be on its way
 	}
 	pub, err := x509.ParsePKIXPublicKey(rec.GetPublicKey())
 	if err != nil {
-		return nil, false
+		pub = nil
 	}
-	return pub, true
+	k.parsed.put(node, index, pub)
+	return pub, pub != nil
 }
 
 // agentOwners tells gossip which node an agent belongs to, so a node cannot
