@@ -107,17 +107,16 @@ func (n *Node) publishLoadNow() {
 // agentLoad is what Discover reports for an agent.
 func (n *Node) agentLoad(a *meshnodev1.Agent) *meshnodev1.AgentLoad {
 	if a.GetNode() == n.cfg.Name {
-		for _, l := range n.local.snapshot() {
-			if l.id == a.GetId() {
-				st := "unknown"
-				if l.ready {
-					st = "ready"
-				}
-				return &meshnodev1.AgentLoad{InFlight: l.inFlight, Capacity: l.capacity, Status: st,
-					EwmaLatencyMs: float64(n.stats.latency(a.GetId())) / 1e6, SuccessRate: n.stats.success(a.GetId())}
-			}
+		l, ok := n.local.load(a.GetId())
+		if !ok {
+			return &meshnodev1.AgentLoad{Status: "unknown"}
 		}
-		return &meshnodev1.AgentLoad{Status: "unknown"}
+		st := "unknown"
+		if l.ready {
+			st = "ready"
+		}
+		return &meshnodev1.AgentLoad{InFlight: l.inFlight, Capacity: l.capacity, Status: st,
+			EwmaLatencyMs: float64(n.stats.latency(a.GetId())) / 1e6, SuccessRate: n.stats.success(a.GetId())}
 	}
 	if n.gossip == nil {
 		return &meshnodev1.AgentLoad{Status: "unknown"}

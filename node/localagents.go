@@ -185,15 +185,30 @@ func (l *localAgents) snapshot() []localLoad {
 	defer l.mu.Unlock()
 	out := make([]localLoad, 0, len(l.agents))
 	for id, a := range l.agents {
-		ll := localLoad{id: id}
-		if a.serve != nil {
-			ll.ready = true
-			ll.inFlight = uint32(a.serve.inFlight.Load())
-			ll.capacity = uint32(a.serve.limit)
-		}
-		out = append(out, ll)
+		out = append(out, a.loadLocked(id))
 	}
 	return out
+}
+
+// load is one agent's entry of snapshot.
+func (l *localAgents) load(id string) (localLoad, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	a, ok := l.agents[id]
+	if !ok {
+		return localLoad{}, false
+	}
+	return a.loadLocked(id), true
+}
+
+func (a *localAgent) loadLocked(id string) localLoad {
+	ll := localLoad{id: id}
+	if a.serve != nil {
+		ll.ready = true
+		ll.inFlight = uint32(a.serve.inFlight.Load())
+		ll.capacity = uint32(a.serve.limit)
+	}
+	return ll
 }
 
 type localLoad struct {
