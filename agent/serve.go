@@ -110,9 +110,10 @@ type server struct {
 	wg  sync.WaitGroup
 }
 
-// session is one Serve stream: the calls running on it, so the node can
-// withdraw them.
+// session is one delivery stream: the calls running on it, so the node can
+// withdraw them, and where their answers go.
 type session struct {
+	ans   answers
 	mu    sync.Mutex
 	calls map[string]*runningCall
 }
@@ -135,13 +136,13 @@ func (s *server) session(ctx context.Context) (ready bool, err error) {
 	sctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(ErrDisconnected)
 	id := a.ID()
-	stream, err := a.client.invoke.Serve(sctx, &meshnodev1.ServeRequest{AgentId: id, MaxInFlight: uint32(cap(s.sem))})
+	recv, ans, err := a.openStream(sctx, &meshnodev1.ServeRequest{AgentId: id, MaxInFlight: uint32(cap(s.sem))})
 	if err != nil {
 		return false, fmt.Errorf("agent: open serve stream for %q: %w", id, err)
 	}
-	ss := &session{calls: map[string]*runningCall{}}
+	ss := &session{ans: ans, calls: map[string]*runningCall{}}
 	for {
-		ev, err := stream.Recv()
+		ev, err := recv()
 		if err != nil {
 			if isEOF(err) {
 				err = errors.New("the node closed the serve stream")
@@ -158,7 +159,11 @@ func (s *server) session(ctx context.Context) (ready bool, err error) {
 		case *meshnodev1.ServeResponse_Cancel:
 			ss.withdraw(e.Cancel)
 		case *meshnodev1.ServeResponse_Vote:
-			s.wg.Go(func() { s.vote(sctx, e.Vote) })
+			s.wg.Go(func() { s.vote(sctx, ss, e.Vote) })
+		case *meshnodev1.ServeResponse_Refused:
+			r := e.Refused
+			a.log.Warn("the node refused an answer", "call_id", r.GetCallId(), "request_id", r.GetRequestId(),
+				"code", codes.Code(r.GetCode()), "reason", r.GetMessage())
 		default:
 			// A newer node may send events this SDK does not know yet;
 			// ignoring them keeps old agents working.
@@ -199,7 +204,7 @@ func (s *server) dispatch(sctx context.Context, ss *session, d *meshnodev1.Deliv
 	a := s.a
 	h := a.handlerFor(d.GetCapability())
 	if h == nil {
-		s.reject(d, &Error{Code: codes.Unimplemented, Retryable: true,
+		s.reject(ss, d, &Error{Code: codes.Unimplemented, Retryable: true,
 			Message: fmt.Sprintf("agent %q does not handle capability %q", a.ID(), d.GetCapability())})
 		return
 	}
@@ -209,14 +214,14 @@ func (s *server) dispatch(sctx context.Context, ss *session, d *meshnodev1.Deliv
 	select {
 	case s.sem <- struct{}{}:
 	default:
-		s.reject(d, &Error{Code: codes.ResourceExhausted, Retryable: true,
+		s.reject(ss, d, &Error{Code: codes.ResourceExhausted, Retryable: true,
 			Message: fmt.Sprintf("agent %q is at MaxInFlight (%d calls)", a.ID(), cap(s.sem))})
 		return
 	}
 	if limit := h.capability.MaxConcurrency; limit > 0 && int(h.inFlight.Add(1)) > limit {
 		h.inFlight.Add(-1)
 		<-s.sem
-		s.reject(d, &Error{Code: codes.ResourceExhausted, Retryable: true,
+		s.reject(ss, d, &Error{Code: codes.ResourceExhausted, Retryable: true,
 			Message: fmt.Sprintf("agent %q is at MaxConcurrency (%d) for %q", a.ID(), limit, d.GetCapability())})
 		return
 	}
@@ -235,12 +240,12 @@ func (s *server) dispatch(sctx context.Context, ss *session, d *meshnodev1.Deliv
 		if rc.withdrawn.Load() {
 			return // the node no longer waits for this answer
 		}
-		s.respond(d.GetCallId(), resp, err)
+		s.respond(ss, d.GetCallId(), resp, err)
 	})
 }
 
-func (s *server) reject(d *meshnodev1.Delivery, e *Error) {
-	s.wg.Go(func() { s.respond(d.GetCallId(), nil, e) })
+func (s *server) reject(ss *session, d *meshnodev1.Delivery, e *Error) {
+	s.wg.Go(func() { s.respond(ss, d.GetCallId(), nil, e) })
 }
 
 // run calls the handler with a context that ends at the call's deadline,
@@ -271,7 +276,7 @@ func (s *server) run(ctx context.Context, h *handler, d *meshnodev1.Delivery) (r
 
 // respond sends the answer. It uses its own context: the handler's has
 // usually ended (deadline) by the time an error answer is sent.
-func (s *server) respond(callID string, resp *Response, err error) {
+func (s *server) respond(ss *session, callID string, resp *Response, err error) {
 	req := &meshnodev1.RespondRequest{AgentId: s.a.ID(), CallId: callID}
 	if err != nil {
 		req.Result = &meshnodev1.RespondRequest_Error{Error: toCallError(err)}
@@ -284,7 +289,7 @@ func (s *server) respond(callID string, resp *Response, err error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), respondTimeout)
 	defer cancel()
-	if _, rerr := s.a.client.invoke.Respond(ctx, req); rerr != nil {
+	if rerr := ss.ans.respond(ctx, req); rerr != nil {
 		s.a.log.Warn("could not deliver an answer to the node; the caller will see a failure or a retry",
 			"call_id", callID, "err", rerr)
 	}

@@ -337,3 +337,37 @@ func TestDeregister(t *testing.T) {
 		t.Error("agent still registered after Deregister")
 	}
 }
+
+// Answers ride the Attach stream; a node without Attach gets them as unary
+// Respond and Vote calls, and the agent works the same.
+func TestAnswersUseAttachWhenTheNodeHasIt(t *testing.T) {
+	for _, noAttach := range []bool{false, true} {
+		node := agenttest.NewNode(t)
+		if noAttach {
+			node.NoAttach = true
+			if err := node.Restart(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		a, _ := testAgent(t, node, "both")
+		a.Handle(Capability{Name: "text.upper"}, echo)
+		a.HandleVote("", func(context.Context, *meshnodev1.Proposal) (Choice, string, error) { return Approve, "", nil })
+		serve(t, a)
+		res, err := dial(t, node).Call(timeout(t, 10*time.Second), "text.upper", []byte("hi"))
+		if err != nil || string(res.Payload) != "HI" {
+			t.Fatalf("NoAttach=%v: call: %v %v", noAttach, err, res)
+		}
+		vr, err := node.AskVote(timeout(t, 10*time.Second), a.ID(), &meshnodev1.VoteAsk{
+			Proposal: &meshnodev1.Proposal{Id: "p", Kind: "k", Payload: []byte("x")}})
+		if err != nil || vr.GetVote().GetChoice() != Approve {
+			t.Fatalf("NoAttach=%v: vote: %v %v", noAttach, err, vr)
+		}
+		want := [2]int{0, 2}
+		if noAttach {
+			want = [2]int{2, 0}
+		}
+		if unary, onStream := node.Answers(); [2]int{unary, onStream} != want {
+			t.Errorf("NoAttach=%v: %d unary answers, %d on the stream; want %d and %d", noAttach, unary, onStream, want[0], want[1])
+		}
+	}
+}

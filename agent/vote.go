@@ -70,7 +70,7 @@ func (a *Agent) nodeName() string {
 }
 
 // vote runs the vote handler for one VoteAsk and sends the signed vote.
-func (s *server) vote(sctx context.Context, ask *meshnodev1.VoteAsk) {
+func (s *server) vote(sctx context.Context, ss *session, ask *meshnodev1.VoteAsk) {
 	a, p := s.a, ask.GetProposal()
 	log := a.log.With("proposal", p.GetId(), "kind", p.GetKind(), "request_id", ask.GetRequestId())
 	choice, reason, err := s.decide(sctx, ask)
@@ -81,7 +81,7 @@ func (s *server) vote(sctx context.Context, ask *meshnodev1.VoteAsk) {
 	v := quorum.NewVote(ask.GetClusterId(), p, choice, reason, a.ID(), a.nodeName(), a.key)
 	ctx, cancel := context.WithTimeout(context.Background(), respondTimeout)
 	defer cancel()
-	if _, err := a.client.quorum.Vote(ctx, &meshnodev1.VoteRequest{RequestId: ask.GetRequestId(), Vote: v}); err != nil {
+	if err := ss.ans.vote(ctx, &meshnodev1.VoteRequest{RequestId: ask.GetRequestId(), Vote: v}); err != nil {
 		log.Warn("could not deliver a vote to the node", "choice", choice, "err", err)
 		return
 	}

@@ -53,6 +53,12 @@ func runIntruder(spec string) int {
 		_, err = st.Recv()
 	}
 	out["serve"] = status.Code(err).String()
+	at, err := meshnodev1.NewInvokeServiceClient(conn).Attach(ctx)
+	if err == nil {
+		at.Send(&meshnodev1.AttachRequest{Msg: &meshnodev1.AttachRequest_Serve{Serve: &meshnodev1.ServeRequest{AgentId: agentID}}})
+		_, err = at.Recv()
+	}
+	out["attach"] = status.Code(err).String()
 	name := agentID[strings.Index(agentID, "/")+1:]
 	_, err = meshnodev1.NewRegistryServiceClient(conn).Register(ctx, &meshnodev1.RegisterRequest{Name: name, Capabilities: []*meshnodev1.Capability{{Name: "steal"}}})
 	out["register"] = status.Code(err).String()
@@ -60,8 +66,8 @@ func runIntruder(spec string) int {
 	return 0
 }
 
-// TestAgentIdentityIsTheProcess: another process cannot deregister, serve,
-// answer for or re-register an agent that a live process owns.
+// TestAgentIdentityIsTheProcess: another process cannot deregister, serve
+// (or attach), answer for or re-register an agent that a live process owns.
 func TestAgentIdentityIsTheProcess(t *testing.T) {
 	nodes := startCluster(t)
 	serveAgent(t, nodes[0], "owned", map[string]agent.HandlerFunc{"owned": echoFrom("n1")})
@@ -77,7 +83,7 @@ func TestAgentIdentityIsTheProcess(t *testing.T) {
 	if err := json.Unmarshal(out, &got); err != nil {
 		t.Fatalf("intruder output %q: %v", out, err)
 	}
-	want := map[string]string{"deregister": "PermissionDenied", "respond": "PermissionDenied", "serve": "PermissionDenied", "register": "AlreadyExists"}
+	want := map[string]string{"deregister": "PermissionDenied", "respond": "PermissionDenied", "serve": "PermissionDenied", "attach": "PermissionDenied", "register": "AlreadyExists"}
 	for op, code := range want {
 		if got[op] != code {
 			t.Errorf("intruder %s: got %s, want %s", op, got[op], code)

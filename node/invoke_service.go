@@ -164,11 +164,20 @@ func (s *invokeService) Serve(req *meshnodev1.ServeRequest, stream meshnodev1.In
 	if err != nil {
 		return status.Error(codes.Unauthenticated, err.Error())
 	}
-	n := s.n
-	id := n.local.agentID(req.GetAgentId())
-	if _, err := n.local.owned(id, cred); err != nil {
+	id := s.n.local.agentID(req.GetAgentId())
+	if _, err := s.n.local.owned(id, cred); err != nil {
 		return err
 	}
+	return s.n.serveAgent(ctx, id, cred, req, stream.Send, nil, nil)
+}
+
+// serveAgent runs an agent's delivery stream until the agent goes away,
+// is deregistered or the node stops: it marks the agent ready, then sends
+// each delivery, cancel and vote request with send. An Attach stream also
+// passes its refusals to report and ended, closed when the agent's side of
+// the stream ends.
+func (n *Node) serveAgent(ctx context.Context, id string, cred PeerCred, req *meshnodev1.ServeRequest,
+	send func(*meshnodev1.ServeResponse) error, refusals <-chan *meshnodev1.ServeResponse, ended <-chan struct{}) error {
 	limit := int32(req.GetMaxInFlight())
 	if limit == 0 {
 		if rec, ok := n.registry.GetAgent(id); ok {
@@ -185,7 +194,7 @@ func (s *invokeService) Serve(req *meshnodev1.ServeRequest, stream meshnodev1.In
 			n.agentStatusChanged(id, meshnodev1.AgentStatus_AGENT_STATUS_DISCONNECTED)
 		}
 	}()
-	if err := stream.Send(&meshnodev1.ServeResponse{Event: &meshnodev1.ServeResponse_Ready{Ready: &meshnodev1.ServeReady{AgentId: id}}}); err != nil {
+	if err := send(&meshnodev1.ServeResponse{Event: &meshnodev1.ServeResponse_Ready{Ready: &meshnodev1.ServeReady{AgentId: id}}}); err != nil {
 		return err
 	}
 	n.log.Info("agent serving", "agent", id, "max_in_flight", limit)
@@ -193,9 +202,15 @@ func (s *invokeService) Serve(req *meshnodev1.ServeRequest, stream meshnodev1.In
 	for {
 		select {
 		case ev := <-sc.out:
-			if err := stream.Send(ev); err != nil {
+			if err := send(ev); err != nil {
 				return err
 			}
+		case ev := <-refusals:
+			if err := send(ev); err != nil {
+				return err
+			}
+		case <-ended:
+			return nil
 		case <-sc.done:
 			return status.Errorf(codes.Aborted, "agent %s was deregistered", id)
 		case <-ctx.Done():
@@ -227,11 +242,16 @@ func (s *invokeService) Respond(ctx context.Context, req *meshnodev1.RespondRequ
 	if _, err := s.n.local.owned(id, cred); err != nil {
 		return nil, err
 	}
-	if r := req.GetOk(); r != nil && len(r.GetPayload()) > s.n.cfg.MaxPayload {
-		return nil, status.Errorf(codes.InvalidArgument, "response payload is %d bytes, over the node's limit of %d", len(r.GetPayload()), s.n.cfg.MaxPayload)
-	}
-	if err := s.n.local.respond(id, req); err != nil {
+	if err := s.n.acceptAnswer(id, req); err != nil {
 		return nil, err
 	}
 	return &meshnodev1.RespondResponse{}, nil
+}
+
+// acceptAnswer hands an owned agent's answer to the call waiting for it.
+func (n *Node) acceptAnswer(id string, req *meshnodev1.RespondRequest) error {
+	if r := req.GetOk(); r != nil && len(r.GetPayload()) > n.cfg.MaxPayload {
+		return status.Errorf(codes.InvalidArgument, "response payload is %d bytes, over the node's limit of %d", len(r.GetPayload()), n.cfg.MaxPayload)
+	}
+	return n.local.respond(id, req)
 }

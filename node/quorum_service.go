@@ -69,18 +69,24 @@ func (s *quorumService) Vote(ctx context.Context, req *meshnodev1.VoteRequest) (
 	if err != nil {
 		return nil, status.Error(codes.Unauthenticated, err.Error())
 	}
-	v := req.GetVote()
-	agentID := s.n.local.agentID(v.GetVoterAgentId())
+	agentID := s.n.local.agentID(req.GetVote().GetVoterAgentId())
 	if _, err := s.n.local.owned(agentID, cred); err != nil {
 		return nil, err
 	}
-	if first, err := s.n.votes.deliver(req.GetRequestId(), agentID, v); err != nil {
-		if first != nil {
-			s.n.reportDoubleVote(ctx, first, v)
-		}
+	if err := s.n.acceptVote(ctx, agentID, req); err != nil {
 		return nil, err
 	}
 	return &meshnodev1.VoteResponse{}, nil
+}
+
+// acceptVote hands an owned agent's vote to the proposal waiting for it. A
+// second, different vote for the same request is reported as equivocation.
+func (n *Node) acceptVote(ctx context.Context, agentID string, req *meshnodev1.VoteRequest) error {
+	first, err := n.votes.deliver(req.GetRequestId(), agentID, req.GetVote())
+	if err != nil && first != nil {
+		n.reportDoubleVote(ctx, first, req.GetVote())
+	}
+	return err
 }
 
 func (s *quorumService) GetDecision(ctx context.Context, req *meshnodev1.GetDecisionRequest) (*meshnodev1.GetDecisionResponse, error) {

@@ -2,6 +2,7 @@ package routing
 
 import (
 	"context"
+	"strings"
 	"testing"
 
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -91,6 +92,28 @@ func TestNewTracerProvider(t *testing.T) {
 	}
 	if _, err := NewTracerProvider("jaeger", ""); err == nil {
 		t.Fatal("unknown exporter accepted")
+	}
+}
+
+// Without an exporter nothing is recorded, but a call must still get a
+// trace id and carry W3C context to the next hop.
+func TestNoExporterStillAssignsIDs(t *testing.T) {
+	tp, err := NewTracerProvider(ExporterNone, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = tp.Shutdown(context.Background()) }()
+	ctx, span := tp.Tracer("t").Start(context.Background(), "call")
+	defer span.End()
+	if span.IsRecording() {
+		t.Error("a span is recorded with no exporter to send it to")
+	}
+	if !span.SpanContext().TraceID().IsValid() || !span.SpanContext().SpanID().IsValid() {
+		t.Fatalf("span context %v has no valid ids", span.SpanContext())
+	}
+	m := InjectTraceContext(ctx)
+	if !strings.Contains(m["traceparent"], span.SpanContext().TraceID().String()) {
+		t.Fatalf("traceparent %q does not carry trace id %s", m["traceparent"], span.SpanContext().TraceID())
 	}
 }
 

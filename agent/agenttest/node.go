@@ -4,7 +4,8 @@
 //
 // The Node speaks the same wire as a real node on one socket (gRPC over
 // HTTP/2, Connect JSON over HTTP/1.1) and implements RegistryService,
-// InvokeService, NodeService and QuorumService.Vote with simple,
+// InvokeService (Serve and Respond, and Attach unless NoAttach), NodeService
+// and QuorumService.Vote with simple,
 // deterministic behaviour: Call goes to the first ready agent offering the
 // capability, and a caller that gives up withdraws the call (CallCancel).
 // It records what agents sent so tests can assert on it; Deliver and AskVote
@@ -39,6 +40,10 @@ type Node struct {
 	Socket string
 	// Name is what Status reports and what agent ids are prefixed with.
 	Name string
+	// NoAttach makes InvokeService.Attach answer Unimplemented, like a node
+	// from before it existed, so agents fall back to Serve and unary
+	// answers. Set it before Start (or Restart).
+	NoAttach bool
 
 	mu       sync.Mutex
 	st       *state
@@ -97,7 +102,7 @@ func (n *Node) Start() error {
 			return h(srv, ss)
 		}))
 	meshnodev1.RegisterRegistryServiceServer(srv, &registrySvc{st: n.st})
-	meshnodev1.RegisterInvokeServiceServer(srv, &invokeSvc{st: n.st})
+	meshnodev1.RegisterInvokeServiceServer(srv, &invokeSvc{st: n.st, noAttach: n.NoAttach})
 	meshnodev1.RegisterNodeServiceServer(srv, &nodeSvc{st: n.st})
 	meshnodev1.RegisterQuorumServiceServer(srv, &quorumSvc{st: n.st})
 	mux, err := listenMux(n.Socket, srv)
@@ -229,4 +234,13 @@ func (n *Node) StrayAnswers() int {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	return st.strayAnswers
+}
+
+// Answers counts the answers (call responses and votes) the node took:
+// unary ones (Respond, Vote) and ones sent on an Attach stream.
+func (n *Node) Answers() (unary, onStream int) {
+	st := n.state()
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.answered[0], st.answered[1]
 }

@@ -105,7 +105,8 @@ func (r *registrySvc) Watch(req *meshnodev1.WatchRequest, srv grpc.ServerStreami
 
 type invokeSvc struct {
 	meshnodev1.UnimplementedInvokeServiceServer
-	st *state
+	st       *state
+	noAttach bool
 }
 
 func (v *invokeSvc) Call(ctx context.Context, req *meshnodev1.CallRequest) (*meshnodev1.CallResponse, error) {
@@ -149,6 +150,70 @@ func (v *invokeSvc) Call(ctx context.Context, req *meshnodev1.CallRequest) (*mes
 }
 
 func (v *invokeSvc) Serve(req *meshnodev1.ServeRequest, srv grpc.ServerStreamingServer[meshnodev1.ServeResponse]) error {
+	return v.serve(srv.Context(), req, srv.Send, nil, nil)
+}
+
+// Attach is Serve with the answers on the same stream.
+func (v *invokeSvc) Attach(srv grpc.BidiStreamingServer[meshnodev1.AttachRequest, meshnodev1.ServeResponse]) error {
+	if v.noAttach {
+		return status.Error(codes.Unimplemented, "agenttest: Attach is switched off (Node.NoAttach)")
+	}
+	first, err := srv.Recv()
+	if err != nil {
+		return err
+	}
+	req := first.GetServe()
+	if req == nil {
+		return status.Error(codes.InvalidArgument, "the first message on an Attach stream must be serve")
+	}
+	id := v.st.resolve(req.GetAgentId())
+	refusals := make(chan *meshnodev1.ServeResponse, 64)
+	ended := make(chan struct{})
+	go func() {
+		defer close(ended)
+		for {
+			m, err := srv.Recv()
+			if err != nil {
+				return
+			}
+			if r := v.takeAttached(id, m); r != nil {
+				select {
+				case refusals <- &meshnodev1.ServeResponse{Event: &meshnodev1.ServeResponse_Refused{Refused: r}}:
+				default:
+				}
+			}
+		}
+	}()
+	return v.serve(srv.Context(), req, srv.Send, refusals, ended)
+}
+
+func (v *invokeSvc) takeAttached(id string, m *meshnodev1.AttachRequest) *meshnodev1.AnswerRefused {
+	var err error
+	r := &meshnodev1.AnswerRefused{}
+	switch msg := m.GetMsg().(type) {
+	case *meshnodev1.AttachRequest_Respond:
+		r.CallId = msg.Respond.GetCallId()
+		if msg.Respond.GetAgentId() == "" {
+			msg.Respond.AgentId = id
+		}
+		err = v.st.respond(msg.Respond)
+	case *meshnodev1.AttachRequest_Vote:
+		r.RequestId = msg.Vote.GetRequestId()
+		err = v.st.vote(msg.Vote)
+	default:
+		err = status.Error(codes.InvalidArgument, "after serve, an Attach stream carries only respond and vote")
+	}
+	if err == nil {
+		v.st.countAnswer(true)
+		return nil
+	}
+	st := status.Convert(err)
+	r.Code, r.Message = uint32(st.Code()), st.Message()
+	return r
+}
+
+func (v *invokeSvc) serve(ctx context.Context, req *meshnodev1.ServeRequest, send func(*meshnodev1.ServeResponse) error,
+	refusals <-chan *meshnodev1.ServeResponse, ended <-chan struct{}) error {
 	id, st, err := v.st.openStream(req)
 	if err != nil {
 		return err
@@ -156,18 +221,24 @@ func (v *invokeSvc) Serve(req *meshnodev1.ServeRequest, srv grpc.ServerStreaming
 	defer v.st.closeStream(id, st)
 	// Ready before the agent hears so: once it sees ServeReady, calls reach it.
 	v.st.setReady(id, st)
-	if err := srv.Send(&meshnodev1.ServeResponse{Event: &meshnodev1.ServeResponse_Ready{Ready: &meshnodev1.ServeReady{AgentId: id}}}); err != nil {
+	if err := send(&meshnodev1.ServeResponse{Event: &meshnodev1.ServeResponse_Ready{Ready: &meshnodev1.ServeReady{AgentId: id}}}); err != nil {
 		return err
 	}
 	for {
 		select {
 		case ev := <-st.out:
-			if err := srv.Send(ev); err != nil {
+			if err := send(ev); err != nil {
 				return err
 			}
+		case ev := <-refusals:
+			if err := send(ev); err != nil {
+				return err
+			}
+		case <-ended:
+			return nil
 		case <-v.st.done:
 			return status.Error(codes.Unavailable, "node stopping")
-		case <-srv.Context().Done():
+		case <-ctx.Done():
 			return nil
 		}
 	}
@@ -177,6 +248,7 @@ func (v *invokeSvc) Respond(_ context.Context, req *meshnodev1.RespondRequest) (
 	if err := v.st.respond(req); err != nil {
 		return nil, err
 	}
+	v.st.countAnswer(false)
 	return &meshnodev1.RespondResponse{}, nil
 }
 
@@ -189,6 +261,7 @@ func (q *quorumSvc) Vote(_ context.Context, req *meshnodev1.VoteRequest) (*meshn
 	if err := q.st.vote(req); err != nil {
 		return nil, err
 	}
+	q.st.countAnswer(false)
 	return &meshnodev1.VoteResponse{}, nil
 }
 

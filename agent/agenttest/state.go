@@ -28,6 +28,7 @@ type state struct {
 	pendingVotes  map[string]*pendingVote
 	votes         []*meshnodev1.VoteRequest
 	strayAnswers  int
+	answered      [2]int // answers (responses and votes) taken: [unary, on an Attach stream]
 	events        []*meshnodev1.WatchResponse
 	registrations []*meshnodev1.RegisterRequest
 	calls         []*meshnodev1.CallRequest
@@ -76,7 +77,7 @@ func (s *state) reincarnate() *state {
 	n := newState(s.node)
 	n.index, n.events, n.nextCall = s.index, s.events, s.nextCall
 	n.registrations, n.calls, n.serveRequests = s.registrations, s.calls, s.serveRequests
-	n.votes, n.strayAnswers = s.votes, s.strayAnswers
+	n.votes, n.strayAnswers, n.answered = s.votes, s.strayAnswers, s.answered
 	for id, a := range s.agents {
 		a = proto.Clone(a).(*meshnodev1.Agent)
 		a.Status = meshnodev1.AgentStatus_AGENT_STATUS_DISCONNECTED
@@ -314,6 +315,16 @@ func (s *state) vote(req *meshnodev1.VoteRequest) error {
 	delete(s.pendingVotes, req.GetRequestId())
 	pv.vote <- req
 	return nil
+}
+
+func (s *state) countAnswer(onStream bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if onStream {
+		s.answered[1]++
+	} else {
+		s.answered[0]++
+	}
 }
 
 func (s *state) respond(req *meshnodev1.RespondRequest) error {

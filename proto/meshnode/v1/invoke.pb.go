@@ -22,6 +22,185 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// AttachRequest is one message an agent sends on its Attach stream.
+type AttachRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// What is sent.
+	//
+	// Types that are valid to be assigned to Msg:
+	//
+	//	*AttachRequest_Serve
+	//	*AttachRequest_Respond
+	//	*AttachRequest_Vote
+	Msg           isAttachRequest_Msg `protobuf_oneof:"msg"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AttachRequest) Reset() {
+	*x = AttachRequest{}
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AttachRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AttachRequest) ProtoMessage() {}
+
+func (x *AttachRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AttachRequest.ProtoReflect.Descriptor instead.
+func (*AttachRequest) Descriptor() ([]byte, []int) {
+	return file_meshnode_v1_invoke_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *AttachRequest) GetMsg() isAttachRequest_Msg {
+	if x != nil {
+		return x.Msg
+	}
+	return nil
+}
+
+func (x *AttachRequest) GetServe() *ServeRequest {
+	if x != nil {
+		if x, ok := x.Msg.(*AttachRequest_Serve); ok {
+			return x.Serve
+		}
+	}
+	return nil
+}
+
+func (x *AttachRequest) GetRespond() *RespondRequest {
+	if x != nil {
+		if x, ok := x.Msg.(*AttachRequest_Respond); ok {
+			return x.Respond
+		}
+	}
+	return nil
+}
+
+func (x *AttachRequest) GetVote() *VoteRequest {
+	if x != nil {
+		if x, ok := x.Msg.(*AttachRequest_Vote); ok {
+			return x.Vote
+		}
+	}
+	return nil
+}
+
+type isAttachRequest_Msg interface {
+	isAttachRequest_Msg()
+}
+
+type AttachRequest_Serve struct {
+	// Opens the stream; must be the first message, and only the first.
+	Serve *ServeRequest `protobuf:"bytes,1,opt,name=serve,proto3,oneof"`
+}
+
+type AttachRequest_Respond struct {
+	// Answers a delivered call, as InvokeService.Respond. agent_id may be
+	// empty; if set it must be the attached agent.
+	Respond *RespondRequest `protobuf:"bytes,2,opt,name=respond,proto3,oneof"`
+}
+
+type AttachRequest_Vote struct {
+	// Casts a vote asked for on this stream, as QuorumService.Vote.
+	Vote *VoteRequest `protobuf:"bytes,3,opt,name=vote,proto3,oneof"`
+}
+
+func (*AttachRequest_Serve) isAttachRequest_Msg() {}
+
+func (*AttachRequest_Respond) isAttachRequest_Msg() {}
+
+func (*AttachRequest_Vote) isAttachRequest_Msg() {}
+
+// AnswerRefused reports, on an Attach stream, an answer the node did not
+// take; the Respond or Vote call would have returned this error.
+type AnswerRefused struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The RespondRequest.call_id refused, if the answer was a response.
+	CallId string `protobuf:"bytes,1,opt,name=call_id,json=callId,proto3" json:"call_id,omitempty"`
+	// The VoteRequest.request_id refused, if the answer was a vote.
+	RequestId string `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// A gRPC status code number (codes.Code).
+	Code uint32 `protobuf:"varint,3,opt,name=code,proto3" json:"code,omitempty"`
+	// Why, for logs.
+	Message       string `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AnswerRefused) Reset() {
+	*x = AnswerRefused{}
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AnswerRefused) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AnswerRefused) ProtoMessage() {}
+
+func (x *AnswerRefused) ProtoReflect() protoreflect.Message {
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AnswerRefused.ProtoReflect.Descriptor instead.
+func (*AnswerRefused) Descriptor() ([]byte, []int) {
+	return file_meshnode_v1_invoke_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *AnswerRefused) GetCallId() string {
+	if x != nil {
+		return x.CallId
+	}
+	return ""
+}
+
+func (x *AnswerRefused) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *AnswerRefused) GetCode() uint32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *AnswerRefused) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
 // CallRequest invokes a capability somewhere in the mesh.
 type CallRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -50,7 +229,7 @@ type CallRequest struct {
 
 func (x *CallRequest) Reset() {
 	*x = CallRequest{}
-	mi := &file_meshnode_v1_invoke_proto_msgTypes[0]
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -62,7 +241,7 @@ func (x *CallRequest) String() string {
 func (*CallRequest) ProtoMessage() {}
 
 func (x *CallRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_invoke_proto_msgTypes[0]
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -75,7 +254,7 @@ func (x *CallRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CallRequest.ProtoReflect.Descriptor instead.
 func (*CallRequest) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_invoke_proto_rawDescGZIP(), []int{0}
+	return file_meshnode_v1_invoke_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *CallRequest) GetCapability() string {
@@ -164,7 +343,7 @@ type CallResponse struct {
 
 func (x *CallResponse) Reset() {
 	*x = CallResponse{}
-	mi := &file_meshnode_v1_invoke_proto_msgTypes[1]
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -176,7 +355,7 @@ func (x *CallResponse) String() string {
 func (*CallResponse) ProtoMessage() {}
 
 func (x *CallResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_invoke_proto_msgTypes[1]
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -189,7 +368,7 @@ func (x *CallResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CallResponse.ProtoReflect.Descriptor instead.
 func (*CallResponse) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_invoke_proto_rawDescGZIP(), []int{1}
+	return file_meshnode_v1_invoke_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *CallResponse) GetPayload() []byte {
@@ -255,7 +434,7 @@ type ServeRequest struct {
 
 func (x *ServeRequest) Reset() {
 	*x = ServeRequest{}
-	mi := &file_meshnode_v1_invoke_proto_msgTypes[2]
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -267,7 +446,7 @@ func (x *ServeRequest) String() string {
 func (*ServeRequest) ProtoMessage() {}
 
 func (x *ServeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_invoke_proto_msgTypes[2]
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -280,7 +459,7 @@ func (x *ServeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServeRequest.ProtoReflect.Descriptor instead.
 func (*ServeRequest) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_invoke_proto_rawDescGZIP(), []int{2}
+	return file_meshnode_v1_invoke_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ServeRequest) GetAgentId() string {
@@ -308,6 +487,7 @@ type ServeResponse struct {
 	//	*ServeResponse_Ready
 	//	*ServeResponse_Cancel
 	//	*ServeResponse_Vote
+	//	*ServeResponse_Refused
 	Event         isServeResponse_Event `protobuf_oneof:"event"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -315,7 +495,7 @@ type ServeResponse struct {
 
 func (x *ServeResponse) Reset() {
 	*x = ServeResponse{}
-	mi := &file_meshnode_v1_invoke_proto_msgTypes[3]
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -327,7 +507,7 @@ func (x *ServeResponse) String() string {
 func (*ServeResponse) ProtoMessage() {}
 
 func (x *ServeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_invoke_proto_msgTypes[3]
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -340,7 +520,7 @@ func (x *ServeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServeResponse.ProtoReflect.Descriptor instead.
 func (*ServeResponse) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_invoke_proto_rawDescGZIP(), []int{3}
+	return file_meshnode_v1_invoke_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ServeResponse) GetEvent() isServeResponse_Event {
@@ -386,6 +566,15 @@ func (x *ServeResponse) GetVote() *VoteAsk {
 	return nil
 }
 
+func (x *ServeResponse) GetRefused() *AnswerRefused {
+	if x != nil {
+		if x, ok := x.Event.(*ServeResponse_Refused); ok {
+			return x.Refused
+		}
+	}
+	return nil
+}
+
 type isServeResponse_Event interface {
 	isServeResponse_Event()
 }
@@ -406,8 +595,14 @@ type ServeResponse_Cancel struct {
 }
 
 type ServeResponse_Vote struct {
-	// A quorum proposal this agent is asked to vote on; answer with QuorumService.Vote.
+	// A quorum proposal this agent is asked to vote on; answer with
+	// QuorumService.Vote (or a vote message on an Attach stream).
 	Vote *VoteAsk `protobuf:"bytes,4,opt,name=vote,proto3,oneof"`
+}
+
+type ServeResponse_Refused struct {
+	// An answer sent on an Attach stream was not taken.
+	Refused *AnswerRefused `protobuf:"bytes,5,opt,name=refused,proto3,oneof"`
 }
 
 func (*ServeResponse_Call) isServeResponse_Event() {}
@@ -417,6 +612,8 @@ func (*ServeResponse_Ready) isServeResponse_Event() {}
 func (*ServeResponse_Cancel) isServeResponse_Event() {}
 
 func (*ServeResponse_Vote) isServeResponse_Event() {}
+
+func (*ServeResponse_Refused) isServeResponse_Event() {}
 
 // CallCancel withdraws a delivered call.
 type CallCancel struct {
@@ -431,7 +628,7 @@ type CallCancel struct {
 
 func (x *CallCancel) Reset() {
 	*x = CallCancel{}
-	mi := &file_meshnode_v1_invoke_proto_msgTypes[4]
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -443,7 +640,7 @@ func (x *CallCancel) String() string {
 func (*CallCancel) ProtoMessage() {}
 
 func (x *CallCancel) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_invoke_proto_msgTypes[4]
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -456,7 +653,7 @@ func (x *CallCancel) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CallCancel.ProtoReflect.Descriptor instead.
 func (*CallCancel) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_invoke_proto_rawDescGZIP(), []int{4}
+	return file_meshnode_v1_invoke_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *CallCancel) GetCallId() string {
@@ -490,7 +687,7 @@ type VoteAsk struct {
 
 func (x *VoteAsk) Reset() {
 	*x = VoteAsk{}
-	mi := &file_meshnode_v1_invoke_proto_msgTypes[5]
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -502,7 +699,7 @@ func (x *VoteAsk) String() string {
 func (*VoteAsk) ProtoMessage() {}
 
 func (x *VoteAsk) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_invoke_proto_msgTypes[5]
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -515,7 +712,7 @@ func (x *VoteAsk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VoteAsk.ProtoReflect.Descriptor instead.
 func (*VoteAsk) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_invoke_proto_rawDescGZIP(), []int{5}
+	return file_meshnode_v1_invoke_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *VoteAsk) GetRequestId() string {
@@ -557,7 +754,7 @@ type ServeReady struct {
 
 func (x *ServeReady) Reset() {
 	*x = ServeReady{}
-	mi := &file_meshnode_v1_invoke_proto_msgTypes[6]
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -569,7 +766,7 @@ func (x *ServeReady) String() string {
 func (*ServeReady) ProtoMessage() {}
 
 func (x *ServeReady) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_invoke_proto_msgTypes[6]
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -582,7 +779,7 @@ func (x *ServeReady) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServeReady.ProtoReflect.Descriptor instead.
 func (*ServeReady) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_invoke_proto_rawDescGZIP(), []int{6}
+	return file_meshnode_v1_invoke_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ServeReady) GetAgentId() string {
@@ -621,7 +818,7 @@ type Delivery struct {
 
 func (x *Delivery) Reset() {
 	*x = Delivery{}
-	mi := &file_meshnode_v1_invoke_proto_msgTypes[7]
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -633,7 +830,7 @@ func (x *Delivery) String() string {
 func (*Delivery) ProtoMessage() {}
 
 func (x *Delivery) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_invoke_proto_msgTypes[7]
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -646,7 +843,7 @@ func (x *Delivery) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Delivery.ProtoReflect.Descriptor instead.
 func (*Delivery) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_invoke_proto_rawDescGZIP(), []int{7}
+	return file_meshnode_v1_invoke_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Delivery) GetCallId() string {
@@ -739,7 +936,7 @@ type RespondRequest struct {
 
 func (x *RespondRequest) Reset() {
 	*x = RespondRequest{}
-	mi := &file_meshnode_v1_invoke_proto_msgTypes[8]
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -751,7 +948,7 @@ func (x *RespondRequest) String() string {
 func (*RespondRequest) ProtoMessage() {}
 
 func (x *RespondRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_invoke_proto_msgTypes[8]
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -764,7 +961,7 @@ func (x *RespondRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RespondRequest.ProtoReflect.Descriptor instead.
 func (*RespondRequest) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_invoke_proto_rawDescGZIP(), []int{8}
+	return file_meshnode_v1_invoke_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *RespondRequest) GetAgentId() string {
@@ -839,7 +1036,7 @@ type CallResult struct {
 
 func (x *CallResult) Reset() {
 	*x = CallResult{}
-	mi := &file_meshnode_v1_invoke_proto_msgTypes[9]
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -851,7 +1048,7 @@ func (x *CallResult) String() string {
 func (*CallResult) ProtoMessage() {}
 
 func (x *CallResult) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_invoke_proto_msgTypes[9]
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -864,7 +1061,7 @@ func (x *CallResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CallResult.ProtoReflect.Descriptor instead.
 func (*CallResult) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_invoke_proto_rawDescGZIP(), []int{9}
+	return file_meshnode_v1_invoke_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *CallResult) GetPayload() []byte {
@@ -903,7 +1100,7 @@ type CallError struct {
 
 func (x *CallError) Reset() {
 	*x = CallError{}
-	mi := &file_meshnode_v1_invoke_proto_msgTypes[10]
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -915,7 +1112,7 @@ func (x *CallError) String() string {
 func (*CallError) ProtoMessage() {}
 
 func (x *CallError) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_invoke_proto_msgTypes[10]
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -928,7 +1125,7 @@ func (x *CallError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CallError.ProtoReflect.Descriptor instead.
 func (*CallError) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_invoke_proto_rawDescGZIP(), []int{10}
+	return file_meshnode_v1_invoke_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *CallError) GetCode() uint32 {
@@ -961,7 +1158,7 @@ type RespondResponse struct {
 
 func (x *RespondResponse) Reset() {
 	*x = RespondResponse{}
-	mi := &file_meshnode_v1_invoke_proto_msgTypes[11]
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -973,7 +1170,7 @@ func (x *RespondResponse) String() string {
 func (*RespondResponse) ProtoMessage() {}
 
 func (x *RespondResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_invoke_proto_msgTypes[11]
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -986,7 +1183,7 @@ func (x *RespondResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RespondResponse.ProtoReflect.Descriptor instead.
 func (*RespondResponse) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_invoke_proto_rawDescGZIP(), []int{11}
+	return file_meshnode_v1_invoke_proto_rawDescGZIP(), []int{13}
 }
 
 // ForwardCallRequest carries a call from the caller's node to the node of the
@@ -1005,7 +1202,7 @@ type ForwardCallRequest struct {
 
 func (x *ForwardCallRequest) Reset() {
 	*x = ForwardCallRequest{}
-	mi := &file_meshnode_v1_invoke_proto_msgTypes[12]
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1017,7 +1214,7 @@ func (x *ForwardCallRequest) String() string {
 func (*ForwardCallRequest) ProtoMessage() {}
 
 func (x *ForwardCallRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_invoke_proto_msgTypes[12]
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1030,7 +1227,7 @@ func (x *ForwardCallRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForwardCallRequest.ProtoReflect.Descriptor instead.
 func (*ForwardCallRequest) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_invoke_proto_rawDescGZIP(), []int{12}
+	return file_meshnode_v1_invoke_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ForwardCallRequest) GetTargetAgentId() string {
@@ -1070,7 +1267,7 @@ type ForwardCallResponse struct {
 
 func (x *ForwardCallResponse) Reset() {
 	*x = ForwardCallResponse{}
-	mi := &file_meshnode_v1_invoke_proto_msgTypes[13]
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1082,7 +1279,7 @@ func (x *ForwardCallResponse) String() string {
 func (*ForwardCallResponse) ProtoMessage() {}
 
 func (x *ForwardCallResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_invoke_proto_msgTypes[13]
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1095,7 +1292,7 @@ func (x *ForwardCallResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForwardCallResponse.ProtoReflect.Descriptor instead.
 func (*ForwardCallResponse) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_invoke_proto_rawDescGZIP(), []int{13}
+	return file_meshnode_v1_invoke_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ForwardCallResponse) GetResult() isForwardCallResponse_Result {
@@ -1154,7 +1351,7 @@ type ForwardVoteRequest struct {
 
 func (x *ForwardVoteRequest) Reset() {
 	*x = ForwardVoteRequest{}
-	mi := &file_meshnode_v1_invoke_proto_msgTypes[14]
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1166,7 +1363,7 @@ func (x *ForwardVoteRequest) String() string {
 func (*ForwardVoteRequest) ProtoMessage() {}
 
 func (x *ForwardVoteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_invoke_proto_msgTypes[14]
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1179,7 +1376,7 @@ func (x *ForwardVoteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForwardVoteRequest.ProtoReflect.Descriptor instead.
 func (*ForwardVoteRequest) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_invoke_proto_rawDescGZIP(), []int{14}
+	return file_meshnode_v1_invoke_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ForwardVoteRequest) GetVoterAgentId() string {
@@ -1208,7 +1405,7 @@ type ForwardVoteResponse struct {
 
 func (x *ForwardVoteResponse) Reset() {
 	*x = ForwardVoteResponse{}
-	mi := &file_meshnode_v1_invoke_proto_msgTypes[15]
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1220,7 +1417,7 @@ func (x *ForwardVoteResponse) String() string {
 func (*ForwardVoteResponse) ProtoMessage() {}
 
 func (x *ForwardVoteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_invoke_proto_msgTypes[15]
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1233,7 +1430,7 @@ func (x *ForwardVoteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForwardVoteResponse.ProtoReflect.Descriptor instead.
 func (*ForwardVoteResponse) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_invoke_proto_rawDescGZIP(), []int{15}
+	return file_meshnode_v1_invoke_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ForwardVoteResponse) GetVote() *Vote {
@@ -1247,7 +1444,18 @@ var File_meshnode_v1_invoke_proto protoreflect.FileDescriptor
 
 const file_meshnode_v1_invoke_proto_rawDesc = "" +
 	"\n" +
-	"\x18meshnode/v1/invoke.proto\x12\vmeshnode.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18meshnode/v1/policy.proto\x1a\x18meshnode/v1/quorum.proto\"\xd3\x03\n" +
+	"\x18meshnode/v1/invoke.proto\x12\vmeshnode.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18meshnode/v1/policy.proto\x1a\x18meshnode/v1/quorum.proto\"\xb2\x01\n" +
+	"\rAttachRequest\x121\n" +
+	"\x05serve\x18\x01 \x01(\v2\x19.meshnode.v1.ServeRequestH\x00R\x05serve\x127\n" +
+	"\arespond\x18\x02 \x01(\v2\x1b.meshnode.v1.RespondRequestH\x00R\arespond\x12.\n" +
+	"\x04vote\x18\x03 \x01(\v2\x18.meshnode.v1.VoteRequestH\x00R\x04voteB\x05\n" +
+	"\x03msg\"u\n" +
+	"\rAnswerRefused\x12\x17\n" +
+	"\acall_id\x18\x01 \x01(\tR\x06callId\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x02 \x01(\tR\trequestId\x12\x12\n" +
+	"\x04code\x18\x03 \x01(\rR\x04code\x12\x18\n" +
+	"\amessage\x18\x04 \x01(\tR\amessage\"\xd3\x03\n" +
 	"\vCallRequest\x12\x1e\n" +
 	"\n" +
 	"capability\x18\x01 \x01(\tR\n" +
@@ -1276,12 +1484,13 @@ const file_meshnode_v1_invoke_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"M\n" +
 	"\fServeRequest\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\"\n" +
-	"\rmax_in_flight\x18\x02 \x01(\rR\vmaxInFlight\"\xd5\x01\n" +
+	"\rmax_in_flight\x18\x02 \x01(\rR\vmaxInFlight\"\x8d\x02\n" +
 	"\rServeResponse\x12+\n" +
 	"\x04call\x18\x01 \x01(\v2\x15.meshnode.v1.DeliveryH\x00R\x04call\x12/\n" +
 	"\x05ready\x18\x02 \x01(\v2\x17.meshnode.v1.ServeReadyH\x00R\x05ready\x121\n" +
 	"\x06cancel\x18\x03 \x01(\v2\x17.meshnode.v1.CallCancelH\x00R\x06cancel\x12*\n" +
-	"\x04vote\x18\x04 \x01(\v2\x14.meshnode.v1.VoteAskH\x00R\x04voteB\a\n" +
+	"\x04vote\x18\x04 \x01(\v2\x14.meshnode.v1.VoteAskH\x00R\x04vote\x126\n" +
+	"\arefused\x18\x05 \x01(\v2\x1a.meshnode.v1.AnswerRefusedH\x00R\arefusedB\a\n" +
 	"\x05event\"=\n" +
 	"\n" +
 	"CallCancel\x12\x17\n" +
@@ -1345,11 +1554,12 @@ const file_meshnode_v1_invoke_proto_rawDesc = "" +
 	"\x0evoter_agent_id\x18\x01 \x01(\tR\fvoterAgentId\x121\n" +
 	"\bproposal\x18\x02 \x01(\v2\x15.meshnode.v1.ProposalR\bproposal\"<\n" +
 	"\x13ForwardVoteResponse\x12%\n" +
-	"\x04vote\x18\x01 \x01(\v2\x11.meshnode.v1.VoteR\x04vote2\xd4\x01\n" +
+	"\x04vote\x18\x01 \x01(\v2\x11.meshnode.v1.VoteR\x04vote2\x9a\x02\n" +
 	"\rInvokeService\x12;\n" +
 	"\x04Call\x12\x18.meshnode.v1.CallRequest\x1a\x19.meshnode.v1.CallResponse\x12@\n" +
 	"\x05Serve\x12\x19.meshnode.v1.ServeRequest\x1a\x1a.meshnode.v1.ServeResponse0\x01\x12D\n" +
-	"\aRespond\x12\x1b.meshnode.v1.RespondRequest\x1a\x1c.meshnode.v1.RespondResponseB<Z:github.com/agentmesh/meshnode/proto/meshnode/v1;meshnodev1b\x06proto3"
+	"\aRespond\x12\x1b.meshnode.v1.RespondRequest\x1a\x1c.meshnode.v1.RespondResponse\x12D\n" +
+	"\x06Attach\x12\x1a.meshnode.v1.AttachRequest\x1a\x1a.meshnode.v1.ServeResponse(\x010\x01B<Z:github.com/agentmesh/meshnode/proto/meshnode/v1;meshnodev1b\x06proto3"
 
 var (
 	file_meshnode_v1_invoke_proto_rawDescOnce sync.Once
@@ -1363,67 +1573,76 @@ func file_meshnode_v1_invoke_proto_rawDescGZIP() []byte {
 	return file_meshnode_v1_invoke_proto_rawDescData
 }
 
-var file_meshnode_v1_invoke_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_meshnode_v1_invoke_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_meshnode_v1_invoke_proto_goTypes = []any{
-	(*CallRequest)(nil),           // 0: meshnode.v1.CallRequest
-	(*CallResponse)(nil),          // 1: meshnode.v1.CallResponse
-	(*ServeRequest)(nil),          // 2: meshnode.v1.ServeRequest
-	(*ServeResponse)(nil),         // 3: meshnode.v1.ServeResponse
-	(*CallCancel)(nil),            // 4: meshnode.v1.CallCancel
-	(*VoteAsk)(nil),               // 5: meshnode.v1.VoteAsk
-	(*ServeReady)(nil),            // 6: meshnode.v1.ServeReady
-	(*Delivery)(nil),              // 7: meshnode.v1.Delivery
-	(*RespondRequest)(nil),        // 8: meshnode.v1.RespondRequest
-	(*CallResult)(nil),            // 9: meshnode.v1.CallResult
-	(*CallError)(nil),             // 10: meshnode.v1.CallError
-	(*RespondResponse)(nil),       // 11: meshnode.v1.RespondResponse
-	(*ForwardCallRequest)(nil),    // 12: meshnode.v1.ForwardCallRequest
-	(*ForwardCallResponse)(nil),   // 13: meshnode.v1.ForwardCallResponse
-	(*ForwardVoteRequest)(nil),    // 14: meshnode.v1.ForwardVoteRequest
-	(*ForwardVoteResponse)(nil),   // 15: meshnode.v1.ForwardVoteResponse
-	nil,                           // 16: meshnode.v1.CallRequest.MetadataEntry
-	nil,                           // 17: meshnode.v1.CallResponse.MetadataEntry
-	nil,                           // 18: meshnode.v1.Delivery.MetadataEntry
-	nil,                           // 19: meshnode.v1.CallResult.MetadataEntry
-	(*timestamppb.Timestamp)(nil), // 20: google.protobuf.Timestamp
-	(*RoutingOverrides)(nil),      // 21: meshnode.v1.RoutingOverrides
-	(*Proposal)(nil),              // 22: meshnode.v1.Proposal
-	(*RoutingMetadata)(nil),       // 23: meshnode.v1.RoutingMetadata
-	(*Vote)(nil),                  // 24: meshnode.v1.Vote
+	(*AttachRequest)(nil),         // 0: meshnode.v1.AttachRequest
+	(*AnswerRefused)(nil),         // 1: meshnode.v1.AnswerRefused
+	(*CallRequest)(nil),           // 2: meshnode.v1.CallRequest
+	(*CallResponse)(nil),          // 3: meshnode.v1.CallResponse
+	(*ServeRequest)(nil),          // 4: meshnode.v1.ServeRequest
+	(*ServeResponse)(nil),         // 5: meshnode.v1.ServeResponse
+	(*CallCancel)(nil),            // 6: meshnode.v1.CallCancel
+	(*VoteAsk)(nil),               // 7: meshnode.v1.VoteAsk
+	(*ServeReady)(nil),            // 8: meshnode.v1.ServeReady
+	(*Delivery)(nil),              // 9: meshnode.v1.Delivery
+	(*RespondRequest)(nil),        // 10: meshnode.v1.RespondRequest
+	(*CallResult)(nil),            // 11: meshnode.v1.CallResult
+	(*CallError)(nil),             // 12: meshnode.v1.CallError
+	(*RespondResponse)(nil),       // 13: meshnode.v1.RespondResponse
+	(*ForwardCallRequest)(nil),    // 14: meshnode.v1.ForwardCallRequest
+	(*ForwardCallResponse)(nil),   // 15: meshnode.v1.ForwardCallResponse
+	(*ForwardVoteRequest)(nil),    // 16: meshnode.v1.ForwardVoteRequest
+	(*ForwardVoteResponse)(nil),   // 17: meshnode.v1.ForwardVoteResponse
+	nil,                           // 18: meshnode.v1.CallRequest.MetadataEntry
+	nil,                           // 19: meshnode.v1.CallResponse.MetadataEntry
+	nil,                           // 20: meshnode.v1.Delivery.MetadataEntry
+	nil,                           // 21: meshnode.v1.CallResult.MetadataEntry
+	(*VoteRequest)(nil),           // 22: meshnode.v1.VoteRequest
+	(*timestamppb.Timestamp)(nil), // 23: google.protobuf.Timestamp
+	(*RoutingOverrides)(nil),      // 24: meshnode.v1.RoutingOverrides
+	(*Proposal)(nil),              // 25: meshnode.v1.Proposal
+	(*RoutingMetadata)(nil),       // 26: meshnode.v1.RoutingMetadata
+	(*Vote)(nil),                  // 27: meshnode.v1.Vote
 }
 var file_meshnode_v1_invoke_proto_depIdxs = []int32{
-	20, // 0: meshnode.v1.CallRequest.deadline:type_name -> google.protobuf.Timestamp
-	16, // 1: meshnode.v1.CallRequest.metadata:type_name -> meshnode.v1.CallRequest.MetadataEntry
-	21, // 2: meshnode.v1.CallRequest.routing:type_name -> meshnode.v1.RoutingOverrides
-	17, // 3: meshnode.v1.CallResponse.metadata:type_name -> meshnode.v1.CallResponse.MetadataEntry
-	7,  // 4: meshnode.v1.ServeResponse.call:type_name -> meshnode.v1.Delivery
-	6,  // 5: meshnode.v1.ServeResponse.ready:type_name -> meshnode.v1.ServeReady
-	4,  // 6: meshnode.v1.ServeResponse.cancel:type_name -> meshnode.v1.CallCancel
-	5,  // 7: meshnode.v1.ServeResponse.vote:type_name -> meshnode.v1.VoteAsk
-	22, // 8: meshnode.v1.VoteAsk.proposal:type_name -> meshnode.v1.Proposal
-	20, // 9: meshnode.v1.VoteAsk.deadline:type_name -> google.protobuf.Timestamp
-	20, // 10: meshnode.v1.Delivery.deadline:type_name -> google.protobuf.Timestamp
-	18, // 11: meshnode.v1.Delivery.metadata:type_name -> meshnode.v1.Delivery.MetadataEntry
-	9,  // 12: meshnode.v1.RespondRequest.ok:type_name -> meshnode.v1.CallResult
-	10, // 13: meshnode.v1.RespondRequest.error:type_name -> meshnode.v1.CallError
-	19, // 14: meshnode.v1.CallResult.metadata:type_name -> meshnode.v1.CallResult.MetadataEntry
-	7,  // 15: meshnode.v1.ForwardCallRequest.delivery:type_name -> meshnode.v1.Delivery
-	23, // 16: meshnode.v1.ForwardCallRequest.routing:type_name -> meshnode.v1.RoutingMetadata
-	9,  // 17: meshnode.v1.ForwardCallResponse.ok:type_name -> meshnode.v1.CallResult
-	10, // 18: meshnode.v1.ForwardCallResponse.error:type_name -> meshnode.v1.CallError
-	22, // 19: meshnode.v1.ForwardVoteRequest.proposal:type_name -> meshnode.v1.Proposal
-	24, // 20: meshnode.v1.ForwardVoteResponse.vote:type_name -> meshnode.v1.Vote
-	0,  // 21: meshnode.v1.InvokeService.Call:input_type -> meshnode.v1.CallRequest
-	2,  // 22: meshnode.v1.InvokeService.Serve:input_type -> meshnode.v1.ServeRequest
-	8,  // 23: meshnode.v1.InvokeService.Respond:input_type -> meshnode.v1.RespondRequest
-	1,  // 24: meshnode.v1.InvokeService.Call:output_type -> meshnode.v1.CallResponse
-	3,  // 25: meshnode.v1.InvokeService.Serve:output_type -> meshnode.v1.ServeResponse
-	11, // 26: meshnode.v1.InvokeService.Respond:output_type -> meshnode.v1.RespondResponse
-	24, // [24:27] is the sub-list for method output_type
-	21, // [21:24] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	4,  // 0: meshnode.v1.AttachRequest.serve:type_name -> meshnode.v1.ServeRequest
+	10, // 1: meshnode.v1.AttachRequest.respond:type_name -> meshnode.v1.RespondRequest
+	22, // 2: meshnode.v1.AttachRequest.vote:type_name -> meshnode.v1.VoteRequest
+	23, // 3: meshnode.v1.CallRequest.deadline:type_name -> google.protobuf.Timestamp
+	18, // 4: meshnode.v1.CallRequest.metadata:type_name -> meshnode.v1.CallRequest.MetadataEntry
+	24, // 5: meshnode.v1.CallRequest.routing:type_name -> meshnode.v1.RoutingOverrides
+	19, // 6: meshnode.v1.CallResponse.metadata:type_name -> meshnode.v1.CallResponse.MetadataEntry
+	9,  // 7: meshnode.v1.ServeResponse.call:type_name -> meshnode.v1.Delivery
+	8,  // 8: meshnode.v1.ServeResponse.ready:type_name -> meshnode.v1.ServeReady
+	6,  // 9: meshnode.v1.ServeResponse.cancel:type_name -> meshnode.v1.CallCancel
+	7,  // 10: meshnode.v1.ServeResponse.vote:type_name -> meshnode.v1.VoteAsk
+	1,  // 11: meshnode.v1.ServeResponse.refused:type_name -> meshnode.v1.AnswerRefused
+	25, // 12: meshnode.v1.VoteAsk.proposal:type_name -> meshnode.v1.Proposal
+	23, // 13: meshnode.v1.VoteAsk.deadline:type_name -> google.protobuf.Timestamp
+	23, // 14: meshnode.v1.Delivery.deadline:type_name -> google.protobuf.Timestamp
+	20, // 15: meshnode.v1.Delivery.metadata:type_name -> meshnode.v1.Delivery.MetadataEntry
+	11, // 16: meshnode.v1.RespondRequest.ok:type_name -> meshnode.v1.CallResult
+	12, // 17: meshnode.v1.RespondRequest.error:type_name -> meshnode.v1.CallError
+	21, // 18: meshnode.v1.CallResult.metadata:type_name -> meshnode.v1.CallResult.MetadataEntry
+	9,  // 19: meshnode.v1.ForwardCallRequest.delivery:type_name -> meshnode.v1.Delivery
+	26, // 20: meshnode.v1.ForwardCallRequest.routing:type_name -> meshnode.v1.RoutingMetadata
+	11, // 21: meshnode.v1.ForwardCallResponse.ok:type_name -> meshnode.v1.CallResult
+	12, // 22: meshnode.v1.ForwardCallResponse.error:type_name -> meshnode.v1.CallError
+	25, // 23: meshnode.v1.ForwardVoteRequest.proposal:type_name -> meshnode.v1.Proposal
+	27, // 24: meshnode.v1.ForwardVoteResponse.vote:type_name -> meshnode.v1.Vote
+	2,  // 25: meshnode.v1.InvokeService.Call:input_type -> meshnode.v1.CallRequest
+	4,  // 26: meshnode.v1.InvokeService.Serve:input_type -> meshnode.v1.ServeRequest
+	10, // 27: meshnode.v1.InvokeService.Respond:input_type -> meshnode.v1.RespondRequest
+	0,  // 28: meshnode.v1.InvokeService.Attach:input_type -> meshnode.v1.AttachRequest
+	3,  // 29: meshnode.v1.InvokeService.Call:output_type -> meshnode.v1.CallResponse
+	5,  // 30: meshnode.v1.InvokeService.Serve:output_type -> meshnode.v1.ServeResponse
+	13, // 31: meshnode.v1.InvokeService.Respond:output_type -> meshnode.v1.RespondResponse
+	5,  // 32: meshnode.v1.InvokeService.Attach:output_type -> meshnode.v1.ServeResponse
+	29, // [29:33] is the sub-list for method output_type
+	25, // [25:29] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_meshnode_v1_invoke_proto_init() }
@@ -1433,17 +1652,23 @@ func file_meshnode_v1_invoke_proto_init() {
 	}
 	file_meshnode_v1_policy_proto_init()
 	file_meshnode_v1_quorum_proto_init()
-	file_meshnode_v1_invoke_proto_msgTypes[3].OneofWrappers = []any{
+	file_meshnode_v1_invoke_proto_msgTypes[0].OneofWrappers = []any{
+		(*AttachRequest_Serve)(nil),
+		(*AttachRequest_Respond)(nil),
+		(*AttachRequest_Vote)(nil),
+	}
+	file_meshnode_v1_invoke_proto_msgTypes[5].OneofWrappers = []any{
 		(*ServeResponse_Call)(nil),
 		(*ServeResponse_Ready)(nil),
 		(*ServeResponse_Cancel)(nil),
 		(*ServeResponse_Vote)(nil),
+		(*ServeResponse_Refused)(nil),
 	}
-	file_meshnode_v1_invoke_proto_msgTypes[8].OneofWrappers = []any{
+	file_meshnode_v1_invoke_proto_msgTypes[10].OneofWrappers = []any{
 		(*RespondRequest_Ok)(nil),
 		(*RespondRequest_Error)(nil),
 	}
-	file_meshnode_v1_invoke_proto_msgTypes[13].OneofWrappers = []any{
+	file_meshnode_v1_invoke_proto_msgTypes[15].OneofWrappers = []any{
 		(*ForwardCallResponse_Ok)(nil),
 		(*ForwardCallResponse_Error)(nil),
 	}
@@ -1453,7 +1678,7 @@ func file_meshnode_v1_invoke_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meshnode_v1_invoke_proto_rawDesc), len(file_meshnode_v1_invoke_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   20,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -22,6 +22,7 @@ const (
 	InvokeService_Call_FullMethodName    = "/meshnode.v1.InvokeService/Call"
 	InvokeService_Serve_FullMethodName   = "/meshnode.v1.InvokeService/Serve"
 	InvokeService_Respond_FullMethodName = "/meshnode.v1.InvokeService/Respond"
+	InvokeService_Attach_FullMethodName  = "/meshnode.v1.InvokeService/Attach"
 )
 
 // InvokeServiceClient is the client API for InvokeService service.
@@ -37,9 +38,23 @@ type InvokeServiceClient interface {
 	// Serve is the stream an agent opens to receive the calls (and vote
 	// requests) addressed to it. Opening it makes the agent ready; closing it
 	// takes the agent out of rotation.
+	// buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
 	Serve(ctx context.Context, in *ServeRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ServeResponse], error)
 	// Respond answers one call delivered on a Serve stream.
 	Respond(ctx context.Context, in *RespondRequest, opts ...grpc.CallOption) (*RespondResponse, error)
+	// Attach is Serve, Respond and QuorumService.Vote on one bidirectional
+	// stream, for clients that speak HTTP/2 (the Go SDK): an answer rides the
+	// open stream instead of costing a unary call of its own. The first
+	// message must be `serve`; the ones after it answer deliveries and vote
+	// requests. An answer the node refuses is reported on the stream as an
+	// AnswerRefused event and does not end it. Connect JSON clients over
+	// HTTP/1.1, which cannot stream both ways, use Serve and Respond.
+	//
+	// It shares ServeResponse with Serve on purpose: one event type, one
+	// dispatcher on either side.
+	// buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+	// buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+	Attach(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[AttachRequest, ServeResponse], error)
 }
 
 type invokeServiceClient struct {
@@ -89,6 +104,19 @@ func (c *invokeServiceClient) Respond(ctx context.Context, in *RespondRequest, o
 	return out, nil
 }
 
+func (c *invokeServiceClient) Attach(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[AttachRequest, ServeResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &InvokeService_ServiceDesc.Streams[1], InvokeService_Attach_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[AttachRequest, ServeResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type InvokeService_AttachClient = grpc.BidiStreamingClient[AttachRequest, ServeResponse]
+
 // InvokeServiceServer is the server API for InvokeService service.
 // All implementations must embed UnimplementedInvokeServiceServer
 // for forward compatibility.
@@ -102,9 +130,23 @@ type InvokeServiceServer interface {
 	// Serve is the stream an agent opens to receive the calls (and vote
 	// requests) addressed to it. Opening it makes the agent ready; closing it
 	// takes the agent out of rotation.
+	// buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
 	Serve(*ServeRequest, grpc.ServerStreamingServer[ServeResponse]) error
 	// Respond answers one call delivered on a Serve stream.
 	Respond(context.Context, *RespondRequest) (*RespondResponse, error)
+	// Attach is Serve, Respond and QuorumService.Vote on one bidirectional
+	// stream, for clients that speak HTTP/2 (the Go SDK): an answer rides the
+	// open stream instead of costing a unary call of its own. The first
+	// message must be `serve`; the ones after it answer deliveries and vote
+	// requests. An answer the node refuses is reported on the stream as an
+	// AnswerRefused event and does not end it. Connect JSON clients over
+	// HTTP/1.1, which cannot stream both ways, use Serve and Respond.
+	//
+	// It shares ServeResponse with Serve on purpose: one event type, one
+	// dispatcher on either side.
+	// buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+	// buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+	Attach(grpc.BidiStreamingServer[AttachRequest, ServeResponse]) error
 	mustEmbedUnimplementedInvokeServiceServer()
 }
 
@@ -123,6 +165,9 @@ func (UnimplementedInvokeServiceServer) Serve(*ServeRequest, grpc.ServerStreamin
 }
 func (UnimplementedInvokeServiceServer) Respond(context.Context, *RespondRequest) (*RespondResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Respond not implemented")
+}
+func (UnimplementedInvokeServiceServer) Attach(grpc.BidiStreamingServer[AttachRequest, ServeResponse]) error {
+	return status.Error(codes.Unimplemented, "method Attach not implemented")
 }
 func (UnimplementedInvokeServiceServer) mustEmbedUnimplementedInvokeServiceServer() {}
 func (UnimplementedInvokeServiceServer) testEmbeddedByValue()                       {}
@@ -192,6 +237,13 @@ func _InvokeService_Respond_Handler(srv interface{}, ctx context.Context, dec fu
 	return interceptor(ctx, in, info, handler)
 }
 
+func _InvokeService_Attach_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(InvokeServiceServer).Attach(&grpc.GenericServerStream[AttachRequest, ServeResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type InvokeService_AttachServer = grpc.BidiStreamingServer[AttachRequest, ServeResponse]
+
 // InvokeService_ServiceDesc is the grpc.ServiceDesc for InvokeService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -213,6 +265,12 @@ var InvokeService_ServiceDesc = grpc.ServiceDesc{
 			StreamName:    "Serve",
 			Handler:       _InvokeService_Serve_Handler,
 			ServerStreams: true,
+		},
+		{
+			StreamName:    "Attach",
+			Handler:       _InvokeService_Attach_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
 		},
 	},
 	Metadata: "meshnode/v1/invoke.proto",
