@@ -24,7 +24,10 @@ import (
 //   - local: caller -> n1 -> agent on n1;
 //   - remote: caller -> n1 -> QUIC -> n2 -> agent on n2;
 //   - baseline: a direct grpc-go unary call to a bare server in a child
-//     process over a Unix socket, measured in the same run.
+//     process over a Unix socket, measured in the same run;
+//   - chain: the same call through two bare grpc-go relays, each in its own
+//     process (caller -> relay 1 -> relay 2 -> server), the remote path's
+//     six process crossings with nothing else in them.
 //
 // Throughput uses 64 closed-loop callers for callWindow; latency is also
 // taken at a paced 1,000 calls/s. CPU seconds per 1,000 calls and peak RSS
@@ -101,9 +104,10 @@ func benchCallPath(b *testing.B) {
 		}
 	}
 	baseCall, basePid := benchutil.StartBaseline(b, root)
+	chainCall, chainPids := benchutil.StartRelayChain(b, root)
 
 	// Warm up every path (connections, pools, JIT-free but cache-cold code).
-	for _, call := range []func(context.Context) error{callCap("bench.local"), callCap("bench.remote"), baseCall} {
+	for _, call := range []func(context.Context) error{callCap("bench.local"), callCap("bench.remote"), baseCall, chainCall} {
 		benchutil.Load(8, 300*time.Millisecond, call)
 	}
 	nodes := map[string]int{"n1": n1.cmd.Process.Pid, "n2": n2.cmd.Process.Pid}
@@ -125,6 +129,7 @@ func benchCallPath(b *testing.B) {
 	}
 	local, remote := run(callCap("bench.local"), nodes), run(callCap("bench.remote"), nodes)
 	baseline := run(baseCall, map[string]int{"server": basePid})
+	chain := run(chainCall, map[string]int{"relay1": chainPids[0], "relay2": chainPids[1]})
 
 	us := benchutil.Micros
 	b.ReportMetric(local.perSec, "local-calls/s")
@@ -155,5 +160,15 @@ func benchCallPath(b *testing.B) {
 			b.ReportMetric(rss, name+"-peak-rss-MiB")
 		}
 	}
-	b.ReportMetric(float64(local.errs+remote.errs+baseline.errs), "errors")
+	// The same six process crossings with nothing but grpc-go relays in
+	// them: how much of the remote path's latency and CPU the topology
+	// itself costs on this machine.
+	b.ReportMetric(chain.perSec, "chain-calls/s")
+	b.ReportMetric(us(chain.paced, 0.5), "chain-p50-us@1k/s")
+	b.ReportMetric(us(chain.paced, 0.99), "chain-p99-us@1k/s")
+	b.ReportMetric(us(remote.paced, 0.5)-us(chain.paced, 0.5), "remote-over-chain-p50-us@1k/s")
+	b.ReportMetric(us(remote.paced, 0.99)-us(chain.paced, 0.99), "remote-over-chain-p99-us@1k/s")
+	b.ReportMetric(chain.cpu["relay1"], "relay1-cpu-s/1k-calls")
+	b.ReportMetric(chain.cpu["relay2"], "relay2-cpu-s/1k-calls")
+	b.ReportMetric(float64(local.errs+remote.errs+baseline.errs+chain.errs), "errors")
 }
