@@ -50,6 +50,10 @@ type apiServer struct {
 	done     chan struct{}
 }
 
+// streamWorkers is the least number of goroutines kept to run agent API
+// calls: idle ones cost a few KiB each.
+const streamWorkers = 128
+
 func newAPIServer(cfg apiServerConfig) *apiServer {
 	gs := grpc.NewServer(
 		grpc.Creds(peerCredTransport{}),
@@ -60,9 +64,11 @@ func newAPIServer(cfg apiServerConfig) *apiServer {
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		// Reused handler goroutines keep the stack a call has grown to;
 		// a fresh goroutine per call grows (copies) its stack again each
-		// time, which was 8% of a busy node's CPU. grpc-go still starts a
-		// goroutine when every worker is busy, so this never queues.
-		grpc.NumStreamWorkers(uint32(4*runtime.GOMAXPROCS(0))),
+		// time, which was 8% of a busy node's CPU. A call waits on the
+		// network, not the CPU, so the pool is sized for concurrent calls,
+		// not cores. grpc-go still starts a goroutine when every worker is
+		// busy, so this never queues.
+		grpc.NumStreamWorkers(uint32(max(streamWorkers, 8*runtime.GOMAXPROCS(0)))),
 	)
 	return &apiServer{cfg: cfg, grpc: gs, done: make(chan struct{})}
 }

@@ -111,25 +111,19 @@ func (n *Node) planCall(ctx context.Context, cred PeerCred, req *meshnodev1.Call
 // idempotent calls).
 func (n *Node) invokeAgent(ctx context.Context, plan *callPlan, agent *meshnodev1.Agent, attempt uint32, deadline time.Time, traceCtx map[string]string) (*meshnodev1.CallResult, bool, error) {
 	chain := append(append([]string(nil), plan.chain...), agent.GetId())
-	meta := map[string]string{}
-	for k, v := range plan.req.GetMetadata() {
-		meta[k] = v
-	}
-	for k, v := range traceCtx {
-		meta[k] = v
-	}
 	d := &meshnodev1.Delivery{
 		Capability:     plan.req.GetCapability(),
 		Payload:        plan.req.GetPayload(),
 		ContentType:    plan.req.GetContentType(),
 		Deadline:       timestamppb.New(deadline),
-		Metadata:       meta,
+		Metadata:       plan.req.GetMetadata(), // read-only here; a remote node adds its own trace context
 		CallerAgentId:  plan.caller,
 		Chain:          chain[:len(chain)-1],
 		Attempt:        attempt,
 		IdempotencyKey: plan.req.GetIdempotencyKey(),
 	}
 	if agent.GetNode() == n.cfg.Name {
+		d.Metadata = mergeTrace(d.Metadata, traceCtx)
 		start := time.Now()
 		r, err := n.local.deliver(ctx, agent.GetId(), d, chain[:len(chain)-1], plan.hops+1, deadline)
 		n.stats.observe(agent.GetId(), time.Since(start), err == nil && r.GetError() == nil)

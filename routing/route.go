@@ -95,10 +95,15 @@ func (r *Router) route(ctx context.Context, req Request, cands []Candidate, inv 
 	if req.Overrides.Policy != "" {
 		name = req.Overrides.Policy
 	}
-	ctx, span := r.cfg.Tracer.Start(ctx, "route "+req.Capability, trace.WithSpanKind(trace.SpanKindInternal),
-		trace.WithAttributes(attribute.String("meshnode.capability", req.Capability), attribute.String("meshnode.policy", string(name)),
-			attribute.Int("meshnode.hops", req.Meta.Hops), attribute.Int("meshnode.candidates", len(cands))))
+	ctx, span := r.cfg.Tracer.Start(ctx, "route "+req.Capability, trace.WithSpanKind(trace.SpanKindInternal))
 	defer span.End()
+	// Attributes only for a span that is kept: building them for an
+	// unsampled span was a visible share of a busy node's allocations.
+	recording := span.IsRecording()
+	if recording {
+		span.SetAttributes(attribute.String("meshnode.capability", req.Capability), attribute.String("meshnode.policy", string(name)),
+			attribute.Int("meshnode.hops", req.Meta.Hops), attribute.Int("meshnode.candidates", len(cands)))
+	}
 	res, err := r.attempts(ctx, &req, cands, inv)
 	res.TraceID = traceID(span)
 	if err != nil && pol.Fallback != "" && pol.Fallback != req.Capability && r.cfg.Resolver != nil && depth < maxFallbackDepth &&
@@ -120,11 +125,15 @@ func (r *Router) route(ctx context.Context, req Request, cands []Candidate, inv 
 		}
 	}
 	if err != nil {
-		span.SetStatus(otelcodes.Error, err.Error())
-		span.SetAttributes(attribute.String("rpc.grpc.status_code", codeOf(err).String()))
+		if recording {
+			span.SetStatus(otelcodes.Error, err.Error())
+			span.SetAttributes(attribute.String("rpc.grpc.status_code", codeOf(err).String()))
+		}
 		return res, err
 	}
-	span.SetAttributes(attribute.String("meshnode.agent_id", res.Agent.AgentID), attribute.Int("meshnode.attempts", res.Attempts))
+	if recording {
+		span.SetAttributes(attribute.String("meshnode.agent_id", res.Agent.AgentID), attribute.Int("meshnode.attempts", res.Attempts))
+	}
 	return res, nil
 }
 
@@ -203,10 +212,13 @@ func (r *Router) attempts(ctx context.Context, req *Request, cands []Candidate, 
 
 // invoke runs one attempt inside its span and records the outcome.
 func (r *Router) invoke(ctx context.Context, req *Request, c Candidate, n int, dl time.Time, ep *endpoint, probe bool, inv Invoker) (bool, error) {
-	actx, span := r.cfg.Tracer.Start(ctx, "attempt "+req.Capability, trace.WithSpanKind(trace.SpanKindClient),
-		trace.WithAttributes(attribute.String("meshnode.agent_id", c.AgentID), attribute.String("meshnode.node", c.Node),
-			attribute.Int("meshnode.attempt", n), attribute.Bool("meshnode.probe", probe)))
+	actx, span := r.cfg.Tracer.Start(ctx, "attempt "+req.Capability, trace.WithSpanKind(trace.SpanKindClient))
 	defer span.End()
+	recording := span.IsRecording()
+	if recording {
+		span.SetAttributes(attribute.String("meshnode.agent_id", c.AgentID), attribute.String("meshnode.node", c.Node),
+			attribute.Int("meshnode.attempt", n), attribute.Bool("meshnode.probe", probe))
+	}
 	start := r.cfg.Clock.Now()
 	actx, cancel := context.WithTimeout(actx, dl.Sub(start))
 	defer cancel()
@@ -220,9 +232,11 @@ func (r *Router) invoke(ctx context.Context, req *Request, c Candidate, n int, d
 	end := r.cfg.Clock.Now()
 	o, code := classify(ctx, err)
 	r.finish(ep, &req.Policy, probe, start, end, o)
-	span.SetAttributes(attribute.Bool("meshnode.started", started), attribute.String("rpc.grpc.status_code", code.String()))
-	if err != nil {
-		span.SetStatus(otelcodes.Error, err.Error())
+	if recording {
+		span.SetAttributes(attribute.Bool("meshnode.started", started), attribute.String("rpc.grpc.status_code", code.String()))
+		if err != nil {
+			span.SetStatus(otelcodes.Error, err.Error())
+		}
 	}
 	return started, err
 }
