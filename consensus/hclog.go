@@ -2,9 +2,11 @@ package consensus
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log"
 	"log/slog"
+	"slices"
 	"strings"
 
 	"github.com/hashicorp/go-hclog"
@@ -47,7 +49,38 @@ func (a *hcAdapter) Log(level hclog.Level, msg string, args ...any) {
 	if level == hclog.Off {
 		return
 	}
-	a.l.Log(context.Background(), slogLevel(level), msg, args...)
+	if !a.enabled(slogLevel(level)) {
+		return
+	}
+	a.l.Log(context.Background(), slogLevel(level), msg, formatArgs(args)...)
+}
+
+// formatArgs renders hclog.Fmt values, which slog would print as the raw
+// format and arguments ("[%+v [...]]").
+func formatArgs(args []any) []any {
+	copied := false
+	for i, v := range args {
+		f, ok := v.(hclog.Format)
+		if !ok {
+			continue
+		}
+		if !copied { // the caller's slice is not ours to change
+			args, copied = slices.Clone(args), true
+		}
+		args[i] = formatted(f)
+	}
+	return args
+}
+
+func formatted(f hclog.Format) string {
+	if len(f) == 0 {
+		return ""
+	}
+	format, ok := f[0].(string)
+	if !ok {
+		return fmt.Sprint(f...)
+	}
+	return fmt.Sprintf(format, f[1:]...)
 }
 
 func (a *hcAdapter) Trace(msg string, args ...any) { a.Log(hclog.Trace, msg, args...) }
