@@ -3,6 +3,7 @@ package node_test
 import (
 	"context"
 	"fmt"
+	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -26,7 +27,26 @@ func BenchmarkQuorumDecision(b *testing.B) {
 }
 
 func benchQuorum(b *testing.B) {
-	nodes := startFourNodes(b)
+	// Three Raft voters (n1, n2, n4), as a production cluster has, and n3 a
+	// client. Servers join as non-voters and are promoted once stable;
+	// measuring before that would time a one-voter log.
+	nodes := startCluster(b)
+	root, _ := os.MkdirTemp("", "mnq")
+	b.Cleanup(func() { os.RemoveAll(root) })
+	nodes = append(nodes, startTestNode(b, root, "n4", true, []string{nodes[0].addr}, nodes[0].token(b, true, "n4")))
+	waitFor(b, 60*time.Second, "n1, n2 and n4 are Raft voters", func() bool {
+		resp, err := meshnodev1.NewNodeServiceClient(nodes[0].conn(b)).Members(context.Background(), &meshnodev1.MembersRequest{})
+		if err != nil {
+			return false
+		}
+		voters := 0
+		for _, m := range resp.GetMembers() {
+			if m.GetRaftRole() == "voter" || m.GetRaftRole() == "leader" {
+				voters++
+			}
+		}
+		return voters == 3
+	})
 	// Voters: v0 on every node (4), plus v1 on three nodes (7 in all).
 	for i, n := range nodes {
 		names := []string{"v0"}
