@@ -40,17 +40,31 @@ func BenchmarkCallPath(b *testing.B) {
 
 const (
 	callers    = 64
-	callWindow = 3 * time.Second
+	callWindow = 1500 * time.Millisecond // per round
 	pacedRate  = 1000
-	pacedFor   = 3 * time.Second
+	pacedFor   = 1500 * time.Millisecond // per round
+	// rounds interleaves the paths: each round runs every path once, so
+	// the shared machine's noise falls on all of them alike.
+	rounds = 2
 )
 
+// callResult accumulates one path's rounds.
 type callResult struct {
 	lat    []time.Duration
 	paced  []time.Duration
 	errs   int
-	perSec float64
-	cpu    map[string]float64 // node -> CPU seconds per 1,000 calls
+	calls  int                // closed-loop calls, for CPU per call
+	cpuSec map[string]float64 // process -> CPU seconds during the closed-loop windows
+}
+
+func (r *callResult) perSec() float64 { return float64(len(r.lat)) / (callWindow.Seconds() * rounds) }
+
+// cpuPer1k is a process's CPU seconds per 1,000 closed-loop calls.
+func (r *callResult) cpuPer1k(name string) float64 {
+	if r.calls == 0 {
+		return 0
+	}
+	return r.cpuSec[name] / float64(r.calls) * 1000
 }
 
 func benchCallPath(b *testing.B) {
@@ -111,37 +125,35 @@ func benchCallPath(b *testing.B) {
 		benchutil.Load(8, 300*time.Millisecond, call)
 	}
 	nodes := map[string]int{"n1": n1.cmd.Process.Pid, "n2": n2.cmd.Process.Pid}
-	run := func(call func(context.Context) error, pids map[string]int) callResult {
-		before := map[string]float64{}
-		for name, pid := range pids {
-			before[name], _ = benchutil.ProcessCPU(pid)
-		}
-		lat, errs := benchutil.Load(callers, callWindow, call)
-		r := callResult{lat: lat, errs: errs, perSec: float64(len(lat)) / callWindow.Seconds(), cpu: map[string]float64{}}
-		for name, pid := range pids {
-			after, _ := benchutil.ProcessCPU(pid)
-			if len(lat) > 0 {
-				r.cpu[name] = (after - before[name]) / float64(len(lat)) * 1000
-			}
-		}
-		r.paced = benchutil.Paced(pacedRate, pacedFor, call)
-		return r
+	type path struct {
+		call func(context.Context) error
+		pids map[string]int
+		res  *callResult
 	}
-	local, remote := run(callCap("bench.local"), nodes), run(callCap("bench.remote"), nodes)
-	baseline := run(baseCall, map[string]int{"server": basePid})
-	chain := run(chainCall, map[string]int{"relay1": chainPids[0], "relay2": chainPids[1]})
+	local, remote, baseline, chain := &callResult{}, &callResult{}, &callResult{}, &callResult{}
+	paths := []path{
+		{callCap("bench.local"), nodes, local},
+		{callCap("bench.remote"), nodes, remote},
+		{baseCall, map[string]int{"server": basePid}, baseline},
+		{chainCall, map[string]int{"relay1": chainPids[0], "relay2": chainPids[1]}, chain},
+	}
+	for range rounds {
+		for _, p := range paths {
+			runRound(p.res, p.call, p.pids)
+		}
+	}
 
 	us := benchutil.Micros
-	b.ReportMetric(local.perSec, "local-calls/s")
+	b.ReportMetric(local.perSec(), "local-calls/s")
 	b.ReportMetric(us(local.lat, 0.5), "local-p50-us")
 	b.ReportMetric(us(local.lat, 0.99), "local-p99-us")
-	b.ReportMetric(remote.perSec, "remote-calls/s")
+	b.ReportMetric(remote.perSec(), "remote-calls/s")
 	b.ReportMetric(us(remote.lat, 0.5), "remote-p50-us")
 	b.ReportMetric(us(remote.lat, 0.99), "remote-p99-us")
-	b.ReportMetric(baseline.perSec, "baseline-calls/s")
+	b.ReportMetric(baseline.perSec(), "baseline-calls/s")
 	b.ReportMetric(us(baseline.lat, 0.5), "baseline-p50-us")
 	b.ReportMetric(us(baseline.lat, 0.99), "baseline-p99-us")
-	b.ReportMetric(remote.perSec/baseline.perSec, "remote/baseline-throughput")
+	b.ReportMetric(remote.perSec()/baseline.perSec(), "remote/baseline-throughput")
 	b.ReportMetric(us(local.paced, 0.5), "local-p50-us@1k/s")
 	b.ReportMetric(us(local.paced, 0.99), "local-p99-us@1k/s")
 	b.ReportMetric(us(remote.paced, 0.5), "remote-p50-us@1k/s")
@@ -150,11 +162,11 @@ func benchCallPath(b *testing.B) {
 	b.ReportMetric(us(baseline.paced, 0.99), "baseline-p99-us@1k/s")
 	b.ReportMetric(us(remote.paced, 0.5)-us(baseline.paced, 0.5), "remote-added-p50-us@1k/s")
 	b.ReportMetric(us(remote.paced, 0.99)-us(baseline.paced, 0.99), "remote-added-p99-us@1k/s")
-	b.ReportMetric(local.cpu["n1"], "n1-cpu-s/1k-local-calls")
-	b.ReportMetric(remote.cpu["n1"], "n1-cpu-s/1k-remote-calls")
-	b.ReportMetric(remote.cpu["n2"], "n2-cpu-s/1k-remote-calls")
+	b.ReportMetric(local.cpuPer1k("n1"), "n1-cpu-s/1k-local-calls")
+	b.ReportMetric(remote.cpuPer1k("n1"), "n1-cpu-s/1k-remote-calls")
+	b.ReportMetric(remote.cpuPer1k("n2"), "n2-cpu-s/1k-remote-calls")
 	// The floor for comparison: what a bare grpc-go server spends per call.
-	b.ReportMetric(baseline.cpu["server"], "baseline-server-cpu-s/1k-calls")
+	b.ReportMetric(baseline.cpuPer1k("server"), "baseline-server-cpu-s/1k-calls")
 	for name, pid := range nodes {
 		if rss, err := benchutil.ProcessPeakRSS(pid); err == nil {
 			b.ReportMetric(rss, name+"-peak-rss-MiB")
@@ -163,12 +175,34 @@ func benchCallPath(b *testing.B) {
 	// The same six process crossings with nothing but grpc-go relays in
 	// them: how much of the remote path's latency and CPU the topology
 	// itself costs on this machine.
-	b.ReportMetric(chain.perSec, "chain-calls/s")
+	b.ReportMetric(chain.perSec(), "chain-calls/s")
 	b.ReportMetric(us(chain.paced, 0.5), "chain-p50-us@1k/s")
 	b.ReportMetric(us(chain.paced, 0.99), "chain-p99-us@1k/s")
 	b.ReportMetric(us(remote.paced, 0.5)-us(chain.paced, 0.5), "remote-over-chain-p50-us@1k/s")
 	b.ReportMetric(us(remote.paced, 0.99)-us(chain.paced, 0.99), "remote-over-chain-p99-us@1k/s")
-	b.ReportMetric(chain.cpu["relay1"], "relay1-cpu-s/1k-calls")
-	b.ReportMetric(chain.cpu["relay2"], "relay2-cpu-s/1k-calls")
+	b.ReportMetric(chain.cpuPer1k("relay1"), "relay1-cpu-s/1k-calls")
+	b.ReportMetric(chain.cpuPer1k("relay2"), "relay2-cpu-s/1k-calls")
+	b.ReportMetric(remote.cpuPer1k("n1")/chain.cpuPer1k("relay1"), "n1/relay1-cpu")
+	b.ReportMetric(remote.cpuPer1k("n2")/chain.cpuPer1k("relay2"), "n2/relay2-cpu")
+	b.ReportMetric(remote.perSec()/chain.perSec(), "remote/chain-throughput")
 	b.ReportMetric(float64(local.errs+remote.errs+baseline.errs+chain.errs), "errors")
+}
+
+// runRound adds one closed-loop window and one paced window of call to r,
+// with the CPU the given processes spent in the closed-loop window.
+func runRound(r *callResult, call func(context.Context) error, pids map[string]int) {
+	before := map[string]float64{}
+	for name, pid := range pids {
+		before[name], _ = benchutil.ProcessCPU(pid)
+	}
+	lat, errs := benchutil.Load(callers, callWindow, call)
+	if r.cpuSec == nil {
+		r.cpuSec = map[string]float64{}
+	}
+	for name, pid := range pids {
+		after, _ := benchutil.ProcessCPU(pid)
+		r.cpuSec[name] += after - before[name]
+	}
+	r.lat, r.errs, r.calls = append(r.lat, lat...), r.errs+errs, r.calls+len(lat)
+	r.paced = append(r.paced, benchutil.Paced(pacedRate, pacedFor, call)...)
 }
