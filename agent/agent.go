@@ -72,7 +72,7 @@ type Agent struct {
 	readyCh      chan struct{} // closed while a Serve stream is ready
 	closed       bool
 	serving      atomic.Bool
-	noAttach     atomic.Bool // the node answered Attach with Unimplemented
+	noAttach     atomic.Bool            // the node answered Attach with Unimplemented
 	id           atomic.Pointer[string] // the registered id "<node>/<name>"
 	node         atomic.Pointer[string] // the node the agent is attached to
 	rand         func() float64
