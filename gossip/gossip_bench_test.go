@@ -3,6 +3,7 @@ package gossip
 import (
 	"context"
 	"fmt"
+	"strings"
 	"log/slog"
 	"math"
 	"math/rand/v2"
@@ -236,7 +237,7 @@ func runScenario(b *testing.B, n int, kind transportKind, cfg Config) scenarioRe
 		for _, g := range nodes {
 			if g.NumAlive() != n {
 				if time.Now().After(joinDeadline) {
-					b.Logf("%s sees %d alive: %+v", g.cfg.Name, g.NumAlive(), g.Stats())
+					b.Logf("%s sees %d alive; %s; %+v", g.cfg.Name, g.NumAlive(), notAlive(g, nodes), g.Stats())
 				}
 				return false
 			}
@@ -376,4 +377,18 @@ func pollUntil(b *testing.B, timeout time.Duration, what string, cond func() boo
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// notAlive names the nodes g does not see alive, with what it sees instead,
+// for a convergence failure's log.
+func notAlive(g *Gossip, nodes []*Gossip) string {
+	var out []string
+	for _, o := range nodes {
+		if m, ok := g.Member(o.cfg.Name); !ok {
+			out = append(out, o.cfg.Name+" unknown")
+		} else if m.Status != MemberAlive && m.Status != MemberSuspect {
+			out = append(out, fmt.Sprintf("%s %v for %v", m.Name, m.Status, time.Since(m.Since).Round(time.Millisecond)))
+		}
+	}
+	return "not alive: " + strings.Join(out, ", ")
 }
