@@ -3,12 +3,12 @@ package gossip
 import (
 	"context"
 	"fmt"
-	"strings"
 	"log/slog"
 	"math"
 	"math/rand/v2"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
