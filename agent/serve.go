@@ -11,6 +11,7 @@ import (
 
 	"go.opentelemetry.io/otel/propagation"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
 )
@@ -289,7 +290,16 @@ func (s *server) respond(ss *session, callID string, resp *Response, err error) 
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), respondTimeout)
 	defer cancel()
-	if rerr := ss.ans.respond(ctx, req); rerr != nil {
+	rerr := ss.ans.respond(ctx, req)
+	if status.Code(rerr) == codes.ResourceExhausted && req.GetOk() != nil {
+		// The node refused the message before reading it (over its
+		// message limit): say so to the caller, who would otherwise wait
+		// out its deadline.
+		req.Result = &meshnodev1.RespondRequest_Error{Error: &meshnodev1.CallError{Code: uint32(codes.ResourceExhausted),
+			Message: fmt.Sprintf("agent %s's response (%d bytes of payload) is over the node's message limit: %s", s.a.ID(), len(resp.GetPayload()), status.Convert(rerr).Message())}}
+		rerr = ss.ans.respond(ctx, req)
+	}
+	if rerr != nil {
 		s.a.log.Warn("could not deliver an answer to the node; the caller will see a failure or a retry",
 			"call_id", callID, "err", rerr)
 	}

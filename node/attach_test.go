@@ -2,12 +2,16 @@ package node_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/agentmesh/meshnode/agent"
+	"github.com/agentmesh/meshnode/node"
 	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
 )
 
@@ -95,4 +99,44 @@ func TestAttachAnswersOnTheStream(t *testing.T) {
 		t.Fatal("the stream outlived the agent's side")
 	}
 	waitFor(t, 10*time.Second, "raw leaves rotation", func() bool { return len(readyAgents(t, tn, "raw.echo")) == 0 })
+}
+
+// TestOversizedResponseFailsTheCallNotTheAgent: a handler that answers with
+// more than the node takes gets its caller a prompt ResourceExhausted, not
+// a wait until the deadline, and the agent goes on serving: over the
+// payload limit (the node refuses it) and over the node's message limit
+// (gRPC refuses it before the node reads it).
+func TestOversizedResponseFailsTheCallNotTheAgent(t *testing.T) {
+	tn := startTestNode(t, t.TempDir(), "n1", true, nil, "")
+	limit := node.DefaultConfig().MaxPayload
+	serveAgent(t, tn, "big", map[string]agent.HandlerFunc{"big.answer": func(_ context.Context, r *agent.Request) (*agent.Response, error) {
+		switch string(r.Payload) {
+		case "over-payload-limit":
+			return &agent.Response{Payload: make([]byte, limit+1)}, nil
+		case "over-message-limit":
+			return &agent.Response{Payload: make([]byte, limit+1<<20)}, nil
+		}
+		return &agent.Response{Payload: []byte("small")}, nil
+	}})
+	waitFor(t, 10*time.Second, "the agent is ready", func() bool { return len(readyAgents(t, tn, "big.answer")) == 1 })
+	inv := meshnodev1.NewInvokeServiceClient(tn.conn(t))
+	call := func(what string) (*meshnodev1.CallResponse, error, time.Duration) {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		start := time.Now()
+		resp, err := inv.Call(ctx, &meshnodev1.CallRequest{Capability: "big.answer", Payload: []byte(what)}, grpc.MaxCallRecvMsgSize(16<<20))
+		return resp, err, time.Since(start)
+	}
+	for _, what := range []string{"over-payload-limit", "over-message-limit"} {
+		_, err, took := call(what)
+		if status.Code(err) != codes.ResourceExhausted || !strings.Contains(status.Convert(err).Message(), "limit") {
+			t.Errorf("%s: %v, want ResourceExhausted naming the limit", what, err)
+		}
+		if took > 5*time.Second {
+			t.Errorf("%s: the caller waited %v for its error", what, took)
+		}
+		if resp, err, _ := call("small"); err != nil || string(resp.GetPayload()) != "small" {
+			t.Fatalf("after %s the agent no longer answers: %v", what, err)
+		}
+	}
 }

@@ -243,9 +243,14 @@ func (s *invokeService) Respond(ctx context.Context, req *meshnodev1.RespondRequ
 }
 
 // acceptAnswer hands an owned agent's answer to the call waiting for it.
+// An answer over the payload limit fails the call at once, so its caller
+// hears why instead of waiting out its deadline.
 func (n *Node) acceptAnswer(id string, req *meshnodev1.RespondRequest) error {
 	if r := req.GetOk(); r != nil && len(r.GetPayload()) > n.cfg.MaxPayload {
-		return status.Errorf(codes.InvalidArgument, "response payload is %d bytes, over the node's limit of %d", len(r.GetPayload()), n.cfg.MaxPayload)
+		msg := fmt.Sprintf("agent %s's response payload is %d bytes, over node %s's limit of %d (max_payload)", id, len(r.GetPayload()), n.cfg.Name, n.cfg.MaxPayload)
+		n.local.respond(id, &meshnodev1.RespondRequest{CallId: req.GetCallId(), Result: &meshnodev1.RespondRequest_Error{
+			Error: &meshnodev1.CallError{Code: uint32(codes.ResourceExhausted), Message: msg}}})
+		return status.Error(codes.InvalidArgument, msg)
 	}
 	return n.local.respond(id, req)
 }
