@@ -19,10 +19,12 @@ import (
 	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
 )
 
-// maxMessageSize bounds one gRPC message each way. Payloads are up to 4 MiB
-// by default and operators may raise the node's limit; 16 MiB leaves room
-// for that and for metadata without letting a confused peer exhaust memory.
-const maxMessageSize = 16 << 20
+// maxMessageSize bounds one gRPC message each way: the largest payload a
+// node can be configured to take (max_payload, at most 64 MiB) plus room for
+// metadata. Lower, a delivery the node accepted could exceed what the agent
+// reads, and that would end its whole stream; the node enforces its own,
+// usually much lower, limit on every call.
+const maxMessageSize = 64<<20 + 64<<10
 
 // Client talks to the local node for callers that do not serve capabilities:
 // Call, Discover, ListAgents, Watch and Status. It is safe for concurrent
