@@ -12,8 +12,9 @@
 //	err := a.Serve(ctx) // register, serve, reconnect; returns when ctx ends
 //
 // Serve registers the agent (committed cluster-wide through Raft), opens its
-// Serve stream and runs each delivered call in its own goroutine, bounded by
-// MaxInFlight. When the node restarts it reconnects with exponential backoff
+// delivery stream (InvokeService.Attach, which also carries the answers back;
+// Serve and unary answers on a node without it) and runs each delivered call
+// in its own goroutine, bounded by MaxInFlight. When the node restarts it reconnects with exponential backoff
 // and jitter and registers again, without the program doing anything.
 //
 // A handler's ctx ends at the call's deadline, when the caller gives up

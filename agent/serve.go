@@ -31,8 +31,8 @@ var (
 	ErrDisconnected = errors.New("agent: disconnected from the node")
 )
 
-// Serve registers the agent, opens its Serve stream and handles the calls
-// and vote requests delivered on it, each in its own goroutine, at most
+// Serve registers the agent, opens its delivery stream (see openStream) and
+// handles the calls and vote requests delivered on it, each in its own goroutine, at most
 // MaxInFlight calls at once. When the node goes away (restart, upgrade,
 // crash) Serve reconnects with ReconnectBackoff and registers again, logging
 // each failed attempt; the node may also be started after the agent.
@@ -124,7 +124,7 @@ type runningCall struct {
 	withdrawn atomic.Bool
 }
 
-// session registers, opens one Serve stream and dispatches its events until
+// session registers, opens one delivery stream and dispatches its events until
 // it breaks. It reports whether the node confirmed the stream, which resets
 // the reconnect backoff.
 func (s *server) session(ctx context.Context) (ready bool, err error) {
