@@ -120,22 +120,22 @@ func TestOversizedResponseFailsTheCallNotTheAgent(t *testing.T) {
 	}})
 	waitFor(t, 10*time.Second, "the agent is ready", func() bool { return len(readyAgents(t, tn, "big.answer")) == 1 })
 	inv := meshnodev1.NewInvokeServiceClient(tn.conn(t))
-	call := func(what string) (*meshnodev1.CallResponse, error, time.Duration) {
+	call := func(what string) (*meshnodev1.CallResponse, time.Duration, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
 		start := time.Now()
 		resp, err := inv.Call(ctx, &meshnodev1.CallRequest{Capability: "big.answer", Payload: []byte(what)}, grpc.MaxCallRecvMsgSize(16<<20))
-		return resp, err, time.Since(start)
+		return resp, time.Since(start), err
 	}
 	for _, what := range []string{"over-payload-limit", "over-message-limit"} {
-		_, err, took := call(what)
+		_, took, err := call(what)
 		if status.Code(err) != codes.ResourceExhausted || !strings.Contains(status.Convert(err).Message(), "limit") {
 			t.Errorf("%s: %v, want ResourceExhausted naming the limit", what, err)
 		}
 		if took > 5*time.Second {
 			t.Errorf("%s: the caller waited %v for its error", what, took)
 		}
-		if resp, err, _ := call("small"); err != nil || string(resp.GetPayload()) != "small" {
+		if resp, _, err := call("small"); err != nil || string(resp.GetPayload()) != "small" {
 			t.Fatalf("after %s the agent no longer answers: %v", what, err)
 		}
 	}
