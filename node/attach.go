@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -28,7 +29,7 @@ func (s *invokeService) Attach(stream grpc.BidiStreamingServer[meshnodev1.Attach
 	if err != nil {
 		return status.Error(codes.Unauthenticated, err.Error())
 	}
-	first, err := stream.Recv()
+	first, err := firstMessage(stream, attachOpenTimeout)
 	if err != nil {
 		return err
 	}
@@ -48,6 +49,33 @@ func (s *invokeService) Attach(stream grpc.BidiStreamingServer[meshnodev1.Attach
 		n.readAnswers(ctx, id, stream, refusals)
 	}()
 	return n.serveAgent(ctx, id, cred, req, stream.Send, refusals, ended)
+}
+
+// attachOpenTimeout bounds the wait for an Attach stream's serve message.
+var attachOpenTimeout = 10 * time.Second
+
+// firstMessage waits at most d for the stream's first message. A client that
+// opens Attach and sends nothing would otherwise hold the stream, and a
+// goroutine, for as long as its connection lives. On timeout the handler
+// returns, which ends the stream and unblocks the receive.
+func firstMessage(stream grpc.BidiStreamingServer[meshnodev1.AttachRequest, meshnodev1.ServeResponse], d time.Duration) (*meshnodev1.AttachRequest, error) {
+	type received struct {
+		m   *meshnodev1.AttachRequest
+		err error
+	}
+	ch := make(chan received, 1)
+	go func() {
+		m, err := stream.Recv()
+		ch <- received{m, err}
+	}()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case r := <-ch:
+		return r.m, r.err
+	case <-t.C:
+		return nil, status.Errorf(codes.DeadlineExceeded, "no serve message within %v of opening the Attach stream; send serve first", d)
+	}
 }
 
 // readAnswers takes the answers an attached agent sends until its side of

@@ -140,3 +140,29 @@ func TestOversizedResponseFailsTheCallNotTheAgent(t *testing.T) {
 		}
 	}
 }
+
+// TestStalledAttachIsCutOff: a client that opens Attach and never says which
+// agent it serves is cut off, and the node goes on serving other agents.
+func TestStalledAttachIsCutOff(t *testing.T) {
+	t.Cleanup(node.SetAttachOpenTimeout(300 * time.Millisecond)) // restored after the node stops
+	tn := startTestNode(t, t.TempDir(), "n1", true, nil, "")
+	serveAgent(t, tn, "echo", map[string]agent.HandlerFunc{"stall.echo": echoFrom("n1")})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	inv := meshnodev1.NewInvokeServiceClient(tn.conn(t))
+	stalled, err := inv.Attach(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if _, err := stalled.Recv(); status.Code(err) != codes.DeadlineExceeded || !strings.Contains(status.Convert(err).Message(), "serve") {
+		t.Fatalf("a silent Attach stream: %v, want DeadlineExceeded asking for serve", err)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("cut off after %v", took)
+	}
+	waitFor(t, 10*time.Second, "echo is ready", func() bool { return len(readyAgents(t, tn, "stall.echo")) == 1 })
+	if resp, err := inv.Call(ctx, &meshnodev1.CallRequest{Capability: "stall.echo", Payload: []byte("x")}); err != nil || string(resp.GetPayload()) != "n1:x" {
+		t.Fatalf("another agent after the stall: %v %q", err, resp.GetPayload())
+	}
+}
