@@ -8,7 +8,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/proto"
 
 	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
 )
@@ -38,14 +37,7 @@ func (u unaryAnswers) vote(ctx context.Context, v *meshnodev1.VoteRequest) error
 type streamAnswers struct {
 	mu     sync.Mutex
 	stream grpc.BidiStreamingClient[meshnodev1.AttachRequest, meshnodev1.ServeResponse]
-	unary  unaryAnswers
 }
-
-// maxStreamedAnswer is the largest response sent on the stream. A message
-// over the node's receive limit ends the whole stream, and every call in
-// flight on it; sent as a unary Respond it fails alone. Above this size the
-// per-call cost the stream saves is noise anyway.
-const maxStreamedAnswer = 1 << 20
 
 func (s *streamAnswers) send(m *meshnodev1.AttachRequest) error {
 	s.mu.Lock()
@@ -58,10 +50,7 @@ func (s *streamAnswers) send(m *meshnodev1.AttachRequest) error {
 	return nil
 }
 
-func (s *streamAnswers) respond(ctx context.Context, r *meshnodev1.RespondRequest) error {
-	if proto.Size(r) > maxStreamedAnswer {
-		return s.unary.respond(ctx, r)
-	}
+func (s *streamAnswers) respond(_ context.Context, r *meshnodev1.RespondRequest) error {
 	return s.send(&meshnodev1.AttachRequest{Msg: &meshnodev1.AttachRequest_Respond{Respond: r}})
 }
 
@@ -112,5 +101,5 @@ func (a *Agent) attach(ctx context.Context, req *meshnodev1.ServeRequest) (func(
 		}
 		return stream.Recv()
 	}
-	return recv, &streamAnswers{stream: stream, unary: unaryAnswers{a.client}}, nil
+	return recv, &streamAnswers{stream: stream}, nil
 }

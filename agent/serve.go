@@ -11,7 +11,7 @@ import (
 
 	"go.opentelemetry.io/otel/propagation"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
 )
@@ -114,9 +114,11 @@ type server struct {
 // session is one delivery stream: the calls running on it, so the node can
 // withdraw them, and where their answers go.
 type session struct {
-	ans   answers
-	mu    sync.Mutex
-	calls map[string]*runningCall
+	ans answers
+	// maxMessage is what the node's ServeReady says it reads (0: unstated).
+	maxMessage atomic.Uint32
+	mu         sync.Mutex
+	calls      map[string]*runningCall
 }
 
 type runningCall struct {
@@ -152,6 +154,7 @@ func (s *server) session(ctx context.Context) (ready bool, err error) {
 		}
 		switch e := ev.GetEvent().(type) {
 		case *meshnodev1.ServeResponse_Ready:
+			ss.maxMessage.Store(e.Ready.GetMaxMessageBytes())
 			ready = true
 			a.setReady(true)
 			a.log.Info("agent ready", "id", id, "socket", a.client.socket)
@@ -275,6 +278,10 @@ func (s *server) run(ctx context.Context, h *handler, d *meshnodev1.Delivery) (r
 	return h.fn(ctx, req)
 }
 
+// answerFraming is room for what wraps a RespondRequest on the wire (the
+// AttachRequest around it).
+const answerFraming = 16
+
 // respond sends the answer. It uses its own context: the handler's has
 // usually ended (deadline) by the time an error answer is sent.
 func (s *server) respond(ss *session, callID string, resp *Response, err error) {
@@ -288,18 +295,18 @@ func (s *server) respond(ss *session, callID string, resp *Response, err error) 
 			Metadata:    resp.GetMetadata(),
 		}}
 	}
+	if limit := int(ss.maxMessage.Load()); limit > 0 {
+		if size := proto.Size(req) + answerFraming; size > limit {
+			// The node would refuse the message unread (on an Attach
+			// stream, by ending the stream and every call on it) and the
+			// caller would wait out its deadline: tell the caller instead.
+			req.Result = &meshnodev1.RespondRequest_Error{Error: &meshnodev1.CallError{Code: uint32(codes.ResourceExhausted),
+				Message: fmt.Sprintf("agent %s's response is %d bytes, over the node's message limit of %d", s.a.ID(), size, limit)}}
+		}
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), respondTimeout)
 	defer cancel()
-	rerr := ss.ans.respond(ctx, req)
-	if status.Code(rerr) == codes.ResourceExhausted && req.GetOk() != nil {
-		// The node refused the message before reading it (over its
-		// message limit): say so to the caller, who would otherwise wait
-		// out its deadline.
-		req.Result = &meshnodev1.RespondRequest_Error{Error: &meshnodev1.CallError{Code: uint32(codes.ResourceExhausted),
-			Message: fmt.Sprintf("agent %s's response (%d bytes of payload) is over the node's message limit: %s", s.a.ID(), len(resp.GetPayload()), status.Convert(rerr).Message())}}
-		rerr = ss.ans.respond(ctx, req)
-	}
-	if rerr != nil {
+	if rerr := ss.ans.respond(ctx, req); rerr != nil {
 		s.a.log.Warn("could not deliver an answer to the node; the caller will see a failure or a retry",
 			"call_id", callID, "err", rerr)
 	}

@@ -215,3 +215,7 @@ func validateHostPort(s string, allowZeroPort bool) error {
 	}
 	return nil
 }
+
+// maxMessage is the largest message the agent API reads or writes: a
+// payload at the limit plus room for the rest of the message.
+func (c Config) maxMessage() int { return c.MaxPayload + 64<<10 }

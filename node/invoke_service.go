@@ -188,7 +188,8 @@ func (n *Node) serveAgent(ctx context.Context, id string, cred PeerCred, req *me
 			n.agentStatusChanged(id, meshnodev1.AgentStatus_AGENT_STATUS_DISCONNECTED)
 		}
 	}()
-	if err := send(&meshnodev1.ServeResponse{Event: &meshnodev1.ServeResponse_Ready{Ready: &meshnodev1.ServeReady{AgentId: id}}}); err != nil {
+	ready := &meshnodev1.ServeReady{AgentId: id, MaxMessageBytes: uint32(n.cfg.maxMessage())}
+	if err := send(&meshnodev1.ServeResponse{Event: &meshnodev1.ServeResponse_Ready{Ready: ready}}); err != nil {
 		return err
 	}
 	n.log.Info("agent serving", "agent", id, "max_in_flight", limit)

@@ -92,7 +92,7 @@ func New(cfg Config, log *slog.Logger) (*Node, error) {
 	n.bgCtx, n.bgCancel = context.WithCancel(context.Background())
 	n.api = newAPIServer(apiServerConfig{
 		Path:       cfg.SocketPath(),
-		MaxMessage: cfg.MaxPayload + 64<<10,
+		MaxMessage: cfg.maxMessage(),
 		Logger:     log.With("component", "api"),
 	})
 	return n, nil

@@ -34,6 +34,10 @@ import (
 
 var errStopping = status.Error(codes.Unavailable, "node stopping")
 
+// maxMessage is the largest message the Node reads or writes, stated to
+// agents in ServeReady as a real node states its own.
+const maxMessage = 16 << 20
+
 // Node is an in-memory meshnode node serving on a Unix socket.
 type Node struct {
 	// Socket is the socket path agents connect to.
@@ -88,7 +92,7 @@ func (n *Node) Start() error {
 	st := n.st
 	// A stopping node answers nothing: without this, a fast reconnect could
 	// register with the incarnation being torn down.
-	srv := grpc.NewServer(grpc.MaxRecvMsgSize(16<<20), grpc.MaxSendMsgSize(16<<20),
+	srv := grpc.NewServer(grpc.MaxRecvMsgSize(maxMessage), grpc.MaxSendMsgSize(maxMessage),
 		grpc.UnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 			if st.stopped() {
 				return nil, errStopping

@@ -221,7 +221,8 @@ func (v *invokeSvc) serve(ctx context.Context, req *meshnodev1.ServeRequest, sen
 	defer v.st.closeStream(id, st)
 	// Ready before the agent hears so: once it sees ServeReady, calls reach it.
 	v.st.setReady(id, st)
-	if err := send(&meshnodev1.ServeResponse{Event: &meshnodev1.ServeResponse_Ready{Ready: &meshnodev1.ServeReady{AgentId: id}}}); err != nil {
+	ready := &meshnodev1.ServeReady{AgentId: id, MaxMessageBytes: maxMessage}
+	if err := send(&meshnodev1.ServeResponse{Event: &meshnodev1.ServeResponse_Ready{Ready: ready}}); err != nil {
 		return err
 	}
 	for {

@@ -747,9 +747,14 @@ func (x *VoteAsk) GetClusterId() string {
 type ServeReady struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The agent's id.
-	AgentId       string `protobuf:"bytes,1,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	AgentId string `protobuf:"bytes,1,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	// The largest message, in bytes, the node reads on this socket: a
+	// Respond (or an answer on an Attach stream) bigger than this is refused
+	// before the node sees it, and on an Attach stream it ends the stream.
+	// Answer such a call with an error instead. 0: not stated.
+	MaxMessageBytes uint32 `protobuf:"varint,2,opt,name=max_message_bytes,json=maxMessageBytes,proto3" json:"max_message_bytes,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *ServeReady) Reset() {
@@ -787,6 +792,13 @@ func (x *ServeReady) GetAgentId() string {
 		return x.AgentId
 	}
 	return ""
+}
+
+func (x *ServeReady) GetMaxMessageBytes() uint32 {
+	if x != nil {
+		return x.MaxMessageBytes
+	}
+	return 0
 }
 
 // Delivery is one call delivered to an agent.
@@ -1502,10 +1514,11 @@ const file_meshnode_v1_invoke_proto_rawDesc = "" +
 	"\bproposal\x18\x02 \x01(\v2\x15.meshnode.v1.ProposalR\bproposal\x126\n" +
 	"\bdeadline\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\bdeadline\x12\x1d\n" +
 	"\n" +
-	"cluster_id\x18\x04 \x01(\tR\tclusterId\"'\n" +
+	"cluster_id\x18\x04 \x01(\tR\tclusterId\"S\n" +
 	"\n" +
 	"ServeReady\x12\x19\n" +
-	"\bagent_id\x18\x01 \x01(\tR\aagentId\"\xb7\x03\n" +
+	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12*\n" +
+	"\x11max_message_bytes\x18\x02 \x01(\rR\x0fmaxMessageBytes\"\xb7\x03\n" +
 	"\bDelivery\x12\x17\n" +
 	"\acall_id\x18\x01 \x01(\tR\x06callId\x12\x1e\n" +
 	"\n" +
