@@ -63,24 +63,24 @@ const (
 
 // NewTracerProvider builds the node's tracer provider. exporter "" records
 // nothing, but calls still get trace and span ids and propagate W3C trace
-// context; "stdout" writes
-// JSON spans to stdout (endpoint unused); "otlp-http" sends
-// OTLP/HTTP to endpoint ("host:port" or a URL; "" uses the OTEL_EXPORTER_*
+// context; "stdout" writes JSON spans to stdout (endpoint unused);
+// "otlp-http" sends OTLP/HTTP to endpoint ("host:port" or a URL; "" uses the OTEL_EXPORTER_*
 // environment). Shut it down with its Shutdown method.
 func NewTracerProvider(exporter, endpoint string) (*sdktrace.TracerProvider, error) {
 	res := resource.NewSchemaless(semconv.ServiceName("meshnode"))
 	opts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res)}
+	sampler := sdktrace.ParentBased(sdktrace.AlwaysSample())
 	switch exporter {
 	case ExporterNone:
 		// Nothing would read a recorded span, and recording them was 6-7%
 		// of a busy node's CPU. Unsampled spans still get ids.
-		opts = append(opts, sdktrace.WithSampler(sdktrace.NeverSample()))
+		sampler = sdktrace.NeverSample()
 	case ExporterStdout:
 		exp, err := stdouttrace.New(stdouttrace.WithWriter(os.Stdout))
 		if err != nil {
 			return nil, fmt.Errorf("stdout trace exporter: %w", err)
 		}
-		opts = append(opts, sdktrace.WithBatcher(exp), sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.AlwaysSample())))
+		opts = append(opts, sdktrace.WithBatcher(exp))
 	case ExporterOTLPHTTP:
 		var eo []otlptracehttp.Option
 		switch {
@@ -93,9 +93,9 @@ func NewTracerProvider(exporter, endpoint string) (*sdktrace.TracerProvider, err
 		if err != nil {
 			return nil, fmt.Errorf("OTLP/HTTP trace exporter for %q: %w", endpoint, err)
 		}
-		opts = append(opts, sdktrace.WithBatcher(exp), sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.AlwaysSample())))
+		opts = append(opts, sdktrace.WithBatcher(exp))
 	default:
 		return nil, fmt.Errorf("unknown trace exporter %q; use \"\", %q or %q", exporter, ExporterStdout, ExporterOTLPHTTP)
 	}
-	return sdktrace.NewTracerProvider(opts...), nil
+	return sdktrace.NewTracerProvider(append(opts, sdktrace.WithSampler(sampler))...), nil
 }
