@@ -25,9 +25,15 @@ type batcher struct {
 	wg          sync.WaitGroup
 	inflightWG  sync.WaitGroup
 	onceStopped sync.Once
+	// closeMu is held for reading while a write enters (queue or direct
+	// proposal) and for writing while close sets closed.
+	closeMu sync.RWMutex
+	closed  bool
 	// proposals and commands count what was proposed (observability: their
 	// ratio is the mean batch size).
 	proposals, commands atomic.Uint64
+	// queued counts writes waiting for a proposal.
+	queued atomic.Int64
 }
 
 type pendingWrite struct {
@@ -60,12 +66,8 @@ func newBatcher(propose proposeFunc, maxBatch, maxInflight int) *batcher {
 // with the same idempotency keys settles it).
 func (b *batcher) submit(ctx context.Context, cmds []*meshnodev1.Command) ([]*meshnodev1.CommandResult, error) {
 	p := &pendingWrite{ctx: ctx, cmds: cmds, done: make(chan writeResult, 1)}
-	select {
-	case b.in <- p:
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	case <-b.stop:
-		return nil, ErrClosed
+	if err := b.enqueue(p); err != nil {
+		return nil, err
 	}
 	select {
 	case r := <-p.done:
@@ -75,7 +77,53 @@ func (b *batcher) submit(ctx context.Context, cmds []*meshnodev1.Command) ([]*me
 	}
 }
 
+// enqueue hands p to a proposal. The read lock keeps close from finishing
+// while p is on its way into the queue: a write that got in after the loop
+// stopped would wait forever.
+func (b *batcher) enqueue(p *pendingWrite) error {
+	b.closeMu.RLock()
+	defer b.closeMu.RUnlock()
+	if b.closed {
+		return ErrClosed
+	}
+	if b.proposeAlone(p) {
+		return nil
+	}
+	b.queued.Add(1)
+	select {
+	case b.in <- p:
+		return nil
+	case <-p.ctx.Done():
+		b.queued.Add(-1)
+		return p.ctx.Err()
+	}
+}
+
+// proposeAlone starts p as a batch of its own when nothing is queued and a
+// proposal slot is free: there is nothing to batch it with, and skipping
+// the loop takes a goroutine hand-off off every lone write's commit path.
+// It reports false, leaving p to the queue, otherwise.
+func (b *batcher) proposeAlone(p *pendingWrite) bool {
+	if len(b.in) > 0 {
+		return false
+	}
+	select {
+	case b.slots <- struct{}{}:
+	default:
+		return false
+	}
+	b.inflightWG.Add(1)
+	go b.run([]*pendingWrite{p})
+	return true
+}
+
+// close fails queued writes and waits for proposals in flight. Writes
+// already on their way into the queue finish getting there first (the loop
+// still drains it), so none is left behind.
 func (b *batcher) close() {
+	b.closeMu.Lock()
+	b.closed = true
+	b.closeMu.Unlock()
 	b.onceStopped.Do(func() { close(b.stop) })
 	b.wg.Wait()
 	b.inflightWG.Wait()
@@ -105,6 +153,7 @@ func (b *batcher) loop() {
 			return
 		}
 		batch := []*pendingWrite{first}
+		b.queued.Add(-1)
 		n := len(first.cmds)
 	drain:
 		for n < b.maxBatch {
@@ -114,6 +163,7 @@ func (b *batcher) loop() {
 					carry = p
 					break drain
 				}
+				b.queued.Add(-1)
 				batch = append(batch, p)
 				n += len(p.cmds)
 			default:

@@ -47,6 +47,10 @@ func (s *Store) raftConfig() *raft.Config {
 	return rc
 }
 
+// logCacheEntries is how many recent log entries stay in memory (Consul
+// keeps 512 too): enough for every entry still being replicated.
+const logCacheEntries = 512
+
 // startServer opens the bolt log (fsync on every write: raft-boltdb's
 // default; NoSync is never set), the snapshot store and Raft.
 func (s *Store) startServer() (*server, error) {
@@ -97,6 +101,14 @@ func (s *Store) startServer() (*server, error) {
 	if s.wrapLogStore != nil {
 		logs = s.wrapLogStore(bolt)
 	}
+	// The leader's replicators read back each entry it has just written,
+	// and a follower may read its last one; the cache serves both from
+	// memory instead of a bolt read transaction on the commit path.
+	logs, err = raft.NewLogCache(logCacheEntries, logs)
+	if err != nil {
+		bolt.Close()
+		return nil, fmt.Errorf("creating the raft log cache: %w", err)
+	}
 	r, err := raft.NewRaft(rc, &fsm{st: s.st, logger: s.logger}, logs, bolt, snaps, trans)
 	if err != nil {
 		trans.Close()
@@ -145,7 +157,11 @@ func (srv *server) proposeLocal(cmds []*meshnodev1.Command) ([]*meshnodev1.Comma
 		return nil, fmt.Errorf("encoding log entry: %w", err)
 	}
 	f := srv.raft.Apply(data, srv.s.cfg.ApplyTimeout)
-	if err := srv.await(srv.s.ctx, f); err != nil {
+	// Waiting on the future itself, not through await, saves a goroutine
+	// hand-off per write. It cannot hang: raft fails the future when this
+	// server loses leadership or shuts down, and close shuts raft down
+	// before anything waits on the batcher.
+	if err := f.Error(); err != nil {
 		return nil, raftError(err)
 	}
 	resp, ok := f.Response().(applyResponse)

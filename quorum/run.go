@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -30,19 +31,24 @@ func (c *Coordinator) execute(r *run, t *Tally, voters []Voter) {
 	// the outcome is known, so stragglers stop working on it.
 	ctx, cancel := context.WithDeadline(c.ctx, deadline)
 	answers := make(chan answer, len(voters)) // buffered: senders never block
+	// Once collect has stopped, a straggler's vote is not counted, so its
+	// signature is not checked either: that work would compete with the
+	// decision's commit for CPU.
+	var closed atomic.Bool
 	for _, v := range voters {
 		c.wg.Add(1)
 		go func() {
 			defer c.wg.Done()
 			vote, err := c.req.RequestVote(ctx, v, p)
 			a := answer{voter: v, vote: vote, err: err}
-			if err == nil {
+			if err == nil && !closed.Load() {
 				a.checked = t.Check(vote)
 			}
 			answers <- a
 		}()
 	}
 	end, late := c.collect(t, answers, len(voters), deadline, log)
+	closed.Store(true)
 	cancel()
 	if c.ctx.Err() != nil {
 		c.finish(r, nil, fmt.Errorf("proposal %q: %w; propose it again to restart the vote", p.GetId(), ErrClosed))
