@@ -167,8 +167,14 @@ func applyOp(txn *memdb.Txn, index uint64, c *meshnodev1.Command) (*meshnodev1.C
 			return &meshnodev1.CommandResult{Status: meshnodev1.CommandStatus_COMMAND_STATUS_TOKEN_USED,
 				Message: fmt.Sprintf("token %q was already used", op.UseToken.GetId())}, nil
 		}
-		return ok(), txn.Insert(tableTokens, &meshnodev1.UsedTokenRecord{
-			Id: op.UseToken.GetId(), ExpiresUnixNano: op.UseToken.GetExpiresUnixNano(), CreateIndex: index})
+		if err := txn.Insert(tableTokens, &meshnodev1.UsedTokenRecord{
+			Id: op.UseToken.GetId(), ExpiresUnixNano: op.UseToken.GetExpiresUnixNano(), CreateIndex: index}); err != nil {
+			return nil, err
+		}
+		if name := op.UseToken.GetServerNode(); name != "" {
+			return ok(), txn.Insert(tableServers, &meshnodev1.AdmittedServerRecord{Node: name, TokenId: op.UseToken.GetId(), CreateIndex: index})
+		}
+		return ok(), nil
 	case *meshnodev1.Command_Revoke:
 		return revoke(txn, index, op.Revoke)
 	case *meshnodev1.Command_PutDecision:
@@ -220,6 +226,13 @@ func revoke(txn *memdb.Txn, index uint64, r *meshnodev1.RevokeCommand) (*meshnod
 	recs := []*meshnodev1.RevocationRecord{}
 	if len(r.GetSerials()) == 0 {
 		recs = append(recs, &meshnodev1.RevocationRecord{Key: nodeRevocationKey(r.GetNode()), Node: r.GetNode()})
+		// A revoked node can never come back under its name, as a server
+		// or otherwise.
+		if a := first[*meshnodev1.AdmittedServerRecord](txn, tableServers, r.GetNode()); a != nil {
+			if err := txn.Delete(tableServers, a); err != nil {
+				return nil, err
+			}
+		}
 	}
 	for _, s := range r.GetSerials() {
 		recs = append(recs, &meshnodev1.RevocationRecord{Key: serialRevocationKey(s), Node: r.GetNode(), Serial: s})

@@ -48,6 +48,9 @@ type health struct {
 type autopilotState struct {
 	mu     sync.Mutex
 	health map[string]*health
+	// refused remembers servers refused for lack of admission, so the
+	// refusal is logged once, not every step.
+	refused map[string]bool
 }
 
 func (srv *server) autopilotLoop() {
@@ -64,6 +67,29 @@ func (srv *server) autopilotLoop() {
 			}
 		}
 	}
+}
+
+// admitted reports whether a server not yet in the configuration may be
+// added. Without a recorded admission a node that joined as a client and
+// restarted with --server would become a Raft member, and could lead.
+func (srv *server) admitted(ctx context.Context, name string) bool {
+	s := srv.s
+	if !s.cfg.RequireServerAdmission {
+		return true
+	}
+	ok, err := s.ServerAdmitted(ctx, ReadOptions{}, name)
+	if ok {
+		return true
+	}
+	if srv.ap.refused == nil {
+		srv.ap.refused = map[string]bool{}
+	}
+	if !srv.ap.refused[name] {
+		srv.ap.refused[name] = true
+		s.logger.Warn("autopilot: not adding a server that was not admitted as one: it joined with a client token; create a server token (meshnode token create --server), remove the node's data directory and join it again",
+			"server", name, "err", err)
+	}
+	return false
 }
 
 // quorum is the majority of n voters.
@@ -93,6 +119,9 @@ func (srv *server) autopilotStep(ctx context.Context) {
 	for _, m := range s.members.snapshot() {
 		sv, ok := inConf[m.name]
 		if m.status != MemberAlive || m.addr == "" || (ok && string(sv.Address) == m.addr) {
+			continue
+		}
+		if !ok && !srv.admitted(ctx, m.name) {
 			continue
 		}
 		var err error

@@ -100,7 +100,7 @@ func ValidateCommand(c *meshnodev1.Command) error {
 		if op.UseToken.GetExpiresUnixNano() == 0 {
 			return invalid("use_token.expires_unix_nano is required")
 		}
-		return checkID("use_token.id", op.UseToken.GetId())
+		return errors.Join(checkID("use_token.id", op.UseToken.GetId()), checkLen("use_token.server_node", op.UseToken.GetServerNode()))
 	case *meshnodev1.Command_Revoke:
 		r := op.Revoke
 		errs := []error{checkID("revoke.node", r.GetNode()), checkLen("revoke.reason", r.GetReason()), checkBlob("revoke.data", r.GetData())}

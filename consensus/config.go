@@ -78,6 +78,12 @@ type Config struct {
 	DeadServerGrace time.Duration
 	// AutopilotInterval is how often the leader's autopilot runs. Default 1s.
 	AutopilotInterval time.Duration
+	// RequireServerAdmission makes the autopilot add a server to Raft only
+	// if the state records its admission (a UseToken command naming it as a
+	// server). Servers already in the configuration stay. Off, every server
+	// that ServerAlive reports is added: for clusters whose membership is
+	// trusted some other way (tests).
+	RequireServerAdmission bool
 	// MaxTrailingLogs is how far a server's log may trail the leader's and
 	// still count as healthy. Default 500.
 	MaxTrailingLogs uint64

@@ -184,6 +184,16 @@ func (s *Store) CARecord(ctx context.Context, opts ReadOptions, key string) ([]b
 	return r.GetValue(), idx, nil
 }
 
+// ServerAdmitted reports whether node joined with a token that admits a
+// Raft server. Servers only: clients get ErrServerOnly.
+func (s *Store) ServerAdmitted(ctx context.Context, opts ReadOptions, node string) (bool, error) {
+	if s.srv == nil {
+		return false, ErrServerOnly
+	}
+	_, _, err := getOne[*meshnodev1.AdmittedServerRecord](s, ctx, opts, tableServers, "admitted server", node)
+	return revokedResult(err)
+}
+
 // IsRevoked reports whether the certificate with this serial is revoked.
 func (s *Store) IsRevoked(ctx context.Context, opts ReadOptions, serial string) (bool, error) {
 	_, _, err := getOne[*meshnodev1.RevocationRecord](s, ctx, opts, tableRevocations, "revocation", serialRevocationKey(serial))

@@ -20,18 +20,19 @@ const (
 	tableRevocations = "revocations"
 	tableDecisions   = "decisions"
 	tableDedup       = "dedup"
+	tableServers     = "servers"
 	tableMeta        = "meta"
 )
 
 var snapshotTables = []string{
 	tableNodes, tableAgents, tablePolicies, tableCA, tableTokens,
-	tableRevocations, tableDecisions, tableDedup,
+	tableRevocations, tableDecisions, tableDedup, tableServers,
 }
 
 // secretTables never leave the servers: client replicas and watches do not
-// see them. CA records can hold private keys; tokens and dedup entries are
-// server bookkeeping.
-var secretTables = map[string]bool{tableCA: true, tableTokens: true, tableDedup: true}
+// see them. CA records can hold private keys; tokens, dedup entries and
+// server admissions are server bookkeeping.
+var secretTables = map[string]bool{tableCA: true, tableTokens: true, tableDedup: true, tableServers: true}
 
 // metaRow stores the last applied Raft index inside the database, so a read
 // transaction knows exactly which index its view corresponds to.
@@ -64,7 +65,8 @@ func stateSchema() *memdb.DBSchema {
 			"id":     id("Id"),
 			"status": {Name: "status", Indexer: &memdb.StringFieldIndex{Field: "Status"}},
 		}},
-		tableMeta: {Name: tableMeta, Indexes: map[string]*memdb.IndexSchema{"id": id("Key")}},
+		tableServers: {Name: tableServers, Indexes: map[string]*memdb.IndexSchema{"id": id("Node")}},
+		tableMeta:    {Name: tableMeta, Indexes: map[string]*memdb.IndexSchema{"id": id("Key")}},
 	}}
 }
 
@@ -119,6 +121,8 @@ func toRecord(obj any) *meshnodev1.RaftStateRecord {
 		return &meshnodev1.RaftStateRecord{Record: &meshnodev1.RaftStateRecord_Decision{Decision: o}}
 	case *meshnodev1.DedupRecord:
 		return &meshnodev1.RaftStateRecord{Record: &meshnodev1.RaftStateRecord_Dedup{Dedup: o}}
+	case *meshnodev1.AdmittedServerRecord:
+		return &meshnodev1.RaftStateRecord{Record: &meshnodev1.RaftStateRecord_AdmittedServer{AdmittedServer: o}}
 	}
 	return nil
 }
@@ -167,6 +171,11 @@ func fromRecord(r *meshnodev1.RaftStateRecord) (string, any, error) {
 			return "", nil, fmt.Errorf("dedup record without a key")
 		}
 		return tableDedup, x.Dedup, nil
+	case *meshnodev1.RaftStateRecord_AdmittedServer:
+		if x.AdmittedServer.GetNode() == "" {
+			return "", nil, fmt.Errorf("admitted server record without a node")
+		}
+		return tableServers, x.AdmittedServer, nil
 	}
 	return "", nil, fmt.Errorf("empty or unknown state record")
 }

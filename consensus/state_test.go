@@ -116,9 +116,17 @@ func randomCommands(r *rand.Rand, n int) []*meshnodev1.Command {
 		case 7:
 			c.Op = &meshnodev1.Command_PutCaRecord{PutCaRecord: &meshnodev1.PutCARecordCommand{Record: &meshnodev1.CARecord{Key: id("ca"), Value: []byte(id("v"))}}}
 		case 8:
-			c.Op = &meshnodev1.Command_UseToken{UseToken: &meshnodev1.UseTokenCommand{Id: id("t"), ExpiresUnixNano: uint64(testNow) + uint64(r.IntN(5))*1e9}}
+			use := &meshnodev1.UseTokenCommand{Id: id("t"), ExpiresUnixNano: uint64(testNow) + uint64(r.IntN(5))*1e9}
+			if r.IntN(2) == 0 {
+				use.ServerNode = id("n")
+			}
+			c.Op = &meshnodev1.Command_UseToken{UseToken: use}
 		case 9:
-			c.Op = &meshnodev1.Command_Revoke{Revoke: &meshnodev1.RevokeCommand{Node: id("n"), Serials: []string{id("s")}}}
+			rv := &meshnodev1.RevokeCommand{Node: id("n")}
+			if r.IntN(2) == 0 {
+				rv.Serials = []string{id("s")}
+			}
+			c.Op = &meshnodev1.Command_Revoke{Revoke: rv}
 		case 10:
 			c.Op = &meshnodev1.Command_PutDecision{PutDecision: &meshnodev1.PutDecisionCommand{Decision: &meshnodev1.DecisionRecord{Id: id("d"), Status: []string{"pending", "approved"}[r.IntN(2)]}}}
 		default:

@@ -146,6 +146,9 @@ func (n *Node) startConsensus(ctx context.Context) error {
 	cfg.Advertise = n.ep.Addr().String()
 	cfg.Voters = n.cfg.Voters
 	cfg.ServerAddrs = n.cfg.Join
+	// Only a server token makes a Raft server; the --server flag alone is
+	// the node's own claim.
+	cfg.RequireServerAdmission = true
 	cfg.Logger = n.log
 	st, err := consensus.New(cfg, consensus.NetworkFromTransport(n.ep))
 	if err != nil {

@@ -97,6 +97,10 @@ func (n *Node) joinWithToken(ctx context.Context) (*pki.Credentials, error) {
 	}
 	if n.cfg.Server {
 		req.Role = meshnodev1.JoinRole_JOIN_ROLE_SERVER
+	} else if tok.Role == meshnodev1.JoinRole_JOIN_ROLE_SERVER {
+		// The token allows either role and the node asks for one; an
+		// operator who made a server token most likely forgot the flag.
+		n.log.Warn("the join token admits a Raft server, but this node runs without --server: it joins as a client, and restarting it with --server later will not make it one (the token is used up); to make it a server, stop it, remove its data directory and join again with a new server token and --server")
 	}
 	body, err := proto.Marshal(req)
 	if err != nil {

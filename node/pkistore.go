@@ -53,9 +53,9 @@ func (s *pkiStore) SaveCA(ctx context.Context, m *pki.CAMaterial) error {
 	return resultError(res, "store CA material")
 }
 
-func (s *pkiStore) UseToken(ctx context.Context, id string, expires time.Time) error {
+func (s *pkiStore) UseToken(ctx context.Context, id string, expires time.Time, serverNode string) error {
 	_, res, err := s.store.Apply(ctx, &meshnodev1.Command{Version: 1, IdempotencyKey: "token/" + id, Op: &meshnodev1.Command_UseToken{UseToken: &meshnodev1.UseTokenCommand{
-		Id: id, ExpiresUnixNano: uint64(expires.UnixNano()),
+		Id: id, ExpiresUnixNano: uint64(expires.UnixNano()), ServerNode: serverNode,
 	}}})
 	if err != nil {
 		return err

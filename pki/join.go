@@ -76,8 +76,14 @@ func (ca *CA) join(ctx context.Context, req *meshnodev1.JoinRequest) (*meshnodev
 	if err != nil {
 		return nil, tokID, err
 	}
-	// Use the token last: a request refused for another reason leaves it usable.
-	if err := ca.cfg.Store.UseToken(ctx, tok.ID, tok.Expires); err != nil {
+	// Use the token last: a request refused for another reason leaves it
+	// usable. A server's admission is recorded with the use: the role in
+	// the request is the node's word, and only the record lets Raft add it.
+	serverNode := ""
+	if role == meshnodev1.JoinRole_JOIN_ROLE_SERVER {
+		serverNode = name
+	}
+	if err := ca.cfg.Store.UseToken(ctx, tok.ID, tok.Expires, serverNode); err != nil {
 		return nil, tokID, fmt.Errorf("recording use of token %s: %w", tok.ID, err)
 	}
 	chain, err := ca.issue(s, csr, id)

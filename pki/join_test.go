@@ -154,6 +154,13 @@ func TestJoinRefusesWrongRoleToken(t *testing.T) {
 			t.Fatalf("server token joining as %v: %v", role, err)
 		}
 	}
+	// Only the join as a server is recorded as a server's admission; the
+	// refused one and the client join are not.
+	for node, want := range map[string]bool{"n1": false, "s-JOIN_ROLE_SERVER": true, "s-JOIN_ROLE_CLIENT": false} {
+		if got := f.store.ServerAdmitted(node); got != want {
+			t.Errorf("ServerAdmitted(%s) = %v, want %v", node, got, want)
+		}
+	}
 }
 
 func TestJoinRefusesWrongClusterToken(t *testing.T) {

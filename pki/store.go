@@ -37,7 +37,9 @@ type Store interface {
 	// UseToken atomically records token id as used until expires (after
 	// which it may be forgotten: an expired token is refused anyway). It
 	// returns an error wrapping ErrTokenUsed if id was already recorded.
-	UseToken(ctx context.Context, id string, expires time.Time) error
+	// serverNode, if not empty, is the node the token admits as a Raft
+	// server; its admission is recorded with the use, and outlives it.
+	UseToken(ctx context.Context, id string, expires time.Time, serverNode string) error
 	// Revoke records r (node name and/or serials) as revoked.
 	Revoke(ctx context.Context, r *Revocation) error
 	// Revocations answers from local state, without blocking.
@@ -47,17 +49,18 @@ type Store interface {
 // MemStore is an in-memory Store for tests and for a process that wants the
 // CA without consensus. The zero value is not usable; call NewMemStore.
 type MemStore struct {
-	mu   sync.RWMutex
-	ca   []byte // marshalled CAMaterial: copies in and out, like Raft would
-	used map[string]time.Time
-	revs *RevocationSet
+	mu      sync.RWMutex
+	ca      []byte // marshalled CAMaterial: copies in and out, like Raft would
+	used    map[string]time.Time
+	servers map[string]bool
+	revs    *RevocationSet
 }
 
 var _ Store = (*MemStore)(nil)
 
 // NewMemStore returns an empty store.
 func NewMemStore() *MemStore {
-	return &MemStore{used: map[string]time.Time{}, revs: NewRevocationSet()}
+	return &MemStore{used: map[string]time.Time{}, servers: map[string]bool{}, revs: NewRevocationSet()}
 }
 
 // LoadCA implements Store.
@@ -87,14 +90,24 @@ func (s *MemStore) SaveCA(ctx context.Context, m *CAMaterial) error {
 }
 
 // UseToken implements Store.
-func (s *MemStore) UseToken(ctx context.Context, id string, expires time.Time) error {
+func (s *MemStore) UseToken(ctx context.Context, id string, expires time.Time, serverNode string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, ok := s.used[id]; ok {
 		return fmt.Errorf("%w: id %s", ErrTokenUsed, id)
 	}
 	s.used[id] = expires
+	if serverNode != "" {
+		s.servers[serverNode] = true
+	}
 	return nil
+}
+
+// ServerAdmitted reports whether a token admitted node as a Raft server.
+func (s *MemStore) ServerAdmitted(node string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.servers[node]
 }
 
 // Revoke implements Store.

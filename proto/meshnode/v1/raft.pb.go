@@ -1065,8 +1065,12 @@ type UseTokenCommand struct {
 	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	// When the token expires (Unix nanoseconds).
 	ExpiresUnixNano uint64 `protobuf:"varint,2,opt,name=expires_unix_nano,json=expiresUnixNano,proto3" json:"expires_unix_nano,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// The node this token admitted as a Raft server; empty when it joined as
+	// a client. Recorded as an AdmittedServerRecord: the autopilot adds only
+	// admitted servers to the Raft configuration.
+	ServerNode    string `protobuf:"bytes,3,opt,name=server_node,json=serverNode,proto3" json:"server_node,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *UseTokenCommand) Reset() {
@@ -1113,6 +1117,79 @@ func (x *UseTokenCommand) GetExpiresUnixNano() uint64 {
 	return 0
 }
 
+func (x *UseTokenCommand) GetServerNode() string {
+	if x != nil {
+		return x.ServerNode
+	}
+	return ""
+}
+
+// AdmittedServerRecord says a node joined with a token that admits a Raft
+// server. A node that joined as a client and restarts with --server is not
+// added to Raft. Revoking the node removes the record.
+type AdmittedServerRecord struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The node's name.
+	Node string `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	// The id of the token it joined with.
+	TokenId string `protobuf:"bytes,2,opt,name=token_id,json=tokenId,proto3" json:"token_id,omitempty"`
+	// Raft index at which it was admitted.
+	CreateIndex   uint64 `protobuf:"varint,3,opt,name=create_index,json=createIndex,proto3" json:"create_index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AdmittedServerRecord) Reset() {
+	*x = AdmittedServerRecord{}
+	mi := &file_meshnode_v1_raft_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AdmittedServerRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AdmittedServerRecord) ProtoMessage() {}
+
+func (x *AdmittedServerRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_meshnode_v1_raft_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AdmittedServerRecord.ProtoReflect.Descriptor instead.
+func (*AdmittedServerRecord) Descriptor() ([]byte, []int) {
+	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *AdmittedServerRecord) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *AdmittedServerRecord) GetTokenId() string {
+	if x != nil {
+		return x.TokenId
+	}
+	return ""
+}
+
+func (x *AdmittedServerRecord) GetCreateIndex() uint64 {
+	if x != nil {
+		return x.CreateIndex
+	}
+	return 0
+}
+
 // RevocationRecord is one revoked certificate, or a whole revoked node when
 // serial is empty.
 type RevocationRecord struct {
@@ -1135,7 +1212,7 @@ type RevocationRecord struct {
 
 func (x *RevocationRecord) Reset() {
 	*x = RevocationRecord{}
-	mi := &file_meshnode_v1_raft_proto_msgTypes[15]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1147,7 +1224,7 @@ func (x *RevocationRecord) String() string {
 func (*RevocationRecord) ProtoMessage() {}
 
 func (x *RevocationRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_raft_proto_msgTypes[15]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1160,7 +1237,7 @@ func (x *RevocationRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevocationRecord.ProtoReflect.Descriptor instead.
 func (*RevocationRecord) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{15}
+	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RevocationRecord) GetKey() string {
@@ -1223,7 +1300,7 @@ type RevokeCommand struct {
 
 func (x *RevokeCommand) Reset() {
 	*x = RevokeCommand{}
-	mi := &file_meshnode_v1_raft_proto_msgTypes[16]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1235,7 +1312,7 @@ func (x *RevokeCommand) String() string {
 func (*RevokeCommand) ProtoMessage() {}
 
 func (x *RevokeCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_raft_proto_msgTypes[16]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1248,7 +1325,7 @@ func (x *RevokeCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeCommand.ProtoReflect.Descriptor instead.
 func (*RevokeCommand) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{16}
+	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *RevokeCommand) GetNode() string {
@@ -1299,7 +1376,7 @@ type DecisionRecord struct {
 
 func (x *DecisionRecord) Reset() {
 	*x = DecisionRecord{}
-	mi := &file_meshnode_v1_raft_proto_msgTypes[17]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1311,7 +1388,7 @@ func (x *DecisionRecord) String() string {
 func (*DecisionRecord) ProtoMessage() {}
 
 func (x *DecisionRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_raft_proto_msgTypes[17]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1324,7 +1401,7 @@ func (x *DecisionRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecisionRecord.ProtoReflect.Descriptor instead.
 func (*DecisionRecord) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{17}
+	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *DecisionRecord) GetId() string {
@@ -1375,7 +1452,7 @@ type PutDecisionCommand struct {
 
 func (x *PutDecisionCommand) Reset() {
 	*x = PutDecisionCommand{}
-	mi := &file_meshnode_v1_raft_proto_msgTypes[18]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1387,7 +1464,7 @@ func (x *PutDecisionCommand) String() string {
 func (*PutDecisionCommand) ProtoMessage() {}
 
 func (x *PutDecisionCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_raft_proto_msgTypes[18]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1400,7 +1477,7 @@ func (x *PutDecisionCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutDecisionCommand.ProtoReflect.Descriptor instead.
 func (*PutDecisionCommand) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{18}
+	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *PutDecisionCommand) GetDecision() *DecisionRecord {
@@ -1435,7 +1512,7 @@ type CommandResult struct {
 
 func (x *CommandResult) Reset() {
 	*x = CommandResult{}
-	mi := &file_meshnode_v1_raft_proto_msgTypes[19]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1447,7 +1524,7 @@ func (x *CommandResult) String() string {
 func (*CommandResult) ProtoMessage() {}
 
 func (x *CommandResult) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_raft_proto_msgTypes[19]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1460,7 +1537,7 @@ func (x *CommandResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandResult.ProtoReflect.Descriptor instead.
 func (*CommandResult) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{19}
+	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *CommandResult) GetStatus() CommandStatus {
@@ -1530,7 +1607,7 @@ type CommandBatch struct {
 
 func (x *CommandBatch) Reset() {
 	*x = CommandBatch{}
-	mi := &file_meshnode_v1_raft_proto_msgTypes[20]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1542,7 +1619,7 @@ func (x *CommandBatch) String() string {
 func (*CommandBatch) ProtoMessage() {}
 
 func (x *CommandBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_raft_proto_msgTypes[20]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1555,7 +1632,7 @@ func (x *CommandBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandBatch.ProtoReflect.Descriptor instead.
 func (*CommandBatch) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{20}
+	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *CommandBatch) GetVersion() uint32 {
@@ -1594,7 +1671,7 @@ type DedupRecord struct {
 
 func (x *DedupRecord) Reset() {
 	*x = DedupRecord{}
-	mi := &file_meshnode_v1_raft_proto_msgTypes[21]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1606,7 +1683,7 @@ func (x *DedupRecord) String() string {
 func (*DedupRecord) ProtoMessage() {}
 
 func (x *DedupRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_raft_proto_msgTypes[21]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1619,7 +1696,7 @@ func (x *DedupRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DedupRecord.ProtoReflect.Descriptor instead.
 func (*DedupRecord) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{21}
+	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *DedupRecord) GetKey() string {
@@ -1659,6 +1736,7 @@ type RaftStateRecord struct {
 	//	*RaftStateRecord_Revocation
 	//	*RaftStateRecord_Decision
 	//	*RaftStateRecord_Dedup
+	//	*RaftStateRecord_AdmittedServer
 	Record        isRaftStateRecord_Record `protobuf_oneof:"record"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1666,7 +1744,7 @@ type RaftStateRecord struct {
 
 func (x *RaftStateRecord) Reset() {
 	*x = RaftStateRecord{}
-	mi := &file_meshnode_v1_raft_proto_msgTypes[22]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1678,7 +1756,7 @@ func (x *RaftStateRecord) String() string {
 func (*RaftStateRecord) ProtoMessage() {}
 
 func (x *RaftStateRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_raft_proto_msgTypes[22]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1691,7 +1769,7 @@ func (x *RaftStateRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftStateRecord.ProtoReflect.Descriptor instead.
 func (*RaftStateRecord) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{22}
+	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *RaftStateRecord) GetRecord() isRaftStateRecord_Record {
@@ -1773,6 +1851,15 @@ func (x *RaftStateRecord) GetDedup() *DedupRecord {
 	return nil
 }
 
+func (x *RaftStateRecord) GetAdmittedServer() *AdmittedServerRecord {
+	if x != nil {
+		if x, ok := x.Record.(*RaftStateRecord_AdmittedServer); ok {
+			return x.AdmittedServer
+		}
+	}
+	return nil
+}
+
 type isRaftStateRecord_Record interface {
 	isRaftStateRecord_Record()
 }
@@ -1817,6 +1904,11 @@ type RaftStateRecord_Dedup struct {
 	Dedup *DedupRecord `protobuf:"bytes,8,opt,name=dedup,proto3,oneof"`
 }
 
+type RaftStateRecord_AdmittedServer struct {
+	// A node admitted as a Raft server (servers only).
+	AdmittedServer *AdmittedServerRecord `protobuf:"bytes,9,opt,name=admitted_server,json=admittedServer,proto3,oneof"`
+}
+
 func (*RaftStateRecord_Node) isRaftStateRecord_Record() {}
 
 func (*RaftStateRecord_Agent) isRaftStateRecord_Record() {}
@@ -1832,6 +1924,8 @@ func (*RaftStateRecord_Revocation) isRaftStateRecord_Record() {}
 func (*RaftStateRecord_Decision) isRaftStateRecord_Record() {}
 
 func (*RaftStateRecord_Dedup) isRaftStateRecord_Record() {}
+
+func (*RaftStateRecord_AdmittedServer) isRaftStateRecord_Record() {}
 
 // RaftSnapshotHeader starts a snapshot: length-delimited protobuf messages,
 // this header, then RaftStateRecord messages in a deterministic order.
@@ -1849,7 +1943,7 @@ type RaftSnapshotHeader struct {
 
 func (x *RaftSnapshotHeader) Reset() {
 	*x = RaftSnapshotHeader{}
-	mi := &file_meshnode_v1_raft_proto_msgTypes[23]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1861,7 +1955,7 @@ func (x *RaftSnapshotHeader) String() string {
 func (*RaftSnapshotHeader) ProtoMessage() {}
 
 func (x *RaftSnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_raft_proto_msgTypes[23]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1874,7 +1968,7 @@ func (x *RaftSnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftSnapshotHeader.ProtoReflect.Descriptor instead.
 func (*RaftSnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{23}
+	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *RaftSnapshotHeader) GetVersion() uint32 {
@@ -1911,7 +2005,7 @@ type RaftStateChange struct {
 
 func (x *RaftStateChange) Reset() {
 	*x = RaftStateChange{}
-	mi := &file_meshnode_v1_raft_proto_msgTypes[24]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1923,7 +2017,7 @@ func (x *RaftStateChange) String() string {
 func (*RaftStateChange) ProtoMessage() {}
 
 func (x *RaftStateChange) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_raft_proto_msgTypes[24]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1936,7 +2030,7 @@ func (x *RaftStateChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftStateChange.ProtoReflect.Descriptor instead.
 func (*RaftStateChange) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{24}
+	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *RaftStateChange) GetDelete() bool {
@@ -1969,7 +2063,7 @@ type RaftStateEvent struct {
 
 func (x *RaftStateEvent) Reset() {
 	*x = RaftStateEvent{}
-	mi := &file_meshnode_v1_raft_proto_msgTypes[25]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1981,7 +2075,7 @@ func (x *RaftStateEvent) String() string {
 func (*RaftStateEvent) ProtoMessage() {}
 
 func (x *RaftStateEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_raft_proto_msgTypes[25]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1994,7 +2088,7 @@ func (x *RaftStateEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftStateEvent.ProtoReflect.Descriptor instead.
 func (*RaftStateEvent) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{25}
+	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *RaftStateEvent) GetIndex() uint64 {
@@ -2030,7 +2124,7 @@ type ForwardApplyRequest struct {
 
 func (x *ForwardApplyRequest) Reset() {
 	*x = ForwardApplyRequest{}
-	mi := &file_meshnode_v1_raft_proto_msgTypes[26]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2042,7 +2136,7 @@ func (x *ForwardApplyRequest) String() string {
 func (*ForwardApplyRequest) ProtoMessage() {}
 
 func (x *ForwardApplyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_raft_proto_msgTypes[26]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2055,7 +2149,7 @@ func (x *ForwardApplyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForwardApplyRequest.ProtoReflect.Descriptor instead.
 func (*ForwardApplyRequest) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{26}
+	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ForwardApplyRequest) GetCommands() []*Command {
@@ -2076,7 +2170,7 @@ type ForwardApplyResponse struct {
 
 func (x *ForwardApplyResponse) Reset() {
 	*x = ForwardApplyResponse{}
-	mi := &file_meshnode_v1_raft_proto_msgTypes[27]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2088,7 +2182,7 @@ func (x *ForwardApplyResponse) String() string {
 func (*ForwardApplyResponse) ProtoMessage() {}
 
 func (x *ForwardApplyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_raft_proto_msgTypes[27]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2101,7 +2195,7 @@ func (x *ForwardApplyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForwardApplyResponse.ProtoReflect.Descriptor instead.
 func (*ForwardApplyResponse) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{27}
+	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ForwardApplyResponse) GetResults() []*CommandResult {
@@ -2121,7 +2215,7 @@ type ReadIndexRequest struct {
 
 func (x *ReadIndexRequest) Reset() {
 	*x = ReadIndexRequest{}
-	mi := &file_meshnode_v1_raft_proto_msgTypes[28]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2133,7 +2227,7 @@ func (x *ReadIndexRequest) String() string {
 func (*ReadIndexRequest) ProtoMessage() {}
 
 func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_raft_proto_msgTypes[28]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2146,7 +2240,7 @@ func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexRequest.ProtoReflect.Descriptor instead.
 func (*ReadIndexRequest) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{28}
+	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{29}
 }
 
 // ReadIndexResponse answers ReadIndexRequest.
@@ -2160,7 +2254,7 @@ type ReadIndexResponse struct {
 
 func (x *ReadIndexResponse) Reset() {
 	*x = ReadIndexResponse{}
-	mi := &file_meshnode_v1_raft_proto_msgTypes[29]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2172,7 +2266,7 @@ func (x *ReadIndexResponse) String() string {
 func (*ReadIndexResponse) ProtoMessage() {}
 
 func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_raft_proto_msgTypes[29]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2185,7 +2279,7 @@ func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexResponse.ProtoReflect.Descriptor instead.
 func (*ReadIndexResponse) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{29}
+	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ReadIndexResponse) GetIndex() uint64 {
@@ -2205,7 +2299,7 @@ type ServerStatsRequest struct {
 
 func (x *ServerStatsRequest) Reset() {
 	*x = ServerStatsRequest{}
-	mi := &file_meshnode_v1_raft_proto_msgTypes[30]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2217,7 +2311,7 @@ func (x *ServerStatsRequest) String() string {
 func (*ServerStatsRequest) ProtoMessage() {}
 
 func (x *ServerStatsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_raft_proto_msgTypes[30]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2230,7 +2324,7 @@ func (x *ServerStatsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServerStatsRequest.ProtoReflect.Descriptor instead.
 func (*ServerStatsRequest) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{30}
+	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{31}
 }
 
 // ServerStatsResponse answers ServerStatsRequest.
@@ -2250,7 +2344,7 @@ type ServerStatsResponse struct {
 
 func (x *ServerStatsResponse) Reset() {
 	*x = ServerStatsResponse{}
-	mi := &file_meshnode_v1_raft_proto_msgTypes[31]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2262,7 +2356,7 @@ func (x *ServerStatsResponse) String() string {
 func (*ServerStatsResponse) ProtoMessage() {}
 
 func (x *ServerStatsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_raft_proto_msgTypes[31]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2275,7 +2369,7 @@ func (x *ServerStatsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServerStatsResponse.ProtoReflect.Descriptor instead.
 func (*ServerStatsResponse) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{31}
+	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ServerStatsResponse) GetName() string {
@@ -2318,7 +2412,7 @@ type SubscribeRequest struct {
 
 func (x *SubscribeRequest) Reset() {
 	*x = SubscribeRequest{}
-	mi := &file_meshnode_v1_raft_proto_msgTypes[32]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2330,7 +2424,7 @@ func (x *SubscribeRequest) String() string {
 func (*SubscribeRequest) ProtoMessage() {}
 
 func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_raft_proto_msgTypes[32]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2343,7 +2437,7 @@ func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeRequest.ProtoReflect.Descriptor instead.
 func (*SubscribeRequest) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{32}
+	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *SubscribeRequest) GetFromIndex() uint64 {
@@ -2372,7 +2466,7 @@ type SubscribeResponse struct {
 
 func (x *SubscribeResponse) Reset() {
 	*x = SubscribeResponse{}
-	mi := &file_meshnode_v1_raft_proto_msgTypes[33]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2384,7 +2478,7 @@ func (x *SubscribeResponse) String() string {
 func (*SubscribeResponse) ProtoMessage() {}
 
 func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_raft_proto_msgTypes[33]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2397,7 +2491,7 @@ func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeResponse.ProtoReflect.Descriptor instead.
 func (*SubscribeResponse) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{33}
+	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *SubscribeResponse) GetKind() isSubscribeResponse_Kind {
@@ -2501,7 +2595,7 @@ type RaftServersRequest struct {
 
 func (x *RaftServersRequest) Reset() {
 	*x = RaftServersRequest{}
-	mi := &file_meshnode_v1_raft_proto_msgTypes[34]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2513,7 +2607,7 @@ func (x *RaftServersRequest) String() string {
 func (*RaftServersRequest) ProtoMessage() {}
 
 func (x *RaftServersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_raft_proto_msgTypes[34]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2526,7 +2620,7 @@ func (x *RaftServersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftServersRequest.ProtoReflect.Descriptor instead.
 func (*RaftServersRequest) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{34}
+	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{35}
 }
 
 // RaftServerEntry is one server as the answering server sees it.
@@ -2550,7 +2644,7 @@ type RaftServerEntry struct {
 
 func (x *RaftServerEntry) Reset() {
 	*x = RaftServerEntry{}
-	mi := &file_meshnode_v1_raft_proto_msgTypes[35]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2562,7 +2656,7 @@ func (x *RaftServerEntry) String() string {
 func (*RaftServerEntry) ProtoMessage() {}
 
 func (x *RaftServerEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_raft_proto_msgTypes[35]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2575,7 +2669,7 @@ func (x *RaftServerEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftServerEntry.ProtoReflect.Descriptor instead.
 func (*RaftServerEntry) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{35}
+	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *RaftServerEntry) GetName() string {
@@ -2631,7 +2725,7 @@ type RaftServersResponse struct {
 
 func (x *RaftServersResponse) Reset() {
 	*x = RaftServersResponse{}
-	mi := &file_meshnode_v1_raft_proto_msgTypes[36]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2643,7 +2737,7 @@ func (x *RaftServersResponse) String() string {
 func (*RaftServersResponse) ProtoMessage() {}
 
 func (x *RaftServersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_raft_proto_msgTypes[36]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2656,7 +2750,7 @@ func (x *RaftServersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftServersResponse.ProtoReflect.Descriptor instead.
 func (*RaftServersResponse) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{36}
+	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *RaftServersResponse) GetServers() []*RaftServerEntry {
@@ -2726,10 +2820,16 @@ const file_meshnode_v1_raft_proto_rawDesc = "" +
 	"\x0fUsedTokenRecord\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12*\n" +
 	"\x11expires_unix_nano\x18\x02 \x01(\x04R\x0fexpiresUnixNano\x12!\n" +
-	"\fcreate_index\x18\x03 \x01(\x04R\vcreateIndex\"M\n" +
+	"\fcreate_index\x18\x03 \x01(\x04R\vcreateIndex\"n\n" +
 	"\x0fUseTokenCommand\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12*\n" +
-	"\x11expires_unix_nano\x18\x02 \x01(\x04R\x0fexpiresUnixNano\"\x9f\x01\n" +
+	"\x11expires_unix_nano\x18\x02 \x01(\x04R\x0fexpiresUnixNano\x12\x1f\n" +
+	"\vserver_node\x18\x03 \x01(\tR\n" +
+	"serverNode\"h\n" +
+	"\x14AdmittedServerRecord\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x19\n" +
+	"\btoken_id\x18\x02 \x01(\tR\atokenId\x12!\n" +
+	"\fcreate_index\x18\x03 \x01(\x04R\vcreateIndex\"\x9f\x01\n" +
 	"\x10RevocationRecord\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x12\x16\n" +
@@ -2765,7 +2865,7 @@ const file_meshnode_v1_raft_proto_rawDesc = "" +
 	"\vDedupRecord\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x122\n" +
 	"\x06result\x18\x02 \x01(\v2\x1a.meshnode.v1.CommandResultR\x06result\x12*\n" +
-	"\x11expires_unix_nano\x18\x03 \x01(\x04R\x0fexpiresUnixNano\"\xce\x03\n" +
+	"\x11expires_unix_nano\x18\x03 \x01(\x04R\x0fexpiresUnixNano\"\x9c\x04\n" +
 	"\x0fRaftStateRecord\x12-\n" +
 	"\x04node\x18\x01 \x01(\v2\x17.meshnode.v1.NodeRecordH\x00R\x04node\x12*\n" +
 	"\x05agent\x18\x02 \x01(\v2\x12.meshnode.v1.AgentH\x00R\x05agent\x123\n" +
@@ -2777,7 +2877,8 @@ const file_meshnode_v1_raft_proto_rawDesc = "" +
 	"revocation\x18\x06 \x01(\v2\x1d.meshnode.v1.RevocationRecordH\x00R\n" +
 	"revocation\x129\n" +
 	"\bdecision\x18\a \x01(\v2\x1b.meshnode.v1.DecisionRecordH\x00R\bdecision\x120\n" +
-	"\x05dedup\x18\b \x01(\v2\x18.meshnode.v1.DedupRecordH\x00R\x05dedupB\b\n" +
+	"\x05dedup\x18\b \x01(\v2\x18.meshnode.v1.DedupRecordH\x00R\x05dedup\x12L\n" +
+	"\x0fadmitted_server\x18\t \x01(\v2!.meshnode.v1.AdmittedServerRecordH\x00R\x0eadmittedServerB\b\n" +
 	"\x06record\"^\n" +
 	"\x12RaftSnapshotHeader\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x14\n" +
@@ -2846,7 +2947,7 @@ func file_meshnode_v1_raft_proto_rawDescGZIP() []byte {
 }
 
 var file_meshnode_v1_raft_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_meshnode_v1_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
+var file_meshnode_v1_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
 var file_meshnode_v1_raft_proto_goTypes = []any{
 	(CommandStatus)(0),             // 0: meshnode.v1.CommandStatus
 	(*Command)(nil),                // 1: meshnode.v1.Command
@@ -2864,31 +2965,32 @@ var file_meshnode_v1_raft_proto_goTypes = []any{
 	(*PutCARecordCommand)(nil),     // 13: meshnode.v1.PutCARecordCommand
 	(*UsedTokenRecord)(nil),        // 14: meshnode.v1.UsedTokenRecord
 	(*UseTokenCommand)(nil),        // 15: meshnode.v1.UseTokenCommand
-	(*RevocationRecord)(nil),       // 16: meshnode.v1.RevocationRecord
-	(*RevokeCommand)(nil),          // 17: meshnode.v1.RevokeCommand
-	(*DecisionRecord)(nil),         // 18: meshnode.v1.DecisionRecord
-	(*PutDecisionCommand)(nil),     // 19: meshnode.v1.PutDecisionCommand
-	(*CommandResult)(nil),          // 20: meshnode.v1.CommandResult
-	(*CommandBatch)(nil),           // 21: meshnode.v1.CommandBatch
-	(*DedupRecord)(nil),            // 22: meshnode.v1.DedupRecord
-	(*RaftStateRecord)(nil),        // 23: meshnode.v1.RaftStateRecord
-	(*RaftSnapshotHeader)(nil),     // 24: meshnode.v1.RaftSnapshotHeader
-	(*RaftStateChange)(nil),        // 25: meshnode.v1.RaftStateChange
-	(*RaftStateEvent)(nil),         // 26: meshnode.v1.RaftStateEvent
-	(*ForwardApplyRequest)(nil),    // 27: meshnode.v1.ForwardApplyRequest
-	(*ForwardApplyResponse)(nil),   // 28: meshnode.v1.ForwardApplyResponse
-	(*ReadIndexRequest)(nil),       // 29: meshnode.v1.ReadIndexRequest
-	(*ReadIndexResponse)(nil),      // 30: meshnode.v1.ReadIndexResponse
-	(*ServerStatsRequest)(nil),     // 31: meshnode.v1.ServerStatsRequest
-	(*ServerStatsResponse)(nil),    // 32: meshnode.v1.ServerStatsResponse
-	(*SubscribeRequest)(nil),       // 33: meshnode.v1.SubscribeRequest
-	(*SubscribeResponse)(nil),      // 34: meshnode.v1.SubscribeResponse
-	(*RaftServersRequest)(nil),     // 35: meshnode.v1.RaftServersRequest
-	(*RaftServerEntry)(nil),        // 36: meshnode.v1.RaftServerEntry
-	(*RaftServersResponse)(nil),    // 37: meshnode.v1.RaftServersResponse
-	(*NodeRecord)(nil),             // 38: meshnode.v1.NodeRecord
-	(*Agent)(nil),                  // 39: meshnode.v1.Agent
-	(AgentStatus)(0),               // 40: meshnode.v1.AgentStatus
+	(*AdmittedServerRecord)(nil),   // 16: meshnode.v1.AdmittedServerRecord
+	(*RevocationRecord)(nil),       // 17: meshnode.v1.RevocationRecord
+	(*RevokeCommand)(nil),          // 18: meshnode.v1.RevokeCommand
+	(*DecisionRecord)(nil),         // 19: meshnode.v1.DecisionRecord
+	(*PutDecisionCommand)(nil),     // 20: meshnode.v1.PutDecisionCommand
+	(*CommandResult)(nil),          // 21: meshnode.v1.CommandResult
+	(*CommandBatch)(nil),           // 22: meshnode.v1.CommandBatch
+	(*DedupRecord)(nil),            // 23: meshnode.v1.DedupRecord
+	(*RaftStateRecord)(nil),        // 24: meshnode.v1.RaftStateRecord
+	(*RaftSnapshotHeader)(nil),     // 25: meshnode.v1.RaftSnapshotHeader
+	(*RaftStateChange)(nil),        // 26: meshnode.v1.RaftStateChange
+	(*RaftStateEvent)(nil),         // 27: meshnode.v1.RaftStateEvent
+	(*ForwardApplyRequest)(nil),    // 28: meshnode.v1.ForwardApplyRequest
+	(*ForwardApplyResponse)(nil),   // 29: meshnode.v1.ForwardApplyResponse
+	(*ReadIndexRequest)(nil),       // 30: meshnode.v1.ReadIndexRequest
+	(*ReadIndexResponse)(nil),      // 31: meshnode.v1.ReadIndexResponse
+	(*ServerStatsRequest)(nil),     // 32: meshnode.v1.ServerStatsRequest
+	(*ServerStatsResponse)(nil),    // 33: meshnode.v1.ServerStatsResponse
+	(*SubscribeRequest)(nil),       // 34: meshnode.v1.SubscribeRequest
+	(*SubscribeResponse)(nil),      // 35: meshnode.v1.SubscribeResponse
+	(*RaftServersRequest)(nil),     // 36: meshnode.v1.RaftServersRequest
+	(*RaftServerEntry)(nil),        // 37: meshnode.v1.RaftServerEntry
+	(*RaftServersResponse)(nil),    // 38: meshnode.v1.RaftServersResponse
+	(*NodeRecord)(nil),             // 39: meshnode.v1.NodeRecord
+	(*Agent)(nil),                  // 40: meshnode.v1.Agent
+	(AgentStatus)(0),               // 41: meshnode.v1.AgentStatus
 }
 var file_meshnode_v1_raft_proto_depIdxs = []int32{
 	2,  // 0: meshnode.v1.Command.register_node:type_name -> meshnode.v1.RegisterNodeCommand
@@ -2902,40 +3004,41 @@ var file_meshnode_v1_raft_proto_depIdxs = []int32{
 	11, // 8: meshnode.v1.Command.delete_policy:type_name -> meshnode.v1.DeletePolicyCommand
 	13, // 9: meshnode.v1.Command.put_ca_record:type_name -> meshnode.v1.PutCARecordCommand
 	15, // 10: meshnode.v1.Command.use_token:type_name -> meshnode.v1.UseTokenCommand
-	17, // 11: meshnode.v1.Command.revoke:type_name -> meshnode.v1.RevokeCommand
-	19, // 12: meshnode.v1.Command.put_decision:type_name -> meshnode.v1.PutDecisionCommand
-	38, // 13: meshnode.v1.RegisterNodeCommand.node:type_name -> meshnode.v1.NodeRecord
-	39, // 14: meshnode.v1.RegisterAgentCommand.agent:type_name -> meshnode.v1.Agent
-	40, // 15: meshnode.v1.SetAgentStatusCommand.status:type_name -> meshnode.v1.AgentStatus
+	18, // 11: meshnode.v1.Command.revoke:type_name -> meshnode.v1.RevokeCommand
+	20, // 12: meshnode.v1.Command.put_decision:type_name -> meshnode.v1.PutDecisionCommand
+	39, // 13: meshnode.v1.RegisterNodeCommand.node:type_name -> meshnode.v1.NodeRecord
+	40, // 14: meshnode.v1.RegisterAgentCommand.agent:type_name -> meshnode.v1.Agent
+	41, // 15: meshnode.v1.SetAgentStatusCommand.status:type_name -> meshnode.v1.AgentStatus
 	9,  // 16: meshnode.v1.PutPolicyCommand.policy:type_name -> meshnode.v1.PolicyRecord
 	12, // 17: meshnode.v1.PutCARecordCommand.record:type_name -> meshnode.v1.CARecord
-	18, // 18: meshnode.v1.PutDecisionCommand.decision:type_name -> meshnode.v1.DecisionRecord
+	19, // 18: meshnode.v1.PutDecisionCommand.decision:type_name -> meshnode.v1.DecisionRecord
 	0,  // 19: meshnode.v1.CommandResult.status:type_name -> meshnode.v1.CommandStatus
-	39, // 20: meshnode.v1.CommandResult.agent:type_name -> meshnode.v1.Agent
-	18, // 21: meshnode.v1.CommandResult.decision:type_name -> meshnode.v1.DecisionRecord
+	40, // 20: meshnode.v1.CommandResult.agent:type_name -> meshnode.v1.Agent
+	19, // 21: meshnode.v1.CommandResult.decision:type_name -> meshnode.v1.DecisionRecord
 	1,  // 22: meshnode.v1.CommandBatch.commands:type_name -> meshnode.v1.Command
-	20, // 23: meshnode.v1.DedupRecord.result:type_name -> meshnode.v1.CommandResult
-	38, // 24: meshnode.v1.RaftStateRecord.node:type_name -> meshnode.v1.NodeRecord
-	39, // 25: meshnode.v1.RaftStateRecord.agent:type_name -> meshnode.v1.Agent
+	21, // 23: meshnode.v1.DedupRecord.result:type_name -> meshnode.v1.CommandResult
+	39, // 24: meshnode.v1.RaftStateRecord.node:type_name -> meshnode.v1.NodeRecord
+	40, // 25: meshnode.v1.RaftStateRecord.agent:type_name -> meshnode.v1.Agent
 	9,  // 26: meshnode.v1.RaftStateRecord.policy:type_name -> meshnode.v1.PolicyRecord
 	12, // 27: meshnode.v1.RaftStateRecord.ca_record:type_name -> meshnode.v1.CARecord
 	14, // 28: meshnode.v1.RaftStateRecord.used_token:type_name -> meshnode.v1.UsedTokenRecord
-	16, // 29: meshnode.v1.RaftStateRecord.revocation:type_name -> meshnode.v1.RevocationRecord
-	18, // 30: meshnode.v1.RaftStateRecord.decision:type_name -> meshnode.v1.DecisionRecord
-	22, // 31: meshnode.v1.RaftStateRecord.dedup:type_name -> meshnode.v1.DedupRecord
-	23, // 32: meshnode.v1.RaftStateChange.record:type_name -> meshnode.v1.RaftStateRecord
-	25, // 33: meshnode.v1.RaftStateEvent.changes:type_name -> meshnode.v1.RaftStateChange
-	1,  // 34: meshnode.v1.ForwardApplyRequest.commands:type_name -> meshnode.v1.Command
-	20, // 35: meshnode.v1.ForwardApplyResponse.results:type_name -> meshnode.v1.CommandResult
-	24, // 36: meshnode.v1.SubscribeResponse.snapshot_begin:type_name -> meshnode.v1.RaftSnapshotHeader
-	23, // 37: meshnode.v1.SubscribeResponse.snapshot_record:type_name -> meshnode.v1.RaftStateRecord
-	26, // 38: meshnode.v1.SubscribeResponse.event:type_name -> meshnode.v1.RaftStateEvent
-	36, // 39: meshnode.v1.RaftServersResponse.servers:type_name -> meshnode.v1.RaftServerEntry
-	40, // [40:40] is the sub-list for method output_type
-	40, // [40:40] is the sub-list for method input_type
-	40, // [40:40] is the sub-list for extension type_name
-	40, // [40:40] is the sub-list for extension extendee
-	0,  // [0:40] is the sub-list for field type_name
+	17, // 29: meshnode.v1.RaftStateRecord.revocation:type_name -> meshnode.v1.RevocationRecord
+	19, // 30: meshnode.v1.RaftStateRecord.decision:type_name -> meshnode.v1.DecisionRecord
+	23, // 31: meshnode.v1.RaftStateRecord.dedup:type_name -> meshnode.v1.DedupRecord
+	16, // 32: meshnode.v1.RaftStateRecord.admitted_server:type_name -> meshnode.v1.AdmittedServerRecord
+	24, // 33: meshnode.v1.RaftStateChange.record:type_name -> meshnode.v1.RaftStateRecord
+	26, // 34: meshnode.v1.RaftStateEvent.changes:type_name -> meshnode.v1.RaftStateChange
+	1,  // 35: meshnode.v1.ForwardApplyRequest.commands:type_name -> meshnode.v1.Command
+	21, // 36: meshnode.v1.ForwardApplyResponse.results:type_name -> meshnode.v1.CommandResult
+	25, // 37: meshnode.v1.SubscribeResponse.snapshot_begin:type_name -> meshnode.v1.RaftSnapshotHeader
+	24, // 38: meshnode.v1.SubscribeResponse.snapshot_record:type_name -> meshnode.v1.RaftStateRecord
+	27, // 39: meshnode.v1.SubscribeResponse.event:type_name -> meshnode.v1.RaftStateEvent
+	37, // 40: meshnode.v1.RaftServersResponse.servers:type_name -> meshnode.v1.RaftServerEntry
+	41, // [41:41] is the sub-list for method output_type
+	41, // [41:41] is the sub-list for method input_type
+	41, // [41:41] is the sub-list for extension type_name
+	41, // [41:41] is the sub-list for extension extendee
+	0,  // [0:41] is the sub-list for field type_name
 }
 
 func init() { file_meshnode_v1_raft_proto_init() }
@@ -2959,7 +3062,7 @@ func file_meshnode_v1_raft_proto_init() {
 		(*Command_Revoke)(nil),
 		(*Command_PutDecision)(nil),
 	}
-	file_meshnode_v1_raft_proto_msgTypes[22].OneofWrappers = []any{
+	file_meshnode_v1_raft_proto_msgTypes[23].OneofWrappers = []any{
 		(*RaftStateRecord_Node)(nil),
 		(*RaftStateRecord_Agent)(nil),
 		(*RaftStateRecord_Policy)(nil),
@@ -2968,8 +3071,9 @@ func file_meshnode_v1_raft_proto_init() {
 		(*RaftStateRecord_Revocation)(nil),
 		(*RaftStateRecord_Decision)(nil),
 		(*RaftStateRecord_Dedup)(nil),
+		(*RaftStateRecord_AdmittedServer)(nil),
 	}
-	file_meshnode_v1_raft_proto_msgTypes[33].OneofWrappers = []any{
+	file_meshnode_v1_raft_proto_msgTypes[34].OneofWrappers = []any{
 		(*SubscribeResponse_SnapshotBegin)(nil),
 		(*SubscribeResponse_SnapshotRecord)(nil),
 		(*SubscribeResponse_SnapshotEnd)(nil),
@@ -2982,7 +3086,7 @@ func file_meshnode_v1_raft_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meshnode_v1_raft_proto_rawDesc), len(file_meshnode_v1_raft_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   37,
+			NumMessages:   38,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1,0 +1,74 @@
+package consensus
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
+)
+
+func requireAdmission(c *Config) { c.RequireServerAdmission = true }
+
+// inRaft reports whether name is in the leader's Raft configuration.
+func inRaft(l *testNode, name string) bool {
+	for _, s := range l.store.localServers() {
+		if s.Name == name && s.Role != RoleNone {
+			return true
+		}
+	}
+	return false
+}
+
+// A server that gossip reports alive joins Raft only once the state
+// records its admission (a server token's use); revoking the node removes
+// the admission.
+func TestAutopilotAddsOnlyAdmittedServers(t *testing.T) {
+	c := newCluster(t, 1, 0, requireAdmission)
+	l := c.leader()
+	cfg := fastConfig(t, "s1", true)
+	requireAdmission(&cfg)
+	c.add(cfg)
+	c.gossip()
+	// Ten autopilot steps with s1 alive and not admitted.
+	time.Sleep(10 * cfg.AutopilotInterval)
+	if inRaft(l, "s1") {
+		t.Fatal("s1 was added to Raft without an admission")
+	}
+	if ok, err := l.store.ServerAdmitted(context.Background(), ReadOptions{}, "s1"); ok || err != nil {
+		t.Fatalf("ServerAdmitted(s1) before its token = %v, %v; want false, nil", ok, err)
+	}
+
+	use := &meshnodev1.Command{Op: &meshnodev1.Command_UseToken{UseToken: &meshnodev1.UseTokenCommand{
+		Id: "tok-s1", ExpiresUnixNano: uint64(time.Now().Add(time.Hour).UnixNano()), ServerNode: "s1"}}}
+	if _, _, err := l.store.Apply(context.Background(), use); err != nil {
+		t.Fatalf("use token: %v", err)
+	}
+	waitFor(t, 20*time.Second, "s1 in Raft after its admission", func() bool {
+		c.gossip()
+		return inRaft(l, "s1")
+	})
+
+	revoke := &meshnodev1.Command{Op: &meshnodev1.Command_Revoke{Revoke: &meshnodev1.RevokeCommand{Node: "s1", Reason: "test"}}}
+	if _, _, err := l.store.Apply(context.Background(), revoke); err != nil {
+		t.Fatalf("revoke: %v", err)
+	}
+	if ok, err := l.store.ServerAdmitted(context.Background(), ReadOptions{}, "s1"); ok || err != nil {
+		t.Fatalf("ServerAdmitted(s1) after revocation = %v, %v; want false, nil", ok, err)
+	}
+}
+
+// Without RequireServerAdmission (the default) every live server is added.
+func TestAutopilotWithoutAdmissionAddsEveryServer(t *testing.T) {
+	c := newCluster(t, 2, 0, nil)
+	if l := c.leader(); !inRaft(l, "s0") || !inRaft(l, "s1") {
+		t.Fatalf("servers %v, want s0 and s1 in Raft", l.store.localServers())
+	}
+}
+
+func TestServerAdmittedIsServerOnly(t *testing.T) {
+	c := newCluster(t, 1, 1, nil)
+	if _, err := c.client(0).store.ServerAdmitted(context.Background(), ReadOptions{}, "s0"); err != ErrServerOnly {
+		t.Fatalf("client ServerAdmitted error = %v, want ErrServerOnly", err)
+	}
+}
