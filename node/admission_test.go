@@ -40,7 +40,7 @@ func TestClientTokenNodeRestartedAsServerStaysOutOfRaft(t *testing.T) {
 	c := startTestNode(t, root, "c1", false, join, n1.token(t, false, "c1"))
 	c.stop()
 	// Same data directory: its certificate is kept, no token is needed.
-	c = startTestNode(t, root, "c1", true, join, "")
+	startTestNode(t, root, "c1", true, join, "")
 	startTestNode(t, root, "s1", true, join, n1.token(t, true, "s1"))
 
 	waitFor(t, 30*time.Second, "s1 in Raft and c1 gossiping as a server", func() bool {
