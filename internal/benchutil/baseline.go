@@ -30,7 +30,13 @@ const RelayEnv = "MESHNODE_BENCH_RELAY_TO"
 // ServeBaselineIfAsked serves the baseline and exits the process if
 // BaselineEnv is set; otherwise it returns at once.
 func ServeBaselineIfAsked() {
-	if sock := os.Getenv(BaselineEnv); sock != "" {
+	sock := os.Getenv(BaselineEnv)
+	switch {
+	case sock == "":
+		return
+	case os.Getenv(RaftSelfEnv) != "":
+		os.Exit(serveRawRaft(sock, os.Getenv(RaftSelfEnv), os.Getenv(RaftPeersEnv)))
+	default:
 		os.Exit(serveBaseline(sock, os.Getenv(RelayEnv)))
 	}
 }
@@ -109,8 +115,15 @@ func StartRelayChain(tb testing.TB, dir string) (call func(context.Context) erro
 // relayTo) on sock and waits for the socket.
 func startServer(tb testing.TB, sock, relayTo string) int {
 	tb.Helper()
+	return startChild(tb, sock, RelayEnv+"="+relayTo)
+}
+
+// startChild runs this test binary as a baseline process serving on sock,
+// with env added, and waits for the socket. It stops when tb ends.
+func startChild(tb testing.TB, sock string, env ...string) int {
+	tb.Helper()
 	srv := exec.Command(os.Args[0], "-test.run=^$")
-	srv.Env = append(os.Environ(), BaselineEnv+"="+sock, RelayEnv+"="+relayTo)
+	srv.Env = append(append(os.Environ(), BaselineEnv+"="+sock), env...)
 	stdin, err := srv.StdinPipe()
 	if err != nil {
 		tb.Fatal(err)
@@ -124,7 +137,7 @@ func startServer(tb testing.TB, sock, relayTo string) int {
 			break
 		}
 		if time.Now().After(deadline) {
-			tb.Fatalf("the baseline server did not create %s within 10 s", sock)
+			tb.Fatalf("the baseline process did not create %s within 10 s", sock)
 		}
 	}
 	return srv.Process.Pid
