@@ -179,6 +179,12 @@ func applyOp(txn *memdb.Txn, index uint64, c *meshnodev1.Command) (*meshnodev1.C
 		return revoke(txn, index, op.Revoke)
 	case *meshnodev1.Command_PutDecision:
 		return putDecision(txn, index, op.PutDecision.GetDecision())
+	case *meshnodev1.Command_AdmitServer:
+		name := op.AdmitServer.GetNode()
+		if first[*meshnodev1.AdmittedServerRecord](txn, tableServers, name) != nil {
+			return ok(), nil // the first admission, with its token, stands
+		}
+		return ok(), txn.Insert(tableServers, &meshnodev1.AdmittedServerRecord{Node: name, CreateIndex: index})
 	}
 	return nil, errors.New("unhandled operation") // ValidateCommand refuses these first
 }

@@ -92,6 +92,31 @@ func (srv *server) admitted(ctx context.Context, name string) bool {
 	return false
 }
 
+// admitConfigured records servers in the configuration that have no
+// admission (the bootstrapping server; servers that joined before
+// admissions were recorded) as admitted, so that one the autopilot removes
+// after a long failure is added again when it comes back. Revoked nodes
+// are left out.
+func (srv *server) admitConfigured(ctx context.Context, conf raft.Configuration) {
+	s := srv.s
+	if !s.cfg.RequireServerAdmission {
+		return
+	}
+	for _, sv := range conf.Servers {
+		name := string(sv.ID)
+		if ok, err := s.ServerAdmitted(ctx, ReadOptions{}, name); ok || err != nil {
+			continue
+		}
+		if revoked, err := s.IsNodeRevoked(ctx, ReadOptions{}, name); revoked || err != nil {
+			continue
+		}
+		actx, cancel := context.WithTimeout(ctx, s.cfg.ApplyTimeout)
+		_, _, err := s.Apply(actx, &meshnodev1.Command{Op: &meshnodev1.Command_AdmitServer{AdmitServer: &meshnodev1.AdmitServerCommand{Node: name}}})
+		cancel()
+		s.logger.Info("autopilot: recorded the admission of a server already in the Raft configuration", "server", name, "err", err)
+	}
+}
+
 // quorum is the majority of n voters.
 func quorum(n int) int { return n/2 + 1 }
 
@@ -115,6 +140,7 @@ func (srv *server) autopilotStep(ctx context.Context) {
 		inConf[string(sv.ID)] = sv
 	}
 	timeout := s.cfg.ApplyTimeout
+	srv.admitConfigured(ctx, conf)
 	// 1. New servers, or known ones at a new address.
 	for _, m := range s.members.snapshot() {
 		sv, ok := inConf[m.name]

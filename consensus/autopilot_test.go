@@ -22,10 +22,15 @@ func inRaft(l *testNode, name string) bool {
 
 // A server that gossip reports alive joins Raft only once the state
 // records its admission (a server token's use); revoking the node removes
-// the admission.
+// the admission. The bootstrapping server, in the configuration from the
+// start, is recorded as admitted so that it can come back after a removal.
 func TestAutopilotAddsOnlyAdmittedServers(t *testing.T) {
 	c := newCluster(t, 1, 0, requireAdmission)
 	l := c.leader()
+	waitFor(t, 10*time.Second, "the bootstrapping server recorded as admitted", func() bool {
+		ok, _ := l.store.ServerAdmitted(context.Background(), ReadOptions{}, "s0")
+		return ok
+	})
 	cfg := fastConfig(t, "s1", true)
 	requireAdmission(&cfg)
 	c.add(cfg)
@@ -53,6 +58,8 @@ func TestAutopilotAddsOnlyAdmittedServers(t *testing.T) {
 	if _, _, err := l.store.Apply(context.Background(), revoke); err != nil {
 		t.Fatalf("revoke: %v", err)
 	}
+	// s1 is still in the configuration, but revoked: it is not re-admitted.
+	time.Sleep(5 * cfg.AutopilotInterval)
 	if ok, err := l.store.ServerAdmitted(context.Background(), ReadOptions{}, "s1"); ok || err != nil {
 		t.Fatalf("ServerAdmitted(s1) after revocation = %v, %v; want false, nil", ok, err)
 	}

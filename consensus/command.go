@@ -111,6 +111,8 @@ func ValidateCommand(c *meshnodev1.Command) error {
 			errs = append(errs, checkID("revoke.serials[]", s))
 		}
 		return errors.Join(errs...)
+	case *meshnodev1.Command_AdmitServer:
+		return checkID("admit_server.node", op.AdmitServer.GetNode())
 	case *meshnodev1.Command_PutDecision:
 		d := op.PutDecision.GetDecision()
 		return errors.Join(checkID("put_decision.decision.id", d.GetId()),

@@ -98,7 +98,7 @@ func randomCommands(r *rand.Rand, n int) []*meshnodev1.Command {
 	var out []*meshnodev1.Command
 	for range n {
 		c := &meshnodev1.Command{Version: CommandVersion}
-		switch r.IntN(12) {
+		switch r.IntN(13) {
 		case 0:
 			c.Op = &meshnodev1.Command_RegisterNode{RegisterNode: &meshnodev1.RegisterNodeCommand{Node: &meshnodev1.NodeRecord{Name: id("n"), Address: "127.0.0.1:1", PublicKey: []byte{byte(r.IntN(256))}}}}
 		case 1:
@@ -129,6 +129,8 @@ func randomCommands(r *rand.Rand, n int) []*meshnodev1.Command {
 			c.Op = &meshnodev1.Command_Revoke{Revoke: rv}
 		case 10:
 			c.Op = &meshnodev1.Command_PutDecision{PutDecision: &meshnodev1.PutDecisionCommand{Decision: &meshnodev1.DecisionRecord{Id: id("d"), Status: []string{"pending", "approved"}[r.IntN(2)]}}}
+		case 11:
+			c.Op = &meshnodev1.Command_AdmitServer{AdmitServer: &meshnodev1.AdmitServerCommand{Node: id("n")}}
 		default:
 			c.Op = &meshnodev1.Command_SetAgentStatus{SetAgentStatus: &meshnodev1.SetAgentStatusCommand{Id: id("a"), Status: meshnodev1.AgentStatus(1 + r.IntN(4))}}
 		}

@@ -108,6 +108,7 @@ type Command struct {
 	//	*Command_UseToken
 	//	*Command_Revoke
 	//	*Command_PutDecision
+	//	*Command_AdmitServer
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -281,6 +282,15 @@ func (x *Command) GetPutDecision() *PutDecisionCommand {
 	return nil
 }
 
+func (x *Command) GetAdmitServer() *AdmitServerCommand {
+	if x != nil {
+		if x, ok := x.Op.(*Command_AdmitServer); ok {
+			return x.AdmitServer
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -350,6 +360,11 @@ type Command_PutDecision struct {
 	PutDecision *PutDecisionCommand `protobuf:"bytes,22,opt,name=put_decision,json=putDecision,proto3,oneof"`
 }
 
+type Command_AdmitServer struct {
+	// Record a server already in the Raft configuration as admitted.
+	AdmitServer *AdmitServerCommand `protobuf:"bytes,23,opt,name=admit_server,json=admitServer,proto3,oneof"`
+}
+
 func (*Command_RegisterNode) isCommand_Op() {}
 
 func (*Command_DeregisterNode) isCommand_Op() {}
@@ -375,6 +390,8 @@ func (*Command_UseToken) isCommand_Op() {}
 func (*Command_Revoke) isCommand_Op() {}
 
 func (*Command_PutDecision) isCommand_Op() {}
+
+func (*Command_AdmitServer) isCommand_Op() {}
 
 // RegisterNodeCommand creates or replaces a node record.
 type RegisterNodeCommand struct {
@@ -1124,14 +1141,66 @@ func (x *UseTokenCommand) GetServerNode() string {
 	return ""
 }
 
+// AdmitServerCommand records a server that is already in the Raft
+// configuration as admitted, though no server token's use names it: the
+// bootstrapping server, and servers that joined before admissions were
+// recorded. Being in the configuration is proof enough; the record lets it
+// back in after the autopilot removes it for a long failure.
+type AdmitServerCommand struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The server's node name.
+	Node          string `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AdmitServerCommand) Reset() {
+	*x = AdmitServerCommand{}
+	mi := &file_meshnode_v1_raft_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AdmitServerCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AdmitServerCommand) ProtoMessage() {}
+
+func (x *AdmitServerCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_meshnode_v1_raft_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AdmitServerCommand.ProtoReflect.Descriptor instead.
+func (*AdmitServerCommand) Descriptor() ([]byte, []int) {
+	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *AdmitServerCommand) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
 // AdmittedServerRecord says a node joined with a token that admits a Raft
-// server. A node that joined as a client and restarts with --server is not
-// added to Raft. Revoking the node removes the record.
+// server, or was a server already (AdmitServerCommand). A node that joined
+// as a client and restarts with --server is not added to Raft. Revoking the
+// node removes the record.
 type AdmittedServerRecord struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The node's name.
 	Node string `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
-	// The id of the token it joined with.
+	// The id of the token it joined with; empty if admitted by
+	// AdmitServerCommand.
 	TokenId string `protobuf:"bytes,2,opt,name=token_id,json=tokenId,proto3" json:"token_id,omitempty"`
 	// Raft index at which it was admitted.
 	CreateIndex   uint64 `protobuf:"varint,3,opt,name=create_index,json=createIndex,proto3" json:"create_index,omitempty"`
@@ -1141,7 +1210,7 @@ type AdmittedServerRecord struct {
 
 func (x *AdmittedServerRecord) Reset() {
 	*x = AdmittedServerRecord{}
-	mi := &file_meshnode_v1_raft_proto_msgTypes[15]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1153,7 +1222,7 @@ func (x *AdmittedServerRecord) String() string {
 func (*AdmittedServerRecord) ProtoMessage() {}
 
 func (x *AdmittedServerRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_raft_proto_msgTypes[15]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1166,7 +1235,7 @@ func (x *AdmittedServerRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdmittedServerRecord.ProtoReflect.Descriptor instead.
 func (*AdmittedServerRecord) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{15}
+	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *AdmittedServerRecord) GetNode() string {
@@ -1212,7 +1281,7 @@ type RevocationRecord struct {
 
 func (x *RevocationRecord) Reset() {
 	*x = RevocationRecord{}
-	mi := &file_meshnode_v1_raft_proto_msgTypes[16]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1224,7 +1293,7 @@ func (x *RevocationRecord) String() string {
 func (*RevocationRecord) ProtoMessage() {}
 
 func (x *RevocationRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_raft_proto_msgTypes[16]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1237,7 +1306,7 @@ func (x *RevocationRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevocationRecord.ProtoReflect.Descriptor instead.
 func (*RevocationRecord) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{16}
+	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *RevocationRecord) GetKey() string {
@@ -1300,7 +1369,7 @@ type RevokeCommand struct {
 
 func (x *RevokeCommand) Reset() {
 	*x = RevokeCommand{}
-	mi := &file_meshnode_v1_raft_proto_msgTypes[17]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1312,7 +1381,7 @@ func (x *RevokeCommand) String() string {
 func (*RevokeCommand) ProtoMessage() {}
 
 func (x *RevokeCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_raft_proto_msgTypes[17]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1325,7 +1394,7 @@ func (x *RevokeCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeCommand.ProtoReflect.Descriptor instead.
 func (*RevokeCommand) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{17}
+	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *RevokeCommand) GetNode() string {
@@ -1376,7 +1445,7 @@ type DecisionRecord struct {
 
 func (x *DecisionRecord) Reset() {
 	*x = DecisionRecord{}
-	mi := &file_meshnode_v1_raft_proto_msgTypes[18]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1388,7 +1457,7 @@ func (x *DecisionRecord) String() string {
 func (*DecisionRecord) ProtoMessage() {}
 
 func (x *DecisionRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_raft_proto_msgTypes[18]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1401,7 +1470,7 @@ func (x *DecisionRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecisionRecord.ProtoReflect.Descriptor instead.
 func (*DecisionRecord) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{18}
+	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *DecisionRecord) GetId() string {
@@ -1452,7 +1521,7 @@ type PutDecisionCommand struct {
 
 func (x *PutDecisionCommand) Reset() {
 	*x = PutDecisionCommand{}
-	mi := &file_meshnode_v1_raft_proto_msgTypes[19]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1464,7 +1533,7 @@ func (x *PutDecisionCommand) String() string {
 func (*PutDecisionCommand) ProtoMessage() {}
 
 func (x *PutDecisionCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_raft_proto_msgTypes[19]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1477,7 +1546,7 @@ func (x *PutDecisionCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutDecisionCommand.ProtoReflect.Descriptor instead.
 func (*PutDecisionCommand) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{19}
+	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *PutDecisionCommand) GetDecision() *DecisionRecord {
@@ -1512,7 +1581,7 @@ type CommandResult struct {
 
 func (x *CommandResult) Reset() {
 	*x = CommandResult{}
-	mi := &file_meshnode_v1_raft_proto_msgTypes[20]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1524,7 +1593,7 @@ func (x *CommandResult) String() string {
 func (*CommandResult) ProtoMessage() {}
 
 func (x *CommandResult) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_raft_proto_msgTypes[20]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1537,7 +1606,7 @@ func (x *CommandResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandResult.ProtoReflect.Descriptor instead.
 func (*CommandResult) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{20}
+	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *CommandResult) GetStatus() CommandStatus {
@@ -1607,7 +1676,7 @@ type CommandBatch struct {
 
 func (x *CommandBatch) Reset() {
 	*x = CommandBatch{}
-	mi := &file_meshnode_v1_raft_proto_msgTypes[21]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1619,7 +1688,7 @@ func (x *CommandBatch) String() string {
 func (*CommandBatch) ProtoMessage() {}
 
 func (x *CommandBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_raft_proto_msgTypes[21]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1632,7 +1701,7 @@ func (x *CommandBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandBatch.ProtoReflect.Descriptor instead.
 func (*CommandBatch) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{21}
+	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *CommandBatch) GetVersion() uint32 {
@@ -1671,7 +1740,7 @@ type DedupRecord struct {
 
 func (x *DedupRecord) Reset() {
 	*x = DedupRecord{}
-	mi := &file_meshnode_v1_raft_proto_msgTypes[22]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1683,7 +1752,7 @@ func (x *DedupRecord) String() string {
 func (*DedupRecord) ProtoMessage() {}
 
 func (x *DedupRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_raft_proto_msgTypes[22]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1696,7 +1765,7 @@ func (x *DedupRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DedupRecord.ProtoReflect.Descriptor instead.
 func (*DedupRecord) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{22}
+	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *DedupRecord) GetKey() string {
@@ -1744,7 +1813,7 @@ type RaftStateRecord struct {
 
 func (x *RaftStateRecord) Reset() {
 	*x = RaftStateRecord{}
-	mi := &file_meshnode_v1_raft_proto_msgTypes[23]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1756,7 +1825,7 @@ func (x *RaftStateRecord) String() string {
 func (*RaftStateRecord) ProtoMessage() {}
 
 func (x *RaftStateRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_raft_proto_msgTypes[23]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1769,7 +1838,7 @@ func (x *RaftStateRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftStateRecord.ProtoReflect.Descriptor instead.
 func (*RaftStateRecord) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{23}
+	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *RaftStateRecord) GetRecord() isRaftStateRecord_Record {
@@ -1943,7 +2012,7 @@ type RaftSnapshotHeader struct {
 
 func (x *RaftSnapshotHeader) Reset() {
 	*x = RaftSnapshotHeader{}
-	mi := &file_meshnode_v1_raft_proto_msgTypes[24]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1955,7 +2024,7 @@ func (x *RaftSnapshotHeader) String() string {
 func (*RaftSnapshotHeader) ProtoMessage() {}
 
 func (x *RaftSnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_raft_proto_msgTypes[24]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1968,7 +2037,7 @@ func (x *RaftSnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftSnapshotHeader.ProtoReflect.Descriptor instead.
 func (*RaftSnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{24}
+	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *RaftSnapshotHeader) GetVersion() uint32 {
@@ -2005,7 +2074,7 @@ type RaftStateChange struct {
 
 func (x *RaftStateChange) Reset() {
 	*x = RaftStateChange{}
-	mi := &file_meshnode_v1_raft_proto_msgTypes[25]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2017,7 +2086,7 @@ func (x *RaftStateChange) String() string {
 func (*RaftStateChange) ProtoMessage() {}
 
 func (x *RaftStateChange) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_raft_proto_msgTypes[25]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2030,7 +2099,7 @@ func (x *RaftStateChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftStateChange.ProtoReflect.Descriptor instead.
 func (*RaftStateChange) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{25}
+	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *RaftStateChange) GetDelete() bool {
@@ -2063,7 +2132,7 @@ type RaftStateEvent struct {
 
 func (x *RaftStateEvent) Reset() {
 	*x = RaftStateEvent{}
-	mi := &file_meshnode_v1_raft_proto_msgTypes[26]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2075,7 +2144,7 @@ func (x *RaftStateEvent) String() string {
 func (*RaftStateEvent) ProtoMessage() {}
 
 func (x *RaftStateEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_raft_proto_msgTypes[26]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2088,7 +2157,7 @@ func (x *RaftStateEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftStateEvent.ProtoReflect.Descriptor instead.
 func (*RaftStateEvent) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{26}
+	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *RaftStateEvent) GetIndex() uint64 {
@@ -2124,7 +2193,7 @@ type ForwardApplyRequest struct {
 
 func (x *ForwardApplyRequest) Reset() {
 	*x = ForwardApplyRequest{}
-	mi := &file_meshnode_v1_raft_proto_msgTypes[27]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2136,7 +2205,7 @@ func (x *ForwardApplyRequest) String() string {
 func (*ForwardApplyRequest) ProtoMessage() {}
 
 func (x *ForwardApplyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_raft_proto_msgTypes[27]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2149,7 +2218,7 @@ func (x *ForwardApplyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForwardApplyRequest.ProtoReflect.Descriptor instead.
 func (*ForwardApplyRequest) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{27}
+	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ForwardApplyRequest) GetCommands() []*Command {
@@ -2170,7 +2239,7 @@ type ForwardApplyResponse struct {
 
 func (x *ForwardApplyResponse) Reset() {
 	*x = ForwardApplyResponse{}
-	mi := &file_meshnode_v1_raft_proto_msgTypes[28]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2182,7 +2251,7 @@ func (x *ForwardApplyResponse) String() string {
 func (*ForwardApplyResponse) ProtoMessage() {}
 
 func (x *ForwardApplyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_raft_proto_msgTypes[28]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2195,7 +2264,7 @@ func (x *ForwardApplyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForwardApplyResponse.ProtoReflect.Descriptor instead.
 func (*ForwardApplyResponse) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{28}
+	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ForwardApplyResponse) GetResults() []*CommandResult {
@@ -2215,7 +2284,7 @@ type ReadIndexRequest struct {
 
 func (x *ReadIndexRequest) Reset() {
 	*x = ReadIndexRequest{}
-	mi := &file_meshnode_v1_raft_proto_msgTypes[29]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2227,7 +2296,7 @@ func (x *ReadIndexRequest) String() string {
 func (*ReadIndexRequest) ProtoMessage() {}
 
 func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_raft_proto_msgTypes[29]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2240,7 +2309,7 @@ func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexRequest.ProtoReflect.Descriptor instead.
 func (*ReadIndexRequest) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{29}
+	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{30}
 }
 
 // ReadIndexResponse answers ReadIndexRequest.
@@ -2254,7 +2323,7 @@ type ReadIndexResponse struct {
 
 func (x *ReadIndexResponse) Reset() {
 	*x = ReadIndexResponse{}
-	mi := &file_meshnode_v1_raft_proto_msgTypes[30]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2266,7 +2335,7 @@ func (x *ReadIndexResponse) String() string {
 func (*ReadIndexResponse) ProtoMessage() {}
 
 func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_raft_proto_msgTypes[30]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2279,7 +2348,7 @@ func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexResponse.ProtoReflect.Descriptor instead.
 func (*ReadIndexResponse) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{30}
+	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ReadIndexResponse) GetIndex() uint64 {
@@ -2299,7 +2368,7 @@ type ServerStatsRequest struct {
 
 func (x *ServerStatsRequest) Reset() {
 	*x = ServerStatsRequest{}
-	mi := &file_meshnode_v1_raft_proto_msgTypes[31]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2311,7 +2380,7 @@ func (x *ServerStatsRequest) String() string {
 func (*ServerStatsRequest) ProtoMessage() {}
 
 func (x *ServerStatsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_raft_proto_msgTypes[31]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2324,7 +2393,7 @@ func (x *ServerStatsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServerStatsRequest.ProtoReflect.Descriptor instead.
 func (*ServerStatsRequest) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{31}
+	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{32}
 }
 
 // ServerStatsResponse answers ServerStatsRequest.
@@ -2344,7 +2413,7 @@ type ServerStatsResponse struct {
 
 func (x *ServerStatsResponse) Reset() {
 	*x = ServerStatsResponse{}
-	mi := &file_meshnode_v1_raft_proto_msgTypes[32]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2356,7 +2425,7 @@ func (x *ServerStatsResponse) String() string {
 func (*ServerStatsResponse) ProtoMessage() {}
 
 func (x *ServerStatsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_raft_proto_msgTypes[32]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2369,7 +2438,7 @@ func (x *ServerStatsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServerStatsResponse.ProtoReflect.Descriptor instead.
 func (*ServerStatsResponse) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{32}
+	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ServerStatsResponse) GetName() string {
@@ -2412,7 +2481,7 @@ type SubscribeRequest struct {
 
 func (x *SubscribeRequest) Reset() {
 	*x = SubscribeRequest{}
-	mi := &file_meshnode_v1_raft_proto_msgTypes[33]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2424,7 +2493,7 @@ func (x *SubscribeRequest) String() string {
 func (*SubscribeRequest) ProtoMessage() {}
 
 func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_raft_proto_msgTypes[33]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2437,7 +2506,7 @@ func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeRequest.ProtoReflect.Descriptor instead.
 func (*SubscribeRequest) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{33}
+	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *SubscribeRequest) GetFromIndex() uint64 {
@@ -2466,7 +2535,7 @@ type SubscribeResponse struct {
 
 func (x *SubscribeResponse) Reset() {
 	*x = SubscribeResponse{}
-	mi := &file_meshnode_v1_raft_proto_msgTypes[34]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2478,7 +2547,7 @@ func (x *SubscribeResponse) String() string {
 func (*SubscribeResponse) ProtoMessage() {}
 
 func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_raft_proto_msgTypes[34]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2491,7 +2560,7 @@ func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeResponse.ProtoReflect.Descriptor instead.
 func (*SubscribeResponse) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{34}
+	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *SubscribeResponse) GetKind() isSubscribeResponse_Kind {
@@ -2595,7 +2664,7 @@ type RaftServersRequest struct {
 
 func (x *RaftServersRequest) Reset() {
 	*x = RaftServersRequest{}
-	mi := &file_meshnode_v1_raft_proto_msgTypes[35]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2607,7 +2676,7 @@ func (x *RaftServersRequest) String() string {
 func (*RaftServersRequest) ProtoMessage() {}
 
 func (x *RaftServersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_raft_proto_msgTypes[35]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2620,7 +2689,7 @@ func (x *RaftServersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftServersRequest.ProtoReflect.Descriptor instead.
 func (*RaftServersRequest) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{35}
+	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{36}
 }
 
 // RaftServerEntry is one server as the answering server sees it.
@@ -2644,7 +2713,7 @@ type RaftServerEntry struct {
 
 func (x *RaftServerEntry) Reset() {
 	*x = RaftServerEntry{}
-	mi := &file_meshnode_v1_raft_proto_msgTypes[36]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2656,7 +2725,7 @@ func (x *RaftServerEntry) String() string {
 func (*RaftServerEntry) ProtoMessage() {}
 
 func (x *RaftServerEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_raft_proto_msgTypes[36]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2669,7 +2738,7 @@ func (x *RaftServerEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftServerEntry.ProtoReflect.Descriptor instead.
 func (*RaftServerEntry) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{36}
+	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *RaftServerEntry) GetName() string {
@@ -2725,7 +2794,7 @@ type RaftServersResponse struct {
 
 func (x *RaftServersResponse) Reset() {
 	*x = RaftServersResponse{}
-	mi := &file_meshnode_v1_raft_proto_msgTypes[37]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2737,7 +2806,7 @@ func (x *RaftServersResponse) String() string {
 func (*RaftServersResponse) ProtoMessage() {}
 
 func (x *RaftServersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_raft_proto_msgTypes[37]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2750,7 +2819,7 @@ func (x *RaftServersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftServersResponse.ProtoReflect.Descriptor instead.
 func (*RaftServersResponse) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{37}
+	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *RaftServersResponse) GetServers() []*RaftServerEntry {
@@ -2764,7 +2833,7 @@ var File_meshnode_v1_raft_proto protoreflect.FileDescriptor
 
 const file_meshnode_v1_raft_proto_rawDesc = "" +
 	"\n" +
-	"\x16meshnode/v1/raft.proto\x12\vmeshnode.v1\x1a\x1ameshnode/v1/registry.proto\"\xe1\a\n" +
+	"\x16meshnode/v1/raft.proto\x12\vmeshnode.v1\x1a\x1ameshnode/v1/registry.proto\"\xa7\b\n" +
 	"\aCommand\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12'\n" +
 	"\x0fidempotency_key\x18\x02 \x01(\tR\x0eidempotencyKey\x12G\n" +
@@ -2784,7 +2853,8 @@ const file_meshnode_v1_raft_proto_rawDesc = "" +
 	"\rput_ca_record\x18\x13 \x01(\v2\x1f.meshnode.v1.PutCARecordCommandH\x00R\vputCaRecord\x12;\n" +
 	"\tuse_token\x18\x14 \x01(\v2\x1c.meshnode.v1.UseTokenCommandH\x00R\buseToken\x124\n" +
 	"\x06revoke\x18\x15 \x01(\v2\x1a.meshnode.v1.RevokeCommandH\x00R\x06revoke\x12D\n" +
-	"\fput_decision\x18\x16 \x01(\v2\x1f.meshnode.v1.PutDecisionCommandH\x00R\vputDecisionB\x04\n" +
+	"\fput_decision\x18\x16 \x01(\v2\x1f.meshnode.v1.PutDecisionCommandH\x00R\vputDecision\x12D\n" +
+	"\fadmit_server\x18\x17 \x01(\v2\x1f.meshnode.v1.AdmitServerCommandH\x00R\vadmitServerB\x04\n" +
 	"\x02op\"B\n" +
 	"\x13RegisterNodeCommand\x12+\n" +
 	"\x04node\x18\x01 \x01(\v2\x17.meshnode.v1.NodeRecordR\x04node\"+\n" +
@@ -2825,7 +2895,9 @@ const file_meshnode_v1_raft_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12*\n" +
 	"\x11expires_unix_nano\x18\x02 \x01(\x04R\x0fexpiresUnixNano\x12\x1f\n" +
 	"\vserver_node\x18\x03 \x01(\tR\n" +
-	"serverNode\"h\n" +
+	"serverNode\"(\n" +
+	"\x12AdmitServerCommand\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\"h\n" +
 	"\x14AdmittedServerRecord\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x19\n" +
 	"\btoken_id\x18\x02 \x01(\tR\atokenId\x12!\n" +
@@ -2947,7 +3019,7 @@ func file_meshnode_v1_raft_proto_rawDescGZIP() []byte {
 }
 
 var file_meshnode_v1_raft_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_meshnode_v1_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
+var file_meshnode_v1_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
 var file_meshnode_v1_raft_proto_goTypes = []any{
 	(CommandStatus)(0),             // 0: meshnode.v1.CommandStatus
 	(*Command)(nil),                // 1: meshnode.v1.Command
@@ -2965,32 +3037,33 @@ var file_meshnode_v1_raft_proto_goTypes = []any{
 	(*PutCARecordCommand)(nil),     // 13: meshnode.v1.PutCARecordCommand
 	(*UsedTokenRecord)(nil),        // 14: meshnode.v1.UsedTokenRecord
 	(*UseTokenCommand)(nil),        // 15: meshnode.v1.UseTokenCommand
-	(*AdmittedServerRecord)(nil),   // 16: meshnode.v1.AdmittedServerRecord
-	(*RevocationRecord)(nil),       // 17: meshnode.v1.RevocationRecord
-	(*RevokeCommand)(nil),          // 18: meshnode.v1.RevokeCommand
-	(*DecisionRecord)(nil),         // 19: meshnode.v1.DecisionRecord
-	(*PutDecisionCommand)(nil),     // 20: meshnode.v1.PutDecisionCommand
-	(*CommandResult)(nil),          // 21: meshnode.v1.CommandResult
-	(*CommandBatch)(nil),           // 22: meshnode.v1.CommandBatch
-	(*DedupRecord)(nil),            // 23: meshnode.v1.DedupRecord
-	(*RaftStateRecord)(nil),        // 24: meshnode.v1.RaftStateRecord
-	(*RaftSnapshotHeader)(nil),     // 25: meshnode.v1.RaftSnapshotHeader
-	(*RaftStateChange)(nil),        // 26: meshnode.v1.RaftStateChange
-	(*RaftStateEvent)(nil),         // 27: meshnode.v1.RaftStateEvent
-	(*ForwardApplyRequest)(nil),    // 28: meshnode.v1.ForwardApplyRequest
-	(*ForwardApplyResponse)(nil),   // 29: meshnode.v1.ForwardApplyResponse
-	(*ReadIndexRequest)(nil),       // 30: meshnode.v1.ReadIndexRequest
-	(*ReadIndexResponse)(nil),      // 31: meshnode.v1.ReadIndexResponse
-	(*ServerStatsRequest)(nil),     // 32: meshnode.v1.ServerStatsRequest
-	(*ServerStatsResponse)(nil),    // 33: meshnode.v1.ServerStatsResponse
-	(*SubscribeRequest)(nil),       // 34: meshnode.v1.SubscribeRequest
-	(*SubscribeResponse)(nil),      // 35: meshnode.v1.SubscribeResponse
-	(*RaftServersRequest)(nil),     // 36: meshnode.v1.RaftServersRequest
-	(*RaftServerEntry)(nil),        // 37: meshnode.v1.RaftServerEntry
-	(*RaftServersResponse)(nil),    // 38: meshnode.v1.RaftServersResponse
-	(*NodeRecord)(nil),             // 39: meshnode.v1.NodeRecord
-	(*Agent)(nil),                  // 40: meshnode.v1.Agent
-	(AgentStatus)(0),               // 41: meshnode.v1.AgentStatus
+	(*AdmitServerCommand)(nil),     // 16: meshnode.v1.AdmitServerCommand
+	(*AdmittedServerRecord)(nil),   // 17: meshnode.v1.AdmittedServerRecord
+	(*RevocationRecord)(nil),       // 18: meshnode.v1.RevocationRecord
+	(*RevokeCommand)(nil),          // 19: meshnode.v1.RevokeCommand
+	(*DecisionRecord)(nil),         // 20: meshnode.v1.DecisionRecord
+	(*PutDecisionCommand)(nil),     // 21: meshnode.v1.PutDecisionCommand
+	(*CommandResult)(nil),          // 22: meshnode.v1.CommandResult
+	(*CommandBatch)(nil),           // 23: meshnode.v1.CommandBatch
+	(*DedupRecord)(nil),            // 24: meshnode.v1.DedupRecord
+	(*RaftStateRecord)(nil),        // 25: meshnode.v1.RaftStateRecord
+	(*RaftSnapshotHeader)(nil),     // 26: meshnode.v1.RaftSnapshotHeader
+	(*RaftStateChange)(nil),        // 27: meshnode.v1.RaftStateChange
+	(*RaftStateEvent)(nil),         // 28: meshnode.v1.RaftStateEvent
+	(*ForwardApplyRequest)(nil),    // 29: meshnode.v1.ForwardApplyRequest
+	(*ForwardApplyResponse)(nil),   // 30: meshnode.v1.ForwardApplyResponse
+	(*ReadIndexRequest)(nil),       // 31: meshnode.v1.ReadIndexRequest
+	(*ReadIndexResponse)(nil),      // 32: meshnode.v1.ReadIndexResponse
+	(*ServerStatsRequest)(nil),     // 33: meshnode.v1.ServerStatsRequest
+	(*ServerStatsResponse)(nil),    // 34: meshnode.v1.ServerStatsResponse
+	(*SubscribeRequest)(nil),       // 35: meshnode.v1.SubscribeRequest
+	(*SubscribeResponse)(nil),      // 36: meshnode.v1.SubscribeResponse
+	(*RaftServersRequest)(nil),     // 37: meshnode.v1.RaftServersRequest
+	(*RaftServerEntry)(nil),        // 38: meshnode.v1.RaftServerEntry
+	(*RaftServersResponse)(nil),    // 39: meshnode.v1.RaftServersResponse
+	(*NodeRecord)(nil),             // 40: meshnode.v1.NodeRecord
+	(*Agent)(nil),                  // 41: meshnode.v1.Agent
+	(AgentStatus)(0),               // 42: meshnode.v1.AgentStatus
 }
 var file_meshnode_v1_raft_proto_depIdxs = []int32{
 	2,  // 0: meshnode.v1.Command.register_node:type_name -> meshnode.v1.RegisterNodeCommand
@@ -3004,41 +3077,42 @@ var file_meshnode_v1_raft_proto_depIdxs = []int32{
 	11, // 8: meshnode.v1.Command.delete_policy:type_name -> meshnode.v1.DeletePolicyCommand
 	13, // 9: meshnode.v1.Command.put_ca_record:type_name -> meshnode.v1.PutCARecordCommand
 	15, // 10: meshnode.v1.Command.use_token:type_name -> meshnode.v1.UseTokenCommand
-	18, // 11: meshnode.v1.Command.revoke:type_name -> meshnode.v1.RevokeCommand
-	20, // 12: meshnode.v1.Command.put_decision:type_name -> meshnode.v1.PutDecisionCommand
-	39, // 13: meshnode.v1.RegisterNodeCommand.node:type_name -> meshnode.v1.NodeRecord
-	40, // 14: meshnode.v1.RegisterAgentCommand.agent:type_name -> meshnode.v1.Agent
-	41, // 15: meshnode.v1.SetAgentStatusCommand.status:type_name -> meshnode.v1.AgentStatus
-	9,  // 16: meshnode.v1.PutPolicyCommand.policy:type_name -> meshnode.v1.PolicyRecord
-	12, // 17: meshnode.v1.PutCARecordCommand.record:type_name -> meshnode.v1.CARecord
-	19, // 18: meshnode.v1.PutDecisionCommand.decision:type_name -> meshnode.v1.DecisionRecord
-	0,  // 19: meshnode.v1.CommandResult.status:type_name -> meshnode.v1.CommandStatus
-	40, // 20: meshnode.v1.CommandResult.agent:type_name -> meshnode.v1.Agent
-	19, // 21: meshnode.v1.CommandResult.decision:type_name -> meshnode.v1.DecisionRecord
-	1,  // 22: meshnode.v1.CommandBatch.commands:type_name -> meshnode.v1.Command
-	21, // 23: meshnode.v1.DedupRecord.result:type_name -> meshnode.v1.CommandResult
-	39, // 24: meshnode.v1.RaftStateRecord.node:type_name -> meshnode.v1.NodeRecord
-	40, // 25: meshnode.v1.RaftStateRecord.agent:type_name -> meshnode.v1.Agent
-	9,  // 26: meshnode.v1.RaftStateRecord.policy:type_name -> meshnode.v1.PolicyRecord
-	12, // 27: meshnode.v1.RaftStateRecord.ca_record:type_name -> meshnode.v1.CARecord
-	14, // 28: meshnode.v1.RaftStateRecord.used_token:type_name -> meshnode.v1.UsedTokenRecord
-	17, // 29: meshnode.v1.RaftStateRecord.revocation:type_name -> meshnode.v1.RevocationRecord
-	19, // 30: meshnode.v1.RaftStateRecord.decision:type_name -> meshnode.v1.DecisionRecord
-	23, // 31: meshnode.v1.RaftStateRecord.dedup:type_name -> meshnode.v1.DedupRecord
-	16, // 32: meshnode.v1.RaftStateRecord.admitted_server:type_name -> meshnode.v1.AdmittedServerRecord
-	24, // 33: meshnode.v1.RaftStateChange.record:type_name -> meshnode.v1.RaftStateRecord
-	26, // 34: meshnode.v1.RaftStateEvent.changes:type_name -> meshnode.v1.RaftStateChange
-	1,  // 35: meshnode.v1.ForwardApplyRequest.commands:type_name -> meshnode.v1.Command
-	21, // 36: meshnode.v1.ForwardApplyResponse.results:type_name -> meshnode.v1.CommandResult
-	25, // 37: meshnode.v1.SubscribeResponse.snapshot_begin:type_name -> meshnode.v1.RaftSnapshotHeader
-	24, // 38: meshnode.v1.SubscribeResponse.snapshot_record:type_name -> meshnode.v1.RaftStateRecord
-	27, // 39: meshnode.v1.SubscribeResponse.event:type_name -> meshnode.v1.RaftStateEvent
-	37, // 40: meshnode.v1.RaftServersResponse.servers:type_name -> meshnode.v1.RaftServerEntry
-	41, // [41:41] is the sub-list for method output_type
-	41, // [41:41] is the sub-list for method input_type
-	41, // [41:41] is the sub-list for extension type_name
-	41, // [41:41] is the sub-list for extension extendee
-	0,  // [0:41] is the sub-list for field type_name
+	19, // 11: meshnode.v1.Command.revoke:type_name -> meshnode.v1.RevokeCommand
+	21, // 12: meshnode.v1.Command.put_decision:type_name -> meshnode.v1.PutDecisionCommand
+	16, // 13: meshnode.v1.Command.admit_server:type_name -> meshnode.v1.AdmitServerCommand
+	40, // 14: meshnode.v1.RegisterNodeCommand.node:type_name -> meshnode.v1.NodeRecord
+	41, // 15: meshnode.v1.RegisterAgentCommand.agent:type_name -> meshnode.v1.Agent
+	42, // 16: meshnode.v1.SetAgentStatusCommand.status:type_name -> meshnode.v1.AgentStatus
+	9,  // 17: meshnode.v1.PutPolicyCommand.policy:type_name -> meshnode.v1.PolicyRecord
+	12, // 18: meshnode.v1.PutCARecordCommand.record:type_name -> meshnode.v1.CARecord
+	20, // 19: meshnode.v1.PutDecisionCommand.decision:type_name -> meshnode.v1.DecisionRecord
+	0,  // 20: meshnode.v1.CommandResult.status:type_name -> meshnode.v1.CommandStatus
+	41, // 21: meshnode.v1.CommandResult.agent:type_name -> meshnode.v1.Agent
+	20, // 22: meshnode.v1.CommandResult.decision:type_name -> meshnode.v1.DecisionRecord
+	1,  // 23: meshnode.v1.CommandBatch.commands:type_name -> meshnode.v1.Command
+	22, // 24: meshnode.v1.DedupRecord.result:type_name -> meshnode.v1.CommandResult
+	40, // 25: meshnode.v1.RaftStateRecord.node:type_name -> meshnode.v1.NodeRecord
+	41, // 26: meshnode.v1.RaftStateRecord.agent:type_name -> meshnode.v1.Agent
+	9,  // 27: meshnode.v1.RaftStateRecord.policy:type_name -> meshnode.v1.PolicyRecord
+	12, // 28: meshnode.v1.RaftStateRecord.ca_record:type_name -> meshnode.v1.CARecord
+	14, // 29: meshnode.v1.RaftStateRecord.used_token:type_name -> meshnode.v1.UsedTokenRecord
+	18, // 30: meshnode.v1.RaftStateRecord.revocation:type_name -> meshnode.v1.RevocationRecord
+	20, // 31: meshnode.v1.RaftStateRecord.decision:type_name -> meshnode.v1.DecisionRecord
+	24, // 32: meshnode.v1.RaftStateRecord.dedup:type_name -> meshnode.v1.DedupRecord
+	17, // 33: meshnode.v1.RaftStateRecord.admitted_server:type_name -> meshnode.v1.AdmittedServerRecord
+	25, // 34: meshnode.v1.RaftStateChange.record:type_name -> meshnode.v1.RaftStateRecord
+	27, // 35: meshnode.v1.RaftStateEvent.changes:type_name -> meshnode.v1.RaftStateChange
+	1,  // 36: meshnode.v1.ForwardApplyRequest.commands:type_name -> meshnode.v1.Command
+	22, // 37: meshnode.v1.ForwardApplyResponse.results:type_name -> meshnode.v1.CommandResult
+	26, // 38: meshnode.v1.SubscribeResponse.snapshot_begin:type_name -> meshnode.v1.RaftSnapshotHeader
+	25, // 39: meshnode.v1.SubscribeResponse.snapshot_record:type_name -> meshnode.v1.RaftStateRecord
+	28, // 40: meshnode.v1.SubscribeResponse.event:type_name -> meshnode.v1.RaftStateEvent
+	38, // 41: meshnode.v1.RaftServersResponse.servers:type_name -> meshnode.v1.RaftServerEntry
+	42, // [42:42] is the sub-list for method output_type
+	42, // [42:42] is the sub-list for method input_type
+	42, // [42:42] is the sub-list for extension type_name
+	42, // [42:42] is the sub-list for extension extendee
+	0,  // [0:42] is the sub-list for field type_name
 }
 
 func init() { file_meshnode_v1_raft_proto_init() }
@@ -3061,8 +3135,9 @@ func file_meshnode_v1_raft_proto_init() {
 		(*Command_UseToken)(nil),
 		(*Command_Revoke)(nil),
 		(*Command_PutDecision)(nil),
+		(*Command_AdmitServer)(nil),
 	}
-	file_meshnode_v1_raft_proto_msgTypes[23].OneofWrappers = []any{
+	file_meshnode_v1_raft_proto_msgTypes[24].OneofWrappers = []any{
 		(*RaftStateRecord_Node)(nil),
 		(*RaftStateRecord_Agent)(nil),
 		(*RaftStateRecord_Policy)(nil),
@@ -3073,7 +3148,7 @@ func file_meshnode_v1_raft_proto_init() {
 		(*RaftStateRecord_Dedup)(nil),
 		(*RaftStateRecord_AdmittedServer)(nil),
 	}
-	file_meshnode_v1_raft_proto_msgTypes[34].OneofWrappers = []any{
+	file_meshnode_v1_raft_proto_msgTypes[35].OneofWrappers = []any{
 		(*SubscribeResponse_SnapshotBegin)(nil),
 		(*SubscribeResponse_SnapshotRecord)(nil),
 		(*SubscribeResponse_SnapshotEnd)(nil),
@@ -3086,7 +3161,7 @@ func file_meshnode_v1_raft_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meshnode_v1_raft_proto_rawDesc), len(file_meshnode_v1_raft_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   38,
+			NumMessages:   39,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
