@@ -22,6 +22,9 @@ const (
 	RoleVoter    ServerRole = "voter"
 	RoleNonVoter ServerRole = "non-voter"
 	RoleNone     ServerRole = "none" // known from gossip, not (yet) in Raft
+	// RoleNotAdmitted: gossip reports a server that no server token
+	// admitted, so the autopilot will not add it (RequireServerAdmission).
+	RoleNotAdmitted ServerRole = "not-admitted"
 )
 
 // ServerInfo describes one server.
@@ -341,6 +344,16 @@ func (s *Store) localServers() []ServerInfo {
 				}
 			}
 			s.srv.ap.mu.Unlock()
+		}
+		if s.cfg.RequireServerAdmission {
+			for _, info := range byName {
+				if info.Role != RoleNone {
+					continue
+				}
+				if ok, err := s.ServerAdmitted(context.Background(), ReadOptions{}, info.Name); !ok && err == nil {
+					info.Role = RoleNotAdmitted
+				}
+			}
 		}
 	}
 	out := make([]ServerInfo, 0, len(byName))

@@ -13,7 +13,14 @@ func newMembersCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "members",
 		Short: "List the cluster's nodes: address, role, gossip status, Raft role, agents, load",
-		Args:  cobra.NoArgs,
+		Long: `List the cluster's nodes: address, role, gossip status, Raft role, agents, load.
+
+RAFT is a server's place in Raft: leader, voter, non-voter (catching up, or a
+standby once the cluster has its voters), none (not yet added), or
+not-admitted: the node runs with --server but joined with a client token, so
+it is never added. To make it a server, remove its data directory and join it
+again with a token from 'meshnode token create --server'.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			conn, ctx, done, err := cf.open()
 			if err != nil {

@@ -298,7 +298,9 @@ type Member struct {
 	Role string `protobuf:"bytes,3,opt,name=role,proto3" json:"role,omitempty"`
 	// Gossip status: "alive", "suspect", "dead" or "left".
 	Status string `protobuf:"bytes,4,opt,name=status,proto3" json:"status,omitempty"`
-	// For servers: "leader", "voter", "nonvoter"; empty for clients.
+	// For servers: "leader", "voter", "non-voter", "none" (known from gossip,
+	// not yet in Raft) or "not-admitted" (no server token admitted it, so it is
+	// never added to Raft); empty for clients.
 	RaftRole string `protobuf:"bytes,5,opt,name=raft_role,json=raftRole,proto3" json:"raft_role,omitempty"`
 	// Agents registered on the node.
 	Agents uint32 `protobuf:"varint,6,opt,name=agents,proto3" json:"agents,omitempty"`
