@@ -88,3 +88,35 @@ func TestServerAdmittedIsServerOnly(t *testing.T) {
 		t.Fatalf("client ServerAdmitted error = %v, want ErrServerOnly", err)
 	}
 }
+
+// The bootstrapping server never used a token. Once the autopilot has
+// removed it for a failure longer than DeadServerGrace, it must still be
+// let back in when it returns: the leader recorded its admission while it
+// was in the configuration.
+func TestBootstrapServerComesBackAfterRemoval(t *testing.T) {
+	tweak := func(c *Config) {
+		requireAdmission(c)
+		c.DeadServerGrace = 1500 * time.Millisecond
+	}
+	c := newCluster(t, 1, 0, tweak)
+	for _, name := range []string{"s1", "s2"} {
+		mustApply(t, c.leader().store, &meshnodev1.Command{Op: &meshnodev1.Command_UseToken{UseToken: &meshnodev1.UseTokenCommand{
+			Id: "tok-" + name, ExpiresUnixNano: uint64(time.Now().Add(time.Hour).UnixNano()), ServerNode: name}}})
+		cfg := fastConfig(t, name, true)
+		tweak(&cfg)
+		c.add(cfg)
+	}
+	c.waitVoters(3, 3)
+	s0 := c.byName("s0")
+	c.kill(s0)
+	waitFor(t, 20*time.Second, "s0 removed from Raft", func() bool {
+		l := c.leaderNow()
+		return l != nil && l != s0 && !inRaft(l, "s0")
+	})
+	c.restart(s0)
+	waitFor(t, 30*time.Second, "s0 back in Raft", func() bool {
+		c.gossip()
+		l := c.leaderNow()
+		return l != nil && inRaft(l, "s0")
+	})
+}
