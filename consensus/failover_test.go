@@ -120,10 +120,17 @@ func TestClientReplicaSurvivesServerDeath(t *testing.T) {
 	if err != nil || string(v) != "secret" {
 		t.Fatalf("server CA read: %q %v", v, err)
 	}
-	// Clients may not write secrets.
+	// Clients may not write secrets, nor admit themselves as servers.
 	_, _, err = cl.Apply(context.Background(), &meshnodev1.Command{Op: &meshnodev1.Command_UseToken{UseToken: &meshnodev1.UseTokenCommand{Id: "t", ExpiresUnixNano: 1 << 62}}})
 	if !errors.Is(err, ErrInvalidCommand) {
 		t.Fatalf("client UseToken: %v", err)
+	}
+	_, _, err = cl.Apply(context.Background(), &meshnodev1.Command{Op: &meshnodev1.Command_AdmitServer{AdmitServer: &meshnodev1.AdmitServerCommand{Node: cl.cfg.Name}}})
+	if !errors.Is(err, ErrInvalidCommand) {
+		t.Fatalf("client AdmitServer: %v", err)
+	}
+	if ok, _ := l.store.ServerAdmitted(context.Background(), ReadOptions{}, cl.cfg.Name); ok {
+		t.Fatal("a client admitted itself as a server")
 	}
 }
 

@@ -20,10 +20,11 @@ func (s *Store) registerServerHandlers() {
 }
 
 // secretCommand reports whether a command touches server-only data; only
-// servers may send those.
+// servers may send those. Server admissions are among them: a client that
+// could write its own would make itself a Raft server.
 func secretCommand(c *meshnodev1.Command) bool {
 	switch c.GetOp().(type) {
-	case *meshnodev1.Command_PutCaRecord, *meshnodev1.Command_UseToken:
+	case *meshnodev1.Command_PutCaRecord, *meshnodev1.Command_UseToken, *meshnodev1.Command_AdmitServer:
 		return true
 	}
 	return false
@@ -54,7 +55,7 @@ func (s *Store) handleApply(ctx context.Context, peer string, b []byte) ([]byte,
 			err = fmt.Errorf("%w: forwarded command without an idempotency key", ErrInvalidCommand)
 		}
 		if err == nil && secretCommand(c) && !fromServer {
-			err = fmt.Errorf("%w: only servers may write CA records and tokens", ErrInvalidCommand)
+			err = fmt.Errorf("%w: only servers may write CA records, tokens and server admissions", ErrInvalidCommand)
 		}
 		if err != nil {
 			results[i] = &meshnodev1.CommandResult{Status: meshnodev1.CommandStatus_COMMAND_STATUS_INVALID, Message: err.Error()}
