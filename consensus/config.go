@@ -67,7 +67,7 @@ type Config struct {
 	MaxBatch int
 	// MaxInflight is how many log entries (or forwarded batches) may be in
 	// flight at once; while they are, new writes queue and form larger
-	// batches. Default 16.
+	// batches. Default 2 (docs/consensus.md, Batching, says why).
 	MaxInflight int
 
 	// ServerStabilization is how long a server must be healthy before the
