@@ -2,6 +2,7 @@ package consensus
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -119,4 +120,46 @@ func TestBootstrapServerComesBackAfterRemoval(t *testing.T) {
 		l := c.leaderNow()
 		return l != nil && inRaft(l, "s0")
 	})
+}
+
+// With ScopeClientWrites a client node may write only its own node record
+// and its own agents; another node's would let it take over that node's
+// gossip key or reroute calls to its agents.
+func TestClientWritesAreScopedToTheClient(t *testing.T) {
+	c := newCluster(t, 1, 1, func(cfg *Config) { cfg.ScopeClientWrites = true })
+	cl := c.client(0).store
+	node := func(name string) *meshnodev1.Command {
+		return &meshnodev1.Command{Op: &meshnodev1.Command_RegisterNode{RegisterNode: &meshnodev1.RegisterNodeCommand{Node: &meshnodev1.NodeRecord{Name: name, Address: "127.0.0.1:1"}}}}
+	}
+	agent := func(id, onNode string) *meshnodev1.Command {
+		return &meshnodev1.Command{Op: &meshnodev1.Command_RegisterAgent{RegisterAgent: &meshnodev1.RegisterAgentCommand{Agent: &meshnodev1.Agent{Id: id, Name: id, Node: onNode}}}}
+	}
+	status := func(id string) *meshnodev1.Command {
+		return &meshnodev1.Command{Op: &meshnodev1.Command_SetAgentStatus{SetAgentStatus: &meshnodev1.SetAgentStatusCommand{Id: id, Status: meshnodev1.AgentStatus_AGENT_STATUS_READY}}}
+	}
+	deregister := func(id string) *meshnodev1.Command {
+		return &meshnodev1.Command{Op: &meshnodev1.Command_DeregisterAgent{DeregisterAgent: &meshnodev1.DeregisterAgentCommand{Id: id}}}
+	}
+	// The server's own writes are not scoped.
+	mustApply(t, c.leader().store, agent("s0/a", "s0"))
+	for name, cmd := range map[string]*meshnodev1.Command{
+		"another node's record":         node("s0"),
+		"an agent of another node":      agent("s0/b", "s0"),
+		"its agent id on another node":  agent("c0/b", "s0"),
+		"another node's agent id on it": agent("s0/b", "c0"),
+		"another node's agent's status": status("s0/a"),
+		"deregistering another's agent": deregister("s0/a"),
+	} {
+		if _, _, err := cl.Apply(context.Background(), cmd); !errors.Is(err, ErrInvalidCommand) {
+			t.Errorf("client writing %s: %v, want ErrInvalidCommand", name, err)
+		}
+	}
+	for _, cmd := range []*meshnodev1.Command{node("c0"), agent("c0/a", "c0"), status("c0/a"), deregister("c0/a")} {
+		if _, _, err := cl.Apply(context.Background(), cmd); err != nil {
+			t.Errorf("client writing its own %T: %v", cmd.GetOp(), err)
+		}
+	}
+	if a, _, err := c.leader().store.Agent(context.Background(), ReadOptions{}, "s0/a"); err != nil || a.GetNode() != "s0" {
+		t.Fatalf("s0/a after the refused writes: %v, %v", a, err)
+	}
 }

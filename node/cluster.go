@@ -149,6 +149,7 @@ func (n *Node) startConsensus(ctx context.Context) error {
 	// Only a server token makes a Raft server; the --server flag alone is
 	// the node's own claim.
 	cfg.RequireServerAdmission = true
+	cfg.ScopeClientWrites = true
 	cfg.Logger = n.log
 	st, err := consensus.New(cfg, consensus.NetworkFromTransport(n.ep))
 	if err != nil {
