@@ -88,10 +88,7 @@ func benchCallPath(b *testing.B) {
 	}{{n1, "bench.local"}, {n2, "bench.remote"}} {
 		a := &agent.Agent{Name: spec.cap, Socket: spec.n.socket, MaxInFlight: 256}
 		a.Handle(agent.Capability{Name: spec.cap}, echo)
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() { defer close(done); a.Serve(ctx) }()
-		b.Cleanup(func() { cancel(); <-done; a.Close() })
+		runAgent(b, a)
 	}
 	conn, err := grpc.NewClient("unix://"+n1.socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -139,7 +136,7 @@ func benchCallPath(b *testing.B) {
 	}
 	for range rounds {
 		for _, p := range paths {
-			runRound(p.res, p.call, p.pids)
+			runRound(b, p.res, p.call, p.pids)
 		}
 	}
 
@@ -190,19 +187,23 @@ func benchCallPath(b *testing.B) {
 
 // runRound adds one closed-loop window and one paced window of call to r,
 // with the CPU the given processes spent in the closed-loop window.
-func runRound(r *callResult, call func(context.Context) error, pids map[string]int) {
-	before := map[string]float64{}
-	for name, pid := range pids {
-		before[name], _ = benchutil.ProcessCPU(pid)
-	}
-	lat, errs := benchutil.Load(callers, callWindow, call)
+func runRound(tb testing.TB, r *callResult, call func(context.Context) error, pids map[string]int) {
 	if r.cpuSec == nil {
 		r.cpuSec = map[string]float64{}
 	}
-	for name, pid := range pids {
-		after, _ := benchutil.ProcessCPU(pid)
-		r.cpuSec[name] += after - before[name]
+	var lat []time.Duration
+	var errs int
+	if err := benchutil.CPUDuring(r.cpuSec, pids, func() { lat, errs = benchutil.Load(callers, callWindow, call) }); err != nil {
+		tb.Fatal(err)
 	}
 	r.lat, r.errs, r.calls = append(r.lat, lat...), r.errs+errs, r.calls+len(lat)
 	r.paced = append(r.paced, benchutil.Paced(pacedRate, pacedFor, call)...)
+}
+
+// runAgent serves a in the background until the benchmark ends.
+func runAgent(tb testing.TB, a *agent.Agent) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); a.Serve(ctx) }()
+	tb.Cleanup(func() { cancel(); <-done; a.Close() })
 }

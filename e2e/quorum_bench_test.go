@@ -2,17 +2,14 @@ package e2e
 
 import (
 	"context"
-	"fmt"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/agentmesh/meshnode/agent"
 	"github.com/agentmesh/meshnode/internal/benchutil"
@@ -76,17 +73,8 @@ func benchQuorumProcesses(b *testing.B) {
 	// Servers join as non-voters and are promoted once stable; measuring
 	// before that would time a one-voter log.
 	wtWait(b, 60*time.Second, "n1, n2 and n4 are Raft voters", func() bool {
-		resp, err := meshnodev1.NewNodeServiceClient(conn).Members(context.Background(), &meshnodev1.MembersRequest{})
-		if err != nil {
-			return false
-		}
-		voters := 0
-		for _, m := range resp.GetMembers() {
-			if r := m.GetRaftRole(); r == "voter" || r == "leader" {
-				voters++
-			}
-		}
-		return voters == 3
+		v, err := benchutil.RaftVoters(context.Background(), meshnodev1.NewNodeServiceClient(conn))
+		return err == nil && v == 3
 	})
 	var ids []string
 	for _, name := range []string{"n1", "n2", "n3", "n4"} {
@@ -97,31 +85,14 @@ func benchQuorumProcesses(b *testing.B) {
 		a.HandleVote("", func(context.Context, *meshnodev1.Proposal) (agent.Choice, string, error) {
 			return agent.Approve, "", nil
 		})
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() { defer close(done); a.Serve(ctx) }()
-		b.Cleanup(func() { cancel(); <-done; a.Close() })
+		runAgent(b, a)
 		ids = append(ids, name+"/voter")
 	}
 	q := meshnodev1.NewQuorumServiceClient(conn)
-	var seq atomic.Int64
-	propose := func(ctx context.Context) error {
-		resp, err := q.Propose(ctx, &meshnodev1.ProposeRequest{Wait: true, Proposal: &meshnodev1.Proposal{
-			Id: fmt.Sprintf("bench-%d-%d", time.Now().UnixNano(), seq.Add(1)), Kind: "bench", Payload: []byte("payload"),
-			Selection: &meshnodev1.VoterSelection{AgentIds: ids},
-			Rule:      &meshnodev1.QuorumRule{Kind: meshnodev1.QuorumRuleKind_QUORUM_RULE_KIND_BFT},
-			Deadline:  timestamppb.New(time.Now().Add(10 * time.Second)),
-		}})
-		if err == nil && resp.GetDecision().GetStatus() != meshnodev1.DecisionStatus_DECISION_STATUS_DECIDED {
-			err = fmt.Errorf("decision %s: %s", resp.GetDecision().GetStatus(), resp.GetDecision().GetDetail())
-		}
-		return err
-	}
+	bft := &meshnodev1.QuorumRule{Kind: meshnodev1.QuorumRuleKind_QUORUM_RULE_KIND_BFT}
+	propose := func(ctx context.Context) error { return benchutil.Decide(ctx, q, ids, bft) }
 	reg := meshnodev1.NewRegistryServiceClient(conn)
-	write := func(ctx context.Context) error {
-		_, err := reg.Register(ctx, &meshnodev1.RegisterRequest{Name: "writer", Capabilities: []*meshnodev1.Capability{{Name: fmt.Sprintf("w%d", seq.Add(1))}}})
-		return err
-	}
+	write := func(ctx context.Context) error { return benchutil.RegistryWrite(ctx, reg) }
 	// An agent's ready state reaches the other nodes by gossip; until it
 	// has, the coordinator refuses it as a voter.
 	wtWait(b, 60*time.Second, "a first decision", func() bool { return propose(context.Background()) == nil })
@@ -130,28 +101,18 @@ func benchQuorumProcesses(b *testing.B) {
 	for name, p := range nodes {
 		pids[name] = p.cmd.Process.Pid
 	}
-	cpu := func() map[string]float64 {
-		out := map[string]float64{}
-		for name, pid := range pids {
-			s, err := benchutil.ProcessCPU(pid)
-			if err != nil {
-				b.Fatal(err)
-			}
-			out[name] = s
-		}
-		return out
-	}
 	measure := func(f func(context.Context) error, lat *[]time.Duration, cpuSec map[string]float64) {
-		before := cpu()
-		for range decisionsPerRound {
-			t0 := time.Now()
-			if err := f(context.Background()); err != nil {
-				b.Fatal(err)
+		err := benchutil.CPUDuring(cpuSec, pids, func() {
+			for range decisionsPerRound {
+				t0 := time.Now()
+				if err := f(context.Background()); err != nil {
+					b.Fatal(err)
+				}
+				*lat = append(*lat, time.Since(t0))
 			}
-			*lat = append(*lat, time.Since(t0))
-		}
-		for name, s := range cpu() {
-			cpuSec[name] += s - before[name]
+		})
+		if err != nil {
+			b.Fatal(err)
 		}
 	}
 	rawCommit, _ := benchutil.StartRawRaft(b, root)

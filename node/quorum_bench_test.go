@@ -2,7 +2,6 @@ package node_test
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -12,7 +11,6 @@ import (
 	"github.com/agentmesh/meshnode/agent"
 	"github.com/agentmesh/meshnode/internal/benchutil"
 	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
-	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
 // BenchmarkQuorumDecision measures end-to-end decisions (fan-out over QUIC,
@@ -35,17 +33,8 @@ func benchQuorum(b *testing.B) {
 	b.Cleanup(func() { os.RemoveAll(root) })
 	nodes = append(nodes, startTestNode(b, root, "n4", true, []string{nodes[0].addr}, nodes[0].token(b, true, "n4")))
 	waitFor(b, 60*time.Second, "n1, n2 and n4 are Raft voters", func() bool {
-		resp, err := meshnodev1.NewNodeServiceClient(nodes[0].conn(b)).Members(context.Background(), &meshnodev1.MembersRequest{})
-		if err != nil {
-			return false
-		}
-		voters := 0
-		for _, m := range resp.GetMembers() {
-			if m.GetRaftRole() == "voter" || m.GetRaftRole() == "leader" {
-				voters++
-			}
-		}
-		return voters == 3
+		v, err := benchutil.RaftVoters(context.Background(), meshnodev1.NewNodeServiceClient(nodes[0].conn(b)))
+		return err == nil && v == 3
 	})
 	// Voters: v0 on every node (4), plus v1 on three nodes (7 in all).
 	for i, n := range nodes {
@@ -71,7 +60,6 @@ func benchQuorum(b *testing.B) {
 		ids = append(ids, n.name+"/v1")
 	}
 	q := meshnodev1.NewQuorumServiceClient(nodes[0].conn(b))
-	var seq atomic.Int64
 	// BFT forbids shared hosts; 7 voters on 4 hosts use 5-of-7, the same
 	// threshold as BFT's 2f+1 at n = 7.
 	rule := func(shared bool) *meshnodev1.QuorumRule {
@@ -81,23 +69,10 @@ func benchQuorum(b *testing.B) {
 		return &meshnodev1.QuorumRule{Kind: meshnodev1.QuorumRuleKind_QUORUM_RULE_KIND_BFT}
 	}
 	propose := func(voters []string, shared bool) error {
-		id := fmt.Sprintf("bench-%d-%d", time.Now().UnixNano(), seq.Add(1))
-		resp, err := q.Propose(context.Background(), &meshnodev1.ProposeRequest{Wait: true, Proposal: &meshnodev1.Proposal{
-			Id: id, Kind: "bench", Payload: []byte("payload"),
-			Selection: &meshnodev1.VoterSelection{AgentIds: voters},
-			Rule:      rule(shared),
-			Deadline:  timestamppb.New(time.Now().Add(10 * time.Second)),
-		}})
-		if err == nil && resp.GetDecision().GetStatus() != meshnodev1.DecisionStatus_DECISION_STATUS_DECIDED {
-			err = fmt.Errorf("decision %s: %s", resp.GetDecision().GetStatus(), resp.GetDecision().GetDetail())
-		}
-		return err
+		return benchutil.Decide(context.Background(), q, voters, rule(shared))
 	}
 	reg := meshnodev1.NewRegistryServiceClient(nodes[0].conn(b))
-	write := func(ctx context.Context) error {
-		_, err := reg.Register(ctx, &meshnodev1.RegisterRequest{Name: "writer", Capabilities: []*meshnodev1.Capability{{Name: fmt.Sprintf("w%d", seq.Add(1))}}})
-		return err
-	}
+	write := func(ctx context.Context) error { return benchutil.RegistryWrite(ctx, reg) }
 	// Registry and gossip can disagree for a moment after an agent starts
 	// serving (an older "not serving" report still in flight), so the
 	// first decision is retried until every voter is eligible.

@@ -62,3 +62,25 @@ func SelfCPU() float64 {
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
 }
+
+// CPUDuring runs f and adds to sec the CPU seconds each process in pids
+// (name -> pid) spent while it ran.
+func CPUDuring(sec map[string]float64, pids map[string]int, f func()) error {
+	before := make(map[string]float64, len(pids))
+	for name, pid := range pids {
+		s, err := ProcessCPU(pid)
+		if err != nil {
+			return err
+		}
+		before[name] = s
+	}
+	f()
+	for name, pid := range pids {
+		s, err := ProcessCPU(pid)
+		if err != nil {
+			return err
+		}
+		sec[name] += s - before[name]
+	}
+	return nil
+}
