@@ -14,8 +14,9 @@
 // Serve registers the agent (committed cluster-wide through Raft), opens its
 // delivery stream (InvokeService.Attach, which also carries the answers back;
 // Serve and unary answers on a node without it) and runs each delivered call
-// in its own goroutine, bounded by MaxInFlight. When the node restarts it reconnects with exponential backoff
-// and jitter and registers again, without the program doing anything.
+// in its own goroutine, bounded by MaxInFlight. When the node restarts it
+// reconnects with exponential backoff and jitter and registers again,
+// without the program doing anything.
 //
 // A handler's ctx ends at the call's deadline, when the caller gives up
 // (context.Cause is ErrCallCanceled), when the stream to the node breaks

@@ -32,10 +32,11 @@ var (
 )
 
 // Serve registers the agent, opens its delivery stream (see openStream) and
-// handles the calls and vote requests delivered on it, each in its own goroutine, at most
-// MaxInFlight calls at once. When the node goes away (restart, upgrade,
-// crash) Serve reconnects with ReconnectBackoff and registers again, logging
-// each failed attempt; the node may also be started after the agent.
+// handles the calls and vote requests delivered on it, each in its own
+// goroutine, at most MaxInFlight calls at once. When the node goes away
+// (restart, upgrade, crash) Serve reconnects with ReconnectBackoff and
+// registers again, logging each failed attempt; the node may also be
+// started after the agent.
 //
 // Serve returns nil when ctx ends, after every running handler has returned
 // (their contexts are cancelled). It returns an error without retrying when

@@ -191,19 +191,19 @@ func (s *Store) ServerAdmitted(ctx context.Context, opts ReadOptions, node strin
 		return false, ErrServerOnly
 	}
 	_, _, err := getOne[*meshnodev1.AdmittedServerRecord](s, ctx, opts, tableServers, "admitted server", node)
-	return revokedResult(err)
+	return existsResult(err)
 }
 
 // IsRevoked reports whether the certificate with this serial is revoked.
 func (s *Store) IsRevoked(ctx context.Context, opts ReadOptions, serial string) (bool, error) {
 	_, _, err := getOne[*meshnodev1.RevocationRecord](s, ctx, opts, tableRevocations, "revocation", serialRevocationKey(serial))
-	return revokedResult(err)
+	return existsResult(err)
 }
 
 // IsNodeRevoked reports whether the whole node was revoked.
 func (s *Store) IsNodeRevoked(ctx context.Context, opts ReadOptions, node string) (bool, error) {
 	_, _, err := getOne[*meshnodev1.RevocationRecord](s, ctx, opts, tableRevocations, "revocation", nodeRevocationKey(node))
-	return revokedResult(err)
+	return existsResult(err)
 }
 
 // Revocations lists every revocation record.
@@ -211,7 +211,9 @@ func (s *Store) Revocations(ctx context.Context, opts ReadOptions) ([]*meshnodev
 	return list[*meshnodev1.RevocationRecord](s, ctx, opts, tableRevocations, "id", nil)
 }
 
-func revokedResult(err error) (bool, error) {
+// existsResult turns a lookup's error into "is there such a record":
+// ErrNotFound is no, any other error is passed on.
+func existsResult(err error) (bool, error) {
 	if err == nil {
 		return true, nil
 	}

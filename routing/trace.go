@@ -64,8 +64,8 @@ const (
 // NewTracerProvider builds the node's tracer provider. exporter "" records
 // nothing, but calls still get trace and span ids and propagate W3C trace
 // context; "stdout" writes JSON spans to stdout (endpoint unused);
-// "otlp-http" sends OTLP/HTTP to endpoint ("host:port" or a URL; "" uses the OTEL_EXPORTER_*
-// environment). Shut it down with its Shutdown method.
+// "otlp-http" sends OTLP/HTTP to endpoint ("host:port" or a URL; "" uses
+// the OTEL_EXPORTER_* environment). Shut it down with its Shutdown method.
 func NewTracerProvider(exporter, endpoint string) (*sdktrace.TracerProvider, error) {
 	res := resource.NewSchemaless(semconv.ServiceName("meshnode"))
 	opts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res)}

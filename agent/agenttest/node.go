@@ -5,12 +5,12 @@
 // The Node speaks the same wire as a real node on one socket (gRPC over
 // HTTP/2, Connect JSON over HTTP/1.1) and implements RegistryService,
 // InvokeService (Serve and Respond, and Attach unless NoAttach), NodeService
-// and QuorumService.Vote with simple,
-// deterministic behaviour: Call goes to the first ready agent offering the
-// capability, and a caller that gives up withdraws the call (CallCancel).
-// It records what agents sent so tests can assert on it; Deliver and AskVote
-// push hand-made calls and vote requests; Restart simulates a node restart
-// (connections, streams and pending calls lost, registry kept).
+// and QuorumService.Vote with simple, deterministic behaviour: Call goes to
+// the first ready agent offering the capability, and a caller that gives up
+// withdraws the call (CallCancel). It records what agents sent so tests can
+// assert on it; Deliver and AskVote push hand-made calls and vote requests;
+// Restart simulates a node restart (connections, streams and pending calls
+// lost, registry kept).
 //
 // It does not check peer credentials, route across nodes, retry, run
 // quorum tallies, or enforce MaxInFlight; the real node's tests cover those.
