@@ -2,11 +2,10 @@ package node
 
 import (
 	"context"
-	"sync"
 	"time"
 
 	"github.com/agentmesh/meshnode/consensus"
-	"github.com/agentmesh/meshnode/gossip"
+	"github.com/agentmesh/meshnode/internal/catalog"
 	"github.com/agentmesh/meshnode/pki"
 	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
 )
@@ -85,54 +84,10 @@ func (n *Node) publishLoadNow() {
 	// until the next tick.
 	n.publishMu.Lock()
 	defer n.publishMu.Unlock()
-	snap := n.local.snapshot()
-	agents := make([]gossip.AgentLoad, 0, len(snap))
-	var total gossip.NodeLoad
-	total.Status = gossip.StatusReady
-	for _, a := range snap {
-		st := gossip.StatusUnknown
-		if a.ready {
-			st = gossip.StatusReady
-		}
-		agents = append(agents, gossip.AgentLoad{AgentID: a.id, InFlight: a.inFlight, Capacity: a.capacity, Status: st,
-			EWMALatency: n.stats.latency(a.id), SuccessRate: n.stats.success(a.id)})
-		total.InFlight += a.inFlight
-	}
-	total.EWMALatency, total.SuccessRate = n.stats.latency(""), n.stats.success("")
+	total, agents := n.catalog.LoadReport()
 	if err := n.gossip.SetLocalLoad(total, agents); err != nil {
 		n.log.Debug("publishing load failed", "err", err)
 	}
-}
-
-// agentLoad is what Discover reports for an agent.
-func (n *Node) agentLoad(a *meshnodev1.Agent) *meshnodev1.AgentLoad {
-	if a.GetNode() == n.cfg.Name {
-		l, ok := n.local.load(a.GetId())
-		if !ok {
-			return &meshnodev1.AgentLoad{Status: "unknown"}
-		}
-		st := "unknown"
-		if l.ready {
-			st = "ready"
-		}
-		return &meshnodev1.AgentLoad{InFlight: l.inFlight, Capacity: l.capacity, Status: st,
-			EwmaLatencyMs: float64(n.stats.latency(a.GetId())) / 1e6, SuccessRate: n.stats.success(a.GetId())}
-	}
-	if n.gossip == nil {
-		return &meshnodev1.AgentLoad{Status: "unknown"}
-	}
-	r := n.remoteStatus(a)
-	switch {
-	case !r.alive:
-		return &meshnodev1.AgentLoad{Status: "unknown"}
-	case !r.reported && r.ready:
-		return &meshnodev1.AgentLoad{Status: "ready"}
-	case !r.reported:
-		return &meshnodev1.AgentLoad{Status: "unknown"}
-	}
-	l := r.load
-	return &meshnodev1.AgentLoad{InFlight: l.InFlight, Capacity: l.Capacity, EwmaLatencyMs: float64(l.EWMALatency) / 1e6,
-		SuccessRate: l.SuccessRate, Status: l.Status.String()}
 }
 
 func (n *Node) stopGossip(context.Context) {
@@ -144,69 +99,29 @@ func (n *Node) stopGossip(context.Context) {
 	}
 }
 
-// callStats keeps this node's EWMA latency and success rate per agent it
-// served ("" is the node as a whole), for the load it gossips.
-type callStats struct {
-	mu sync.Mutex
-	m  map[string]*ewma
-}
-
-type ewma struct {
-	latency float64 // nanoseconds
-	success float64
-	seen    bool
-}
-
-// statsAlpha weighs a new sample: about the last 20 calls dominate.
-const statsAlpha = 0.1
-
-func (s *callStats) observe(id string, d time.Duration, ok bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.m == nil {
-		s.m = map[string]*ewma{}
-	}
-	e := s.m[id]
-	if e == nil {
-		e = &ewma{}
-		s.m[id] = e
-	}
-	okv := 0.0
-	if ok {
-		okv = 1
-	}
-	if !e.seen {
-		e.latency, e.success, e.seen = float64(d), okv, true
-		return
-	}
-	e.latency += statsAlpha * (float64(d) - e.latency)
-	e.success += statsAlpha * (okv - e.success)
-}
-
-func (s *callStats) latency(id string) time.Duration {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if e := s.m[id]; e != nil {
-		return time.Duration(e.latency)
-	}
-	return 0
-}
-
-func (s *callStats) success(id string) float64 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if e := s.m[id]; e != nil {
-		return e.success
-	}
-	return 0
-}
-
-func (n *Node) recordCall(d time.Duration, ok bool) { n.stats.observe("", d, ok) }
-
 // cutRevokedPeers closes connections to peers revoked after they connected;
 // new handshakes from them are refused by the TLS verification already.
 func (n *Node) cutRevokedPeers(context.Context, time.Time) {
 	if k := n.ep.ClosePeers(func(id pki.ID) bool { return n.pki.IsRevoked(nil, id) }); k > 0 {
 		n.log.Warn("closed connections of a revoked peer", "connections", k)
 	}
+}
+
+// hubView shows the catalog the local agents.
+type hubView struct{ l *localAgents }
+
+func (h hubView) Serving(id string) bool { return h.l.serving(id) }
+
+func (h hubView) Load(id string) (catalog.LocalLoad, bool) {
+	l, ok := h.l.load(id)
+	return catalog.LocalLoad{AgentID: l.id, Ready: l.ready, InFlight: l.inFlight, Capacity: l.capacity}, ok
+}
+
+func (h hubView) Loads() []catalog.LocalLoad {
+	snap := h.l.snapshot()
+	out := make([]catalog.LocalLoad, len(snap))
+	for i, l := range snap {
+		out[i] = catalog.LocalLoad{AgentID: l.id, Ready: l.ready, InFlight: l.inFlight, Capacity: l.capacity}
+	}
+	return out
 }

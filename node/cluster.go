@@ -11,6 +11,7 @@ import (
 
 	"github.com/agentmesh/meshnode/consensus"
 	"github.com/agentmesh/meshnode/gossip"
+	"github.com/agentmesh/meshnode/internal/catalog"
 	"github.com/agentmesh/meshnode/pki"
 	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
 	"github.com/agentmesh/meshnode/transport"
@@ -159,6 +160,11 @@ func (n *Node) startConsensus(ctx context.Context) error {
 		return err
 	}
 	n.store = st
+	cat, err := catalog.New(catalog.Config{LocalNode: n.cfg.Name, Registry: st, Local: hubView{n.local}})
+	if err != nil {
+		return err
+	}
+	n.catalog = cat
 	n.registry = consensusRegistry{st}
 	n.pki = &pkiStore{store: st}
 	n.revocations.store = n.pki
@@ -252,14 +258,15 @@ func (n *Node) startGossip(ctx context.Context) error {
 	cfg.Meta = gossip.NodeMeta{Role: role, QUICAddr: n.ep.Addr().String(), Version: Version, SPIFFEID: n.id.String()}
 	cfg.Transport = n.ep.Memberlist()
 	cfg.Signer = n.gossipKey
-	cfg.Keys = &nodeKeys{s: n.store}
-	cfg.Owners = agentOwners{n.store}
+	cfg.Keys = n.catalog
+	cfg.Owners = n.catalog
 	cfg.Logger = n.log
 	g, err := gossip.New(cfg)
 	if err != nil {
 		return err
 	}
 	n.gossip = g
+	n.catalog.SetGossip(g)
 	events, cancel := g.Subscribe()
 	n.goBackground(func(ctx context.Context) {
 		defer cancel()
@@ -289,37 +296,10 @@ func (n *Node) reconnectDead(ctx context.Context, _ time.Time) {
 		n.log.Debug("reconnect to a dead member failed", "err", err)
 	}
 	if answered == 0 && err == nil { // no dead member left in the view
-		if _, err := n.gossip.ReconnectTo(n.lostNodes(ctx)); err != nil {
+		if _, err := n.gossip.ReconnectTo(n.catalog.LostNodes(ctx)); err != nil {
 			n.log.Debug("reconnect to a registered node failed", "err", err)
 		}
 	}
-}
-
-// lostNodes lists the addresses of registered, unrevoked nodes that gossip
-// no longer lists at all: after a partition longer than DepartedRetention,
-// the way back to the other side.
-func (n *Node) lostNodes(ctx context.Context) []string {
-	recs, _, err := n.store.Nodes(ctx, consensus.ReadOptions{})
-	if err != nil {
-		return nil
-	}
-	inView := func(name string) bool { _, ok := n.gossip.Member(name); return ok }
-	revoked := func(name string) bool {
-		r, err := n.store.IsNodeRevoked(ctx, consensus.ReadOptions{}, name)
-		return err != nil || r
-	}
-	return lostAddrs(n.cfg.Name, recs, inView, revoked)
-}
-
-func lostAddrs(self string, recs []*meshnodev1.NodeRecord, inView, revoked func(string) bool) []string {
-	var out []string
-	for _, r := range recs {
-		if r.GetName() == self || r.GetAddress() == "" || inView(r.GetName()) || revoked(r.GetName()) {
-			continue
-		}
-		out = append(out, r.GetAddress())
-	}
-	return out
 }
 
 // followMembership feeds server membership from gossip to the consensus
@@ -361,21 +341,6 @@ func (n *Node) memberEvent(ev gossip.Event) {
 	case gossip.EventLeave:
 		n.store.ServerLeft(m.Name)
 	}
-}
-
-// nodeAddress finds a node's QUIC address: gossip first (fresh), then the
-// registry.
-func (n *Node) nodeAddress(name string) (string, bool) {
-	if n.gossip != nil {
-		if m, ok := n.gossip.Member(name); ok && m.Meta.QUICAddr != "" {
-			return m.Meta.QUICAddr, true
-		}
-	}
-	rec, _, err := n.store.Node(context.Background(), consensus.ReadOptions{}, name)
-	if err == nil && rec.GetAddress() != "" {
-		return rec.GetAddress(), true
-	}
-	return "", false
 }
 
 // registerPeerHandlers installs the node's peer RPC methods on the transport.

@@ -77,7 +77,7 @@ const maxHopLimit = 64
 
 // forwardCall sends one attempt to the node of a remote agent.
 func (n *Node) forwardCall(ctx context.Context, agent *meshnodev1.Agent, d *meshnodev1.Delivery, meta *meshnodev1.RoutingMetadata) (*meshnodev1.CallResult, bool, error) {
-	addr, ok := n.nodeAddress(agent.GetNode())
+	addr, ok := n.catalog.NodeAddress(agent.GetNode())
 	if !ok {
 		return nil, false, status.Errorf(codes.Unavailable, "node %s of agent %s has no known address", agent.GetNode(), agent.GetId())
 	}
@@ -131,7 +131,7 @@ func (n *Node) handleForwardCall(ctx context.Context, p transport.Peer, req *mes
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	if pol, err := n.policyFor(ctx, req.GetDelivery().GetCapability()); err == nil {
+	if pol, err := n.catalog.PolicyFor(ctx, req.GetDelivery().GetCapability()); err == nil {
 		if err := routing.CheckInbound(time.Now(), m, pol); err != nil {
 			return nil, err
 		}
@@ -153,7 +153,7 @@ func (n *Node) handleForwardCall(ctx context.Context, p transport.Peer, req *mes
 	chain := meta.GetChain()
 	start := time.Now()
 	r, err := n.local.deliver(ctx, target, d, chain[:len(chain)-1], meta.GetHops(), deadline)
-	n.stats.observe(target, time.Since(start), err == nil && r.GetError() == nil)
+	n.catalog.Observe(target, time.Since(start), err == nil && r.GetError() == nil)
 	if err != nil {
 		return nil, err
 	}

@@ -126,7 +126,7 @@ func (n *Node) invokeAgent(ctx context.Context, plan *callPlan, agent *meshnodev
 		d.Metadata = mergeTrace(d.Metadata, traceCtx)
 		start := time.Now()
 		r, err := n.local.deliver(ctx, agent.GetId(), d, chain[:len(chain)-1], plan.hops+1, deadline)
-		n.stats.observe(agent.GetId(), time.Since(start), err == nil && r.GetError() == nil)
+		n.catalog.Observe(agent.GetId(), time.Since(start), err == nil && r.GetError() == nil)
 		if err != nil {
 			return nil, status.Code(err) != codes.Unavailable && status.Code(err) != codes.ResourceExhausted, err
 		}

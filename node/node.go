@@ -12,8 +12,8 @@ import (
 
 	"github.com/agentmesh/meshnode/consensus"
 	"github.com/agentmesh/meshnode/gossip"
+	"github.com/agentmesh/meshnode/internal/catalog"
 	"github.com/agentmesh/meshnode/pki"
-	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
 	"github.com/agentmesh/meshnode/quorum"
 	"github.com/agentmesh/meshnode/routing"
 	"github.com/agentmesh/meshnode/transport"
@@ -56,10 +56,8 @@ type Node struct {
 	coordinator *quorum.Coordinator
 	local       *localAgents
 	votes       *voteWaiters
-	stats       callStats
-	policies    indexCache[routing.Policy]      // by capability
-	registered  indexCache[[]*meshnodev1.Agent] // by capability; shared with the store: read-only
-	publishMu   sync.Mutex                      // serialises publishLoadNow
+	catalog     *catalog.Catalog
+	publishMu   sync.Mutex // serialises publishLoadNow
 	inflight    inflightCalls
 	tracing     *sdktrace.TracerProvider
 	// tracingInjected: tracing came from SetTracerProvider; the caller owns it.

@@ -2,7 +2,6 @@ package node
 
 import (
 	"context"
-	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"strings"
@@ -100,48 +99,12 @@ func (n *Node) askLocalVoter(ctx context.Context, agentID string, p *meshnodev1.
 // Committer with the registry, the peer transport and Raft.
 type quorumGlue struct{ n *Node }
 
-func (g quorumGlue) Voters(ctx context.Context, sel *meshnodev1.VoterSelection) ([]quorum.Voter, error) {
-	n := g.n
-	var agents []*meshnodev1.Agent
-	if ids := sel.GetAgentIds(); len(ids) > 0 {
-		for _, id := range ids {
-			a, _, err := n.store.Agent(ctx, consensus.ReadOptions{}, id)
-			if err == nil {
-				agents = append(agents, a)
-			}
-		}
-	} else {
-		var err error
-		agents, _, err = n.store.Agents(ctx, consensus.ReadOptions{}, consensus.AgentFilter{Capability: sel.GetCapability()})
-		if err != nil {
-			return nil, storeError("find voters", err)
-		}
-	}
-	var out []quorum.Voter
-	for _, a := range agents {
-		if a.GetFlagged() || len(a.GetVotePublicKey()) != ed25519.PublicKeySize || !n.agentReady(a) {
-			continue
-		}
-		out = append(out, quorum.Voter{AgentID: a.GetId(), Node: a.GetNode(), PublicKey: ed25519.PublicKey(a.GetVotePublicKey())})
-	}
-	return out, nil
-}
-
-// agentReady: serving locally, or ready in gossip on a live node.
-func (n *Node) agentReady(a *meshnodev1.Agent) bool {
-	if a.GetNode() == n.cfg.Name {
-		return n.local.serving(a.GetId())
-	}
-	r := n.remoteStatus(a)
-	return r.alive && r.ready
-}
-
 func (g quorumGlue) RequestVote(ctx context.Context, v quorum.Voter, p *meshnodev1.Proposal) (*meshnodev1.Vote, error) {
 	n := g.n
 	if v.Node == n.cfg.Name {
 		return n.askLocalVoter(ctx, v.AgentID, p)
 	}
-	addr, ok := n.nodeAddress(v.Node)
+	addr, ok := n.catalog.NodeAddress(v.Node)
 	if !ok {
 		return nil, status.Errorf(codes.Unavailable, "node %s has no known address", v.Node)
 	}
@@ -199,7 +162,7 @@ func (g quorumGlue) Commit(ctx context.Context, d *meshnodev1.Decision) (*meshno
 	}
 	out.CommitIndex = res.GetDecision().GetModifyIndex()
 	if len(out.GetEquivocations()) > 0 {
-		keys := n.voteKeys(ctx)
+		keys := n.catalog.VoteKeys(ctx)
 		for _, e := range out.GetEquivocations() {
 			// Evidence is checked against the registered keys before anyone
 			// is flagged: a compromised coordinator must not be able to get
@@ -262,26 +225,12 @@ func (n *Node) startQuorum(context.Context) error {
 	cfg.ClusterID = n.clusterID()
 	cfg.Logger = n.log.With("component", "quorum")
 	g := quorumGlue{n}
-	c, err := quorum.NewCoordinator(cfg, g, g, g)
+	c, err := quorum.NewCoordinator(cfg, n.catalog, g, g)
 	if err != nil {
 		return err
 	}
 	n.coordinator = c
 	return nil
-}
-
-// voteKeys reads every agent's registered vote key from the local replica.
-func (n *Node) voteKeys(ctx context.Context) quorum.KeyLookup {
-	return quorum.KeyLookupFunc(func(agentID string) (quorum.Voter, error) {
-		a, _, err := n.store.Agent(ctx, consensus.ReadOptions{}, agentID)
-		if err != nil {
-			return quorum.Voter{}, fmt.Errorf("agent %s: %w", agentID, err)
-		}
-		if len(a.GetVotePublicKey()) != ed25519.PublicKeySize {
-			return quorum.Voter{}, fmt.Errorf("agent %s has no vote key", agentID)
-		}
-		return quorum.Voter{AgentID: a.GetId(), Node: a.GetNode(), PublicKey: ed25519.PublicKey(a.GetVotePublicKey())}, nil
-	})
 }
 
 // reportDoubleVote handles a second vote for an answered request: if both
@@ -295,7 +244,7 @@ func (n *Node) reportDoubleVote(ctx context.Context, first, second *meshnodev1.V
 	if err != nil {
 		return
 	}
-	if err := quorum.VerifyEquivocation(ev, n.voteKeys(ctx)); err != nil {
+	if err := quorum.VerifyEquivocation(ev, n.catalog.VoteKeys(ctx)); err != nil {
 		n.log.Debug("second vote is not equivocation evidence", "agent", second.GetVoterAgentId(), "err", err)
 		return
 	}

@@ -2,8 +2,6 @@ package node
 
 import (
 	"context"
-	"crypto"
-	"crypto/x509"
 	"time"
 
 	"github.com/agentmesh/meshnode/consensus"
@@ -82,42 +80,4 @@ func (r consensusRegistry) WatchAgents(ctx context.Context, from uint64, capabil
 		}
 	}()
 	return out, nil
-}
-
-// nodeKeys resolves the public key a node signs its gossip with, from its
-// registry record. It only reads local state: gossip calls it from its
-// packet handler, which must not block. Every fresh load message needs one,
-// so parsed keys are kept per registry index.
-type nodeKeys struct {
-	s      *consensus.Store
-	parsed indexCache[crypto.PublicKey]
-}
-
-func (k *nodeKeys) NodePublicKey(node string) (crypto.PublicKey, bool) {
-	index := k.s.Index()
-	if pub, ok := k.parsed.get(node, index); ok {
-		return pub, pub != nil
-	}
-	rec, _, err := k.s.Node(context.Background(), consensus.ReadOptions{}, node)
-	if err != nil || len(rec.GetPublicKey()) == 0 {
-		return nil, false // not cached: the record may be on its way
-	}
-	pub, err := x509.ParsePKIXPublicKey(rec.GetPublicKey())
-	if err != nil {
-		pub = nil
-	}
-	k.parsed.put(node, index, pub)
-	return pub, pub != nil
-}
-
-// agentOwners tells gossip which node an agent belongs to, so a node cannot
-// publish load for another node's agent even under its own signature.
-type agentOwners struct{ s *consensus.Store }
-
-func (o agentOwners) AgentNode(agentID string) (string, bool) {
-	a, _, err := o.s.Agent(context.Background(), consensus.ReadOptions{}, agentID)
-	if err != nil {
-		return "", false
-	}
-	return a.GetNode(), true
 }

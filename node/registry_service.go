@@ -132,7 +132,7 @@ func (s *registryService) Discover(ctx context.Context, req *meshnodev1.Discover
 		if c == nil || c.GetProficiency() < req.GetMinProficiency() || !attributesMatch(c.GetAttributes(), req.GetAttributes()) {
 			continue
 		}
-		out.Agents = append(out.Agents, &meshnodev1.DiscoveredAgent{Agent: a, Capability: c, Load: s.n.agentLoad(a)})
+		out.Agents = append(out.Agents, &meshnodev1.DiscoveredAgent{Agent: a, Capability: c, Load: s.n.catalog.DiscoverLoad(a)})
 	}
 	sort.SliceStable(out.Agents, func(i, j int) bool {
 		ri, rj := out.Agents[i].GetLoad().GetStatus() == "ready", out.Agents[j].GetLoad().GetStatus() == "ready"

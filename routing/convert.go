@@ -1,19 +1,23 @@
 package routing
 
 import (
-	"maps"
 	"time"
 
 	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
 )
 
-// CandidateFromAgent builds the candidate for capability from a registry
-// record and the freshest load the node has for it (nil when unknown).
-// It reports false when the agent does not offer the capability. The
-// registry status decides readiness unless load.status says otherwise
-// ("draining" drains, "ready" makes ready); a zero success rate in load is
-// read as unknown, since gossip cannot tell "no calls yet" from "all failed"
-// and the router's own measurements catch a failing agent within a few calls.
+// CandidateFromAgent is the one builder of candidates: the candidate for
+// capability from a registry record and the freshest load the node has for
+// it (nil when nobody has reported one). It reports false when the agent
+// does not offer the capability.
+//
+// Readiness: a reported load decides it (only "ready" is ready: the agent's
+// node, or this node's hub for its own agents, knows better than a registry
+// status written a moment ago); without a report, the registry status does.
+// A flagged agent (it equivocated) is never ready. Draining comes from
+// either source. A zero success rate in load is read as unknown, since
+// gossip cannot tell "no calls yet" from "all failed" and the router's own
+// measurements catch a failing agent within a few calls.
 func CandidateFromAgent(a *meshnodev1.Agent, capability string, load *meshnodev1.AgentLoad, nodeAlive bool) (Candidate, bool) {
 	var pc *meshnodev1.Capability
 	for _, c := range a.GetCapabilities() {
@@ -25,29 +29,23 @@ func CandidateFromAgent(a *meshnodev1.Agent, capability string, load *meshnodev1
 	if pc == nil {
 		return Candidate{}, false
 	}
+	ready := a.GetStatus() == meshnodev1.AgentStatus_AGENT_STATUS_READY
 	c := Candidate{
 		AgentID: a.GetId(),
 		Node:    a.GetNode(),
 		Capability: CandidateCapability{
 			Name:           pc.GetName(),
-			Attributes:     maps.Clone(pc.GetAttributes()),
+			Attributes:     pc.GetAttributes(), // read-only: shared with the registry replica
 			Proficiency:    Proficiency(pc.GetProficiency()),
 			Cost:           pc.GetCost(),
 			MaxConcurrency: int(pc.GetMaxConcurrency()),
 		},
-		Ready:     a.GetStatus() == meshnodev1.AgentStatus_AGENT_STATUS_READY && !a.GetFlagged(),
 		Draining:  a.GetStatus() == meshnodev1.AgentStatus_AGENT_STATUS_DRAINING,
 		NodeAlive: nodeAlive,
 	}
 	if load != nil {
-		switch load.GetStatus() {
-		case "draining":
-			c.Draining = true
-		case "ready":
-			c.Ready = !a.GetFlagged()
-		case "restarting":
-			c.Ready = false
-		}
+		ready = load.GetStatus() == "ready"
+		c.Draining = c.Draining || load.GetStatus() == "draining"
 		c.Load = GossipLoad{
 			InFlight:       int(load.GetInFlight()),
 			Capacity:       int(load.GetCapacity()),
@@ -56,6 +54,7 @@ func CandidateFromAgent(a *meshnodev1.Agent, capability string, load *meshnodev1
 			HasSuccessRate: load.GetSuccessRate() > 0,
 		}
 	}
+	c.Ready = ready && !a.GetFlagged()
 	return c, true
 }
 
