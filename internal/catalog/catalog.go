@@ -63,7 +63,7 @@ type Catalog struct {
 	stats    callStats
 	policies indexCache[routing.Policy]      // by capability
 	agents   indexCache[[]*meshnodev1.Agent] // by capability; shared with the store: read-only
-	keys     indexCache[crypto.PublicKey]                 // parsed node gossip keys, by node
+	keys     indexCache[crypto.PublicKey]    // parsed node gossip keys, by node
 }
 
 type gossipRef struct{ g Gossip }
