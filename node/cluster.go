@@ -53,7 +53,7 @@ func (n *Node) startPKI(ctx context.Context) error {
 	n.id = id
 	n.pendingCA = material
 	n.keeper = pki.NewKeeper(n.cfg.DataDir, creds)
-	gk, err := loadGossipKey(n.cfg.DataDir)
+	gk, err := pki.LoadOrCreateGossipKey(n.cfg.DataDir)
 	if err != nil {
 		return err
 	}

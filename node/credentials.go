@@ -2,14 +2,8 @@ package node
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
-	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/agentmesh/meshnode/pki"
@@ -18,11 +12,6 @@ import (
 	"go.step.sm/crypto/keyutil"
 	"google.golang.org/protobuf/proto"
 )
-
-// gossipKeyFile holds the node's ed25519 key for signing gossip. It is kept
-// apart from the TLS key because the TLS key changes at every renewal, while
-// peers verify gossip against the public half recorded in the registry.
-const gossipKeyFile = "node_gossip.key"
 
 // acquireCredentials returns the node's certificate: the one on disk while
 // it is valid; otherwise a new cluster's (bootstrap) or one obtained with a
@@ -139,62 +128,4 @@ func (n *Node) joinWithToken(ctx context.Context) (*pki.Credentials, error) {
 		}
 		backoff = min(2*backoff, 5*time.Second)
 	}
-}
-
-// loadGossipKey returns the node's gossip signing key, creating it (0600)
-// on first start. The write is atomic: a crash leaves no half-written key.
-func loadGossipKey(dataDir string) (ed25519.PrivateKey, error) {
-	path := filepath.Join(pki.Dir(dataDir), gossipKeyFile)
-	if b, err := os.ReadFile(path); err == nil {
-		if err := pki.CheckKeyFileMode(path); err != nil {
-			return nil, err
-		}
-		blk, _ := pem.Decode(b)
-		if blk == nil {
-			return nil, fmt.Errorf("%s: not a PEM key; remove it to create a new one", path)
-		}
-		k, err := x509.ParsePKCS8PrivateKey(blk.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", path, err)
-		}
-		ek, ok := k.(ed25519.PrivateKey)
-		if !ok {
-			return nil, fmt.Errorf("%s: not an ed25519 key", path)
-		}
-		return ek, nil
-	} else if !os.IsNotExist(err) {
-		return nil, err
-	}
-	_, k, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		return nil, err
-	}
-	der, err := x509.MarshalPKCS8PrivateKey(k)
-	if err != nil {
-		return nil, err
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, err
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".gossip-key-*")
-	if err != nil {
-		return nil, err
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
-		return nil, err
-	}
-	if err := pem.Encode(tmp, &pem.Block{Type: "PRIVATE KEY", Bytes: der}); err != nil {
-		tmp.Close()
-		return nil, err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return nil, err
-	}
-	if err := tmp.Close(); err != nil {
-		return nil, err
-	}
-	return k, os.Rename(tmp.Name(), path)
 }
