@@ -25,14 +25,6 @@ const (
 	methodRenew = "pki.Renew"
 )
 
-func isFinalJoinError(err error) bool {
-	switch status.Code(err) {
-	case codes.PermissionDenied, codes.InvalidArgument, codes.FailedPrecondition, codes.Unauthenticated:
-		return true
-	}
-	return false
-}
-
 // isServer: the first node of a cluster is always a server.
 func (n *Node) isServer() bool { return n.cfg.Server || len(n.cfg.Join) == 0 }
 

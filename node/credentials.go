@@ -2,15 +2,13 @@ package node
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"time"
 
 	"github.com/agentmesh/meshnode/pki"
-	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
 	"github.com/agentmesh/meshnode/transport"
-	"go.step.sm/crypto/keyutil"
-	"google.golang.org/protobuf/proto"
 )
 
 // acquireCredentials returns the node's certificate: the one on disk while
@@ -68,64 +66,17 @@ func (n *Node) acquireCredentials(ctx context.Context) (*pki.Credentials, *pki.C
 	return creds, nil, nil
 }
 
-// joinWithToken asks the seeds, in turn, for a certificate, retrying while
-// they are unreachable: seeds that are not up yet are normal at cluster
-// start. A refusal (bad token) is final.
+// joinWithToken gets a certificate from the seeds with the join token;
+// pki.Join owns the retries and which refusals are final.
 func (n *Node) joinWithToken(ctx context.Context) (*pki.Credentials, error) {
-	tok, err := pki.ParseToken(n.cfg.Token)
-	if err != nil {
+	if _, err := pki.ParseToken(n.cfg.Token); err != nil {
 		return nil, fmt.Errorf("--token: %w", err)
 	}
-	key, err := keyutil.GenerateDefaultSigner()
-	if err != nil {
-		return nil, err
-	}
-	req, err := pki.NewJoinRequest(n.cfg.Token, n.cfg.Name, key)
-	if err != nil {
-		return nil, fmt.Errorf("--token: %w", err)
-	}
-	if n.cfg.Server {
-		req.Role = meshnodev1.JoinRole_JOIN_ROLE_SERVER
-	} else if tok.Role == meshnodev1.JoinRole_JOIN_ROLE_SERVER {
-		// The token allows either role and the node asks for one; an
-		// operator who made a server token most likely forgot the flag.
-		n.log.Warn("the join token admits a Raft server, but this node runs without --server: it joins as a client, and restarting it with --server later will not make it one (the token is used up); to make it a server, stop it, remove its data directory and join again with a new server token and --server")
-	}
-	body, err := proto.Marshal(req)
-	if err != nil {
-		return nil, err
-	}
-	backoff := 200 * time.Millisecond
-	for attempt := 1; ; attempt++ {
-		for _, seed := range n.cfg.Join {
-			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			out, err := transport.CallJoin(cctx, seed, pki.JoinClientTLS(tok), methodJoin, body)
-			cancel()
-			if err == nil {
-				resp := &meshnodev1.JoinResponse{}
-				if err := proto.Unmarshal(out, resp); err != nil {
-					return nil, fmt.Errorf("join via %s: bad answer: %w", seed, err)
-				}
-				creds, err := pki.CredentialsFromJoin(tok, n.cfg.Name, key, resp, time.Now())
-				if err != nil {
-					return nil, fmt.Errorf("join via %s: %w", seed, err)
-				}
-				if err := creds.Save(n.cfg.DataDir); err != nil {
-					return nil, err
-				}
-				n.log.Info("joined the cluster: certificate issued", "seed", seed, "trust_domain", tok.TrustDomain)
-				return creds, nil
-			}
-			if isFinalJoinError(err) {
-				return nil, fmt.Errorf("join via %s refused: %w", seed, err)
-			}
-			n.log.Warn("join attempt failed; will retry", "seed", seed, "attempt", attempt, "err", err)
-		}
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("join: no seed answered: %w", ctx.Err())
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, 5*time.Second)
-	}
+	return pki.Join(ctx, pki.JoinConfig{
+		Seeds: n.cfg.Join, Token: n.cfg.Token, Name: n.cfg.Name, Server: n.cfg.Server, DataDir: n.cfg.DataDir,
+		Call: func(ctx context.Context, seed string, tlsConf *tls.Config, body []byte) ([]byte, error) {
+			return transport.CallJoin(ctx, seed, tlsConf, methodJoin, body)
+		},
+		Logger: n.log,
+	})
 }
