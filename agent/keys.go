@@ -10,6 +10,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+
+	"github.com/agentmesh/meshnode/internal/atomicfile"
 )
 
 // maxKeyFileSize bounds what loadKey reads: a PKCS#8 ed25519 PEM is ~120
@@ -110,33 +112,10 @@ func writeKey(path string, priv ed25519.PrivateKey) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("agent: create key directory %s: %w", dir, err)
 	}
-	tmp, err := os.CreateTemp(dir, ".meshnode-key-*")
-	if err != nil {
-		return fmt.Errorf("agent: create key file in %s: %w", dir, err)
-	}
-	defer os.Remove(tmp.Name()) // no-op after the rename
-	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
-		return fmt.Errorf("agent: chmod key file %s: %w", tmp.Name(), err)
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return fmt.Errorf("agent: write key file %s: %w", tmp.Name(), err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("agent: sync key file %s: %w", tmp.Name(), err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("agent: close key file %s: %w", tmp.Name(), err)
-	}
-	// Link, not rename: if another process created the key meanwhile, keep
-	// theirs so both processes end up with the same key.
-	if err := os.Link(tmp.Name(), path); err != nil {
-		if errors.Is(err, fs.ErrExist) {
-			return nil
-		}
-		return fmt.Errorf("agent: install key file %s: %w", path, err)
+	// Create, not replace: if another process created the key meanwhile,
+	// keep theirs so both processes end up with the same key.
+	if err := atomicfile.Create(path, data, 0o600); err != nil && !errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("agent: install key file: %w", err)
 	}
 	return nil
 }

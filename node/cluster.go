@@ -26,14 +26,6 @@ const (
 	methodRenew = "pki.Renew"
 )
 
-func isFinalJoinError(err error) bool {
-	switch status.Code(err) {
-	case codes.PermissionDenied, codes.InvalidArgument, codes.FailedPrecondition, codes.Unauthenticated:
-		return true
-	}
-	return false
-}
-
 // isServer: the first node of a cluster is always a server.
 func (n *Node) isServer() bool { return n.cfg.Server || len(n.cfg.Join) == 0 }
 
@@ -54,7 +46,7 @@ func (n *Node) startPKI(ctx context.Context) error {
 	n.id = id
 	n.pendingCA = material
 	n.keeper = pki.NewKeeper(n.cfg.DataDir, creds)
-	gk, err := loadGossipKey(n.cfg.DataDir)
+	gk, err := pki.LoadOrCreateGossipKey(n.cfg.DataDir)
 	if err != nil {
 		return err
 	}

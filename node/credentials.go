@@ -2,27 +2,14 @@ package node
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
-	"crypto/x509"
-	"encoding/pem"
+	"crypto/tls"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/agentmesh/meshnode/pki"
-	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
 	"github.com/agentmesh/meshnode/transport"
-	"go.step.sm/crypto/keyutil"
-	"google.golang.org/protobuf/proto"
 )
-
-// gossipKeyFile holds the node's ed25519 key for signing gossip. It is kept
-// apart from the TLS key because the TLS key changes at every renewal, while
-// peers verify gossip against the public half recorded in the registry.
-const gossipKeyFile = "node_gossip.key"
 
 // acquireCredentials returns the node's certificate: the one on disk while
 // it is valid; otherwise a new cluster's (bootstrap) or one obtained with a
@@ -79,122 +66,17 @@ func (n *Node) acquireCredentials(ctx context.Context) (*pki.Credentials, *pki.C
 	return creds, nil, nil
 }
 
-// joinWithToken asks the seeds, in turn, for a certificate, retrying while
-// they are unreachable: seeds that are not up yet are normal at cluster
-// start. A refusal (bad token) is final.
+// joinWithToken gets a certificate from the seeds with the join token;
+// pki.Join owns the retries and which refusals are final.
 func (n *Node) joinWithToken(ctx context.Context) (*pki.Credentials, error) {
-	tok, err := pki.ParseToken(n.cfg.Token)
-	if err != nil {
+	if _, err := pki.ParseToken(n.cfg.Token); err != nil {
 		return nil, fmt.Errorf("--token: %w", err)
 	}
-	key, err := keyutil.GenerateDefaultSigner()
-	if err != nil {
-		return nil, err
-	}
-	req, err := pki.NewJoinRequest(n.cfg.Token, n.cfg.Name, key)
-	if err != nil {
-		return nil, fmt.Errorf("--token: %w", err)
-	}
-	if n.cfg.Server {
-		req.Role = meshnodev1.JoinRole_JOIN_ROLE_SERVER
-	} else if tok.Role == meshnodev1.JoinRole_JOIN_ROLE_SERVER {
-		// The token allows either role and the node asks for one; an
-		// operator who made a server token most likely forgot the flag.
-		n.log.Warn("the join token admits a Raft server, but this node runs without --server: it joins as a client, and restarting it with --server later will not make it one (the token is used up); to make it a server, stop it, remove its data directory and join again with a new server token and --server")
-	}
-	body, err := proto.Marshal(req)
-	if err != nil {
-		return nil, err
-	}
-	backoff := 200 * time.Millisecond
-	for attempt := 1; ; attempt++ {
-		for _, seed := range n.cfg.Join {
-			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			out, err := transport.CallJoin(cctx, seed, pki.JoinClientTLS(tok), methodJoin, body)
-			cancel()
-			if err == nil {
-				resp := &meshnodev1.JoinResponse{}
-				if err := proto.Unmarshal(out, resp); err != nil {
-					return nil, fmt.Errorf("join via %s: bad answer: %w", seed, err)
-				}
-				creds, err := pki.CredentialsFromJoin(tok, n.cfg.Name, key, resp, time.Now())
-				if err != nil {
-					return nil, fmt.Errorf("join via %s: %w", seed, err)
-				}
-				if err := creds.Save(n.cfg.DataDir); err != nil {
-					return nil, err
-				}
-				n.log.Info("joined the cluster: certificate issued", "seed", seed, "trust_domain", tok.TrustDomain)
-				return creds, nil
-			}
-			if isFinalJoinError(err) {
-				return nil, fmt.Errorf("join via %s refused: %w", seed, err)
-			}
-			n.log.Warn("join attempt failed; will retry", "seed", seed, "attempt", attempt, "err", err)
-		}
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("join: no seed answered: %w", ctx.Err())
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, 5*time.Second)
-	}
-}
-
-// loadGossipKey returns the node's gossip signing key, creating it (0600)
-// on first start. The write is atomic: a crash leaves no half-written key.
-func loadGossipKey(dataDir string) (ed25519.PrivateKey, error) {
-	path := filepath.Join(pki.Dir(dataDir), gossipKeyFile)
-	if b, err := os.ReadFile(path); err == nil {
-		if err := pki.CheckKeyFileMode(path); err != nil {
-			return nil, err
-		}
-		blk, _ := pem.Decode(b)
-		if blk == nil {
-			return nil, fmt.Errorf("%s: not a PEM key; remove it to create a new one", path)
-		}
-		k, err := x509.ParsePKCS8PrivateKey(blk.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", path, err)
-		}
-		ek, ok := k.(ed25519.PrivateKey)
-		if !ok {
-			return nil, fmt.Errorf("%s: not an ed25519 key", path)
-		}
-		return ek, nil
-	} else if !os.IsNotExist(err) {
-		return nil, err
-	}
-	_, k, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		return nil, err
-	}
-	der, err := x509.MarshalPKCS8PrivateKey(k)
-	if err != nil {
-		return nil, err
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, err
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".gossip-key-*")
-	if err != nil {
-		return nil, err
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
-		return nil, err
-	}
-	if err := pem.Encode(tmp, &pem.Block{Type: "PRIVATE KEY", Bytes: der}); err != nil {
-		tmp.Close()
-		return nil, err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return nil, err
-	}
-	if err := tmp.Close(); err != nil {
-		return nil, err
-	}
-	return k, os.Rename(tmp.Name(), path)
+	return pki.Join(ctx, pki.JoinConfig{
+		Seeds: n.cfg.Join, Token: n.cfg.Token, Name: n.cfg.Name, Server: n.cfg.Server, DataDir: n.cfg.DataDir,
+		Call: func(ctx context.Context, seed string, tlsConf *tls.Config, body []byte) ([]byte, error) {
+			return transport.CallJoin(ctx, seed, tlsConf, methodJoin, body)
+		},
+		Logger: n.log,
+	})
 }

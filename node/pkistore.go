@@ -57,14 +57,17 @@ func (s *pkiStore) UseToken(ctx context.Context, id string, expires time.Time, s
 	_, res, err := s.store.Apply(ctx, &meshnodev1.Command{Version: 1, IdempotencyKey: "token/" + id, Op: &meshnodev1.Command_UseToken{UseToken: &meshnodev1.UseTokenCommand{
 		Id: id, ExpiresUnixNano: uint64(expires.UnixNano()), ServerNode: serverNode,
 	}}})
-	if err != nil {
-		return err
-	}
-	// A retried write of the same token returns the first result marked
+	// The FSM refuses a used token with TOKEN_USED, which Apply returns as
+	// consensus.ErrTokenUsed; pki must see its own ErrTokenUsed, or the CA
+	// answers Internal and the joiner retries forever. Within the dedup
+	// window a reuse is instead answered with the first result marked
 	// duplicate: that is still the one use, and it succeeded the first time
 	// only for the caller that made it. Treat a duplicate as used.
-	if res.GetStatus() == meshnodev1.CommandStatus_COMMAND_STATUS_TOKEN_USED || res.GetDuplicate() {
+	if errors.Is(err, consensus.ErrTokenUsed) || (err == nil && res.GetDuplicate()) {
 		return fmt.Errorf("%w: token %s", pki.ErrTokenUsed, id)
+	}
+	if err != nil {
+		return err
 	}
 	return resultError(res, "use token "+id)
 }

@@ -7,10 +7,12 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"time"
 
+	"github.com/agentmesh/meshnode/internal/atomicfile"
 	"go.step.sm/crypto/keyutil"
 	"go.step.sm/crypto/pemutil"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -135,14 +137,27 @@ func InitOffline(dir, trustDomain string, now time.Time) error {
 	if err != nil {
 		return fmt.Errorf("pki: intermediate key: %w", err)
 	}
-	steps := []func() error{
-		func() error { return saveKey(filepath.Join(dir, OfflineRootKey), rootKey) },
-		func() error { return saveKey(filepath.Join(dir, OfflineIntermediateKey), interKey.(crypto.Signer)) },
-		func() error { return saveDERs(filepath.Join(dir, OfflineIntermediateCert), m.IntermediateChain) },
-		func() error { return saveDERs(filepath.Join(dir, OfflineRootCert), m.RootCerts) },
+	rootPEM, err := pemKey(OfflineRootKey, rootKey)
+	if err != nil {
+		return err
 	}
-	for _, step := range steps {
-		if err := step(); err != nil {
+	interPEM, err := pemKey(OfflineIntermediateKey, interKey.(crypto.Signer))
+	if err != nil {
+		return err
+	}
+	// The root certificate last: its presence is what marks a finished CA.
+	files := []struct {
+		name string
+		data []byte
+		mode os.FileMode
+	}{
+		{OfflineRootKey, rootPEM, keyFileMode},
+		{OfflineIntermediateKey, interPEM, keyFileMode},
+		{OfflineIntermediateCert, pemDERs(m.IntermediateChain), certFileMode},
+		{OfflineRootCert, pemDERs(m.RootCerts), certFileMode},
+	}
+	for _, f := range files {
+		if err := createFile(filepath.Join(dir, f.name), f.data, f.mode); err != nil {
 			return err
 		}
 	}
@@ -183,21 +198,43 @@ func LoadOfflineCA(dir, trustDomain string) (*CAMaterial, error) {
 	return m, nil
 }
 
+// saveKey writes key (PKCS#8 PEM, 0600), replacing the file at path.
 func saveKey(path string, key crypto.Signer) error {
 	if err := os.MkdirAll(filepath.Dir(path), dirMode); err != nil {
 		return fmt.Errorf("pki: creating %s: %w", filepath.Dir(path), err)
 	}
-	blk, err := pemutil.Serialize(key, pemutil.WithPKCS8(true))
+	b, err := pemKey(path, key)
 	if err != nil {
-		return fmt.Errorf("pki: encoding %s: %w", path, err)
+		return err
 	}
-	return writeAtomic(path, pem.EncodeToMemory(blk), keyFileMode)
+	return writeFile(path, b, keyFileMode)
 }
 
-func saveDERs(path string, ders [][]byte) error {
+func pemKey(path string, key crypto.Signer) ([]byte, error) {
+	blk, err := pemutil.Serialize(key, pemutil.WithPKCS8(true))
+	if err != nil {
+		return nil, fmt.Errorf("pki: encoding %s: %w", path, err)
+	}
+	return pem.EncodeToMemory(blk), nil
+}
+
+func pemDERs(ders [][]byte) []byte {
 	var out []byte
 	for _, d := range ders {
 		out = append(out, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: d})...)
 	}
-	return writeAtomic(path, out, certFileMode)
+	return out
+}
+
+// createFile writes a file that must not exist yet: operator CA files are
+// never overwritten.
+func createFile(path string, data []byte, mode os.FileMode) error {
+	err := atomicfile.Create(path, data, mode)
+	if errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("pki: %s already exists; remove it or choose another directory", path)
+	}
+	if err != nil {
+		return fmt.Errorf("pki: %w", err)
+	}
+	return nil
 }

@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/agentmesh/meshnode/internal/atomicfile"
 	"go.step.sm/crypto/keyutil"
 	"go.step.sm/crypto/pemutil"
 )
@@ -198,13 +199,13 @@ func (c *Credentials) Save(dataDir string) error {
 }
 
 func (c *Credentials) writeGeneration(gen string, keyPEM []byte) error {
-	if err := writeAtomic(filepath.Join(gen, keyFile), keyPEM, keyFileMode); err != nil {
+	if err := writeFile(filepath.Join(gen, keyFile), keyPEM, keyFileMode); err != nil {
 		return err
 	}
-	if err := writeAtomic(filepath.Join(gen, chainFile), pemCerts(c.Chain), certFileMode); err != nil {
+	if err := writeFile(filepath.Join(gen, chainFile), pemCerts(c.Chain), certFileMode); err != nil {
 		return err
 	}
-	return writeAtomic(filepath.Join(gen, rootsFile), pemCerts(c.Roots), certFileMode)
+	return writeFile(filepath.Join(gen, rootsFile), pemCerts(c.Roots), certFileMode)
 }
 
 // swapSymlink atomically makes dir/name a symlink to target (relative, so
@@ -219,7 +220,10 @@ func swapSymlink(dir, name, target string) error {
 		_ = os.Remove(tmp)
 		return fmt.Errorf("pki: switching credentials: %w", err)
 	}
-	return syncDir(dir)
+	if err := atomicfile.SyncDir(dir); err != nil {
+		return fmt.Errorf("pki: switching credentials: %w", err)
+	}
+	return nil
 }
 
 // pruneGenerations removes every gen-* directory but keep. Failures only
@@ -233,14 +237,10 @@ func pruneGenerations(dir, keep string) {
 	}
 }
 
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("pki: syncing %s: %w", dir, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("pki: syncing %s: %w", dir, err)
+// writeFile is atomicfile.Write with the package's error prefix.
+func writeFile(path string, data []byte, mode os.FileMode) error {
+	if err := atomicfile.Write(path, data, mode); err != nil {
+		return fmt.Errorf("pki: %w", err)
 	}
 	return nil
 }
@@ -251,36 +251,6 @@ func pemCerts(certs []*x509.Certificate) []byte {
 		out = append(out, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
 	}
 	return out
-}
-
-// writeAtomic replaces path with data without ever exposing a partial file.
-func writeAtomic(path string, data []byte, mode os.FileMode) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("pki: writing %s: %w", path, err)
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // no-op after a successful rename
-	if err := f.Chmod(mode); err != nil {
-		f.Close()
-		return fmt.Errorf("pki: writing %s: %w", path, err)
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return fmt.Errorf("pki: writing %s: %w", path, err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("pki: syncing %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("pki: writing %s: %w", path, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("pki: replacing %s: %w", path, err)
-	}
-	return syncDir(dir)
 }
 
 // Keeper holds a node's current credentials for TLSSource and swaps them

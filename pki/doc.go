@@ -13,9 +13,13 @@
 //   - token.go: join tokens (ES256 JWTs signed by the intermediate).
 //   - join.go: CA.Join and CA.Renew (server side), JoinClientTLS and
 //     NewJoinRequest (joining side), CSR checks.
+//   - joinclient.go: Join, the joining side's seed loop with backoff, and
+//     IsFinalJoinError, which refusals end it.
 //   - issued.go: checking a CA's answer before trusting it.
-//   - credentials.go: a node's key, chain and roots on disk (atomic writes,
-//     mode checks) and Keeper, which rotates them in memory.
+//   - credentials.go: a node's key, chain and roots on disk (atomic writes
+//     through internal/atomicfile, mode checks) and Keeper, which rotates
+//     them in memory.
+//   - gossipkey.go: the node's gossip signing key file.
 //   - renewer.go: renewal at 2/3 of the lifetime with jitter and backoff.
 //   - bootstrap.go: the single-node default and `meshnode pki init`.
 //   - store.go: the Store interface node backs with consensus, MemStore.

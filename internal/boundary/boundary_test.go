@@ -24,6 +24,9 @@ var forbidden = map[string][]string{
 	"internal/benchutil": {"node", "transport", "pki", "consensus", "gossip", "routing", "quorum", "agent"},
 	// Shared by the node and the agent SDK's fake node: it may depend on neither.
 	"internal/connectjson": {"node", "transport", "pki", "consensus", "gossip", "routing", "quorum", "agent"},
+	// The one atomic file writer: pki and the agent SDK use it, so it may
+	// depend on nothing of the product.
+	"internal/atomicfile": {"agent", "bench", "cmd", "consensus", "e2e", "examples", "gossip", "internal", "node", "pki", "proto", "quorum", "routing", "transport"},
 }
 
 func TestImportBoundaries(t *testing.T) {
