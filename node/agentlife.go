@@ -20,43 +20,23 @@ const DisconnectGrace = 30 * time.Second
 const loadPublishInterval = 200 * time.Millisecond
 
 func (n *Node) startAgents(context.Context) error {
-	n.goBackground(n.adoptOrphans)
+	n.hub.Start()
 	n.every(time.Second, n.cutRevokedPeers)
-	n.every(time.Second, n.reapDisconnected)
 	return nil
 }
 
-// adoptOrphans gives agents registered here before a restart, which have no
-// Serve stream now, the grace period to reconnect; the reaper deregisters
-// those that do not. A client's replica may need a moment to synchronise.
-func (n *Node) adoptOrphans(ctx context.Context) {
-	for {
-		agents, _, err := n.store.Agents(ctx, consensus.ReadOptions{}, consensus.AgentFilter{Node: n.cfg.Name})
-		if err == nil {
-			for _, a := range agents {
-				n.local.adopt(a, time.Now())
-			}
-			return
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(500 * time.Millisecond):
-		}
+// registeredHere lists the agents the registry holds for this node, for
+// the hub to adopt after a restart.
+func (n *Node) registeredHere(ctx context.Context) ([]string, error) {
+	agents, _, err := n.store.Agents(ctx, consensus.ReadOptions{}, consensus.AgentFilter{Node: n.cfg.Name})
+	if err != nil {
+		return nil, err
 	}
-}
-
-// reapDisconnected deregisters agents whose Serve stream has been gone for
-// longer than the grace period.
-func (n *Node) reapDisconnected(ctx context.Context, now time.Time) {
-	for _, id := range n.local.expired(now, DisconnectGrace) {
-		n.log.Info("deregistering agent: its Serve stream did not come back", "agent", id, "grace", DisconnectGrace)
-		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		if _, err := n.deregisterAgent(wctx, id); err != nil {
-			n.log.Warn("deregister after grace period failed; will retry", "agent", id, "err", err)
-		}
-		cancel()
+	ids := make([]string, 0, len(agents))
+	for _, a := range agents {
+		ids = append(ids, a.GetId())
 	}
+	return ids, nil
 }
 
 // agentStatusChanged publishes a local agent's readiness: to gossip at once
@@ -85,18 +65,18 @@ func (n *Node) publishLoadNow() {
 	// until the next tick.
 	n.publishMu.Lock()
 	defer n.publishMu.Unlock()
-	snap := n.local.snapshot()
+	snap := n.hub.Snapshot()
 	agents := make([]gossip.AgentLoad, 0, len(snap))
 	var total gossip.NodeLoad
 	total.Status = gossip.StatusReady
 	for _, a := range snap {
 		st := gossip.StatusUnknown
-		if a.ready {
+		if a.Ready {
 			st = gossip.StatusReady
 		}
-		agents = append(agents, gossip.AgentLoad{AgentID: a.id, InFlight: a.inFlight, Capacity: a.capacity, Status: st,
-			EWMALatency: n.stats.latency(a.id), SuccessRate: n.stats.success(a.id)})
-		total.InFlight += a.inFlight
+		agents = append(agents, gossip.AgentLoad{AgentID: a.ID, InFlight: a.InFlight, Capacity: a.Capacity, Status: st,
+			EWMALatency: n.stats.latency(a.ID), SuccessRate: n.stats.success(a.ID)})
+		total.InFlight += a.InFlight
 	}
 	total.EWMALatency, total.SuccessRate = n.stats.latency(""), n.stats.success("")
 	if err := n.gossip.SetLocalLoad(total, agents); err != nil {
@@ -107,15 +87,15 @@ func (n *Node) publishLoadNow() {
 // agentLoad is what Discover reports for an agent.
 func (n *Node) agentLoad(a *meshnodev1.Agent) *meshnodev1.AgentLoad {
 	if a.GetNode() == n.cfg.Name {
-		l, ok := n.local.load(a.GetId())
+		l, ok := n.hub.Load(a.GetId())
 		if !ok {
 			return &meshnodev1.AgentLoad{Status: "unknown"}
 		}
 		st := "unknown"
-		if l.ready {
+		if l.Ready {
 			st = "ready"
 		}
-		return &meshnodev1.AgentLoad{InFlight: l.inFlight, Capacity: l.capacity, Status: st,
+		return &meshnodev1.AgentLoad{InFlight: l.InFlight, Capacity: l.Capacity, Status: st,
 			EwmaLatencyMs: float64(n.stats.latency(a.GetId())) / 1e6, SuccessRate: n.stats.success(a.GetId())}
 	}
 	if n.gossip == nil {

@@ -110,7 +110,7 @@ func (n *Node) candidate(a *meshnodev1.Agent, capability string) *routing.Candid
 	if a.GetNode() == n.cfg.Name {
 		// Our own agents: the local table is the truth, no gossip needed.
 		c.NodeAlive = true
-		c.Ready = n.local.serving(a.GetId())
+		c.Ready = n.hub.Serving(a.GetId())
 		return c
 	}
 	r := n.remoteStatus(a)
