@@ -84,10 +84,14 @@ func (n *Node) Start() error {
 	if n.srv != nil {
 		return errors.New("agenttest: node already running")
 	}
+	var err error
 	if n.st == nil {
-		n.st = newState(n.Name)
+		n.st, err = newState(n.Name)
 	} else {
-		n.st = n.st.reincarnate()
+		n.st, err = n.st.reincarnate()
+	}
+	if err != nil {
+		return err
 	}
 	st := n.st
 	// A stopping node answers nothing: without this, a fast reconnect could
