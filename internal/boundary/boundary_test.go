@@ -24,6 +24,8 @@ var forbidden = map[string][]string{
 	"internal/benchutil": {"node", "transport", "pki", "consensus", "gossip", "routing", "quorum", "agent"},
 	// Shared by the node and the agent SDK's fake node: it may depend on neither.
 	"internal/connectjson": {"node", "transport", "pki", "consensus", "gossip", "routing", "quorum", "agent"},
+	// The agent hub is shared by the node and the SDK's fake node in the same way.
+	"internal/hub": {"node", "transport", "pki", "consensus", "gossip", "routing", "quorum", "agent"},
 }
 
 func TestImportBoundaries(t *testing.T) {
