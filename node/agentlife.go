@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"github.com/agentmesh/meshnode/consensus"
-	"github.com/agentmesh/meshnode/internal/catalog"
 	"github.com/agentmesh/meshnode/pki"
 	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
 )
@@ -19,43 +18,23 @@ const DisconnectGrace = 30 * time.Second
 const loadPublishInterval = 200 * time.Millisecond
 
 func (n *Node) startAgents(context.Context) error {
-	n.goBackground(n.adoptOrphans)
+	n.hub.Start()
 	n.every(time.Second, n.cutRevokedPeers)
-	n.every(time.Second, n.reapDisconnected)
 	return nil
 }
 
-// adoptOrphans gives agents registered here before a restart, which have no
-// Serve stream now, the grace period to reconnect; the reaper deregisters
-// those that do not. A client's replica may need a moment to synchronise.
-func (n *Node) adoptOrphans(ctx context.Context) {
-	for {
-		agents, _, err := n.store.Agents(ctx, consensus.ReadOptions{}, consensus.AgentFilter{Node: n.cfg.Name})
-		if err == nil {
-			for _, a := range agents {
-				n.local.adopt(a, time.Now())
-			}
-			return
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(500 * time.Millisecond):
-		}
+// registeredHere lists the agents the registry holds for this node, for
+// the hub to adopt after a restart.
+func (n *Node) registeredHere(ctx context.Context) ([]string, error) {
+	agents, _, err := n.store.Agents(ctx, consensus.ReadOptions{}, consensus.AgentFilter{Node: n.cfg.Name})
+	if err != nil {
+		return nil, err
 	}
-}
-
-// reapDisconnected deregisters agents whose Serve stream has been gone for
-// longer than the grace period.
-func (n *Node) reapDisconnected(ctx context.Context, now time.Time) {
-	for _, id := range n.local.expired(now, DisconnectGrace) {
-		n.log.Info("deregistering agent: its Serve stream did not come back", "agent", id, "grace", DisconnectGrace)
-		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		if _, err := n.deregisterAgent(wctx, id); err != nil {
-			n.log.Warn("deregister after grace period failed; will retry", "agent", id, "err", err)
-		}
-		cancel()
+	ids := make([]string, 0, len(agents))
+	for _, a := range agents {
+		ids = append(ids, a.GetId())
 	}
+	return ids, nil
 }
 
 // agentStatusChanged publishes a local agent's readiness: to gossip at once
@@ -105,23 +84,4 @@ func (n *Node) cutRevokedPeers(context.Context, time.Time) {
 	if k := n.ep.ClosePeers(func(id pki.ID) bool { return n.pki.IsRevoked(nil, id) }); k > 0 {
 		n.log.Warn("closed connections of a revoked peer", "connections", k)
 	}
-}
-
-// hubView shows the catalog the local agents.
-type hubView struct{ l *localAgents }
-
-func (h hubView) Serving(id string) bool { return h.l.serving(id) }
-
-func (h hubView) Load(id string) (catalog.LocalLoad, bool) {
-	l, ok := h.l.load(id)
-	return catalog.LocalLoad{AgentID: l.id, Ready: l.ready, InFlight: l.inFlight, Capacity: l.capacity}, ok
-}
-
-func (h hubView) Loads() []catalog.LocalLoad {
-	snap := h.l.snapshot()
-	out := make([]catalog.LocalLoad, len(snap))
-	for i, l := range snap {
-		out[i] = catalog.LocalLoad{AgentID: l.id, Ready: l.ready, InFlight: l.inFlight, Capacity: l.capacity}
-	}
-	return out
 }

@@ -152,7 +152,7 @@ func (n *Node) startConsensus(ctx context.Context) error {
 		return err
 	}
 	n.store = st
-	cat, err := catalog.New(catalog.Config{LocalNode: n.cfg.Name, Registry: st, Local: hubView{n.local}})
+	cat, err := catalog.New(catalog.Config{LocalNode: n.cfg.Name, Registry: st, Local: n.hub})
 	if err != nil {
 		return err
 	}

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/agentmesh/meshnode/internal/hub"
 	"github.com/agentmesh/meshnode/pki"
 	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
 	"github.com/agentmesh/meshnode/routing"
@@ -152,7 +153,7 @@ func (n *Node) handleForwardCall(ctx context.Context, p transport.Peer, req *mes
 	d.Metadata = mergeTrace(d.GetMetadata(), routing.InjectTraceContext(ctx))
 	chain := meta.GetChain()
 	start := time.Now()
-	r, err := n.local.deliver(ctx, target, d, chain[:len(chain)-1], meta.GetHops(), deadline)
+	r, err := n.hub.Deliver(ctx, target, d, hub.CallContext{Chain: chain[:len(chain)-1], Hops: meta.GetHops(), Deadline: deadline})
 	n.catalog.Observe(target, time.Since(start), err == nil && r.GetError() == nil)
 	if err != nil {
 		return nil, err

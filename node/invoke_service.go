@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/agentmesh/meshnode/internal/hub"
 	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -78,22 +79,22 @@ func (n *Node) planCall(ctx context.Context, cred PeerCred, req *meshnodev1.Call
 	}
 	plan := &callPlan{req: req}
 	if pid := req.GetParentCallId(); pid != "" {
-		parent, ok := n.local.parent(pid)
+		parent, ok := n.hub.Parent(pid)
 		if !ok {
 			return nil, status.Errorf(codes.FailedPrecondition, "parent_call_id %q is not a call in progress on this node", pid)
 		}
-		if _, err := n.local.owned(parent.agentID, cred); err != nil {
-			return nil, status.Errorf(codes.PermissionDenied, "parent_call_id %q belongs to agent %s, which this process does not own", pid, parent.agentID)
+		if err := n.hub.Owned(parent.AgentID, hub.Owner(cred)); err != nil {
+			return nil, status.Errorf(codes.PermissionDenied, "parent_call_id %q belongs to agent %s, which this process does not own", pid, parent.AgentID)
 		}
-		plan.caller = parent.agentID
-		plan.chain = append(append([]string(nil), parent.chain...), parent.agentID)
-		plan.hops = parent.hops
-		if parent.deadline.Before(deadline) {
-			deadline = parent.deadline
+		plan.caller = parent.AgentID
+		plan.chain = append(append([]string(nil), parent.Chain...), parent.AgentID)
+		plan.hops = parent.Hops
+		if parent.Deadline.Before(deadline) {
+			deadline = parent.Deadline
 		}
 	} else if c := req.GetCallerAgentId(); c != "" {
-		id := n.local.agentID(c)
-		if _, err := n.local.owned(id, cred); err != nil {
+		id := n.hub.AgentID(c)
+		if err := n.hub.Owned(id, hub.Owner(cred)); err != nil {
 			return nil, status.Errorf(codes.PermissionDenied, "caller_agent_id %s: %v", id, status.Convert(err).Message())
 		}
 		plan.caller = id
@@ -125,7 +126,7 @@ func (n *Node) invokeAgent(ctx context.Context, plan *callPlan, agent *meshnodev
 	if agent.GetNode() == n.cfg.Name {
 		d.Metadata = mergeTrace(d.Metadata, traceCtx)
 		start := time.Now()
-		r, err := n.local.deliver(ctx, agent.GetId(), d, chain[:len(chain)-1], plan.hops+1, deadline)
+		r, err := n.hub.Deliver(ctx, agent.GetId(), d, hub.CallContext{Chain: chain[:len(chain)-1], Hops: plan.hops + 1, Deadline: deadline})
 		n.catalog.Observe(agent.GetId(), time.Since(start), err == nil && r.GetError() == nil)
 		if err != nil {
 			return nil, status.Code(err) != codes.Unavailable && status.Code(err) != codes.ResourceExhausted, err
@@ -153,67 +154,23 @@ func respondResult(r *meshnodev1.RespondRequest) (*meshnodev1.CallResult, bool, 
 }
 
 func (s *invokeService) Serve(req *meshnodev1.ServeRequest, stream meshnodev1.InvokeService_ServeServer) error {
-	ctx := stream.Context()
-	cred, err := PeerCredFromContext(ctx)
+	cred, err := PeerCredFromContext(stream.Context())
 	if err != nil {
 		return status.Error(codes.Unauthenticated, err.Error())
 	}
-	id := s.n.local.agentID(req.GetAgentId())
-	if _, err := s.n.local.owned(id, cred); err != nil {
-		return err
-	}
-	return s.n.serveAgent(ctx, id, cred, req, stream.Send, nil, nil)
+	return s.n.hub.Serve(stream.Context(), hub.Owner(cred), req, stream.Send)
 }
 
-// serveAgent runs an agent's delivery stream until the agent goes away,
-// is deregistered or the node stops: it marks the agent ready, then sends
-// each delivery, cancel and vote request with send. An Attach stream also
-// passes its refusals to report and ended, closed when the agent's side of
-// the stream ends.
-func (n *Node) serveAgent(ctx context.Context, id string, cred PeerCred, req *meshnodev1.ServeRequest,
-	send func(*meshnodev1.ServeResponse) error, refusals <-chan *meshnodev1.ServeResponse, ended <-chan struct{}) error {
+// serveLimit is how many calls may be in flight on an agent's Serve stream:
+// what the agent asked for, else its capabilities' max_concurrency.
+func (n *Node) serveLimit(id string, req *meshnodev1.ServeRequest) int32 {
 	limit := int32(req.GetMaxInFlight())
 	if limit == 0 {
 		if rec, ok := n.registry.GetAgent(id); ok {
 			limit = int32(maxConcurrency(rec))
 		}
 	}
-	sc, err := n.local.openServe(id, cred, limit)
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if n.local.closeServe(id, sc, time.Now()) {
-			n.log.Info("agent stopped serving", "agent", id)
-			n.agentStatusChanged(id, meshnodev1.AgentStatus_AGENT_STATUS_DISCONNECTED)
-		}
-	}()
-	ready := &meshnodev1.ServeReady{AgentId: id, MaxMessageBytes: uint32(n.cfg.maxMessage())}
-	if err := send(&meshnodev1.ServeResponse{Event: &meshnodev1.ServeResponse_Ready{Ready: ready}}); err != nil {
-		return err
-	}
-	n.log.Info("agent serving", "agent", id, "max_in_flight", limit)
-	n.agentStatusChanged(id, meshnodev1.AgentStatus_AGENT_STATUS_READY)
-	for {
-		select {
-		case ev := <-sc.out:
-			if err := send(ev); err != nil {
-				return err
-			}
-		case ev := <-refusals:
-			if err := send(ev); err != nil {
-				return err
-			}
-		case <-ended:
-			return nil
-		case <-sc.done:
-			return status.Errorf(codes.Aborted, "agent %s was deregistered", id)
-		case <-ctx.Done():
-			return nil
-		case <-n.stopping:
-			return status.Error(codes.Unavailable, "node is shutting down; reconnect to resume serving")
-		}
-	}
+	return limit
 }
 
 // maxConcurrency is the lowest non-zero max_concurrency over an agent's
@@ -233,25 +190,12 @@ func (s *invokeService) Respond(ctx context.Context, req *meshnodev1.RespondRequ
 	if err != nil {
 		return nil, status.Error(codes.Unauthenticated, err.Error())
 	}
-	id := s.n.local.agentID(req.GetAgentId())
-	if _, err := s.n.local.owned(id, cred); err != nil {
+	id := s.n.hub.AgentID(req.GetAgentId())
+	if err := s.n.hub.Owned(id, hub.Owner(cred)); err != nil {
 		return nil, err
 	}
-	if err := s.n.acceptAnswer(id, req); err != nil {
+	if err := s.n.hub.Respond(id, req); err != nil {
 		return nil, err
 	}
 	return &meshnodev1.RespondResponse{}, nil
-}
-
-// acceptAnswer hands an owned agent's answer to the call waiting for it.
-// An answer over the payload limit fails the call at once, so its caller
-// hears why instead of waiting out its deadline.
-func (n *Node) acceptAnswer(id string, req *meshnodev1.RespondRequest) error {
-	if r := req.GetOk(); r != nil && len(r.GetPayload()) > n.cfg.MaxPayload {
-		msg := fmt.Sprintf("agent %s's response payload is %d bytes, over node %s's limit of %d (max_payload)", id, len(r.GetPayload()), n.cfg.Name, n.cfg.MaxPayload)
-		n.local.respond(id, &meshnodev1.RespondRequest{CallId: req.GetCallId(), Result: &meshnodev1.RespondRequest_Error{
-			Error: &meshnodev1.CallError{Code: uint32(codes.ResourceExhausted), Message: msg}}})
-		return status.Error(codes.InvalidArgument, msg)
-	}
-	return n.local.respond(id, req)
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/agentmesh/meshnode/consensus"
 	"github.com/agentmesh/meshnode/gossip"
 	"github.com/agentmesh/meshnode/internal/catalog"
+	"github.com/agentmesh/meshnode/internal/hub"
 	"github.com/agentmesh/meshnode/pki"
 	"github.com/agentmesh/meshnode/quorum"
 	"github.com/agentmesh/meshnode/routing"
@@ -54,8 +55,7 @@ type Node struct {
 	gossip      *gossip.Gossip
 	router      *routing.Router
 	coordinator *quorum.Coordinator
-	local       *localAgents
-	votes       *voteWaiters
+	hub         *hub.Hub
 	catalog     *catalog.Catalog
 	publishMu   sync.Mutex // serialises publishLoadNow
 	inflight    inflightCalls
@@ -86,7 +86,12 @@ func New(cfg Config, log *slog.Logger) (*Node, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	n := &Node{cfg: cfg, log: log, stopped: make(chan struct{}), stopping: make(chan struct{}), local: newLocalAgents(cfg.Name), votes: newVoteWaiters()}
+	n := &Node{cfg: cfg, log: log, stopped: make(chan struct{}), stopping: make(chan struct{})}
+	h, err := n.newHub()
+	if err != nil {
+		return nil, err
+	}
+	n.hub = h
 	n.bgCtx, n.bgCancel = context.WithCancel(context.Background())
 	n.api = newAPIServer(apiServerConfig{
 		Path:       cfg.SocketPath(),
@@ -141,7 +146,7 @@ func (n *Node) buildComponents() {
 		{name: "tracing", start: n.startTracing, stop: n.stopTracing},
 		{name: "routing", start: n.startRouting, stop: func(context.Context) {}},
 		{name: "quorum", start: n.startQuorum, stop: func(context.Context) { n.coordinator.Close() }},
-		{name: "agents", start: n.startAgents, stop: func(context.Context) {}},
+		{name: "agents", start: n.startAgents, stop: func(context.Context) { n.hub.Close() }},
 		{name: "agent-api", start: func(ctx context.Context) error { registerServices(n); return n.api.start(ctx) }, stop: n.api.stop},
 	}
 }

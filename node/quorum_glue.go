@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
-	"time"
 
 	"github.com/agentmesh/meshnode/consensus"
 	"github.com/agentmesh/meshnode/pki"
@@ -18,82 +16,9 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
-// voteWaiters matches the votes agents send (QuorumService.Vote) to the
-// vote requests delivered on their Serve streams. An answered request is
-// kept until a while after its deadline, so a second, different vote for it
-// is caught as equivocation instead of being ignored.
-type voteWaiters struct {
-	mu sync.Mutex
-	m  map[string]*voteWaiter
-}
-
-type voteWaiter struct {
-	agentID string
-	ch      chan *meshnodev1.Vote
-	first   *meshnodev1.Vote
-}
-
-func newVoteWaiters() *voteWaiters { return &voteWaiters{m: map[string]*voteWaiter{}} }
-
-func (w *voteWaiters) add(agentID string) (string, *voteWaiter) {
-	id := newCallID()
-	vw := &voteWaiter{agentID: agentID, ch: make(chan *meshnodev1.Vote, 1)}
-	w.mu.Lock()
-	w.m[id] = vw
-	w.mu.Unlock()
-	return id, vw
-}
-
-// removeAfter forgets a request once d has passed.
-func (w *voteWaiters) removeAfter(id string, d time.Duration) {
-	time.AfterFunc(d, func() {
-		w.mu.Lock()
-		delete(w.m, id)
-		w.mu.Unlock()
-	})
-}
-
-// deliver hands v to the waiting request. For a request already answered it
-// returns the first vote, so the caller can check for equivocation.
-func (w *voteWaiters) deliver(requestID, agentID string, v *meshnodev1.Vote) (first *meshnodev1.Vote, err error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	vw, ok := w.m[requestID]
-	if !ok || vw.agentID != agentID {
-		return nil, status.Errorf(codes.NotFound, "vote request %q is not pending for agent %s: its deadline passed", requestID, agentID)
-	}
-	if vw.first != nil {
-		return vw.first, status.Errorf(codes.AlreadyExists, "vote request %q was already answered", requestID)
-	}
-	vw.first = v
-	vw.ch <- v
-	return nil, nil
-}
-
 // clusterID is signed into every vote so votes cannot be replayed across
 // clusters.
 func (n *Node) clusterID() string { return n.id.TrustDomain }
-
-// askLocalVoter pushes a vote request onto a local agent's Serve stream and
-// waits for its signed vote.
-func (n *Node) askLocalVoter(ctx context.Context, agentID string, p *meshnodev1.Proposal) (*meshnodev1.Vote, error) {
-	reqID, w := n.votes.add(agentID)
-	keep := time.Minute
-	if d := p.GetDeadline(); d != nil {
-		keep += time.Until(d.AsTime())
-	}
-	defer n.votes.removeAfter(reqID, keep)
-	ask := &meshnodev1.VoteAsk{RequestId: reqID, Proposal: p, Deadline: p.GetDeadline(), ClusterId: n.clusterID()}
-	if err := n.local.push(ctx, agentID, &meshnodev1.ServeResponse{Event: &meshnodev1.ServeResponse_Vote{Vote: ask}}); err != nil {
-		return nil, err
-	}
-	select {
-	case v := <-w.ch:
-		return v, nil
-	case <-ctx.Done():
-		return nil, ctxStatus(ctx, "waiting for the vote of "+agentID)
-	}
-}
 
 // quorumGlue implements the coordinator's Directory, Requester and
 // Committer with the registry, the peer transport and Raft.
@@ -102,7 +27,7 @@ type quorumGlue struct{ n *Node }
 func (g quorumGlue) RequestVote(ctx context.Context, v quorum.Voter, p *meshnodev1.Proposal) (*meshnodev1.Vote, error) {
 	n := g.n
 	if v.Node == n.cfg.Name {
-		return n.askLocalVoter(ctx, v.AgentID, p)
+		return n.hub.AskVote(ctx, v.AgentID, p, n.clusterID())
 	}
 	addr, ok := n.catalog.NodeAddress(v.Node)
 	if !ok {
@@ -129,7 +54,7 @@ func (n *Node) handleForwardVote(ctx context.Context, p transport.Peer, req *mes
 		ctx, cancel = context.WithDeadline(ctx, d.AsTime())
 		defer cancel()
 	}
-	v, err := n.askLocalVoter(ctx, req.GetVoterAgentId(), req.GetProposal())
+	v, err := n.hub.AskVote(ctx, req.GetVoterAgentId(), req.GetProposal(), n.clusterID())
 	if err != nil {
 		return nil, err
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/agentmesh/meshnode/consensus"
+	"github.com/agentmesh/meshnode/internal/hub"
 	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
 	"github.com/agentmesh/meshnode/quorum"
 	"google.golang.org/grpc/codes"
@@ -30,7 +31,7 @@ func (s *quorumService) Propose(ctx context.Context, req *meshnodev1.ProposeRequ
 		return nil, status.Error(codes.InvalidArgument, "proposal.id: must not be empty")
 	}
 	p.ProposerNode = s.n.cfg.Name
-	p.ProposerAgentId = s.n.local.ownedBy(cred)
+	p.ProposerAgentId = s.n.hub.OwnedBy(hub.Owner(cred))
 	var d *meshnodev1.Decision
 	if req.GetWait() {
 		d, err = s.n.coordinator.Propose(ctx, p)
@@ -69,24 +70,14 @@ func (s *quorumService) Vote(ctx context.Context, req *meshnodev1.VoteRequest) (
 	if err != nil {
 		return nil, status.Error(codes.Unauthenticated, err.Error())
 	}
-	agentID := s.n.local.agentID(req.GetVote().GetVoterAgentId())
-	if _, err := s.n.local.owned(agentID, cred); err != nil {
+	agentID := s.n.hub.AgentID(req.GetVote().GetVoterAgentId())
+	if err := s.n.hub.Owned(agentID, hub.Owner(cred)); err != nil {
 		return nil, err
 	}
-	if err := s.n.acceptVote(ctx, agentID, req); err != nil {
+	if err := s.n.hub.Vote(ctx, agentID, req); err != nil {
 		return nil, err
 	}
 	return &meshnodev1.VoteResponse{}, nil
-}
-
-// acceptVote hands an owned agent's vote to the proposal waiting for it. A
-// second, different vote for the same request is reported as equivocation.
-func (n *Node) acceptVote(ctx context.Context, agentID string, req *meshnodev1.VoteRequest) error {
-	first, err := n.votes.deliver(req.GetRequestId(), agentID, req.GetVote())
-	if err != nil && first != nil {
-		n.reportDoubleVote(ctx, first, req.GetVote())
-	}
-	return err
 }
 
 func (s *quorumService) GetDecision(ctx context.Context, req *meshnodev1.GetDecisionRequest) (*meshnodev1.GetDecisionResponse, error) {

@@ -8,6 +8,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/agentmesh/meshnode/consensus"
+	"github.com/agentmesh/meshnode/internal/hub"
 	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -41,7 +42,7 @@ func (s *registryService) Register(ctx context.Context, req *meshnodev1.Register
 	}
 	n := s.n
 	id := n.cfg.Name + "/" + req.GetName()
-	if err := n.local.claim(id, cred); err != nil {
+	if err := n.hub.Claim(id, hub.Owner(cred)); err != nil {
 		return nil, err
 	}
 	rec := &meshnodev1.Agent{
@@ -59,7 +60,7 @@ func (s *registryService) Register(ctx context.Context, req *meshnodev1.Register
 		// Keep the readiness and flag the registry already holds: a
 		// re-registration is not a way to clear an equivocation flag.
 		rec.Flagged, rec.FlaggedReason = old.GetFlagged(), old.GetFlaggedReason()
-		if old.GetStatus() == meshnodev1.AgentStatus_AGENT_STATUS_READY && n.local.serving(id) {
+		if old.GetStatus() == meshnodev1.AgentStatus_AGENT_STATUS_READY && n.hub.Serving(id) {
 			rec.Status = old.GetStatus()
 		}
 	}
@@ -74,7 +75,6 @@ func (s *registryService) Register(ctx context.Context, req *meshnodev1.Register
 	if !ok {
 		committed = proto.Clone(rec).(*meshnodev1.Agent)
 	}
-	n.local.setRecord(committed)
 	n.log.Info("agent registered", "agent", id, "capabilities", len(rec.Capabilities), "owner", cred.String(), "index", idx)
 	return &meshnodev1.RegisterResponse{Agent: committed, Index: idx}, nil
 }
@@ -85,8 +85,8 @@ func (s *registryService) Deregister(ctx context.Context, req *meshnodev1.Deregi
 		return nil, status.Error(codes.Unauthenticated, err.Error())
 	}
 	n := s.n
-	id := n.local.agentID(req.GetAgentId())
-	if _, err := n.local.owned(id, cred); err != nil {
+	id := n.hub.AgentID(req.GetAgentId())
+	if err := n.hub.Owned(id, hub.Owner(cred)); err != nil {
 		return nil, err
 	}
 	idx, err := n.deregisterAgent(ctx, id)
@@ -104,7 +104,7 @@ func (n *Node) deregisterAgent(ctx context.Context, id string) (uint64, error) {
 	if err := resultError(res, "deregister agent "+id); err != nil && status.Code(err) != codes.NotFound {
 		return 0, err
 	}
-	n.local.remove(id)
+	n.hub.Remove(id)
 	n.log.Info("agent deregistered", "agent", id, "index", idx)
 	return idx, nil
 }

@@ -39,7 +39,7 @@ func (s *nodeService) Status(ctx context.Context, _ *meshnodev1.StatusRequest) (
 		CertificateExpiresAt: timestamppb.New(n.keeper.Current().Leaf().NotAfter),
 		Leader:               n.leader(),
 		RegistryIndex:        n.store.Index(),
-		LocalAgents:          uint32(len(n.local.snapshot())),
+		LocalAgents:          uint32(len(n.hub.Snapshot())),
 	}, nil
 }
 

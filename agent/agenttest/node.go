@@ -12,8 +12,11 @@
 // Restart simulates a node restart (connections, streams and pending calls
 // lost, registry kept).
 //
-// It does not check peer credentials, route across nodes, retry, run
-// quorum tallies, or enforce MaxInFlight; the real node's tests cover those.
+// Agents, Serve and Attach streams, pending calls and vote requests are
+// handled by the real node's agent hub (internal/hub), so agents meet the
+// node's own serve loop. It does not check peer credentials, route across
+// nodes, retry, run quorum tallies, or enforce MaxInFlight; the real node's
+// tests cover those.
 package agenttest
 
 import (
@@ -84,10 +87,14 @@ func (n *Node) Start() error {
 	if n.srv != nil {
 		return errors.New("agenttest: node already running")
 	}
+	var err error
 	if n.st == nil {
-		n.st = newState(n.Name)
+		n.st, err = newState(n.Name)
 	} else {
-		n.st = n.st.reincarnate()
+		n.st, err = n.st.reincarnate()
+	}
+	if err != nil {
+		return err
 	}
 	st := n.st
 	// A stopping node answers nothing: without this, a fast reconnect could

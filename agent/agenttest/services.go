@@ -150,7 +150,8 @@ func (v *invokeSvc) Call(ctx context.Context, req *meshnodev1.CallRequest) (*mes
 }
 
 func (v *invokeSvc) Serve(req *meshnodev1.ServeRequest, srv grpc.ServerStreamingServer[meshnodev1.ServeResponse]) error {
-	return v.serve(srv.Context(), req, srv.Send, nil, nil)
+	v.st.recordServe(req)
+	return v.st.hub.Serve(srv.Context(), anyone, req, srv.Send)
 }
 
 // Attach is Serve with the answers on the same stream.
@@ -158,91 +159,30 @@ func (v *invokeSvc) Attach(srv grpc.BidiStreamingServer[meshnodev1.AttachRequest
 	if v.noAttach {
 		return status.Error(codes.Unimplemented, "agenttest: Attach is switched off (Node.NoAttach)")
 	}
-	first, err := srv.Recv()
-	if err != nil {
-		return err
-	}
-	req := first.GetServe()
-	if req == nil {
-		return status.Error(codes.InvalidArgument, "the first message on an Attach stream must be serve")
-	}
-	id := v.st.resolve(req.GetAgentId())
-	refusals := make(chan *meshnodev1.ServeResponse, 64)
-	ended := make(chan struct{})
-	go func() {
-		defer close(ended)
-		for {
-			m, err := srv.Recv()
-			if err != nil {
-				return
-			}
-			if r := v.takeAttached(id, m); r != nil {
-				select {
-				case refusals <- &meshnodev1.ServeResponse{Event: &meshnodev1.ServeResponse_Refused{Refused: r}}:
-				default:
-				}
-			}
-		}
-	}()
-	return v.serve(srv.Context(), req, srv.Send, refusals, ended)
+	return v.st.hub.Attach(anyone, &recordingStream{BidiStreamingServer: srv, st: v.st})
 }
 
-func (v *invokeSvc) takeAttached(id string, m *meshnodev1.AttachRequest) *meshnodev1.AnswerRefused {
-	var err error
-	r := &meshnodev1.AnswerRefused{}
-	switch msg := m.GetMsg().(type) {
-	case *meshnodev1.AttachRequest_Respond:
-		r.CallId = msg.Respond.GetCallId()
-		if msg.Respond.GetAgentId() == "" {
-			msg.Respond.AgentId = id
-		}
-		err = v.st.respond(msg.Respond)
-	case *meshnodev1.AttachRequest_Vote:
-		r.RequestId = msg.Vote.GetRequestId()
-		err = v.st.vote(msg.Vote)
-	default:
-		err = status.Error(codes.InvalidArgument, "after serve, an Attach stream carries only respond and vote")
-	}
-	if err == nil {
-		v.st.countAnswer(true)
-		return nil
-	}
-	st := status.Convert(err)
-	r.Code, r.Message = uint32(st.Code()), st.Message()
-	return r
+// recordingStream records what an agent sends on an Attach stream before
+// the hub reads it: the serve request that opens it, and votes.
+type recordingStream struct {
+	grpc.BidiStreamingServer[meshnodev1.AttachRequest, meshnodev1.ServeResponse]
+	st     *state
+	opened bool
 }
 
-func (v *invokeSvc) serve(ctx context.Context, req *meshnodev1.ServeRequest, send func(*meshnodev1.ServeResponse) error,
-	refusals <-chan *meshnodev1.ServeResponse, ended <-chan struct{}) error {
-	id, st, err := v.st.openStream(req)
+func (r *recordingStream) Recv() (*meshnodev1.AttachRequest, error) {
+	m, err := r.BidiStreamingServer.Recv()
 	if err != nil {
-		return err
+		return m, err
 	}
-	defer v.st.closeStream(id, st)
-	// Ready before the agent hears so: once it sees ServeReady, calls reach it.
-	v.st.setReady(id, st)
-	ready := &meshnodev1.ServeReady{AgentId: id, MaxMessageBytes: maxMessage}
-	if err := send(&meshnodev1.ServeResponse{Event: &meshnodev1.ServeResponse_Ready{Ready: ready}}); err != nil {
-		return err
+	if req := m.GetServe(); req != nil && !r.opened {
+		r.st.recordServe(req)
 	}
-	for {
-		select {
-		case ev := <-st.out:
-			if err := send(ev); err != nil {
-				return err
-			}
-		case ev := <-refusals:
-			if err := send(ev); err != nil {
-				return err
-			}
-		case <-ended:
-			return nil
-		case <-v.st.done:
-			return status.Error(codes.Unavailable, "node stopping")
-		case <-ctx.Done():
-			return nil
-		}
+	if v := m.GetVote(); v != nil {
+		r.st.recordVote(v)
 	}
+	r.opened = true
+	return m, nil
 }
 
 func (v *invokeSvc) Respond(_ context.Context, req *meshnodev1.RespondRequest) (*meshnodev1.RespondResponse, error) {

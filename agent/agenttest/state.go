@@ -2,7 +2,7 @@ package agenttest
 
 import (
 	"context"
-	"fmt"
+	"errors"
 	"maps"
 	"slices"
 	"strings"
@@ -12,20 +12,21 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/agentmesh/meshnode/internal/hub"
 	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
 )
 
 // state is one incarnation of the node: Restart replaces it, so nothing
-// survives a restart, as with a real node's streams and pending calls.
+// survives a restart, as with a real node's streams and pending calls. The
+// streams, pending calls and vote requests are the hub's, the same code a
+// real node runs; the state adds the registry and what tests observe.
 type state struct {
 	node string
+	hub  *hub.Hub
 
 	mu            sync.Mutex
 	index         uint64
 	agents        map[string]*meshnodev1.Agent
-	streams       map[string]*serveStream
-	pending       map[string]*pendingCall
-	pendingVotes  map[string]*pendingVote
 	votes         []*meshnodev1.VoteRequest
 	strayAnswers  int
 	answered      [2]int // answers (responses and votes) taken: [unary, on an Attach stream]
@@ -33,66 +34,70 @@ type state struct {
 	registrations []*meshnodev1.RegisterRequest
 	calls         []*meshnodev1.CallRequest
 	serveRequests []*meshnodev1.ServeRequest
-	nextCall      uint64
 	changed       chan struct{} // closed and replaced on every change
 	done          chan struct{} // closed when the node stops
 	closed        bool
 }
 
-type serveStream struct {
-	out   chan *meshnodev1.ServeResponse
-	gone  chan struct{}
-	ready bool
-}
+// anyone is the owner the fake gives every agent: it does not check peer
+// credentials, so every process owns every agent.
+var anyone hub.Owner
 
-type pendingVote struct {
-	agentID string
-	vote    chan *meshnodev1.VoteRequest
-}
-
-type pendingCall struct {
-	agentID string
-	answer  chan *meshnodev1.RespondRequest
-}
-
-func newState(node string) *state {
-	return &state{
-		node:         node,
-		agents:       map[string]*meshnodev1.Agent{},
-		streams:      map[string]*serveStream{},
-		pending:      map[string]*pendingCall{},
-		pendingVotes: map[string]*pendingVote{},
-		changed:      make(chan struct{}),
-		done:         make(chan struct{}),
+func newState(node string) (*state, error) {
+	s := &state{
+		node:    node,
+		agents:  map[string]*meshnodev1.Agent{},
+		changed: make(chan struct{}),
+		done:    make(chan struct{}),
 	}
+	cfg := hub.DefaultConfig()
+	cfg.Node = node
+	cfg.MaxMessageBytes = maxMessage
+	cfg.KeepCallIDs = true // tests choose call ids, and parent calls by them
+	cfg.StatusChanged = s.statusChanged
+	cfg.OnAnswer = s.streamAnswer
+	h, err := hub.New(cfg)
+	if err != nil {
+		return nil, err
+	}
+	s.hub = h
+	h.Start()
+	return s, nil
 }
 
 // reincarnate returns the state a restarted node comes back with: the
 // registry and its change log survive (a real node keeps them in Raft),
 // streams and pending calls do not, and every agent is disconnected until it
 // serves again.
-func (s *state) reincarnate() *state {
+func (s *state) reincarnate() (*state, error) {
+	n, err := newState(s.node)
+	if err != nil {
+		return nil, err
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	n := newState(s.node)
-	n.index, n.events, n.nextCall = s.index, s.events, s.nextCall
+	n.index, n.events = s.index, s.events
 	n.registrations, n.calls, n.serveRequests = s.registrations, s.calls, s.serveRequests
 	n.votes, n.strayAnswers, n.answered = s.votes, s.strayAnswers, s.answered
 	for id, a := range s.agents {
 		a = proto.Clone(a).(*meshnodev1.Agent)
 		a.Status = meshnodev1.AgentStatus_AGENT_STATUS_DISCONNECTED
 		n.agents[id] = a
+		n.hub.Adopt(id)
 	}
-	return n
+	return n, nil
 }
 
+// close stops the incarnation: Watch streams end, and the hub ends every
+// Serve stream, as a stopping node does.
 func (s *state) close() {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if !s.closed {
 		s.closed = true
 		close(s.done)
 	}
+	s.mu.Unlock()
+	s.hub.Close()
 }
 
 func (s *state) stopped() bool {
@@ -117,8 +122,17 @@ func (s *state) resolve(id string) string {
 func (s *state) isReady(id string) (bool, <-chan struct{}) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	st := s.streams[s.resolve(id)]
-	return st != nil && st.ready, s.changed
+	return s.hub.Serving(s.resolve(id)), s.changed
+}
+
+// statusChanged is the hub telling that an agent's stream opened or ended.
+func (s *state) statusChanged(id string, st meshnodev1.AgentStatus) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if a := s.agents[id]; a != nil {
+		a.Status = st
+	}
+	s.notifyLocked()
 }
 
 func (s *state) register(req *meshnodev1.RegisterRequest) (*meshnodev1.Agent, uint64, error) {
@@ -140,6 +154,7 @@ func (s *state) register(req *meshnodev1.RegisterRequest) (*meshnodev1.Agent, ui
 		a.Status = old.GetStatus()
 	}
 	s.agents[id] = a
+	s.hub.Claim(id, anyone) // cannot fail: anyone owns every agent
 	s.appendEventLocked(meshnodev1.WatchEventType_WATCH_EVENT_TYPE_UPSERT, a)
 	return a, s.index, nil
 }
@@ -153,6 +168,7 @@ func (s *state) deregister(id string) (uint64, error) {
 		return 0, status.Errorf(codes.NotFound, "agent %q is not registered", id)
 	}
 	delete(s.agents, id)
+	s.hub.Remove(id)
 	s.index++
 	s.appendEventLocked(meshnodev1.WatchEventType_WATCH_EVENT_TYPE_DELETE, a)
 	return s.index, nil
@@ -163,158 +179,32 @@ func (s *state) appendEventLocked(t meshnodev1.WatchEventType, a *meshnodev1.Age
 	s.notifyLocked()
 }
 
-// openStream claims the agent's Serve slot; only one stream per agent.
-func (s *state) openStream(req *meshnodev1.ServeRequest) (string, *serveStream, error) {
+func (s *state) recordServe(req *meshnodev1.ServeRequest) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.serveRequests = append(s.serveRequests, proto.Clone(req).(*meshnodev1.ServeRequest))
-	id := s.resolve(req.GetAgentId())
-	if _, ok := s.agents[id]; !ok {
-		return "", nil, status.Errorf(codes.NotFound, "agent %q is not registered: call Register first", id)
-	}
-	if _, busy := s.streams[id]; busy {
-		return "", nil, status.Errorf(codes.AlreadyExists, "agent %q already has a Serve stream", id)
-	}
-	st := &serveStream{out: make(chan *meshnodev1.ServeResponse, 64), gone: make(chan struct{})}
-	s.streams[id] = st
-	return id, st, nil
 }
 
-func (s *state) setReady(id string, st *serveStream) {
+func (s *state) recordVote(req *meshnodev1.VoteRequest) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	st.ready = true
-	if a := s.agents[id]; a != nil {
-		a.Status = meshnodev1.AgentStatus_AGENT_STATUS_READY
-	}
-	s.notifyLocked()
-}
-
-func (s *state) closeStream(id string, st *serveStream) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	close(st.gone)
-	if s.streams[id] == st {
-		delete(s.streams, id)
-	}
-	if a := s.agents[id]; a != nil {
-		a.Status = meshnodev1.AgentStatus_AGENT_STATUS_DISCONNECTED
-	}
-	s.notifyLocked()
-}
-
-// readyStreamLocked returns the agent's id and ready Serve stream; s.mu is
-// held.
-func (s *state) readyStreamLocked(agentID string) (string, *serveStream, error) {
-	id := s.resolve(agentID)
-	st := s.streams[id]
-	if st == nil || !st.ready {
-		return id, nil, status.Errorf(codes.Unavailable, "agent %q has no ready Serve stream", id)
-	}
-	return id, st, nil
-}
-
-// push sends ev on st unless the agent goes away (goneErr) or ctx ends.
-func push(ctx context.Context, st *serveStream, ev *meshnodev1.ServeResponse, goneErr error) error {
-	select {
-	case st.out <- ev:
-		return nil
-	case <-st.gone:
-		return goneErr
-	case <-ctx.Done():
-		return status.FromContextError(ctx.Err()).Err()
-	}
+	s.votes = append(s.votes, proto.Clone(req).(*meshnodev1.VoteRequest))
 }
 
 // deliver pushes d onto the agent's stream and waits for its Respond.
 func (s *state) deliver(ctx context.Context, agentID string, d *meshnodev1.Delivery) (*meshnodev1.RespondRequest, error) {
-	s.mu.Lock()
-	id, st, err := s.readyStreamLocked(agentID)
-	if err != nil {
-		s.mu.Unlock()
-		return nil, err
-	}
-	d = proto.Clone(d).(*meshnodev1.Delivery)
-	if d.CallId == "" {
-		s.nextCall++
-		d.CallId = fmt.Sprintf("call-%d", s.nextCall)
-	}
-	pc := &pendingCall{agentID: id, answer: make(chan *meshnodev1.RespondRequest, 1)}
-	s.pending[d.CallId] = pc
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		delete(s.pending, d.CallId)
-		s.mu.Unlock()
-	}()
-	if err := push(ctx, st, &meshnodev1.ServeResponse{Event: &meshnodev1.ServeResponse_Call{Call: d}},
-		status.Errorf(codes.Unavailable, "agent %q went away before call %s was delivered", id, d.CallId)); err != nil {
-		return nil, err
-	}
-	select {
-	case r := <-pc.answer:
-		return r, nil
-	case <-st.gone:
-		return nil, status.Errorf(codes.Unavailable, "agent %q went away while handling call %s", id, d.CallId)
-	case <-ctx.Done():
-		// Withdraw the call, as a real node does; best effort.
-		select {
-		case st.out <- &meshnodev1.ServeResponse{Event: &meshnodev1.ServeResponse_Cancel{
-			Cancel: &meshnodev1.CallCancel{CallId: d.CallId, Reason: ctx.Err().Error()}}}:
-		default:
-		}
-		return nil, status.FromContextError(ctx.Err()).Err()
-	}
+	return s.hub.Deliver(ctx, s.resolve(agentID), proto.Clone(d).(*meshnodev1.Delivery), hub.CallContext{})
 }
 
 // askVote pushes a vote request onto the agent's stream and waits for the
 // agent's Vote.
 func (s *state) askVote(ctx context.Context, agentID string, ask *meshnodev1.VoteAsk) (*meshnodev1.VoteRequest, error) {
-	s.mu.Lock()
-	id, st, err := s.readyStreamLocked(agentID)
-	if err != nil {
-		s.mu.Unlock()
-		return nil, err
-	}
-	ask = proto.Clone(ask).(*meshnodev1.VoteAsk)
-	if ask.RequestId == "" {
-		s.nextCall++
-		ask.RequestId = fmt.Sprintf("vote-%d", s.nextCall)
-	}
-	pv := &pendingVote{agentID: id, vote: make(chan *meshnodev1.VoteRequest, 1)}
-	s.pendingVotes[ask.RequestId] = pv
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		delete(s.pendingVotes, ask.RequestId)
-		s.mu.Unlock()
-	}()
-	if err := push(ctx, st, &meshnodev1.ServeResponse{Event: &meshnodev1.ServeResponse_Vote{Vote: ask}},
-		status.Errorf(codes.Unavailable, "agent %q went away", id)); err != nil {
-		return nil, err
-	}
-	select {
-	case v := <-pv.vote:
-		return v, nil
-	case <-ctx.Done():
-		return nil, status.FromContextError(ctx.Err()).Err()
-	}
+	return s.hub.Ask(ctx, s.resolve(agentID), proto.Clone(ask).(*meshnodev1.VoteAsk))
 }
 
 func (s *state) vote(req *meshnodev1.VoteRequest) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.votes = append(s.votes, proto.Clone(req).(*meshnodev1.VoteRequest))
-	pv, ok := s.pendingVotes[req.GetRequestId()]
-	if !ok {
-		return status.Errorf(codes.NotFound, "vote request %q is not pending", req.GetRequestId())
-	}
-	if req.GetVote().GetVoterAgentId() != pv.agentID {
-		return status.Errorf(codes.PermissionDenied, "vote request %q was sent to %q, not %q", req.GetRequestId(), pv.agentID, req.GetVote().GetVoterAgentId())
-	}
-	delete(s.pendingVotes, req.GetRequestId())
-	pv.vote <- req
-	return nil
+	s.recordVote(req)
+	return s.hub.Vote(context.Background(), s.resolve(req.GetVote().GetVoterAgentId()), req)
 }
 
 func (s *state) countAnswer(onStream bool) {
@@ -328,19 +218,28 @@ func (s *state) countAnswer(onStream bool) {
 }
 
 func (s *state) respond(req *meshnodev1.RespondRequest) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	pc, ok := s.pending[req.GetCallId()]
-	if !ok {
+	err := s.hub.Respond(s.resolve(req.GetAgentId()), req)
+	s.countStray(err)
+	return err
+}
+
+// streamAnswer is the hub telling what became of an answer sent on an
+// Attach stream.
+func (s *state) streamAnswer(_ string, m *meshnodev1.AttachRequest, err error) {
+	if err == nil {
+		s.countAnswer(true)
+	} else if m.GetRespond() != nil {
+		s.countStray(err)
+	}
+}
+
+// countStray counts an answer for a call nobody was waiting for.
+func (s *state) countStray(err error) {
+	if errors.Is(err, hub.ErrCallNotPending) {
+		s.mu.Lock()
 		s.strayAnswers++
-		return status.Errorf(codes.NotFound, "no call %q is waiting for an answer (answered already, or the caller gave up)", req.GetCallId())
+		s.mu.Unlock()
 	}
-	if s.resolve(req.GetAgentId()) != pc.agentID {
-		return status.Errorf(codes.PermissionDenied, "call %q was delivered to %q, not %q", req.GetCallId(), pc.agentID, req.GetAgentId())
-	}
-	delete(s.pending, req.GetCallId())
-	pc.answer <- req
-	return nil
 }
 
 // pick returns the first ready agent offering capability, by id.
@@ -353,7 +252,7 @@ func (s *state) pick(capability string) (string, error) {
 			continue
 		}
 		offered = true
-		if st := s.streams[id]; st != nil && st.ready {
+		if s.hub.Serving(id) {
 			return id, nil
 		}
 	}

@@ -27,6 +27,8 @@ var forbidden = map[string][]string{
 	// The one atomic file writer: pki and the agent SDK use it, so it may
 	// depend on nothing of the product.
 	"internal/atomicfile": {"agent", "bench", "cmd", "consensus", "e2e", "examples", "gossip", "internal", "node", "pki", "proto", "quorum", "routing", "transport"},
+	// The agent hub is shared by the node and the SDK's fake node in the same way.
+	"internal/hub": {"node", "transport", "pki", "consensus", "gossip", "routing", "quorum", "agent"},
 }
 
 func TestImportBoundaries(t *testing.T) {

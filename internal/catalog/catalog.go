@@ -8,6 +8,7 @@ import (
 
 	"github.com/agentmesh/meshnode/consensus"
 	"github.com/agentmesh/meshnode/gossip"
+	"github.com/agentmesh/meshnode/internal/hub"
 	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
 	"github.com/agentmesh/meshnode/routing"
 )
@@ -33,19 +34,12 @@ type Gossip interface {
 	Member(name string) (gossip.Member, bool)
 }
 
-// LocalLoad is one local agent as the hub sees it.
-type LocalLoad struct {
-	AgentID            string
-	Ready              bool // a Serve or Attach stream is open
-	InFlight, Capacity uint32
-}
-
-// Local is the hub's view of the agents attached to this node. It must not
+// Local is the hub's view (*hub.Hub) of the agents attached to this node. It must not
 // block: it runs on every call.
 type Local interface {
 	Serving(agentID string) bool
-	Load(agentID string) (LocalLoad, bool)
-	Loads() []LocalLoad
+	Load(agentID string) (hub.Load, bool)
+	Snapshot() []hub.Load
 }
 
 // Config configures a Catalog. Every field is required.

@@ -9,6 +9,7 @@ import (
 
 	"github.com/agentmesh/meshnode/consensus"
 	"github.com/agentmesh/meshnode/gossip"
+	"github.com/agentmesh/meshnode/internal/hub"
 	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
 	"github.com/agentmesh/meshnode/routing"
 	"google.golang.org/protobuf/proto"
@@ -137,15 +138,15 @@ func (g *fakeGossip) Member(name string) (gossip.Member, bool) {
 	return gossip.Member{Name: name, Meta: gossip.NodeMeta{QUICAddr: a}}, ok
 }
 
-type fakeLocal map[string]LocalLoad
+type fakeLocal map[string]hub.Load
 
 func (l fakeLocal) Serving(id string) bool { return l[id].Ready }
-func (l fakeLocal) Load(id string) (LocalLoad, bool) {
+func (l fakeLocal) Load(id string) (hub.Load, bool) {
 	v, ok := l[id]
 	return v, ok
 }
-func (l fakeLocal) Loads() []LocalLoad {
-	var out []LocalLoad
+func (l fakeLocal) Snapshot() []hub.Load {
+	var out []hub.Load
 	for _, v := range l {
 		out = append(out, v)
 	}
@@ -184,9 +185,9 @@ func TestResolveReadiness(t *testing.T) {
 	c, reg, g, local := newTestCatalog(t)
 	g.alive["n2"] = true
 	reg.put(agent("n1/serving", "n1", registered))
-	local["n1/serving"] = LocalLoad{AgentID: "n1/serving", Ready: true, InFlight: 1, Capacity: 4}
+	local["n1/serving"] = hub.Load{ID: "n1/serving", Ready: true, InFlight: 1, Capacity: 4}
 	reg.put(agent("n1/stale", "n1", ready)) // the registry says ready; the hub knows better
-	local["n1/stale"] = LocalLoad{AgentID: "n1/stale"}
+	local["n1/stale"] = hub.Load{ID: "n1/stale"}
 	reg.put(agent("n2/reported", "n2", registered))
 	g.loads["n2/reported"] = gossip.AgentLoad{AgentID: "n2/reported", Status: gossip.StatusReady, InFlight: 2}
 	reg.put(agent("n2/unreported", "n2", ready))
@@ -300,8 +301,8 @@ func TestNodeAddressPrefersGossip(t *testing.T) {
 
 func TestLoadReport(t *testing.T) {
 	c, _, _, local := newTestCatalog(t)
-	local["n1/a"] = LocalLoad{AgentID: "n1/a", Ready: true, InFlight: 2, Capacity: 4}
-	local["n1/b"] = LocalLoad{AgentID: "n1/b", InFlight: 1}
+	local["n1/a"] = hub.Load{ID: "n1/a", Ready: true, InFlight: 2, Capacity: 4}
+	local["n1/b"] = hub.Load{ID: "n1/b", InFlight: 1}
 	c.Observe("n1/a", 1000, true)
 	node, agents := c.LoadReport()
 	if node.InFlight != 3 || len(agents) != 2 {

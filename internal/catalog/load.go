@@ -16,7 +16,7 @@ func (c *Catalog) ObserveCall(d time.Duration, ok bool) { c.stats.observe("", d,
 
 // LoadReport is what this node gossips about itself and its agents.
 func (c *Catalog) LoadReport() (gossip.NodeLoad, []gossip.AgentLoad) {
-	local := c.cfg.Local.Loads()
+	local := c.cfg.Local.Snapshot()
 	agents := make([]gossip.AgentLoad, 0, len(local))
 	total := gossip.NodeLoad{Status: gossip.StatusReady}
 	for _, a := range local {
@@ -24,8 +24,8 @@ func (c *Catalog) LoadReport() (gossip.NodeLoad, []gossip.AgentLoad) {
 		if a.Ready {
 			st = gossip.StatusReady
 		}
-		agents = append(agents, gossip.AgentLoad{AgentID: a.AgentID, InFlight: a.InFlight, Capacity: a.Capacity, Status: st,
-			EWMALatency: c.stats.latency(a.AgentID), SuccessRate: c.stats.success(a.AgentID)})
+		agents = append(agents, gossip.AgentLoad{AgentID: a.ID, InFlight: a.InFlight, Capacity: a.Capacity, Status: st,
+			EWMALatency: c.stats.latency(a.ID), SuccessRate: c.stats.success(a.ID)})
 		total.InFlight += a.InFlight
 	}
 	total.EWMALatency, total.SuccessRate = c.stats.latency(""), c.stats.success("")
