@@ -12,6 +12,8 @@ import (
 
 	"github.com/agentmesh/meshnode/consensus"
 	"github.com/agentmesh/meshnode/gossip"
+	"github.com/agentmesh/meshnode/internal/apierror"
+	"github.com/agentmesh/meshnode/internal/socketapi"
 	"github.com/agentmesh/meshnode/pki"
 	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
 	"github.com/agentmesh/meshnode/quorum"
@@ -36,7 +38,7 @@ type Node struct {
 	startedAt time.Time
 
 	lock *dirLock
-	api  *apiServer
+	api  *socketapi.Server
 
 	// Set during Start, in this order; read-only afterwards.
 	id          pki.ID
@@ -90,11 +92,16 @@ func New(cfg Config, log *slog.Logger) (*Node, error) {
 	}
 	n := &Node{cfg: cfg, log: log, stopped: make(chan struct{}), stopping: make(chan struct{}), local: newLocalAgents(cfg.Name), votes: newVoteWaiters()}
 	n.bgCtx, n.bgCancel = context.WithCancel(context.Background())
-	n.api = newAPIServer(apiServerConfig{
+	api, err := socketapi.New(socketapi.Config{
 		Path:       cfg.SocketPath(),
 		MaxMessage: cfg.maxMessage(),
 		Logger:     log.With("component", "api"),
+		MapError:   apierror.Map,
 	})
+	if err != nil {
+		return nil, err
+	}
+	n.api = api
 	return n, nil
 }
 
@@ -144,7 +151,7 @@ func (n *Node) buildComponents() {
 		{name: "routing", start: n.startRouting, stop: func(context.Context) {}},
 		{name: "quorum", start: n.startQuorum, stop: func(context.Context) { n.coordinator.Close() }},
 		{name: "agents", start: n.startAgents, stop: func(context.Context) {}},
-		{name: "agent-api", start: func(ctx context.Context) error { registerServices(n); return n.api.start(ctx) }, stop: n.api.stop},
+		{name: "agent-api", start: func(ctx context.Context) error { registerServices(n); return n.api.Start(ctx) }, stop: n.api.Stop},
 	}
 }
 
