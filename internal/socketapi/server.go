@@ -164,7 +164,10 @@ func (s *Server) Start(context.Context) error {
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(s.cfg.Logger.Handler(), slog.LevelDebug),
+		// HTTP/2 reaches this server only when its first request is not
+		// gRPC: Connect clients on h2c prior knowledge.
+		Protocols: httpProtocols(),
+		ErrorLog:  slog.NewLogLogger(s.cfg.Logger.Handler(), slog.LevelDebug),
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			if cred, err := readPeerCred(c); err == nil {
 				return withPeerCred(ctx, cred)
@@ -180,6 +183,13 @@ func (s *Server) Start(context.Context) error {
 		s.grpc.Serve(split.h2)
 	}()
 	return nil
+}
+
+func httpProtocols() *http.Protocols {
+	var p http.Protocols
+	p.SetHTTP1(true)
+	p.SetUnencryptedHTTP2(true)
+	return &p
 }
 
 // Stop drains in-flight requests until ctx ends, then cuts the rest, and
