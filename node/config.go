@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"time"
 	"unicode/utf8"
+
+	"github.com/agentmesh/meshnode/internal/socketapi"
 )
 
 // Version is the meshnode release, set at build time with -ldflags.
@@ -16,7 +18,7 @@ var Version = "dev"
 
 // MaxSocketPath is the longest Unix socket path the kernel accepts
 // (sizeof(sun_path) - 1 on Linux).
-const MaxSocketPath = 107
+const MaxSocketPath = socketapi.MaxPath
 
 // DefaultPort is the UDP port all peer traffic uses.
 const DefaultPort = 7946

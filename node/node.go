@@ -12,8 +12,10 @@ import (
 
 	"github.com/agentmesh/meshnode/consensus"
 	"github.com/agentmesh/meshnode/gossip"
+	"github.com/agentmesh/meshnode/internal/apierror"
 	"github.com/agentmesh/meshnode/internal/catalog"
 	"github.com/agentmesh/meshnode/internal/hub"
+	"github.com/agentmesh/meshnode/internal/socketapi"
 	"github.com/agentmesh/meshnode/pki"
 	"github.com/agentmesh/meshnode/quorum"
 	"github.com/agentmesh/meshnode/routing"
@@ -37,7 +39,7 @@ type Node struct {
 	startedAt time.Time
 
 	lock *dirLock
-	api  *apiServer
+	api  *socketapi.Server
 
 	// Set during Start, in this order; read-only afterwards.
 	id          pki.ID
@@ -93,11 +95,16 @@ func New(cfg Config, log *slog.Logger) (*Node, error) {
 	}
 	n.hub = h
 	n.bgCtx, n.bgCancel = context.WithCancel(context.Background())
-	n.api = newAPIServer(apiServerConfig{
+	api, err := socketapi.New(socketapi.Config{
 		Path:       cfg.SocketPath(),
 		MaxMessage: cfg.maxMessage(),
 		Logger:     log.With("component", "api"),
+		MapError:   apierror.Map,
 	})
+	if err != nil {
+		return nil, err
+	}
+	n.api = api
 	return n, nil
 }
 
@@ -147,7 +154,7 @@ func (n *Node) buildComponents() {
 		{name: "routing", start: n.startRouting, stop: func(context.Context) {}},
 		{name: "quorum", start: n.startQuorum, stop: func(context.Context) { n.coordinator.Close() }},
 		{name: "agents", start: n.startAgents, stop: func(context.Context) { n.hub.Close() }},
-		{name: "agent-api", start: func(ctx context.Context) error { registerServices(n); return n.api.start(ctx) }, stop: n.api.stop},
+		{name: "agent-api", start: func(ctx context.Context) error { registerServices(n); return n.api.Start(ctx) }, stop: n.api.Stop},
 	}
 }
 

@@ -2,12 +2,12 @@ package node
 
 import (
 	"context"
-	"errors"
+	"math"
 	"sort"
 	"strings"
 	"unicode/utf8"
 
-	"github.com/agentmesh/meshnode/consensus"
+	"github.com/agentmesh/meshnode/internal/apierror"
 	"github.com/agentmesh/meshnode/internal/hub"
 	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
 	"google.golang.org/grpc/codes"
@@ -195,8 +195,8 @@ func validateRegistration(req *meshnodev1.RegisterRequest) error {
 			return bad("capabilities["+itoa(i)+"].name", "%q is listed twice", name)
 		}
 		seen[name] = true
-		if c.GetCost() < 0 {
-			return bad("capabilities["+itoa(i)+"].cost", "%v is negative", c.GetCost())
+		if cost := c.GetCost(); cost < 0 || math.IsNaN(cost) || math.IsInf(cost, 0) {
+			return bad("capabilities["+itoa(i)+"].cost", "%v: use a finite number, 0 or more", cost)
 		}
 		if _, ok := meshnodev1.Proficiency_name[int32(c.GetProficiency())]; !ok {
 			return bad("capabilities["+itoa(i)+"].proficiency", "%d is not a proficiency", c.GetProficiency())
@@ -218,31 +218,14 @@ func validateRegistration(req *meshnodev1.RegisterRequest) error {
 	return nil
 }
 
-// storeError maps consensus errors to gRPC statuses callers can act on. A
-// missing leader (the minority side of a partition, or a cluster that lost
-// its quorum) is Unavailable with what to check, not a bare timeout.
+// storeError is the API's answer to a store error met while doing
+// something: the one table in internal/apierror decides the code, and the
+// message keeps the store's own advice (ErrNoLeader says what to check).
 func storeError(doing string, err error) error {
-	if errors.Is(err, consensus.ErrNoLeader) || errors.Is(err, context.DeadlineExceeded) || status.Code(err) == codes.DeadlineExceeded {
-		return status.Errorf(codes.Unavailable, "%s: no Raft leader answered in time: this node cannot reach a majority of the servers (check 'meshnode members'); stale reads still work (%v)", doing, err)
-	}
-	if _, ok := status.FromError(err); ok && status.Code(err) != codes.Unknown {
-		return err
-	}
-	if errors.Is(err, context.Canceled) {
-		return status.Errorf(codes.Canceled, "%s: %v", doing, err)
-	}
-	return status.Errorf(codes.Unavailable, "%s: %v", doing, err)
+	return apierror.Wrap(doing, err)
 }
 
 // resultError turns a command's FSM result into an error.
 func resultError(res *meshnodev1.CommandResult, doing string) error {
-	switch res.GetStatus() {
-	case meshnodev1.CommandStatus_COMMAND_STATUS_OK, meshnodev1.CommandStatus_COMMAND_STATUS_UNSPECIFIED:
-		return nil
-	case meshnodev1.CommandStatus_COMMAND_STATUS_NOT_FOUND:
-		return status.Errorf(codes.NotFound, "%s: %s", doing, res.GetMessage())
-	case meshnodev1.CommandStatus_COMMAND_STATUS_INVALID:
-		return status.Errorf(codes.InvalidArgument, "%s: %s", doing, res.GetMessage())
-	}
-	return status.Errorf(codes.FailedPrecondition, "%s: %s", doing, res.GetMessage())
+	return apierror.Result(doing, res)
 }

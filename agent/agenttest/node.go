@@ -32,6 +32,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/agentmesh/meshnode/internal/socketapi"
 	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
 )
 
@@ -52,12 +53,10 @@ type Node struct {
 	// answers. Set it before Start (or Restart).
 	NoAttach bool
 
-	mu       sync.Mutex
-	st       *state
-	srv      *grpc.Server
-	mux      *connMux
-	serveErr chan error
-	started  chan struct{} // closed and replaced by Start, for WaitReady
+	mu      sync.Mutex
+	st      *state
+	srv     *socketapi.Server
+	started chan struct{} // closed and replaced by Start, for WaitReady
 }
 
 // NewNode starts a Node on a fresh socket in a temporary directory and stops
@@ -99,34 +98,38 @@ func (n *Node) Start() error {
 	st := n.st
 	// A stopping node answers nothing: without this, a fast reconnect could
 	// register with the incarnation being torn down.
-	srv := grpc.NewServer(grpc.MaxRecvMsgSize(maxMessage), grpc.MaxSendMsgSize(maxMessage),
-		grpc.UnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	srv, err := socketapi.New(socketapi.Config{
+		Path:       n.Socket,
+		MaxMessage: maxMessage,
+		Unary: []grpc.UnaryServerInterceptor{func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 			if st.stopped() {
 				return nil, errStopping
 			}
 			return h(ctx, req)
-		}),
-		grpc.StreamInterceptor(func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+		}},
+		Stream: []grpc.StreamServerInterceptor{func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
 			if st.stopped() {
 				return errStopping
 			}
 			return h(srv, ss)
-		}))
-	meshnodev1.RegisterRegistryServiceServer(srv, &registrySvc{st: n.st})
-	meshnodev1.RegisterInvokeServiceServer(srv, &invokeSvc{st: n.st, noAttach: n.NoAttach})
-	meshnodev1.RegisterNodeServiceServer(srv, &nodeSvc{st: n.st})
-	meshnodev1.RegisterQuorumServiceServer(srv, &quorumSvc{st: n.st})
-	mux, err := listenMux(n.Socket, srv)
+		}},
+	})
 	if err != nil {
+		return err
+	}
+	r := srv.Registrar()
+	meshnodev1.RegisterRegistryServiceServer(r, &registrySvc{st: n.st})
+	meshnodev1.RegisterInvokeServiceServer(r, &invokeSvc{st: n.st, noAttach: n.NoAttach})
+	meshnodev1.RegisterNodeServiceServer(r, &nodeSvc{st: n.st})
+	meshnodev1.RegisterQuorumServiceServer(r, &quorumSvc{st: n.st})
+	if err := srv.Start(context.Background()); err != nil {
 		return fmt.Errorf("listen on %s: %w", n.Socket, err)
 	}
-	n.srv, n.mux = srv, mux
+	n.srv = srv
 	if n.started != nil {
 		close(n.started)
 	}
 	n.started = make(chan struct{})
-	n.serveErr = make(chan error, 1)
-	go func() { n.serveErr <- srv.Serve(mux.grpcListener()) }()
 	return nil
 }
 
@@ -139,10 +142,8 @@ func (n *Node) Stop() {
 		return
 	}
 	n.st.close()
-	n.mux.close()
-	n.srv.Stop()
-	<-n.serveErr
-	n.srv, n.mux = nil, nil
+	n.srv.Close()
+	n.srv = nil
 	os.Remove(n.Socket)
 }
 

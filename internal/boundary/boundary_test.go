@@ -29,6 +29,15 @@ var forbidden = map[string][]string{
 	"internal/atomicfile": {"agent", "bench", "cmd", "consensus", "e2e", "examples", "gossip", "internal", "node", "pki", "proto", "quorum", "routing", "transport"},
 	// The agent hub is shared by the node and the SDK's fake node in the same way.
 	"internal/hub": {"node", "transport", "pki", "consensus", "gossip", "routing", "quorum", "agent"},
+	// The socket's serve plumbing, shared with agenttest: product-free, so
+	// what an error means comes in through its Config (internal/apierror).
+	"internal/socketapi": {"node", "transport", "pki", "consensus", "gossip", "routing", "quorum", "agent", "internal/apierror", "cmd/meshnode"},
+	// The error table sits at the API edge: it may know the packages whose
+	// errors it maps, never the node or the SDK.
+	"internal/apierror": {"node", "gossip", "agent", "internal/socketapi", "cmd/meshnode"},
+	// The SDK's fake node serves with socketapi but must stay as free of the
+	// product as the SDK itself.
+	"agent/agenttest": {"node", "transport", "consensus", "gossip", "routing", "pki", "quorum", "internal/apierror"},
 }
 
 func TestImportBoundaries(t *testing.T) {

@@ -1,4 +1,4 @@
-package node
+package socketapi
 
 import (
 	"errors"
@@ -12,12 +12,16 @@ import (
 // ErrSocketInUse is returned when a live process already serves the socket.
 var ErrSocketInUse = errors.New("socket is served by a live process")
 
-// listenSocket listens on the agent API's Unix socket with mode 0660. A
+// MaxPath is the longest Unix socket path the kernel accepts
+// (sizeof(sockaddr_un.sun_path) minus the terminating NUL).
+const MaxPath = 107
+
+// Listen listens on the agent API's Unix socket with mode 0660. A
 // stale socket left by a crash is replaced; a live node's socket never is:
 // we only remove the file after a dial to it fails.
-func listenSocket(path string) (*net.UnixListener, error) {
-	if len(path) > MaxSocketPath {
-		return nil, fmt.Errorf("socket path %q is %d bytes, over the kernel's limit of %d; pass a shorter --socket", path, len(path), MaxSocketPath)
+func Listen(path string) (*net.UnixListener, error) {
+	if len(path) > MaxPath {
+		return nil, fmt.Errorf("socket path %q is %d bytes, over the kernel's limit of %d; pass a shorter --socket", path, len(path), MaxPath)
 	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("create socket directory: %w", err)

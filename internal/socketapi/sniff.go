@@ -1,4 +1,4 @@
-package node
+package socketapi
 
 import (
 	"bufio"
@@ -16,7 +16,9 @@ import (
 var http2Preface = []byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
 
 // connSplitter accepts from one listener and hands each connection to the
-// gRPC or the HTTP/1.1 listener by its first bytes. Sniffing happens on a
+// gRPC or the HTTP listener by its first bytes: HTTP/2 whose first request
+// is gRPC goes to grpc-go, everything else (HTTP/1.1, and Connect over
+// HTTP/2 prior knowledge) to net/http. Sniffing happens on a
 // goroutine per connection under a deadline, so a client that connects and
 // says nothing cannot stall the accept loop.
 type connSplitter struct {
@@ -55,16 +57,19 @@ func (s *connSplitter) route(ctx context.Context, c net.Conn) {
 	c.SetReadDeadline(time.Now().Add(s.sniffWindow))
 	br := bufio.NewReaderSize(c, 4096)
 	head, err := br.Peek(len(http2Preface))
-	c.SetReadDeadline(time.Time{})
 	if err != nil && len(head) == 0 {
 		c.Close()
 		return
 	}
-	pc := &peekedConn{Conn: c, r: br}
+	var pc net.Conn = &peekedConn{Conn: c, r: br}
 	target := s.h1
 	if bytes.Equal(head, http2Preface) {
 		target = s.h2
+		if !h2IsGRPC(c, br) {
+			target, pc = s.h1, newAckDropConn(c, br)
+		}
 	}
+	c.SetReadDeadline(time.Time{})
 	if !target.deliver(ctx, pc) {
 		c.Close()
 	}
