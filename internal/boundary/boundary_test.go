@@ -24,6 +24,9 @@ var forbidden = map[string][]string{
 	"internal/benchutil": {"node", "transport", "pki", "consensus", "gossip", "routing", "quorum", "agent"},
 	// Shared by the node and the agent SDK's fake node: it may depend on neither.
 	"internal/connectjson": {"node", "transport", "pki", "consensus", "gossip", "routing", "quorum", "agent"},
+	// The product's one clock: every package may use it, so it uses none of
+	// them ("internal" bans every other internal package, present and future).
+	"internal/clock": {"node", "transport", "pki", "consensus", "gossip", "routing", "quorum", "agent", "proto", "cmd", "internal", "e2e", "bench", "examples"},
 }
 
 func TestImportBoundaries(t *testing.T) {
