@@ -112,8 +112,12 @@ func (s *Store) PutCARecord(ctx context.Context, key string, value []byte) (uint
 // token, so a retry is answered with the first result, and only the caller
 // that made the first write may treat it as its own.
 func (s *Store) UseToken(ctx context.Context, id string, expires time.Time, serverNode string) (uint64, error) {
+	var exp uint64 // zero (no expiry) is refused as invalid
+	if !expires.IsZero() {
+		exp = uint64(max(expires.UnixNano(), 0))
+	}
 	idx, res, err := s.Apply(ctx, &meshnodev1.Command{IdempotencyKey: "token/" + id, Op: &meshnodev1.Command_UseToken{UseToken: &meshnodev1.UseTokenCommand{
-		Id: id, ExpiresUnixNano: uint64(max(expires.UnixNano(), 0)), ServerNode: serverNode,
+		Id: id, ExpiresUnixNano: exp, ServerNode: serverNode,
 	}}})
 	if err != nil {
 		return idx, err
