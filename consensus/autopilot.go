@@ -114,7 +114,7 @@ func (srv *server) admitConfigured(ctx context.Context, conf raft.Configuration)
 			continue
 		}
 		actx, cancel := context.WithTimeout(ctx, s.cfg.ApplyTimeout)
-		_, _, err := s.Apply(actx, &meshnodev1.Command{Op: &meshnodev1.Command_AdmitServer{AdmitServer: &meshnodev1.AdmitServerCommand{Node: name}}})
+		_, err := s.AdmitServer(actx, name)
 		cancel()
 		s.logger.Info("autopilot: recorded the admission of a server already in the Raft configuration", "server", name, "err", err)
 	}

@@ -5,17 +5,9 @@ import (
 	"fmt"
 	"log/slog"
 	"time"
+
+	"github.com/agentmesh/meshnode/internal/clock"
 )
-
-// Clock is the time source. The store reads wall time for the batch
-// timestamps that expire tokens and dedup keys, and for autopilot timers.
-type Clock interface {
-	Now() time.Time
-}
-
-type systemClock struct{}
-
-func (systemClock) Now() time.Time { return time.Now() }
 
 // Config configures a Store. Zero values mean the documented defaults.
 type Config struct {
@@ -102,8 +94,10 @@ type Config struct {
 
 	// Logger receives the store's and Raft's logs. Default: discard.
 	Logger *slog.Logger
-	// Clock is the time source. Default: the system clock.
-	Clock Clock
+	// Clock is the time source: the leader stamps each log entry with its
+	// Now (tokens and dedup keys expire by it), and the autopilot and
+	// replica lag read it. Default: clock.System.
+	Clock clock.Clock
 }
 
 // DefaultConfig returns the defaults for a node named name.
@@ -154,9 +148,7 @@ func (c Config) withDefaults() Config {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
-	if c.Clock == nil {
-		c.Clock = systemClock{}
-	}
+	c.Clock = clock.OrSystem(c.Clock)
 	return c
 }
 

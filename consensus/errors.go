@@ -1,6 +1,10 @@
 package consensus
 
-import "errors"
+import (
+	"errors"
+
+	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
+)
 
 // Sentinel errors. Callers branch on them with errors.Is.
 var (
@@ -31,3 +35,40 @@ var (
 	// error). The node stops acknowledging writes: fix the disk and restart.
 	ErrStorage = errors.New("consensus: Raft storage failed; free disk space or fix the data directory and restart the node")
 )
+
+// RefusedError is a command the state machine applied with an outcome other
+// than OK: it named a record that does not exist, used a token already used,
+// or was invalid. Nothing changed. It is errors.Is the matching sentinel
+// (ErrNotFound, ErrTokenUsed or ErrInvalidCommand), so callers branch on the
+// sentinel and read Status and Message when they need the detail.
+type RefusedError struct {
+	// Status is the state machine's outcome for the command.
+	Status meshnodev1.CommandStatus
+	// Message is the state machine's explanation, naming the record.
+	Message string
+	// Index is the log index at which the command was applied (and refused).
+	Index uint64
+}
+
+func (e *RefusedError) Error() string { return e.Unwrap().Error() + ": " + e.Message }
+
+// Unwrap returns the sentinel for Status.
+func (e *RefusedError) Unwrap() error {
+	switch e.Status {
+	case meshnodev1.CommandStatus_COMMAND_STATUS_NOT_FOUND:
+		return ErrNotFound
+	case meshnodev1.CommandStatus_COMMAND_STATUS_TOKEN_USED:
+		return ErrTokenUsed
+	}
+	return ErrInvalidCommand
+}
+
+// resultError is the one conversion of a command's result into an error:
+// nil for OK, a *RefusedError otherwise (an unspecified status is a
+// malformed result, hence invalid).
+func resultError(r *meshnodev1.CommandResult) error {
+	if r.GetStatus() == meshnodev1.CommandStatus_COMMAND_STATUS_OK {
+		return nil
+	}
+	return &RefusedError{Status: r.GetStatus(), Message: r.GetMessage(), Index: r.GetIndex()}
+}

@@ -4,6 +4,8 @@ import (
 	"sort"
 	"sync"
 	"time"
+
+	"github.com/agentmesh/meshnode/internal/clock"
 )
 
 // MemberStatus is gossip's view of a server.
@@ -40,7 +42,7 @@ type member struct {
 // autopilot on the leader and the choice of server on clients.
 type members struct {
 	mu     sync.Mutex
-	clock  Clock
+	clock  clock.Clock
 	byName map[string]*member
 	seeds  []string
 	// preferred is the server a client talks to until it fails.
@@ -48,7 +50,7 @@ type members struct {
 	avoided   map[string]time.Time
 }
 
-func newMembers(c Clock) *members {
+func newMembers(c clock.Clock) *members {
 	return &members{clock: c, byName: map[string]*member{}, avoided: map[string]time.Time{}}
 }
 

@@ -37,11 +37,6 @@ type AgentFilter struct {
 	Node       string
 }
 
-// DecisionFilter narrows Decisions. An empty status matches every status.
-type DecisionFilter struct {
-	Status string
-}
-
 // view returns a read transaction that satisfies opts and its index.
 func (s *Store) view(ctx context.Context, opts ReadOptions) (*memdb.Txn, uint64, error) {
 	if s.closed.Load() {
@@ -161,14 +156,6 @@ func (s *Store) Policies(ctx context.Context, opts ReadOptions) ([]*meshnodev1.P
 // Decision returns a quorum decision, or ErrNotFound.
 func (s *Store) Decision(ctx context.Context, opts ReadOptions, id string) (*meshnodev1.DecisionRecord, uint64, error) {
 	return getOne[*meshnodev1.DecisionRecord](s, ctx, opts, tableDecisions, "decision", id)
-}
-
-// Decisions lists decisions matching f, sorted by id.
-func (s *Store) Decisions(ctx context.Context, opts ReadOptions, f DecisionFilter) ([]*meshnodev1.DecisionRecord, uint64, error) {
-	if f.Status != "" {
-		return list[*meshnodev1.DecisionRecord](s, ctx, opts, tableDecisions, "status", []any{f.Status})
-	}
-	return list[*meshnodev1.DecisionRecord](s, ctx, opts, tableDecisions, "id", nil)
 }
 
 // CARecord returns the value of a CA record. Servers only: clients get

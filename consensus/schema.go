@@ -64,6 +64,10 @@ func stateSchema() *memdb.DBSchema {
 		tableDecisions: {Name: tableDecisions, Indexes: map[string]*memdb.IndexSchema{
 			"id":     id("Id"),
 			"status": {Name: "status", Indexer: &memdb.StringFieldIndex{Field: "Status"}},
+			// Newest-first paging (decisions.go), over all decisions and
+			// within one status.
+			"created":        {Name: "created", Unique: true, Indexer: decisionOrder{}},
+			"status_created": {Name: "status_created", Unique: true, Indexer: decisionOrder{byStatus: true}},
 		}},
 		tableServers: {Name: tableServers, Indexes: map[string]*memdb.IndexSchema{"id": id("Node")}},
 		tableMeta:    {Name: tableMeta, Indexes: map[string]*memdb.IndexSchema{"id": id("Key")}},

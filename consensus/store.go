@@ -117,10 +117,12 @@ func (s *Store) Index() uint64 { return s.st.index() }
 // Apply commits cmd through Raft from any node and returns the index of the
 // log entry that applied it with its result. It retries across leader
 // changes until ctx ends (Config.ApplyTimeout if ctx has no deadline); the
-// idempotency key (set here if empty) makes the retries apply once. The
-// error is ErrTokenUsed, ErrNotFound or ErrInvalidCommand when the command
-// was applied (or refused) with that outcome; the result is returned too.
-// A zero cmd.Version means the current CommandVersion.
+// idempotency key (set here if empty) makes the retries apply once. When
+// the state machine applied the command with an outcome other than OK the
+// error is a *RefusedError (errors.Is ErrTokenUsed, ErrNotFound or
+// ErrInvalidCommand) and the result is returned too. A zero cmd.Version
+// means the current CommandVersion. Prefer the typed methods (writes.go):
+// they build the command and return the committed record.
 func (s *Store) Apply(ctx context.Context, cmd *meshnodev1.Command) (uint64, *meshnodev1.CommandResult, error) {
 	if s.closed.Load() {
 		return 0, nil, ErrClosed
@@ -218,18 +220,6 @@ func (s *Store) forwardTarget() (string, error) {
 		return "", fmt.Errorf("%w: this client knows no live server", ErrNoLeader)
 	}
 	return addr, nil
-}
-
-func resultError(r *meshnodev1.CommandResult) error {
-	switch r.GetStatus() {
-	case meshnodev1.CommandStatus_COMMAND_STATUS_OK:
-		return nil
-	case meshnodev1.CommandStatus_COMMAND_STATUS_TOKEN_USED:
-		return fmt.Errorf("%w: %s", ErrTokenUsed, r.GetMessage())
-	case meshnodev1.CommandStatus_COMMAND_STATUS_NOT_FOUND:
-		return fmt.Errorf("%w: %s", ErrNotFound, r.GetMessage())
-	}
-	return fmt.Errorf("%w: %s", ErrInvalidCommand, r.GetMessage())
 }
 
 func randomKey() string {

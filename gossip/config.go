@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
+
+	"github.com/agentmesh/meshnode/internal/clock"
 )
 
 // KeyResolver returns the public half of a node's key, the one that node
@@ -28,17 +30,6 @@ type KeyResolver interface {
 type AgentOwners interface {
 	AgentNode(agentID string) (node string, ok bool)
 }
-
-// Clock is the time source. Only Now and After are needed.
-type Clock interface {
-	Now() time.Time
-	After(d time.Duration) <-chan time.Time
-}
-
-type systemClock struct{}
-
-func (systemClock) Now() time.Time                         { return time.Now() }
-func (systemClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
 
 // Config configures a Gossip. Zero values mean the DefaultConfig (LAN) value,
 // except Name, Signer and Keys, which are required.
@@ -68,8 +59,9 @@ type Config struct {
 
 	// Logger receives gossip's and memberlist's logs. Zero: slog.Default().
 	Logger *slog.Logger
-	// Clock is the time source. Zero: the system clock.
-	Clock Clock
+	// Clock is the time source (load entry timestamps, publish ticks).
+	// Zero: clock.System.
+	Clock clock.Clock
 
 	// Failure detection (SWIM + Lifeguard). See DefaultConfig for the reasons.
 	ProbeInterval           time.Duration
@@ -261,9 +253,7 @@ func (c Config) withDefaults() Config {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
-	if c.Clock == nil {
-		c.Clock = systemClock{}
-	}
+	c.Clock = clock.OrSystem(c.Clock)
 	return c
 }
 

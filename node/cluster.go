@@ -212,13 +212,11 @@ func (n *Node) registerNodeRecord(ctx context.Context) error {
 	if n.isServer() {
 		role = "server"
 	}
-	_, res, err := n.store.Apply(ctx, &meshnodev1.Command{Version: 1, Op: &meshnodev1.Command_RegisterNode{RegisterNode: &meshnodev1.RegisterNodeCommand{
-		Node: &meshnodev1.NodeRecord{Name: n.cfg.Name, Address: n.ep.Addr().String(), Role: role, SpiffeId: n.id.String(), PublicKey: pub},
-	}}})
+	_, err = n.store.RegisterNode(ctx, &meshnodev1.NodeRecord{Name: n.cfg.Name, Address: n.ep.Addr().String(), Role: role, SpiffeId: n.id.String(), PublicKey: pub})
 	if err != nil {
-		return err
+		return fmt.Errorf("register node %s: %w", n.cfg.Name, err)
 	}
-	return resultError(res, "register node")
+	return nil
 }
 
 // ca returns the cluster CA on servers, loading it from Raft state on first

@@ -44,32 +44,25 @@ func (s *pkiStore) SaveCA(ctx context.Context, m *pki.CAMaterial) error {
 	if err != nil {
 		return err
 	}
-	_, res, err := s.store.Apply(ctx, &meshnodev1.Command{Version: 1, Op: &meshnodev1.Command_PutCaRecord{PutCaRecord: &meshnodev1.PutCARecordCommand{
-		Record: &meshnodev1.CARecord{Key: caRecordKey, Value: b},
-	}}})
-	if err != nil {
-		return err
+	if _, err := s.store.PutCARecord(ctx, caRecordKey, b); err != nil {
+		return fmt.Errorf("store CA material: %w", err)
 	}
-	return resultError(res, "store CA material")
+	return nil
 }
 
 func (s *pkiStore) UseToken(ctx context.Context, id string, expires time.Time, serverNode string) error {
-	_, res, err := s.store.Apply(ctx, &meshnodev1.Command{Version: 1, IdempotencyKey: "token/" + id, Op: &meshnodev1.Command_UseToken{UseToken: &meshnodev1.UseTokenCommand{
-		Id: id, ExpiresUnixNano: uint64(expires.UnixNano()), ServerNode: serverNode,
-	}}})
-	// The FSM refuses a used token with TOKEN_USED, which Apply returns as
-	// consensus.ErrTokenUsed; pki must see its own ErrTokenUsed, or the CA
-	// answers Internal and the joiner retries forever. Within the dedup
-	// window a reuse is instead answered with the first result marked
-	// duplicate: that is still the one use, and it succeeded the first time
-	// only for the caller that made it. Treat a duplicate as used.
-	if errors.Is(err, consensus.ErrTokenUsed) || (err == nil && res.GetDuplicate()) {
+	// The FSM refuses a used token with TOKEN_USED, and within the dedup
+	// window a reuse gets the first result marked duplicate; UseToken
+	// reports both as consensus.ErrTokenUsed. pki must see its own
+	// ErrTokenUsed, or the CA answers Internal and the joiner retries forever.
+	_, err := s.store.UseToken(ctx, id, expires, serverNode)
+	if errors.Is(err, consensus.ErrTokenUsed) {
 		return fmt.Errorf("%w: token %s", pki.ErrTokenUsed, id)
 	}
 	if err != nil {
-		return err
+		return fmt.Errorf("use token %s: %w", id, err)
 	}
-	return resultError(res, "use token "+id)
+	return nil
 }
 
 func (s *pkiStore) Revoke(ctx context.Context, r *pki.Revocation) error {
@@ -77,13 +70,10 @@ func (s *pkiStore) Revoke(ctx context.Context, r *pki.Revocation) error {
 	if err != nil {
 		return err
 	}
-	_, res, err := s.store.Apply(ctx, &meshnodev1.Command{Version: 1, Op: &meshnodev1.Command_Revoke{Revoke: &meshnodev1.RevokeCommand{
-		Node: r.GetNodeName(), Serials: r.GetSerials(), Reason: r.GetReason(), Data: data,
-	}}})
-	if err != nil {
-		return err
+	if _, err := s.store.Revoke(ctx, r.GetNodeName(), r.GetSerials(), r.GetReason(), data); err != nil {
+		return fmt.Errorf("revoke %s: %w", r.GetNodeName(), err)
 	}
-	return resultError(res, "revoke "+r.GetNodeName())
+	return nil
 }
 
 // IsRevoked answers from the local replica; it runs on every handshake and

@@ -6,29 +6,17 @@ import (
 	"errors"
 	"log/slog"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/agentmesh/meshnode/consensus"
+	"github.com/agentmesh/meshnode/internal/clock"
 	"github.com/agentmesh/meshnode/pki"
 	"github.com/agentmesh/meshnode/transport/transporttest"
 	"go.step.sm/crypto/keyutil"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
-
-type settableClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *settableClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *settableClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
 
 // TestTokenReusedAfterDedupWindowIsRefusedForGood: consensus remembers a
 // retried write (same idempotency key) for 10 minutes and the used token
@@ -38,11 +26,11 @@ func (c *settableClock) Advance(d time.Duration) {
 // forever.
 func TestTokenReusedAfterDedupWindowIsRefusedForGood(t *testing.T) {
 	ctx := context.Background()
-	clock := &settableClock{t: time.Now()}
+	clk := clock.NewFake(time.Now())
 	cfg := consensus.Config{
 		Name: "s1", Server: true, Bootstrap: true, DataDir: filepath.Join(t.TempDir(), "raft"),
 		HeartbeatTimeout: 200 * time.Millisecond, ElectionTimeout: 200 * time.Millisecond,
-		LeaderLeaseTimeout: 100 * time.Millisecond, ApplyTimeout: 10 * time.Second, Clock: clock,
+		LeaderLeaseTimeout: 100 * time.Millisecond, ApplyTimeout: 10 * time.Second, Clock: clk,
 	}
 	st, err := consensus.New(cfg, consensus.NetworkFromTransport(transporttest.NewEndpoint(t, "s1")))
 	if err != nil {
@@ -53,7 +41,7 @@ func TestTokenReusedAfterDedupWindowIsRefusedForGood(t *testing.T) {
 	}
 	t.Cleanup(func() { st.Close() })
 	store := &pkiStore{store: st}
-	m, _, err := pki.NewCAMaterial("test.local", clock.Now())
+	m, _, err := pki.NewCAMaterial("test.local", clk.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,7 +49,7 @@ func TestTokenReusedAfterDedupWindowIsRefusedForGood(t *testing.T) {
 		t.Fatal(err)
 	}
 	caCfg := pki.DefaultCAConfig()
-	caCfg.TrustDomain, caCfg.Store, caCfg.Now, caCfg.Logger = "test.local", store, clock.Now, slog.New(slog.DiscardHandler)
+	caCfg.TrustDomain, caCfg.Store, caCfg.Clock, caCfg.Logger = "test.local", store, clk, slog.New(slog.DiscardHandler)
 	ca, err := pki.NewCA(ctx, caCfg)
 	if err != nil {
 		t.Fatal(err)
@@ -78,13 +66,13 @@ func TestTokenReusedAfterDedupWindowIsRefusedForGood(t *testing.T) {
 		_, err = ca.Join(ctx, req)
 		return err
 	}
-	start := clock.Now()
+	start := clk.Now()
 	if err := join("n1"); err != nil {
 		t.Fatalf("first use of the token: %v", err)
 	}
 	// Within the dedup window, then past it (11 minutes after the first use).
 	for _, elapsed := range []time.Duration{time.Minute, 11 * time.Minute} {
-		clock.Advance(elapsed - (clock.Now().Sub(start)))
+		clk.Advance(elapsed - (clk.Now().Sub(start)))
 		err := join("n2")
 		if status.Code(err) != codes.PermissionDenied || !errors.Is(err, pki.ErrTokenUsed) || !pki.IsFinalJoinError(err) {
 			t.Fatalf("token reused %s after its first use: err = %v (code %v), want PermissionDenied wrapping pki.ErrTokenUsed",

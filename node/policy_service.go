@@ -80,14 +80,9 @@ func (s *policyService) SetPolicy(ctx context.Context, req *meshnodev1.SetPolicy
 	}
 	wctx, cancel := boundWrite(ctx)
 	defer cancel()
-	idx, res, err := s.n.store.Apply(wctx, &meshnodev1.Command{Version: 1, Op: &meshnodev1.Command_PutPolicy{PutPolicy: &meshnodev1.PutPolicyCommand{
-		Policy: &meshnodev1.PolicyRecord{Key: key, Policy: b},
-	}}})
+	idx, err := s.n.store.PutPolicy(wctx, key, b)
 	if err != nil {
 		return nil, storeError("store policy "+key, err)
-	}
-	if err := resultError(res, "store policy "+key); err != nil {
-		return nil, err
 	}
 	eff := pol.ToProto()
 	eff.Capability = key

@@ -3,7 +3,6 @@ package node
 import (
 	"context"
 	"errors"
-	"sort"
 	"strconv"
 	"time"
 
@@ -92,44 +91,44 @@ func (s *quorumService) GetDecision(ctx context.Context, req *meshnodev1.GetDeci
 }
 
 func (s *quorumService) ListDecisions(ctx context.Context, req *meshnodev1.ListDecisionsRequest) (*meshnodev1.ListDecisionsResponse, error) {
-	f := consensus.DecisionFilter{}
+	size := int(req.GetPageSize())
+	if size <= 0 || size > consensus.MaxDecisionLimit {
+		size = consensus.DefaultDecisionLimit
+	}
+	f := consensus.DecisionFilter{PageToken: req.GetPageToken(), Limit: size}
 	if req.GetStatus() != meshnodev1.DecisionStatus_DECISION_STATUS_UNSPECIFIED {
 		f.Status = decisionStatusName(req.GetStatus())
 	}
-	recs, _, err := s.n.store.Decisions(ctx, consensus.ReadOptions{}, f)
+	// The kind lives inside the decision blob: only a kind filter decodes
+	// records the page may not return, and the ones it keeps are not
+	// decoded twice.
+	decoded := map[string]*meshnodev1.Decision{}
+	if kind := req.GetKind(); kind != "" {
+		f.Match = func(r *meshnodev1.DecisionRecord) bool {
+			d := &meshnodev1.Decision{}
+			if proto.Unmarshal(r.GetDecision(), d) != nil || d.GetProposal().GetKind() != kind {
+				return false
+			}
+			decoded[r.GetId()] = d
+			return true
+		}
+	}
+	recs, next, _, err := s.n.store.Decisions(ctx, consensus.ReadOptions{}, f)
+	if errors.Is(err, consensus.ErrInvalidPageToken) {
+		return nil, status.Errorf(codes.InvalidArgument, "page_token %q is not one this node issued", req.GetPageToken())
+	}
 	if err != nil {
 		return nil, storeError("list decisions", err)
 	}
-	sort.Slice(recs, func(i, j int) bool { return recs[i].GetCreateIndex() > recs[j].GetCreateIndex() })
-	offset := 0
-	if t := req.GetPageToken(); t != "" {
-		o, err := strconv.Atoi(t)
-		if err != nil || o < 0 {
-			return nil, status.Errorf(codes.InvalidArgument, "page_token %q is not one this node issued", t)
-		}
-		offset = o
-	}
-	size := int(req.GetPageSize())
-	if size <= 0 || size > 1000 {
-		size = 100
-	}
-	out := &meshnodev1.ListDecisionsResponse{}
-	matched := 0
+	out := &meshnodev1.ListDecisionsResponse{NextPageToken: next, Decisions: make([]*meshnodev1.Decision, 0, len(recs))}
 	for _, r := range recs {
-		d := &meshnodev1.Decision{}
-		if err := proto.Unmarshal(r.GetDecision(), d); err != nil {
-			continue
-		}
-		if req.GetKind() != "" && d.GetProposal().GetKind() != req.GetKind() {
-			continue
-		}
-		matched++
-		if matched <= offset {
-			continue
-		}
-		if len(out.Decisions) == size {
-			out.NextPageToken = strconv.Itoa(offset + size)
-			break
+		d, ok := decoded[r.GetId()]
+		if !ok {
+			d = &meshnodev1.Decision{}
+			if err := proto.Unmarshal(r.GetDecision(), d); err != nil {
+				s.n.log.Warn("skipping a decision whose record does not decode", "decision", r.GetId(), "err", err)
+				continue
+			}
 		}
 		d.CommitIndex = r.GetModifyIndex()
 		out.Decisions = append(out.Decisions, d)

@@ -16,6 +16,8 @@ import (
 	"go.step.sm/crypto/keyutil"
 	"go.step.sm/crypto/pemutil"
 	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/agentmesh/meshnode/internal/clock"
 )
 
 // Bootstrap is the single-node default (`meshnode run` with no PKI flags):
@@ -42,10 +44,7 @@ func BootstrapWith(ctx context.Context, cfg CAConfig, nodeName, dataDir string) 
 			return nil, nil, err
 		}
 	}
-	now := time.Now
-	if cfg.Now != nil {
-		now = cfg.Now
-	}
+	now := clock.OrSystem(cfg.Clock).Now
 	if _, err := cfg.Store.LoadCA(ctx); errors.Is(err, ErrNotFound) {
 		m, rootKey, err := NewCAMaterial(cfg.TrustDomain, now())
 		if err != nil {

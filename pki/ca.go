@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"go.step.sm/crypto/x509util"
+
+	"github.com/agentmesh/meshnode/internal/clock"
 )
 
 const (
@@ -29,8 +31,9 @@ type CAConfig struct {
 	Store Store
 	// CertLifetime of issued node certificates; zero means DefaultCertLifetime.
 	CertLifetime time.Duration
-	// Now is the clock; nil means time.Now.
-	Now func() time.Time
+	// Clock dates tokens, certificates and revocations; nil means
+	// clock.System.
+	Clock clock.Clock
 	// Logger receives one line per issued certificate and per refusal; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -38,7 +41,7 @@ type CAConfig struct {
 // DefaultCAConfig returns a config with every default filled in; the caller
 // sets TrustDomain and Store.
 func DefaultCAConfig() CAConfig {
-	return CAConfig{CertLifetime: DefaultCertLifetime, Now: time.Now, Logger: slog.Default()}
+	return CAConfig{CertLifetime: DefaultCertLifetime, Clock: clock.System{}, Logger: slog.Default()}
 }
 
 // Validate reports the first missing or inconsistent field.
@@ -77,8 +80,8 @@ func NewCA(ctx context.Context, cfg CAConfig) (*CA, error) {
 	if cfg.CertLifetime == 0 {
 		cfg.CertLifetime = d.CertLifetime
 	}
-	if cfg.Now == nil {
-		cfg.Now = d.Now
+	if cfg.Clock == nil {
+		cfg.Clock = d.Clock
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = d.Logger
@@ -132,7 +135,7 @@ func (ca *CA) Revocations() Revocations { return ca.cfg.Store }
 
 // CreateToken makes a one-time join token. Only the CA (a server) can.
 func (ca *CA) CreateToken(ctx context.Context, req TokenRequest) (string, error) {
-	raw, tok, err := signToken(ca.signer(), req, ca.cfg.Now())
+	raw, tok, err := signToken(ca.signer(), req, ca.cfg.Clock.Now())
 	if err != nil {
 		return "", err
 	}
@@ -180,7 +183,7 @@ func (ca *CA) issue(s *signer, csr *x509.CertificateRequest, id ID) ([]*x509.Cer
 		return nil, fmt.Errorf("pki: certificate template for %s: %w", id, err)
 	}
 	tmpl := c.GetCertificate()
-	now := ca.cfg.Now()
+	now := ca.cfg.Clock.Now()
 	tmpl.NotBefore, tmpl.NotAfter = now.Add(-backdate), now.Add(ca.cfg.CertLifetime)
 	if tmpl.NotAfter.After(s.chain[0].NotAfter) {
 		tmpl.NotAfter = s.chain[0].NotAfter

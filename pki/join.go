@@ -46,7 +46,7 @@ func (ca *CA) Join(ctx context.Context, req *meshnodev1.JoinRequest) (*meshnodev
 
 func (ca *CA) join(ctx context.Context, req *meshnodev1.JoinRequest) (*meshnodev1.JoinResponse, string, error) {
 	s := ca.signer()
-	tok, err := verifyToken(s, req.GetToken(), ca.cfg.Now())
+	tok, err := verifyToken(s, req.GetToken(), ca.cfg.Clock.Now())
 	tokID := ""
 	if tok != nil {
 		tokID = tok.ID

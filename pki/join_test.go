@@ -11,7 +11,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,31 +19,20 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/agentmesh/meshnode/internal/clock"
 )
-
-// fakeClock is a settable clock for the CA.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
 
 type refusalFixture struct {
 	ca    *CA
 	store *MemStore
 	logs  *logBuffer
-	clock *fakeClock
+	clock *clock.Fake
 }
 
 func newRefusalFixture(t *testing.T) *refusalFixture {
 	t.Helper()
-	f := &refusalFixture{store: NewMemStore(), clock: &fakeClock{t: time.Now()}}
+	f := &refusalFixture{store: NewMemStore(), clock: clock.NewFake(time.Now())}
 	m, _, err := NewCAMaterial(testTD, f.clock.Now())
 	if err != nil {
 		t.Fatal(err)
@@ -54,7 +42,7 @@ func newRefusalFixture(t *testing.T) *refusalFixture {
 	}
 	log, logs := newTestLogger()
 	f.logs = logs
-	f.ca, err = NewCA(context.Background(), CAConfig{TrustDomain: testTD, Store: f.store, Now: f.clock.Now, Logger: log})
+	f.ca, err = NewCA(context.Background(), CAConfig{TrustDomain: testTD, Store: f.store, Clock: f.clock, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -178,7 +166,7 @@ func TestJoinRefusesWrongClusterToken(t *testing.T) {
 // newTokenCA is another, independent cluster.
 func newTokenCA(t *testing.T, td string) *refusalFixture {
 	t.Helper()
-	f := &refusalFixture{store: NewMemStore(), clock: &fakeClock{t: time.Now()}}
+	f := &refusalFixture{store: NewMemStore(), clock: clock.NewFake(time.Now())}
 	m, _, err := NewCAMaterial(td, time.Now())
 	if err != nil {
 		t.Fatal(err)

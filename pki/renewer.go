@@ -11,6 +11,8 @@ import (
 
 	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
 	"go.step.sm/crypto/keyutil"
+
+	"github.com/agentmesh/meshnode/internal/clock"
 )
 
 // RenewFunc sends a RenewRequest to a server over mutual TLS (the node's
@@ -34,9 +36,8 @@ type RenewerConfig struct {
 	MinBackoff time.Duration
 	// MaxBackoff caps the retry delay; zero means 2 minutes.
 	MaxBackoff time.Duration
-	// Now and After are the clock; nil means time.Now and time.After.
-	Now   func() time.Time
-	After func(time.Duration) <-chan time.Time
+	// Clock plans renewals and times retries; nil means clock.System.
+	Clock clock.Clock
 	// Logger; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -81,12 +82,7 @@ func NewRenewer(cfg RenewerConfig) (*Renewer, error) {
 	if cfg.MaxBackoff == 0 {
 		cfg.MaxBackoff = 2 * time.Minute
 	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
-	if cfg.After == nil {
-		cfg.After = time.After
-	}
+	cfg.Clock = clock.OrSystem(cfg.Clock)
 	log := cfg.Logger
 	if log == nil {
 		log = slog.Default()
@@ -113,21 +109,21 @@ func (r *Renewer) Run(ctx context.Context) error {
 		leaf := r.cfg.Current().Leaf()
 		at := RenewTime(leaf.NotBefore, leaf.NotAfter, -rand.Float64()*r.cfg.Jitter)
 		if backoff > 0 {
-			at = r.cfg.Now().Add(backoff)
+			at = r.cfg.Clock.Now().Add(backoff)
 		}
 		r.renewAt.Store(at.UnixNano())
-		if d := at.Sub(r.cfg.Now()); d > 0 {
+		if d := at.Sub(r.cfg.Clock.Now()); d > 0 {
 			select {
 			case <-ctx.Done():
 				return ctx.Err()
-			case <-r.cfg.After(d):
+			case <-r.cfg.Clock.After(d):
 			}
 		}
 		if err := r.RenewNow(ctx); err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			backoff = r.nextBackoff(backoff, leaf.NotAfter.Sub(r.cfg.Now()))
+			backoff = r.nextBackoff(backoff, leaf.NotAfter.Sub(r.cfg.Clock.Now()))
 			r.log.Warn("certificate renewal failed; will retry", "err", err, "retry_in", backoff, "expires", leaf.NotAfter)
 			continue
 		}
@@ -164,7 +160,7 @@ func (r *Renewer) RenewNow(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("pki: renewing %s: %w", id, err)
 	}
-	next, err := CredentialsFromRenew(cur, key, resp, r.cfg.Now())
+	next, err := CredentialsFromRenew(cur, key, resp, r.cfg.Clock.Now())
 	if err != nil {
 		return err
 	}

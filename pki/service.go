@@ -67,7 +67,7 @@ func (s *Service) RevokeNode(ctx context.Context, req *meshnodev1.RevokeNodeRequ
 	if err := s.needCA(); err != nil {
 		return nil, err
 	}
-	r := &Revocation{NodeName: req.GetNodeName(), Serials: req.GetSerials(), Reason: req.GetReason(), RevokedAt: timestamppb.New(s.ca.cfg.Now())}
+	r := &Revocation{NodeName: req.GetNodeName(), Serials: req.GetSerials(), Reason: req.GetReason(), RevokedAt: timestamppb.New(s.ca.cfg.Clock.Now())}
 	if err := s.ca.Revoke(ctx, r); err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "%v", err)
 	}

@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"math/big"
 	"time"
+
+	"github.com/agentmesh/meshnode/internal/clock"
 )
 
 // Reasons a peer certificate is refused. Every refusal wraps exactly one of
@@ -142,8 +144,8 @@ type TLSSourceConfig struct {
 	Certificate func() (*tls.Certificate, error)
 	// Revocations, if set, is consulted on every handshake.
 	Revocations Revocations
-	// Now is the clock; nil means time.Now.
-	Now func() time.Time
+	// Clock is the verification time source; nil means clock.System.
+	Clock clock.Clock
 	// Logger receives one line per refused handshake; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -175,9 +177,7 @@ func NewTLSSource(cfg TLSSourceConfig) (*TLSSource, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
+	cfg.Clock = clock.OrSystem(cfg.Clock)
 	log := cfg.Logger
 	if log == nil {
 		log = slog.Default()
@@ -236,7 +236,7 @@ func (s *TLSSource) Verify(chain []*x509.Certificate, usage x509.ExtKeyUsage) (I
 		Roots:       s.cfg.Roots(),
 		Usage:       usage,
 		Revocations: s.cfg.Revocations,
-		Now:         s.cfg.Now(),
+		Now:         s.cfg.Clock.Now(),
 	})
 }
 

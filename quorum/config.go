@@ -5,25 +5,9 @@ import (
 	"fmt"
 	"log/slog"
 	"time"
+
+	"github.com/agentmesh/meshnode/internal/clock"
 )
-
-// Clock is the coordinator's source of time. The deadline timer and the
-// "late vote" check both read it, so a fake clock (or testing/synctest with
-// the system clock) drives deadlines in tests.
-type Clock interface {
-	Now() time.Time
-	// After is time.After: a channel that receives once d has passed.
-	After(d time.Duration) <-chan time.Time
-}
-
-// SystemClock is the real clock.
-type SystemClock struct{}
-
-// Now returns time.Now().
-func (SystemClock) Now() time.Time { return time.Now() }
-
-// After returns time.After(d).
-func (SystemClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
 
 // CoordinatorConfig configures a Coordinator. Zero values mean the defaults
 // of DefaultCoordinatorConfig, except ClusterID, which is required.
@@ -31,8 +15,11 @@ type CoordinatorConfig struct {
 	// ClusterID is signed into every vote, so votes cannot be replayed
 	// across clusters. Required.
 	ClusterID string
-	// Clock; nil means SystemClock.
-	Clock Clock
+	// Clock is the coordinator's time source. The deadline timer and the
+	// "late vote" check both read it, so a fake clock (or testing/synctest
+	// with the system clock) drives deadlines in tests. Nil means
+	// clock.System.
+	Clock clock.Clock
 	// Logger; nil discards.
 	Logger *slog.Logger
 	// DefaultDeadline applies to proposals without a deadline. 0 means 30 s:
@@ -51,7 +38,7 @@ type CoordinatorConfig struct {
 // DefaultCoordinatorConfig returns the defaults, with no ClusterID.
 func DefaultCoordinatorConfig() CoordinatorConfig {
 	return CoordinatorConfig{
-		Clock:           SystemClock{},
+		Clock:           clock.System{},
 		Logger:          slog.New(slog.DiscardHandler),
 		DefaultDeadline: 30 * time.Second,
 		MaxDeadline:     10 * time.Minute,

@@ -463,6 +463,12 @@ func (c *steppedClock) set(t time.Time) {
 
 func (c *steppedClock) After(time.Duration) <-chan time.Time { return nil }
 
+// Sleep never ends on its own either: only ctx ends it.
+func (c *steppedClock) Sleep(ctx context.Context, _ time.Duration) error {
+	<-ctx.Done()
+	return ctx.Err()
+}
+
 // waitFor polls cond until it holds or 10 s pass.
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()

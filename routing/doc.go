@@ -9,7 +9,7 @@
 // reserve; cycle and hop-limit checks; and OpenTelemetry spans and W3C trace
 // context helpers.
 //
-// Everything is pure logic over injected interfaces: a Clock (a fake in
+// Everything is pure logic over injected interfaces: a clock.Clock (a fake in
 // tests advances simulated time), a seeded *rand.Rand, and an Invoker that
 // performs one attempt. The package does no I/O of its own and starts no
 // goroutines. Policies arrive as meshnodev1.RoutingPolicy (policy.proto) and

@@ -42,6 +42,14 @@ func (c *fakeClock) Sleep(ctx context.Context, d time.Duration) error {
 	return nil
 }
 
+// After advances, like Sleep, and answers at once.
+func (c *fakeClock) After(d time.Duration) <-chan time.Time {
+	c.Advance(max(d, 0))
+	ch := make(chan time.Time, 1)
+	ch <- c.Now()
+	return ch
+}
+
 func newTestRouter(t testing.TB, clock *fakeClock, seed uint64, mod ...func(*Config)) *Router {
 	t.Helper()
 	cfg := Config{Clock: clock, Rand: rand.New(rand.NewPCG(seed, seed^0x9e3779b9)), LocalNode: "n0"}

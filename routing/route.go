@@ -204,7 +204,7 @@ func (r *Router) attempts(ctx context.Context, req *Request, cands []Candidate, 
 			trace.SpanFromContext(ctx).AddEvent("retry budget exhausted")
 			return res, err
 		}
-		if serr := sleep(ctx, r.cfg.Clock, wait); serr != nil {
+		if serr := r.cfg.Clock.Sleep(ctx, wait); serr != nil {
 			return res, err
 		}
 	}

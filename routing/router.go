@@ -10,13 +10,17 @@ import (
 
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
+
+	"github.com/agentmesh/meshnode/internal/clock"
 )
 
 // Config configures a Router. Zero values mean the defaults in DefaultConfig.
 type Config struct {
-	// Clock is the time source; default the wall clock. A Clock that also
-	// implements Sleeper is used for retry backoff.
-	Clock Clock
+	// Clock is the time source, and retry backoff waits on it (a fake
+	// clock advances instead of blocking); default clock.System. Tests and
+	// the routing benchmarks inject a fake so that breaker timeouts, decay
+	// and budgets run in simulated time.
+	Clock clock.Clock
 	// Rand drives P2C sampling, backoff jitter and breaker jitter; default
 	// randomly seeded. Seed it in tests. The Router serialises its use.
 	Rand *rand.Rand
@@ -52,7 +56,7 @@ type Config struct {
 // DefaultConfig returns the defaults, each explained on its field.
 func DefaultConfig() Config {
 	return Config{
-		Clock:           SystemClock{},
+		Clock:           clock.System{},
 		LatencyDecay:    10 * time.Second,
 		SuccessHalfLife: 30 * time.Second,
 		Freshness:       30 * time.Second,

@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"net"
 	"time"
+
+	"github.com/agentmesh/meshnode/internal/clock"
 )
 
 // ALPN protocol names. A connection negotiates exactly one of them.
@@ -74,8 +76,9 @@ type Config struct {
 	JoinTLS *tls.Config
 	// Logger receives the endpoint's logs. Default slog.Default().
 	Logger *slog.Logger
-	// Now is the clock used for timestamps (memberlist packets). Default time.Now.
-	Now func() time.Time
+	// Clock stamps memberlist packets and times dial backoff. Default
+	// clock.System.
+	Clock clock.Clock
 }
 
 // DefaultConfig returns the defaults; TLS must still be set.
@@ -114,9 +117,7 @@ func (c Config) withDefaults() Config {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
-	if c.Now == nil {
-		c.Now = time.Now
-	}
+	c.Clock = clock.OrSystem(c.Clock)
 	return c
 }
 

@@ -80,7 +80,7 @@ func (t *gossipTransport) WriteTo(b []byte, addr string) (time.Time, error) {
 		if err := t.send(pc, b); err != nil {
 			return time.Time{}, fmt.Errorf("sending gossip packet to %s: %w", addr, err)
 		}
-		return t.e.cfg.Now(), nil
+		return t.e.cfg.Clock.Now(), nil
 	}
 	select {
 	case t.e.pendingPackets <- struct{}{}:
@@ -104,7 +104,7 @@ func (t *gossipTransport) WriteTo(b []byte, addr string) (time.Time, error) {
 		<-t.e.pendingPackets
 		return time.Time{}, ErrClosed
 	}
-	return t.e.cfg.Now(), nil
+	return t.e.cfg.Clock.Now(), nil
 }
 
 func (t *gossipTransport) send(pc *peerConn, b []byte) error {
@@ -172,7 +172,7 @@ func (e *Endpoint) deliverPacket(b []byte, from net.Addr) {
 	if t == nil {
 		return
 	}
-	p := &memberlist.Packet{Buf: b, From: from, Timestamp: e.cfg.Now()}
+	p := &memberlist.Packet{Buf: b, From: from, Timestamp: e.cfg.Clock.Now()}
 	select {
 	case t.packetCh <- p:
 	case <-t.done:

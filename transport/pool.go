@@ -201,7 +201,7 @@ func (p *connPool) get(ctx context.Context, addr string) (*peerConn, error) {
 		p.mu.Unlock()
 		return pc, nil
 	}
-	if b, ok := p.backoff[key]; ok && p.e.cfg.Now().Before(b.next) {
+	if b, ok := p.backoff[key]; ok && p.e.cfg.Clock.Now().Before(b.next) {
 		p.mu.Unlock()
 		return nil, fmt.Errorf("%w: %s: in reconnect backoff after: %w", ErrPeerUnavailable, key, b.err)
 	}
@@ -236,7 +236,7 @@ func (p *connPool) dial(d *dialCall, key string, ua *net.UDPAddr) {
 		} else {
 			b.delay = min(2*b.delay, p.e.cfg.DialBackoffMax)
 		}
-		b.next, b.err = p.e.cfg.Now().Add(b.delay), err
+		b.next, b.err = p.e.cfg.Clock.Now().Add(b.delay), err
 		d.finish(nil, fmt.Errorf("%w: dialing %s: %w", ErrPeerUnavailable, key, err))
 		p.mu.Unlock()
 		p.e.log.Debug("dial failed", "addr", key, "err", err)

@@ -38,6 +38,9 @@ var forbidden = map[string][]string{
 	// The SDK's fake node serves with socketapi but must stay as free of the
 	// product as the SDK itself.
 	"agent/agenttest": {"node", "transport", "consensus", "gossip", "routing", "pki", "quorum", "internal/apierror"},
+	// The product's one clock: every package may use it, so it uses none of
+	// them ("internal" bans every other internal package, present and future).
+	"internal/clock": {"node", "transport", "pki", "consensus", "gossip", "routing", "quorum", "agent", "proto", "cmd", "internal", "e2e", "bench", "examples"},
 }
 
 func TestImportBoundaries(t *testing.T) {

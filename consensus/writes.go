@@ -1,0 +1,148 @@
+package consensus
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
+)
+
+// Typed writes. Each builds one command, commits it through Apply (from any
+// node, retried across leader changes) and returns the log index that
+// applied it, with the committed record where the state machine returns one.
+// A command the state machine refused is a *RefusedError: callers branch
+// with errors.Is on ErrNotFound, ErrTokenUsed or ErrInvalidCommand. A write
+// that could not be committed in time wraps ErrNoLeader; a closed store is
+// ErrClosed.
+
+// RegisterNode creates or replaces the record of node n.Name.
+func (s *Store) RegisterNode(ctx context.Context, n *meshnodev1.NodeRecord) (uint64, error) {
+	idx, _, err := s.Apply(ctx, &meshnodev1.Command{Op: &meshnodev1.Command_RegisterNode{RegisterNode: &meshnodev1.RegisterNodeCommand{Node: n}}})
+	return idx, err
+}
+
+// DeregisterNode removes a node record and every agent of that node;
+// ErrNotFound when there was neither.
+func (s *Store) DeregisterNode(ctx context.Context, name string) (uint64, error) {
+	idx, _, err := s.Apply(ctx, &meshnodev1.Command{Op: &meshnodev1.Command_DeregisterNode{DeregisterNode: &meshnodev1.DeregisterNodeCommand{Name: name}}})
+	return idx, err
+}
+
+// RegisterAgent creates or replaces agent a.Id and returns the committed
+// record: indexes set, and an equivocation flag the agent already carried
+// kept (re-registering never clears it).
+func (s *Store) RegisterAgent(ctx context.Context, a *meshnodev1.Agent) (*meshnodev1.Agent, uint64, error) {
+	return s.agentWrite(ctx, &meshnodev1.Command{Op: &meshnodev1.Command_RegisterAgent{RegisterAgent: &meshnodev1.RegisterAgentCommand{Agent: a}}})
+}
+
+// DeregisterAgent removes agent id and returns the record it removed;
+// ErrNotFound when there was none.
+func (s *Store) DeregisterAgent(ctx context.Context, id string) (*meshnodev1.Agent, uint64, error) {
+	return s.agentWrite(ctx, &meshnodev1.Command{Op: &meshnodev1.Command_DeregisterAgent{DeregisterAgent: &meshnodev1.DeregisterAgentCommand{Id: id}}})
+}
+
+// SetAgentStatus records agent id's readiness and returns the updated
+// record; ErrNotFound when there is no such agent.
+func (s *Store) SetAgentStatus(ctx context.Context, id string, st meshnodev1.AgentStatus) (*meshnodev1.Agent, uint64, error) {
+	return s.agentWrite(ctx, &meshnodev1.Command{Op: &meshnodev1.Command_SetAgentStatus{SetAgentStatus: &meshnodev1.SetAgentStatusCommand{Id: id, Status: st}}})
+}
+
+// FlagAgent marks agent id as having misbehaved (equivocated), for reason,
+// and returns the updated record; ErrNotFound when there is no such agent.
+// The idempotency key is derived from (id, reason): several nodes reporting
+// the same evidence flag the agent once.
+func (s *Store) FlagAgent(ctx context.Context, id, reason string) (*meshnodev1.Agent, uint64, error) {
+	return s.agentWrite(ctx, &meshnodev1.Command{IdempotencyKey: "flag/" + id + "/" + reason,
+		Op: &meshnodev1.Command_FlagAgent{FlagAgent: &meshnodev1.FlagAgentCommand{Id: id, Reason: reason}}})
+}
+
+// ClearFlag removes agent id's misbehaviour flag and returns the updated
+// record; ErrNotFound when there is no such agent.
+func (s *Store) ClearFlag(ctx context.Context, id string) (*meshnodev1.Agent, uint64, error) {
+	return s.agentWrite(ctx, &meshnodev1.Command{Op: &meshnodev1.Command_ClearFlag{ClearFlag: &meshnodev1.ClearFlagCommand{Id: id}}})
+}
+
+func (s *Store) agentWrite(ctx context.Context, cmd *meshnodev1.Command) (*meshnodev1.Agent, uint64, error) {
+	idx, res, err := s.Apply(ctx, cmd)
+	if err != nil {
+		return nil, idx, err
+	}
+	return res.GetAgent(), idx, nil
+}
+
+// PutPolicy stores the encoded policy under key (a capability or "*").
+func (s *Store) PutPolicy(ctx context.Context, key string, policy []byte) (uint64, error) {
+	idx, _, err := s.Apply(ctx, &meshnodev1.Command{Op: &meshnodev1.Command_PutPolicy{PutPolicy: &meshnodev1.PutPolicyCommand{
+		Policy: &meshnodev1.PolicyRecord{Key: key, Policy: policy},
+	}}})
+	return idx, err
+}
+
+// DeletePolicy removes the policy under key; ErrNotFound when there is none.
+func (s *Store) DeletePolicy(ctx context.Context, key string) (uint64, error) {
+	idx, _, err := s.Apply(ctx, &meshnodev1.Command{Op: &meshnodev1.Command_DeletePolicy{DeletePolicy: &meshnodev1.DeletePolicyCommand{Key: key}}})
+	return idx, err
+}
+
+// PutDecision records a quorum decision and returns the record that stands:
+// rec as committed when the id was new, pending, or an escalated decision
+// being reviewed; otherwise the final decision already recorded, unchanged
+// (a proposal decides once). Compare the returned status to tell them apart.
+func (s *Store) PutDecision(ctx context.Context, rec *meshnodev1.DecisionRecord) (*meshnodev1.DecisionRecord, uint64, error) {
+	idx, res, err := s.Apply(ctx, &meshnodev1.Command{Op: &meshnodev1.Command_PutDecision{PutDecision: &meshnodev1.PutDecisionCommand{Decision: rec}}})
+	if err != nil {
+		return nil, idx, err
+	}
+	return res.GetDecision(), idx, nil
+}
+
+// PutCARecord stores a CA record (servers keep them; clients never see them).
+func (s *Store) PutCARecord(ctx context.Context, key string, value []byte) (uint64, error) {
+	idx, _, err := s.Apply(ctx, &meshnodev1.Command{Op: &meshnodev1.Command_PutCaRecord{PutCaRecord: &meshnodev1.PutCARecordCommand{
+		Record: &meshnodev1.CARecord{Key: key, Value: value},
+	}}})
+	return idx, err
+}
+
+// UseToken spends the one-time join token id, remembered until expires. A
+// non-empty serverNode records that node as admitted to join as a Raft
+// server. ErrTokenUsed when the token was already spent, including by an
+// earlier write of this same use: the idempotency key is derived from the
+// token, so a retry is answered with the first result, and only the caller
+// that made the first write may treat it as its own.
+func (s *Store) UseToken(ctx context.Context, id string, expires time.Time, serverNode string) (uint64, error) {
+	var exp uint64 // zero (no expiry) is refused as invalid
+	if !expires.IsZero() {
+		exp = uint64(max(expires.UnixNano(), 0))
+	}
+	idx, res, err := s.Apply(ctx, &meshnodev1.Command{IdempotencyKey: "token/" + id, Op: &meshnodev1.Command_UseToken{UseToken: &meshnodev1.UseTokenCommand{
+		Id: id, ExpiresUnixNano: exp, ServerNode: serverNode,
+	}}})
+	if err != nil {
+		return idx, err
+	}
+	if res.GetDuplicate() {
+		return idx, &RefusedError{Status: meshnodev1.CommandStatus_COMMAND_STATUS_TOKEN_USED, Index: idx,
+			Message: fmt.Sprintf("token %q was already used", id)}
+	}
+	return idx, nil
+}
+
+// Revoke revokes the listed certificate serials of node, or the whole node
+// (every certificate, now and later, and its server admission) when serials
+// is empty. data is the encoded revocation kept with each record. Revoking
+// twice keeps the first revocation.
+func (s *Store) Revoke(ctx context.Context, node string, serials []string, reason string, data []byte) (uint64, error) {
+	idx, _, err := s.Apply(ctx, &meshnodev1.Command{Op: &meshnodev1.Command_Revoke{Revoke: &meshnodev1.RevokeCommand{
+		Node: node, Serials: serials, Reason: reason, Data: data,
+	}}})
+	return idx, err
+}
+
+// AdmitServer records node as admitted to the Raft configuration. The
+// first admission, with its token, stands.
+func (s *Store) AdmitServer(ctx context.Context, node string) (uint64, error) {
+	idx, _, err := s.Apply(ctx, &meshnodev1.Command{Op: &meshnodev1.Command_AdmitServer{AdmitServer: &meshnodev1.AdmitServerCommand{Node: node}}})
+	return idx, err
+}
