@@ -314,8 +314,10 @@ func (n *Node) followMembership(ctx context.Context, events <-chan gossip.Event)
 func (n *Node) memberEvent(ev gossip.Event) {
 	m := ev.Member
 	if ev.Type == gossip.EventFail || ev.Type == gossip.EventLeave {
-		if k := n.inflight.cancelNode(m.Name); k > 0 {
-			n.log.Warn("cancelled calls in flight to a node that is gone", "node", m.Name, "calls", k)
+		if plane := n.plane.Load(); plane != nil {
+			if k := plane.NodeGone(m.Name); k > 0 {
+				n.log.Warn("cancelled calls in flight to a node that is gone", "node", m.Name, "calls", k)
+			}
 		}
 	}
 	if m.Meta.Role != gossip.RoleServer || m.Name == "" {
@@ -335,8 +337,7 @@ func (n *Node) memberEvent(ev gossip.Event) {
 
 // registerPeerHandlers installs the node's peer RPC methods on the transport.
 func (n *Node) registerPeerHandlers() {
-	transport.HandleProto(n.ep, methodForwardCall, func() *meshnodev1.ForwardCallRequest { return &meshnodev1.ForwardCallRequest{} }, n.handleForwardCall)
-	transport.HandleProto(n.ep, methodForwardVote, func() *meshnodev1.ForwardVoteRequest { return &meshnodev1.ForwardVoteRequest{} }, n.handleForwardVote)
+	n.registerDataPlaneHandlers()
 	transport.HandleProto(n.ep, methodRenew, func() *meshnodev1.RenewRequest { return &meshnodev1.RenewRequest{} },
 		func(ctx context.Context, p transport.Peer, req *meshnodev1.RenewRequest) (*meshnodev1.RenewResponse, error) {
 			ca, err := n.ca(ctx)

@@ -14,6 +14,7 @@ import (
 	"github.com/agentmesh/meshnode/gossip"
 	"github.com/agentmesh/meshnode/internal/apierror"
 	"github.com/agentmesh/meshnode/internal/catalog"
+	"github.com/agentmesh/meshnode/internal/dataplane"
 	"github.com/agentmesh/meshnode/internal/hub"
 	"github.com/agentmesh/meshnode/internal/socketapi"
 	"github.com/agentmesh/meshnode/pki"
@@ -59,8 +60,8 @@ type Node struct {
 	coordinator *quorum.Coordinator
 	hub         *hub.Hub
 	catalog     *catalog.Catalog
-	publishMu   sync.Mutex // serialises publishLoadNow
-	inflight    inflightCalls
+	plane       atomic.Pointer[dataplane.Plane] // set when routing starts; peers may ask before
+	publishMu   sync.Mutex                      // serialises publishLoadNow
 	tracing     *sdktrace.TracerProvider
 	// tracingInjected: tracing came from SetTracerProvider; the caller owns it.
 	tracingInjected bool

@@ -7,12 +7,8 @@ import (
 	"strings"
 
 	"github.com/agentmesh/meshnode/consensus"
-	"github.com/agentmesh/meshnode/pki"
 	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
 	"github.com/agentmesh/meshnode/quorum"
-	"github.com/agentmesh/meshnode/transport"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -23,43 +19,6 @@ func (n *Node) clusterID() string { return n.id.TrustDomain }
 // quorumGlue implements the coordinator's Directory, Requester and
 // Committer with the registry, the peer transport and Raft.
 type quorumGlue struct{ n *Node }
-
-func (g quorumGlue) RequestVote(ctx context.Context, v quorum.Voter, p *meshnodev1.Proposal) (*meshnodev1.Vote, error) {
-	n := g.n
-	if v.Node == n.cfg.Name {
-		return n.hub.AskVote(ctx, v.AgentID, p, n.clusterID())
-	}
-	addr, ok := n.catalog.NodeAddress(v.Node)
-	if !ok {
-		return nil, status.Errorf(codes.Unavailable, "node %s has no known address", v.Node)
-	}
-	var resp meshnodev1.ForwardVoteResponse
-	if err := transport.Invoke(ctx, n.ep, addr, methodForwardVote, &meshnodev1.ForwardVoteRequest{VoterAgentId: v.AgentID, Proposal: p}, &resp); err != nil {
-		return nil, err
-	}
-	return resp.GetVote(), nil
-}
-
-// handleForwardVote collects a local agent's vote for a coordinator on
-// another node. The vote is returned as signed; the coordinator verifies it.
-func (n *Node) handleForwardVote(ctx context.Context, p transport.Peer, req *meshnodev1.ForwardVoteRequest) (*meshnodev1.ForwardVoteResponse, error) {
-	if p.ID.Kind != pki.KindNode {
-		return nil, status.Errorf(codes.PermissionDenied, "peer %s is not a node", p.ID)
-	}
-	if !strings.HasPrefix(req.GetVoterAgentId(), n.cfg.Name+"/") {
-		return nil, status.Errorf(codes.NotFound, "agent %s is not attached to node %s", req.GetVoterAgentId(), n.cfg.Name)
-	}
-	if d := req.GetProposal().GetDeadline(); d != nil {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithDeadline(ctx, d.AsTime())
-		defer cancel()
-	}
-	v, err := n.hub.AskVote(ctx, req.GetVoterAgentId(), req.GetProposal(), n.clusterID())
-	if err != nil {
-		return nil, err
-	}
-	return &meshnodev1.ForwardVoteResponse{Vote: v}, nil
-}
 
 func decisionStatusName(s meshnodev1.DecisionStatus) string {
 	return strings.ToLower(strings.TrimPrefix(s.String(), "DECISION_STATUS_"))
@@ -150,7 +109,7 @@ func (n *Node) startQuorum(context.Context) error {
 	cfg.ClusterID = n.clusterID()
 	cfg.Logger = n.log.With("component", "quorum")
 	g := quorumGlue{n}
-	c, err := quorum.NewCoordinator(cfg, n.catalog, g, g)
+	c, err := quorum.NewCoordinator(cfg, n.catalog, n.plane.Load(), g)
 	if err != nil {
 		return err
 	}

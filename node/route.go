@@ -3,98 +3,70 @@ package node
 import (
 	"context"
 	"errors"
-	"sync"
-	"time"
 
+	"github.com/agentmesh/meshnode/internal/dataplane"
+	"github.com/agentmesh/meshnode/pki"
 	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
 	"github.com/agentmesh/meshnode/routing"
-	"go.opentelemetry.io/otel/trace"
-	"go.opentelemetry.io/otel/trace/noop"
+	"github.com/agentmesh/meshnode/transport"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 )
 
-// tracer is the node's tracer (a no-op one when tracing is off).
-func (n *Node) tracer() trace.Tracer {
-	if n.tracing == nil {
-		return noop.NewTracerProvider().Tracer("meshnode")
-	}
-	return n.tracing.Tracer("meshnode/node")
-}
-
+// startRouting builds the router and the data plane around it.
 func (n *Node) startRouting(context.Context) error {
 	cfg := routing.DefaultConfig()
 	cfg.LocalNode = n.cfg.Name
 	cfg.Resolver = n.catalog
 	cfg.Logger = n.log.With("component", "routing")
+	pcfg := dataplane.Config{LocalNode: n.cfg.Name, MaxPayload: n.cfg.MaxPayload, CallTimeout: n.cfg.CallTimeout,
+		ClusterID: n.clusterID(), Local: n.hub, Catalog: n.catalog, Peers: peerRPC{n.ep}, Logger: n.log.With("component", "dataplane")}
 	if n.tracing != nil {
 		cfg.Tracer = n.tracing.Tracer("meshnode/routing")
+		pcfg.Tracer = n.tracing.Tracer("meshnode/node")
 	}
 	r, err := routing.NewRouter(cfg)
 	if err != nil {
 		return err
 	}
-	n.router = r
+	n.router, pcfg.Router = r, r
+	plane, err := dataplane.New(pcfg)
+	if err != nil {
+		return err
+	}
+	n.plane.Store(plane)
 	return nil
 }
 
-// route picks agents for a planned call and runs its attempts.
-func (n *Node) route(ctx context.Context, plan *callPlan) (*meshnodev1.CallResponse, error) {
-	capability := plan.req.GetCapability()
-	overrides, err := routing.OverridesFromProto(plan.req.GetRouting())
-	if err != nil {
-		return nil, status.Error(codes.InvalidArgument, err.Error())
-	}
-	cands, pol, err := n.catalog.Resolve(ctx, capability)
-	if err != nil {
-		return nil, err
-	}
-	req := routing.Request{
-		Capability:  capability,
-		Constraints: overrides.Constraints,
-		Overrides:   overrides,
-		Meta: routing.Metadata{
-			Chain:          plan.chain,
-			Hops:           int(plan.hops),
-			Deadline:       plan.deadline,
-			IdempotencyKey: plan.req.GetIdempotencyKey(),
-		},
-		Policy: pol,
-	}
-	var mu sync.Mutex
-	var answer *meshnodev1.CallResult
-	inv := routing.InvokerFunc(func(ctx context.Context, a routing.Attempt) (bool, error) {
-		agent := &meshnodev1.Agent{Id: a.Candidate.AgentID, Node: a.Candidate.Node}
-		res, started, err := n.invokeAgent(ctx, plan, agent, uint32(a.Number), a.Deadline, a.Meta.TraceContext)
-		if err != nil {
-			var ae *agentError
-			if errors.As(err, &ae) && ae.retryable {
-				return started, routing.MarkRetryable(err)
-			}
-			return started, err
+// peerRPC sends the data plane's requests over the node's QUIC endpoint.
+type peerRPC struct{ ep *transport.Endpoint }
+
+func (p peerRPC) Invoke(ctx context.Context, addr, method string, req, resp proto.Message) error {
+	return transport.Invoke(ctx, p.ep, addr, method, req, resp)
+}
+
+// errPlaneNotReady: a peer reached the data plane before routing started.
+var errPlaneNotReady = errors.New("the data plane is not running yet")
+
+// handlePeer adapts a data plane method to a peer RPC handler: only a node
+// may call it, and it is named to the data plane by its authenticated
+// certificate identity.
+func handlePeer[Req, Resp proto.Message](n *Node, method string, newReq func() Req, h func(*dataplane.Plane, context.Context, string, Req) (Resp, error)) {
+	transport.HandleProto(n.ep, method, newReq, func(ctx context.Context, p transport.Peer, req Req) (Resp, error) {
+		var zero Resp
+		if p.ID.Kind != pki.KindNode {
+			return zero, status.Errorf(codes.PermissionDenied, "peer %s is not a node", p.ID)
 		}
-		mu.Lock()
-		answer = res
-		mu.Unlock()
-		return started, nil
+		plane := n.plane.Load()
+		if plane == nil {
+			return zero, status.Error(codes.Unavailable, errPlaneNotReady.Error())
+		}
+		return h(plane, ctx, p.ID.Node, req)
 	})
-	// A call made by a handler continues the handler's trace.
-	ctx = routing.ExtractTraceContext(ctx, plan.req.GetMetadata())
-	start := time.Now()
-	res, err := n.router.Route(ctx, req, cands, inv)
-	n.catalog.ObserveCall(time.Since(start), err == nil)
-	if err != nil {
-		return nil, err
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	return &meshnodev1.CallResponse{
-		Payload:     answer.GetPayload(),
-		ContentType: answer.GetContentType(),
-		Metadata:    answer.GetMetadata(),
-		AgentId:     res.Agent.AgentID,
-		Node:        res.Agent.Node,
-		Attempts:    uint32(res.Attempts),
-		TraceId:     res.TraceID,
-	}, nil
+}
+
+func (n *Node) registerDataPlaneHandlers() {
+	handlePeer(n, dataplane.MethodForwardCall, func() *meshnodev1.ForwardCallRequest { return &meshnodev1.ForwardCallRequest{} }, (*dataplane.Plane).Receive)
+	handlePeer(n, dataplane.MethodForwardVote, func() *meshnodev1.ForwardVoteRequest { return &meshnodev1.ForwardVoteRequest{} }, (*dataplane.Plane).ReceiveVote)
 }

@@ -123,7 +123,7 @@ func cycleError(chain []string, agent string) error {
 
 func hopError(chain []string, hops, limit int) error {
 	return newStatus(codes.FailedPrecondition, ErrHopLimit,
-		"call chain %s would make hop %d; the limit is %d (policy max_hops)", strings.Join(chain, " -> "), hops, limit)
+		"call chain %s would make hop %d; the hop limit is %d (policy max_hops)", strings.Join(chain, " -> "), hops, limit)
 }
 
 // checkOutbound refuses a call that would exceed the hop limit, and a chain
@@ -162,6 +162,23 @@ func CheckInbound(now time.Time, m Metadata, p Policy) error {
 		}
 	}
 	return nil
+}
+
+// CheckForwarded is the callee node's one check of a call a peer forwarded
+// to its agent target: the chain must end with the target and the call must
+// carry a deadline that has not passed; then CheckInbound's rules (cycles,
+// the policy's hop limit and minimum time left).
+func CheckForwarded(now time.Time, m Metadata, target string, p Policy) error {
+	if len(m.Chain) == 0 || m.Chain[len(m.Chain)-1] != target {
+		return newStatus(codes.InvalidArgument, ErrBadMetadata, "routing metadata: chain must end with the target agent %s", target)
+	}
+	if m.Deadline.IsZero() {
+		return newStatus(codes.InvalidArgument, ErrBadMetadata, "routing metadata: no deadline")
+	}
+	if !m.Deadline.After(now) {
+		return newStatus(codes.DeadlineExceeded, ErrDeadline, "deadline passed before the call reached %s", target)
+	}
+	return CheckInbound(now, m, p)
 }
 
 func newStatus(c codes.Code, sentinel error, format string, args ...any) error {

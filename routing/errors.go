@@ -21,6 +21,8 @@ var (
 	ErrCycle = errors.New("call cycle")
 	// ErrHopLimit: the call exceeded the maximum number of hops.
 	ErrHopLimit = errors.New("hop limit exceeded")
+	// ErrBadMetadata: a peer's routing metadata is malformed.
+	ErrBadMetadata = errors.New("malformed routing metadata")
 	// ErrDeadline: too little time remains to make the call.
 	ErrDeadline = errors.New("deadline too close")
 )

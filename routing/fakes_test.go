@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -106,7 +107,12 @@ func newSim(clock *fakeClock, seed uint64, agents map[string]simAgent) *simInvok
 	return &simInvoker{clock: clock, rng: rand.New(rand.NewPCG(seed, 7)), agents: agents, attempts: map[string]int{}}
 }
 
-func (s *simInvoker) Invoke(ctx context.Context, a Attempt) (bool, error) {
+func (s *simInvoker) Invoke(ctx context.Context, a Attempt) (*meshnodev1.CallResult, bool, error) {
+	started, err := s.attempt(ctx, a)
+	return nil, started, err
+}
+
+func (s *simInvoker) attempt(ctx context.Context, a Attempt) (bool, error) {
 	s.total++
 	if a.Number > 1 {
 		s.retries++

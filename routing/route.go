@@ -3,6 +3,7 @@ package routing
 import (
 	"context"
 	"errors"
+	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
 	"slices"
 	"time"
 
@@ -185,9 +186,9 @@ func (r *Router) attempts(ctx context.Context, req *Request, cands []Candidate, 
 			return res, err
 		}
 		res.Attempts, res.Tried = n, append(res.Tried, c.AgentID)
-		started, err := r.invoke(ctx, req, c, n, attemptDL, ep, probe, inv)
+		answer, started, err := r.invoke(ctx, req, c, n, attemptDL, ep, probe, inv)
 		if err == nil {
-			res.Agent = c
+			res.Agent, res.Answer = c, answer
 			return res, nil
 		}
 		lastErr = err
@@ -211,7 +212,7 @@ func (r *Router) attempts(ctx context.Context, req *Request, cands []Candidate, 
 }
 
 // invoke runs one attempt inside its span and records the outcome.
-func (r *Router) invoke(ctx context.Context, req *Request, c Candidate, n int, dl time.Time, ep *endpoint, probe bool, inv Invoker) (bool, error) {
+func (r *Router) invoke(ctx context.Context, req *Request, c Candidate, n int, dl time.Time, ep *endpoint, probe bool, inv Invoker) (*meshnodev1.CallResult, bool, error) {
 	actx, span := r.cfg.Tracer.Start(ctx, "attempt "+req.Capability, trace.WithSpanKind(trace.SpanKindClient))
 	defer span.End()
 	recording := span.IsRecording()
@@ -228,7 +229,7 @@ func (r *Router) invoke(ctx context.Context, req *Request, c Candidate, n int, d
 	meta.Deadline = dl
 	meta.Attempt = n
 	meta.TraceContext = InjectTraceContext(actx)
-	started, err := inv.Invoke(actx, Attempt{Candidate: c, Number: n, Deadline: dl, Meta: meta})
+	answer, started, err := inv.Invoke(actx, Attempt{Candidate: c, Number: n, Deadline: dl, Meta: meta})
 	end := r.cfg.Clock.Now()
 	o, code := classify(ctx, err)
 	r.finish(ep, &req.Policy, probe, start, end, o)
@@ -238,5 +239,5 @@ func (r *Router) invoke(ctx context.Context, req *Request, c Candidate, n int, d
 			span.SetStatus(otelcodes.Error, err.Error())
 		}
 	}
-	return started, err
+	return answer, started, err
 }

@@ -3,6 +3,7 @@ package routing
 import (
 	"context"
 	"fmt"
+	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
 	"log/slog"
 	"math/rand/v2"
 	"sync"
@@ -146,22 +147,38 @@ type Attempt struct {
 	Meta Metadata
 }
 
-// Invoker performs one attempt. It returns started=true once the callee's
-// handler may have begun (the request was delivered to the agent); err is a
-// gRPC status error (MarkRetryable for agent-flagged retryable failures).
-// Invoke must honour ctx, which carries the attempt's deadline and span.
+// Invoker performs one attempt and returns the callee's answer. started is
+// true once the callee's handler may have begun (the request was delivered
+// to the agent); err is a gRPC status error (MarkRetryable for
+// agent-flagged retryable failures). Invoke must honour ctx, which carries
+// the attempt's deadline and span. Everything the attempt sends (chain,
+// hops, deadline, attempt number, trace context) is in the Attempt: the
+// invoker derives none of it again.
 type Invoker interface {
-	Invoke(ctx context.Context, a Attempt) (started bool, err error)
+	Invoke(ctx context.Context, a Attempt) (answer *meshnodev1.CallResult, started bool, err error)
 }
 
-// InvokerFunc adapts a function to Invoker.
+// AnswerFunc adapts a function to Invoker.
+type AnswerFunc func(ctx context.Context, a Attempt) (*meshnodev1.CallResult, bool, error)
+
+// Invoke calls f.
+func (f AnswerFunc) Invoke(ctx context.Context, a Attempt) (*meshnodev1.CallResult, bool, error) {
+	return f(ctx, a)
+}
+
+// InvokerFunc adapts a function whose attempts answer nothing (an empty
+// CallResult) to Invoker.
 type InvokerFunc func(ctx context.Context, a Attempt) (bool, error)
 
 // Invoke calls f.
-func (f InvokerFunc) Invoke(ctx context.Context, a Attempt) (bool, error) { return f(ctx, a) }
+func (f InvokerFunc) Invoke(ctx context.Context, a Attempt) (*meshnodev1.CallResult, bool, error) {
+	started, err := f(ctx, a)
+	return nil, started, err
+}
 
 // Result describes a routed call that succeeded.
 type Result struct {
+	Answer     *meshnodev1.CallResult // the answering attempt's, as its invoker returned it
 	Agent      Candidate
 	Capability string   // the capability served: the one asked for, or its fallback
 	Attempts   int      // attempts made, 1 when the first succeeded

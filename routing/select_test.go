@@ -380,7 +380,7 @@ func TestNeverBelowQualityFloorMeasured(t *testing.T) {
 				t.Fatalf("seed %d: invoked %s with estimated success %v", seed, a.Candidate.AgentID, st.SuccessRate)
 			}
 			checked++
-			return sim.Invoke(ctx, a)
+			return sim.attempt(ctx, a)
 		})
 		refused := 0
 		for range 500 {

@@ -38,6 +38,10 @@ var forbidden = map[string][]string{
 	// The SDK's fake node serves with socketapi but must stay as free of the
 	// product as the SDK itself.
 	"agent/agenttest": {"node", "transport", "consensus", "gossip", "routing", "pki", "quorum", "internal/apierror"},
+	// The rooms behind the node: they may use the leaf packages and each
+	// other's types, never the node, the SDK or the socket edge.
+	"internal/catalog":   {"node", "agent", "cmd/meshnode", "internal/socketapi", "internal/apierror", "internal/dataplane"},
+	"internal/dataplane": {"node", "transport", "consensus", "gossip", "agent", "cmd/meshnode", "internal/socketapi", "internal/apierror", "internal/catalog"},
 	// The product's one clock: every package may use it, so it uses none of
 	// them ("internal" bans every other internal package, present and future).
 	"internal/clock": {"node", "transport", "pki", "consensus", "gossip", "routing", "quorum", "agent", "proto", "cmd", "internal", "e2e", "bench", "examples"},

@@ -1,4 +1,4 @@
-package node
+package routing
 
 import (
 	"strings"
@@ -12,7 +12,17 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
-func TestCheckHop(t *testing.T) {
+// checkForwarded is the callee node's decode-and-check of a forwarded
+// call's metadata under the default policy.
+func checkForwarded(meta *meshnodev1.RoutingMetadata, target string, now time.Time) error {
+	m, err := MetadataFromProto(meta)
+	if err != nil {
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
+	return CheckForwarded(now, m, target, DefaultPolicy())
+}
+
+func TestCheckForwarded(t *testing.T) {
 	now := time.Now()
 	later := timestamppb.New(now.Add(time.Second))
 	cases := []struct {
@@ -31,7 +41,7 @@ func TestCheckHop(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			err := checkHop(tc.meta, "n2/b", DefaultMaxHops, now)
+			err := checkForwarded(tc.meta, "n2/b", now)
 			if status.Code(err) != tc.want || !strings.Contains(status.Convert(err).Message(), tc.text) {
 				t.Fatalf("got %v, want %s mentioning %q", err, tc.want, tc.text)
 			}
@@ -53,7 +63,7 @@ func FuzzForwardCallRequest(f *testing.F) {
 		if proto.Unmarshal(b, req) != nil {
 			return
 		}
-		if err := checkHop(req.GetRouting(), req.GetTargetAgentId(), DefaultMaxHops, time.Now()); err == nil {
+		if err := checkForwarded(req.GetRouting(), req.GetTargetAgentId(), time.Now()); err == nil {
 			chain := req.GetRouting().GetChain()
 			if chain[len(chain)-1] != req.GetTargetAgentId() {
 				t.Fatalf("accepted a chain %v that does not end with the target %q", chain, req.GetTargetAgentId())

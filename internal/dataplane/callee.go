@@ -1,0 +1,97 @@
+package dataplane
+
+import (
+	"context"
+	"errors"
+	"strings"
+
+	"github.com/agentmesh/meshnode/internal/hub"
+	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
+	"github.com/agentmesh/meshnode/routing"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// errNodeDied is the cancellation cause of calls to a node gossip declared dead.
+var errNodeDied = errors.New("node declared dead")
+
+// forward sends one attempt to the node of a remote agent.
+func (p *Plane) forward(ctx context.Context, agent routing.Candidate, d *meshnodev1.Delivery, meta *meshnodev1.RoutingMetadata) (*meshnodev1.CallResult, bool, error) {
+	addr, ok := p.cfg.Catalog.NodeAddress(agent.Node)
+	if !ok {
+		return nil, false, status.Errorf(codes.Unavailable, "node %s of agent %s has no known address", agent.Node, agent.AgentID)
+	}
+	// A call in flight on a node that gossip then declares dead would
+	// otherwise wait out the caller's whole deadline: cancel it at once so
+	// the router can fail over (or fail fast).
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	defer p.inflight.track(agent.Node, cancel)()
+	var resp meshnodev1.ForwardCallResponse
+	err := p.cfg.Peers.Invoke(ctx, addr, MethodForwardCall, &meshnodev1.ForwardCallRequest{TargetAgentId: agent.AgentID, Delivery: d, Routing: meta}, &resp)
+	if err != nil {
+		// The remote node reports "never delivered" as Unavailable or
+		// ResourceExhausted; anything else may have reached the agent.
+		c := status.Code(err)
+		started := c != codes.Unavailable && c != codes.ResourceExhausted
+		if errors.Is(context.Cause(ctx), errNodeDied) {
+			return nil, true, status.Errorf(codes.Unavailable, "node %s of agent %s was declared dead while the call was in flight", agent.Node, agent.AgentID)
+		}
+		if ctx.Err() != nil {
+			return nil, true, ctxStatus(ctx, "calling "+agent.AgentID)
+		}
+		return nil, started, err
+	}
+	return answerOf(resp.GetOk(), resp.GetError())
+}
+
+// Receive is the callee half: a peer node, authenticated as fromNode by
+// mTLS, asks this node to deliver a call to one of its agents. The call's
+// metadata is checked once (routing.CheckForwarded, against the
+// capability's policy) before anything reaches the agent.
+func (p *Plane) Receive(ctx context.Context, fromNode string, req *meshnodev1.ForwardCallRequest) (*meshnodev1.ForwardCallResponse, error) {
+	target := req.GetTargetAgentId()
+	if !strings.HasPrefix(target, p.cfg.LocalNode+"/") {
+		return nil, status.Errorf(codes.NotFound, "agent %s is not attached to node %s", target, p.cfg.LocalNode)
+	}
+	d := req.GetDelivery()
+	if d == nil {
+		return nil, status.Error(codes.InvalidArgument, "forwarded call has no delivery")
+	}
+	meta, err := routing.MetadataFromProto(req.GetRouting())
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	// A policy that cannot be read leaves the built-in limits in force.
+	pol, _ := p.cfg.Catalog.PolicyFor(ctx, d.GetCapability())
+	if err := routing.CheckForwarded(p.cfg.Clock.Now(), meta, target, pol); err != nil {
+		return nil, err
+	}
+	if len(d.GetPayload()) > p.cfg.MaxPayload {
+		return nil, status.Errorf(codes.InvalidArgument, "payload is %d bytes, over node %s's limit of %d", len(d.GetPayload()), p.cfg.LocalNode, p.cfg.MaxPayload)
+	}
+	ctx, cancel := context.WithDeadline(ctx, meta.Deadline)
+	defer cancel()
+	ctx, span := routing.StartInbound(ctx, p.cfg.Tracer, d.GetCapability(), meta.TraceContext)
+	defer span.End()
+	// The handler's span is a child of this node's: hand it our context.
+	d.Metadata = mergeTrace(d.GetMetadata(), routing.InjectTraceContext(ctx))
+	chain := meta.Chain[:len(meta.Chain)-1]
+	answer, _, err := p.deliver(ctx, target, d, hub.CallContext{Chain: chain, Hops: uint32(meta.Hops), Deadline: meta.Deadline})
+	var ae *agentError
+	switch {
+	case errors.As(err, &ae):
+		return &meshnodev1.ForwardCallResponse{Result: &meshnodev1.ForwardCallResponse_Error{Error: ae.proto()}}, nil
+	case err != nil:
+		return nil, err
+	}
+	return &meshnodev1.ForwardCallResponse{Result: &meshnodev1.ForwardCallResponse_Ok{Ok: answer}}, nil
+}
+
+// ctxStatus converts a context's end into the matching gRPC status.
+func ctxStatus(ctx context.Context, doing string) error {
+	if ctx.Err() == context.DeadlineExceeded {
+		return status.Errorf(codes.DeadlineExceeded, "deadline passed while %s", doing)
+	}
+	return status.Errorf(codes.Canceled, "caller cancelled while %s", doing)
+}
