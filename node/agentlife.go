@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/agentmesh/meshnode/consensus"
+	"github.com/agentmesh/meshnode/internal/background"
 	"github.com/agentmesh/meshnode/pki"
 	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
 )
@@ -17,9 +18,10 @@ const DisconnectGrace = 30 * time.Second
 // itself decides which changes are significant enough to send at once.
 const loadPublishInterval = 200 * time.Millisecond
 
-func (n *Node) startAgents(context.Context) error {
+func (n *Node) startAgents(_ context.Context, bg *background.Group) error {
+	n.agentLoops = bg
 	n.hub.Start()
-	n.every(time.Second, n.cutRevokedPeers)
+	bg.Every(time.Second, n.cutRevokedPeers)
 	return nil
 }
 
@@ -41,14 +43,10 @@ func (n *Node) registeredHere(ctx context.Context) ([]string, error) {
 // (routing elsewhere reacts within one gossip round) and to the registry.
 func (n *Node) agentStatusChanged(id string, st meshnodev1.AgentStatus) {
 	n.publishLoadNow()
-	n.goBackground(func(ctx context.Context) {
+	n.agentLoops.Go(func(ctx context.Context) {
 		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
-		_, res, err := n.registry.Apply(wctx, &meshnodev1.Command{Version: 1, Op: &meshnodev1.Command_SetAgentStatus{SetAgentStatus: &meshnodev1.SetAgentStatusCommand{Id: id, Status: st}}})
-		if err == nil {
-			err = resultError(res, "set agent status")
-		}
-		if err != nil && ctx.Err() == nil {
+		if _, _, err := n.store.SetAgentStatus(wctx, id, st); err != nil && ctx.Err() == nil {
 			n.log.Debug("recording agent status failed", "agent", id, "status", st, "err", err)
 		}
 	})
@@ -80,7 +78,7 @@ func (n *Node) stopGossip(context.Context) {
 
 // cutRevokedPeers closes connections to peers revoked after they connected;
 // new handshakes from them are refused by the TLS verification already.
-func (n *Node) cutRevokedPeers(context.Context, time.Time) {
+func (n *Node) cutRevokedPeers(context.Context) {
 	if k := n.ep.ClosePeers(func(id pki.ID) bool { return n.pki.IsRevoked(nil, id) }); k > 0 {
 		n.log.Warn("closed connections of a revoked peer", "connections", k)
 	}

@@ -11,6 +11,8 @@ import (
 
 	"github.com/agentmesh/meshnode/consensus"
 	"github.com/agentmesh/meshnode/gossip"
+	"github.com/agentmesh/meshnode/internal/api"
+	"github.com/agentmesh/meshnode/internal/background"
 	"github.com/agentmesh/meshnode/internal/catalog"
 	"github.com/agentmesh/meshnode/pki"
 	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
@@ -56,6 +58,7 @@ func (n *Node) startPKI(ctx context.Context) error {
 		Roots:       n.keeper.Roots,
 		Certificate: n.keeper.Certificate,
 		Revocations: &n.revocations,
+		Clock:       n.clock,
 		Logger:      n.log,
 	})
 	if err != nil {
@@ -115,6 +118,7 @@ func (n *Node) startTransport(ctx context.Context) error {
 	cfg.AdvertiseAddr = n.advertiseAddr()
 	cfg.TLS = n.tls
 	cfg.MaxFrameSize = n.cfg.MaxPayload + 1<<20
+	cfg.Clock = n.clock
 	cfg.Logger = n.log
 	if n.isServer() {
 		cfg.JoinTLS = n.tls.JoinServerConfig()
@@ -131,7 +135,7 @@ func (n *Node) startTransport(ctx context.Context) error {
 	return nil
 }
 
-func (n *Node) startConsensus(ctx context.Context) error {
+func (n *Node) startConsensus(ctx context.Context, bg *background.Group) error {
 	cfg := consensus.DefaultConfig(n.cfg.Name)
 	cfg.Server = n.isServer()
 	cfg.Bootstrap = len(n.cfg.Join) == 0
@@ -143,6 +147,7 @@ func (n *Node) startConsensus(ctx context.Context) error {
 	// the node's own claim.
 	cfg.RequireServerAdmission = true
 	cfg.ScopeClientWrites = true
+	cfg.Clock = n.clock
 	cfg.Logger = n.log
 	st, err := consensus.New(cfg, consensus.NetworkFromTransport(n.ep))
 	if err != nil {
@@ -157,7 +162,8 @@ func (n *Node) startConsensus(ctx context.Context) error {
 		return err
 	}
 	n.catalog = cat
-	n.registry = consensusRegistry{st}
+	n.registry = api.NewRegistry(n.cfg.Name, st, n.hub, cat, n.log)
+	n.decisions = api.NewDecisions(st, cat.VoteKeys, n.log.With("component", "quorum"))
 	n.pki = &pkiStore{store: st}
 	n.revocations.store = n.pki
 	if n.pendingCA != nil {
@@ -169,7 +175,7 @@ func (n *Node) startConsensus(ctx context.Context) error {
 	// A joining server is only added to Raft once gossip has told the
 	// leader about it, and gossip starts after this: register in the
 	// background instead of blocking the start.
-	n.goBackground(func(ctx context.Context) {
+	bg.Go(func(ctx context.Context) {
 		if err := n.retryWrite(ctx, "register node "+n.cfg.Name, n.registerNodeRecord); err != nil && ctx.Err() == nil {
 			n.log.Error("registering this node in the registry failed; peers cannot verify its gossip", "err", err)
 		}
@@ -194,7 +200,7 @@ func (n *Node) retryWrite(ctx context.Context, what string, f func(context.Conte
 		n.log.Debug("write not accepted yet; retrying", "what", what, "err", err)
 		select {
 		case <-ctx.Done():
-		case <-time.After(backoff):
+		case <-n.clock.After(backoff):
 		}
 		backoff = min(2*backoff, 2*time.Second)
 	}
@@ -229,7 +235,7 @@ func (n *Node) ca(ctx context.Context) (*pki.CA, error) {
 		return nil, status.Error(codes.FailedPrecondition, "this node is a client; the CA runs on servers: run the command against a server's socket")
 	}
 	cfg := pki.DefaultCAConfig()
-	cfg.TrustDomain, cfg.Store, cfg.CertLifetime, cfg.Logger = n.id.TrustDomain, n.pki, n.cfg.CertLifetime, n.log
+	cfg.TrustDomain, cfg.Store, cfg.CertLifetime, cfg.Clock, cfg.Logger = n.id.TrustDomain, n.pki, n.cfg.CertLifetime, n.clock, n.log
 	ca, err := pki.NewCA(ctx, cfg)
 	if err != nil {
 		return nil, status.Errorf(codes.Unavailable, "the CA material has not reached this server yet: %v", err)
@@ -238,7 +244,7 @@ func (n *Node) ca(ctx context.Context) (*pki.CA, error) {
 	return n.caPtr.Load(), nil
 }
 
-func (n *Node) startGossip(ctx context.Context) error {
+func (n *Node) startGossip(_ context.Context, bg *background.Group) error {
 	cfg := gossip.DefaultConfig()
 	cfg.Name = n.cfg.Name
 	role := gossip.RoleClient
@@ -250,6 +256,7 @@ func (n *Node) startGossip(ctx context.Context) error {
 	cfg.Signer = n.gossipKey
 	cfg.Keys = n.catalog
 	cfg.Owners = n.catalog
+	cfg.Clock = n.clock
 	cfg.Logger = n.log
 	g, err := gossip.New(cfg)
 	if err != nil {
@@ -258,12 +265,12 @@ func (n *Node) startGossip(ctx context.Context) error {
 	n.gossip = g
 	n.catalog.SetGossip(g)
 	events, cancel := g.Subscribe()
-	n.goBackground(func(ctx context.Context) {
+	bg.Go(func(ctx context.Context) {
 		defer cancel()
 		n.followMembership(ctx, events)
 	})
 	if len(n.cfg.Join) > 0 {
-		n.goBackground(func(ctx context.Context) {
+		bg.Go(func(ctx context.Context) {
 			if _, err := g.Join(ctx, n.cfg.Join); err != nil && ctx.Err() == nil {
 				n.log.Error("gossip join failed", "seeds", n.cfg.Join, "err", err)
 			}
@@ -271,8 +278,8 @@ func (n *Node) startGossip(ctx context.Context) error {
 	}
 	// Local agents' load goes to gossip periodically, and at once on a
 	// status change (agentStatusChanged).
-	n.every(loadPublishInterval, func(context.Context, time.Time) { n.publishLoadNow() })
-	n.every(reconnectInterval, n.reconnectDead)
+	bg.Every(loadPublishInterval, func(context.Context) { n.publishLoadNow() })
+	bg.Every(reconnectInterval, n.reconnectDead)
 	return nil
 }
 
@@ -280,7 +287,7 @@ func (n *Node) startGossip(ctx context.Context) error {
 // dead, so both sides of a healed partition find each other again.
 const reconnectInterval = 5 * time.Second
 
-func (n *Node) reconnectDead(ctx context.Context, _ time.Time) {
+func (n *Node) reconnectDead(ctx context.Context) {
 	answered, err := n.gossip.Reconnect()
 	if err != nil {
 		n.log.Debug("reconnect to a dead member failed", "err", err)

@@ -8,8 +8,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"time"
-	"unicode/utf8"
 
+	"github.com/agentmesh/meshnode/internal/api"
 	"github.com/agentmesh/meshnode/internal/socketapi"
 )
 
@@ -125,7 +125,7 @@ func invalid(key, format string, args ...any) error {
 // Validate checks every field and the rules between them. Each error names
 // the key and says what to do.
 func (c Config) Validate() error {
-	if err := ValidateName(c.Name); err != nil {
+	if err := api.ValidateName(c.Name); err != nil {
 		return invalid("name", "%v", err)
 	}
 	if c.DataDir == "" {
@@ -178,27 +178,6 @@ func (c Config) Validate() error {
 	}
 	if c.CertLifetime < 5*time.Minute {
 		return invalid("cert_lifetime", "%v: must be at least 5m", c.CertLifetime)
-	}
-	return nil
-}
-
-// ValidateName checks a node or agent name: 1-64 bytes of UTF-8 letters,
-// digits, '.', '-' and '_'. Names end up in SPIFFE URIs and file names.
-func ValidateName(name string) error {
-	if name == "" {
-		return errors.New("must not be empty")
-	}
-	if len(name) > 64 {
-		return fmt.Errorf("%q is %d bytes, longer than 64", name, len(name))
-	}
-	if !utf8.ValidString(name) {
-		return fmt.Errorf("%q is not valid UTF-8", name)
-	}
-	for _, r := range name {
-		ok := r == '.' || r == '-' || r == '_' || (r >= '0' && r <= '9') || (r >= 'a' && r <= 'z') || (r >= 'A' && r <= 'Z')
-		if !ok {
-			return fmt.Errorf("%q contains %q; use letters, digits, '.', '-' and '_'", name, r)
-		}
 	}
 	return nil
 }

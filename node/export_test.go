@@ -3,8 +3,6 @@ package node
 import (
 	"context"
 	"time"
-
-	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
 )
 
 // SetAttachOpenTimeout shortens the wait for an Attach stream's first
@@ -19,6 +17,6 @@ func SetAttachOpenTimeout(d time.Duration) (restore func()) {
 // node's agent hub, the way a deregister whose outcome was unknown (it timed
 // out, then committed) leaves things.
 func DropAgentRecord(ctx context.Context, n *Node, id string) error {
-	_, _, err := n.registry.Apply(ctx, &meshnodev1.Command{Version: 1, Op: &meshnodev1.Command_DeregisterAgent{DeregisterAgent: &meshnodev1.DeregisterAgentCommand{Id: id}}})
+	_, _, err := n.store.DeregisterAgent(ctx, id)
 	return err
 }

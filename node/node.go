@@ -12,8 +12,11 @@ import (
 
 	"github.com/agentmesh/meshnode/consensus"
 	"github.com/agentmesh/meshnode/gossip"
+	"github.com/agentmesh/meshnode/internal/api"
 	"github.com/agentmesh/meshnode/internal/apierror"
+	"github.com/agentmesh/meshnode/internal/background"
 	"github.com/agentmesh/meshnode/internal/catalog"
+	"github.com/agentmesh/meshnode/internal/clock"
 	"github.com/agentmesh/meshnode/internal/dataplane"
 	"github.com/agentmesh/meshnode/internal/hub"
 	"github.com/agentmesh/meshnode/internal/socketapi"
@@ -26,11 +29,14 @@ import (
 
 // component is one piece of the node with a start and a stop. Components
 // start in the order they are added and stop in reverse, so each one can rely
-// on everything started before it until it has stopped itself.
+// on everything started before it until it has stopped itself. Each gets its
+// own group of background loops, stopped just before the component: a loop
+// never outlives what it uses. The name is for logs and errors only.
 type component struct {
 	name  string
-	start func(ctx context.Context) error
+	start func(ctx context.Context, bg *background.Group) error
 	stop  func(ctx context.Context)
+	bg    *background.Group
 }
 
 // Node is one meshnode daemon.
@@ -52,7 +58,8 @@ type Node struct {
 	renewer     *pki.Renewer
 	ep          *transport.Endpoint
 	store       *consensus.Store
-	registry    registryStore
+	registry    *api.Registry
+	decisions   *api.Decisions
 	pki         *pkiStore
 	caPtr       atomic.Pointer[pki.CA]
 	gossip      *gossip.Gossip
@@ -66,12 +73,13 @@ type Node struct {
 	// tracingInjected: tracing came from SetTracerProvider; the caller owns it.
 	tracingInjected bool
 
-	// stopping is closed when Stop begins, ending Serve streams and
-	// background loops; bgCancel and bg track those loops.
+	clock clock.Clock
+	// agentLoops runs the registry writes of local agents' status changes;
+	// it is the agents component's group.
+	agentLoops *background.Group
+
+	// stopping is closed when Stop begins, ending Serve streams.
 	stopping chan struct{}
-	bgCtx    context.Context
-	bgCancel context.CancelFunc
-	bg       sync.WaitGroup
 
 	mu         sync.Mutex
 	components []component
@@ -89,14 +97,8 @@ func New(cfg Config, log *slog.Logger) (*Node, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	n := &Node{cfg: cfg, log: log, stopped: make(chan struct{}), stopping: make(chan struct{})}
-	h, err := n.newHub()
-	if err != nil {
-		return nil, err
-	}
-	n.hub = h
-	n.bgCtx, n.bgCancel = context.WithCancel(context.Background())
-	api, err := socketapi.New(socketapi.Config{
+	n := &Node{cfg: cfg, log: log, clock: clock.System{}, stopped: make(chan struct{}), stopping: make(chan struct{})}
+	sock, err := socketapi.New(socketapi.Config{
 		Path:       cfg.SocketPath(),
 		MaxMessage: cfg.maxMessage(),
 		Logger:     log.With("component", "api"),
@@ -105,7 +107,7 @@ func New(cfg Config, log *slog.Logger) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	n.api = api
+	n.api = sock
 	return n, nil
 }
 
@@ -116,7 +118,12 @@ func (n *Node) Config() Config { return n.cfg }
 // socket last, so an agent that connects finds a working node). On error,
 // everything already started is stopped again and the error is returned.
 func (n *Node) Start(ctx context.Context) error {
-	n.startedAt = time.Now()
+	n.startedAt = n.clock.Now()
+	h, err := n.newHub()
+	if err != nil {
+		return err
+	}
+	n.hub = h
 	if err := prepareDataDir(n.cfg.DataDir); err != nil {
 		return err
 	}
@@ -128,7 +135,9 @@ func (n *Node) Start(ctx context.Context) error {
 	n.buildComponents()
 	for _, c := range n.components {
 		n.log.Debug("starting", "component", c.name)
-		if err := c.start(ctx); err != nil {
+		c.bg = background.New(n.clock)
+		if err := c.start(ctx, c.bg); err != nil {
+			c.bg.Stop()
 			stopCtx, cancel := context.WithTimeout(context.Background(), n.cfg.ShutdownTimeout)
 			n.stopStarted(stopCtx)
 			cancel()
@@ -145,44 +154,34 @@ func (n *Node) Start(ctx context.Context) error {
 }
 
 func (n *Node) buildComponents() {
+	nothing := func(context.Context) {}
+	noLoops := func(start func(context.Context) error) func(context.Context, *background.Group) error {
+		return func(ctx context.Context, _ *background.Group) error { return start(ctx) }
+	}
 	n.components = []component{
-		{name: "pki", start: n.startPKI, stop: func(context.Context) {}},
-		{name: "transport", start: n.startTransport, stop: func(context.Context) { n.ep.Close() }},
+		{name: "pki", start: noLoops(n.startPKI), stop: nothing},
+		{name: "transport", start: noLoops(n.startTransport), stop: func(context.Context) { n.ep.Close() }},
 		{name: "consensus", start: n.startConsensus, stop: func(context.Context) { n.store.Close() }},
 		{name: "gossip", start: n.startGossip, stop: n.stopGossip},
-		{name: "renewal", start: n.startRenewal, stop: func(context.Context) {}},
-		{name: "tracing", start: n.startTracing, stop: n.stopTracing},
-		{name: "routing", start: n.startRouting, stop: func(context.Context) {}},
-		{name: "quorum", start: n.startQuorum, stop: func(context.Context) { n.coordinator.Close() }},
+		{name: "renewal", start: n.startRenewal, stop: nothing},
+		{name: "tracing", start: noLoops(n.startTracing), stop: n.stopTracing},
+		{name: "routing", start: noLoops(n.startRouting), stop: nothing},
+		{name: "quorum", start: noLoops(n.startQuorum), stop: func(context.Context) { n.coordinator.Close() }},
 		{name: "agents", start: n.startAgents, stop: func(context.Context) { n.hub.Close() }},
-		{name: "agent-api", start: func(ctx context.Context) error { registerServices(n); return n.api.Start(ctx) }, stop: n.api.Stop},
+		{name: "agent-api", start: noLoops(n.startAPI), stop: n.api.Stop},
 	}
 }
 
-// goBackground runs f until the node stops; Stop waits for it.
-func (n *Node) goBackground(f func(ctx context.Context)) {
-	n.bg.Add(1)
-	go func() {
-		defer n.bg.Done()
-		f(n.bgCtx)
-	}()
+func (n *Node) startAPI(ctx context.Context) error {
+	if err := n.registerAPI(); err != nil {
+		return err
+	}
+	return n.api.Start(ctx)
 }
 
-// every runs f every interval in the background until the node stops.
-func (n *Node) every(interval time.Duration, f func(ctx context.Context, now time.Time)) {
-	n.goBackground(func(ctx context.Context) {
-		t := time.NewTicker(interval)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case now := <-t.C:
-				f(ctx, now)
-			}
-		}
-	})
-}
+// SetClock makes the node read c instead of the system clock (tests move
+// time by hand). Call it before Start.
+func (n *Node) SetClock(c clock.Clock) { n.clock = clock.OrSystem(c) }
 
 // Stop stops every started component in reverse order, bounded by ctx.
 // It is safe to call more than once.
@@ -208,17 +207,10 @@ func (n *Node) stopStarted(ctx context.Context) {
 	n.mu.Unlock()
 	for i := len(started) - 1; i >= 0; i-- {
 		c := started[i]
-		if c.name == "gossip" {
-			// Background loops use every component below the API; stop
-			// them before taking those components down.
-			n.bgCancel()
-			n.bg.Wait()
-		}
 		n.log.Debug("stopping", "component", c.name)
+		c.bg.Stop()
 		c.stop(ctx)
 	}
-	n.bgCancel()
-	n.bg.Wait()
 }
 
 // Done is closed once Stop has finished.

@@ -4,6 +4,8 @@ import (
 	"context"
 	"time"
 
+	"github.com/agentmesh/meshnode/internal/api"
+	"github.com/agentmesh/meshnode/internal/background"
 	"github.com/agentmesh/meshnode/pki"
 	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
 	"github.com/agentmesh/meshnode/transport"
@@ -11,53 +13,18 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-// pkiService serves PKIService on the socket. The CA is looked up per call:
-// a server that joined gets the CA material by replication, after start.
-type pkiService struct {
-	meshnodev1.UnimplementedPKIServiceServer
-	n *Node
-}
-
-func (s *pkiService) service(ctx context.Context, needCA bool) (*pki.Service, error) {
+// pkiService is the PKI service the socket's PKIService calls. The CA is
+// looked up per call: a server that joined gets the CA material by
+// replication, after start.
+func (n *Node) pkiService(ctx context.Context, needCA bool) (*pki.Service, error) {
 	var ca *pki.CA
 	if needCA {
 		var err error
-		if ca, err = s.n.ca(ctx); err != nil {
+		if ca, err = n.ca(ctx); err != nil {
 			return nil, err
 		}
 	}
-	return pki.NewService(ca, s.n.keeper.Current, s.n.renewAt), nil
-}
-
-func (s *pkiService) CreateToken(ctx context.Context, req *meshnodev1.CreateTokenRequest) (*meshnodev1.CreateTokenResponse, error) {
-	svc, err := s.service(ctx, true)
-	if err != nil {
-		return nil, err
-	}
-	return svc.CreateToken(ctx, req)
-}
-
-func (s *pkiService) RevokeNode(ctx context.Context, req *meshnodev1.RevokeNodeRequest) (*meshnodev1.RevokeNodeResponse, error) {
-	if req.GetNodeName() == s.n.cfg.Name {
-		return nil, status.Errorf(codes.InvalidArgument, "node %s cannot revoke itself; run the command on another server", s.n.cfg.Name)
-	}
-	svc, err := s.service(ctx, true)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := svc.RevokeNode(ctx, req)
-	if err == nil {
-		s.n.log.Warn("node revoked: new handshakes from it are refused", "node", req.GetNodeName(), "reason", req.GetReason())
-	}
-	return resp, err
-}
-
-func (s *pkiService) CertificateStatus(ctx context.Context, req *meshnodev1.CertificateStatusRequest) (*meshnodev1.CertificateStatusResponse, error) {
-	svc, err := s.service(ctx, false)
-	if err != nil {
-		return nil, err
-	}
-	return svc.CertificateStatus(ctx, req)
+	return pki.NewService(ca, n.keeper.Current, n.renewAt), nil
 }
 
 func (n *Node) renewAt() time.Time {
@@ -69,18 +36,19 @@ func (n *Node) renewAt() time.Time {
 
 // startRenewal renews the node certificate at 2/3 of its life from any
 // server that answers.
-func (n *Node) startRenewal(context.Context) error {
+func (n *Node) startRenewal(_ context.Context, bg *background.Group) error {
 	r, err := pki.NewRenewer(pki.RenewerConfig{
 		Current:  n.keeper.Current,
 		Renew:    n.renewFromServers,
 		OnRotate: n.keeper.Rotate,
+		Clock:    n.clock,
 		Logger:   n.log.With("component", "pki.renewal"),
 	})
 	if err != nil {
 		return err
 	}
 	n.renewer = r
-	n.goBackground(func(ctx context.Context) {
+	bg.Go(func(ctx context.Context) {
 		if err := r.Run(ctx); err != nil && ctx.Err() == nil {
 			n.log.Error("certificate renewal stopped", "err", err)
 		}
@@ -90,7 +58,7 @@ func (n *Node) startRenewal(context.Context) error {
 
 func (n *Node) renewFromServers(ctx context.Context, req *meshnodev1.RenewRequest) (*meshnodev1.RenewResponse, error) {
 	var addrs []string
-	for _, s := range n.servers(ctx) {
+	for _, s := range api.Servers(ctx, n.store, n.log) {
 		if s.Address != "" {
 			addrs = append(addrs, s.Address)
 		}

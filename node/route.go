@@ -19,9 +19,10 @@ func (n *Node) startRouting(context.Context) error {
 	cfg := routing.DefaultConfig()
 	cfg.LocalNode = n.cfg.Name
 	cfg.Resolver = n.catalog
+	cfg.Clock = n.clock
 	cfg.Logger = n.log.With("component", "routing")
 	pcfg := dataplane.Config{LocalNode: n.cfg.Name, MaxPayload: n.cfg.MaxPayload, CallTimeout: n.cfg.CallTimeout,
-		ClusterID: n.clusterID(), Local: n.hub, Catalog: n.catalog, Peers: peerRPC{n.ep}, Logger: n.log.With("component", "dataplane")}
+		ClusterID: n.clusterID(), Local: n.hub, Catalog: n.catalog, Peers: peerRPC{n.ep}, Clock: n.clock, Logger: n.log.With("component", "dataplane")}
 	if n.tracing != nil {
 		cfg.Tracer = n.tracing.Tracer("meshnode/routing")
 		pcfg.Tracer = n.tracing.Tracer("meshnode/node")

@@ -44,6 +44,11 @@ var forbidden = map[string][]string{
 	"internal/dataplane": {"node", "transport", "consensus", "gossip", "agent", "cmd/meshnode", "internal/socketapi", "internal/apierror", "internal/catalog"},
 	// The product's one clock: every package may use it, so it uses none of
 	// them ("internal" bans every other internal package, present and future).
+	// The agent API's services: they use the rooms and leaf packages, never
+	// the node, the SDK or the CLI.
+	"internal/api": {"node", "agent", "cmd/meshnode"},
+	// Background loops of one component: generic, so it knows only the clock.
+	"internal/background": {"node", "transport", "pki", "consensus", "gossip", "routing", "quorum", "agent", "proto", "cmd", "internal/api", "internal/catalog", "internal/dataplane", "internal/hub", "internal/socketapi", "internal/apierror", "e2e", "bench", "examples"},
 	"internal/clock": {"node", "transport", "pki", "consensus", "gossip", "routing", "quorum", "agent", "proto", "cmd", "internal", "e2e", "bench", "examples"},
 }
 

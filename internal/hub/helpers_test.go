@@ -181,3 +181,13 @@ func wantErr(t *testing.T, what string, err, kind error, code codes.Code) {
 }
 
 func timestampAt(t time.Time) *timestamppb.Timestamp { return timestamppb.New(t) }
+
+// Sleep waits for the fake time to move by d, or for ctx.
+func (c *fakeClock) Sleep(ctx context.Context, d time.Duration) error {
+	select {
+	case <-c.After(d):
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

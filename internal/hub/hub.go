@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/agentmesh/meshnode/internal/clock"
 	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
 )
 
@@ -34,25 +35,13 @@ type CallContext struct {
 	Deadline time.Time
 }
 
-// Clock is the time the hub reads: when a stream was lost, when the reaper
-// runs, how long an answered vote request is remembered. Tests fake it.
-type Clock interface {
-	Now() time.Time
-	After(d time.Duration) <-chan time.Time
-}
-
-type systemClock struct{}
-
-func (systemClock) Now() time.Time                         { return time.Now() }
-func (systemClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
-
 // Config configures a Hub. Zero values mean the defaults of DefaultConfig;
 // nil callbacks switch their feature off.
 type Config struct {
 	// Node is the node's name, the prefix of its agents' ids. Required.
 	Node   string
 	Logger *slog.Logger // default: discard
-	Clock  Clock        // default: the system clock
+	Clock  clock.Clock  // default: the system clock; tests fake it
 
 	// DisconnectGrace is how long an agent whose stream went away keeps
 	// its registration: long enough for an agent or node restart to come
@@ -160,7 +149,7 @@ func (c *Config) populate() {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
 	if c.Clock == nil {
-		c.Clock = systemClock{}
+		c.Clock = clock.System{}
 	}
 	if c.ProcessAlive == nil {
 		c.ProcessAlive = processAlive
@@ -185,7 +174,7 @@ func setDefault[T comparable](v *T, def T) {
 type Hub struct {
 	cfg   Config
 	log   *slog.Logger
-	clock Clock
+	clock clock.Clock
 
 	mu     sync.Mutex
 	agents map[string]*agent // by agent id

@@ -1,10 +1,12 @@
-package node
+package api
 
 import (
 	"context"
 	"errors"
+	"log/slog"
 
 	"github.com/agentmesh/meshnode/consensus"
+	"github.com/agentmesh/meshnode/internal/apierror"
 	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
 	"github.com/agentmesh/meshnode/routing"
 	"google.golang.org/grpc/codes"
@@ -12,9 +14,12 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
+// policyService serves PolicyService: routing policies per capability, with
+// "*" as the default for every capability without its own.
 type policyService struct {
 	meshnodev1.UnimplementedPolicyServiceServer
-	n *Node
+	store *consensus.Store
+	log   *slog.Logger
 }
 
 func policyKey(capability string) string {
@@ -24,6 +29,8 @@ func policyKey(capability string) string {
 	return capability
 }
 
+// GetPolicy returns the policy stored for the capability, else the "*"
+// one, and the effective policy (defaults filled in).
 func (s *policyService) GetPolicy(ctx context.Context, req *meshnodev1.GetPolicyRequest) (*meshnodev1.GetPolicyResponse, error) {
 	opts := readOpts(req.GetConsistency())
 	resp := &meshnodev1.GetPolicyResponse{}
@@ -32,13 +39,13 @@ func (s *policyService) GetPolicy(ctx context.Context, req *meshnodev1.GetPolicy
 		keys = append(keys, "*")
 	}
 	for _, key := range keys {
-		rec, idx, err := s.n.store.Policy(ctx, opts, key)
+		rec, idx, err := s.store.Policy(ctx, opts, key)
 		resp.Index = idx
 		if errors.Is(err, consensus.ErrNotFound) {
 			continue
 		}
 		if err != nil {
-			return nil, storeError("read policy", err)
+			return nil, apierror.Wrap("read policy", err)
 		}
 		p := &meshnodev1.RoutingPolicy{}
 		if err := proto.Unmarshal(rec.GetPolicy(), p); err != nil {
@@ -61,6 +68,8 @@ func (s *policyService) GetPolicy(ctx context.Context, req *meshnodev1.GetPolicy
 	return resp, nil
 }
 
+// SetPolicy validates and stores a policy; a refused one leaves the policy
+// in force unchanged.
 func (s *policyService) SetPolicy(ctx context.Context, req *meshnodev1.SetPolicyRequest) (*meshnodev1.SetPolicyResponse, error) {
 	p := req.GetPolicy()
 	if p == nil {
@@ -80,12 +89,12 @@ func (s *policyService) SetPolicy(ctx context.Context, req *meshnodev1.SetPolicy
 	}
 	wctx, cancel := boundWrite(ctx)
 	defer cancel()
-	idx, err := s.n.store.PutPolicy(wctx, key, b)
+	idx, err := s.store.PutPolicy(wctx, key, b)
 	if err != nil {
-		return nil, storeError("store policy "+key, err)
+		return nil, apierror.Wrap("store policy "+key, err)
 	}
 	eff := pol.ToProto()
 	eff.Capability = key
-	s.n.log.Info("routing policy set", "capability", key, "policy", eff.GetPolicy(), "index", idx)
+	s.log.Info("routing policy set", "capability", key, "policy", eff.GetPolicy(), "index", idx)
 	return &meshnodev1.SetPolicyResponse{Effective: eff, Index: idx}, nil
 }

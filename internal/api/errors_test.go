@@ -1,4 +1,4 @@
-package node
+package api
 
 import (
 	"context"
@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/agentmesh/meshnode/consensus"
+	"github.com/agentmesh/meshnode/internal/apierror"
 	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
 )
 
@@ -22,7 +23,7 @@ func TestRegisterRefusesNonFiniteCost(t *testing.T) {
 		req := &meshnodev1.RegisterRequest{Name: "a", Capabilities: []*meshnodev1.Capability{
 			{Name: "ok", Cost: 1}, {Name: "bad", Cost: cost},
 		}}
-		err := validateRegistration(req)
+		err := ValidateRegistration(req)
 		if status.Code(err) != codes.InvalidArgument {
 			t.Errorf("cost %v: %v, want InvalidArgument", cost, err)
 			continue
@@ -32,7 +33,7 @@ func TestRegisterRefusesNonFiniteCost(t *testing.T) {
 		}
 	}
 	ok := &meshnodev1.RegisterRequest{Name: "a", Capabilities: []*meshnodev1.Capability{{Name: "free", Cost: 0}, {Name: "dear", Cost: math.MaxFloat64}}}
-	if err := validateRegistration(ok); err != nil {
+	if err := ValidateRegistration(ok); err != nil {
 		t.Errorf("finite costs refused: %v", err)
 	}
 }
@@ -54,7 +55,7 @@ func TestStoreErrorCodes(t *testing.T) {
 		{"canceled", context.Canceled, codes.Canceled},
 	}
 	for _, c := range cases {
-		if got := status.Code(storeError("deregister agent n1/a", c.err)); got != c.want {
+		if got := status.Code(apierror.Wrap("deregister agent n1/a", c.err)); got != c.want {
 			t.Errorf("%s: %v, want %v", c.name, got, c.want)
 		}
 	}
@@ -65,7 +66,7 @@ func TestStoreErrorCodes(t *testing.T) {
 func TestStoreErrorNoLeaderAdvisesOnce(t *testing.T) {
 	// What Store.Apply returns when no leader commits the write in time.
 	applyErr := fmt.Errorf("applying command k1 (outcome unknown): %w", errors.Join(consensus.ErrNoLeader, context.DeadlineExceeded))
-	err := storeError("register agent n1/a", applyErr)
+	err := apierror.Wrap("register agent n1/a", applyErr)
 	if status.Code(err) != codes.Unavailable {
 		t.Fatalf("code %v, want Unavailable", status.Code(err))
 	}

@@ -1,4 +1,4 @@
-package node
+package api
 
 import (
 	"context"
@@ -48,11 +48,11 @@ func TestListDecisionsPagesAndFilters(t *testing.T) {
 			d.Status = meshnodev1.DecisionStatus_DECISION_STATUS_NEEDS_REVIEW
 		}
 		b, _ := proto.Marshal(d)
-		if _, _, err := st.PutDecision(ctx, &meshnodev1.DecisionRecord{Id: d.GetProposal().GetId(), Status: decisionStatusName(d.GetStatus()), Decision: b}); err != nil {
+		if _, _, err := st.PutDecision(ctx, &meshnodev1.DecisionRecord{Id: d.GetProposal().GetId(), Status: StatusName(d.GetStatus()), Decision: b}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	q := &quorumService{n: &Node{store: st, log: slog.New(slog.NewTextHandler(io.Discard, nil))}}
+	q := &quorumService{cfg: Config{Store: st, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}}
 	list := func(req *meshnodev1.ListDecisionsRequest) []string {
 		t.Helper()
 		var ids []string
