@@ -49,7 +49,7 @@ var forbidden = map[string][]string{
 	"internal/api": {"node", "agent", "cmd/meshnode"},
 	// Background loops of one component: generic, so it knows only the clock.
 	"internal/background": {"node", "transport", "pki", "consensus", "gossip", "routing", "quorum", "agent", "proto", "cmd", "internal/api", "internal/catalog", "internal/dataplane", "internal/hub", "internal/socketapi", "internal/apierror", "e2e", "bench", "examples"},
-	"internal/clock": {"node", "transport", "pki", "consensus", "gossip", "routing", "quorum", "agent", "proto", "cmd", "internal", "e2e", "bench", "examples"},
+	"internal/clock":      {"node", "transport", "pki", "consensus", "gossip", "routing", "quorum", "agent", "proto", "cmd", "internal", "e2e", "bench", "examples"},
 }
 
 func TestImportBoundaries(t *testing.T) {
