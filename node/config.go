@@ -1,7 +1,6 @@
 package node
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -10,6 +9,7 @@ import (
 	"time"
 
 	"github.com/agentmesh/meshnode/internal/api"
+	"github.com/agentmesh/meshnode/internal/settings"
 	"github.com/agentmesh/meshnode/internal/socketapi"
 )
 
@@ -116,11 +116,9 @@ func (c Config) SocketPath() string {
 
 // ErrInvalidConfig wraps every configuration error; callers exit with the
 // usage status when they see it.
-var ErrInvalidConfig = errors.New("invalid configuration")
+var ErrInvalidConfig = settings.ErrInvalid
 
-func invalid(key, format string, args ...any) error {
-	return fmt.Errorf("%w: %s: %s", ErrInvalidConfig, key, fmt.Sprintf(format, args...))
-}
+var invalid = settings.Invalid
 
 // Validate checks every field and the rules between them. Each error names
 // the key and says what to do.
