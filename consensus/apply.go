@@ -21,20 +21,29 @@ const (
 // and depends only on (index, batch) and the prior state, so every replica
 // reaches the same state and results.
 func (s *state) applyBatch(index uint64, b *meshnodev1.CommandBatch) []*meshnodev1.CommandResult {
+	results := make([]*meshnodev1.CommandResult, len(b.GetCommands()))
+	s.transact(index, func(txn *memdb.Txn, _ uint64) {
+		now := uint64(max(b.GetTimeUnixNano(), 0))
+		s.expire(txn, now)
+		for i, c := range b.GetCommands() {
+			results[i] = s.applyCommand(txn, index, now, c)
+			if !results[i].GetDuplicate() {
+				// A duplicate keeps the index where the write took effect.
+				results[i].Index = index
+			}
+		}
+	})
+	return results
+}
+
+// transact runs change in one write transaction that records index as
+// applied and publishes the changes to watches and replicas.
+func (s *state) transact(index uint64, change func(txn *memdb.Txn, index uint64)) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	txn := s.db.Load().Txn(true)
 	txn.TrackChanges()
-	now := uint64(max(b.GetTimeUnixNano(), 0))
-	s.expire(txn, now)
-	results := make([]*meshnodev1.CommandResult, len(b.GetCommands()))
-	for i, c := range b.GetCommands() {
-		results[i] = s.applyCommand(txn, index, now, c)
-		if !results[i].GetDuplicate() {
-			// A duplicate keeps the index where the write took effect.
-			results[i].Index = index
-		}
-	}
+	change(txn, index)
 	if err := txn.Insert(tableMeta, &metaRow{Key: metaApplied, Index: index}); err != nil {
 		panic(fmt.Sprintf("consensus: recording applied index %d: %v", index, err)) // schema bug
 	}
@@ -42,7 +51,6 @@ func (s *state) applyBatch(index uint64, b *meshnodev1.CommandBatch) []*meshnode
 	txn.Commit()
 	s.applied.Store(index)
 	s.log.append(ev)
-	return results
 }
 
 // applyEmpty records that a log entry which changes nothing (a refused
@@ -77,6 +85,9 @@ func (s *state) expire(txn *memdb.Txn, now uint64) {
 func (s *state) applyCommand(txn *memdb.Txn, index, now uint64, c *meshnodev1.Command) *meshnodev1.CommandResult {
 	if err := ValidateCommand(c); err != nil {
 		return &meshnodev1.CommandResult{Status: meshnodev1.CommandStatus_COMMAND_STATUS_INVALID, Message: err.Error()}
+	}
+	if refusal := authorizeOrigin(txn, c); refusal != nil {
+		return refusal
 	}
 	key := c.GetIdempotencyKey()
 	if key != "" {

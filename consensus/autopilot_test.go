@@ -122,11 +122,11 @@ func TestBootstrapServerComesBackAfterRemoval(t *testing.T) {
 	})
 }
 
-// With ScopeClientWrites a client node may write only its own node record
-// and its own agents; another node's would let it take over that node's
-// gossip key or reroute calls to its agents.
+// A client node may write only its own node record and its own agents;
+// another node's would let it take over that node's gossip key or reroute
+// calls to its agents.
 func TestClientWritesAreScopedToTheClient(t *testing.T) {
-	c := newCluster(t, 1, 1, func(cfg *Config) { cfg.ScopeClientWrites = true })
+	c := newCluster(t, 1, 1, nil)
 	cl := c.client(0).store
 	node := func(name string) *meshnodev1.Command {
 		return &meshnodev1.Command{Op: &meshnodev1.Command_RegisterNode{RegisterNode: &meshnodev1.RegisterNodeCommand{Node: &meshnodev1.NodeRecord{Name: name, Address: "127.0.0.1:1"}}}}
@@ -150,8 +150,8 @@ func TestClientWritesAreScopedToTheClient(t *testing.T) {
 		"another node's agent's status": status("s0/a"),
 		"deregistering another's agent": deregister("s0/a"),
 	} {
-		if _, _, err := cl.Apply(context.Background(), cmd); !errors.Is(err, ErrInvalidCommand) {
-			t.Errorf("client writing %s: %v, want ErrInvalidCommand", name, err)
+		if _, _, err := cl.Apply(context.Background(), cmd); !errors.Is(err, ErrPermissionDenied) {
+			t.Errorf("client writing %s: %v, want ErrPermissionDenied", name, err)
 		}
 	}
 	for _, cmd := range []*meshnodev1.Command{node("c0"), agent("c0/a", "c0"), status("c0/a"), deregister("c0/a")} {

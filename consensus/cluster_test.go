@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -236,7 +237,7 @@ func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 
 func agentCmd(id, capability string) *meshnodev1.Command {
 	return &meshnodev1.Command{Version: CommandVersion, Op: &meshnodev1.Command_RegisterAgent{RegisterAgent: &meshnodev1.RegisterAgentCommand{
-		Agent: &meshnodev1.Agent{Id: id, Name: id, Node: "n1", Capabilities: []*meshnodev1.Capability{{Name: capability, Cost: 1}}},
+		Agent: &meshnodev1.Agent{Id: id, Name: id, Node: strings.SplitN(id, "/", 2)[0], Capabilities: []*meshnodev1.Capability{{Name: capability, Cost: 1}}},
 	}}}
 }
 
@@ -257,7 +258,7 @@ func TestClusterWritesFromAnyNode(t *testing.T) {
 	c := newCluster(t, 3, 1, nil)
 	var last uint64
 	for i, n := range c.nodes {
-		idx, res := mustApply(t, n.store, agentCmd(fmt.Sprintf("n1/a%d", i), "inventory.lookup"))
+		idx, res := mustApply(t, n.store, agentCmd(fmt.Sprintf("%s/a%d", n.name, i), "inventory.lookup"))
 		if res.GetAgent().GetModifyIndex() != idx || idx <= last {
 			t.Fatalf("write from %s: index %d, agent modify index %d, previous %d", n.name, idx, res.GetAgent().GetModifyIndex(), last)
 		}

@@ -76,11 +76,6 @@ type Config struct {
 	// that ServerAlive reports is added: for clusters whose membership is
 	// trusted some other way (tests).
 	RequireServerAdmission bool
-	// ScopeClientWrites makes servers refuse a client node's forwarded
-	// writes to another node's records: its node record, and agents whose
-	// id is not "<client>/...". Off, a client may write any record (tests
-	// whose clients write agents of any node).
-	ScopeClientWrites bool
 	// MaxTrailingLogs is how far a server's log may trail the leader's and
 	// still count as healthy. Default 500.
 	MaxTrailingLogs uint64

@@ -13,7 +13,7 @@ import (
 
 // decisionStore is a store over a bare state: Decisions reads it as it
 // reads a server's, without Raft.
-func decisionStore() *Store { return &Store{st: newState(64)} }
+func decisionStore() *Store { return &Store{st: testState(64)} }
 
 func putDecisionCmd(id, status string) *meshnodev1.Command {
 	return &meshnodev1.Command{Version: CommandVersion, Op: &meshnodev1.Command_PutDecision{PutDecision: &meshnodev1.PutDecisionCommand{
@@ -37,14 +37,14 @@ func fillDecisions(t *testing.T, s *Store, r *rand.Rand, n int) map[string]strin
 			batch = append(batch, putDecisionCmd(id, want[id]))
 			i++
 		}
-		s.st.applyBatch(index, &meshnodev1.CommandBatch{Version: CommandVersion, TimeUnixNano: testNow, Commands: batch})
+		s.st.applyBatch(index, &meshnodev1.CommandBatch{Version: CommandVersion, TimeUnixNano: testNow, Commands: stamp(batch)})
 		index++
 	}
 	for id, st := range want {
 		if st == DecisionPending && r.IntN(2) == 0 {
 			want[id] = "approved"
 			s.st.applyBatch(index, &meshnodev1.CommandBatch{Version: CommandVersion, TimeUnixNano: testNow,
-				Commands: []*meshnodev1.Command{putDecisionCmd(id, "approved")}})
+				Commands: stamp([]*meshnodev1.Command{putDecisionCmd(id, "approved")})})
 			index++
 		}
 	}
@@ -144,7 +144,7 @@ func TestDecisionPagesLimitBounds(t *testing.T) {
 	for i := range MaxDecisionLimit + 10 {
 		batch = append(batch, putDecisionCmd(fmt.Sprintf("d%05d", i), "approved"))
 	}
-	s.st.applyBatch(1, &meshnodev1.CommandBatch{Version: CommandVersion, TimeUnixNano: testNow, Commands: batch})
+	s.st.applyBatch(1, &meshnodev1.CommandBatch{Version: CommandVersion, TimeUnixNano: testNow, Commands: stamp(batch)})
 	for _, tc := range []struct{ limit, want int }{
 		{0, DefaultDecisionLimit}, {-5, DefaultDecisionLimit}, {1, 1}, {MaxDecisionLimit, MaxDecisionLimit}, {MaxDecisionLimit + 1, MaxDecisionLimit},
 	} {

@@ -27,6 +27,10 @@ var (
 	// ErrServerOnly means the data lives on servers only (CA records, tokens)
 	// and this node is a client.
 	ErrServerOnly = errors.New("consensus: only servers hold this data")
+	// ErrPermissionDenied means the command's origin may not make the
+	// change (a client node writing another node's records or an admin
+	// record, a name already claimed). Nothing changed.
+	ErrPermissionDenied = errors.New("consensus: permission denied")
 	// ErrClosed means the store was closed.
 	ErrClosed = errors.New("consensus: store closed")
 	// ErrNotReady means the client replica has not loaded its first snapshot.
@@ -59,6 +63,8 @@ func (e *RefusedError) Unwrap() error {
 		return ErrNotFound
 	case meshnodev1.CommandStatus_COMMAND_STATUS_TOKEN_USED:
 		return ErrTokenUsed
+	case meshnodev1.CommandStatus_COMMAND_STATUS_PERMISSION_DENIED:
+		return ErrPermissionDenied
 	}
 	return ErrInvalidCommand
 }

@@ -80,7 +80,7 @@ func TestRestartedFollowerCatchesUpFromSnapshot(t *testing.T) {
 func TestClientReplicaSurvivesServerDeath(t *testing.T) {
 	c := newCluster(t, 3, 1, nil)
 	cl := c.client(0).store
-	idx, _ := mustApply(t, cl, agentCmd("n1/a", "x"))
+	idx, _ := mustApply(t, cl, agentCmd("c0/a", "x"))
 	waitFor(t, 5*time.Second, "replica to see its own write", func() bool { return cl.Index() >= idx })
 	// Kill the server the client follows.
 	var followed *testNode
@@ -101,7 +101,7 @@ func TestClientReplicaSurvivesServerDeath(t *testing.T) {
 		t.Fatalf("replica status after failover: %+v", st)
 	}
 	// Writes from the client still work, and the client sees them.
-	idx3, _ := mustApply(t, cl, agentCmd("n1/c", "x"))
+	idx3, _ := mustApply(t, cl, agentCmd("c0/c", "x"))
 	agents, ridx, err := cl.Agents(context.Background(), consistent, AgentFilter{Capability: "x"})
 	if err != nil || len(agents) != 3 || ridx < idx3 {
 		t.Fatalf("client consistent read: %d agents at %d (err %v), want 3 at >= %d", len(agents), ridx, err, idx3)
@@ -122,11 +122,11 @@ func TestClientReplicaSurvivesServerDeath(t *testing.T) {
 	}
 	// Clients may not write secrets, nor admit themselves as servers.
 	_, _, err = cl.Apply(context.Background(), &meshnodev1.Command{Op: &meshnodev1.Command_UseToken{UseToken: &meshnodev1.UseTokenCommand{Id: "t", ExpiresUnixNano: 1 << 62}}})
-	if !errors.Is(err, ErrInvalidCommand) {
+	if !errors.Is(err, ErrPermissionDenied) {
 		t.Fatalf("client UseToken: %v", err)
 	}
 	_, _, err = cl.Apply(context.Background(), &meshnodev1.Command{Op: &meshnodev1.Command_AdmitServer{AdmitServer: &meshnodev1.AdmitServerCommand{Node: cl.cfg.Name}}})
-	if !errors.Is(err, ErrInvalidCommand) {
+	if !errors.Is(err, ErrPermissionDenied) {
 		t.Fatalf("client AdmitServer: %v", err)
 	}
 	if ok, _ := l.store.ServerAdmitted(context.Background(), ReadOptions{}, cl.cfg.Name); ok {
@@ -200,7 +200,7 @@ func TestWatchPushesFilteredChanges(t *testing.T) {
 		if ev := <-ch; ev.Kind != EventSnapshot {
 			t.Fatalf("%s: first event %v", n.name, ev.Kind)
 		}
-		id := "n1/w-" + n.name
+		id := n.name + "/w"
 		mustApply(t, n.store, agentCmd(id+"-other", "other"))
 		mustApply(t, n.store, agentCmd(id, "pay"))
 		mustApply(t, n.store, agentCmd(id, "other")) // no longer matches: a delete

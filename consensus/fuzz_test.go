@@ -20,20 +20,20 @@ func FuzzDecodeCommand(f *testing.F) {
 		if err != nil {
 			return
 		}
-		st := newState(16)
-		st.applyBatch(1, &meshnodev1.CommandBatch{Version: CommandVersion, TimeUnixNano: testNow, Commands: []*meshnodev1.Command{c}})
+		st := testState(16)
+		st.applyBatch(1, &meshnodev1.CommandBatch{Version: CommandVersion, TimeUnixNano: testNow, Commands: stamp([]*meshnodev1.Command{c})})
 	})
 }
 
 // FuzzApplyEntry: a log entry is applied whatever its bytes, identically
 // twice (determinism), and never panics.
 func FuzzApplyEntry(f *testing.F) {
-	b, _ := proto.Marshal(&meshnodev1.CommandBatch{Version: CommandVersion, TimeUnixNano: testNow, Commands: []*meshnodev1.Command{agentCmd("n1/a", "x")}})
+	b, _ := proto.Marshal(&meshnodev1.CommandBatch{Version: CommandVersion, TimeUnixNano: testNow, Commands: stamp([]*meshnodev1.Command{agentCmd("n1/a", "x")})})
 	f.Add(b)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var out [2][]byte
 		for i := range out {
-			st := newState(16)
+			st := testState(16)
 			batch, err := decodeBatch(data)
 			if err != nil {
 				st.applyEmpty(1)
@@ -55,8 +55,8 @@ func FuzzApplyEntry(f *testing.F) {
 // FuzzReadSnapshot: snapshots arrive from the leader (InstallSnapshot) and
 // change streams from servers.
 func FuzzReadSnapshot(f *testing.F) {
-	st := newState(16)
-	st.applyBatch(1, &meshnodev1.CommandBatch{Version: CommandVersion, TimeUnixNano: testNow, Commands: []*meshnodev1.Command{agentCmd("n1/a", "x")}})
+	st := testState(16)
+	st.applyBatch(1, &meshnodev1.CommandBatch{Version: CommandVersion, TimeUnixNano: testNow, Commands: stamp([]*meshnodev1.Command{agentCmd("n1/a", "x")})})
 	var buf bytes.Buffer
 	_ = writeSnapshot(&buf, st.fullView(), true)
 	f.Add(buf.Bytes())
@@ -65,7 +65,7 @@ func FuzzReadSnapshot(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if err := newState(16).replace(recs, idx); err != nil {
+		if err := testState(16).replace(recs, idx); err != nil {
 			t.Fatalf("a snapshot that parsed does not restore: %v", err)
 		}
 	})

@@ -3,7 +3,6 @@ package consensus
 import (
 	"context"
 	"fmt"
-	"strings"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -20,43 +19,14 @@ func (s *Store) registerServerHandlers() {
 	s.net.HandleStream(MethodSubscribe, s.handleSubscribe)
 }
 
-// secretCommand reports whether a command touches server-only data; only
-// servers may send those. Server admissions are among them: a client that
-// could write its own would make itself a Raft server.
-func secretCommand(c *meshnodev1.Command) bool {
-	switch c.GetOp().(type) {
-	case *meshnodev1.Command_PutCaRecord, *meshnodev1.Command_UseToken, *meshnodev1.Command_AdmitServer:
-		return true
+// stampOrigin sets who a forwarded command comes from. A client's word is
+// replaced by the name its certificate authenticated; a server relaying
+// writes (a follower to the leader) is trusted to pass on the origin it
+// stamped, and stamps its own name on commands that carry none.
+func stampOrigin(c *meshnodev1.Command, peer string, fromServer bool) {
+	if !fromServer || c.GetOrigin() == "" {
+		c.Origin = peer
 	}
-	return false
-}
-
-// clientScope refuses a client node's write to another node's own records.
-// A node writes its node record (which carries the key its gossip is
-// checked with) and its agents' records; another node's, written by a
-// client, would let it take over that node's gossip or reroute calls to
-// its agents. Admin writes that any node forwards for an operator
-// (revocations, policy, flags, node removal) are not scoped here.
-func clientScope(c *meshnodev1.Command, peer string) error {
-	own := func(agentID string) bool { return strings.HasPrefix(agentID, peer+"/") }
-	var ok bool
-	switch op := c.GetOp().(type) {
-	case *meshnodev1.Command_RegisterNode:
-		ok = op.RegisterNode.GetNode().GetName() == peer
-	case *meshnodev1.Command_RegisterAgent:
-		a := op.RegisterAgent.GetAgent()
-		ok = a.GetNode() == peer && own(a.GetId())
-	case *meshnodev1.Command_DeregisterAgent:
-		ok = own(op.DeregisterAgent.GetId())
-	case *meshnodev1.Command_SetAgentStatus:
-		ok = own(op.SetAgentStatus.GetId())
-	default:
-		return nil
-	}
-	if !ok {
-		return fmt.Errorf("%w: node %s may write only its own node record and agents", ErrInvalidCommand, peer)
-	}
-	return nil
 }
 
 // handleApply serves forwarded writes. Invalid commands are refused here,
@@ -83,14 +53,14 @@ func (s *Store) handleApply(ctx context.Context, peer string, b []byte) ([]byte,
 		if err == nil && c.GetIdempotencyKey() == "" {
 			err = fmt.Errorf("%w: forwarded command without an idempotency key", ErrInvalidCommand)
 		}
-		if err == nil && secretCommand(c) && !fromServer {
-			err = fmt.Errorf("%w: only servers may write CA records, tokens and server admissions", ErrInvalidCommand)
-		}
-		if err == nil && s.cfg.ScopeClientWrites && !fromServer {
-			err = clientScope(c, peer)
-		}
 		if err != nil {
 			results[i] = &meshnodev1.CommandResult{Status: meshnodev1.CommandStatus_COMMAND_STATUS_INVALID, Message: err.Error()}
+			continue
+		}
+		stampOrigin(c, peer, fromServer)
+		// Refuse early what the state machine would refuse; it decides.
+		if refusal := s.st.authorize(c); refusal != nil {
+			results[i] = refusal
 			continue
 		}
 		valid = append(valid, c)

@@ -13,7 +13,7 @@ func agentRecord(id string) *meshnodev1.RaftStateRecord {
 // TestReplicaNeverAppliesOutOfOrder feeds a replica a change stream with a
 // repeat, a gap and a secret record.
 func TestReplicaNeverAppliesOutOfOrder(t *testing.T) {
-	s := &Store{st: newState(64), cfg: Config{}.withDefaults()}
+	s := &Store{st: testState(64), cfg: Config{}.withDefaults()}
 	r := &replica{s: s}
 	var snap *meshnodev1.RaftSnapshotHeader
 	var recs []*meshnodev1.RaftStateRecord

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"github.com/hashicorp/raft"
 	"math/rand/v2"
 	"testing"
 	"testing/quick"
@@ -15,14 +16,35 @@ import (
 
 const testNow = int64(1_800_000_000_000_000_000)
 
+// testOrigin is the server the state-level tests write as.
+const testOrigin = "srv"
+
+// testState is an empty state in which testOrigin is a server (it is in
+// the Raft configuration), so stamped commands are judged as a server's.
+func testState(changeLogSize int) *state {
+	st := newState(changeLogSize)
+	st.applyConfiguration(0, raft.Configuration{Servers: []raft.Server{{ID: testOrigin, Address: "127.0.0.1:1"}}})
+	return st
+}
+
+// stamp marks commands without an origin as testOrigin's.
+func stamp(cmds []*meshnodev1.Command) []*meshnodev1.Command {
+	for _, c := range cmds {
+		if c.GetOrigin() == "" {
+			c.Origin = testOrigin
+		}
+	}
+	return cmds
+}
+
 func applyOne(t *testing.T, st *state, index uint64, c *meshnodev1.Command) *meshnodev1.CommandResult {
 	t.Helper()
 	c.Version = CommandVersion
-	return st.applyBatch(index, &meshnodev1.CommandBatch{Version: CommandVersion, TimeUnixNano: testNow, Commands: []*meshnodev1.Command{c}})[0]
+	return st.applyBatch(index, &meshnodev1.CommandBatch{Version: CommandVersion, TimeUnixNano: testNow, Commands: stamp([]*meshnodev1.Command{c})})[0]
 }
 
 func TestApplyCommands(t *testing.T) {
-	st := newState(64)
+	st := testState(64)
 	ok := meshnodev1.CommandStatus_COMMAND_STATUS_OK
 	steps := []struct {
 		name string
@@ -56,15 +78,15 @@ func TestApplyCommands(t *testing.T) {
 		t.Fatalf("index %d, want %d", st.index(), len(steps))
 	}
 	// Tokens expire: after their expiry the id is forgotten and usable.
-	later := &meshnodev1.CommandBatch{Version: CommandVersion, TimeUnixNano: testNow + 2e9, Commands: []*meshnodev1.Command{
-		{Version: CommandVersion, Op: &meshnodev1.Command_UseToken{UseToken: &meshnodev1.UseTokenCommand{Id: "t1", ExpiresUnixNano: uint64(testNow) + 3e9}}}}}
+	later := &meshnodev1.CommandBatch{Version: CommandVersion, TimeUnixNano: testNow + 2e9, Commands: stamp([]*meshnodev1.Command{
+		{Version: CommandVersion, Op: &meshnodev1.Command_UseToken{UseToken: &meshnodev1.UseTokenCommand{Id: "t1", ExpiresUnixNano: uint64(testNow) + 3e9}}}})}
 	if r := st.applyBatch(100, later)[0]; r.GetStatus() != ok {
 		t.Fatalf("expired token not collected: %v", r)
 	}
 }
 
 func TestIdempotencyKeyAppliesOnce(t *testing.T) {
-	st := newState(64)
+	st := testState(64)
 	c := agentCmd("n1/a", "x")
 	c.IdempotencyKey = "k1"
 	first := applyOne(t, st, 1, proto.CloneOf(c))
@@ -148,10 +170,10 @@ func randomCommands(r *rand.Rand, n int) []*meshnodev1.Command {
 func TestSnapshotRoundTrip(t *testing.T) {
 	prop := func(seed uint64, n uint8) bool {
 		r := rand.New(rand.NewPCG(seed, 1))
-		st := newState(64)
+		st := testState(64)
 		cmds := randomCommands(r, int(n))
 		for i := 0; i < len(cmds); i += 3 {
-			b := &meshnodev1.CommandBatch{Version: CommandVersion, TimeUnixNano: testNow + int64(i)*1e8, Commands: cmds[i:min(i+3, len(cmds))]}
+			b := &meshnodev1.CommandBatch{Version: CommandVersion, TimeUnixNano: testNow + int64(i)*1e8, Commands: stamp(cmds[i:min(i+3, len(cmds))])}
 			st.applyBatch(uint64(i+1), b)
 		}
 		var snap1 bytes.Buffer
@@ -166,7 +188,7 @@ func TestSnapshotRoundTrip(t *testing.T) {
 			t.Log(err, idx, idx2)
 			return false
 		}
-		st2 := newState(64)
+		st2 := testState(64)
 		if err := st2.replace(recs, idx2); err != nil {
 			t.Log(err)
 			return false
@@ -178,7 +200,7 @@ func TestSnapshotRoundTrip(t *testing.T) {
 		}
 		// Same future: apply more commands to both and compare results.
 		more := randomCommands(r, 20)
-		b := &meshnodev1.CommandBatch{Version: CommandVersion, TimeUnixNano: testNow + 3e9, Commands: more}
+		b := &meshnodev1.CommandBatch{Version: CommandVersion, TimeUnixNano: testNow + 3e9, Commands: stamp(more)}
 		r1 := st.applyBatch(idx+10, proto.CloneOf(b))
 		r2 := st2.applyBatch(idx+10, proto.CloneOf(b))
 		for i := range r1 {

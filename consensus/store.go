@@ -137,6 +137,9 @@ func (s *Store) Apply(ctx context.Context, cmd *meshnodev1.Command) (uint64, *me
 	if cmd.GetIdempotencyKey() == "" {
 		cmd.IdempotencyKey = randomKey()
 	}
+	// A node's writes come from it; a server that receives them from a
+	// client stamps the client's authenticated name over this.
+	cmd.Origin = s.cfg.Name
 	if err := ValidateCommand(cmd); err != nil {
 		return 0, nil, err
 	}

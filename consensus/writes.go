@@ -52,9 +52,9 @@ func (s *Store) SetAgentStatus(ctx context.Context, id string, st meshnodev1.Age
 // and returns the updated record; ErrNotFound when there is no such agent.
 // The idempotency key is derived from (id, reason): several nodes reporting
 // the same evidence flag the agent once.
-func (s *Store) FlagAgent(ctx context.Context, id, reason string) (*meshnodev1.Agent, uint64, error) {
+func (s *Store) FlagAgent(ctx context.Context, id, reason string, evidence *meshnodev1.EquivocationEvidence) (*meshnodev1.Agent, uint64, error) {
 	return s.agentWrite(ctx, &meshnodev1.Command{IdempotencyKey: "flag/" + id + "/" + reason,
-		Op: &meshnodev1.Command_FlagAgent{FlagAgent: &meshnodev1.FlagAgentCommand{Id: id, Reason: reason}}})
+		Op: &meshnodev1.Command_FlagAgent{FlagAgent: &meshnodev1.FlagAgentCommand{Id: id, Reason: reason, Evidence: evidence}}})
 }
 
 // ClearFlag removes agent id's misbehaviour flag and returns the updated

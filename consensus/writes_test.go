@@ -43,12 +43,12 @@ func TestTypedAgentWrites(t *testing.T) {
 	if err != nil || a.GetStatus() != meshnodev1.AgentStatus_AGENT_STATUS_READY || a.GetModifyIndex() != idx2 || idx2 <= idx {
 		t.Fatalf("SetAgentStatus: %v at %d, %v", a, idx2, err)
 	}
-	a, fidx, err := s.FlagAgent(ctx, "n1/a", "equivocated on p1")
+	a, fidx, err := s.FlagAgent(ctx, "n1/a", "equivocated on p1", nil)
 	if err != nil || !a.GetFlagged() || a.GetFlaggedReason() != "equivocated on p1" {
 		t.Fatalf("FlagAgent: %v, %v", a, err)
 	}
 	// The same evidence reported again (by another node) flags once.
-	if _, again, err := s.FlagAgent(ctx, "n1/a", "equivocated on p1"); err != nil || again != fidx {
+	if _, again, err := s.FlagAgent(ctx, "n1/a", "equivocated on p1", nil); err != nil || again != fidx {
 		t.Fatalf("second FlagAgent with the same reason: index %d (first %d), %v", again, fidx, err)
 	}
 	if a, _, err = s.RegisterAgent(ctx, &meshnodev1.Agent{Id: "n1/a", Name: "a", Node: "n1"}); err != nil || !a.GetFlagged() {
@@ -64,7 +64,7 @@ func TestTypedAgentWrites(t *testing.T) {
 	wantRefused(t, "DeregisterAgent of a missing agent", err, ErrNotFound, meshnodev1.CommandStatus_COMMAND_STATUS_NOT_FOUND)
 	_, _, err = s.SetAgentStatus(ctx, "n1/missing", meshnodev1.AgentStatus_AGENT_STATUS_READY)
 	wantRefused(t, "SetAgentStatus of a missing agent", err, ErrNotFound, meshnodev1.CommandStatus_COMMAND_STATUS_NOT_FOUND)
-	_, _, err = s.FlagAgent(ctx, "n1/missing", "x")
+	_, _, err = s.FlagAgent(ctx, "n1/missing", "x", nil)
 	wantRefused(t, "FlagAgent of a missing agent", err, ErrNotFound, meshnodev1.CommandStatus_COMMAND_STATUS_NOT_FOUND)
 	if _, _, err := s.RegisterAgent(ctx, &meshnodev1.Agent{Id: "n1/b"}); !errors.Is(err, ErrInvalidCommand) {
 		t.Fatalf("RegisterAgent without a node: %v, want ErrInvalidCommand", err)

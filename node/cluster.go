@@ -146,7 +146,6 @@ func (n *Node) startConsensus(ctx context.Context, bg *background.Group) error {
 	// Only a server token makes a Raft server; the --server flag alone is
 	// the node's own claim.
 	cfg.RequireServerAdmission = true
-	cfg.ScopeClientWrites = true
 	cfg.Clock = n.clock
 	cfg.Logger = n.log
 	st, err := consensus.New(cfg, consensus.NetworkFromTransport(n.ep))

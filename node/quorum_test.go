@@ -3,6 +3,8 @@ package node_test
 import (
 	"context"
 	"crypto/ed25519"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"os"
 	"testing"
 	"time"
@@ -216,7 +218,11 @@ func TestEscalatedDecisionIsReviewed(t *testing.T) {
 	if resp.GetDecision().GetStatus() != meshnodev1.DecisionStatus_DECISION_STATUS_NEEDS_REVIEW {
 		t.Fatalf("a 2-2 split decided %v (%s), want NEEDS_REVIEW", resp.GetDecision().GetStatus(), resp.GetDecision().GetDetail())
 	}
-	rev, err := meshnodev1.NewQuorumServiceClient(nodes[2].conn(t)).Review(ctx, &meshnodev1.ReviewRequest{Id: "split-1", Outcome: meshnodev1.Choice_CHOICE_REJECT, Reason: "amount too high"})
+	// A review is an admin write: a client node may not make one.
+	if _, err := meshnodev1.NewQuorumServiceClient(nodes[2].conn(t)).Review(ctx, &meshnodev1.ReviewRequest{Id: "split-1", Outcome: meshnodev1.Choice_CHOICE_APPROVE, Reason: "self-approval"}); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("review through a client node: %v, want PermissionDenied", err)
+	}
+	rev, err := q.Review(ctx, &meshnodev1.ReviewRequest{Id: "split-1", Outcome: meshnodev1.Choice_CHOICE_REJECT, Reason: "amount too high"})
 	if err != nil {
 		t.Fatal(err)
 	}

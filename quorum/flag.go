@@ -13,7 +13,7 @@ import (
 // Implementations must be idempotent for one (agent, reason): every node
 // that sees the same evidence reports it.
 type Flagger interface {
-	FlagAgent(ctx context.Context, agentID, reason string) error
+	FlagAgent(ctx context.Context, agentID, reason string, evidence *meshnodev1.EquivocationEvidence) error
 }
 
 // FlagEquivocators flags every agent that a committed decision's evidence
@@ -28,7 +28,7 @@ func FlagEquivocators(ctx context.Context, d *meshnodev1.Decision, keys KeyLooku
 			log.Warn("ignoring equivocation evidence that does not verify", "agent", ev.GetAgentId(), "proposal", id, "err", err)
 			continue
 		}
-		if flagAgent(ctx, flag, ev.GetAgentId(), "equivocated on proposal "+id, log) {
+		if flagAgent(ctx, flag, ev, "equivocated on proposal "+id, log) {
 			flagged = append(flagged, ev.GetAgentId())
 		}
 	}
@@ -51,11 +51,12 @@ func FlagDoubleVote(ctx context.Context, first, second *meshnodev1.Vote, keys Ke
 		log.Debug("second vote is not equivocation evidence", "agent", second.GetVoterAgentId(), "err", err)
 		return false
 	}
-	return flagAgent(ctx, flag, ev.GetAgentId(), "signed two different votes on proposal "+second.GetProposalId(), log)
+	return flagAgent(ctx, flag, ev, "signed two different votes on proposal "+second.GetProposalId(), log)
 }
 
-func flagAgent(ctx context.Context, flag Flagger, agentID, reason string, log *slog.Logger) bool {
-	if err := flag.FlagAgent(ctx, agentID, reason); err != nil {
+func flagAgent(ctx context.Context, flag Flagger, ev *meshnodev1.EquivocationEvidence, reason string, log *slog.Logger) bool {
+	agentID := ev.GetAgentId()
+	if err := flag.FlagAgent(ctx, agentID, reason, ev); err != nil {
 		log.Warn("flagging an equivocating agent failed", "agent", agentID, "err", err)
 		return false
 	}

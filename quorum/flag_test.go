@@ -17,7 +17,7 @@ type recordingFlagger struct {
 	fail    error
 }
 
-func (f *recordingFlagger) FlagAgent(_ context.Context, id, reason string) error {
+func (f *recordingFlagger) FlagAgent(_ context.Context, id, reason string, _ *meshnodev1.EquivocationEvidence) error {
 	if f.fail != nil {
 		return f.fail
 	}

@@ -61,8 +61,8 @@ func (ds *Decisions) Commit(ctx context.Context, d *meshnodev1.Decision) (*meshn
 
 // FlagAgent bars an agent from voter sets; the store makes a repeat of the
 // same (agent, reason) a no-op.
-func (ds *Decisions) FlagAgent(ctx context.Context, agentID, reason string) error {
-	_, _, err := ds.store.FlagAgent(ctx, agentID, reason)
+func (ds *Decisions) FlagAgent(ctx context.Context, agentID, reason string, evidence *meshnodev1.EquivocationEvidence) error {
+	_, _, err := ds.store.FlagAgent(ctx, agentID, reason, evidence)
 	return err
 }
 

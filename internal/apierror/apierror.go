@@ -34,6 +34,7 @@ var Table = []Rule{
 	// consensus: what it cannot.
 	{consensus.ErrNotFound, codes.NotFound},
 	{consensus.ErrInvalidCommand, codes.InvalidArgument},
+	{consensus.ErrPermissionDenied, codes.PermissionDenied},
 	{consensus.ErrTokenUsed, codes.FailedPrecondition},
 	{consensus.ErrUnknownVersion, codes.FailedPrecondition},
 	{consensus.ErrServerOnly, codes.FailedPrecondition},

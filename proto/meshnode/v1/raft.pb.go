@@ -34,6 +34,10 @@ const (
 	CommandStatus_COMMAND_STATUS_TOKEN_USED CommandStatus = 3
 	// The command is malformed; it changed nothing (the same on every replica).
 	CommandStatus_COMMAND_STATUS_INVALID CommandStatus = 4
+	// The command's origin may not make this change (a client node writing
+	// anything but its own node record and agents, a name already claimed);
+	// it changed nothing.
+	CommandStatus_COMMAND_STATUS_PERMISSION_DENIED CommandStatus = 5
 )
 
 // Enum value maps for CommandStatus.
@@ -44,13 +48,15 @@ var (
 		2: "COMMAND_STATUS_NOT_FOUND",
 		3: "COMMAND_STATUS_TOKEN_USED",
 		4: "COMMAND_STATUS_INVALID",
+		5: "COMMAND_STATUS_PERMISSION_DENIED",
 	}
 	CommandStatus_value = map[string]int32{
-		"COMMAND_STATUS_UNSPECIFIED": 0,
-		"COMMAND_STATUS_OK":          1,
-		"COMMAND_STATUS_NOT_FOUND":   2,
-		"COMMAND_STATUS_TOKEN_USED":  3,
-		"COMMAND_STATUS_INVALID":     4,
+		"COMMAND_STATUS_UNSPECIFIED":       0,
+		"COMMAND_STATUS_OK":                1,
+		"COMMAND_STATUS_NOT_FOUND":         2,
+		"COMMAND_STATUS_TOKEN_USED":        3,
+		"COMMAND_STATUS_INVALID":           4,
+		"COMMAND_STATUS_PERMISSION_DENIED": 5,
 	}
 )
 
@@ -91,6 +97,12 @@ type Command struct {
 	// was already applied (within the dedup window) returns the first result
 	// and changes nothing. Empty means the store picks a random key.
 	IdempotencyKey string `protobuf:"bytes,2,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
+	// The node the command comes from, as authenticated by the first server
+	// that received it: a server's own writes carry its name, a client's
+	// forwarded writes carry the name on the client's certificate, whatever
+	// the client put here. The state machine decides what the origin may
+	// write (a client only its own node record and agents).
+	Origin string `protobuf:"bytes,3,opt,name=origin,proto3" json:"origin,omitempty"`
 	// The change.
 	//
 	// Types that are valid to be assigned to Op:
@@ -154,6 +166,13 @@ func (x *Command) GetVersion() uint32 {
 func (x *Command) GetIdempotencyKey() string {
 	if x != nil {
 		return x.IdempotencyKey
+	}
+	return ""
+}
+
+func (x *Command) GetOrigin() string {
+	if x != nil {
+		return x.Origin
 	}
 	return ""
 }
@@ -638,7 +657,11 @@ type FlagAgentCommand struct {
 	// The agent's id.
 	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	// Why, for operators.
-	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	Reason string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	// Two different votes the agent signed on one proposal. A client node may
+	// flag an agent only with evidence that verifies against the agent's
+	// registered key in the state: the state machine checks it.
+	Evidence      *EquivocationEvidence `protobuf:"bytes,3,opt,name=evidence,proto3" json:"evidence,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -685,6 +708,13 @@ func (x *FlagAgentCommand) GetReason() string {
 		return x.Reason
 	}
 	return ""
+}
+
+func (x *FlagAgentCommand) GetEvidence() *EquivocationEvidence {
+	if x != nil {
+		return x.Evidence
+	}
+	return nil
 }
 
 // ClearFlagCommand clears an agent's flag.
@@ -2833,10 +2863,11 @@ var File_meshnode_v1_raft_proto protoreflect.FileDescriptor
 
 const file_meshnode_v1_raft_proto_rawDesc = "" +
 	"\n" +
-	"\x16meshnode/v1/raft.proto\x12\vmeshnode.v1\x1a\x1ameshnode/v1/registry.proto\"\xa7\b\n" +
+	"\x16meshnode/v1/raft.proto\x12\vmeshnode.v1\x1a\x18meshnode/v1/quorum.proto\x1a\x1ameshnode/v1/registry.proto\"\xbf\b\n" +
 	"\aCommand\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12'\n" +
-	"\x0fidempotency_key\x18\x02 \x01(\tR\x0eidempotencyKey\x12G\n" +
+	"\x0fidempotency_key\x18\x02 \x01(\tR\x0eidempotencyKey\x12\x16\n" +
+	"\x06origin\x18\x03 \x01(\tR\x06origin\x12G\n" +
 	"\rregister_node\x18\n" +
 	" \x01(\v2 .meshnode.v1.RegisterNodeCommandH\x00R\fregisterNode\x12M\n" +
 	"\x0fderegister_node\x18\v \x01(\v2\".meshnode.v1.DeregisterNodeCommandH\x00R\x0ederegisterNode\x12J\n" +
@@ -2866,10 +2897,11 @@ const file_meshnode_v1_raft_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"Y\n" +
 	"\x15SetAgentStatusCommand\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x120\n" +
-	"\x06status\x18\x02 \x01(\x0e2\x18.meshnode.v1.AgentStatusR\x06status\":\n" +
+	"\x06status\x18\x02 \x01(\x0e2\x18.meshnode.v1.AgentStatusR\x06status\"y\n" +
 	"\x10FlagAgentCommand\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
-	"\x06reason\x18\x02 \x01(\tR\x06reason\"\"\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x12=\n" +
+	"\bevidence\x18\x03 \x01(\v2!.meshnode.v1.EquivocationEvidenceR\bevidence\"\"\n" +
 	"\x10ClearFlagCommand\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"~\n" +
 	"\fPolicyRecord\x12\x10\n" +
@@ -2998,13 +3030,14 @@ const file_meshnode_v1_raft_proto_rawDesc = "" +
 	"\n" +
 	"last_index\x18\x06 \x01(\x04R\tlastIndex\"M\n" +
 	"\x13RaftServersResponse\x126\n" +
-	"\aservers\x18\x01 \x03(\v2\x1c.meshnode.v1.RaftServerEntryR\aservers*\x9f\x01\n" +
+	"\aservers\x18\x01 \x03(\v2\x1c.meshnode.v1.RaftServerEntryR\aservers*\xc5\x01\n" +
 	"\rCommandStatus\x12\x1e\n" +
 	"\x1aCOMMAND_STATUS_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11COMMAND_STATUS_OK\x10\x01\x12\x1c\n" +
 	"\x18COMMAND_STATUS_NOT_FOUND\x10\x02\x12\x1d\n" +
 	"\x19COMMAND_STATUS_TOKEN_USED\x10\x03\x12\x1a\n" +
-	"\x16COMMAND_STATUS_INVALID\x10\x04B<Z:github.com/agentmesh/meshnode/proto/meshnode/v1;meshnodev1b\x06proto3"
+	"\x16COMMAND_STATUS_INVALID\x10\x04\x12$\n" +
+	" COMMAND_STATUS_PERMISSION_DENIED\x10\x05B<Z:github.com/agentmesh/meshnode/proto/meshnode/v1;meshnodev1b\x06proto3"
 
 var (
 	file_meshnode_v1_raft_proto_rawDescOnce sync.Once
@@ -3064,6 +3097,7 @@ var file_meshnode_v1_raft_proto_goTypes = []any{
 	(*NodeRecord)(nil),             // 40: meshnode.v1.NodeRecord
 	(*Agent)(nil),                  // 41: meshnode.v1.Agent
 	(AgentStatus)(0),               // 42: meshnode.v1.AgentStatus
+	(*EquivocationEvidence)(nil),   // 43: meshnode.v1.EquivocationEvidence
 }
 var file_meshnode_v1_raft_proto_depIdxs = []int32{
 	2,  // 0: meshnode.v1.Command.register_node:type_name -> meshnode.v1.RegisterNodeCommand
@@ -3083,36 +3117,37 @@ var file_meshnode_v1_raft_proto_depIdxs = []int32{
 	40, // 14: meshnode.v1.RegisterNodeCommand.node:type_name -> meshnode.v1.NodeRecord
 	41, // 15: meshnode.v1.RegisterAgentCommand.agent:type_name -> meshnode.v1.Agent
 	42, // 16: meshnode.v1.SetAgentStatusCommand.status:type_name -> meshnode.v1.AgentStatus
-	9,  // 17: meshnode.v1.PutPolicyCommand.policy:type_name -> meshnode.v1.PolicyRecord
-	12, // 18: meshnode.v1.PutCARecordCommand.record:type_name -> meshnode.v1.CARecord
-	20, // 19: meshnode.v1.PutDecisionCommand.decision:type_name -> meshnode.v1.DecisionRecord
-	0,  // 20: meshnode.v1.CommandResult.status:type_name -> meshnode.v1.CommandStatus
-	41, // 21: meshnode.v1.CommandResult.agent:type_name -> meshnode.v1.Agent
-	20, // 22: meshnode.v1.CommandResult.decision:type_name -> meshnode.v1.DecisionRecord
-	1,  // 23: meshnode.v1.CommandBatch.commands:type_name -> meshnode.v1.Command
-	22, // 24: meshnode.v1.DedupRecord.result:type_name -> meshnode.v1.CommandResult
-	40, // 25: meshnode.v1.RaftStateRecord.node:type_name -> meshnode.v1.NodeRecord
-	41, // 26: meshnode.v1.RaftStateRecord.agent:type_name -> meshnode.v1.Agent
-	9,  // 27: meshnode.v1.RaftStateRecord.policy:type_name -> meshnode.v1.PolicyRecord
-	12, // 28: meshnode.v1.RaftStateRecord.ca_record:type_name -> meshnode.v1.CARecord
-	14, // 29: meshnode.v1.RaftStateRecord.used_token:type_name -> meshnode.v1.UsedTokenRecord
-	18, // 30: meshnode.v1.RaftStateRecord.revocation:type_name -> meshnode.v1.RevocationRecord
-	20, // 31: meshnode.v1.RaftStateRecord.decision:type_name -> meshnode.v1.DecisionRecord
-	24, // 32: meshnode.v1.RaftStateRecord.dedup:type_name -> meshnode.v1.DedupRecord
-	17, // 33: meshnode.v1.RaftStateRecord.admitted_server:type_name -> meshnode.v1.AdmittedServerRecord
-	25, // 34: meshnode.v1.RaftStateChange.record:type_name -> meshnode.v1.RaftStateRecord
-	27, // 35: meshnode.v1.RaftStateEvent.changes:type_name -> meshnode.v1.RaftStateChange
-	1,  // 36: meshnode.v1.ForwardApplyRequest.commands:type_name -> meshnode.v1.Command
-	22, // 37: meshnode.v1.ForwardApplyResponse.results:type_name -> meshnode.v1.CommandResult
-	26, // 38: meshnode.v1.SubscribeResponse.snapshot_begin:type_name -> meshnode.v1.RaftSnapshotHeader
-	25, // 39: meshnode.v1.SubscribeResponse.snapshot_record:type_name -> meshnode.v1.RaftStateRecord
-	28, // 40: meshnode.v1.SubscribeResponse.event:type_name -> meshnode.v1.RaftStateEvent
-	38, // 41: meshnode.v1.RaftServersResponse.servers:type_name -> meshnode.v1.RaftServerEntry
-	42, // [42:42] is the sub-list for method output_type
-	42, // [42:42] is the sub-list for method input_type
-	42, // [42:42] is the sub-list for extension type_name
-	42, // [42:42] is the sub-list for extension extendee
-	0,  // [0:42] is the sub-list for field type_name
+	43, // 17: meshnode.v1.FlagAgentCommand.evidence:type_name -> meshnode.v1.EquivocationEvidence
+	9,  // 18: meshnode.v1.PutPolicyCommand.policy:type_name -> meshnode.v1.PolicyRecord
+	12, // 19: meshnode.v1.PutCARecordCommand.record:type_name -> meshnode.v1.CARecord
+	20, // 20: meshnode.v1.PutDecisionCommand.decision:type_name -> meshnode.v1.DecisionRecord
+	0,  // 21: meshnode.v1.CommandResult.status:type_name -> meshnode.v1.CommandStatus
+	41, // 22: meshnode.v1.CommandResult.agent:type_name -> meshnode.v1.Agent
+	20, // 23: meshnode.v1.CommandResult.decision:type_name -> meshnode.v1.DecisionRecord
+	1,  // 24: meshnode.v1.CommandBatch.commands:type_name -> meshnode.v1.Command
+	22, // 25: meshnode.v1.DedupRecord.result:type_name -> meshnode.v1.CommandResult
+	40, // 26: meshnode.v1.RaftStateRecord.node:type_name -> meshnode.v1.NodeRecord
+	41, // 27: meshnode.v1.RaftStateRecord.agent:type_name -> meshnode.v1.Agent
+	9,  // 28: meshnode.v1.RaftStateRecord.policy:type_name -> meshnode.v1.PolicyRecord
+	12, // 29: meshnode.v1.RaftStateRecord.ca_record:type_name -> meshnode.v1.CARecord
+	14, // 30: meshnode.v1.RaftStateRecord.used_token:type_name -> meshnode.v1.UsedTokenRecord
+	18, // 31: meshnode.v1.RaftStateRecord.revocation:type_name -> meshnode.v1.RevocationRecord
+	20, // 32: meshnode.v1.RaftStateRecord.decision:type_name -> meshnode.v1.DecisionRecord
+	24, // 33: meshnode.v1.RaftStateRecord.dedup:type_name -> meshnode.v1.DedupRecord
+	17, // 34: meshnode.v1.RaftStateRecord.admitted_server:type_name -> meshnode.v1.AdmittedServerRecord
+	25, // 35: meshnode.v1.RaftStateChange.record:type_name -> meshnode.v1.RaftStateRecord
+	27, // 36: meshnode.v1.RaftStateEvent.changes:type_name -> meshnode.v1.RaftStateChange
+	1,  // 37: meshnode.v1.ForwardApplyRequest.commands:type_name -> meshnode.v1.Command
+	22, // 38: meshnode.v1.ForwardApplyResponse.results:type_name -> meshnode.v1.CommandResult
+	26, // 39: meshnode.v1.SubscribeResponse.snapshot_begin:type_name -> meshnode.v1.RaftSnapshotHeader
+	25, // 40: meshnode.v1.SubscribeResponse.snapshot_record:type_name -> meshnode.v1.RaftStateRecord
+	28, // 41: meshnode.v1.SubscribeResponse.event:type_name -> meshnode.v1.RaftStateEvent
+	38, // 42: meshnode.v1.RaftServersResponse.servers:type_name -> meshnode.v1.RaftServerEntry
+	43, // [43:43] is the sub-list for method output_type
+	43, // [43:43] is the sub-list for method input_type
+	43, // [43:43] is the sub-list for extension type_name
+	43, // [43:43] is the sub-list for extension extendee
+	0,  // [0:43] is the sub-list for field type_name
 }
 
 func init() { file_meshnode_v1_raft_proto_init() }
@@ -3120,6 +3155,7 @@ func file_meshnode_v1_raft_proto_init() {
 	if File_meshnode_v1_raft_proto != nil {
 		return
 	}
+	file_meshnode_v1_quorum_proto_init()
 	file_meshnode_v1_registry_proto_init()
 	file_meshnode_v1_raft_proto_msgTypes[0].OneofWrappers = []any{
 		(*Command_RegisterNode)(nil),
