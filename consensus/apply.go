@@ -3,6 +3,7 @@ package consensus
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/hashicorp/go-memdb"
 	"google.golang.org/protobuf/proto"
@@ -97,7 +98,7 @@ func (s *state) applyCommand(txn *memdb.Txn, index, now uint64, c *meshnodev1.Co
 			return res
 		}
 	}
-	res, err := applyOp(txn, index, c)
+	res, err := applyOp(txn, index, now, c)
 	if err != nil {
 		// Only a schema bug gets here (validation guarantees the indexed
 		// fields); report it as invalid, identically on every replica.
@@ -132,7 +133,7 @@ func first[T any](txn *memdb.Txn, table, id string) T {
 	return raw.(T)
 }
 
-func applyOp(txn *memdb.Txn, index uint64, c *meshnodev1.Command) (*meshnodev1.CommandResult, error) {
+func applyOp(txn *memdb.Txn, index, now uint64, c *meshnodev1.Command) (*meshnodev1.CommandResult, error) {
 	switch op := c.GetOp().(type) {
 	case *meshnodev1.Command_RegisterNode:
 		n := proto.Clone(op.RegisterNode.GetNode()).(*meshnodev1.NodeRecord)
@@ -174,18 +175,7 @@ func applyOp(txn *memdb.Txn, index uint64, c *meshnodev1.Command) (*meshnodev1.C
 		r.ModifyIndex = index
 		return ok(), txn.Insert(tableCA, r)
 	case *meshnodev1.Command_UseToken:
-		if first[*meshnodev1.UsedTokenRecord](txn, tableTokens, op.UseToken.GetId()) != nil {
-			return &meshnodev1.CommandResult{Status: meshnodev1.CommandStatus_COMMAND_STATUS_TOKEN_USED,
-				Message: fmt.Sprintf("token %q was already used", op.UseToken.GetId())}, nil
-		}
-		if err := txn.Insert(tableTokens, &meshnodev1.UsedTokenRecord{
-			Id: op.UseToken.GetId(), ExpiresUnixNano: op.UseToken.GetExpiresUnixNano(), CreateIndex: index}); err != nil {
-			return nil, err
-		}
-		if name := op.UseToken.GetServerNode(); name != "" {
-			return ok(), txn.Insert(tableServers, &meshnodev1.AdmittedServerRecord{Node: name, TokenId: op.UseToken.GetId(), CreateIndex: index})
-		}
-		return ok(), nil
+		return useToken(txn, index, now, op.UseToken)
 	case *meshnodev1.Command_Revoke:
 		return revoke(txn, index, op.Revoke)
 	case *meshnodev1.Command_PutDecision:
@@ -198,6 +188,53 @@ func applyOp(txn *memdb.Txn, index uint64, c *meshnodev1.Command) (*meshnodev1.C
 		return ok(), txn.Insert(tableServers, &meshnodev1.AdmittedServerRecord{Node: name, CreateIndex: index})
 	}
 	return nil, errors.New("unhandled operation") // ValidateCommand refuses these first
+}
+
+// tokenSkewNanos is how long a used token's id outlives its expiry. The
+// state machine refuses a use after expiry by the log's clock, and a CA
+// checks expiry by its own before that; keeping the id this much longer
+// closes the replay window a CA whose clock runs behind would open.
+const tokenSkewNanos = uint64(5 * 60 * 1e9)
+
+// useToken spends a token once and claims its node name once.
+func useToken(txn *memdb.Txn, index, now uint64, u *meshnodev1.UseTokenCommand) (*meshnodev1.CommandResult, error) {
+	if first[*meshnodev1.UsedTokenRecord](txn, tableTokens, u.GetId()) != nil {
+		return &meshnodev1.CommandResult{Status: meshnodev1.CommandStatus_COMMAND_STATUS_TOKEN_USED,
+			Message: fmt.Sprintf("token %q was already used", u.GetId())}, nil
+	}
+	if now != 0 && u.GetExpiresUnixNano() < now {
+		return &meshnodev1.CommandResult{Status: meshnodev1.CommandStatus_COMMAND_STATUS_TOKEN_EXPIRED,
+			Message: fmt.Sprintf("token %q expired %s before the cluster's clock reached this join", u.GetId(), time.Duration(now-u.GetExpiresUnixNano()))}, nil
+	}
+	if why := nameClaimed(txn, u.GetNode(), u.GetRejoin()); why != "" {
+		return &meshnodev1.CommandResult{Status: meshnodev1.CommandStatus_COMMAND_STATUS_NAME_TAKEN,
+			Message: fmt.Sprintf("node name %q %s; join under another name, or have an operator create a re-join token for it (meshnode token create --name %s --rejoin)", u.GetNode(), why, u.GetNode())}, nil
+	}
+	if err := txn.Insert(tableTokens, &meshnodev1.UsedTokenRecord{
+		Id: u.GetId(), ExpiresUnixNano: u.GetExpiresUnixNano() + tokenSkewNanos, CreateIndex: index}); err != nil {
+		return nil, err
+	}
+	if name := u.GetServerNode(); name != "" {
+		return ok(), txn.Insert(tableServers, &meshnodev1.AdmittedServerRecord{Node: name, TokenId: u.GetId(), CreateIndex: index})
+	}
+	return ok(), nil
+}
+
+// nameClaimed says why name may not be claimed by a join, or "".
+func nameClaimed(txn *memdb.Txn, name string, rejoin bool) string {
+	switch {
+	case name == "":
+		return ""
+	case first[*meshnodev1.RevocationRecord](txn, tableRevocations, nodeRevocationKey(name)) != nil:
+		return "is revoked and can never join again"
+	case rejoin:
+		return ""
+	case first[*meshnodev1.AdmittedServerRecord](txn, tableServers, name) != nil:
+		return "belongs to a server of this cluster"
+	case first[*meshnodev1.NodeRecord](txn, tableNodes, name) != nil:
+		return "is registered to a node of this cluster"
+	}
+	return ""
 }
 
 func deregisterNode(txn *memdb.Txn, name string) (*meshnodev1.CommandResult, error) {

@@ -31,6 +31,11 @@ var (
 	// change (a client node writing another node's records or an admin
 	// record, a name already claimed). Nothing changed.
 	ErrPermissionDenied = errors.New("consensus: permission denied")
+	// ErrNameTaken means a join claimed a node name that is registered, an
+	// admitted server or revoked.
+	ErrNameTaken = errors.New("consensus: node name already claimed")
+	// ErrTokenExpired means a join token reached the log after its expiry.
+	ErrTokenExpired = errors.New("consensus: join token expired by the cluster's clock")
 	// ErrClosed means the store was closed.
 	ErrClosed = errors.New("consensus: store closed")
 	// ErrNotReady means the client replica has not loaded its first snapshot.
@@ -65,6 +70,10 @@ func (e *RefusedError) Unwrap() error {
 		return ErrTokenUsed
 	case meshnodev1.CommandStatus_COMMAND_STATUS_PERMISSION_DENIED:
 		return ErrPermissionDenied
+	case meshnodev1.CommandStatus_COMMAND_STATUS_NAME_TAKEN:
+		return ErrNameTaken
+	case meshnodev1.CommandStatus_COMMAND_STATUS_TOKEN_EXPIRED:
+		return ErrTokenExpired
 	}
 	return ErrInvalidCommand
 }

@@ -77,9 +77,16 @@ func TestApplyCommands(t *testing.T) {
 	if st.index() != uint64(len(steps)) {
 		t.Fatalf("index %d, want %d", st.index(), len(steps))
 	}
-	// Tokens expire: after their expiry the id is forgotten and usable.
-	later := &meshnodev1.CommandBatch{Version: CommandVersion, TimeUnixNano: testNow + 2e9, Commands: stamp([]*meshnodev1.Command{
+	// A used id outlives its token's expiry by the skew allowance, so a CA
+	// whose clock runs behind cannot accept it again in between.
+	soon := &meshnodev1.CommandBatch{Version: CommandVersion, TimeUnixNano: testNow + 2e9, Commands: stamp([]*meshnodev1.Command{
 		{Version: CommandVersion, Op: &meshnodev1.Command_UseToken{UseToken: &meshnodev1.UseTokenCommand{Id: "t1", ExpiresUnixNano: uint64(testNow) + 3e9}}}})}
+	if r := st.applyBatch(99, soon)[0]; r.GetStatus() != meshnodev1.CommandStatus_COMMAND_STATUS_TOKEN_USED {
+		t.Fatalf("a used token within the skew allowance: %v", r)
+	}
+	// After that the id is forgotten and usable.
+	later := &meshnodev1.CommandBatch{Version: CommandVersion, TimeUnixNano: testNow + 2e9 + int64(tokenSkewNanos), Commands: stamp([]*meshnodev1.Command{
+		{Version: CommandVersion, Op: &meshnodev1.Command_UseToken{UseToken: &meshnodev1.UseTokenCommand{Id: "t1", ExpiresUnixNano: uint64(testNow) + 3e9 + tokenSkewNanos}}}})}
 	if r := st.applyBatch(100, later)[0]; r.GetStatus() != ok {
 		t.Fatalf("expired token not collected: %v", r)
 	}

@@ -105,26 +105,45 @@ func (s *Store) PutCARecord(ctx context.Context, key string, value []byte) (uint
 	return idx, err
 }
 
-// UseToken spends the one-time join token id, remembered until expires. A
-// non-empty serverNode records that node as admitted to join as a Raft
-// server. ErrTokenUsed when the token was already spent, including by an
-// earlier write of this same use: the idempotency key is derived from the
-// token, so a retry is answered with the first result, and only the caller
-// that made the first write may treat it as its own.
-func (s *Store) UseToken(ctx context.Context, id string, expires time.Time, serverNode string) (uint64, error) {
+// TokenUse is one use of a join token.
+type TokenUse struct {
+	// ID is the token's id (its jti).
+	ID string
+	// Expires is the token's expiry; the state machine judges it by the
+	// log entry's time, the one clock every replica shares.
+	Expires time.Time
+	// Node is the name the joiner claims.
+	Node string
+	// Server records Node as admitted to join as a Raft server.
+	Server bool
+	// Rejoin: the token was made for a re-join of exactly Node.
+	Rejoin bool
+}
+
+// UseToken spends a one-time join token and claims its node name.
+// ErrTokenUsed when the token was already spent, including by an earlier
+// write of this same use: the idempotency key is derived from the token,
+// so a retry is answered with the first result, and only the caller that
+// made the first write may treat it as its own. ErrNameTaken when the name
+// is registered, an admitted server or revoked (and the token is not a
+// re-join of it); ErrTokenExpired when the token expired by the cluster's
+// clock.
+func (s *Store) UseToken(ctx context.Context, u TokenUse) (uint64, error) {
 	var exp uint64 // zero (no expiry) is refused as invalid
-	if !expires.IsZero() {
-		exp = uint64(max(expires.UnixNano(), 0))
+	if !u.Expires.IsZero() {
+		exp = uint64(max(u.Expires.UnixNano(), 0))
 	}
-	idx, res, err := s.Apply(ctx, &meshnodev1.Command{IdempotencyKey: "token/" + id, Op: &meshnodev1.Command_UseToken{UseToken: &meshnodev1.UseTokenCommand{
-		Id: id, ExpiresUnixNano: exp, ServerNode: serverNode,
-	}}})
+	cmd := &meshnodev1.UseTokenCommand{Id: u.ID, ExpiresUnixNano: exp, Node: u.Node, Rejoin: u.Rejoin}
+	if u.Server {
+		cmd.ServerNode = u.Node
+	}
+	idx, res, err := s.Apply(ctx, &meshnodev1.Command{IdempotencyKey: "token/" + u.ID, Op: &meshnodev1.Command_UseToken{UseToken: cmd}})
 	if err != nil {
 		return idx, err
 	}
 	if res.GetDuplicate() {
 		return idx, &RefusedError{Status: meshnodev1.CommandStatus_COMMAND_STATUS_TOKEN_USED, Index: idx,
-			Message: fmt.Sprintf("token %q was already used", id)}
+			Message: fmt.Sprintf("token %q was already used", u.ID)}
 	}
 	return idx, nil
 }

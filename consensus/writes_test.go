@@ -105,7 +105,7 @@ func TestTypedPolicyAndCAWrites(t *testing.T) {
 func TestTypedTokenAndRevocationWrites(t *testing.T) {
 	s, ctx := singleStore(t)
 	exp := time.Now().Add(time.Hour)
-	if _, err := s.UseToken(ctx, "t1", exp, "s9"); err != nil {
+	if _, err := s.UseToken(ctx, TokenUse{ID: "t1", Expires: exp, Node: "s9", Server: true}); err != nil {
 		t.Fatalf("UseToken: %v", err)
 	}
 	if ok, err := s.ServerAdmitted(ctx, ReadOptions{}, "s9"); !ok || err != nil {
@@ -113,16 +113,27 @@ func TestTypedTokenAndRevocationWrites(t *testing.T) {
 	}
 	// The second use is the same idempotency key: answered as a duplicate,
 	// which is still a used token.
-	_, err := s.UseToken(ctx, "t1", exp, "")
+	_, err := s.UseToken(ctx, TokenUse{ID: "t1", Expires: exp})
 	wantRefused(t, "second UseToken", err, ErrTokenUsed, meshnodev1.CommandStatus_COMMAND_STATUS_TOKEN_USED)
 	// The same token under a fresh key reaches the state machine, which
 	// refuses it itself.
 	_, _, err = s.Apply(ctx, &meshnodev1.Command{IdempotencyKey: "other", Op: &meshnodev1.Command_UseToken{UseToken: &meshnodev1.UseTokenCommand{
 		Id: "t1", ExpiresUnixNano: uint64(exp.UnixNano())}}})
 	wantRefused(t, "UseToken under another key", err, ErrTokenUsed, meshnodev1.CommandStatus_COMMAND_STATUS_TOKEN_USED)
-	if _, err := s.UseToken(ctx, "t2", time.Time{}, ""); !errors.Is(err, ErrInvalidCommand) {
+	if _, err := s.UseToken(ctx, TokenUse{ID: "t2"}); !errors.Is(err, ErrInvalidCommand) {
 		t.Fatalf("UseToken without an expiry: %v, want ErrInvalidCommand", err)
 	}
+
+	// A name is claimed once: s9 is a server now, so an ordinary token
+	// cannot claim it; a re-join token can. An expired token is refused by
+	// the log's clock whatever the CA's clock said.
+	_, err = s.UseToken(ctx, TokenUse{ID: "t3", Expires: exp, Node: "s9"})
+	wantRefused(t, "a server's name under a new token", err, ErrNameTaken, meshnodev1.CommandStatus_COMMAND_STATUS_NAME_TAKEN)
+	if _, err := s.UseToken(ctx, TokenUse{ID: "t4", Expires: exp, Node: "s9", Rejoin: true}); err != nil {
+		t.Fatalf("re-join token for s9: %v", err)
+	}
+	_, err = s.UseToken(ctx, TokenUse{ID: "t5", Expires: time.Now().Add(-time.Second), Node: "fresh"})
+	wantRefused(t, "an expired token", err, ErrTokenExpired, meshnodev1.CommandStatus_COMMAND_STATUS_TOKEN_EXPIRED)
 
 	if _, err := s.Revoke(ctx, "n2", []string{"42"}, "key leaked", []byte("r")); err != nil {
 		t.Fatalf("Revoke serial: %v", err)

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
-	"time"
 
 	"github.com/agentmesh/meshnode/consensus"
 	"github.com/agentmesh/meshnode/pki"
@@ -50,17 +49,21 @@ func (s *pkiStore) SaveCA(ctx context.Context, m *pki.CAMaterial) error {
 	return nil
 }
 
-func (s *pkiStore) UseToken(ctx context.Context, id string, expires time.Time, serverNode string) error {
+func (s *pkiStore) UseToken(ctx context.Context, u pki.TokenUse) error {
 	// The FSM refuses a used token with TOKEN_USED, and within the dedup
 	// window a reuse gets the first result marked duplicate; UseToken
 	// reports both as consensus.ErrTokenUsed. pki must see its own
-	// ErrTokenUsed, or the CA answers Internal and the joiner retries forever.
-	_, err := s.store.UseToken(ctx, id, expires, serverNode)
-	if errors.Is(err, consensus.ErrTokenUsed) {
-		return fmt.Errorf("%w: token %s", pki.ErrTokenUsed, id)
-	}
-	if err != nil {
-		return fmt.Errorf("use token %s: %w", id, err)
+	// sentinels, or the CA answers Internal and the joiner retries forever.
+	_, err := s.store.UseToken(ctx, consensus.TokenUse{ID: u.ID, Expires: u.Expires, Node: u.Node, Server: u.Server, Rejoin: u.Rejoin})
+	switch {
+	case errors.Is(err, consensus.ErrTokenUsed):
+		return fmt.Errorf("%w: token %s", pki.ErrTokenUsed, u.ID)
+	case errors.Is(err, consensus.ErrNameTaken):
+		return fmt.Errorf("%w: %v", pki.ErrNameTaken, err)
+	case errors.Is(err, consensus.ErrTokenExpired):
+		return fmt.Errorf("%w: %v", pki.ErrTokenExpired, err)
+	case err != nil:
+		return fmt.Errorf("use token %s: %w", u.ID, err)
 	}
 	return nil
 }

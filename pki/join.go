@@ -79,11 +79,8 @@ func (ca *CA) join(ctx context.Context, req *meshnodev1.JoinRequest) (*meshnodev
 	// Use the token last: a request refused for another reason leaves it
 	// usable. A server's admission is recorded with the use: the role in
 	// the request is the node's word, and only the record lets Raft add it.
-	serverNode := ""
-	if role == meshnodev1.JoinRole_JOIN_ROLE_SERVER {
-		serverNode = name
-	}
-	if err := ca.cfg.Store.UseToken(ctx, tok.ID, tok.Expires, serverNode); err != nil {
+	use := TokenUse{ID: tok.ID, Expires: tok.Expires, Node: name, Server: role == meshnodev1.JoinRole_JOIN_ROLE_SERVER, Rejoin: tok.Rejoin}
+	if err := ca.cfg.Store.UseToken(ctx, use); err != nil {
 		return nil, tokID, fmt.Errorf("recording use of token %s: %w", tok.ID, err)
 	}
 	chain, err := ca.issue(s, csr, id)
@@ -181,7 +178,8 @@ func toStatus(what string, err error) error {
 	case errors.Is(err, ErrTokenMalformed), errors.Is(err, ErrBadCSR):
 		code = codes.InvalidArgument
 	case errors.Is(err, ErrTokenExpired), errors.Is(err, ErrTokenWrongCluster), errors.Is(err, ErrTokenWrongRole),
-		errors.Is(err, ErrTokenSignature), errors.Is(err, ErrTokenName), errors.Is(err, ErrTokenUsed), errors.Is(err, ErrRevoked):
+		errors.Is(err, ErrTokenSignature), errors.Is(err, ErrTokenName), errors.Is(err, ErrTokenUsed), errors.Is(err, ErrRevoked),
+		errors.Is(err, ErrNameTaken):
 		code = codes.PermissionDenied
 	case errors.Is(err, ErrNotFound):
 		code = codes.FailedPrecondition

@@ -200,7 +200,6 @@ func TestJoinReturnsWhenCancelledDuringACall(t *testing.T) {
 }
 
 func TestJoinAsksForTheRoleOfItsFlag(t *testing.T) {
-	f := newRefusalFixture(t)
 	serverTok := TokenRequest{Role: meshnodev1.JoinRole_JOIN_ROLE_SERVER}
 	for _, tc := range []struct {
 		name   string
@@ -212,6 +211,7 @@ func TestJoinAsksForTheRoleOfItsFlag(t *testing.T) {
 		{"no --server", false, meshnodev1.JoinRole_JOIN_ROLE_CLIENT, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			f := newRefusalFixture(t) // each joins under the same name, which is claimed once
 			seeds := &fakeSeeds{f: f}
 			cfg := seeds.config(t, f.token(t, serverTok), "a")
 			log, logs := newTestLogger()

@@ -41,7 +41,15 @@ func (s *Service) CreateToken(ctx context.Context, req *meshnodev1.CreateTokenRe
 	if err := s.needCA(); err != nil {
 		return nil, err
 	}
-	tr := TokenRequest{Role: req.GetRole(), Node: req.GetNodeName()}
+	switch {
+	case req.GetNodeName() == "" && !req.GetAnyName():
+		return nil, status.Error(codes.InvalidArgument, "node_name: a join token names the node that will use it (--name NAME); to let any new name use it, ask for any_name (--any-name)")
+	case req.GetNodeName() != "" && req.GetAnyName():
+		return nil, status.Error(codes.InvalidArgument, "node_name and any_name: ask for one of them")
+	case req.GetRejoin() && req.GetNodeName() == "":
+		return nil, status.Error(codes.InvalidArgument, "rejoin: a re-join token needs the name it re-joins (--name NAME)")
+	}
+	tr := TokenRequest{Role: req.GetRole(), Node: req.GetNodeName(), Rejoin: req.GetRejoin()}
 	if req.GetTtl() != nil {
 		if err := req.GetTtl().CheckValid(); err != nil {
 			return nil, status.Errorf(codes.InvalidArgument, "ttl: %v", err)

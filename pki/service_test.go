@@ -36,11 +36,31 @@ func TestServiceCreateTokenRevokeStatus(t *testing.T) {
 	if d := time.Until(resp.ExpiresAt.AsTime()); d < 9*time.Minute || d > 11*time.Minute {
 		t.Fatalf("expires in %s, want 10m", d)
 	}
-	if _, err := svc.CreateToken(ctx, &meshnodev1.CreateTokenRequest{Ttl: durationpb.New(-time.Second)}); status.Code(err) != codes.InvalidArgument {
+	if _, err := svc.CreateToken(ctx, &meshnodev1.CreateTokenRequest{NodeName: "n3", Ttl: durationpb.New(-time.Second)}); status.Code(err) != codes.InvalidArgument {
 		t.Fatalf("negative ttl: %v", err)
 	}
-	if _, err := svc.CreateToken(ctx, &meshnodev1.CreateTokenRequest{Ttl: durationpb.New(30 * 24 * time.Hour)}); status.Code(err) != codes.InvalidArgument {
+	if _, err := svc.CreateToken(ctx, &meshnodev1.CreateTokenRequest{NodeName: "n3", Ttl: durationpb.New(30 * 24 * time.Hour)}); status.Code(err) != codes.InvalidArgument {
 		t.Fatalf("30 day ttl: %v", err)
+	}
+	// A token names its node unless asked otherwise; a re-join needs the name.
+	for name, req := range map[string]*meshnodev1.CreateTokenRequest{
+		"no name":         {},
+		"name and any":    {NodeName: "n3", AnyName: true},
+		"rejoin, no name": {Rejoin: true, AnyName: true},
+	} {
+		if _, err := svc.CreateToken(ctx, req); status.Code(err) != codes.InvalidArgument {
+			t.Errorf("%s: %v, want InvalidArgument", name, err)
+		}
+	}
+	if resp, err := svc.CreateToken(ctx, &meshnodev1.CreateTokenRequest{AnyName: true}); err != nil {
+		t.Errorf("any-name token: %v", err)
+	} else if tok, _ := ParseToken(resp.GetToken()); tok == nil || tok.Node != "" {
+		t.Errorf("any-name token is bound: %+v", tok)
+	}
+	if resp, err := svc.CreateToken(ctx, &meshnodev1.CreateTokenRequest{NodeName: "n2", Rejoin: true}); err != nil {
+		t.Errorf("re-join token: %v", err)
+	} else if tok, _ := ParseToken(resp.GetToken()); tok == nil || !tok.Rejoin || tok.Node != "n2" {
+		t.Errorf("re-join token claims: %+v", tok)
 	}
 
 	if _, err := svc.RevokeNode(ctx, &meshnodev1.RevokeNodeRequest{NodeName: "n9", Reason: "lost laptop"}); err != nil {

@@ -24,7 +24,24 @@ var (
 	ErrNotFound = errors.New("pki: no CA material in store")
 	// ErrTokenUsed: the join token's id was already recorded as used.
 	ErrTokenUsed = errors.New("pki: join token already used")
+	// ErrNameTaken: a join claimed a node name that is registered, a
+	// server or revoked, with a token not made for a re-join of it.
+	ErrNameTaken = errors.New("pki: node name already claimed")
 )
+
+// TokenUse is one use of a join token: what UseToken records.
+type TokenUse struct {
+	// ID is the token's id.
+	ID string
+	// Expires is the token's expiry.
+	Expires time.Time
+	// Node is the name the joiner claims.
+	Node string
+	// Server admits Node as a Raft server.
+	Server bool
+	// Rejoin: the token was made for a re-join of exactly Node.
+	Rejoin bool
+}
 
 // Store holds the CA's durable records. node backs it with consensus so that
 // CA material, used tokens and revocations are cluster-wide; MemStore backs
@@ -34,12 +51,14 @@ type Store interface {
 	LoadCA(ctx context.Context) (*CAMaterial, error)
 	// SaveCA replaces the CA material.
 	SaveCA(ctx context.Context, m *CAMaterial) error
-	// UseToken atomically records token id as used until expires (after
-	// which it may be forgotten: an expired token is refused anyway). It
-	// returns an error wrapping ErrTokenUsed if id was already recorded.
-	// serverNode, if not empty, is the node the token admits as a Raft
-	// server; its admission is recorded with the use, and outlives it.
-	UseToken(ctx context.Context, id string, expires time.Time, serverNode string) error
+	// UseToken atomically records the token as used until it expires (after
+	// which it may be forgotten: an expired token is refused anyway) and
+	// claims its node name. It returns an error wrapping ErrTokenUsed if
+	// the id was already recorded, ErrNameTaken if the name is registered,
+	// a server or revoked and the use is not a re-join of it, and
+	// ErrTokenExpired if the store's clock says the token has expired. A
+	// server's admission is recorded with the use, and outlives it.
+	UseToken(ctx context.Context, use TokenUse) error
 	// Revoke records r (node name and/or serials) as revoked.
 	Revoke(ctx context.Context, r *Revocation) error
 	// Revocations answers from local state, without blocking.
@@ -53,6 +72,7 @@ type MemStore struct {
 	ca      []byte // marshalled CAMaterial: copies in and out, like Raft would
 	used    map[string]time.Time
 	servers map[string]bool
+	claimed map[string]bool
 	revs    *RevocationSet
 }
 
@@ -60,7 +80,7 @@ var _ Store = (*MemStore)(nil)
 
 // NewMemStore returns an empty store.
 func NewMemStore() *MemStore {
-	return &MemStore{used: map[string]time.Time{}, servers: map[string]bool{}, revs: NewRevocationSet()}
+	return &MemStore{used: map[string]time.Time{}, servers: map[string]bool{}, claimed: map[string]bool{}, revs: NewRevocationSet()}
 }
 
 // LoadCA implements Store.
@@ -90,15 +110,24 @@ func (s *MemStore) SaveCA(ctx context.Context, m *CAMaterial) error {
 }
 
 // UseToken implements Store.
-func (s *MemStore) UseToken(ctx context.Context, id string, expires time.Time, serverNode string) error {
+func (s *MemStore) UseToken(ctx context.Context, u TokenUse) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if _, ok := s.used[id]; ok {
-		return fmt.Errorf("%w: id %s", ErrTokenUsed, id)
+	if _, ok := s.used[u.ID]; ok {
+		return fmt.Errorf("%w: id %s", ErrTokenUsed, u.ID)
 	}
-	s.used[id] = expires
-	if serverNode != "" {
-		s.servers[serverNode] = true
+	if u.Node != "" {
+		if s.revs.IsRevoked(nil, ID{Kind: KindNode, Node: u.Node}) {
+			return fmt.Errorf("%w: %q is revoked", ErrNameTaken, u.Node)
+		}
+		if (s.claimed[u.Node] || s.servers[u.Node]) && !u.Rejoin {
+			return fmt.Errorf("%w: %q already joined", ErrNameTaken, u.Node)
+		}
+		s.claimed[u.Node] = true
+	}
+	s.used[u.ID] = u.Expires
+	if u.Server {
+		s.servers[u.Node] = true
 	}
 	return nil
 }

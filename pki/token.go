@@ -23,6 +23,7 @@ import (
 //	td   trust domain (cluster)
 //	fp   hex SHA-256 of the root certificate's DER
 //	role "server" | "client"
+//	rejoin true when an operator made it for a re-join of exactly sub
 //
 // A joining node reads fp and td without verifying the signature (it cannot:
 // it has no key yet); it authenticates the CA by its root fingerprint. The CA
@@ -57,6 +58,7 @@ type Token struct {
 	RootFingerprint []byte
 	Role            meshnodev1.JoinRole
 	Node            string // bound node name; empty if any name may join
+	Rejoin          bool   // made for a re-join of exactly Node
 	KeyID           string
 	IssuedAt        time.Time
 	NotBefore       time.Time
@@ -68,6 +70,7 @@ type tokenClaims struct {
 	TrustDomain string `json:"td"`
 	Fingerprint string `json:"fp"`
 	Role        string `json:"role"`
+	Rejoin      bool   `json:"rejoin,omitempty"`
 }
 
 // TokenRequest says what token CA.CreateToken makes.
@@ -78,6 +81,10 @@ type TokenRequest struct {
 	Role meshnodev1.JoinRole
 	// Node, if set, is the only node name that may use the token.
 	Node string
+	// Rejoin lets the token claim Node though Node is already registered
+	// or a server (a node that lost its data dir). A name is otherwise
+	// claimed once; a revoked name never comes back.
+	Rejoin bool
 }
 
 func roleName(r meshnodev1.JoinRole) string {
@@ -154,10 +161,12 @@ func tokenFromClaims(raw, kid string, c *tokenClaims) (*Token, error) {
 		return bad(fmt.Sprintf("unknown role %q", c.Role))
 	case c.Subject != "" && ValidateName(c.Subject) != nil:
 		return bad(fmt.Sprintf("invalid bound node name %q", c.Subject))
+	case c.Rejoin && c.Subject == "":
+		return bad("a re-join token must be bound to a node name")
 	}
 	t := &Token{
 		Raw: raw, ID: c.ID, TrustDomain: c.TrustDomain, RootFingerprint: fp,
-		Role: parseRole(c.Role), Node: c.Subject, KeyID: kid,
+		Role: parseRole(c.Role), Node: c.Subject, Rejoin: c.Rejoin, KeyID: kid,
 		IssuedAt: c.IssuedAt.Time(), Expires: c.Expiry.Time(),
 	}
 	if c.NotBefore != nil {
@@ -187,6 +196,9 @@ func signToken(s *signer, req TokenRequest, now time.Time) (string, *Token, erro
 			return "", nil, fmt.Errorf("pki: token bound name: %w", err)
 		}
 	}
+	if req.Rejoin && req.Node == "" {
+		return "", nil, fmt.Errorf("pki: a re-join token needs the node name it re-joins")
+	}
 	id, err := newTokenID()
 	if err != nil {
 		return "", nil, fmt.Errorf("pki: token id: %w", err)
@@ -203,7 +215,7 @@ func signToken(s *signer, req TokenRequest, now time.Time) (string, *Token, erro
 			IssuedAt: jose.NewNumericDate(now), NotBefore: jose.NewNumericDate(now),
 			Expiry: jose.NewNumericDate(now.Add(ttl)),
 		},
-		TrustDomain: s.td, Fingerprint: hex.EncodeToString(s.rootFP), Role: roleName(role),
+		TrustDomain: s.td, Fingerprint: hex.EncodeToString(s.rootFP), Role: roleName(role), Rejoin: req.Rejoin,
 	}
 	raw, err := jose.Signed(sig).Claims(c).Serialize()
 	if err != nil {

@@ -20,18 +20,37 @@ func newTokenCmd() *cobra.Command {
 	var ttl time.Duration
 	var server bool
 	var name string
+	var anyName, rejoin bool
 	create := &cobra.Command{
 		Use:   "create",
 		Short: "Print a one-time token a new node joins with",
 		Long: `Print a one-time join token. The token carries the cluster root's
 fingerprint, so the joining node verifies the cluster without trusting anything
-on first use; it is refused once used or after --ttl.`,
+on first use; it is refused once used or after --ttl.
+
+A token names the node that will use it (--name), and a name is claimed once:
+a token cannot take the name of a node that is registered, a server or
+revoked. --rejoin makes a token for a node that lost its data dir to join
+again under its own name; --any-name lets any name not yet claimed use it.`,
 		Example: `  TOKEN=$(meshnode token create --ttl 10m --name n2)
-  meshnode run --name n2 --join 10.0.0.1:7946 --token "$TOKEN"`,
+  meshnode run --name n2 --join 10.0.0.1:7946 --token "$TOKEN"
+
+  meshnode token create --server --name n4          # a Raft server
+  meshnode token create --name n2 --rejoin          # n2 lost its data dir`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if ttl <= 0 {
 				return usagef("--ttl %v: must be positive", ttl)
+			}
+			switch {
+			case name == "" && !anyName:
+				return usagef("--name NAME: a token names the node that will join with it (or pass --any-name)")
+			case name != "" && anyName:
+				return usagef("--name and --any-name: pass one of them")
+			case rejoin && name == "":
+				return usagef("--rejoin needs --name: the node that re-joins")
+			case anyName:
+				fmt.Fprintln(cmd.ErrOrStderr(), "warning: this token lets any new node name join; bind it with --name when you know the name")
 			}
 			conn, ctx, done, err := cf.open()
 			if err != nil {
@@ -42,7 +61,7 @@ on first use; it is refused once used or after --ttl.`,
 			if server {
 				role = meshnodev1.JoinRole_JOIN_ROLE_SERVER
 			}
-			resp, err := meshnodev1.NewPKIServiceClient(conn).CreateToken(ctx, &meshnodev1.CreateTokenRequest{Ttl: durationpb.New(ttl), Role: role, NodeName: name})
+			resp, err := meshnodev1.NewPKIServiceClient(conn).CreateToken(ctx, &meshnodev1.CreateTokenRequest{Ttl: durationpb.New(ttl), Role: role, NodeName: name, AnyName: anyName, Rejoin: rejoin})
 			if err != nil {
 				return rpcError("create token", err, cf.socketPath())
 			}
@@ -56,7 +75,9 @@ on first use; it is refused once used or after --ttl.`,
 	cf = addClientFlags(create)
 	create.Flags().DurationVar(&ttl, "ttl", time.Hour, "how long the token is valid")
 	create.Flags().BoolVar(&server, "server", false, "the token admits a Raft server (default: a client)")
-	create.Flags().StringVar(&name, "name", "", "only a node of this name may use the token")
+	create.Flags().StringVar(&name, "name", "", "the node that will join with the token (required unless --any-name)")
+	create.Flags().BoolVar(&anyName, "any-name", false, "let any name not yet claimed use the token")
+	create.Flags().BoolVar(&rejoin, "rejoin", false, "re-join --name, a node already registered (it lost its data dir)")
 	cmd.AddCommand(create)
 	return cmd
 }

@@ -35,6 +35,8 @@ var Table = []Rule{
 	{consensus.ErrNotFound, codes.NotFound},
 	{consensus.ErrInvalidCommand, codes.InvalidArgument},
 	{consensus.ErrPermissionDenied, codes.PermissionDenied},
+	{consensus.ErrNameTaken, codes.PermissionDenied},
+	{consensus.ErrTokenExpired, codes.PermissionDenied},
 	{consensus.ErrTokenUsed, codes.FailedPrecondition},
 	{consensus.ErrUnknownVersion, codes.FailedPrecondition},
 	{consensus.ErrServerOnly, codes.FailedPrecondition},

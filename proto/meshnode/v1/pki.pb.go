@@ -487,8 +487,15 @@ type CreateTokenRequest struct {
 	Ttl *durationpb.Duration `protobuf:"bytes,1,opt,name=ttl,proto3" json:"ttl,omitempty"`
 	// The role the token grants; unspecified means client.
 	Role JoinRole `protobuf:"varint,2,opt,name=role,proto3,enum=meshnode.v1.JoinRole" json:"role,omitempty"`
-	// If set, only a node of this name may use the token.
-	NodeName      string `protobuf:"bytes,3,opt,name=node_name,json=nodeName,proto3" json:"node_name,omitempty"`
+	// Only a node of this name may use the token. Required unless any_name
+	// is set: a name is claimed once, and a bound token cannot be spent on
+	// another node's name.
+	NodeName string `protobuf:"bytes,3,opt,name=node_name,json=nodeName,proto3" json:"node_name,omitempty"`
+	// Let any name that is not yet claimed use the token (no node_name).
+	AnyName bool `protobuf:"varint,4,opt,name=any_name,json=anyName,proto3" json:"any_name,omitempty"`
+	// The token re-joins node_name, which is already registered or a server
+	// (a node that lost its data dir). A revoked name never comes back.
+	Rejoin        bool `protobuf:"varint,5,opt,name=rejoin,proto3" json:"rejoin,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -542,6 +549,20 @@ func (x *CreateTokenRequest) GetNodeName() string {
 		return x.NodeName
 	}
 	return ""
+}
+
+func (x *CreateTokenRequest) GetAnyName() bool {
+	if x != nil {
+		return x.AnyName
+	}
+	return false
+}
+
+func (x *CreateTokenRequest) GetRejoin() bool {
+	if x != nil {
+		return x.Rejoin
+	}
+	return false
 }
 
 // CreateTokenResponse carries a fresh token.
@@ -890,11 +911,13 @@ const file_meshnode_v1_pki_proto_rawDesc = "" +
 	"\x03csr\x18\x01 \x01(\fR\x03csr\";\n" +
 	"\rRenewResponse\x12\x14\n" +
 	"\x05chain\x18\x01 \x03(\fR\x05chain\x12\x14\n" +
-	"\x05roots\x18\x02 \x03(\fR\x05roots\"\x89\x01\n" +
+	"\x05roots\x18\x02 \x03(\fR\x05roots\"\xbc\x01\n" +
 	"\x12CreateTokenRequest\x12+\n" +
 	"\x03ttl\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x12)\n" +
 	"\x04role\x18\x02 \x01(\x0e2\x15.meshnode.v1.JoinRoleR\x04role\x12\x1b\n" +
-	"\tnode_name\x18\x03 \x01(\tR\bnodeName\"v\n" +
+	"\tnode_name\x18\x03 \x01(\tR\bnodeName\x12\x19\n" +
+	"\bany_name\x18\x04 \x01(\bR\aanyName\x12\x16\n" +
+	"\x06rejoin\x18\x05 \x01(\bR\x06rejoin\"v\n" +
 	"\x13CreateTokenResponse\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x129\n" +

@@ -38,6 +38,12 @@ const (
 	// anything but its own node record and agents, a name already claimed);
 	// it changed nothing.
 	CommandStatus_COMMAND_STATUS_PERMISSION_DENIED CommandStatus = 5
+	// UseToken names a node that is registered, an admitted server or revoked,
+	// and the token was not created for a re-join of that name.
+	CommandStatus_COMMAND_STATUS_NAME_TAKEN CommandStatus = 6
+	// UseToken arrived after the token's expiry by the cluster's clock (the
+	// time in the log entry).
+	CommandStatus_COMMAND_STATUS_TOKEN_EXPIRED CommandStatus = 7
 )
 
 // Enum value maps for CommandStatus.
@@ -49,6 +55,8 @@ var (
 		3: "COMMAND_STATUS_TOKEN_USED",
 		4: "COMMAND_STATUS_INVALID",
 		5: "COMMAND_STATUS_PERMISSION_DENIED",
+		6: "COMMAND_STATUS_NAME_TAKEN",
+		7: "COMMAND_STATUS_TOKEN_EXPIRED",
 	}
 	CommandStatus_value = map[string]int32{
 		"COMMAND_STATUS_UNSPECIFIED":       0,
@@ -57,6 +65,8 @@ var (
 		"COMMAND_STATUS_TOKEN_USED":        3,
 		"COMMAND_STATUS_INVALID":           4,
 		"COMMAND_STATUS_PERMISSION_DENIED": 5,
+		"COMMAND_STATUS_NAME_TAKEN":        6,
+		"COMMAND_STATUS_TOKEN_EXPIRED":     7,
 	}
 )
 
@@ -1115,7 +1125,14 @@ type UseTokenCommand struct {
 	// The node this token admitted as a Raft server; empty when it joined as
 	// a client. Recorded as an AdmittedServerRecord: the autopilot adds only
 	// admitted servers to the Raft configuration.
-	ServerNode    string `protobuf:"bytes,3,opt,name=server_node,json=serverNode,proto3" json:"server_node,omitempty"`
+	ServerNode string `protobuf:"bytes,3,opt,name=server_node,json=serverNode,proto3" json:"server_node,omitempty"`
+	// The node name the token's holder claims. A name is claimed once: the
+	// state machine refuses a name that is registered, an admitted server or
+	// revoked, unless rejoin is set (a revoked name never comes back).
+	Node string `protobuf:"bytes,4,opt,name=node,proto3" json:"node,omitempty"`
+	// The token was created for a re-join of exactly this name by an
+	// operator (a node that lost its data dir).
+	Rejoin        bool `protobuf:"varint,5,opt,name=rejoin,proto3" json:"rejoin,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1169,6 +1186,20 @@ func (x *UseTokenCommand) GetServerNode() string {
 		return x.ServerNode
 	}
 	return ""
+}
+
+func (x *UseTokenCommand) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *UseTokenCommand) GetRejoin() bool {
+	if x != nil {
+		return x.Rejoin
+	}
+	return false
 }
 
 // AdmitServerCommand records a server that is already in the Raft
@@ -2922,12 +2953,14 @@ const file_meshnode_v1_raft_proto_rawDesc = "" +
 	"\x0fUsedTokenRecord\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12*\n" +
 	"\x11expires_unix_nano\x18\x02 \x01(\x04R\x0fexpiresUnixNano\x12!\n" +
-	"\fcreate_index\x18\x03 \x01(\x04R\vcreateIndex\"n\n" +
+	"\fcreate_index\x18\x03 \x01(\x04R\vcreateIndex\"\x9a\x01\n" +
 	"\x0fUseTokenCommand\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12*\n" +
 	"\x11expires_unix_nano\x18\x02 \x01(\x04R\x0fexpiresUnixNano\x12\x1f\n" +
 	"\vserver_node\x18\x03 \x01(\tR\n" +
-	"serverNode\"(\n" +
+	"serverNode\x12\x12\n" +
+	"\x04node\x18\x04 \x01(\tR\x04node\x12\x16\n" +
+	"\x06rejoin\x18\x05 \x01(\bR\x06rejoin\"(\n" +
 	"\x12AdmitServerCommand\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\"h\n" +
 	"\x14AdmittedServerRecord\x12\x12\n" +
@@ -3030,14 +3063,16 @@ const file_meshnode_v1_raft_proto_rawDesc = "" +
 	"\n" +
 	"last_index\x18\x06 \x01(\x04R\tlastIndex\"M\n" +
 	"\x13RaftServersResponse\x126\n" +
-	"\aservers\x18\x01 \x03(\v2\x1c.meshnode.v1.RaftServerEntryR\aservers*\xc5\x01\n" +
+	"\aservers\x18\x01 \x03(\v2\x1c.meshnode.v1.RaftServerEntryR\aservers*\x86\x02\n" +
 	"\rCommandStatus\x12\x1e\n" +
 	"\x1aCOMMAND_STATUS_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11COMMAND_STATUS_OK\x10\x01\x12\x1c\n" +
 	"\x18COMMAND_STATUS_NOT_FOUND\x10\x02\x12\x1d\n" +
 	"\x19COMMAND_STATUS_TOKEN_USED\x10\x03\x12\x1a\n" +
 	"\x16COMMAND_STATUS_INVALID\x10\x04\x12$\n" +
-	" COMMAND_STATUS_PERMISSION_DENIED\x10\x05B<Z:github.com/agentmesh/meshnode/proto/meshnode/v1;meshnodev1b\x06proto3"
+	" COMMAND_STATUS_PERMISSION_DENIED\x10\x05\x12\x1d\n" +
+	"\x19COMMAND_STATUS_NAME_TAKEN\x10\x06\x12 \n" +
+	"\x1cCOMMAND_STATUS_TOKEN_EXPIRED\x10\aB<Z:github.com/agentmesh/meshnode/proto/meshnode/v1;meshnodev1b\x06proto3"
 
 var (
 	file_meshnode_v1_raft_proto_rawDescOnce sync.Once
