@@ -9,6 +9,7 @@ import (
 
 	"github.com/agentmesh/meshnode/internal/hub"
 	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
+	"github.com/agentmesh/meshnode/quorum"
 	"github.com/agentmesh/meshnode/routing"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -82,6 +83,40 @@ func TestForwardedVoteDeadlineIsCappedEndToEnd(t *testing.T) {
 			Vote: &meshnodev1.Vote{VoterAgentId: "n1/v", ProposalId: "p", Choice: meshnodev1.Choice_CHOICE_APPROVE}})
 		if !errors.Is(err, hub.ErrVoteNotPending) {
 			t.Errorf("a vote %v after the request: %v, want ErrVoteNotPending (the hub still remembers it)", time.Since(start), err)
+		}
+	})
+}
+
+// By default a peer's vote request is waited for as long as any valid
+// proposal may run (the coordinator's MaxDeadline), no longer: a shorter
+// cap would drop the remote votes of proposals the coordinator accepted.
+func TestMaxVoteWaitDefaultsToTheLongestProposal(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		longest := quorum.DefaultCoordinatorConfig().MaxDeadline
+		l := &fakeLocal{}
+		r, err := routing.NewRouter(routing.DefaultConfig())
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := New(Config{LocalNode: "n1", MaxPayload: 1 << 20, CallTimeout: 10 * time.Second,
+			Local: l, Catalog: fakeCatalog{agent: "n1/v", node: "n1"}, Router: r, Peers: noPeers{}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, tc := range []struct {
+			name           string
+			deadline, want time.Duration
+		}{
+			{"a proposal of the longest valid deadline", longest, longest},
+			{"a proposal beyond it", 100 * 365 * 24 * time.Hour, longest},
+		} {
+			if _, err := p.ReceiveVote(context.Background(), "n0", &meshnodev1.ForwardVoteRequest{VoterAgentId: "n1/v",
+				Proposal: &meshnodev1.Proposal{Id: "p", Deadline: timestamppb.New(time.Now().Add(tc.deadline))}}); err != nil {
+				t.Fatal(err)
+			}
+			if d, ok := l.voteCtx.Deadline(); !ok || time.Until(d) != tc.want {
+				t.Errorf("%s: waited until %v from now, want %v", tc.name, time.Until(d), tc.want)
+			}
 		}
 	})
 }
