@@ -20,6 +20,12 @@ import (
 // MaxInFlight is zero.
 const DefaultMaxInFlight = 64
 
+// DefaultMaxVotesInFlight is how many vote handlers an Agent runs at once
+// when MaxVotesInFlight is zero. It is small because a vote handler is
+// usually one model call, and an electorate asks each voter once per
+// proposal: a burst of proposals should not become a burst of model calls.
+const DefaultMaxVotesInFlight = 4
+
 // Limits the node enforces too; checking them here turns a round trip and a
 // wire error into an error that names the field.
 const (
@@ -60,6 +66,12 @@ type Agent struct {
 	// MaxConcurrency if that is lower and every capability has one. The node
 	// is told, so it routes the excess elsewhere instead of queueing it here.
 	MaxInFlight int
+	// MaxVotesInFlight bounds the vote handlers running at once, across
+	// kinds. A vote request that arrives while that many run is shed: it
+	// is answered at once with a signed Abstain whose reason says so (the
+	// agent's vote on that proposal), and a warning is logged. Default:
+	// DefaultMaxVotesInFlight.
+	MaxVotesInFlight int
 
 	mu           sync.Mutex
 	handlers     map[string]*handler
@@ -121,6 +133,9 @@ func (a *Agent) validateLocked() error {
 	}
 	if a.MaxInFlight < 0 {
 		return fmt.Errorf("agent: MaxInFlight is %d: it must not be negative (0 means %d)", a.MaxInFlight, DefaultMaxInFlight)
+	}
+	if a.MaxVotesInFlight < 0 {
+		return fmt.Errorf("agent: MaxVotesInFlight is %d: it must not be negative (0 means %d)", a.MaxVotesInFlight, DefaultMaxVotesInFlight)
 	}
 	if err := a.ReconnectBackoff.Validate(); err != nil {
 		return err

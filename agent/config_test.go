@@ -17,6 +17,7 @@ func TestValidateNamesTheField(t *testing.T) {
 		{"long name", func(a *Agent) { a.Name = strings.Repeat("n", 65) }, "Name"},
 		{"non-utf8 name", func(a *Agent) { a.Name = "\xff" }, "Name"},
 		{"negative in-flight", func(a *Agent) { a.MaxInFlight = -1 }, "MaxInFlight"},
+		{"negative votes in flight", func(a *Agent) { a.MaxVotesInFlight = -1 }, "MaxVotesInFlight"},
 		{"bad backoff", func(a *Agent) { a.ReconnectBackoff.Initial = -1 }, "ReconnectBackoff.Initial"},
 		{"capability with space", func(a *Agent) { a.Handle(Capability{Name: "a b"}, echo) }, `capability "a b"`},
 		{"non-utf8 capability", func(a *Agent) { a.Handle(Capability{Name: "\xff"}, echo) }, "UTF-8"},

@@ -28,6 +28,8 @@
 // HandleVote answers quorum votes. Each agent has an ed25519 vote key,
 // persisted in KeyFile (mode 0600) or kept in memory; its public half is
 // registered with the node and every vote is signed with it (quorum.NewVote).
+// At most MaxVotesInFlight vote handlers run at once; a vote request beyond
+// that is shed: answered with a signed Abstain that says why, and logged.
 //
 // Programs that only call use Dial and a Client: Call, Discover, ListAgents,
 // Watch (an iterator that resumes after reconnects), Status, Propose and

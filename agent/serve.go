@@ -33,7 +33,8 @@ var (
 
 // Serve registers the agent, opens its delivery stream (see openStream) and
 // handles the calls and vote requests delivered on it, each in its own
-// goroutine, at most MaxInFlight calls at once. When the node goes away
+// goroutine, at most MaxInFlight calls and MaxVotesInFlight vote handlers
+// at once (a vote request beyond that is shed: answered with Abstain). When the node goes away
 // (restart, upgrade, crash) Serve reconnects with ReconnectBackoff and
 // registers again, logging each failed attempt; the node may also be
 // started after the agent.
@@ -55,7 +56,7 @@ func (a *Agent) Serve(ctx context.Context) error {
 	if _, err := a.registerRequest(); err != nil {
 		return err
 	}
-	s := &server{a: a, sem: make(chan struct{}, a.maxInFlight())}
+	s := &server{a: a, sem: make(chan struct{}, a.maxInFlight()), votes: make(chan struct{}, a.maxVotesInFlight())}
 	defer s.wg.Wait()
 	for failures := 0; ; {
 		ready, err := s.session(ctx)
@@ -107,9 +108,11 @@ func (a *Agent) maxInFlight() int {
 // server is the state of one Serve call, shared by its sessions (one session
 // per connection to the node).
 type server struct {
-	a   *Agent
-	sem chan struct{} // one token per running call handler
-	wg  sync.WaitGroup
+	a     *Agent
+	sem   chan struct{} // one token per running call handler
+	votes chan struct{} // one token per running vote handler
+	shed  atomic.Int64  // vote requests shed since Serve started
+	wg    sync.WaitGroup
 }
 
 // session is one delivery stream: the calls running on it, so the node can
@@ -164,7 +167,7 @@ func (s *server) session(ctx context.Context) (ready bool, err error) {
 		case *meshnodev1.ServeResponse_Cancel:
 			ss.withdraw(e.Cancel)
 		case *meshnodev1.ServeResponse_Vote:
-			s.wg.Go(func() { s.vote(sctx, ss, e.Vote) })
+			s.dispatchVote(sctx, ss, e.Vote)
 		case *meshnodev1.ServeResponse_Refused:
 			r := e.Refused
 			a.log.Warn("the node refused an answer", "call_id", r.GetCallId(), "request_id", r.GetRequestId(),

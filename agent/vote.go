@@ -69,11 +69,51 @@ func (a *Agent) nodeName() string {
 	return node
 }
 
-// vote runs the vote handler for one VoteAsk and sends the signed vote.
-func (s *server) vote(sctx context.Context, ss *session, ask *meshnodev1.VoteAsk) {
+// maxVotesInFlight is the bound Serve puts on running vote handlers.
+func (a *Agent) maxVotesInFlight() int {
+	if a.MaxVotesInFlight <= 0 {
+		return DefaultMaxVotesInFlight
+	}
+	return a.MaxVotesInFlight
+}
+
+// dispatchVote runs the vote handler for one VoteAsk, or sheds the request
+// when MaxVotesInFlight handlers are already running. It never blocks: the
+// receive loop must keep reading so calls are not held up behind votes.
+func (s *server) dispatchVote(sctx context.Context, ss *session, ask *meshnodev1.VoteAsk) {
+	select {
+	case s.votes <- struct{}{}:
+	default:
+		s.wg.Go(func() { s.shedVote(ss, ask) })
+		return
+	}
+	s.wg.Go(func() {
+		choice, reason, err := s.decide(sctx, ask)
+		<-s.votes // the handler is done; sending the vote needs no slot
+		s.cast(ss, ask, choice, reason, err)
+	})
+}
+
+// shedVote answers a vote request no handler slot was free for. The
+// protocol's one answer is a signed vote, so it abstains: an abstention
+// never counts towards a quorum, and answering at once lets the
+// coordinator stop early instead of waiting out the deadline for this
+// voter. Queueing instead would only move the model calls later, past
+// deadlines the node already counts down.
+func (s *server) shedVote(ss *session, ask *meshnodev1.VoteAsk) {
+	a, p := s.a, ask.GetProposal()
+	n := s.shed.Add(1)
+	a.log.Warn("shed a vote request (answered Abstain): MaxVotesInFlight vote handlers are already running; raise Agent.MaxVotesInFlight to run more at once",
+		"proposal", p.GetId(), "kind", p.GetKind(), "request_id", ask.GetRequestId(),
+		"max_votes_in_flight", cap(s.votes), "shed_since_serve", n)
+	reason := fmt.Sprintf("agent %s shed this vote request: all %d of its vote handler slots (MaxVotesInFlight) were busy", a.ID(), cap(s.votes))
+	s.cast(ss, ask, Abstain, reason, nil)
+}
+
+// cast signs the handler's choice (unless it failed) and sends the vote.
+func (s *server) cast(ss *session, ask *meshnodev1.VoteAsk, choice Choice, reason string, err error) {
 	a, p := s.a, ask.GetProposal()
 	log := a.log.With("proposal", p.GetId(), "kind", p.GetKind(), "request_id", ask.GetRequestId())
-	choice, reason, err := s.decide(sctx, ask)
 	if err != nil {
 		log.Warn("casting no vote", "err", err)
 		return

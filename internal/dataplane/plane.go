@@ -9,6 +9,7 @@ import (
 	"github.com/agentmesh/meshnode/internal/clock"
 	"github.com/agentmesh/meshnode/internal/hub"
 	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
+	"github.com/agentmesh/meshnode/quorum"
 	"github.com/agentmesh/meshnode/routing"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
@@ -59,7 +60,11 @@ type Config struct {
 	// CallTimeout is the deadline of a call that names none.
 	CallTimeout time.Duration
 	// MaxVoteWait caps how long a peer may make this node wait for a local
-	// agent's vote, whatever deadline its proposal names; default 5 minutes.
+	// agent's vote, whatever deadline its proposal names: the wait, the
+	// deadline the agent is told and the hub's memory of the request all
+	// end there. Default: the longest deadline a coordinator accepts
+	// (quorum's MaxDeadline default), so no valid proposal loses its
+	// remote votes to the cap.
 	MaxVoteWait time.Duration
 	// ClusterID is signed into every vote.
 	ClusterID string
@@ -90,7 +95,7 @@ func New(cfg Config) (*Plane, error) {
 		return nil, errors.New("dataplane: MaxPayload and CallTimeout must be positive")
 	}
 	if cfg.MaxVoteWait <= 0 {
-		cfg.MaxVoteWait = 5 * time.Minute
+		cfg.MaxVoteWait = quorum.DefaultCoordinatorConfig().MaxDeadline
 	}
 	if cfg.Tracer == nil {
 		cfg.Tracer = noop.NewTracerProvider().Tracer("meshnode/dataplane")

@@ -32,7 +32,8 @@ func (p *Plane) RequestVote(ctx context.Context, v quorum.Voter, prop *meshnodev
 
 // ReceiveVote collects a local agent's vote for a coordinator on another
 // node. The wait is bounded by the proposal's deadline and by MaxVoteWait,
-// whatever deadline the peer names.
+// whatever deadline the peer names; the hub tells the agent, and remembers
+// the request, by the same bound.
 func (p *Plane) ReceiveVote(ctx context.Context, fromNode string, req *meshnodev1.ForwardVoteRequest) (*meshnodev1.ForwardVoteResponse, error) {
 	if !strings.HasPrefix(req.GetVoterAgentId(), p.cfg.LocalNode+"/") {
 		return nil, status.Errorf(codes.NotFound, "agent %s is not attached to node %s", req.GetVoterAgentId(), p.cfg.LocalNode)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
 )
@@ -116,12 +117,19 @@ func (h *Hub) AskVote(ctx context.Context, agentID string, p *meshnodev1.Proposa
 }
 
 // Ask pushes a vote request onto a local agent's Serve stream and waits for
-// the agent's Vote. It sets ask.RequestId (see Config.KeepCallIDs). The
-// request is remembered until VoteMemory after its deadline, so a second
+// the agent's Vote. It sets ask.RequestId (see Config.KeepCallIDs) and
+// moves ask.Deadline forward to ctx's deadline when that comes first: the
+// wait ends there, so the agent is told so and the request is not
+// remembered past it. (A vote forwarded by a peer is waited for at most the
+// data plane's MaxVoteWait, whatever its proposal's deadline says.) The
+// request is remembered until VoteMemory after that deadline, so a second
 // vote for it reaches Config.SecondVote.
 func (h *Hub) Ask(ctx context.Context, agentID string, ask *meshnodev1.VoteAsk) (*meshnodev1.VoteRequest, error) {
 	if ask.RequestId == "" || !h.cfg.KeepCallIDs {
 		ask.RequestId = h.newID()
+	}
+	if d, ok := ctx.Deadline(); ok && (ask.GetDeadline() == nil || ask.GetDeadline().AsTime().After(d)) {
+		ask.Deadline = timestamppb.New(d)
 	}
 	w, err := h.votes.add(ask.RequestId, agentID, CallContext{})
 	if err != nil {

@@ -218,3 +218,39 @@ func TestAskVoteOfAnAgentNotServing(t *testing.T) {
 	cancel()
 	wantErr(t, "AskVote cancelled", <-res, context.Canceled, codes.Canceled)
 }
+
+// A vote request's asker may wait less than its proposal's deadline (the
+// data plane caps a peer's at MaxVoteWait): the agent is told the earlier
+// deadline and the request is remembered VoteMemory past it, not past the
+// proposal's.
+func TestAskVoteDeadlineIsTheAskersWait(t *testing.T) {
+	clock := newFakeClock()
+	h := newTestHub(t, Config{Clock: clock, VoteMemory: time.Minute})
+	a := serve(t, h, alice, "a", 0)
+	waitUntil := time.Now().Add(time.Hour)
+	ctx, cancel := context.WithDeadline(context.Background(), waitUntil)
+	defer cancel()
+	p := &meshnodev1.Proposal{Id: "p1", Deadline: timestampAt(waitUntil.Add(100 * 365 * 24 * time.Hour))}
+	res := make(chan error, 1)
+	go func() {
+		_, err := h.AskVote(ctx, a.id, p, "cluster-1")
+		res <- err
+	}()
+	ask := a.next(t).GetVote()
+	if got := ask.GetDeadline().AsTime(); !got.Equal(waitUntil) {
+		t.Errorf("the agent was told %v, want the asker's deadline %v", got, waitUntil)
+	}
+	if !p.GetDeadline().AsTime().After(waitUntil) {
+		t.Errorf("the proposal's own deadline was changed to %v", p.GetDeadline().AsTime())
+	}
+	vote := func() error {
+		return h.Vote(context.Background(), a.id, &meshnodev1.VoteRequest{RequestId: ask.GetRequestId(),
+			Vote: &meshnodev1.Vote{VoterAgentId: a.id, ProposalId: "p1", Choice: meshnodev1.Choice_CHOICE_APPROVE}})
+	}
+	wantErr(t, "the vote", vote(), nil, codes.OK)
+	if err := <-res; err != nil {
+		t.Fatalf("AskVote: %v", err)
+	}
+	h.reap(context.Background(), waitUntil.Add(time.Minute+time.Second))
+	wantErr(t, "a vote VoteMemory after the asker's deadline", vote(), ErrVoteNotPending, codes.NotFound)
+}
