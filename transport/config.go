@@ -49,6 +49,11 @@ type Config struct {
 	// MaxFrameSize caps one RPC request/response or stream message. Default
 	// 4 MiB. A peer that announces a larger frame has its stream reset.
 	MaxFrameSize int
+	// FrameReadTimeout bounds how long one frame may take to arrive once
+	// its first byte has: a peer that announces a frame and trickles it
+	// has its stream reset (CodeSlowFrame). Default 10 s, so the largest
+	// frame needs at least MaxFrameSize/10 s of throughput (400 KiB/s).
+	FrameReadTimeout time.Duration
 	// HandshakeTimeout bounds a QUIC+TLS handshake. Default 5 s, max 5 s.
 	HandshakeTimeout time.Duration
 	// IdleTimeout closes a connection without traffic. Default 30 s.
@@ -86,6 +91,7 @@ func DefaultConfig() Config {
 	return Config{
 		BindAddr:               "0.0.0.0:7946",
 		MaxFrameSize:           4 << 20,
+		FrameReadTimeout:       10 * time.Second,
 		HandshakeTimeout:       5 * time.Second,
 		IdleTimeout:            30 * time.Second,
 		KeepAlivePeriod:        10 * time.Second,
@@ -105,6 +111,7 @@ func (c Config) withDefaults() Config {
 		c.BindAddr = d.BindAddr
 	}
 	setDefault(&c.MaxFrameSize, d.MaxFrameSize)
+	setDefault(&c.FrameReadTimeout, d.FrameReadTimeout)
 	setDefault(&c.HandshakeTimeout, d.HandshakeTimeout)
 	setDefault(&c.IdleTimeout, d.IdleTimeout)
 	setDefault(&c.KeepAlivePeriod, d.KeepAlivePeriod)
@@ -147,6 +154,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxFrameSize < 1024 || c.MaxFrameSize > 1<<30 {
 		errs = append(errs, fmt.Errorf("transport config: MaxFrameSize %d: must be between 1 KiB and 1 GiB", c.MaxFrameSize))
+	}
+	if c.FrameReadTimeout < 0 {
+		errs = append(errs, fmt.Errorf("transport config: FrameReadTimeout %v: must not be negative", c.FrameReadTimeout))
 	}
 	if c.HandshakeTimeout < 0 || c.HandshakeTimeout > 5*time.Second {
 		errs = append(errs, fmt.Errorf("transport config: HandshakeTimeout %v: must be at most 5s", c.HandshakeTimeout))

@@ -26,6 +26,7 @@ func TestConfigValidate(t *testing.T) {
 		{"stream window above conn window", func(c *transport.Config) { c.MaxStreamReceiveWindow = 32 << 20 }, "MaxStreamReceiveWindow"},
 		{"idle pool above stream limit", func(c *transport.Config) { c.MaxIncomingStreams = 4; c.MaxIdleRPCStreams = 8 }, "MaxIdleRPCStreams"},
 		{"backoff inverted", func(c *transport.Config) { c.DialBackoffMin = time.Hour }, "DialBackoffMin"},
+		{"negative frame timeout", func(c *transport.Config) { c.FrameReadTimeout = -time.Second }, "FrameReadTimeout"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

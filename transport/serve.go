@@ -58,6 +58,8 @@ func frameErrorCode(err error) (quic.StreamErrorCode, bool) {
 		return CodeFrameTooLarge, true
 	case errors.Is(err, ErrBadFrame):
 		return CodeBadFrame, true
+	case errors.Is(err, ErrSlowFrame):
+		return CodeSlowFrame, true
 	}
 	return CodeCanceled, false // peer reset or connection gone: nothing to report
 }
@@ -67,7 +69,7 @@ func frameErrorCode(err error) (quic.StreamErrorCode, bool) {
 func (e *Endpoint) serveRPC(pc *peerConn, s *quic.Stream) {
 	var wbuf []byte // response buffer reused across this stream's calls
 	for {
-		frame, err := ReadFrame(s, e.cfg.MaxFrameSize)
+		frame, err := readFrameTimed(s, e.cfg.MaxFrameSize, 0, e.cfg.FrameReadTimeout)
 		if errors.Is(err, io.EOF) {
 			s.Close()
 			return
