@@ -79,6 +79,23 @@ type Config struct {
 	// JoinTLS, if set, is the server config for JoinALPN connections (no
 	// client certificate). Only HandleJoin handlers are served on them.
 	JoinTLS *tls.Config
+	// MaxJoinFrameSize caps a request frame on a join connection. Default
+	// 16 KiB: the largest join request pki accepts (a 4 KiB token and an
+	// 8 KiB CSR) with headroom; a real one is about 1 KiB. Our responses
+	// (a certificate chain) are not bound by it.
+	MaxJoinFrameSize int
+	// MaxJoinConnsPerIP caps open join connections from one source IP (for
+	// IPv6, one /64). Default 8: a joiner uses one at a time.
+	MaxJoinConnsPerIP int
+	// MaxJoinConns caps open join connections in total. Default 64.
+	MaxJoinConns int
+	// MaxJoinStreams caps open streams on one join connection; more are
+	// reset (CodeRefused). Default 4: a joiner makes one call at a time.
+	MaxJoinStreams int
+	// JoinIdleTimeout closes a join connection that has had no open stream
+	// for this long, and bounds how long a join request frame may take to
+	// arrive. Default 5 s.
+	JoinIdleTimeout time.Duration
 	// Logger receives the endpoint's logs. Default slog.Default().
 	Logger *slog.Logger
 	// Clock stamps memberlist packets and times dial backoff. Default
@@ -101,6 +118,11 @@ func DefaultConfig() Config {
 		MaxIdleRPCStreams:      64,
 		DialBackoffMin:         50 * time.Millisecond,
 		DialBackoffMax:         5 * time.Second,
+		MaxJoinFrameSize:       16 << 10,
+		MaxJoinConnsPerIP:      8,
+		MaxJoinConns:           64,
+		MaxJoinStreams:         4,
+		JoinIdleTimeout:        5 * time.Second,
 	}
 }
 
@@ -121,6 +143,11 @@ func (c Config) withDefaults() Config {
 	setDefault(&c.MaxIdleRPCStreams, d.MaxIdleRPCStreams)
 	setDefault(&c.DialBackoffMin, d.DialBackoffMin)
 	setDefault(&c.DialBackoffMax, d.DialBackoffMax)
+	setDefault(&c.MaxJoinFrameSize, d.MaxJoinFrameSize)
+	setDefault(&c.MaxJoinConnsPerIP, d.MaxJoinConnsPerIP)
+	setDefault(&c.MaxJoinConns, d.MaxJoinConns)
+	setDefault(&c.MaxJoinStreams, d.MaxJoinStreams)
+	setDefault(&c.JoinIdleTimeout, d.JoinIdleTimeout)
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -175,6 +202,18 @@ func (c Config) Validate() error {
 	}
 	if c.DialBackoffMin > c.DialBackoffMax {
 		errs = append(errs, fmt.Errorf("transport config: DialBackoffMin %v exceeds DialBackoffMax %v", c.DialBackoffMin, c.DialBackoffMax))
+	}
+	if c.MaxJoinFrameSize < 1024 || c.MaxJoinFrameSize > c.MaxFrameSize {
+		errs = append(errs, fmt.Errorf("transport config: MaxJoinFrameSize %d: must be between 1 KiB and MaxFrameSize %d", c.MaxJoinFrameSize, c.MaxFrameSize))
+	}
+	if c.MaxJoinConns < 1 || c.MaxJoinConnsPerIP < 1 || c.MaxJoinConnsPerIP > c.MaxJoinConns {
+		errs = append(errs, fmt.Errorf("transport config: MaxJoinConnsPerIP %d and MaxJoinConns %d: want 1 <= MaxJoinConnsPerIP <= MaxJoinConns", c.MaxJoinConnsPerIP, c.MaxJoinConns))
+	}
+	if c.MaxJoinStreams < 1 || int64(c.MaxJoinStreams) > c.MaxIncomingStreams {
+		errs = append(errs, fmt.Errorf("transport config: MaxJoinStreams %d: must be between 1 and MaxIncomingStreams %d", c.MaxJoinStreams, c.MaxIncomingStreams))
+	}
+	if c.JoinIdleTimeout < 0 || c.JoinIdleTimeout > c.IdleTimeout {
+		errs = append(errs, fmt.Errorf("transport config: JoinIdleTimeout %v: must be between 0 and IdleTimeout %v", c.JoinIdleTimeout, c.IdleTimeout))
 	}
 	return errors.Join(errs...)
 }

@@ -21,6 +21,8 @@ type peerConn struct {
 	conn *quic.Conn
 	peer Peer
 	join bool
+	// joinState is set on accepted join connections (see admitJoinConn).
+	joinState *joinState
 
 	idleMu sync.Mutex
 	idle   []*rpcStream

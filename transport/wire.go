@@ -173,13 +173,18 @@ func readPayload(r io.Reader, n int) ([]byte, error) {
 // readFrameTimed reads one frame from a QUIC stream under two deadlines:
 // the frame's first byte must arrive within idle (zero: no limit, e.g. a
 // pooled stream between calls), and the whole frame within timeout of its
-// first byte, so a peer cannot hold a stream and its buffer by trickling.
-// A missed deadline returns an error wrapping ErrSlowFrame.
+// first byte (zero: the idle deadline covers the whole frame), so a peer
+// cannot hold a stream and its buffer by trickling. A missed deadline
+// returns an error wrapping ErrSlowFrame.
 func readFrameTimed(s *quic.Stream, maxSize int, idle, timeout time.Duration) ([]byte, error) {
 	if idle > 0 {
 		s.SetReadDeadline(time.Now().Add(idle))
 	}
-	frame, err := readFrame(s, maxSize, func() { s.SetReadDeadline(time.Now().Add(timeout)) })
+	var started func()
+	if timeout > 0 {
+		started = func() { s.SetReadDeadline(time.Now().Add(timeout)) }
+	}
+	frame, err := readFrame(s, maxSize, started)
 	s.SetReadDeadline(time.Time{})
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
