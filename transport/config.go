@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/agentmesh/meshnode/internal/clock"
+	"github.com/agentmesh/meshnode/pki"
 )
 
 // ALPN protocol names. A connection negotiates exactly one of them.
@@ -96,6 +97,23 @@ type Config struct {
 	// for this long, and bounds how long a join request frame may take to
 	// arrive. Default 5 s.
 	JoinIdleTimeout time.Duration
+	// RaftPeer, if set, says whether a node may speak Raft with us: an
+	// inbound raft stream from a node it refuses is reset (CodeRefused), and
+	// a raft dial answered by such a node fails with ErrNotRaftPeer; both
+	// are counted in Refusals and logged once a minute per node. The node
+	// wires it to "is an admitted server" from consensus. Nil admits every
+	// node (tests). Called on every raft stream and dial, concurrently: it
+	// must answer from memory and never block.
+	RaftPeer func(pki.ID) bool
+	// ExpectedPeer, if set, says which node should answer at a peer address
+	// (host:port exactly as passed to Call, OpenStream, raft and memberlist).
+	// When ok, a dial to addr fails unless the server's certificate names
+	// that node, and a connection that node opened to us is reused for
+	// calls to addr only if its identity matches. When !ok (a seed address,
+	// a node not yet known), any node of the cluster is accepted. Nil
+	// accepts any node everywhere. Called on every call and gossip packet:
+	// it must answer from memory and never block.
+	ExpectedPeer func(addr string) (node string, ok bool)
 	// Logger receives the endpoint's logs. Default slog.Default().
 	Logger *slog.Logger
 	// Clock stamps memberlist packets and times dial backoff. Default
