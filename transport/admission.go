@@ -126,18 +126,15 @@ type joinSlots struct {
 func (j *joinSlots) check(src netip.Prefix, perSource, total int) (perSourceFull, totalFull bool) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	return j.bySource[src] >= perSource, j.total >= total
+	return j.full(src, perSource, total)
 }
 
 // acquire takes a slot for a connection from src unless a limit is reached.
 func (j *joinSlots) acquire(src netip.Prefix, perSource, total int) (perSourceFull, totalFull bool) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	if j.bySource[src] >= perSource {
-		return true, false
-	}
-	if j.total >= total {
-		return false, true
+	if perSourceFull, totalFull = j.full(src, perSource, total); perSourceFull || totalFull {
+		return perSourceFull, totalFull
 	}
 	if j.bySource == nil {
 		j.bySource = map[netip.Prefix]int{}
@@ -145,6 +142,15 @@ func (j *joinSlots) acquire(src netip.Prefix, perSource, total int) (perSourceFu
 	j.bySource[src]++
 	j.total++
 	return false, false
+}
+
+// full is check with j.mu held. The per-source limit is reported first:
+// it names the source to blame.
+func (j *joinSlots) full(src netip.Prefix, perSource, total int) (perSourceFull, totalFull bool) {
+	if j.bySource[src] >= perSource {
+		return true, false
+	}
+	return false, j.total >= total
 }
 
 func (j *joinSlots) release(src netip.Prefix) {
