@@ -208,14 +208,16 @@ func (p *connPool) get(ctx context.Context, addr string) (*peerConn, error) {
 		p.mu.Unlock()
 		return nil, ErrClosed
 	}
+	var passedOver *peerConn
 	if pc, ok := p.conns[key]; ok && pc.alive() {
 		if x.admits(pc.peer.ID) {
 			p.mu.Unlock()
 			return pc, nil
 		}
-		// Someone else holds the connection from that address (it moved,
-		// or it was never N's). Dial: the handshake decides who answers.
-		p.e.refusedUnexpected(pc.peer.ID, key, x)
+		// Another node holds the connection from that address (the
+		// expected one moved, or it was never there). Dial: the handshake
+		// decides who answers.
+		passedOver = pc
 	}
 	if b, ok := p.backoff[key]; ok && p.e.cfg.Clock.Now().Before(b.next) {
 		p.mu.Unlock()
@@ -228,6 +230,9 @@ func (p *connPool) get(ctx context.Context, addr string) (*peerConn, error) {
 		p.e.wg.Go(func() { p.dial(d, key, ua) })
 	}
 	p.mu.Unlock()
+	if passedOver != nil {
+		p.e.refusedUnexpected(passedOver.peer.ID, key, x)
+	}
 
 	select {
 	case <-d.done:

@@ -180,8 +180,7 @@ func (e *Endpoint) receiveDatagrams(pc *peerConn) {
 // receivePacketStream reads one memberlist packet that was too large for a
 // datagram.
 func (e *Endpoint) receivePacketStream(pc *peerConn, s *quic.Stream) {
-	s.SetReadDeadline(time.Now().Add(e.cfg.HandshakeTimeout))
-	b, err := ReadFrame(s, e.cfg.MaxFrameSize)
+	b, err := readFrameTimed(s, e.cfg.MaxFrameSize, e.cfg.HandshakeTimeout, 0)
 	if err != nil {
 		if code, report := frameErrorCode(err); report {
 			e.refuseStream(pc, s, code, "bad gossip packet frame", err)
