@@ -26,6 +26,11 @@ func TestConfigValidate(t *testing.T) {
 		{"stream window above conn window", func(c *transport.Config) { c.MaxStreamReceiveWindow = 32 << 20 }, "MaxStreamReceiveWindow"},
 		{"idle pool above stream limit", func(c *transport.Config) { c.MaxIncomingStreams = 4; c.MaxIdleRPCStreams = 8 }, "MaxIdleRPCStreams"},
 		{"backoff inverted", func(c *transport.Config) { c.DialBackoffMin = time.Hour }, "DialBackoffMin"},
+		{"join frame above node frame", func(c *transport.Config) { c.MaxJoinFrameSize = 8 << 20 }, "MaxJoinFrameSize"},
+		{"per-source joins above total", func(c *transport.Config) { c.MaxJoinConnsPerIP = 100 }, "MaxJoinConnsPerIP"},
+		{"negative join streams", func(c *transport.Config) { c.MaxJoinStreams = -1 }, "MaxJoinStreams"},
+		{"join idle above idle", func(c *transport.Config) { c.JoinIdleTimeout = time.Hour }, "JoinIdleTimeout"},
+		{"negative frame timeout", func(c *transport.Config) { c.FrameReadTimeout = -time.Second }, "FrameReadTimeout"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -14,8 +14,17 @@
 //     have no certificate yet.
 //
 // Every stream starts with a Channel byte; messages are frames with a
-// 4-byte big-endian length prefix and a hard size cap. Malformed input
-// resets only the offending stream. See docs/transport.md.
+// 4-byte big-endian length prefix and a hard size cap, read in chunks as
+// bytes arrive and under a per-frame deadline. Malformed or slow input
+// resets only the offending stream. Join connections (no certificate) get
+// small frames and caps on connections per source, streams and idle time.
+// Refusals are counted (Endpoint.Refusals) and logged at most once a
+// minute per peer. See docs/transport.md.
+//
+// Who may do what is the node's knowledge, handed in as hooks: RaftPeer
+// (only admitted servers speak Raft), ExpectedPeer (a dial reaches the
+// node expected at the address, or fails), and ClosePeersBySerial /
+// ClosePeersWhere (a revocation ends open connections).
 //
 // It must not import node, consensus or gossip: they plug into it, not the
 // other way round. TLS material comes from pki through TLSProvider so

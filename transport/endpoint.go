@@ -54,6 +54,9 @@ type Endpoint struct {
 	joinHandlers   map[string]Handler
 
 	dials, dialFailures, accepts, refusedIdentity atomic.Uint64
+	refused                                       refusalCounters
+	logLimit                                      logLimiter
+	joins                                         joinSlots
 
 	raftMu sync.Mutex
 	raft   *raftLayer
@@ -76,6 +79,7 @@ func Listen(ctx context.Context, cfg Config) (*Endpoint, error) {
 		pendingPackets: make(chan struct{}, 1024),
 	}
 	e.pool.init(e)
+	e.logLimit.clock = cfg.Clock
 	pc := cfg.PacketConn
 	if pc == nil {
 		ua, err := net.ResolveUDPAddr("udp", cfg.BindAddr)
@@ -205,6 +209,9 @@ func (e *Endpoint) setupAccepted(conn *quic.Conn) {
 			return
 		}
 		pc := newPeerConn(conn, Peer{Addr: conn.RemoteAddr()}, true)
+		if !e.admitJoinConn(pc) {
+			return
+		}
 		e.serveConn(pc)
 	default:
 		conn.CloseWithError(ConnCodeBadIdentity, "no application protocol")
@@ -232,12 +239,14 @@ func peerFromState(conn *quic.Conn, state tls.ConnectionState) (Peer, error) {
 // until the connection dies, then forgets it.
 func (e *Endpoint) serveConn(pc *peerConn) {
 	if !e.pool.track(pc) {
+		e.releaseJoinConn(pc)
 		return
 	}
 	if !pc.join {
 		e.wg.Go(func() { e.receiveDatagrams(pc) })
 	}
 	e.wg.Go(func() {
+		defer e.releaseJoinConn(pc)
 		defer e.pool.forget(pc)
 		for {
 			s, err := pc.conn.AcceptStream(e.ctx)
@@ -245,9 +254,33 @@ func (e *Endpoint) serveConn(pc *peerConn) {
 				e.log.Debug("connection closed", "peer", pc.peer.ID.String(), "remote", pc.conn.RemoteAddr().String(), "err", err)
 				return
 			}
-			e.wg.Go(func() { e.serveStream(pc, s) })
+			if pc.join && !e.joinStreamStarted(pc) {
+				// Refused here, before a goroutine exists for it.
+				e.refused.joinStreams.Add(1)
+				e.logRefusal(peerName(pc), "resetting join stream: too many open on the connection", "limit", e.cfg.MaxJoinStreams)
+				resetStream(s, CodeRefused)
+				continue
+			}
+			e.wg.Go(func() {
+				if pc.join {
+					defer e.joinStreamEnded(pc)
+				}
+				e.serveStream(pc, s)
+			})
 		}
 	})
+}
+
+// peerName names the remote side in logs: its identity, or for a join
+// connection (no certificate) its source.
+func peerName(pc *peerConn) string {
+	if pc.joinState != nil {
+		return pc.joinState.src.String()
+	}
+	if pc.join {
+		return pc.conn.RemoteAddr().String()
+	}
+	return pc.peer.ID.String()
 }
 
 // serverConfigFor picks the TLS config by the ClientHello's ALPN list, so
@@ -266,6 +299,15 @@ func (e *Endpoint) serverConfigFor(hello *tls.ClientHelloInfo) (*tls.Config, err
 		requireCertWithReason(c, e.log)
 		return c, nil
 	case e.cfg.JoinTLS != nil && slices.Contains(hello.SupportedProtos, JoinALPN):
+		// Refuse before signing anything when the source is already at its
+		// limit; admitJoinConn takes the slot once the handshake is done.
+		if hello.Conn != nil {
+			src := sourceKey(hello.Conn.RemoteAddr())
+			if perSource, total := e.joins.check(src, e.cfg.MaxJoinConnsPerIP, e.cfg.MaxJoinConns); perSource || total {
+				e.countJoinRefusal(src, perSource)
+				return nil, errors.New("too many join connections")
+			}
+		}
 		c := e.cfg.JoinTLS.Clone()
 		c.NextProtos = []string{JoinALPN}
 		c.MinVersion = tls.VersionTLS13

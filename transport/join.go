@@ -43,5 +43,5 @@ func CallJoin(ctx context.Context, addr string, tlsConf *tls.Config, method stri
 	}
 	defer conn.CloseWithError(ConnCodeNoError, "join call done")
 	pc := newPeerConn(conn, Peer{Addr: conn.RemoteAddr()}, true)
-	return callOn(ctx, pc, d.MaxFrameSize, 0, method, req)
+	return callOn(ctx, pc, callLimits{maxFrame: d.MaxFrameSize, frameTimeout: d.FrameReadTimeout}, method, req)
 }

@@ -145,7 +145,7 @@ func (t *gossipTransport) PacketCh() <-chan *memberlist.Packet { return t.packet
 func (t *gossipTransport) DialTimeout(addr string, timeout time.Duration) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(t.e.ctx, timeout)
 	defer cancel()
-	return t.e.dialChannel(ctx, addr, ChannelGossip)
+	return t.e.dialChannel(ctx, addr, ChannelGossip, nil)
 }
 
 func (t *gossipTransport) DialAddressTimeout(a memberlist.Address, timeout time.Duration) (net.Conn, error) {

@@ -21,6 +21,8 @@ type peerConn struct {
 	conn *quic.Conn
 	peer Peer
 	join bool
+	// joinState is set on accepted join connections (see admitJoinConn).
+	joinState *joinState
 
 	idleMu sync.Mutex
 	idle   []*rpcStream
@@ -51,6 +53,7 @@ type connPool struct {
 }
 
 type dialCall struct {
+	want     expectation // who must answer (Config.ExpectedPeer)
 	done     chan struct{}
 	finished bool // guarded by connPool.mu
 	pc       *peerConn
@@ -93,8 +96,9 @@ func (p *connPool) adopt(pc *peerConn) {
 	p.conns[key] = pc
 	delete(p.backoff, key)
 	// Both sides dialing at once (memberlist's join storm) would cost two
-	// handshakes; callers waiting on our dial take the peer's connection now.
-	if d, ok := p.dials[key]; ok {
+	// handshakes; callers waiting on our dial take the peer's connection now,
+	// if it is the node they expect there.
+	if d, ok := p.dials[key]; ok && d.want.admits(pc.peer.ID) {
 		d.finish(pc, nil)
 	}
 }
@@ -113,11 +117,13 @@ func (p *connPool) goIfOpen(f func()) bool {
 }
 
 // lookup returns the live connection registered under addr exactly as
-// given (the fast path: callers usually pass canonical ip:port strings).
+// given (the fast path: callers usually pass canonical ip:port strings),
+// if its peer is the node expected there.
 func (p *connPool) lookup(addr string) *peerConn {
+	x := p.e.expect(addr)
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if pc, ok := p.conns[addr]; ok && pc.alive() {
+	if pc, ok := p.conns[addr]; ok && pc.alive() && x.admits(pc.peer.ID) {
 		return pc
 	}
 	return nil
@@ -179,9 +185,14 @@ func (p *connPool) closeAll() {
 // get returns a live connection to addr, dialing once for all concurrent
 // callers. ctx bounds only this caller's wait; the shared dial is bounded by
 // the handshake timeout and the endpoint's lifetime.
+//
+// When Config.ExpectedPeer names the node that should answer at addr, only
+// a connection to that node is returned: a registered one to another node
+// is passed over, and the dial fails in the handshake if another answers.
 func (p *connPool) get(ctx context.Context, addr string) (*peerConn, error) {
+	x := p.e.expect(addr)
 	p.mu.Lock()
-	if pc, ok := p.conns[addr]; ok && pc.alive() {
+	if pc, ok := p.conns[addr]; ok && pc.alive() && x.admits(pc.peer.ID) {
 		p.mu.Unlock()
 		return pc, nil
 	}
@@ -197,9 +208,16 @@ func (p *connPool) get(ctx context.Context, addr string) (*peerConn, error) {
 		p.mu.Unlock()
 		return nil, ErrClosed
 	}
+	var passedOver *peerConn
 	if pc, ok := p.conns[key]; ok && pc.alive() {
-		p.mu.Unlock()
-		return pc, nil
+		if x.admits(pc.peer.ID) {
+			p.mu.Unlock()
+			return pc, nil
+		}
+		// Another node holds the connection from that address (the
+		// expected one moved, or it was never there). Dial: the handshake
+		// decides who answers.
+		passedOver = pc
 	}
 	if b, ok := p.backoff[key]; ok && p.e.cfg.Clock.Now().Before(b.next) {
 		p.mu.Unlock()
@@ -207,14 +225,21 @@ func (p *connPool) get(ctx context.Context, addr string) (*peerConn, error) {
 	}
 	d, ok := p.dials[key]
 	if !ok {
-		d = &dialCall{done: make(chan struct{})}
+		d = &dialCall{want: x, done: make(chan struct{})}
 		p.dials[key] = d
 		p.e.wg.Go(func() { p.dial(d, key, ua) })
 	}
 	p.mu.Unlock()
+	if passedOver != nil {
+		p.e.refusedUnexpected(passedOver.peer.ID, key, x)
+	}
 
 	select {
 	case <-d.done:
+		if d.err == nil && !x.admits(d.pc.peer.ID) { // a dial another caller started with another expectation
+			p.e.refusedUnexpected(d.pc.peer.ID, key, x)
+			return nil, fmt.Errorf("%w: %w", ErrPeerUnavailable, x.mismatch(d.pc.peer.ID, key))
+		}
 		return d.pc, d.err
 	case <-ctx.Done():
 		return nil, ctx.Err()
@@ -224,7 +249,7 @@ func (p *connPool) get(ctx context.Context, addr string) (*peerConn, error) {
 func (p *connPool) dial(d *dialCall, key string, ua *net.UDPAddr) {
 	ctx, cancel := context.WithTimeout(p.e.ctx, p.e.cfg.HandshakeTimeout)
 	defer cancel()
-	pc, err := p.e.dialPeer(ctx, ua)
+	pc, err := p.e.dialPeer(ctx, ua, d.want)
 
 	p.mu.Lock()
 	delete(p.dials, key)
@@ -243,7 +268,7 @@ func (p *connPool) dial(d *dialCall, key string, ua *net.UDPAddr) {
 		return
 	}
 	delete(p.backoff, key)
-	if old, ok := p.conns[key]; ok && old.alive() {
+	if old, ok := p.conns[key]; ok && old.alive() && d.want.admits(old.peer.ID) {
 		// The peer dialed us while we dialed it. Use the registered one, but
 		// keep serving this one: the peer may have registered it, and closing
 		// duplicates from both sides at once could leave neither.
@@ -258,14 +283,19 @@ func (p *connPool) dial(d *dialCall, key string, ua *net.UDPAddr) {
 	p.e.serveConn(pc)
 }
 
-func (e *Endpoint) dialPeer(ctx context.Context, ua *net.UDPAddr) (*peerConn, error) {
+func (e *Endpoint) dialPeer(ctx context.Context, ua *net.UDPAddr, want expectation) (*peerConn, error) {
 	e.dials.Add(1)
-	conn, err := e.tr.Dial(ctx, ua, e.clientConfig(), e.qconf)
+	tc := e.clientConfig()
+	e.pinPeer(tc, ua.String(), want)
+	conn, err := e.tr.Dial(ctx, ua, tc, e.qconf)
 	if err != nil {
 		e.dialFailures.Add(1)
 		return nil, err
 	}
 	peer, err := peerFromState(conn, conn.ConnectionState().TLS)
+	if err == nil && !want.admits(peer.ID) { // pinPeer refused it already; never trust one check alone
+		err = want.mismatch(peer.ID, ua.String())
+	}
 	if err != nil {
 		conn.CloseWithError(ConnCodeBadIdentity, "no usable identity")
 		return nil, fmt.Errorf("server at %s has no usable node identity: %w", ua, err)

@@ -69,14 +69,20 @@ func (l *raftLayer) Addr() net.Addr { return l.e.advertise }
 func (l *raftLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(l.e.ctx, timeout)
 	defer cancel()
-	return l.e.dialChannel(ctx, string(address), ChannelRaft)
+	return l.e.dialChannel(ctx, string(address), ChannelRaft, l.e.admitRaftDial)
 }
 
-// dialChannel opens a stream on channel ch to addr and wraps it as a net.Conn.
-func (e *Endpoint) dialChannel(ctx context.Context, addr string, ch Channel) (net.Conn, error) {
+// dialChannel opens a stream on channel ch to addr and wraps it as a
+// net.Conn. admit, if set, may refuse the node that answered.
+func (e *Endpoint) dialChannel(ctx context.Context, addr string, ch Channel, admit func(addr string, p Peer) error) (net.Conn, error) {
 	pc, err := e.pool.get(ctx, addr)
 	if err != nil {
 		return nil, err
+	}
+	if admit != nil {
+		if err := admit(addr, pc.peer); err != nil {
+			return nil, err
+		}
 	}
 	s, err := pc.conn.OpenStreamSync(ctx)
 	if err != nil {
@@ -90,6 +96,10 @@ func (e *Endpoint) dialChannel(ctx context.Context, addr string, ch Channel) (ne
 }
 
 func (e *Endpoint) deliverRaft(pc *peerConn, s *quic.Stream) {
+	if !e.raftAdmits(pc.peer.ID) {
+		e.refuseRaftStream(pc, s)
+		return
+	}
 	e.raftMu.Lock()
 	l := e.raft
 	e.raftMu.Unlock()

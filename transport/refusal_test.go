@@ -65,8 +65,15 @@ type server struct {
 }
 
 func newServer(t *testing.T, tlsp transport.TLSProvider, logs io.Writer) *server {
+	return newServerConfig(t, transport.Config{TLS: tlsp}, logs)
+}
+
+// newServerConfig is newServer with cfg's non-zero fields kept.
+func newServerConfig(t *testing.T, cfg transport.Config, logs io.Writer) *server {
 	s := &server{}
-	cfg := transport.Config{TLS: tlsp, HandshakeTimeout: 2 * time.Second}
+	if cfg.HandshakeTimeout == 0 {
+		cfg.HandshakeTimeout = 2 * time.Second
+	}
 	if logs != nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(logs, nil))
 	}

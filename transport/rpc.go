@@ -88,13 +88,24 @@ func (e *Endpoint) Call(ctx context.Context, addr, method string, req []byte) ([
 	if err != nil {
 		return nil, wireError(ctx, fmt.Sprintf("connecting to %s for %s", addr, method), err)
 	}
-	return callOn(ctx, pc, e.cfg.MaxFrameSize, e.cfg.MaxIdleRPCStreams, method, req)
+	return callOn(ctx, pc, e.callLimits(), method, req)
+}
+
+// callLimits bound the client side of a unary call.
+type callLimits struct {
+	maxFrame, maxIdle int
+	frameTimeout      time.Duration
+}
+
+func (e *Endpoint) callLimits() callLimits {
+	return callLimits{maxFrame: e.cfg.MaxFrameSize, maxIdle: e.cfg.MaxIdleRPCStreams, frameTimeout: e.cfg.FrameReadTimeout}
 }
 
 // callOn runs one unary call on a pooled long-lived stream. A stream carries
 // one request at a time; on cancellation it is reset and discarded, since
 // the server may still be writing a response nobody will read.
-func callOn(ctx context.Context, pc *peerConn, maxFrame, maxIdle int, method string, req []byte) ([]byte, error) {
+func callOn(ctx context.Context, pc *peerConn, lim callLimits, method string, req []byte) ([]byte, error) {
+	maxFrame, maxIdle := lim.maxFrame, lim.maxIdle
 	var timeout time.Duration
 	if dl, ok := ctx.Deadline(); ok {
 		if timeout = time.Until(dl); timeout <= 0 {
@@ -126,7 +137,7 @@ func callOn(ctx context.Context, pc *peerConn, maxFrame, maxIdle int, method str
 	if ctx.Done() != nil { // a context that can never end needs no watcher
 		stop = context.AfterFunc(ctx, func() { resetStream(s.Stream, CodeCanceled) })
 	}
-	resp, err := roundTrip(s.Stream, buf, maxFrame)
+	resp, err := roundTrip(s.Stream, buf, maxFrame, lim.frameTimeout)
 	if !stop() {
 		return nil, wireError(ctx, "calling "+method, ctx.Err())
 	}
@@ -143,11 +154,12 @@ const maxPooledBuf = 64 << 10
 
 func noStop() bool { return true }
 
-func roundTrip(s *quic.Stream, req []byte, maxFrame int) ([]byte, error) {
+func roundTrip(s *quic.Stream, req []byte, maxFrame int, frameTimeout time.Duration) ([]byte, error) {
 	if _, err := s.Write(req); err != nil {
 		return nil, err
 	}
-	resp, err := ReadFrame(s, maxFrame)
+	// The handler may take its time; once its answer starts, it must come.
+	resp, err := readFrameTimed(s, maxFrame, 0, frameTimeout)
 	if errors.Is(err, io.EOF) {
 		return nil, fmt.Errorf("%w: stream closed before the response", ErrBadFrame)
 	}

@@ -46,8 +46,16 @@ func (e *Endpoint) serveStream(pc *peerConn, s *quic.Stream) {
 	}
 }
 
+// refuseStream resets s with code, counts frame refusals, and logs why (at
+// most once a minute per peer and reason).
 func (e *Endpoint) refuseStream(pc *peerConn, s *quic.Stream, code quic.StreamErrorCode, why string, err error) {
-	e.log.Warn("resetting peer stream: "+why, "peer", pc.peer.ID.String(), "remote", pc.conn.RemoteAddr().String(), "code", uint64(code), "err", err)
+	switch code {
+	case CodeFrameTooLarge:
+		e.refused.largeFrames.Add(1)
+	case CodeSlowFrame:
+		e.refused.slowFrames.Add(1)
+	}
+	e.logRefusal(peerName(pc), "resetting peer stream: "+why, "remote", pc.conn.RemoteAddr().String(), "code", uint64(code), "err", err)
 	resetStream(s, code)
 }
 
@@ -58,6 +66,8 @@ func frameErrorCode(err error) (quic.StreamErrorCode, bool) {
 		return CodeFrameTooLarge, true
 	case errors.Is(err, ErrBadFrame):
 		return CodeBadFrame, true
+	case errors.Is(err, ErrSlowFrame):
+		return CodeSlowFrame, true
 	}
 	return CodeCanceled, false // peer reset or connection gone: nothing to report
 }
@@ -65,9 +75,17 @@ func frameErrorCode(err error) (quic.StreamErrorCode, bool) {
 // serveRPC serves unary calls on one long-lived stream, one at a time, until
 // the client closes it (FIN) or resets it.
 func (e *Endpoint) serveRPC(pc *peerConn, s *quic.Stream) {
+	// A node's pooled stream may sit idle between calls, and its frame gets
+	// FrameReadTimeout once started. A joiner without a certificate gets a
+	// small frame, due in full within JoinIdleTimeout of the stream start
+	// or of our last answer.
+	maxFrame, idle, frameTimeout := e.cfg.MaxFrameSize, time.Duration(0), e.cfg.FrameReadTimeout
+	if pc.join {
+		maxFrame, idle, frameTimeout = e.cfg.MaxJoinFrameSize, e.cfg.JoinIdleTimeout, 0
+	}
 	var wbuf []byte // response buffer reused across this stream's calls
 	for {
-		frame, err := ReadFrame(s, e.cfg.MaxFrameSize)
+		frame, err := readFrameTimed(s, maxFrame, idle, frameTimeout)
 		if errors.Is(err, io.EOF) {
 			s.Close()
 			return
@@ -162,8 +180,7 @@ func (e *Endpoint) receiveDatagrams(pc *peerConn) {
 // receivePacketStream reads one memberlist packet that was too large for a
 // datagram.
 func (e *Endpoint) receivePacketStream(pc *peerConn, s *quic.Stream) {
-	s.SetReadDeadline(time.Now().Add(e.cfg.HandshakeTimeout))
-	b, err := ReadFrame(s, e.cfg.MaxFrameSize)
+	b, err := readFrameTimed(s, e.cfg.MaxFrameSize, e.cfg.HandshakeTimeout, 0)
 	if err != nil {
 		if code, report := frameErrorCode(err); report {
 			e.refuseStream(pc, s, code, "bad gossip packet frame", err)

@@ -28,7 +28,9 @@ type Stream struct {
 	cancel   context.CancelFunc
 	peer     Peer
 	maxFrame int
-	stop     func() bool
+	// frameTimeout bounds one message's arrival once its first byte has.
+	frameTimeout time.Duration
+	stop         func() bool
 
 	recvMu  sync.Mutex
 	recvErr error // sticky terminal error once the peer ended the stream
@@ -63,14 +65,14 @@ func (e *Endpoint) OpenStream(ctx context.Context, addr, method string) (*Stream
 		resetStream(qs, CodeCanceled)
 		return nil, wireError(ctx, "opening stream "+method, err)
 	}
-	st := newStream(ctx, qs, pc.peer, e.cfg.MaxFrameSize)
+	st := newStream(ctx, qs, pc.peer, e.cfg.MaxFrameSize, e.cfg.FrameReadTimeout)
 	st.stop = context.AfterFunc(st.ctx, func() { resetStream(qs, CodeCanceled) })
 	return st, nil
 }
 
-func newStream(ctx context.Context, qs *quic.Stream, peer Peer, maxFrame int) *Stream {
+func newStream(ctx context.Context, qs *quic.Stream, peer Peer, maxFrame int, frameTimeout time.Duration) *Stream {
 	ctx, cancel := context.WithCancel(ctx)
-	return &Stream{s: qs, ctx: ctx, cancel: cancel, peer: peer, maxFrame: maxFrame}
+	return &Stream{s: qs, ctx: ctx, cancel: cancel, peer: peer, maxFrame: maxFrame, frameTimeout: frameTimeout}
 }
 
 // Context is the stream's context: canceled when the stream is closed or
@@ -110,7 +112,7 @@ func (s *Stream) Recv(m proto.Message) error {
 	if s.recvErr != nil {
 		return s.recvErr
 	}
-	frame, err := ReadFrame(s.s, s.maxFrame)
+	frame, err := readFrameTimed(s.s, s.maxFrame, 0, s.frameTimeout)
 	switch {
 	case errors.Is(err, io.EOF):
 		s.recvErr = io.EOF
@@ -153,7 +155,8 @@ func (s *Stream) Close() error {
 
 // serveRPCStream runs the stream handler for one ChannelRPCStream stream.
 func (e *Endpoint) serveRPCStream(pc *peerConn, qs *quic.Stream) {
-	frame, err := ReadFrame(qs, e.cfg.MaxFrameSize)
+	// OpenStream writes the header with the channel tag: it must not lag.
+	frame, err := readFrameTimed(qs, e.cfg.MaxFrameSize, e.cfg.HandshakeTimeout, e.cfg.FrameReadTimeout)
 	if err != nil {
 		if code, report := frameErrorCode(err); report {
 			e.refuseStream(pc, qs, code, "bad stream header frame", err)
@@ -170,7 +173,7 @@ func (e *Endpoint) serveRPCStream(pc *peerConn, qs *quic.Stream) {
 	e.hmu.RLock()
 	h := e.streamHandlers[hdr.Method]
 	e.hmu.RUnlock()
-	st := &Stream{s: qs, peer: pc.peer, maxFrame: e.cfg.MaxFrameSize}
+	st := &Stream{s: qs, peer: pc.peer, maxFrame: e.cfg.MaxFrameSize, frameTimeout: e.cfg.FrameReadTimeout}
 	st.ctx, st.cancel = handlerContext(qs.Context(), hdr.Timeout)
 	var herr error
 	if h == nil {

@@ -1,10 +1,12 @@
 package transport
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -49,7 +51,8 @@ const (
 	CodeUnknownChannel quic.StreamErrorCode = 0x11 // stream header names no known channel
 	CodeFrameTooLarge  quic.StreamErrorCode = 0x12 // length prefix above the frame limit
 	CodeBadFrame       quic.StreamErrorCode = 0x13 // truncated or malformed frame or header
-	CodeRefused        quic.StreamErrorCode = 0x14 // channel not served (no listener, shutting down, join conn)
+	CodeRefused        quic.StreamErrorCode = 0x14 // channel not served (no listener, shutting down, join conn), or peer not admitted
+	CodeSlowFrame      quic.StreamErrorCode = 0x15 // a frame did not arrive in time (Config.FrameReadTimeout)
 )
 
 // Connection close codes.
@@ -57,6 +60,7 @@ const (
 	ConnCodeNoError     quic.ApplicationErrorCode = 0
 	ConnCodeBadIdentity quic.ApplicationErrorCode = 0x21 // peer certificate has no usable node identity
 	ConnCodeShutdown    quic.ApplicationErrorCode = 0x22 // the endpoint is closing
+	ConnCodeRefused     quic.ApplicationErrorCode = 0x23 // a connection limit or idle limit was reached
 )
 
 // Sentinel errors for wire-level failures.
@@ -67,6 +71,8 @@ var (
 	ErrBadFrame = errors.New("malformed frame")
 	// ErrUnknownChannel means a stream opened with a channel tag this node does not know.
 	ErrUnknownChannel = errors.New("unknown stream channel tag")
+	// ErrSlowFrame means a frame did not arrive within its read deadline.
+	ErrSlowFrame = errors.New("frame did not arrive in time")
 )
 
 // frameHeaderLen is the size of a frame's big-endian uint32 length prefix.
@@ -90,16 +96,37 @@ func readChannel(r io.Reader) (Channel, error) {
 	return ParseChannel(b[0])
 }
 
+// maxFrameChunk is how far a frame's buffer may run ahead of the bytes that
+// have arrived: a peer that announces a large frame and trickles it costs
+// us what it sent plus one chunk, not what it announced.
+const maxFrameChunk = 64 << 10
+
+// minFrameChunk is the first chunk of a frame larger than it, and the
+// largest frame read with a single allocation.
+const minFrameChunk = 4 << 10
+
 // ReadFrame reads one length-prefixed frame of at most maxSize bytes. A
 // clean end of stream before the first byte returns io.EOF; a frame cut
 // short returns an error wrapping ErrBadFrame (and io.ErrUnexpectedEOF).
-// The length is checked before any payload buffer is allocated, so a peer
-// cannot make us allocate more than maxSize.
-func ReadFrame(r io.Reader, maxSize int) ([]byte, error) {
+// The length is checked before any payload buffer is allocated, and the
+// payload is read in chunks of at most 64 KiB, each allocated when the
+// previous one is full, so a peer cannot make us allocate much more than it
+// sent.
+func ReadFrame(r io.Reader, maxSize int) ([]byte, error) { return readFrame(r, maxSize, nil) }
+
+// readFrame is ReadFrame that calls started, if set, once the frame's first
+// byte has arrived (to start the frame's deadline).
+func readFrame(r io.Reader, maxSize int, started func()) ([]byte, error) {
 	var hdr [frameHeaderLen]byte
-	if _, err := io.ReadFull(r, hdr[:]); err != nil {
-		if errors.Is(err, io.ErrUnexpectedEOF) {
-			return nil, fmt.Errorf("%w: truncated length prefix: %w", ErrBadFrame, err)
+	if _, err := io.ReadFull(r, hdr[:1]); err != nil {
+		return nil, err
+	}
+	if started != nil {
+		started()
+	}
+	if _, err := io.ReadFull(r, hdr[1:]); err != nil {
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return nil, fmt.Errorf("%w: truncated length prefix: %w", ErrBadFrame, io.ErrUnexpectedEOF)
 		}
 		return nil, err
 	}
@@ -107,14 +134,63 @@ func ReadFrame(r io.Reader, maxSize int) ([]byte, error) {
 	if uint64(n) > uint64(maxSize) {
 		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrFrameTooLarge, n, maxSize)
 	}
-	buf := make([]byte, n)
-	if _, err := io.ReadFull(r, buf); err != nil {
+	buf, err := readPayload(r, int(n))
+	if err != nil {
 		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 			return nil, fmt.Errorf("%w: truncated payload (%d bytes announced): %w", ErrBadFrame, n, io.ErrUnexpectedEOF)
 		}
 		return nil, err
 	}
 	return buf, nil
+}
+
+// readPayload reads n bytes. A small payload is one allocation (the hot
+// path). A larger one is read into chunks that start at minFrameChunk and
+// double up to maxFrameChunk, each allocated only when the previous one is
+// full, and joined once complete: a stalled frame costs minFrameChunk.
+func readPayload(r io.Reader, n int) ([]byte, error) {
+	if n <= minFrameChunk {
+		buf := make([]byte, n)
+		if _, err := io.ReadFull(r, buf); err != nil {
+			return nil, err
+		}
+		return buf, nil
+	}
+	var chunks [][]byte
+	size := minFrameChunk
+	for got := 0; got < n; {
+		c := make([]byte, min(n-got, size))
+		if _, err := io.ReadFull(r, c); err != nil {
+			return nil, err
+		}
+		chunks = append(chunks, c)
+		got += len(c)
+		size = min(2*size, maxFrameChunk)
+	}
+	return bytes.Join(chunks, nil), nil
+}
+
+// readFrameTimed reads one frame from a QUIC stream under two deadlines:
+// the frame's first byte must arrive within idle (zero: no limit, e.g. a
+// pooled stream between calls), and the whole frame within timeout of its
+// first byte (zero: the idle deadline covers the whole frame), so a peer
+// cannot hold a stream and its buffer by trickling. A missed deadline
+// returns an error wrapping ErrSlowFrame.
+func readFrameTimed(s *quic.Stream, maxSize int, idle, timeout time.Duration) ([]byte, error) {
+	if idle > 0 {
+		s.SetReadDeadline(time.Now().Add(idle))
+	}
+	var started func()
+	if timeout > 0 {
+		started = func() { s.SetReadDeadline(time.Now().Add(timeout)) }
+	}
+	frame, err := readFrame(s, maxSize, started)
+	s.SetReadDeadline(time.Time{})
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return nil, fmt.Errorf("%w: %w", ErrSlowFrame, err)
+	}
+	return frame, err
 }
 
 // appendFrameHeader appends the length prefix for a payload of n bytes.
