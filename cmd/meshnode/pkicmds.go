@@ -53,7 +53,7 @@ on first use; it is refused once used or after --ttl.`,
 			return nil
 		},
 	}
-	cf = addClientFlags(create)
+	cf = writeClientFlags(create)
 	create.Flags().DurationVar(&ttl, "ttl", time.Hour, "how long the token is valid")
 	create.Flags().BoolVar(&server, "server", false, "the token admits a Raft server (default: a client)")
 	create.Flags().StringVar(&name, "name", "", "only a node of this name may use the token")
@@ -86,7 +86,7 @@ func newNodeCmd() *cobra.Command {
 			return nil
 		},
 	}
-	cf = addClientFlags(revoke)
+	cf = writeClientFlags(revoke)
 	revoke.Flags().StringVar(&reason, "reason", "", "why, for the record")
 	cmd.AddCommand(revoke)
 	return cmd

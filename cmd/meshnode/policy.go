@@ -106,7 +106,7 @@ common fields with flags; flags override the file.`,
 			return printJSON(cmd.OutOrStdout(), resp.GetEffective())
 		},
 	}
-	setCF = addClientFlags(set)
+	setCF = writeClientFlags(set)
 	set.Flags().StringVar(&file, "file", "", "JSON file holding a meshnode.v1.RoutingPolicy")
 	set.Flags().StringVar(&name, "policy", "", "round_robin, least_loaded, latency or cost")
 	set.Flags().Float64SliceVar(&tiers, "quality-tiers", nil, "success-rate floors to try in order, e.g. 0.95,0.9")

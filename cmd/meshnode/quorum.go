@@ -87,7 +87,8 @@ decision is rejected, or escalated to operator review with --on-no-quorum escala
 			return printDecision(cmd, cf, resp.GetDecision())
 		},
 	}
-	cf = addClientFlags(cmd)
+	cf = addClientFlagsNoWait(cmd)
+	cf.needLeader = true
 	f := cmd.Flags()
 	f.StringVar(&id, "id", "", "proposal id; proposing an id again returns the same decision")
 	f.StringVar(&kind, "kind", "", "what is decided, for example payment.approve")
@@ -295,7 +296,7 @@ func newQuorumReviewCmd() *cobra.Command {
 			return printDecision(cmd, cf, resp.GetDecision())
 		},
 	}
-	cf = addClientFlags(cmd)
+	cf = writeClientFlags(cmd)
 	cmd.Flags().BoolVar(&approve, "approve", false, "approve the proposal")
 	cmd.Flags().BoolVar(&reject, "reject", false, "reject the proposal")
 	cmd.Flags().StringVar(&reason, "reason", "", "why (required)")
