@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 
@@ -25,17 +26,29 @@ func (e usageError) Unwrap() error { return e.err }
 func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
 
 func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run executes the command line args and returns the exit status.
+func run(args []string, stdout, stderr io.Writer) int {
 	root := newRootCmd()
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
 	err := root.Execute()
 	if err == nil {
-		return
+		return 0
 	}
-	fmt.Fprintln(os.Stderr, "meshnode: "+err.Error())
+	fmt.Fprintln(stderr, "meshnode: "+err.Error())
+	return exitCode(err)
+}
+
+func exitCode(err error) int {
 	var ue usageError
 	if errors.As(err, &ue) || errors.Is(err, node.ErrInvalidConfig) {
-		os.Exit(exitUsage)
+		return exitUsage
 	}
-	os.Exit(exitRuntime)
+	return exitRuntime
 }
 
 func newRootCmd() *cobra.Command {
@@ -50,6 +63,10 @@ Start a single-node cluster with every default:
   meshnode run
 Then, from another terminal:
   meshnode status`,
+		Example: `  meshnode run
+  meshnode status
+  meshnode call demo.echo --data '"hello"'
+  meshnode <command> --help      # every command has examples`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}

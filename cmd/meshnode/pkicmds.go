@@ -13,8 +13,9 @@ import (
 
 func newTokenCmd() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "token",
-		Short: "Manage one-time join tokens",
+		Use:     "token",
+		Short:   "Manage one-time join tokens",
+		Example: `  meshnode token create --server --name n2 > n2.token`,
 	}
 	var cf *clientFlags
 	var ttl time.Duration
@@ -26,8 +27,9 @@ func newTokenCmd() *cobra.Command {
 		Long: `Print a one-time join token. The token carries the cluster root's
 fingerprint, so the joining node verifies the cluster without trusting anything
 on first use; it is refused once used or after --ttl.`,
-		Example: `  TOKEN=$(meshnode token create --ttl 10m --name n2)
-  meshnode run --name n2 --join 10.0.0.1:7946 --token "$TOKEN"`,
+		Example: `  meshnode token create --ttl 10m --name n2 > n2.token
+  meshnode run --name n2 --join 10.0.0.1:7946 --token-file n2.token     # on the new node
+  meshnode token create --server --name n3 --json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if ttl <= 0 {
@@ -62,19 +64,44 @@ on first use; it is refused once used or after --ttl.`,
 }
 
 func newNodeCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "node", Short: "Operate on cluster nodes"}
+	cmd := &cobra.Command{
+		Use:     "node",
+		Short:   "Operate on cluster nodes",
+		Example: `  meshnode node revoke n7 --reason "host decommissioned"`,
+	}
 	var cf *clientFlags
 	var reason string
+	var force bool
 	revoke := &cobra.Command{
 		Use:   "revoke NAME",
 		Short: "Revoke a node's identity: every peer refuses it and the CA refuses its renewals",
-		Args:  cobra.ExactArgs(1),
+		Long: `Revoke a node's identity: every peer refuses it and the CA refuses its
+renewals. A revoked name can never join again, so revoking a name that is not
+a member of the cluster (a typo, or a node that never joined) needs --force.`,
+		Example: `  meshnode node revoke n7 --reason "host decommissioned"
+  meshnode node revoke n9 --force --reason "token leaked before n9 joined"`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			conn, ctx, done, err := cf.open()
 			if err != nil {
 				return err
 			}
 			defer done()
+			if !force {
+				members, err := meshnodev1.NewNodeServiceClient(conn).Members(ctx, &meshnodev1.MembersRequest{})
+				if err != nil {
+					return rpcError("members", err, cf.socketPath())
+				}
+				var names []string
+				known := false
+				for _, m := range members.GetMembers() {
+					names = append(names, m.GetName())
+					known = known || m.GetName() == args[0]
+				}
+				if !known {
+					return usagef("no node named %q is a member of the cluster (members: %s); a revoked name can never join, so to revoke it anyway, say --force", args[0], strings.Join(names, ", "))
+				}
+			}
 			resp, err := meshnodev1.NewPKIServiceClient(conn).RevokeNode(ctx, &meshnodev1.RevokeNodeRequest{NodeName: args[0], Reason: reason})
 			if err != nil {
 				return rpcError("revoke "+args[0], err, cf.socketPath())
@@ -88,6 +115,7 @@ func newNodeCmd() *cobra.Command {
 	}
 	cf = writeClientFlags(revoke)
 	revoke.Flags().StringVar(&reason, "reason", "", "why, for the record")
+	revoke.Flags().BoolVar(&force, "force", false, "revoke a name that is not a member of the cluster")
 	cmd.AddCommand(revoke)
 	return cmd
 }
@@ -97,7 +125,9 @@ func newCertCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "cert",
 		Short: "Show the local node's certificate: identity, serial, expiry",
-		Args:  cobra.NoArgs,
+		Example: `  meshnode cert
+  meshnode cert --json`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			conn, ctx, done, err := cf.open()
 			if err != nil {

@@ -20,6 +20,9 @@ func newQuorumCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "quorum",
 		Short: "Propose, inspect, verify and review signed quorum decisions",
+		Example: `  meshnode quorum propose --id pay-42 --kind payment.approve --data '{"amount":900}' --capability payment.review
+  meshnode quorum list
+  meshnode quorum verify pay-42`,
 	}
 	cmd.AddCommand(newQuorumProposeCmd(), newQuorumGetCmd(), newQuorumListCmd(), newQuorumVerifyCmd(), newQuorumReviewCmd())
 	return cmd
@@ -135,7 +138,9 @@ func newQuorumGetCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "get ID",
 		Short: "Show a decision, its votes and its certificate",
-		Args:  cobra.ExactArgs(1),
+		Example: `  meshnode quorum get pay-42
+  meshnode quorum get pay-42 --json`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			d, err := getDecision(cf, args[0])
 			if err != nil {
@@ -167,7 +172,9 @@ func newQuorumListCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "list",
 		Short: "List decisions, newest first",
-		Args:  cobra.NoArgs,
+		Example: `  meshnode quorum list
+  meshnode quorum list --kind payment.approve --json`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			conn, ctx, done, err := cf.open()
 			if err != nil {
@@ -204,7 +211,8 @@ func newQuorumVerifyCmd() *cobra.Command {
 ed25519 signature against the voter's key from the registry (read through the
 Raft leader), the electorate, the rule's threshold and distinct hosts. The
 node that answered is not trusted: any change to the certificate fails here.`,
-		Args: cobra.ExactArgs(1),
+		Example: `  meshnode quorum verify pay-42`,
+		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			d, err := getDecision(cf, args[0])
 			if err != nil {
