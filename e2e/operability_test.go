@@ -175,3 +175,18 @@ func TestCLIOnOneNode(t *testing.T) {
 		t.Errorf("quorum propose with a bad --k should name --k: %s", errOut)
 	}
 }
+
+// TestRunBindAddressNotOnHost: binding an address no interface has says so,
+// instead of suggesting another meshnode holds the port.
+func TestRunBindAddressNotOnHost(t *testing.T) {
+	dir := filepath.Join(shortTempDir(t), "n1")
+	// 192.0.2.0/24 is TEST-NET-1: never assigned to a host.
+	p := startNode(t, dir, "--name", "n1", "--bind", "192.0.2.1:7946")
+	if code := p.wait(t, 30*time.Second); code != 1 {
+		t.Fatalf("exit %d, want 1", code)
+	}
+	out := p.output.String()
+	if !strings.Contains(out, "no interface of this host has that address") || strings.Contains(out, "another meshnode") {
+		t.Errorf("the error should say the address is not this host's:\n%s", out)
+	}
+}

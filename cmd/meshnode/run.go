@@ -30,8 +30,12 @@ Settings come from flags, then MESHNODE_* environment variables (for example
 MESHNODE_DATA_DIR), then the YAML file named by --config, then defaults.
 Keys in the file are the flag names with '_' for '-' (data_dir, log_level, ...).
 
-SIGINT or SIGTERM stops the node gracefully within --shutdown-timeout; a second
-signal forces it to exit at once.
+SIGINT or SIGTERM stops the node gracefully within --shutdown-timeout, also
+while it is still starting or joining a cluster; a second signal forces it to
+exit at once.
+
+Pass a join token with --token-file or MESHNODE_TOKEN: a --token on the
+command line is visible to every user in the process list.
 
 The Go garbage collector runs at GOGC=400 unless GOGC is set: the node's live
 heap is small, and at the default 100 collection was a third of its CPU per
