@@ -31,6 +31,8 @@ type clientFlags struct {
 	wait time.Duration
 	// needLeader is set by commands that write through Raft.
 	needLeader bool
+	// cmd is the command the flags belong to.
+	cmd *cobra.Command
 }
 
 // defaultWait is long enough for a node that joins a cluster to come up,
@@ -46,7 +48,7 @@ func addClientFlags(cmd *cobra.Command) *clientFlags {
 // addClientFlagsNoWait is addClientFlags for a command whose --wait flag
 // means something else; it waits defaultWait for the node.
 func addClientFlagsNoWait(cmd *cobra.Command) *clientFlags {
-	cf := &clientFlags{wait: defaultWait}
+	cf := &clientFlags{wait: defaultWait, cmd: cmd}
 	cmd.Flags().StringVar(&cf.socket, "socket", "", "node's agent API socket (env MESHNODE_SOCKET; default "+defaultSocket()+")")
 	cmd.Flags().BoolVar(&cf.json, "json", false, "print JSON instead of a table")
 	cmd.Flags().DurationVar(&cf.timeout, "timeout", 10*time.Second, "give up on the request after this long")
@@ -81,7 +83,10 @@ func (cf *clientFlags) socketPath() string {
 // dial connects to the node's socket once the node answers, waiting up to
 // --wait for it (see waitForNode).
 func (cf *clientFlags) dial() (*grpc.ClientConn, error) {
-	conn, _, err := waitForNode(cf.absSocket(), cf.wait, cf.needLeader, os.Stderr)
+	// An explicit --wait is taken at its word; the default gives up early
+	// when no node is starting.
+	explicit := cf.cmd.Flags().Changed("wait")
+	conn, _, err := waitForNode(cf.absSocket(), cf.wait, cf.needLeader, !explicit, os.Stderr)
 	return conn, err
 }
 

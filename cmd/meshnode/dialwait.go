@@ -8,6 +8,9 @@ import (
 	"io/fs"
 	"net"
 	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -28,6 +31,9 @@ var (
 	// noteAfter is how long a wait goes on before the user is told about
 	// it: a node that is starting takes about two seconds.
 	noteAfter = 3 * time.Second
+	// settleAfter is how long a process that was just started gets to
+	// create its data dir and lock before "no node is starting" is believed.
+	settleAfter = time.Second
 )
 
 // notYet is a probe failure that waiting may cure.
@@ -42,7 +48,10 @@ func (e *notYet) Error() string { return fmt.Sprintf("%v: %v", e.reason, e.detai
 // once the node answers Status, and, when needLeader, knows a Raft leader.
 // It tries for up to wait, telling progress once if that takes a while. A
 // refusal that waiting cannot change (a permission error) ends it at once.
-func waitForNode(socket string, wait time.Duration, needLeader bool, progress io.Writer) (*grpc.ClientConn, *meshnodev1.StatusResponse, error) {
+// With early, it also gives up once it is clear no node is starting there
+// (see noNodeStarting), so a plain 'meshnode status' with no node running
+// fails in a second rather than after the whole wait.
+func waitForNode(socket string, wait time.Duration, needLeader, early bool, progress io.Writer) (*grpc.ClientConn, *meshnodev1.StatusResponse, error) {
 	start := time.Now()
 	noted := false
 	for {
@@ -57,6 +66,9 @@ func waitForNode(socket string, wait time.Duration, needLeader bool, progress io
 		waited := time.Since(start)
 		if waited >= wait {
 			return nil, nil, waitError(socket, wait, ny)
+		}
+		if early && waited >= settleAfter && (ny.reason == errNoSocket || ny.reason == errRefused) && noNodeStarting(filepath.Dir(socket)) {
+			return nil, nil, waitError(socket, 0, ny)
 		}
 		if !noted && waited >= noteAfter && progress != nil {
 			fmt.Fprintf(progress, "meshnode: waiting up to %v for the node at %s (%v; --wait 0 to fail at once)\n", wait, socket, ny.reason)
@@ -105,6 +117,26 @@ func probeNode(socket string, needLeader bool) (*grpc.ClientConn, *meshnodev1.St
 		return nil, nil, &notYet{errNoLeader, fmt.Errorf("node %s has no leader", st.GetName())}
 	}
 	return conn, st, nil
+}
+
+// noNodeStarting reports whether dir, the directory of a node's socket,
+// shows that no node runs there: it does not exist, or its LOCK file (the
+// data dir lock a node takes first thing, holding its pid) names no live
+// process. A socket outside a data dir has no LOCK beside it: then nothing
+// can be told, and the wait goes on.
+func noNodeStarting(dir string) bool {
+	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
+		return true
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "LOCK"))
+	if err != nil {
+		return false
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 0 {
+		return true // released: empty
+	}
+	return syscall.Kill(pid, 0) == syscall.ESRCH
 }
 
 // socketError explains an error opening the socket that waiting cannot fix.

@@ -2,8 +2,12 @@ package main
 
 import (
 	"bytes"
+	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/spf13/cobra"
 )
@@ -66,6 +70,39 @@ func TestNoNodeIsARuntimeError(t *testing.T) {
 	code, _, stderr = runArgs(t, "status", "--wait", "300ms", "--socket", sock)
 	if code != exitRuntime || !strings.Contains(stderr, "after waiting 300ms") {
 		t.Fatalf("status --wait 300ms without a node: exit %d, %q", code, stderr)
+	}
+	// With the default --wait, a socket whose data dir shows no node
+	// starting fails after a second, not after the whole wait.
+	start := time.Now()
+	code, _, stderr = runArgs(t, "status", "--socket", t.TempDir()+"/absent/meshnode.sock")
+	if code != exitRuntime || !strings.Contains(stderr, "no node socket") || time.Since(start) > 10*time.Second {
+		t.Fatalf("status without a node, default --wait: exit %d after %v: %q", code, time.Since(start), stderr)
+	}
+}
+
+func TestNoNodeStarting(t *testing.T) {
+	dir := t.TempDir()
+	lock := filepath.Join(dir, "LOCK")
+	for _, tc := range []struct {
+		name string
+		lock string // "" = no LOCK file
+		want bool
+	}{
+		{"a socket outside a data dir", "", false},
+		{"a released lock", "\n", true},
+		{"a lock held by a live process", strconv.Itoa(os.Getpid()) + "\n", false},
+		{"a lock left by a dead process", "2147483646\n", true},
+	} {
+		os.Remove(lock)
+		if tc.lock != "" {
+			os.WriteFile(lock, []byte(tc.lock), 0o600)
+		}
+		if got := noNodeStarting(dir); got != tc.want {
+			t.Errorf("%s: noNodeStarting = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+	if !noNodeStarting(filepath.Join(dir, "absent")) {
+		t.Error("a data dir that does not exist: no node is starting there")
 	}
 }
 

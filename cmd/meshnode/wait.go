@@ -42,7 +42,7 @@ becoming voters.`,
 				return usagef("--voters %d: must not be negative", goal.voters)
 			}
 			deadline := time.Now().Add(cf.timeout)
-			conn, st, err := waitForNode(cf.absSocket(), cf.timeout, goal.leader || goal.voters > 0, cmd.ErrOrStderr())
+			conn, st, err := waitForNode(cf.absSocket(), cf.timeout, goal.leader || goal.voters > 0, false, cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
