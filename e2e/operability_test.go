@@ -3,7 +3,6 @@ package e2e
 import (
 	"encoding/json"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -11,29 +10,6 @@ import (
 	"testing"
 	"time"
 )
-
-// startNodeEnv is startNode with extra environment variables and no
-// defaults added: args are all of `meshnode run`'s arguments.
-func startNodeEnv(t *testing.T, env []string, dataDir string, args ...string) *proc {
-	t.Helper()
-	p := &proc{output: &syncBuffer{}, done: make(chan struct{}), dir: dataDir, socket: filepath.Join(dataDir, "meshnode.sock")}
-	full := append([]string{"run", "--data-dir", dataDir}, args...)
-	p.cmd = exec.Command(binary, full...)
-	p.cmd.Stdout, p.cmd.Stderr = p.output, p.output
-	p.cmd.Env = append(cleanEnv(), env...)
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { p.err = p.cmd.Wait(); close(p.done) }()
-	t.Cleanup(func() {
-		p.cmd.Process.Kill()
-		<-p.done
-		if t.Failed() {
-			t.Logf("output of meshnode %v:\n%s", full, p.output.String())
-		}
-	})
-	return p
-}
 
 // waitOutput waits until the process has printed s.
 func (p *proc) waitOutput(t *testing.T, s string, within time.Duration) {
