@@ -168,7 +168,7 @@ func TestBadInput(t *testing.T) {
 		{"bad env value", []string{"run"}, []string{"MESHNODE_LOG_LEVEL=loud"}, 2, "log_level"},
 		{"data dir not creatable", []string{"run", "--data-dir", filepath.Join(notWritable, "sub"), "--bind", "127.0.0.1:0"}, nil, 1, "data dir"},
 		{"token without join", []string{"run", "--data-dir", filepath.Join(dir, "t"), "--token", "abc"}, nil, 2, "join"},
-		{"status without a node", []string{"status", "--socket", filepath.Join(dir, "none.sock")}, nil, 1, "no node socket"},
+		{"status without a node", []string{"status", "--socket", filepath.Join(dir, "no-node", "meshnode.sock")}, nil, 1, "no node socket"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

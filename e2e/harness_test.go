@@ -99,8 +99,6 @@ func freeUDPPort(t testing.TB) int {
 // startNode starts `meshnode run` with args, killed at test cleanup.
 func startNode(t testing.TB, dataDir string, args ...string) *proc {
 	t.Helper()
-	p := &proc{output: &syncBuffer{}, done: make(chan struct{}), dir: dataDir, socket: filepath.Join(dataDir, "meshnode.sock")}
-	full := append([]string{"run", "--data-dir", dataDir}, args...)
 	hasBind := false
 	for _, a := range args {
 		if a == "--bind" {
@@ -108,11 +106,20 @@ func startNode(t testing.TB, dataDir string, args ...string) *proc {
 		}
 	}
 	if !hasBind {
-		full = append(full, "--bind", "127.0.0.1:"+strconv.Itoa(freeUDPPort(t)))
+		args = append(args, "--bind", "127.0.0.1:"+strconv.Itoa(freeUDPPort(t)))
 	}
+	return startNodeEnv(t, nil, dataDir, args...)
+}
+
+// startNodeEnv starts `meshnode run --data-dir dataDir args...` with env
+// added to a clean environment, killed at test cleanup.
+func startNodeEnv(t testing.TB, env []string, dataDir string, args ...string) *proc {
+	t.Helper()
+	p := &proc{output: &syncBuffer{}, done: make(chan struct{}), dir: dataDir, socket: filepath.Join(dataDir, "meshnode.sock")}
+	full := append([]string{"run", "--data-dir", dataDir}, args...)
 	p.cmd = exec.Command(binary, full...)
 	p.cmd.Stdout, p.cmd.Stderr = p.output, p.output
-	p.cmd.Env = cleanEnv()
+	p.cmd.Env = append(cleanEnv(), env...)
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

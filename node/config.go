@@ -42,6 +42,9 @@ type Config struct {
 	Join []string `yaml:"join"`
 	// Token is the one-time join token from `meshnode token create`.
 	Token string `yaml:"token"`
+	// TokenFile names a file holding the join token, so the token stays out
+	// of argv and shell history; `meshnode run` reads it into Token.
+	TokenFile string `yaml:"token_file"`
 	// Server makes the node a Raft member. The first node of a cluster is always one.
 	Server bool `yaml:"server"`
 	// Voters is how many Raft voters the cluster keeps: 3 or 5 (1 allowed for tests).
@@ -147,6 +150,9 @@ func (c Config) Validate() error {
 	}
 	if c.Token != "" && len(c.Join) == 0 {
 		return invalid("token", "a join token needs --join with at least one seed")
+	}
+	if c.TokenFile != "" && len(c.Join) == 0 {
+		return invalid("token_file", "a join token needs --join with at least one seed")
 	}
 	if c.Voters != 1 && c.Voters != 3 && c.Voters != 5 {
 		return invalid("voters", "%d: must be 3 or 5 (1 for tests)", c.Voters)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -149,7 +150,10 @@ func (n *Node) Start(ctx context.Context) error {
 		n.mu.Unlock()
 	}
 	n.log.Info("node started", "name", n.cfg.Name, "version", Version, "socket", n.cfg.SocketPath(),
-		"data_dir", n.cfg.DataDir, "role", n.role())
+		"data_dir", n.cfg.DataDir, "role", n.role(), "bind", n.cfg.Bind, "advertise", n.advertiseAddr())
+	if host, _, _ := net.SplitHostPort(n.cfg.Bind); n.cfg.Advertise == "" && net.ParseIP(host).IsUnspecified() {
+		n.log.Info("listening on every interface; peers are told to reach this node at the advertised address, chosen from this host's interfaces: set --bind and --advertise to choose", "bind", n.cfg.Bind, "advertise", n.advertiseAddr())
+	}
 	return nil
 }
 

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 
 	"github.com/quic-go/quic-go"
 
@@ -88,7 +89,7 @@ func Listen(ctx context.Context, cfg Config) (*Endpoint, error) {
 		}
 		udp, err := net.ListenUDP("udp", ua)
 		if err != nil {
-			return nil, fmt.Errorf("transport: binding UDP %s (is another meshnode running? pick another --bind port): %w", cfg.BindAddr, err)
+			return nil, fmt.Errorf("transport: binding UDP %s (%s): %w", cfg.BindAddr, bindHint(err), err)
 		}
 		raiseUDPBuffers(udp, e.log)
 		pc = udp
@@ -367,4 +368,15 @@ func (e *Endpoint) logVerifyFailures(c *tls.Config, side string) {
 			return err
 		}
 	}
+}
+
+// bindHint names the likely fix for a failed bind.
+func bindHint(err error) string {
+	switch {
+	case errors.Is(err, syscall.EADDRNOTAVAIL):
+		return "no interface of this host has that address: bind one of its own addresses, or 0.0.0.0 with --advertise for the address peers use"
+	case errors.Is(err, syscall.EACCES):
+		return "ports below 1024 need root or CAP_NET_BIND_SERVICE: pick another --bind port"
+	}
+	return "is another meshnode running? pick another --bind port"
 }

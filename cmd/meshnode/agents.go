@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -141,14 +142,23 @@ func newCallCmd() *cobra.Command {
 		Long: `Call a capability; the mesh picks the agent. --data takes the payload inline,
 @FILE to read a file, or - to read standard input. The answer's payload is
 printed to standard output; with --json the whole response is printed,
-including which agent answered, the attempts made and the trace id.`,
+including which agent answered, the attempts made and the trace id, with a
+JSON answer as JSON ("payloadEncoding": "json") and any other as base64
+("payloadEncoding": "base64").
+
+With the default --content-type application/json, --data must be JSON: a
+string is quoted ('"hello"'); send other text with --content-type text/plain.`,
 		Example: `  meshnode call inventory.lookup --data '{"sku":"A-1"}'
-  meshnode call summarize --data @report.txt --timeout 2m
-  echo hi | meshnode call echo --data - --json`,
+  meshnode call demo.upper --data '"hello mesh"' --json
+  meshnode call summarize --data @report.txt --content-type text/plain --timeout 2m
+  echo hi | meshnode call echo --data - --content-type text/plain`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			payload, err := readData(data, cmd.InOrStdin())
 			if err != nil {
+				return err
+			}
+			if err := checkJSONData(payload, contentType); err != nil {
 				return err
 			}
 			conn, ctx, done, err := cf.open()
@@ -172,7 +182,7 @@ including which agent answered, the attempts made and the trace id.`,
 				return rpcError("call "+args[0], err, cf.socketPath())
 			}
 			if cf.json {
-				return printJSON(cmd.OutOrStdout(), resp)
+				return printCallJSON(cmd.OutOrStdout(), resp)
 			}
 			out := cmd.OutOrStdout()
 			out.Write(resp.GetPayload())
@@ -191,6 +201,50 @@ including which agent answered, the attempts made and the trace id.`,
 	cmd.Flags().StringVar(&policy, "policy", "", "routing policy for this call: round_robin, least_loaded, latency or cost")
 	cmd.Flags().StringSliceVar(&prefer, "prefer", nil, "agent ids to use first")
 	return cmd
+}
+
+// isJSONType reports whether a MIME type is JSON.
+func isJSONType(ct string) bool {
+	ct, _, _ = strings.Cut(strings.ToLower(strings.TrimSpace(ct)), ";")
+	return ct == "application/json" || strings.HasSuffix(ct, "+json")
+}
+
+// checkJSONData refuses a payload declared JSON that is not, before it
+// reaches an agent that would fail on it.
+func checkJSONData(payload []byte, contentType string) error {
+	if len(payload) == 0 || !isJSONType(contentType) {
+		return nil
+	}
+	var v any
+	if err := json.Unmarshal(payload, &v); err != nil {
+		return usagef("--data is not valid JSON (%v): quote a string as '\"text\"', or send other text with --content-type text/plain", err)
+	}
+	return nil
+}
+
+// printCallJSON prints a call's response as protojson does, except that a
+// JSON answer is shown as JSON rather than base64; payloadEncoding says which.
+func printCallJSON(w io.Writer, resp *meshnodev1.CallResponse) error {
+	b, err := jsonOut.Marshal(resp)
+	if err != nil {
+		return err
+	}
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(b, &fields); err != nil {
+		return err
+	}
+	fields["payloadEncoding"] = json.RawMessage(`"base64"`)
+	p := resp.GetPayload()
+	if (resp.GetContentType() == "" || isJSONType(resp.GetContentType())) && len(p) > 0 && json.Valid(p) {
+		fields["payload"] = json.RawMessage(p)
+		fields["payloadEncoding"] = json.RawMessage(`"json"`)
+	}
+	out, err := json.MarshalIndent(fields, "", "  ")
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintln(w, string(out))
+	return err
 }
 
 func orDash(s string) string {

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -16,7 +15,6 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -27,13 +25,41 @@ type clientFlags struct {
 	socket  string
 	json    bool
 	timeout time.Duration
+	// wait bounds how long to wait for the node's socket to answer (and
+	// for a Raft leader when needLeader): a command typed right after
+	// `meshnode run ... &` runs while the node is still starting.
+	wait time.Duration
+	// needLeader is set by commands that write through Raft.
+	needLeader bool
+	// cmd is the command the flags belong to.
+	cmd *cobra.Command
 }
 
+// defaultWait is long enough for a node that joins a cluster to come up,
+// short enough that a typo in --socket is reported while the user waits.
+const defaultWait = 30 * time.Second
+
 func addClientFlags(cmd *cobra.Command) *clientFlags {
-	cf := &clientFlags{}
+	cf := addClientFlagsNoWait(cmd)
+	cmd.Flags().DurationVar(&cf.wait, "wait", defaultWait, "wait this long for a starting node to answer on its socket (0: fail at once)")
+	return cf
+}
+
+// addClientFlagsNoWait is addClientFlags for a command whose --wait flag
+// means something else; it waits defaultWait for the node.
+func addClientFlagsNoWait(cmd *cobra.Command) *clientFlags {
+	cf := &clientFlags{wait: defaultWait, cmd: cmd}
 	cmd.Flags().StringVar(&cf.socket, "socket", "", "node's agent API socket (env MESHNODE_SOCKET; default "+defaultSocket()+")")
 	cmd.Flags().BoolVar(&cf.json, "json", false, "print JSON instead of a table")
-	cmd.Flags().DurationVar(&cf.timeout, "timeout", 10*time.Second, "give up after this long")
+	cmd.Flags().DurationVar(&cf.timeout, "timeout", 10*time.Second, "give up on the request after this long")
+	return cf
+}
+
+// writeClientFlags are clientFlags for a command that writes through Raft:
+// it also waits for the node to know a leader.
+func writeClientFlags(cmd *cobra.Command) *clientFlags {
+	cf := addClientFlags(cmd)
+	cf.needLeader = true
 	return cf
 }
 
@@ -54,20 +80,24 @@ func (cf *clientFlags) socketPath() string {
 	return defaultSocket()
 }
 
-// dial connects to the node's socket. grpc dials lazily, so check the socket
-// exists first to give a useful error instead of a timeout.
+// dial connects to the node's socket once the node answers, waiting up to
+// --wait for it (see waitForNode).
 func (cf *clientFlags) dial() (*grpc.ClientConn, error) {
+	// An explicit --wait is taken at its word; the default gives up early
+	// when no node is starting.
+	explicit := cf.cmd.Flags().Changed("wait")
+	conn, _, err := waitForNode(cf.absSocket(), cf.wait, cf.needLeader, !explicit, os.Stderr)
+	return conn, err
+}
+
+// absSocket is the socket path made absolute: grpc reads "unix://rel/path"
+// as an authority, so only absolute paths work.
+func (cf *clientFlags) absSocket() string {
 	path := cf.socketPath()
-	// grpc reads "unix://rel/path" as an authority; only absolute paths work.
 	if abs, err := filepath.Abs(path); err == nil {
 		path = abs
 	}
-	if _, err := os.Stat(path); err != nil {
-		return nil, fmt.Errorf("no node socket at %s (%v): start one with 'meshnode run', or point --socket / MESHNODE_SOCKET at it", path, errors.Unwrap(err))
-	}
-	return grpc.NewClient("unix://"+path,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20), grpc.MaxCallSendMsgSize(64<<20)))
+	return path
 }
 
 func (cf *clientFlags) context() (context.Context, context.CancelFunc) {

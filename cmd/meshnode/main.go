@@ -3,7 +3,9 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
+	"strings"
 
 	"github.com/agentmesh/meshnode/node"
 	"github.com/spf13/cobra"
@@ -24,17 +26,29 @@ func (e usageError) Unwrap() error { return e.err }
 func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
 
 func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run executes the command line args and returns the exit status.
+func run(args []string, stdout, stderr io.Writer) int {
 	root := newRootCmd()
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
 	err := root.Execute()
 	if err == nil {
-		return
+		return 0
 	}
-	fmt.Fprintln(os.Stderr, "meshnode: "+err.Error())
+	fmt.Fprintln(stderr, "meshnode: "+err.Error())
+	return exitCode(err)
+}
+
+func exitCode(err error) int {
 	var ue usageError
 	if errors.As(err, &ue) || errors.Is(err, node.ErrInvalidConfig) {
-		os.Exit(exitUsage)
+		return exitUsage
 	}
-	os.Exit(exitRuntime)
+	return exitRuntime
 }
 
 func newRootCmd() *cobra.Command {
@@ -49,10 +63,61 @@ Start a single-node cluster with every default:
   meshnode run
 Then, from another terminal:
   meshnode status`,
+		Example: `  meshnode run
+  meshnode status
+  meshnode call demo.echo --data '"hello"'
+  meshnode <command> --help      # every command has examples`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newRunCmd(), newStatusCmd(), newMembersCmd(), newAgentsCmd(), newDiscoverCmd(), newCallCmd(), newTokenCmd(), newNodeCmd(), newCertCmd(), newPolicyCmd(), newQuorumCmd(), newPKICmd(), newVersionCmd())
+	root.AddCommand(newRunCmd(), newWaitCmd(), newStatusCmd(), newMembersCmd(), newAgentsCmd(), newDiscoverCmd(), newCallCmd(), newTokenCmd(), newNodeCmd(), newCertCmd(), newPolicyCmd(), newQuorumCmd(), newPKICmd(), newVersionCmd())
+	usageArgs(root)
 	return root
+}
+
+// requireSubcommand makes cmd, a group of subcommands, refuse to run
+// without one: a missing or unknown subcommand is a usage error (exit 2)
+// rather than help on standard output and success.
+func requireSubcommand(cmd *cobra.Command) {
+	cmd.Args = cobra.ArbitraryArgs
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		var names []string
+		for _, c := range cmd.Commands() {
+			if c.IsAvailableCommand() {
+				names = append(names, c.Name())
+			}
+		}
+		if len(args) == 0 {
+			return usagef("%s needs a command: %s (see '%s --help')", cmd.CommandPath(), strings.Join(names, ", "), cmd.CommandPath())
+		}
+		hint := ""
+		if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+			hint = fmt.Sprintf(" (did you mean %s?)", strings.Join(s, " or "))
+		}
+		return usagef("unknown command %q for %s%s; its commands are: %s", args[0], cmd.CommandPath(), hint, strings.Join(names, ", "))
+	}
+}
+
+// usageArgs makes every argument-count error in the tree a usage error,
+// and every group of subcommands refuse to run without one.
+func usageArgs(cmd *cobra.Command) {
+	if cmd.HasSubCommands() && cmd.Run == nil && cmd.RunE == nil {
+		requireSubcommand(cmd)
+	}
+	if check := cmd.Args; check != nil {
+		cmd.Args = func(c *cobra.Command, args []string) error {
+			if err := check(c, args); err != nil {
+				var ue usageError
+				if errors.As(err, &ue) {
+					return err
+				}
+				return usageError{fmt.Errorf("%s: %w (see '%s --help')", c.CommandPath(), err, c.CommandPath())}
+			}
+			return nil
+		}
+	}
+	for _, c := range cmd.Commands() {
+		usageArgs(c)
+	}
 }

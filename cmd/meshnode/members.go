@@ -20,6 +20,9 @@ standby once the cluster has its voters), none (not yet added), or
 not-admitted: the node runs with --server but joined with a client token, so
 it is never added. To make it a server, remove its data directory and join it
 again with a token from 'meshnode token create --server'.`,
+		Example: `  meshnode members
+  meshnode members --json
+  meshnode wait --voters 3 && meshnode members     # after starting new servers`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			conn, ctx, done, err := cf.open()

@@ -13,8 +13,9 @@ import (
 
 func newTokenCmd() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "token",
-		Short: "Manage one-time join tokens",
+		Use:     "token",
+		Short:   "Manage one-time join tokens",
+		Example: `  meshnode token create --server --name n2 > n2.token`,
 	}
 	var cf *clientFlags
 	var ttl time.Duration
@@ -32,10 +33,9 @@ A token names the node that will use it (--name), and a name is claimed once:
 a token cannot take the name of a node that is registered, a server or
 revoked. --rejoin makes a token for a node that lost its data dir to join
 again under its own name; --any-name lets any name not yet claimed use it.`,
-		Example: `  TOKEN=$(meshnode token create --ttl 10m --name n2)
-  meshnode run --name n2 --join 10.0.0.1:7946 --token "$TOKEN"
-
-  meshnode token create --server --name n4          # a Raft server
+		Example: `  meshnode token create --ttl 10m --name n2 > n2.token
+  meshnode run --name n2 --join 10.0.0.1:7946 --token-file n2.token     # on the new node
+  meshnode token create --server --name n3 --json
   meshnode token create --name n2 --rejoin          # n2 lost its data dir`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -72,7 +72,7 @@ again under its own name; --any-name lets any name not yet claimed use it.`,
 			return nil
 		},
 	}
-	cf = addClientFlags(create)
+	cf = writeClientFlags(create)
 	create.Flags().DurationVar(&ttl, "ttl", time.Hour, "how long the token is valid")
 	create.Flags().BoolVar(&server, "server", false, "the token admits a Raft server (default: a client)")
 	create.Flags().StringVar(&name, "name", "", "the node that will join with the token (required unless --any-name)")
@@ -83,19 +83,44 @@ again under its own name; --any-name lets any name not yet claimed use it.`,
 }
 
 func newNodeCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "node", Short: "Operate on cluster nodes"}
+	cmd := &cobra.Command{
+		Use:     "node",
+		Short:   "Operate on cluster nodes",
+		Example: `  meshnode node revoke n7 --reason "host decommissioned"`,
+	}
 	var cf *clientFlags
 	var reason string
+	var force bool
 	revoke := &cobra.Command{
 		Use:   "revoke NAME",
 		Short: "Revoke a node's identity: every peer refuses it and the CA refuses its renewals",
-		Args:  cobra.ExactArgs(1),
+		Long: `Revoke a node's identity: every peer refuses it and the CA refuses its
+renewals. A revoked name can never join again, so revoking a name that is not
+a member of the cluster (a typo, or a node that never joined) needs --force.`,
+		Example: `  meshnode node revoke n7 --reason "host decommissioned"
+  meshnode node revoke n9 --force --reason "token leaked before n9 joined"`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			conn, ctx, done, err := cf.open()
 			if err != nil {
 				return err
 			}
 			defer done()
+			if !force {
+				members, err := meshnodev1.NewNodeServiceClient(conn).Members(ctx, &meshnodev1.MembersRequest{})
+				if err != nil {
+					return rpcError("members", err, cf.socketPath())
+				}
+				var names []string
+				known := false
+				for _, m := range members.GetMembers() {
+					names = append(names, m.GetName())
+					known = known || m.GetName() == args[0]
+				}
+				if !known {
+					return usagef("no node named %q is a member of the cluster (members: %s); a revoked name can never join, so to revoke it anyway, say --force", args[0], strings.Join(names, ", "))
+				}
+			}
 			resp, err := meshnodev1.NewPKIServiceClient(conn).RevokeNode(ctx, &meshnodev1.RevokeNodeRequest{NodeName: args[0], Reason: reason})
 			if err != nil {
 				return rpcError("revoke "+args[0], err, cf.socketPath())
@@ -107,8 +132,9 @@ func newNodeCmd() *cobra.Command {
 			return nil
 		},
 	}
-	cf = addClientFlags(revoke)
+	cf = writeClientFlags(revoke)
 	revoke.Flags().StringVar(&reason, "reason", "", "why, for the record")
+	revoke.Flags().BoolVar(&force, "force", false, "revoke a name that is not a member of the cluster")
 	cmd.AddCommand(revoke)
 	return cmd
 }
@@ -118,7 +144,9 @@ func newCertCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "cert",
 		Short: "Show the local node's certificate: identity, serial, expiry",
-		Args:  cobra.NoArgs,
+		Example: `  meshnode cert
+  meshnode cert --json`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			conn, ctx, done, err := cf.open()
 			if err != nil {

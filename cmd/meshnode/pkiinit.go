@@ -9,7 +9,11 @@ import (
 )
 
 func newPKICmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "pki", Short: "Offline CA material for operators who keep the root key off the cluster"}
+	cmd := &cobra.Command{
+		Use:     "pki",
+		Short:   "Offline CA material for operators who keep the root key off the cluster",
+		Example: `  meshnode pki init --dir ./ca --trust-domain prod.example`,
+	}
 	var dir, td string
 	initCmd := &cobra.Command{
 		Use:   "init",

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/ed25519"
+	"errors"
 	"fmt"
 	"strings"
 	"text/tabwriter"
@@ -20,6 +21,9 @@ func newQuorumCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "quorum",
 		Short: "Propose, inspect, verify and review signed quorum decisions",
+		Example: `  meshnode quorum propose --id pay-42 --kind payment.approve --data '{"amount":900}' --capability payment.review
+  meshnode quorum list
+  meshnode quorum verify pay-42`,
 	}
 	cmd.AddCommand(newQuorumProposeCmd(), newQuorumGetCmd(), newQuorumListCmd(), newQuorumVerifyCmd(), newQuorumReviewCmd())
 	return cmd
@@ -47,11 +51,15 @@ decision is rejected, or escalated to operator review with --on-no-quorum escala
 			if err != nil {
 				return err
 			}
+			sel, err := voterSelection(capability, agents, count, cmd.Flags().Changed("count"))
+			if err != nil {
+				return err
+			}
 			p := &meshnodev1.Proposal{
 				Id:        id,
 				Kind:      kind,
 				Payload:   payload,
-				Selection: &meshnodev1.VoterSelection{Capability: capability, Count: count, AgentIds: agents},
+				Selection: sel,
 				Rule:      &meshnodev1.QuorumRule{K: k},
 				Deadline:  timestamppb.New(time.Now().Add(deadline)),
 			}
@@ -82,25 +90,70 @@ decision is rejected, or escalated to operator review with --on-no-quorum escala
 			defer cancel()
 			resp, err := meshnodev1.NewQuorumServiceClient(conn).Propose(ctx, &meshnodev1.ProposeRequest{Proposal: p, Wait: wait})
 			if err != nil {
-				return rpcError("propose", err, cf.socketPath())
+				return inFlagWords(rpcError("propose", err, cf.socketPath()))
 			}
 			return printDecision(cmd, cf, resp.GetDecision())
 		},
 	}
-	cf = addClientFlags(cmd)
+	cf = addClientFlagsNoWait(cmd)
+	cf.needLeader = true
 	f := cmd.Flags()
 	f.StringVar(&id, "id", "", "proposal id; proposing an id again returns the same decision")
 	f.StringVar(&kind, "kind", "", "what is decided, for example payment.approve")
 	f.StringVar(&data, "data", "", "payload: inline, @FILE or - for standard input")
 	f.StringVar(&capability, "capability", "", "choose voters among agents offering this capability")
-	f.Uint32Var(&count, "count", 4, "how many voters to choose by capability")
-	f.StringSliceVar(&agents, "agents", nil, "explicit voter agent ids instead of --capability")
+	f.Uint32Var(&count, "count", 4, "how many voters to choose by --capability")
+	f.StringSliceVar(&agents, "agents", nil, "explicit voter agent ids instead of --capability (their number is the count)")
 	f.StringVar(&rule, "rule", "bft", "bft (2f+1 of 3f+1), k-of-n or unanimous")
 	f.Uint32Var(&k, "k", 0, "votes needed with --rule k-of-n")
 	f.StringVar(&onNoQuorum, "on-no-quorum", "reject", "reject or escalate (to operator review)")
 	f.DurationVar(&deadline, "deadline", 30*time.Second, "voting closes after this long")
 	f.BoolVar(&wait, "wait", true, "wait for the decision instead of returning at once")
 	return cmd
+}
+
+// voterSelection builds the selection from the flags: --agents names the
+// voters and so their count; --count goes with --capability.
+func voterSelection(capability string, agents []string, count uint32, countGiven bool) (*meshnodev1.VoterSelection, error) {
+	switch {
+	case capability != "" && len(agents) > 0:
+		return nil, usagef("give --capability (with --count) or --agents, not both")
+	case capability == "" && len(agents) == 0:
+		return nil, usagef("name the voters: --capability CAP (with --count N) or --agents a,b,c")
+	case len(agents) > 0:
+		if countGiven && int(count) != len(agents) {
+			return nil, usagef("--count %d but --agents names %d voters; leave --count out with --agents", count, len(agents))
+		}
+		return &meshnodev1.VoterSelection{AgentIds: agents}, nil
+	}
+	return &meshnodev1.VoterSelection{Capability: capability, Count: count}, nil
+}
+
+// flagWords turns the proposal's field and enum names in a node's error
+// into the flags and values of 'quorum propose'.
+var flagWords = strings.NewReplacer(
+	"selection.capability", "--capability",
+	"selection.agent_ids", "--agents",
+	"selection.count", "--count",
+	"rule.allow_shared_hosts", "shared hosts",
+	"rule.kind", "--rule",
+	"rule.k", "--k",
+	"QUORUM_RULE_KIND_K_OF_N", "k-of-n",
+	"QUORUM_RULE_KIND_BFT", "bft",
+	"QUORUM_RULE_KIND_UNANIMOUS", "unanimous",
+	"K_OF_N", "k-of-n",
+	"agent_ids", "--agents",
+)
+
+// inFlagWords rewrites an error's message with flagWords, keeping whether
+// it is a usage error.
+func inFlagWords(err error) error {
+	msg := flagWords.Replace(err.Error())
+	var ue usageError
+	if errors.As(err, &ue) {
+		return usageError{errors.New(msg)}
+	}
+	return errors.New(msg)
 }
 
 func printDecision(cmd *cobra.Command, cf *clientFlags, d *meshnodev1.Decision) error {
@@ -134,7 +187,9 @@ func newQuorumGetCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "get ID",
 		Short: "Show a decision, its votes and its certificate",
-		Args:  cobra.ExactArgs(1),
+		Example: `  meshnode quorum get pay-42
+  meshnode quorum get pay-42 --json`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			d, err := getDecision(cf, args[0])
 			if err != nil {
@@ -166,7 +221,9 @@ func newQuorumListCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "list",
 		Short: "List decisions, newest first",
-		Args:  cobra.NoArgs,
+		Example: `  meshnode quorum list
+  meshnode quorum list --kind payment.approve --json`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			conn, ctx, done, err := cf.open()
 			if err != nil {
@@ -203,7 +260,8 @@ func newQuorumVerifyCmd() *cobra.Command {
 ed25519 signature against the voter's key from the registry (read through the
 Raft leader), the electorate, the rule's threshold and distinct hosts. The
 node that answered is not trusted: any change to the certificate fails here.`,
-		Args: cobra.ExactArgs(1),
+		Example: `  meshnode quorum verify pay-42`,
+		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			d, err := getDecision(cf, args[0])
 			if err != nil {
@@ -295,7 +353,7 @@ func newQuorumReviewCmd() *cobra.Command {
 			return printDecision(cmd, cf, resp.GetDecision())
 		},
 	}
-	cf = addClientFlags(cmd)
+	cf = writeClientFlags(cmd)
 	cmd.Flags().BoolVar(&approve, "approve", false, "approve the proposal")
 	cmd.Flags().BoolVar(&reject, "reject", false, "reject the proposal")
 	cmd.Flags().StringVar(&reason, "reason", "", "why (required)")

@@ -30,21 +30,31 @@ Settings come from flags, then MESHNODE_* environment variables (for example
 MESHNODE_DATA_DIR), then the YAML file named by --config, then defaults.
 Keys in the file are the flag names with '_' for '-' (data_dir, log_level, ...).
 
-SIGINT or SIGTERM stops the node gracefully within --shutdown-timeout; a second
-signal forces it to exit at once.
+SIGINT or SIGTERM stops the node gracefully within --shutdown-timeout, also
+while it is still starting or joining a cluster; a second signal forces it to
+exit at once.
+
+Pass a join token with --token-file or MESHNODE_TOKEN: a --token on the
+command line is visible to every user in the process list.
 
 The Go garbage collector runs at GOGC=400 unless GOGC is set: the node's live
 heap is small, and at the default 100 collection was a third of its CPU per
 call. Set GOGC (and GOMEMLIMIT to bound the heap) as for any Go program.`,
 		Example: `  meshnode run
-  meshnode run --name n2 --data-dir /tmp/n2 --bind 127.0.0.1:7947 --join 127.0.0.1:7946 --token "$TOKEN"`,
+  meshnode token create --name n2 > n2.token     # on a server of the cluster
+  meshnode run --name n2 --data-dir /tmp/n2 --bind 127.0.0.1:7947 --join 127.0.0.1:7946 --token-file n2.token
+  MESHNODE_TOKEN=$(cat n2.token) meshnode run --name n2 --join 10.0.0.1:7946`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := loadRunConfig(cmd.Flags(), configFile)
 			if err != nil {
 				return err
 			}
-			return runNode(cfg)
+			var warnings []string
+			if cmd.Flags().Changed("token") {
+				warnings = append(warnings, "--token puts the join token in the process list and shell history; pass it with --token-file FILE or MESHNODE_TOKEN instead")
+			}
+			return runNode(cfg, warnings...)
 		},
 	}
 	f := cmd.Flags()
@@ -55,7 +65,8 @@ call. Set GOGC (and GOMEMLIMIT to bound the heap) as for any Go program.`,
 	f.String("advertise", "", "host:port peers use to reach this node (default: the bind address)")
 	f.String("socket", "", "agent API Unix socket (default <data-dir>/meshnode.sock)")
 	f.StringSlice("join", nil, "seed addresses host:port,... of existing nodes; empty bootstraps a new cluster")
-	f.String("token", "", "one-time join token from 'meshnode token create'")
+	f.String("token", "", "one-time join token from 'meshnode token create' (prefer --token-file or MESHNODE_TOKEN: argv is visible to every user)")
+	f.String("token-file", "", "file holding the one-time join token")
 	f.Bool("server", false, "be a Raft server (the first node of a cluster always is)")
 	f.Int("voters", def.Voters, "Raft voters the cluster keeps: 3 or 5")
 	f.String("trust-domain", def.TrustDomain, "SPIFFE trust domain of a cluster this node bootstraps")
@@ -101,7 +112,29 @@ func loadRunConfig(flags *pflag.FlagSet, configFile string) (node.Config, error)
 	if ferr != nil {
 		return cfg, ferr
 	}
+	if err := readTokenFile(&cfg); err != nil {
+		return cfg, err
+	}
 	return cfg, cfg.Validate()
+}
+
+// readTokenFile loads cfg.TokenFile into cfg.Token.
+func readTokenFile(cfg *node.Config) error {
+	if cfg.TokenFile == "" {
+		return nil
+	}
+	if cfg.Token != "" {
+		return fmt.Errorf("%w: token_file: the token is given twice, by --token-file and by --token or MESHNODE_TOKEN; keep one", node.ErrInvalidConfig)
+	}
+	b, err := os.ReadFile(cfg.TokenFile)
+	if err != nil {
+		return fmt.Errorf("%w: token_file: %v", node.ErrInvalidConfig, err)
+	}
+	cfg.Token = strings.TrimSpace(string(b))
+	if cfg.Token == "" {
+		return fmt.Errorf("%w: token_file: %s is empty; write the output of 'meshnode token create' into it", node.ErrInvalidConfig, cfg.TokenFile)
+	}
+	return nil
 }
 
 // defaultGCPercent is the node's GOGC unless the environment sets one.
@@ -109,10 +142,13 @@ func loadRunConfig(flags *pflag.FlagSet, configFile string) (node.Config, error)
 // cut each node's CPU per call by about 30% for about 15 MiB more RSS.
 const defaultGCPercent = 400
 
-func runNode(cfg node.Config) error {
+func runNode(cfg node.Config, warnings ...string) error {
 	log, err := node.NewLogger(os.Stderr, cfg.LogLevel, cfg.LogFormat)
 	if err != nil {
 		return usageError{err}
+	}
+	for _, w := range warnings {
+		log.Warn(w)
 	}
 	if _, set := os.LookupEnv("GOGC"); !set {
 		debug.SetGCPercent(defaultGCPercent)
@@ -121,22 +157,32 @@ func runNode(cfg node.Config) error {
 	if err != nil {
 		return err
 	}
+	// The first SIGINT or SIGTERM cancels ctx, whatever phase the node is
+	// in: a join that retries an unreachable seed ends as promptly as a
+	// running node. A second one exits at once.
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sigs)
-
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	if err := n.Start(ctx); err != nil {
-		return err
-	}
-	sig := <-sigs
-	log.Info("stopping", "signal", sig.String(), "timeout", cfg.ShutdownTimeout)
 	go func() {
 		sig := <-sigs
+		log.Info("stopping", "signal", sig.String(), "timeout", cfg.ShutdownTimeout)
+		cancel()
+		sig = <-sigs
 		log.Error("second signal: exiting now without a graceful stop", "signal", sig.String())
 		os.Exit(exitRuntime)
 	}()
+
+	if err := n.Start(ctx); err != nil {
+		if ctx.Err() != nil {
+			// Start undid what it had begun before returning.
+			log.Info("stopped during start-up")
+			return nil
+		}
+		return err
+	}
+	<-ctx.Done()
 	stopCtx, stopCancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer stopCancel()
 	start := time.Now()

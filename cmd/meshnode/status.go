@@ -14,7 +14,10 @@ func newStatusCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "Show the local node's name, version, role and uptime",
-		Args:  cobra.NoArgs,
+		Example: `  meshnode status
+  meshnode status --json --socket /var/lib/meshnode/meshnode.sock
+  meshnode status --wait 0      # fail at once if no node answers`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			conn, ctx, done, err := cf.open()
 			if err != nil {

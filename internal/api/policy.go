@@ -98,3 +98,34 @@ func (s *policyService) SetPolicy(ctx context.Context, req *meshnodev1.SetPolicy
 	s.log.Info("routing policy set", "capability", key, "policy", eff.GetPolicy(), "index", idx)
 	return &meshnodev1.SetPolicyResponse{Effective: eff, Index: idx}, nil
 }
+
+// ListPolicies returns every stored policy, sorted by capability.
+func (s *policyService) ListPolicies(ctx context.Context, req *meshnodev1.ListPoliciesRequest) (*meshnodev1.ListPoliciesResponse, error) {
+	recs, idx, err := s.store.Policies(ctx, readOpts(req.GetConsistency()))
+	if err != nil {
+		return nil, apierror.Wrap("list policies", err)
+	}
+	resp := &meshnodev1.ListPoliciesResponse{Index: idx}
+	for _, rec := range recs {
+		p := &meshnodev1.RoutingPolicy{}
+		if err := proto.Unmarshal(rec.GetPolicy(), p); err != nil {
+			return nil, status.Errorf(codes.Internal, "stored policy %q is corrupt: %v", rec.GetKey(), err)
+		}
+		p.Capability = rec.GetKey()
+		resp.Policies = append(resp.Policies, p)
+	}
+	return resp, nil
+}
+
+// DeletePolicy removes a stored policy; NotFound when there is none.
+func (s *policyService) DeletePolicy(ctx context.Context, req *meshnodev1.DeletePolicyRequest) (*meshnodev1.DeletePolicyResponse, error) {
+	key := policyKey(req.GetCapability())
+	wctx, cancel := boundWrite(ctx)
+	defer cancel()
+	idx, err := s.store.DeletePolicy(wctx, key)
+	if err != nil {
+		return nil, apierror.Wrap("delete policy "+key, err)
+	}
+	s.log.Info("routing policy deleted", "capability", key, "index", idx)
+	return &meshnodev1.DeletePolicyResponse{Index: idx}, nil
+}

@@ -150,6 +150,199 @@ func (ConstraintOperator) EnumDescriptor() ([]byte, []int) {
 	return file_meshnode_v1_policy_proto_rawDescGZIP(), []int{1}
 }
 
+// ListPoliciesRequest asks for every stored policy.
+type ListPoliciesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Read through the Raft leader instead of the local replica.
+	Consistency   Consistency `protobuf:"varint,1,opt,name=consistency,proto3,enum=meshnode.v1.Consistency" json:"consistency,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListPoliciesRequest) Reset() {
+	*x = ListPoliciesRequest{}
+	mi := &file_meshnode_v1_policy_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListPoliciesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListPoliciesRequest) ProtoMessage() {}
+
+func (x *ListPoliciesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meshnode_v1_policy_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListPoliciesRequest.ProtoReflect.Descriptor instead.
+func (*ListPoliciesRequest) Descriptor() ([]byte, []int) {
+	return file_meshnode_v1_policy_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *ListPoliciesRequest) GetConsistency() Consistency {
+	if x != nil {
+		return x.Consistency
+	}
+	return Consistency_CONSISTENCY_UNSPECIFIED
+}
+
+// ListPoliciesResponse holds the stored policies, sorted by capability.
+type ListPoliciesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Each as stored: unset fields take the built-in defaults.
+	Policies []*RoutingPolicy `protobuf:"bytes,1,rep,name=policies,proto3" json:"policies,omitempty"`
+	// The registry index the answer reflects.
+	Index         uint64 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListPoliciesResponse) Reset() {
+	*x = ListPoliciesResponse{}
+	mi := &file_meshnode_v1_policy_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListPoliciesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListPoliciesResponse) ProtoMessage() {}
+
+func (x *ListPoliciesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_meshnode_v1_policy_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListPoliciesResponse.ProtoReflect.Descriptor instead.
+func (*ListPoliciesResponse) Descriptor() ([]byte, []int) {
+	return file_meshnode_v1_policy_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ListPoliciesResponse) GetPolicies() []*RoutingPolicy {
+	if x != nil {
+		return x.Policies
+	}
+	return nil
+}
+
+func (x *ListPoliciesResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+// DeletePolicyRequest names the policy to remove.
+type DeletePolicyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The capability; "" or "*" removes the cluster default.
+	Capability    string `protobuf:"bytes,1,opt,name=capability,proto3" json:"capability,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeletePolicyRequest) Reset() {
+	*x = DeletePolicyRequest{}
+	mi := &file_meshnode_v1_policy_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeletePolicyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeletePolicyRequest) ProtoMessage() {}
+
+func (x *DeletePolicyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meshnode_v1_policy_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeletePolicyRequest.ProtoReflect.Descriptor instead.
+func (*DeletePolicyRequest) Descriptor() ([]byte, []int) {
+	return file_meshnode_v1_policy_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *DeletePolicyRequest) GetCapability() string {
+	if x != nil {
+		return x.Capability
+	}
+	return ""
+}
+
+// DeletePolicyResponse confirms a removed policy.
+type DeletePolicyResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The Raft index at which the removal was committed.
+	Index         uint64 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeletePolicyResponse) Reset() {
+	*x = DeletePolicyResponse{}
+	mi := &file_meshnode_v1_policy_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeletePolicyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeletePolicyResponse) ProtoMessage() {}
+
+func (x *DeletePolicyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_meshnode_v1_policy_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeletePolicyResponse.ProtoReflect.Descriptor instead.
+func (*DeletePolicyResponse) Descriptor() ([]byte, []int) {
+	return file_meshnode_v1_policy_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *DeletePolicyResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
 // GetPolicyRequest names the capability whose policy to read.
 type GetPolicyRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -163,7 +356,7 @@ type GetPolicyRequest struct {
 
 func (x *GetPolicyRequest) Reset() {
 	*x = GetPolicyRequest{}
-	mi := &file_meshnode_v1_policy_proto_msgTypes[0]
+	mi := &file_meshnode_v1_policy_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -175,7 +368,7 @@ func (x *GetPolicyRequest) String() string {
 func (*GetPolicyRequest) ProtoMessage() {}
 
 func (x *GetPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_policy_proto_msgTypes[0]
+	mi := &file_meshnode_v1_policy_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -188,7 +381,7 @@ func (x *GetPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPolicyRequest.ProtoReflect.Descriptor instead.
 func (*GetPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_policy_proto_rawDescGZIP(), []int{0}
+	return file_meshnode_v1_policy_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *GetPolicyRequest) GetCapability() string {
@@ -224,7 +417,7 @@ type GetPolicyResponse struct {
 
 func (x *GetPolicyResponse) Reset() {
 	*x = GetPolicyResponse{}
-	mi := &file_meshnode_v1_policy_proto_msgTypes[1]
+	mi := &file_meshnode_v1_policy_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -236,7 +429,7 @@ func (x *GetPolicyResponse) String() string {
 func (*GetPolicyResponse) ProtoMessage() {}
 
 func (x *GetPolicyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_policy_proto_msgTypes[1]
+	mi := &file_meshnode_v1_policy_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -249,7 +442,7 @@ func (x *GetPolicyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPolicyResponse.ProtoReflect.Descriptor instead.
 func (*GetPolicyResponse) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_policy_proto_rawDescGZIP(), []int{1}
+	return file_meshnode_v1_policy_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *GetPolicyResponse) GetPolicy() *RoutingPolicy {
@@ -291,7 +484,7 @@ type SetPolicyRequest struct {
 
 func (x *SetPolicyRequest) Reset() {
 	*x = SetPolicyRequest{}
-	mi := &file_meshnode_v1_policy_proto_msgTypes[2]
+	mi := &file_meshnode_v1_policy_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -303,7 +496,7 @@ func (x *SetPolicyRequest) String() string {
 func (*SetPolicyRequest) ProtoMessage() {}
 
 func (x *SetPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_policy_proto_msgTypes[2]
+	mi := &file_meshnode_v1_policy_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -316,7 +509,7 @@ func (x *SetPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetPolicyRequest.ProtoReflect.Descriptor instead.
 func (*SetPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_policy_proto_rawDescGZIP(), []int{2}
+	return file_meshnode_v1_policy_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *SetPolicyRequest) GetPolicy() *RoutingPolicy {
@@ -339,7 +532,7 @@ type SetPolicyResponse struct {
 
 func (x *SetPolicyResponse) Reset() {
 	*x = SetPolicyResponse{}
-	mi := &file_meshnode_v1_policy_proto_msgTypes[3]
+	mi := &file_meshnode_v1_policy_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -351,7 +544,7 @@ func (x *SetPolicyResponse) String() string {
 func (*SetPolicyResponse) ProtoMessage() {}
 
 func (x *SetPolicyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_policy_proto_msgTypes[3]
+	mi := &file_meshnode_v1_policy_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -364,7 +557,7 @@ func (x *SetPolicyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetPolicyResponse.ProtoReflect.Descriptor instead.
 func (*SetPolicyResponse) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_policy_proto_rawDescGZIP(), []int{3}
+	return file_meshnode_v1_policy_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *SetPolicyResponse) GetEffective() *RoutingPolicy {
@@ -421,7 +614,7 @@ type RoutingPolicy struct {
 
 func (x *RoutingPolicy) Reset() {
 	*x = RoutingPolicy{}
-	mi := &file_meshnode_v1_policy_proto_msgTypes[4]
+	mi := &file_meshnode_v1_policy_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -433,7 +626,7 @@ func (x *RoutingPolicy) String() string {
 func (*RoutingPolicy) ProtoMessage() {}
 
 func (x *RoutingPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_policy_proto_msgTypes[4]
+	mi := &file_meshnode_v1_policy_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -446,7 +639,7 @@ func (x *RoutingPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoutingPolicy.ProtoReflect.Descriptor instead.
 func (*RoutingPolicy) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_policy_proto_rawDescGZIP(), []int{4}
+	return file_meshnode_v1_policy_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *RoutingPolicy) GetCapability() string {
@@ -553,7 +746,7 @@ type ProficiencyRules struct {
 
 func (x *ProficiencyRules) Reset() {
 	*x = ProficiencyRules{}
-	mi := &file_meshnode_v1_policy_proto_msgTypes[5]
+	mi := &file_meshnode_v1_policy_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -565,7 +758,7 @@ func (x *ProficiencyRules) String() string {
 func (*ProficiencyRules) ProtoMessage() {}
 
 func (x *ProficiencyRules) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_policy_proto_msgTypes[5]
+	mi := &file_meshnode_v1_policy_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -578,7 +771,7 @@ func (x *ProficiencyRules) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProficiencyRules.ProtoReflect.Descriptor instead.
 func (*ProficiencyRules) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_policy_proto_rawDescGZIP(), []int{5}
+	return file_meshnode_v1_policy_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ProficiencyRules) GetLevels() []*ComplexityLevel {
@@ -615,7 +808,7 @@ type ComplexityLevel struct {
 
 func (x *ComplexityLevel) Reset() {
 	*x = ComplexityLevel{}
-	mi := &file_meshnode_v1_policy_proto_msgTypes[6]
+	mi := &file_meshnode_v1_policy_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -627,7 +820,7 @@ func (x *ComplexityLevel) String() string {
 func (*ComplexityLevel) ProtoMessage() {}
 
 func (x *ComplexityLevel) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_policy_proto_msgTypes[6]
+	mi := &file_meshnode_v1_policy_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -640,7 +833,7 @@ func (x *ComplexityLevel) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ComplexityLevel.ProtoReflect.Descriptor instead.
 func (*ComplexityLevel) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_policy_proto_rawDescGZIP(), []int{6}
+	return file_meshnode_v1_policy_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ComplexityLevel) GetMinComplexity() uint32 {
@@ -688,7 +881,7 @@ type CircuitBreakerSettings struct {
 
 func (x *CircuitBreakerSettings) Reset() {
 	*x = CircuitBreakerSettings{}
-	mi := &file_meshnode_v1_policy_proto_msgTypes[7]
+	mi := &file_meshnode_v1_policy_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -700,7 +893,7 @@ func (x *CircuitBreakerSettings) String() string {
 func (*CircuitBreakerSettings) ProtoMessage() {}
 
 func (x *CircuitBreakerSettings) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_policy_proto_msgTypes[7]
+	mi := &file_meshnode_v1_policy_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -713,7 +906,7 @@ func (x *CircuitBreakerSettings) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CircuitBreakerSettings.ProtoReflect.Descriptor instead.
 func (*CircuitBreakerSettings) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_policy_proto_rawDescGZIP(), []int{7}
+	return file_meshnode_v1_policy_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *CircuitBreakerSettings) GetDisabled() bool {
@@ -808,7 +1001,7 @@ type RetrySettings struct {
 
 func (x *RetrySettings) Reset() {
 	*x = RetrySettings{}
-	mi := &file_meshnode_v1_policy_proto_msgTypes[8]
+	mi := &file_meshnode_v1_policy_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -820,7 +1013,7 @@ func (x *RetrySettings) String() string {
 func (*RetrySettings) ProtoMessage() {}
 
 func (x *RetrySettings) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_policy_proto_msgTypes[8]
+	mi := &file_meshnode_v1_policy_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -833,7 +1026,7 @@ func (x *RetrySettings) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetrySettings.ProtoReflect.Descriptor instead.
 func (*RetrySettings) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_policy_proto_rawDescGZIP(), []int{8}
+	return file_meshnode_v1_policy_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RetrySettings) GetMaxAttempts() uint32 {
@@ -903,7 +1096,7 @@ type DeadlineSettings struct {
 
 func (x *DeadlineSettings) Reset() {
 	*x = DeadlineSettings{}
-	mi := &file_meshnode_v1_policy_proto_msgTypes[9]
+	mi := &file_meshnode_v1_policy_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -915,7 +1108,7 @@ func (x *DeadlineSettings) String() string {
 func (*DeadlineSettings) ProtoMessage() {}
 
 func (x *DeadlineSettings) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_policy_proto_msgTypes[9]
+	mi := &file_meshnode_v1_policy_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -928,7 +1121,7 @@ func (x *DeadlineSettings) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeadlineSettings.ProtoReflect.Descriptor instead.
 func (*DeadlineSettings) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_policy_proto_rawDescGZIP(), []int{9}
+	return file_meshnode_v1_policy_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *DeadlineSettings) GetHopReserve() *durationpb.Duration {
@@ -972,7 +1165,7 @@ type AttributeConstraint struct {
 
 func (x *AttributeConstraint) Reset() {
 	*x = AttributeConstraint{}
-	mi := &file_meshnode_v1_policy_proto_msgTypes[10]
+	mi := &file_meshnode_v1_policy_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -984,7 +1177,7 @@ func (x *AttributeConstraint) String() string {
 func (*AttributeConstraint) ProtoMessage() {}
 
 func (x *AttributeConstraint) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_policy_proto_msgTypes[10]
+	mi := &file_meshnode_v1_policy_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -997,7 +1190,7 @@ func (x *AttributeConstraint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttributeConstraint.ProtoReflect.Descriptor instead.
 func (*AttributeConstraint) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_policy_proto_rawDescGZIP(), []int{10}
+	return file_meshnode_v1_policy_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *AttributeConstraint) GetKey() string {
@@ -1058,7 +1251,7 @@ type RoutingOverrides struct {
 
 func (x *RoutingOverrides) Reset() {
 	*x = RoutingOverrides{}
-	mi := &file_meshnode_v1_policy_proto_msgTypes[11]
+	mi := &file_meshnode_v1_policy_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1070,7 +1263,7 @@ func (x *RoutingOverrides) String() string {
 func (*RoutingOverrides) ProtoMessage() {}
 
 func (x *RoutingOverrides) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_policy_proto_msgTypes[11]
+	mi := &file_meshnode_v1_policy_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1083,7 +1276,7 @@ func (x *RoutingOverrides) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoutingOverrides.ProtoReflect.Descriptor instead.
 func (*RoutingOverrides) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_policy_proto_rawDescGZIP(), []int{11}
+	return file_meshnode_v1_policy_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *RoutingOverrides) GetPolicy() string {
@@ -1158,7 +1351,7 @@ type RoutingMetadata struct {
 
 func (x *RoutingMetadata) Reset() {
 	*x = RoutingMetadata{}
-	mi := &file_meshnode_v1_policy_proto_msgTypes[12]
+	mi := &file_meshnode_v1_policy_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1170,7 +1363,7 @@ func (x *RoutingMetadata) String() string {
 func (*RoutingMetadata) ProtoMessage() {}
 
 func (x *RoutingMetadata) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_policy_proto_msgTypes[12]
+	mi := &file_meshnode_v1_policy_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1183,7 +1376,7 @@ func (x *RoutingMetadata) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoutingMetadata.ProtoReflect.Descriptor instead.
 func (*RoutingMetadata) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_policy_proto_rawDescGZIP(), []int{12}
+	return file_meshnode_v1_policy_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RoutingMetadata) GetChain() []string {
@@ -1232,7 +1425,18 @@ var File_meshnode_v1_policy_proto protoreflect.FileDescriptor
 
 const file_meshnode_v1_policy_proto_rawDesc = "" +
 	"\n" +
-	"\x18meshnode/v1/policy.proto\x12\vmeshnode.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1ameshnode/v1/registry.proto\"n\n" +
+	"\x18meshnode/v1/policy.proto\x12\vmeshnode.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1ameshnode/v1/registry.proto\"Q\n" +
+	"\x13ListPoliciesRequest\x12:\n" +
+	"\vconsistency\x18\x01 \x01(\x0e2\x18.meshnode.v1.ConsistencyR\vconsistency\"d\n" +
+	"\x14ListPoliciesResponse\x126\n" +
+	"\bpolicies\x18\x01 \x03(\v2\x1a.meshnode.v1.RoutingPolicyR\bpolicies\x12\x14\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\"5\n" +
+	"\x13DeletePolicyRequest\x12\x1e\n" +
+	"\n" +
+	"capability\x18\x01 \x01(\tR\n" +
+	"capability\",\n" +
+	"\x14DeletePolicyResponse\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\"n\n" +
 	"\x10GetPolicyRequest\x12\x1e\n" +
 	"\n" +
 	"capability\x18\x01 \x01(\tR\n" +
@@ -1347,10 +1551,12 @@ const file_meshnode_v1_policy_proto_rawDesc = "" +
 	"\x16CONSTRAINT_OPERATOR_IN\x10\x03\x12\x1e\n" +
 	"\x1aCONSTRAINT_OPERATOR_NOT_IN\x10\x04\x12\x1d\n" +
 	"\x19CONSTRAINT_OPERATOR_RANGE\x10\x05\x12\x1e\n" +
-	"\x1aCONSTRAINT_OPERATOR_EXISTS\x10\x062\xa7\x01\n" +
+	"\x1aCONSTRAINT_OPERATOR_EXISTS\x10\x062\xd1\x02\n" +
 	"\rPolicyService\x12J\n" +
 	"\tGetPolicy\x12\x1d.meshnode.v1.GetPolicyRequest\x1a\x1e.meshnode.v1.GetPolicyResponse\x12J\n" +
-	"\tSetPolicy\x12\x1d.meshnode.v1.SetPolicyRequest\x1a\x1e.meshnode.v1.SetPolicyResponseB<Z:github.com/agentmesh/meshnode/proto/meshnode/v1;meshnodev1b\x06proto3"
+	"\tSetPolicy\x12\x1d.meshnode.v1.SetPolicyRequest\x1a\x1e.meshnode.v1.SetPolicyResponse\x12S\n" +
+	"\fListPolicies\x12 .meshnode.v1.ListPoliciesRequest\x1a!.meshnode.v1.ListPoliciesResponse\x12S\n" +
+	"\fDeletePolicy\x12 .meshnode.v1.DeletePolicyRequest\x1a!.meshnode.v1.DeletePolicyResponseB<Z:github.com/agentmesh/meshnode/proto/meshnode/v1;meshnodev1b\x06proto3"
 
 var (
 	file_meshnode_v1_policy_proto_rawDescOnce sync.Once
@@ -1365,66 +1571,76 @@ func file_meshnode_v1_policy_proto_rawDescGZIP() []byte {
 }
 
 var file_meshnode_v1_policy_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_meshnode_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_meshnode_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_meshnode_v1_policy_proto_goTypes = []any{
 	(LocalityPreference)(0),        // 0: meshnode.v1.LocalityPreference
 	(ConstraintOperator)(0),        // 1: meshnode.v1.ConstraintOperator
-	(*GetPolicyRequest)(nil),       // 2: meshnode.v1.GetPolicyRequest
-	(*GetPolicyResponse)(nil),      // 3: meshnode.v1.GetPolicyResponse
-	(*SetPolicyRequest)(nil),       // 4: meshnode.v1.SetPolicyRequest
-	(*SetPolicyResponse)(nil),      // 5: meshnode.v1.SetPolicyResponse
-	(*RoutingPolicy)(nil),          // 6: meshnode.v1.RoutingPolicy
-	(*ProficiencyRules)(nil),       // 7: meshnode.v1.ProficiencyRules
-	(*ComplexityLevel)(nil),        // 8: meshnode.v1.ComplexityLevel
-	(*CircuitBreakerSettings)(nil), // 9: meshnode.v1.CircuitBreakerSettings
-	(*RetrySettings)(nil),          // 10: meshnode.v1.RetrySettings
-	(*DeadlineSettings)(nil),       // 11: meshnode.v1.DeadlineSettings
-	(*AttributeConstraint)(nil),    // 12: meshnode.v1.AttributeConstraint
-	(*RoutingOverrides)(nil),       // 13: meshnode.v1.RoutingOverrides
-	(*RoutingMetadata)(nil),        // 14: meshnode.v1.RoutingMetadata
-	nil,                            // 15: meshnode.v1.RoutingMetadata.TraceContextEntry
-	(Consistency)(0),               // 16: meshnode.v1.Consistency
-	(Proficiency)(0),               // 17: meshnode.v1.Proficiency
-	(*durationpb.Duration)(nil),    // 18: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),  // 19: google.protobuf.Timestamp
+	(*ListPoliciesRequest)(nil),    // 2: meshnode.v1.ListPoliciesRequest
+	(*ListPoliciesResponse)(nil),   // 3: meshnode.v1.ListPoliciesResponse
+	(*DeletePolicyRequest)(nil),    // 4: meshnode.v1.DeletePolicyRequest
+	(*DeletePolicyResponse)(nil),   // 5: meshnode.v1.DeletePolicyResponse
+	(*GetPolicyRequest)(nil),       // 6: meshnode.v1.GetPolicyRequest
+	(*GetPolicyResponse)(nil),      // 7: meshnode.v1.GetPolicyResponse
+	(*SetPolicyRequest)(nil),       // 8: meshnode.v1.SetPolicyRequest
+	(*SetPolicyResponse)(nil),      // 9: meshnode.v1.SetPolicyResponse
+	(*RoutingPolicy)(nil),          // 10: meshnode.v1.RoutingPolicy
+	(*ProficiencyRules)(nil),       // 11: meshnode.v1.ProficiencyRules
+	(*ComplexityLevel)(nil),        // 12: meshnode.v1.ComplexityLevel
+	(*CircuitBreakerSettings)(nil), // 13: meshnode.v1.CircuitBreakerSettings
+	(*RetrySettings)(nil),          // 14: meshnode.v1.RetrySettings
+	(*DeadlineSettings)(nil),       // 15: meshnode.v1.DeadlineSettings
+	(*AttributeConstraint)(nil),    // 16: meshnode.v1.AttributeConstraint
+	(*RoutingOverrides)(nil),       // 17: meshnode.v1.RoutingOverrides
+	(*RoutingMetadata)(nil),        // 18: meshnode.v1.RoutingMetadata
+	nil,                            // 19: meshnode.v1.RoutingMetadata.TraceContextEntry
+	(Consistency)(0),               // 20: meshnode.v1.Consistency
+	(Proficiency)(0),               // 21: meshnode.v1.Proficiency
+	(*durationpb.Duration)(nil),    // 22: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),  // 23: google.protobuf.Timestamp
 }
 var file_meshnode_v1_policy_proto_depIdxs = []int32{
-	16, // 0: meshnode.v1.GetPolicyRequest.consistency:type_name -> meshnode.v1.Consistency
-	6,  // 1: meshnode.v1.GetPolicyResponse.policy:type_name -> meshnode.v1.RoutingPolicy
-	6,  // 2: meshnode.v1.GetPolicyResponse.effective:type_name -> meshnode.v1.RoutingPolicy
-	6,  // 3: meshnode.v1.SetPolicyRequest.policy:type_name -> meshnode.v1.RoutingPolicy
-	6,  // 4: meshnode.v1.SetPolicyResponse.effective:type_name -> meshnode.v1.RoutingPolicy
-	7,  // 5: meshnode.v1.RoutingPolicy.proficiency:type_name -> meshnode.v1.ProficiencyRules
-	0,  // 6: meshnode.v1.RoutingPolicy.locality:type_name -> meshnode.v1.LocalityPreference
-	9,  // 7: meshnode.v1.RoutingPolicy.circuit_breaker:type_name -> meshnode.v1.CircuitBreakerSettings
-	10, // 8: meshnode.v1.RoutingPolicy.retry:type_name -> meshnode.v1.RetrySettings
-	11, // 9: meshnode.v1.RoutingPolicy.deadline:type_name -> meshnode.v1.DeadlineSettings
-	8,  // 10: meshnode.v1.ProficiencyRules.levels:type_name -> meshnode.v1.ComplexityLevel
-	17, // 11: meshnode.v1.ComplexityLevel.min_proficiency:type_name -> meshnode.v1.Proficiency
-	18, // 12: meshnode.v1.CircuitBreakerSettings.window:type_name -> google.protobuf.Duration
-	18, // 13: meshnode.v1.CircuitBreakerSettings.open_duration:type_name -> google.protobuf.Duration
-	18, // 14: meshnode.v1.CircuitBreakerSettings.max_open_duration:type_name -> google.protobuf.Duration
-	18, // 15: meshnode.v1.RetrySettings.backoff_base:type_name -> google.protobuf.Duration
-	18, // 16: meshnode.v1.RetrySettings.backoff_max:type_name -> google.protobuf.Duration
-	18, // 17: meshnode.v1.RetrySettings.budget_window:type_name -> google.protobuf.Duration
-	18, // 18: meshnode.v1.DeadlineSettings.hop_reserve:type_name -> google.protobuf.Duration
-	18, // 19: meshnode.v1.DeadlineSettings.min_remaining:type_name -> google.protobuf.Duration
-	18, // 20: meshnode.v1.DeadlineSettings.default_timeout:type_name -> google.protobuf.Duration
-	1,  // 21: meshnode.v1.AttributeConstraint.operator:type_name -> meshnode.v1.ConstraintOperator
-	17, // 22: meshnode.v1.RoutingOverrides.min_proficiency:type_name -> meshnode.v1.Proficiency
-	0,  // 23: meshnode.v1.RoutingOverrides.locality:type_name -> meshnode.v1.LocalityPreference
-	12, // 24: meshnode.v1.RoutingOverrides.constraints:type_name -> meshnode.v1.AttributeConstraint
-	19, // 25: meshnode.v1.RoutingMetadata.deadline:type_name -> google.protobuf.Timestamp
-	15, // 26: meshnode.v1.RoutingMetadata.trace_context:type_name -> meshnode.v1.RoutingMetadata.TraceContextEntry
-	2,  // 27: meshnode.v1.PolicyService.GetPolicy:input_type -> meshnode.v1.GetPolicyRequest
-	4,  // 28: meshnode.v1.PolicyService.SetPolicy:input_type -> meshnode.v1.SetPolicyRequest
-	3,  // 29: meshnode.v1.PolicyService.GetPolicy:output_type -> meshnode.v1.GetPolicyResponse
-	5,  // 30: meshnode.v1.PolicyService.SetPolicy:output_type -> meshnode.v1.SetPolicyResponse
-	29, // [29:31] is the sub-list for method output_type
-	27, // [27:29] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	20, // 0: meshnode.v1.ListPoliciesRequest.consistency:type_name -> meshnode.v1.Consistency
+	10, // 1: meshnode.v1.ListPoliciesResponse.policies:type_name -> meshnode.v1.RoutingPolicy
+	20, // 2: meshnode.v1.GetPolicyRequest.consistency:type_name -> meshnode.v1.Consistency
+	10, // 3: meshnode.v1.GetPolicyResponse.policy:type_name -> meshnode.v1.RoutingPolicy
+	10, // 4: meshnode.v1.GetPolicyResponse.effective:type_name -> meshnode.v1.RoutingPolicy
+	10, // 5: meshnode.v1.SetPolicyRequest.policy:type_name -> meshnode.v1.RoutingPolicy
+	10, // 6: meshnode.v1.SetPolicyResponse.effective:type_name -> meshnode.v1.RoutingPolicy
+	11, // 7: meshnode.v1.RoutingPolicy.proficiency:type_name -> meshnode.v1.ProficiencyRules
+	0,  // 8: meshnode.v1.RoutingPolicy.locality:type_name -> meshnode.v1.LocalityPreference
+	13, // 9: meshnode.v1.RoutingPolicy.circuit_breaker:type_name -> meshnode.v1.CircuitBreakerSettings
+	14, // 10: meshnode.v1.RoutingPolicy.retry:type_name -> meshnode.v1.RetrySettings
+	15, // 11: meshnode.v1.RoutingPolicy.deadline:type_name -> meshnode.v1.DeadlineSettings
+	12, // 12: meshnode.v1.ProficiencyRules.levels:type_name -> meshnode.v1.ComplexityLevel
+	21, // 13: meshnode.v1.ComplexityLevel.min_proficiency:type_name -> meshnode.v1.Proficiency
+	22, // 14: meshnode.v1.CircuitBreakerSettings.window:type_name -> google.protobuf.Duration
+	22, // 15: meshnode.v1.CircuitBreakerSettings.open_duration:type_name -> google.protobuf.Duration
+	22, // 16: meshnode.v1.CircuitBreakerSettings.max_open_duration:type_name -> google.protobuf.Duration
+	22, // 17: meshnode.v1.RetrySettings.backoff_base:type_name -> google.protobuf.Duration
+	22, // 18: meshnode.v1.RetrySettings.backoff_max:type_name -> google.protobuf.Duration
+	22, // 19: meshnode.v1.RetrySettings.budget_window:type_name -> google.protobuf.Duration
+	22, // 20: meshnode.v1.DeadlineSettings.hop_reserve:type_name -> google.protobuf.Duration
+	22, // 21: meshnode.v1.DeadlineSettings.min_remaining:type_name -> google.protobuf.Duration
+	22, // 22: meshnode.v1.DeadlineSettings.default_timeout:type_name -> google.protobuf.Duration
+	1,  // 23: meshnode.v1.AttributeConstraint.operator:type_name -> meshnode.v1.ConstraintOperator
+	21, // 24: meshnode.v1.RoutingOverrides.min_proficiency:type_name -> meshnode.v1.Proficiency
+	0,  // 25: meshnode.v1.RoutingOverrides.locality:type_name -> meshnode.v1.LocalityPreference
+	16, // 26: meshnode.v1.RoutingOverrides.constraints:type_name -> meshnode.v1.AttributeConstraint
+	23, // 27: meshnode.v1.RoutingMetadata.deadline:type_name -> google.protobuf.Timestamp
+	19, // 28: meshnode.v1.RoutingMetadata.trace_context:type_name -> meshnode.v1.RoutingMetadata.TraceContextEntry
+	6,  // 29: meshnode.v1.PolicyService.GetPolicy:input_type -> meshnode.v1.GetPolicyRequest
+	8,  // 30: meshnode.v1.PolicyService.SetPolicy:input_type -> meshnode.v1.SetPolicyRequest
+	2,  // 31: meshnode.v1.PolicyService.ListPolicies:input_type -> meshnode.v1.ListPoliciesRequest
+	4,  // 32: meshnode.v1.PolicyService.DeletePolicy:input_type -> meshnode.v1.DeletePolicyRequest
+	7,  // 33: meshnode.v1.PolicyService.GetPolicy:output_type -> meshnode.v1.GetPolicyResponse
+	9,  // 34: meshnode.v1.PolicyService.SetPolicy:output_type -> meshnode.v1.SetPolicyResponse
+	3,  // 35: meshnode.v1.PolicyService.ListPolicies:output_type -> meshnode.v1.ListPoliciesResponse
+	5,  // 36: meshnode.v1.PolicyService.DeletePolicy:output_type -> meshnode.v1.DeletePolicyResponse
+	33, // [33:37] is the sub-list for method output_type
+	29, // [29:33] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_meshnode_v1_policy_proto_init() }
@@ -1433,19 +1649,19 @@ func file_meshnode_v1_policy_proto_init() {
 		return
 	}
 	file_meshnode_v1_registry_proto_init()
-	file_meshnode_v1_policy_proto_msgTypes[4].OneofWrappers = []any{}
-	file_meshnode_v1_policy_proto_msgTypes[5].OneofWrappers = []any{}
-	file_meshnode_v1_policy_proto_msgTypes[7].OneofWrappers = []any{}
 	file_meshnode_v1_policy_proto_msgTypes[8].OneofWrappers = []any{}
-	file_meshnode_v1_policy_proto_msgTypes[10].OneofWrappers = []any{}
+	file_meshnode_v1_policy_proto_msgTypes[9].OneofWrappers = []any{}
 	file_meshnode_v1_policy_proto_msgTypes[11].OneofWrappers = []any{}
+	file_meshnode_v1_policy_proto_msgTypes[12].OneofWrappers = []any{}
+	file_meshnode_v1_policy_proto_msgTypes[14].OneofWrappers = []any{}
+	file_meshnode_v1_policy_proto_msgTypes[15].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meshnode_v1_policy_proto_rawDesc), len(file_meshnode_v1_policy_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   14,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
