@@ -2,12 +2,13 @@ package node
 
 import (
 	"context"
+	"math/big"
 	"time"
 
 	"github.com/agentmesh/meshnode/consensus"
 	"github.com/agentmesh/meshnode/internal/background"
-	"github.com/agentmesh/meshnode/pki"
 	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
+	"github.com/agentmesh/meshnode/transport"
 )
 
 // DisconnectGrace is how long an agent whose Serve stream broke keeps its
@@ -79,7 +80,14 @@ func (n *Node) stopGossip(context.Context) {
 // cutRevokedPeers closes connections to peers revoked after they connected;
 // new handshakes from them are refused by the TLS verification already.
 func (n *Node) cutRevokedPeers(context.Context) {
-	if k := n.ep.ClosePeers(func(id pki.ID) bool { return n.pki.IsRevoked(nil, id) }); k > 0 {
+	revoked := func(p transport.Peer) bool {
+		var serial *big.Int
+		if len(p.Certificates) > 0 {
+			serial = p.Certificates[0].SerialNumber
+		}
+		return n.pki.IsRevoked(serial, p.ID)
+	}
+	if k := n.ep.ClosePeersWhere(revoked); k > 0 {
 		n.log.Warn("closed connections of a revoked peer", "connections", k)
 	}
 }

@@ -120,6 +120,8 @@ func (n *Node) startTransport(ctx context.Context) error {
 	cfg.MaxFrameSize = n.cfg.MaxPayload + 1<<20
 	cfg.Clock = n.clock
 	cfg.Logger = n.log
+	cfg.RaftPeer = n.raftPeer
+	cfg.ExpectedPeer = n.expectedPeer
 	if n.isServer() {
 		cfg.JoinTLS = n.tls.JoinServerConfig()
 	}
@@ -161,6 +163,7 @@ func (n *Node) startConsensus(ctx context.Context, bg *background.Group) error {
 		return err
 	}
 	n.catalog = cat
+	n.peerTrust.Store(&peerTrust{store: st, catalog: cat})
 	n.registry = api.NewRegistry(n.cfg.Name, st, n.hub, cat, n.log)
 	n.decisions = api.NewDecisions(st, cat.VoteKeys, n.log.With("component", "quorum"))
 	n.pki = &pkiStore{store: st}

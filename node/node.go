@@ -63,6 +63,10 @@ type Node struct {
 	decisions   *api.Decisions
 	pki         *pkiStore
 	caPtr       atomic.Pointer[pki.CA]
+	// peerTrust answers the transport's questions (who may speak Raft, who
+	// must answer at an address) once consensus runs; the transport starts
+	// first and asks from its own goroutines.
+	peerTrust atomic.Pointer[peerTrust]
 	gossip      *gossip.Gossip
 	router      *routing.Router
 	coordinator *quorum.Coordinator

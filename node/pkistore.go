@@ -68,6 +68,12 @@ func (s *pkiStore) UseToken(ctx context.Context, u pki.TokenUse) error {
 	return nil
 }
 
+// IsServer answers from the local replica: it must not block the CA.
+func (s *pkiStore) IsServer(node string) bool {
+	ok, err := s.store.ServerAdmitted(context.Background(), consensus.ReadOptions{}, node)
+	return ok && err == nil
+}
+
 func (s *pkiStore) Revoke(ctx context.Context, r *pki.Revocation) error {
 	data, err := proto.Marshal(r)
 	if err != nil {

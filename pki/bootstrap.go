@@ -102,7 +102,7 @@ func (ca *CA) IssueLocal(ctx context.Context, nodeName string) (*Credentials, er
 		return nil, err
 	}
 	s := ca.signer()
-	chain, err := ca.issue(s, csr, id)
+	chain, err := ca.issue(s, csr, id, true) // the bootstrapping node is the first server
 	if err != nil {
 		return nil, err
 	}

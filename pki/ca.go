@@ -1,6 +1,7 @@
 package pki
 
 import (
+	"slices"
 	"context"
 	"crypto/x509"
 	"errors"
@@ -171,8 +172,20 @@ const nodeLeafTemplate = `{
 	"basicConstraints": {"isCA": false}
 }`
 
-// issue signs csr's public key for id. The CSR must already be checked.
-func (ca *CA) issue(s *signer, csr *x509.CertificateRequest, id ID) ([]*x509.Certificate, error) {
+// ServerRole is the organizational unit the CA writes into the certificates
+// of admitted servers, and only theirs. A joiner sends its token only to a
+// server, and only servers speak Raft: both check this mark, which a
+// client's certificate cannot carry.
+const ServerRole = "meshnode-server"
+
+// IsServerCert reports whether leaf carries the server role.
+func IsServerCert(leaf *x509.Certificate) bool {
+	return leaf != nil && slices.Contains(leaf.Subject.OrganizationalUnit, ServerRole)
+}
+
+// issue signs csr's public key for id, with the server role when server.
+// The CSR must already be checked.
+func (ca *CA) issue(s *signer, csr *x509.CertificateRequest, id ID, server bool) ([]*x509.Certificate, error) {
 	cn := id.Node
 	if id.Kind == KindAgent {
 		cn = id.Node + "/" + id.Agent
@@ -183,6 +196,10 @@ func (ca *CA) issue(s *signer, csr *x509.CertificateRequest, id ID) ([]*x509.Cer
 		return nil, fmt.Errorf("pki: certificate template for %s: %w", id, err)
 	}
 	tmpl := c.GetCertificate()
+	tmpl.Subject.OrganizationalUnit = nil
+	if server {
+		tmpl.Subject.OrganizationalUnit = []string{ServerRole}
+	}
 	now := ca.cfg.Clock.Now()
 	tmpl.NotBefore, tmpl.NotAfter = now.Add(-backdate), now.Add(ca.cfg.CertLifetime)
 	if tmpl.NotAfter.After(s.chain[0].NotAfter) {

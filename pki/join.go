@@ -83,7 +83,7 @@ func (ca *CA) join(ctx context.Context, req *meshnodev1.JoinRequest) (*meshnodev
 	if err := ca.cfg.Store.UseToken(ctx, use); err != nil {
 		return nil, tokID, fmt.Errorf("recording use of token %s: %w", tok.ID, err)
 	}
-	chain, err := ca.issue(s, csr, id)
+	chain, err := ca.issue(s, csr, id, use.Server)
 	if err != nil {
 		return nil, tokID, err
 	}
@@ -112,7 +112,8 @@ func (ca *CA) Renew(ctx context.Context, peer ID, req *meshnodev1.RenewRequest) 
 	}
 	var chain []*x509.Certificate
 	if err == nil {
-		chain, err = ca.issue(s, csr, peer)
+		// A renewal keeps the server role only while the node is admitted.
+		chain, err = ca.issue(s, csr, peer, ca.cfg.Store.IsServer(peer.Node))
 	}
 	if err != nil {
 		ca.log.Warn("refused renewal", "peer", peer.String(), "err", err)
@@ -273,6 +274,11 @@ func verifyJoinServer(chain []*x509.Certificate, fp []byte, td string) (ID, erro
 	}
 	if id.Kind != KindNode {
 		return id, fmt.Errorf("pki: join server: %w: %s is not a node", ErrUnexpectedPeer, id)
+	}
+	// Only a server holds the CA: a client answering the join ALPN (a
+	// compromised node at a seed address) would collect joiners' tokens.
+	if !IsServerCert(chain[0]) {
+		return id, fmt.Errorf("pki: join server: %w: %s is not a server of the cluster; join through a server's address", ErrUnexpectedPeer, id)
 	}
 	return id, nil
 }

@@ -61,6 +61,9 @@ type Store interface {
 	UseToken(ctx context.Context, use TokenUse) error
 	// Revoke records r (node name and/or serials) as revoked.
 	Revoke(ctx context.Context, r *Revocation) error
+	// IsServer reports, from local state and without blocking, whether node
+	// is an admitted server: its renewed certificates keep the server role.
+	IsServer(node string) bool
 	// Revocations answers from local state, without blocking.
 	Revocations
 }
@@ -130,6 +133,17 @@ func (s *MemStore) UseToken(ctx context.Context, u TokenUse) error {
 		s.servers[u.Node] = true
 	}
 	return nil
+}
+
+// IsServer implements Store.
+func (s *MemStore) IsServer(node string) bool { return s.ServerAdmitted(node) }
+
+// AdmitServer records node as an admitted server (the bootstrapping one).
+func (s *MemStore) AdmitServer(node string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.servers[node] = true
+	s.claimed[node] = true
 }
 
 // ServerAdmitted reports whether a token admitted node as a Raft server.

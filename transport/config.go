@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/agentmesh/meshnode/internal/clock"
-	"github.com/agentmesh/meshnode/pki"
 )
 
 // ALPN protocol names. A connection negotiates exactly one of them.
@@ -104,7 +103,7 @@ type Config struct {
 	// wires it to "is an admitted server" from consensus. Nil admits every
 	// node (tests). Called on every raft stream and dial, concurrently: it
 	// must answer from memory and never block.
-	RaftPeer func(pki.ID) bool
+	RaftPeer func(Peer) bool
 	// ExpectedPeer, if set, says which node should answer at a peer address
 	// (host:port exactly as passed to Call, OpenStream, raft and memberlist).
 	// When ok, a dial to addr fails unless the server's certificate names

@@ -96,7 +96,7 @@ func (e *Endpoint) dialChannel(ctx context.Context, addr string, ch Channel, adm
 }
 
 func (e *Endpoint) deliverRaft(pc *peerConn, s *quic.Stream) {
-	if !e.raftAdmits(pc.peer.ID) {
+	if !e.raftAdmits(pc.peer) {
 		e.refuseRaftStream(pc, s)
 		return
 	}

@@ -14,9 +14,9 @@ import (
 // Config.RaftPeer does not admit.
 var ErrNotRaftPeer = errors.New("peer is not an admitted raft server")
 
-// raftAdmits reports whether id may speak Raft with us (Config.RaftPeer).
-func (e *Endpoint) raftAdmits(id pki.ID) bool {
-	return e.cfg.RaftPeer == nil || e.cfg.RaftPeer(id)
+// raftAdmits reports whether p may speak Raft with us (Config.RaftPeer).
+func (e *Endpoint) raftAdmits(p Peer) bool {
+	return e.cfg.RaftPeer == nil || e.cfg.RaftPeer(p)
 }
 
 // refuseRaftStream resets an inbound raft stream from a node that is not an
@@ -30,7 +30,7 @@ func (e *Endpoint) refuseRaftStream(pc *peerConn, s *quic.Stream) {
 
 // admitRaftDial checks the node that answered a raft dial.
 func (e *Endpoint) admitRaftDial(addr string, p Peer) error {
-	if e.raftAdmits(p.ID) {
+	if e.raftAdmits(p) {
 		return nil
 	}
 	e.refused.raftDials.Add(1)

@@ -23,7 +23,7 @@ func TestRaftPeerAdmission(t *testing.T) {
 	logs := &syncBuffer{}
 	b := transporttest.NewEndpointConfig(t, "b", transport.Config{
 		Logger:   slogTo(logs),
-		RaftPeer: func(id pki.ID) bool { return id.Node != "a" || admitA.Load() },
+		RaftPeer: func(p transport.Peer) bool { return p.ID.Node != "a" || admitA.Load() },
 	})
 	lb := b.RaftLayer()
 	defer lb.Close()
@@ -84,7 +84,7 @@ func TestRaftPeerAdmission(t *testing.T) {
 
 	// Outbound: a raft dial answered by a node that is not a server fails.
 	c := transporttest.NewEndpointConfig(t, "c", transport.Config{
-		RaftPeer: func(id pki.ID) bool { return id.Node != "b" },
+		RaftPeer: func(p transport.Peer) bool { return p.ID.Node != "b" },
 	})
 	_, err := c.RaftLayer().Dial(raft.ServerAddress(b.Addr().String()), 5*time.Second)
 	if !errors.Is(err, transport.ErrNotRaftPeer) || !strings.Contains(err.Error(), pki.NodeID(td, "b").String()) {

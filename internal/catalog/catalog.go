@@ -58,6 +58,7 @@ type Catalog struct {
 	policies indexCache[routing.Policy]      // by capability
 	agents   indexCache[[]*meshnodev1.Agent] // by capability; shared with the store: read-only
 	keys     indexCache[crypto.PublicKey]    // parsed node gossip keys, by node
+	owners   indexCache[map[string]string]   // "" -> address -> the node registered there
 }
 
 type gossipRef struct{ g Gossip }

@@ -36,6 +36,41 @@ func (c *Catalog) NodeAddress(name string) (string, bool) {
 	return "", false
 }
 
+// NodeAt says which node must answer at a peer address: the one whose
+// registry record holds it. The transport pins every dial to it, so a node
+// that answers at another's address (a stolen certificate on a hijacked
+// address) is refused instead of receiving its calls and vote requests.
+// An address no record holds (a seed), or that two records claim, is not
+// pinned: any node of the cluster may answer there. The transport calls
+// it on every call, so the map is built once per registry index.
+func (c *Catalog) NodeAt(addr string) (string, bool) {
+	index := c.cfg.Registry.Index()
+	owners, ok := c.owners.get("", index)
+	if !ok {
+		owners = c.addressOwners()
+		c.owners.put("", index, owners)
+	}
+	node := owners[addr]
+	return node, node != ""
+}
+
+func (c *Catalog) addressOwners() map[string]string {
+	recs, _, err := c.cfg.Registry.Nodes(context.Background(), consensus.ReadOptions{})
+	if err != nil {
+		return nil
+	}
+	owners := make(map[string]string, len(recs))
+	for _, r := range recs {
+		addr := r.GetAddress()
+		if prev, dup := owners[addr]; dup && prev != r.GetName() {
+			owners[addr] = "" // claimed twice: trust neither
+			continue
+		}
+		owners[addr] = r.GetName()
+	}
+	return owners
+}
+
 // NodePublicKey resolves the key a node signs its gossip with, from its
 // registry record. Gossip calls it from its packet handler, so it reads only
 // the local replica; every fresh load message needs one, so parsed keys are
