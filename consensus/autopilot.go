@@ -363,3 +363,11 @@ func (s *Store) localServers() []ServerInfo {
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
 }
+
+// Term is this server's current Raft term; zero on a client.
+func (s *Store) Term() uint64 {
+	if s.srv == nil {
+		return 0
+	}
+	return s.srv.raft.CurrentTerm()
+}
