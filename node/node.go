@@ -66,7 +66,7 @@ type Node struct {
 	// peerTrust answers the transport's questions (who may speak Raft, who
 	// must answer at an address) once consensus runs; the transport starts
 	// first and asks from its own goroutines.
-	peerTrust atomic.Pointer[peerTrust]
+	peerTrust   atomic.Pointer[peerTrust]
 	gossip      *gossip.Gossip
 	router      *routing.Router
 	coordinator *quorum.Coordinator
