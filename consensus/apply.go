@@ -280,6 +280,9 @@ func revoke(txn *memdb.Txn, index uint64, r *meshnodev1.RevokeCommand) (*meshnod
 	recs := []*meshnodev1.RevocationRecord{}
 	if len(r.GetSerials()) == 0 {
 		recs = append(recs, &meshnodev1.RevocationRecord{Key: nodeRevocationKey(r.GetNode()), Node: r.GetNode()})
+		if err := markAgentsRevoked(txn, index, r.GetNode()); err != nil {
+			return nil, err
+		}
 		// A revoked node can never come back under its name, as a server
 		// or otherwise.
 		if a := first[*meshnodev1.AdmittedServerRecord](txn, tableServers, r.GetNode()); a != nil {
@@ -302,6 +305,27 @@ func revoke(txn *memdb.Txn, index uint64, r *meshnodev1.RevokeCommand) (*meshnod
 		}
 	}
 	return ok(), nil
+}
+
+// markAgentsRevoked takes a revoked node's agents out of rotation for good:
+// they stay in the registry for history, with a status no write can change.
+func markAgentsRevoked(txn *memdb.Txn, index uint64, node string) error {
+	it, err := txn.Get(tableAgents, "node", node)
+	if err != nil {
+		return err
+	}
+	var agents []*meshnodev1.Agent
+	for obj := it.Next(); obj != nil; obj = it.Next() {
+		agents = append(agents, obj.(*meshnodev1.Agent))
+	}
+	for _, old := range agents {
+		a := proto.CloneOf(old)
+		a.Status, a.ModifyIndex = meshnodev1.AgentStatus_AGENT_STATUS_REVOKED, index
+		if err := txn.Insert(tableAgents, a); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func nodeRevocationKey(node string) string     { return "node/" + node }

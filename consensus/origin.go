@@ -40,6 +40,9 @@ func authorizeOrigin(txn *memdb.Txn, c *meshnodev1.Command) *meshnodev1.CommandR
 	if origin == "" {
 		return denied("command has no origin node; every write is stamped with the node it comes from")
 	}
+	if node := writesForNode(c); node != "" && first[*meshnodev1.RevocationRecord](txn, tableRevocations, nodeRevocationKey(node)) != nil {
+		return denied(fmt.Sprintf("node %s is revoked: its record and agents are kept for history and no longer change", node))
+	}
 	if isServerOrigin(txn, origin) {
 		return nil
 	}
@@ -54,6 +57,21 @@ func authorizeOrigin(txn *memdb.Txn, c *meshnodev1.Command) *meshnodev1.CommandR
 func (s *state) authorize(c *meshnodev1.Command) *meshnodev1.CommandResult {
 	txn, _ := s.read()
 	return authorizeOrigin(txn, c)
+}
+
+// writesForNode names the node whose own records c writes (its node record,
+// an agent on it), or "".
+func writesForNode(c *meshnodev1.Command) string {
+	switch op := c.GetOp().(type) {
+	case *meshnodev1.Command_RegisterNode:
+		return op.RegisterNode.GetNode().GetName()
+	case *meshnodev1.Command_RegisterAgent:
+		return op.RegisterAgent.GetAgent().GetNode()
+	case *meshnodev1.Command_SetAgentStatus:
+		node, _, _ := strings.Cut(op.SetAgentStatus.GetId(), "/")
+		return node
+	}
+	return ""
 }
 
 func denied(msg string) *meshnodev1.CommandResult {

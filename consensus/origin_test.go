@@ -107,3 +107,25 @@ func TestStateMachineJudgesOriginAtApply(t *testing.T) {
 		t.Errorf("revoke from a server: %v", r)
 	}
 }
+
+// A revoked node's agents leave rotation for good: the revocation marks them
+// revoked in the same entry, and no write — a server's included — registers
+// or changes the node or its agents again.
+func TestRevokedNodesAgentsAreKeptButFrozen(t *testing.T) {
+	st := testState(16)
+	applyOne(t, st, 1, stamp([]*meshnodev1.Command{agentCmd("c9/a", "x")})[0])
+	applyOne(t, st, 2, stamp([]*meshnodev1.Command{{Op: &meshnodev1.Command_Revoke{Revoke: &meshnodev1.RevokeCommand{Node: "c9", Reason: "stolen"}}}})[0])
+	txn, _ := st.read()
+	if a := first[*meshnodev1.Agent](txn, tableAgents, "c9/a"); a.GetStatus() != meshnodev1.AgentStatus_AGENT_STATUS_REVOKED || a.GetModifyIndex() != 2 {
+		t.Fatalf("agent of the revoked node: %v", a)
+	}
+	for name, cmd := range map[string]*meshnodev1.Command{
+		"re-register its agent": agentCmd("c9/a", "x"),
+		"set its agent ready":   {Op: &meshnodev1.Command_SetAgentStatus{SetAgentStatus: &meshnodev1.SetAgentStatusCommand{Id: "c9/a", Status: meshnodev1.AgentStatus_AGENT_STATUS_READY}}},
+		"register its record":   {Op: &meshnodev1.Command_RegisterNode{RegisterNode: &meshnodev1.RegisterNodeCommand{Node: &meshnodev1.NodeRecord{Name: "c9", Address: "127.0.0.1:9"}}}},
+	} {
+		if r := applyOne(t, st, 3, stamp([]*meshnodev1.Command{cmd})[0]); r.GetStatus() != meshnodev1.CommandStatus_COMMAND_STATUS_PERMISSION_DENIED {
+			t.Errorf("%s after revocation: %v", name, r)
+		}
+	}
+}

@@ -26,7 +26,7 @@ func CandidateFromAgent(a *meshnodev1.Agent, capability string, load *meshnodev1
 			break
 		}
 	}
-	if pc == nil {
+	if pc == nil || a.GetStatus() == meshnodev1.AgentStatus_AGENT_STATUS_REVOKED {
 		return Candidate{}, false
 	}
 	ready := a.GetStatus() == meshnodev1.AgentStatus_AGENT_STATUS_READY

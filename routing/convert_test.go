@@ -26,6 +26,12 @@ func TestCandidateFromAgent(t *testing.T) {
 	if !ok || !reflect.DeepEqual(c, want) {
 		t.Fatalf("got %+v, want %+v", c, want)
 	}
+	revoked := proto.CloneOf(a)
+	revoked.Status = meshnodev1.AgentStatus_AGENT_STATUS_REVOKED
+	// Even with a fresh "ready" load report: its node was revoked.
+	if _, ok := CandidateFromAgent(revoked, "cap", &meshnodev1.AgentLoad{Status: "ready"}, true); ok {
+		t.Fatal("an agent of a revoked node is a candidate")
+	}
 	if _, ok := CandidateFromAgent(a, "missing", nil, true); ok {
 		t.Fatal("candidate for a capability the agent lacks")
 	}

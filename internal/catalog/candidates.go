@@ -114,7 +114,7 @@ func (c *Catalog) AgentLoad(a *meshnodev1.Agent) *meshnodev1.AgentLoad {
 // Ready reports whether an agent can take work now: serving here, or ready
 // on a live node.
 func (c *Catalog) Ready(a *meshnodev1.Agent) bool {
-	if !c.nodeAlive(a.GetNode()) {
+	if a.GetStatus() == meshnodev1.AgentStatus_AGENT_STATUS_REVOKED || !c.nodeAlive(a.GetNode()) {
 		return false
 	}
 	if l := c.AgentLoad(a); l != nil {

@@ -89,6 +89,9 @@ const (
 	AgentStatus_AGENT_STATUS_DRAINING AgentStatus = 3
 	// Lost its Serve stream; deregistered after a grace period unless it returns.
 	AgentStatus_AGENT_STATUS_DISCONNECTED AgentStatus = 4
+	// Its node was revoked: kept for history, never a candidate, and no node
+	// may register or change it again.
+	AgentStatus_AGENT_STATUS_REVOKED AgentStatus = 5
 )
 
 // Enum value maps for AgentStatus.
@@ -99,6 +102,7 @@ var (
 		2: "AGENT_STATUS_READY",
 		3: "AGENT_STATUS_DRAINING",
 		4: "AGENT_STATUS_DISCONNECTED",
+		5: "AGENT_STATUS_REVOKED",
 	}
 	AgentStatus_value = map[string]int32{
 		"AGENT_STATUS_UNSPECIFIED":  0,
@@ -106,6 +110,7 @@ var (
 		"AGENT_STATUS_READY":        2,
 		"AGENT_STATUS_DRAINING":     3,
 		"AGENT_STATUS_DISCONNECTED": 4,
+		"AGENT_STATUS_REVOKED":      5,
 	}
 )
 
@@ -1397,13 +1402,14 @@ const file_meshnode_v1_registry_proto_rawDesc = "" +
 	"\x17PROFICIENCY_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12PROFICIENCY_NOVICE\x10\x01\x12\x1b\n" +
 	"\x17PROFICIENCY_EXPERIENCED\x10\x02\x12\x16\n" +
-	"\x12PROFICIENCY_EXPERT\x10\x03*\x9a\x01\n" +
+	"\x12PROFICIENCY_EXPERT\x10\x03*\xb4\x01\n" +
 	"\vAgentStatus\x12\x1c\n" +
 	"\x18AGENT_STATUS_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17AGENT_STATUS_REGISTERED\x10\x01\x12\x16\n" +
 	"\x12AGENT_STATUS_READY\x10\x02\x12\x19\n" +
 	"\x15AGENT_STATUS_DRAINING\x10\x03\x12\x1d\n" +
-	"\x19AGENT_STATUS_DISCONNECTED\x10\x04*]\n" +
+	"\x19AGENT_STATUS_DISCONNECTED\x10\x04\x12\x18\n" +
+	"\x14AGENT_STATUS_REVOKED\x10\x05*]\n" +
 	"\vConsistency\x12\x1b\n" +
 	"\x17CONSISTENCY_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11CONSISTENCY_STALE\x10\x01\x12\x1a\n" +
