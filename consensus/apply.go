@@ -92,11 +92,17 @@ func (s *state) applyCommand(txn *memdb.Txn, index, now uint64, c *meshnodev1.Co
 	}
 	key := c.GetIdempotencyKey()
 	if key != "" {
+		key = dedupKey(c.GetOrigin(), key)
+	}
+	if key != "" {
 		if rec := s.dedup.get(key); rec != nil {
 			res := proto.CloneOf(rec.GetResult())
 			res.Duplicate = true
 			return res
 		}
+	}
+	if refusal := s.clientQuota(txn, c); refusal != nil {
+		return refusal
 	}
 	res, err := applyOp(txn, index, now, c)
 	if err != nil {

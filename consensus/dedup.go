@@ -1,6 +1,8 @@
 package consensus
 
 import (
+	"strings"
+
 	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
 )
 
@@ -17,11 +19,27 @@ type dedupTable struct {
 	m     map[string]*meshnodev1.DedupRecord
 	fifo  []*meshnodev1.DedupRecord
 	start int
+	// perOrigin counts live keys by origin, for the per-client quota.
+	perOrigin map[string]int
 }
 
 func newDedupTable() *dedupTable {
-	return &dedupTable{m: map[string]*meshnodev1.DedupRecord{}}
+	return &dedupTable{m: map[string]*meshnodev1.DedupRecord{}, perOrigin: map[string]int{}}
 }
+
+// dedupKey is where origin's idempotency key is remembered. Keys live in
+// one namespace per origin, so no node can answer another's write with a
+// result of its own by using that write's key first.
+func dedupKey(origin, key string) string { return origin + "\x00" + key }
+
+// keyOrigin is the origin a remembered key belongs to.
+func keyOrigin(key string) string {
+	origin, _, _ := strings.Cut(key, "\x00")
+	return origin
+}
+
+// fromOrigin is how many keys origin has remembered.
+func (d *dedupTable) fromOrigin(origin string) int { return d.perOrigin[origin] }
 
 func (d *dedupTable) get(key string) *meshnodev1.DedupRecord { return d.m[key] }
 
@@ -33,6 +51,7 @@ func (d *dedupTable) add(r *meshnodev1.DedupRecord) {
 	}
 	d.m[r.GetKey()] = r
 	d.fifo = append(d.fifo, r)
+	d.perOrigin[keyOrigin(r.GetKey())]++
 }
 
 // expire drops entries that expired by now, and the oldest beyond max.
@@ -43,6 +62,11 @@ func (d *dedupTable) expire(now uint64, max int) {
 			break
 		}
 		delete(d.m, r.GetKey())
+		if o := keyOrigin(r.GetKey()); d.perOrigin[o] <= 1 {
+			delete(d.perOrigin, o)
+		} else {
+			d.perOrigin[o]--
+		}
 		d.fifo[d.start] = nil
 		d.start++
 	}

@@ -36,6 +36,9 @@ var (
 	ErrNameTaken = errors.New("consensus: node name already claimed")
 	// ErrTokenExpired means a join token reached the log after its expiry.
 	ErrTokenExpired = errors.New("consensus: join token expired by the cluster's clock")
+	// ErrQuotaExceeded means a client node is over a quota on replicated
+	// state; the message names the quota and what to do.
+	ErrQuotaExceeded = errors.New("consensus: quota exceeded")
 	// ErrClosed means the store was closed.
 	ErrClosed = errors.New("consensus: store closed")
 	// ErrNotReady means the client replica has not loaded its first snapshot.
@@ -74,6 +77,8 @@ func (e *RefusedError) Unwrap() error {
 		return ErrNameTaken
 	case meshnodev1.CommandStatus_COMMAND_STATUS_TOKEN_EXPIRED:
 		return ErrTokenExpired
+	case meshnodev1.CommandStatus_COMMAND_STATUS_QUOTA_EXCEEDED:
+		return ErrQuotaExceeded
 	}
 	return ErrInvalidCommand
 }

@@ -137,10 +137,8 @@ func TestClientReplicaSurvivesServerDeath(t *testing.T) {
 func TestIdempotentRetryAcrossLeaderChange(t *testing.T) {
 	c := newCluster(t, 3, 0, nil)
 	l := c.leader()
-	cmd := agentCmd("n1/a", "x")
-	cmd.IdempotencyKey = "retry-1"
-	idx1, res1 := mustApply(t, l.store, cmd)
-	c.kill(l)
+	// The write and its retry come from one node (keys are remembered per
+	// origin); the leader that committed the first dies in between.
 	var other *testNode
 	for _, s := range c.servers() {
 		if s != l {
@@ -148,6 +146,10 @@ func TestIdempotentRetryAcrossLeaderChange(t *testing.T) {
 			break
 		}
 	}
+	cmd := agentCmd("n1/a", "x")
+	cmd.IdempotencyKey = "retry-1"
+	idx1, res1 := mustApply(t, other.store, cmd)
+	c.kill(l)
 	idx2, res2 := mustApply(t, other.store, cmd)
 	if !res2.GetDuplicate() || idx2 != idx1 || res2.GetAgent().GetModifyIndex() != idx1 || res1.GetDuplicate() {
 		t.Fatalf("retry after failover: first %v, retry %v", res1, res2)

@@ -37,6 +37,7 @@ var Table = []Rule{
 	{consensus.ErrPermissionDenied, codes.PermissionDenied},
 	{consensus.ErrNameTaken, codes.PermissionDenied},
 	{consensus.ErrTokenExpired, codes.PermissionDenied},
+	{consensus.ErrQuotaExceeded, codes.ResourceExhausted},
 	{consensus.ErrTokenUsed, codes.FailedPrecondition},
 	{consensus.ErrUnknownVersion, codes.FailedPrecondition},
 	{consensus.ErrServerOnly, codes.FailedPrecondition},

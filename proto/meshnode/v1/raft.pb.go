@@ -44,6 +44,9 @@ const (
 	// UseToken arrived after the token's expiry by the cluster's clock (the
 	// time in the log entry).
 	CommandStatus_COMMAND_STATUS_TOKEN_EXPIRED CommandStatus = 7
+	// A client node is over one of its quotas on replicated state (agents,
+	// decision size, remembered idempotency keys); nothing changed.
+	CommandStatus_COMMAND_STATUS_QUOTA_EXCEEDED CommandStatus = 8
 )
 
 // Enum value maps for CommandStatus.
@@ -57,6 +60,7 @@ var (
 		5: "COMMAND_STATUS_PERMISSION_DENIED",
 		6: "COMMAND_STATUS_NAME_TAKEN",
 		7: "COMMAND_STATUS_TOKEN_EXPIRED",
+		8: "COMMAND_STATUS_QUOTA_EXCEEDED",
 	}
 	CommandStatus_value = map[string]int32{
 		"COMMAND_STATUS_UNSPECIFIED":       0,
@@ -67,6 +71,7 @@ var (
 		"COMMAND_STATUS_PERMISSION_DENIED": 5,
 		"COMMAND_STATUS_NAME_TAKEN":        6,
 		"COMMAND_STATUS_TOKEN_EXPIRED":     7,
+		"COMMAND_STATUS_QUOTA_EXCEEDED":    8,
 	}
 )
 
@@ -3063,7 +3068,7 @@ const file_meshnode_v1_raft_proto_rawDesc = "" +
 	"\n" +
 	"last_index\x18\x06 \x01(\x04R\tlastIndex\"M\n" +
 	"\x13RaftServersResponse\x126\n" +
-	"\aservers\x18\x01 \x03(\v2\x1c.meshnode.v1.RaftServerEntryR\aservers*\x86\x02\n" +
+	"\aservers\x18\x01 \x03(\v2\x1c.meshnode.v1.RaftServerEntryR\aservers*\xa9\x02\n" +
 	"\rCommandStatus\x12\x1e\n" +
 	"\x1aCOMMAND_STATUS_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11COMMAND_STATUS_OK\x10\x01\x12\x1c\n" +
@@ -3072,7 +3077,8 @@ const file_meshnode_v1_raft_proto_rawDesc = "" +
 	"\x16COMMAND_STATUS_INVALID\x10\x04\x12$\n" +
 	" COMMAND_STATUS_PERMISSION_DENIED\x10\x05\x12\x1d\n" +
 	"\x19COMMAND_STATUS_NAME_TAKEN\x10\x06\x12 \n" +
-	"\x1cCOMMAND_STATUS_TOKEN_EXPIRED\x10\aB<Z:github.com/agentmesh/meshnode/proto/meshnode/v1;meshnodev1b\x06proto3"
+	"\x1cCOMMAND_STATUS_TOKEN_EXPIRED\x10\a\x12!\n" +
+	"\x1dCOMMAND_STATUS_QUOTA_EXCEEDED\x10\bB<Z:github.com/agentmesh/meshnode/proto/meshnode/v1;meshnodev1b\x06proto3"
 
 var (
 	file_meshnode_v1_raft_proto_rawDescOnce sync.Once
