@@ -5,10 +5,13 @@ import (
 	"crypto/tls"
 	"io"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/raft"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/agentmesh/meshnode/node"
@@ -40,9 +43,8 @@ func attackerEndpoint(t *testing.T, creds *pki.Credentials) *transport.Endpoint 
 	return ep
 }
 
-// ghostCredentials joins a name nobody registers, with a token that lets any
-// name join: a CA-signed certificate the registry knows nothing of.
-func ghostCredentials(t *testing.T, seed *testNode) *pki.Credentials {
+// joinAnyName joins as name with a token that lets any name join.
+func joinAnyName(t *testing.T, seed *testNode, name string) (*pki.Credentials, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -50,16 +52,43 @@ func ghostCredentials(t *testing.T, seed *testNode) *pki.Credentials {
 	if err != nil {
 		t.Fatal(err)
 	}
-	creds, err := pki.Join(ctx, pki.JoinConfig{
-		Seeds: []string{seed.addr}, Token: resp.GetToken(), Name: "ghost",
+	return pki.Join(ctx, pki.JoinConfig{
+		Seeds: []string{seed.addr}, Token: resp.GetToken(), Name: name,
 		Call: func(ctx context.Context, addr string, c *tls.Config, body []byte) ([]byte, error) {
 			return transport.CallJoin(ctx, addr, c, "pki.Join", body)
 		},
 	})
+}
+
+// ghostCredentials joins a name nobody registers: a CA-signed certificate
+// the registry knows nothing of.
+func ghostCredentials(t *testing.T, seed *testNode) *pki.Credentials {
+	t.Helper()
+	creds, err := joinAnyName(t, seed, "ghost")
 	if err != nil {
 		t.Fatal(err)
 	}
 	return creds
+}
+
+// An unbound token cannot claim the name of a server (or of any registered
+// node): the join is refused as final, and the server keeps its identity
+// and its place in Raft.
+func TestJoinCannotTakeAServersName(t *testing.T) {
+	nodes := startCluster(t)
+	for _, name := range []string{"n2", "n3"} {
+		_, err := joinAnyName(t, nodes[0], name)
+		if status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), name) {
+			t.Errorf("join as %s with an unbound token: %v, want PermissionDenied naming it", name, err)
+		}
+	}
+	ctx := context.Background()
+	if _, servers := node.RaftView(ctx, nodes[0].Node); !slices.Contains(servers, "n2") {
+		t.Errorf("n2 left the Raft configuration: %v", servers)
+	}
+	if _, err := meshnodev1.NewNodeServiceClient(nodes[1].conn(t)).Status(ctx, &meshnodev1.StatusRequest{}); err != nil {
+		t.Errorf("n2 after the refused joins: %v", err)
+	}
 }
 
 // forgedEntries are what a node that could speak Raft would append: a CA
