@@ -121,8 +121,9 @@ func DecodeSignedCommand(b []byte) (*meshnodev1.SignedCommand, error) {
 	return sc, nil
 }
 
-// Lookup returns the record of the named operator, valid now, or an error:
-// typically VerifyChain over the records in state at the command's time.
+// Lookup returns the record of the named operator, valid now, or an error
+// that names the operator: typically VerifyChain over the records in state
+// at the command's time.
 type Lookup func(name string) (*meshnodev1.OperatorRecord, error)
 
 // VerifyCommand checks that sc authorises calling method with req on
@@ -163,7 +164,7 @@ func VerifyCommand(sc *meshnodev1.SignedCommand, clusterID []byte, method string
 	op := sc.GetOperator()
 	rec, err := lookup(op)
 	if err != nil {
-		return fmt.Errorf("%s: %w: operator %q: %w", method, ErrUnknownOperator, op, err)
+		return fmt.Errorf("%s: %w: %w", method, ErrUnknownOperator, err)
 	}
 	if rec == nil || rec.GetName() != op {
 		return fmt.Errorf("%s: %w: no operator %q; an admin must add it with `meshnode operator add`", method, ErrUnknownOperator, op)
