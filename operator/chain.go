@@ -29,14 +29,8 @@ type Records = map[string]*meshnodev1.SignedOperatorRecord
 // ValidateBundle checks that b names a valid first admin with a 32-byte
 // key and holds 1 to MaxRoots root certificates that parse.
 func ValidateBundle(b *meshnodev1.TrustBundle) error {
-	if b == nil {
-		return fmt.Errorf("%w: no trust bundle", ErrBadBundle)
-	}
-	if err := ValidName(b.GetFirstAdminName()); err != nil {
-		return fmt.Errorf("%w: first admin: %v", ErrBadBundle, err)
-	}
-	if n := len(b.GetFirstAdminPublicKey()); n != ed25519.PublicKeySize {
-		return fmt.Errorf("%w: first admin key is %d bytes, want %d; run `meshnode operator init`", ErrBadBundle, n, ed25519.PublicKeySize)
+	if err := checkAnchor(b); err != nil {
+		return err
 	}
 	if n := len(b.GetRoots()); n == 0 || n > MaxRoots {
 		return fmt.Errorf("%w: %d root certificates, want 1-%d", ErrBadBundle, n, MaxRoots)
@@ -45,6 +39,22 @@ func ValidateBundle(b *meshnodev1.TrustBundle) error {
 		if _, err := x509.ParseCertificate(der); err != nil {
 			return fmt.Errorf("%w: root %d: %v", ErrBadBundle, i, err)
 		}
+	}
+	return nil
+}
+
+// checkAnchor checks the part of the bundle the chain uses, the first
+// admin, on every VerifyChain; the roots are parsed once, by ValidateBundle
+// or DecodeTrustBundle, when the bundle is loaded.
+func checkAnchor(b *meshnodev1.TrustBundle) error {
+	if b == nil {
+		return fmt.Errorf("%w: no trust bundle", ErrBadBundle)
+	}
+	if err := ValidName(b.GetFirstAdminName()); err != nil {
+		return fmt.Errorf("%w: first admin: %v", ErrBadBundle, err)
+	}
+	if n := len(b.GetFirstAdminPublicKey()); n != ed25519.PublicKeySize {
+		return fmt.Errorf("%w: first admin key is %d bytes, want %d; run `meshnode operator init`", ErrBadBundle, n, ed25519.PublicKeySize)
 	}
 	return nil
 }
@@ -83,12 +93,13 @@ func FirstAdminRecord(b *meshnodev1.TrustBundle) *meshnodev1.OperatorRecord {
 // first admin of bundle. The first admin's record must be signed with the
 // bundle's key; if records holds none, the bundle implies it
 // (FirstAdminRecord). Loops and chains deeper than MaxChainDepth are
-// refused.
+// refused. It checks the bundle's first admin, not its roots: validate the
+// bundle once when loading it (DecodeTrustBundle, ValidateBundle).
 //
 // Validity is judged at at for every link: revoking an admin invalidates
 // the records it signed until another admin signs them again.
 func VerifyChain(bundle *meshnodev1.TrustBundle, records Records, name string, at time.Time) (*meshnodev1.OperatorRecord, error) {
-	if err := ValidateBundle(bundle); err != nil {
+	if err := checkAnchor(bundle); err != nil {
 		return nil, err
 	}
 	c := chain{bundle: bundle, get: func(n string) *meshnodev1.SignedOperatorRecord { return records[n] }, at: at}
@@ -101,7 +112,7 @@ func VerifyChain(bundle *meshnodev1.TrustBundle, records Records, name string, a
 // version is above the stored one's. Its own validity window is not
 // checked: a record whose not_after is past is how an operator is revoked.
 func VerifyUpdate(bundle *meshnodev1.TrustBundle, records Records, sr *meshnodev1.SignedOperatorRecord, at time.Time) (*meshnodev1.OperatorRecord, error) {
-	if err := ValidateBundle(bundle); err != nil {
+	if err := checkAnchor(bundle); err != nil {
 		return nil, err
 	}
 	rec, err := OpenRecord(sr)

@@ -123,15 +123,25 @@ func TestVerifyChainRefusesBadBundle(t *testing.T) {
 	for name, edit := range tests {
 		b := testBundle(t)
 		edit(b)
-		if _, err := VerifyChain(b, testRecords(t), "alice", t0); !errors.Is(err, ErrBadBundle) {
-			t.Errorf("%s: VerifyChain = %v, want ErrBadBundle", name, err)
+		if err := ValidateBundle(b); !errors.Is(err, ErrBadBundle) {
+			t.Errorf("%s: ValidateBundle = %v, want ErrBadBundle", name, err)
 		}
 		if _, err := DecodeTrustBundle(mustMarshal(t, b)); !errors.Is(err, ErrBadBundle) {
 			t.Errorf("%s: DecodeTrustBundle = %v, want ErrBadBundle", name, err)
 		}
 	}
-	if _, err := VerifyChain(nil, testRecords(t), "alice", t0); !errors.Is(err, ErrBadBundle) {
-		t.Errorf("nil bundle: VerifyChain = %v, want ErrBadBundle", err)
+	// VerifyChain checks the anchor on every call.
+	for name, b := range map[string]*meshnodev1.TrustBundle{
+		"nil":             nil,
+		"no first admin":  {FirstAdminPublicKey: testPub("root")},
+		"short admin key": {FirstAdminName: "root", FirstAdminPublicKey: []byte{1}},
+	} {
+		if _, err := VerifyChain(b, testRecords(t), "alice", t0); !errors.Is(err, ErrBadBundle) {
+			t.Errorf("%s: VerifyChain = %v, want ErrBadBundle", name, err)
+		}
+		if _, err := VerifyUpdate(b, testRecords(t), sign(t, "alice", rec("dave")), t0); !errors.Is(err, ErrBadBundle) {
+			t.Errorf("%s: VerifyUpdate = %v, want ErrBadBundle", name, err)
+		}
 	}
 	if _, err := DecodeTrustBundle(make([]byte, MaxBundleBytes+1)); !errors.Is(err, ErrBadBundle) {
 		t.Errorf("oversized bundle: %v, want ErrBadBundle", err)

@@ -162,6 +162,9 @@ func VerifyCommand(sc *meshnodev1.SignedCommand, clusterID []byte, method string
 		return fmt.Errorf("%s: %w: the request's digest is %x, the signed one %x; sign the request you send", method, ErrBodyChanged, d[:8], sc.GetRequestDigest()[:8])
 	}
 	op := sc.GetOperator()
+	if lookup == nil {
+		return fmt.Errorf("%s: %w: no operator records to check %q against", method, ErrUnknownOperator, op)
+	}
 	rec, err := lookup(op)
 	if err != nil {
 		return fmt.Errorf("%s: %w: %w", method, ErrUnknownOperator, err)

@@ -267,3 +267,18 @@ func TestDecodeSignedCommand(t *testing.T) {
 		}
 	}
 }
+
+func TestVerifyCommandLookupContract(t *testing.T) {
+	sc := signedPolicy(t)
+	req := policyReq("summarize")
+	lookups := map[string]Lookup{
+		"nil lookup":       nil,
+		"nil record":       func(string) (*meshnodev1.OperatorRecord, error) { return nil, nil },
+		"another's record": func(string) (*meshnodev1.OperatorRecord, error) { return rec("alice", RolePolicy), nil },
+	}
+	for name, lookup := range lookups {
+		if err := VerifyCommand(sc, testCluster, setPolicy, req, t0, lookup, RolePolicy); !errors.Is(err, ErrUnknownOperator) {
+			t.Errorf("%s: VerifyCommand = %v, want ErrUnknownOperator", name, err)
+		}
+	}
+}

@@ -25,6 +25,9 @@ const (
 // that the issuer is an admin: VerifyChain does, wherever the record is
 // used.
 func SignRecord(issuerName string, issuerKey ed25519.PrivateKey, rec *meshnodev1.OperatorRecord) (*meshnodev1.SignedOperatorRecord, error) {
+	if rec == nil {
+		return nil, fmt.Errorf("signing record: %w: no record", ErrBadRecord)
+	}
 	if len(issuerKey) != ed25519.PrivateKeySize {
 		return nil, fmt.Errorf("signing record of %q: issuer key is %d bytes, want %d", rec.GetName(), len(issuerKey), ed25519.PrivateKeySize)
 	}

@@ -88,6 +88,9 @@ func TestSignRecordRefuses(t *testing.T) {
 	if _, err := SignRecord("alice", testKey("alice")[:10], rec("ann")); err == nil {
 		t.Error("SignRecord accepted a truncated key")
 	}
+	if _, err := SignRecord("alice", testKey("alice"), nil); !errors.Is(err, ErrBadRecord) {
+		t.Errorf("SignRecord(nil) = %v, want ErrBadRecord", err)
+	}
 	if _, err := SignRecord("al ice", testKey("alice"), rec("ann")); !errors.Is(err, ErrBadRecord) {
 		t.Errorf("SignRecord with a bad issuer name = %v, want ErrBadRecord", err)
 	}

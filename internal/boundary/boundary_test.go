@@ -42,6 +42,13 @@ var forbidden = map[string][]string{
 	// other's types, never the node, the SDK or the socket edge.
 	"internal/catalog":   {"node", "agent", "cmd/meshnode", "internal/socketapi", "internal/apierror", "internal/dataplane"},
 	"internal/dataplane": {"node", "transport", "consensus", "gossip", "agent", "cmd/meshnode", "internal/socketapi", "internal/apierror", "internal/catalog"},
+	// Operator identity and signed commands: pure checks the state machine,
+	// the API and the CLI call, so it knows none of them; and never pki, so
+	// the online CA cannot vouch for an operator. It may use the wire types
+	// and the key-file writer only.
+	"operator": {"node", "transport", "consensus", "gossip", "routing", "quorum", "agent", "pki", "cmd", "bench", "e2e", "examples",
+		"internal/api", "internal/apierror", "internal/background", "internal/benchutil", "internal/catalog", "internal/clock",
+		"internal/connectjson", "internal/dataplane", "internal/hub", "internal/settings", "internal/socketapi"},
 	// The product's one clock: every package may use it, so it uses none of
 	// them ("internal" bans every other internal package, present and future).
 	// The agent API's services: they use the rooms and leaf packages, never
