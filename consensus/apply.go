@@ -67,6 +67,7 @@ func (s *state) expire(txn *memdb.Txn, now uint64) {
 		return
 	}
 	s.dedup.expire(now, dedupMax)
+	expireNonces(txn, now)
 	var stale []any
 	it, err := txn.Get(tableTokens, "expiry")
 	if err != nil {
@@ -186,6 +187,10 @@ func applyOp(txn *memdb.Txn, index, now uint64, c *meshnodev1.Command) (*meshnod
 		return revoke(txn, index, op.Revoke)
 	case *meshnodev1.Command_PutDecision:
 		return putDecision(txn, index, op.PutDecision.GetDecision())
+	case *meshnodev1.Command_PutTrustBundle:
+		return putTrustBundle(txn, index, op.PutTrustBundle.GetBundle())
+	case *meshnodev1.Command_Admin:
+		return applyAdmin(txn, index, now, op.Admin)
 	case *meshnodev1.Command_AdmitServer:
 		name := op.AdmitServer.GetNode()
 		if first[*meshnodev1.AdmittedServerRecord](txn, tableServers, name) != nil {

@@ -117,6 +117,17 @@ func ValidateCommand(c *meshnodev1.Command) error {
 		d := op.PutDecision.GetDecision()
 		return errors.Join(checkID("put_decision.decision.id", d.GetId()),
 			checkID("put_decision.decision.status", d.GetStatus()), checkBlob("put_decision.decision.decision", d.GetDecision()))
+	case *meshnodev1.Command_PutTrustBundle:
+		if op.PutTrustBundle.GetBundle() == nil {
+			return invalid("put_trust_bundle.bundle is required")
+		}
+		return nil
+	case *meshnodev1.Command_Admin:
+		if op.Admin.GetSignature() == nil {
+			return invalid("admin.signature is required")
+		}
+		_, _, err := AdminRequest(op.Admin)
+		return err
 	case nil:
 		return invalid("command has no operation")
 	default:

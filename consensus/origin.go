@@ -43,6 +43,12 @@ func authorizeOrigin(txn *memdb.Txn, c *meshnodev1.Command) *meshnodev1.CommandR
 	if node := writesForNode(c); node != "" && first[*meshnodev1.RevocationRecord](txn, tableRevocations, nodeRevocationKey(node)) != nil {
 		return denied(fmt.Sprintf("node %s is revoked: its record and agents are kept for history and no longer change", node))
 	}
+	switch c.GetOp().(type) {
+	case *meshnodev1.Command_Admin:
+		return nil // the operator's signature is the authority, whoever relays it
+	case *meshnodev1.Command_PutPolicy, *meshnodev1.Command_DeletePolicy:
+		return denied("policy changes are admin commands: they need an operator's signature (meshnode policy set, with an operator key)")
+	}
 	if isServerOrigin(txn, origin) {
 		return nil
 	}

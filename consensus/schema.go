@@ -21,18 +21,22 @@ const (
 	tableDecisions   = "decisions"
 	tableDedup       = "dedup"
 	tableServers     = "servers"
+	tableBundle      = "trust_bundle"
+	tableOperators   = "operators"
+	tableNonces      = "nonces"
 	tableMeta        = "meta"
 )
 
 var snapshotTables = []string{
 	tableNodes, tableAgents, tablePolicies, tableCA, tableTokens,
 	tableRevocations, tableDecisions, tableDedup, tableServers,
+	tableBundle, tableOperators, tableNonces,
 }
 
 // secretTables never leave the servers: client replicas and watches do not
 // see them. CA records can hold private keys; tokens, dedup entries and
 // server admissions are server bookkeeping.
-var secretTables = map[string]bool{tableCA: true, tableTokens: true, tableDedup: true, tableServers: true}
+var secretTables = map[string]bool{tableCA: true, tableTokens: true, tableDedup: true, tableServers: true, tableNonces: true}
 
 // metaRow stores the last applied Raft index inside the database, so a read
 // transaction knows exactly which index its view corresponds to.
@@ -69,8 +73,14 @@ func stateSchema() *memdb.DBSchema {
 			"created":        {Name: "created", Unique: true, Indexer: decisionOrder{}},
 			"status_created": {Name: "status_created", Unique: true, Indexer: decisionOrder{byStatus: true}},
 		}},
-		tableServers: {Name: tableServers, Indexes: map[string]*memdb.IndexSchema{"id": id("Node")}},
-		tableMeta:    {Name: tableMeta, Indexes: map[string]*memdb.IndexSchema{"id": id("Key")}},
+		tableServers:   {Name: tableServers, Indexes: map[string]*memdb.IndexSchema{"id": id("Node")}},
+		tableBundle:    {Name: tableBundle, Indexes: map[string]*memdb.IndexSchema{"id": id("Key")}},
+		tableOperators: {Name: tableOperators, Indexes: map[string]*memdb.IndexSchema{"id": id("Name")}},
+		tableNonces: {Name: tableNonces, Indexes: map[string]*memdb.IndexSchema{
+			"id":     id("Key"),
+			"expiry": {Name: "expiry", Indexer: &memdb.UintFieldIndex{Field: "ExpiresUnixNano"}},
+		}},
+		tableMeta: {Name: tableMeta, Indexes: map[string]*memdb.IndexSchema{"id": id("Key")}},
 	}}
 }
 
@@ -127,6 +137,12 @@ func toRecord(obj any) *meshnodev1.RaftStateRecord {
 		return &meshnodev1.RaftStateRecord{Record: &meshnodev1.RaftStateRecord_Dedup{Dedup: o}}
 	case *meshnodev1.AdmittedServerRecord:
 		return &meshnodev1.RaftStateRecord{Record: &meshnodev1.RaftStateRecord_AdmittedServer{AdmittedServer: o}}
+	case *meshnodev1.TrustBundleRecord:
+		return &meshnodev1.RaftStateRecord{Record: &meshnodev1.RaftStateRecord_TrustBundle{TrustBundle: o}}
+	case *meshnodev1.OperatorStateRecord:
+		return &meshnodev1.RaftStateRecord{Record: &meshnodev1.RaftStateRecord_Operator{Operator: o}}
+	case *meshnodev1.NonceRecord:
+		return &meshnodev1.RaftStateRecord{Record: &meshnodev1.RaftStateRecord_Nonce{Nonce: o}}
 	}
 	return nil
 }
@@ -180,6 +196,21 @@ func fromRecord(r *meshnodev1.RaftStateRecord) (string, any, error) {
 			return "", nil, fmt.Errorf("admitted server record without a node")
 		}
 		return tableServers, x.AdmittedServer, nil
+	case *meshnodev1.RaftStateRecord_TrustBundle:
+		if x.TrustBundle.GetKey() != bundleKey {
+			return "", nil, fmt.Errorf("trust bundle record with key %q", x.TrustBundle.GetKey())
+		}
+		return tableBundle, x.TrustBundle, nil
+	case *meshnodev1.RaftStateRecord_Operator:
+		if x.Operator.GetName() == "" {
+			return "", nil, fmt.Errorf("operator record without a name")
+		}
+		return tableOperators, x.Operator, nil
+	case *meshnodev1.RaftStateRecord_Nonce:
+		if x.Nonce.GetKey() == "" {
+			return "", nil, fmt.Errorf("nonce record without a key")
+		}
+		return tableNonces, x.Nonce, nil
 	}
 	return "", nil, fmt.Errorf("empty or unknown state record")
 }

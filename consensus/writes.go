@@ -71,17 +71,17 @@ func (s *Store) agentWrite(ctx context.Context, cmd *meshnodev1.Command) (*meshn
 	return res.GetAgent(), idx, nil
 }
 
-// PutPolicy stores the encoded policy under key (a capability or "*").
-func (s *Store) PutPolicy(ctx context.Context, key string, policy []byte) (uint64, error) {
-	idx, _, err := s.Apply(ctx, &meshnodev1.Command{Op: &meshnodev1.Command_PutPolicy{PutPolicy: &meshnodev1.PutPolicyCommand{
-		Policy: &meshnodev1.PolicyRecord{Key: key, Policy: policy},
-	}}})
+// Admin applies an operator-signed admin command (policy, operators). The
+// state machine verifies it at apply; a refusal is ErrPermissionDenied
+// naming the check that failed.
+func (s *Store) Admin(ctx context.Context, a *meshnodev1.AdminCommand) (uint64, error) {
+	idx, _, err := s.Apply(ctx, &meshnodev1.Command{Op: &meshnodev1.Command_Admin{Admin: a}})
 	return idx, err
 }
 
-// DeletePolicy removes the policy under key; ErrNotFound when there is none.
-func (s *Store) DeletePolicy(ctx context.Context, key string) (uint64, error) {
-	idx, _, err := s.Apply(ctx, &meshnodev1.Command{Op: &meshnodev1.Command_DeletePolicy{DeletePolicy: &meshnodev1.DeletePolicyCommand{Key: key}}})
+// PutTrustBundle stores the cluster's trust bundle, once.
+func (s *Store) PutTrustBundle(ctx context.Context, b *meshnodev1.TrustBundle) (uint64, error) {
+	idx, _, err := s.Apply(ctx, &meshnodev1.Command{IdempotencyKey: "trust-bundle", Op: &meshnodev1.Command_PutTrustBundle{PutTrustBundle: &meshnodev1.PutTrustBundleCommand{Bundle: b}}})
 	return idx, err
 }
 

@@ -173,6 +173,9 @@ func (n *Node) startConsensus(ctx context.Context, bg *background.Group) error {
 			return err
 		}
 		n.pendingCA = nil
+		if err := n.bootstrapOperators(ctx); err != nil {
+			return err
+		}
 	}
 	// A joining server is only added to Raft once gossip has told the
 	// leader about it, and gossip starts after this: register in the

@@ -76,13 +76,19 @@ func DecodeTrustBundle(data []byte) (*meshnodev1.TrustBundle, error) {
 }
 
 // FirstAdminRecord returns the record the bundle implies for the first
-// admin when none is stored: the bundle's name and key, the admin role, no
-// expiry, version 0.
+// admin when none is stored: the bundle's name and key, every role (it
+// could grant itself any of them; a fresh cluster must be usable with this
+// one key), no expiry, version 0. Storing a record for the first admin
+// narrows its roles.
 func FirstAdminRecord(b *meshnodev1.TrustBundle) *meshnodev1.OperatorRecord {
+	var roles []string
+	for _, r := range Roles() {
+		roles = append(roles, string(r))
+	}
 	return &meshnodev1.OperatorRecord{
 		Name:      b.GetFirstAdminName(),
 		PublicKey: slices.Clone(b.GetFirstAdminPublicKey()),
-		Roles:     []string{string(RoleAdmin)},
+		Roles:     roles,
 		Issuer:    b.GetFirstAdminName(),
 	}
 }

@@ -26,7 +26,7 @@ func TestVerifyChain(t *testing.T) {
 		wantMsg string
 		roles   []string // of the returned record, when valid
 	}{
-		{name: "first admin implied by the bundle", op: "root", roles: []string{"admin"}},
+		{name: "first admin implied by the bundle", op: "root", roles: []string{"admin", "policy", "reviewer", "auditor", "viewer"}},
 		{name: "operator signed by the first admin", op: "alice", roles: []string{"admin"}},
 		{name: "operator signed by a second admin", op: "bob", roles: []string{"policy"}},
 		{name: "first admin's own record, signed with the bundle key", op: "root", roles: []string{"admin", "reviewer"},

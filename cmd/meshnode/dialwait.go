@@ -96,6 +96,7 @@ func probeNode(socket string, needLeader bool) (*grpc.ClientConn, *meshnodev1.St
 	raw.Close()
 	conn, err := grpc.NewClient("unix://"+socket,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithUnaryInterceptor(signAdmin(socket)),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20), grpc.MaxCallSendMsgSize(64<<20)))
 	if err != nil {
 		return nil, nil, err

@@ -96,5 +96,6 @@ func Register(r grpc.ServiceRegistrar, cfg Config) error {
 	meshnodev1.RegisterPolicyServiceServer(r, &policyService{store: cfg.Store, log: cfg.Logger})
 	meshnodev1.RegisterQuorumServiceServer(r, &quorumService{cfg: cfg})
 	meshnodev1.RegisterPKIServiceServer(r, &pkiService{node: cfg.Node, service: cfg.PKI, log: cfg.Logger})
+	meshnodev1.RegisterOperatorServiceServer(r, &operatorService{store: cfg.Store, log: cfg.Logger})
 	return nil
 }

@@ -22,12 +22,7 @@ type policyService struct {
 	log   *slog.Logger
 }
 
-func policyKey(capability string) string {
-	if capability == "" {
-		return "*"
-	}
-	return capability
-}
+func policyKey(capability string) string { return consensus.PolicyKey(capability) }
 
 // GetPolicy returns the policy stored for the capability, else the "*"
 // one, and the effective policy (defaults filled in).
@@ -83,13 +78,15 @@ func (s *policyService) SetPolicy(ctx context.Context, req *meshnodev1.SetPolicy
 		return nil, status.Errorf(codes.InvalidArgument, "policy refused, the one in force is unchanged: %v", err)
 	}
 	key := policyKey(p.GetCapability())
-	b, err := proto.Marshal(p)
+	cmd, err := adminCommand(ctx, func(a *meshnodev1.AdminCommand) {
+		a.Request = &meshnodev1.AdminCommand_SetPolicy{SetPolicy: req}
+	})
 	if err != nil {
 		return nil, err
 	}
 	wctx, cancel := boundWrite(ctx)
 	defer cancel()
-	idx, err := s.store.PutPolicy(wctx, key, b)
+	idx, err := s.store.Admin(wctx, cmd)
 	if err != nil {
 		return nil, apierror.Wrap("store policy "+key, err)
 	}
@@ -120,9 +117,15 @@ func (s *policyService) ListPolicies(ctx context.Context, req *meshnodev1.ListPo
 // DeletePolicy removes a stored policy; NotFound when there is none.
 func (s *policyService) DeletePolicy(ctx context.Context, req *meshnodev1.DeletePolicyRequest) (*meshnodev1.DeletePolicyResponse, error) {
 	key := policyKey(req.GetCapability())
+	cmd, err := adminCommand(ctx, func(a *meshnodev1.AdminCommand) {
+		a.Request = &meshnodev1.AdminCommand_DeletePolicy{DeletePolicy: req}
+	})
+	if err != nil {
+		return nil, err
+	}
 	wctx, cancel := boundWrite(ctx)
 	defer cancel()
-	idx, err := s.store.DeletePolicy(wctx, key)
+	idx, err := s.store.Admin(wctx, cmd)
 	if err != nil {
 		return nil, apierror.Wrap("delete policy "+key, err)
 	}

@@ -372,6 +372,330 @@ func (x *TrustBundle) GetFirstAdminPublicKey() []byte {
 	return nil
 }
 
+// PutOperatorRequest carries an operator record signed by an admin.
+type PutOperatorRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The signed record.
+	Record        *SignedOperatorRecord `protobuf:"bytes,1,opt,name=record,proto3" json:"record,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PutOperatorRequest) Reset() {
+	*x = PutOperatorRequest{}
+	mi := &file_meshnode_v1_operator_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PutOperatorRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PutOperatorRequest) ProtoMessage() {}
+
+func (x *PutOperatorRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meshnode_v1_operator_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PutOperatorRequest.ProtoReflect.Descriptor instead.
+func (*PutOperatorRequest) Descriptor() ([]byte, []int) {
+	return file_meshnode_v1_operator_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *PutOperatorRequest) GetRecord() *SignedOperatorRecord {
+	if x != nil {
+		return x.Record
+	}
+	return nil
+}
+
+// PutOperatorResponse says where the record was committed.
+type PutOperatorResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Raft index of the write.
+	Index         uint64 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PutOperatorResponse) Reset() {
+	*x = PutOperatorResponse{}
+	mi := &file_meshnode_v1_operator_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PutOperatorResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PutOperatorResponse) ProtoMessage() {}
+
+func (x *PutOperatorResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_meshnode_v1_operator_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PutOperatorResponse.ProtoReflect.Descriptor instead.
+func (*PutOperatorResponse) Descriptor() ([]byte, []int) {
+	return file_meshnode_v1_operator_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *PutOperatorResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+// ListOperatorsRequest asks for every operator.
+type ListOperatorsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListOperatorsRequest) Reset() {
+	*x = ListOperatorsRequest{}
+	mi := &file_meshnode_v1_operator_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListOperatorsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListOperatorsRequest) ProtoMessage() {}
+
+func (x *ListOperatorsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meshnode_v1_operator_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListOperatorsRequest.ProtoReflect.Descriptor instead.
+func (*ListOperatorsRequest) Descriptor() ([]byte, []int) {
+	return file_meshnode_v1_operator_proto_rawDescGZIP(), []int{6}
+}
+
+// OperatorInfo is one operator as the state holds it.
+type OperatorInfo struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The record.
+	Record *OperatorRecord `protobuf:"bytes,1,opt,name=record,proto3" json:"record,omitempty"`
+	// Empty when the record verifies back to the first admin now, else why
+	// it does not.
+	Problem       string `protobuf:"bytes,2,opt,name=problem,proto3" json:"problem,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OperatorInfo) Reset() {
+	*x = OperatorInfo{}
+	mi := &file_meshnode_v1_operator_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OperatorInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OperatorInfo) ProtoMessage() {}
+
+func (x *OperatorInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_meshnode_v1_operator_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OperatorInfo.ProtoReflect.Descriptor instead.
+func (*OperatorInfo) Descriptor() ([]byte, []int) {
+	return file_meshnode_v1_operator_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *OperatorInfo) GetRecord() *OperatorRecord {
+	if x != nil {
+		return x.Record
+	}
+	return nil
+}
+
+func (x *OperatorInfo) GetProblem() string {
+	if x != nil {
+		return x.Problem
+	}
+	return ""
+}
+
+// ListOperatorsResponse lists the operators.
+type ListOperatorsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The operators, by name.
+	Operators     []*OperatorInfo `protobuf:"bytes,1,rep,name=operators,proto3" json:"operators,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListOperatorsResponse) Reset() {
+	*x = ListOperatorsResponse{}
+	mi := &file_meshnode_v1_operator_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListOperatorsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListOperatorsResponse) ProtoMessage() {}
+
+func (x *ListOperatorsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_meshnode_v1_operator_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListOperatorsResponse.ProtoReflect.Descriptor instead.
+func (*ListOperatorsResponse) Descriptor() ([]byte, []int) {
+	return file_meshnode_v1_operator_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *ListOperatorsResponse) GetOperators() []*OperatorInfo {
+	if x != nil {
+		return x.Operators
+	}
+	return nil
+}
+
+// GetTrustBundleRequest asks for the trust bundle.
+type GetTrustBundleRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetTrustBundleRequest) Reset() {
+	*x = GetTrustBundleRequest{}
+	mi := &file_meshnode_v1_operator_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetTrustBundleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetTrustBundleRequest) ProtoMessage() {}
+
+func (x *GetTrustBundleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meshnode_v1_operator_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetTrustBundleRequest.ProtoReflect.Descriptor instead.
+func (*GetTrustBundleRequest) Descriptor() ([]byte, []int) {
+	return file_meshnode_v1_operator_proto_rawDescGZIP(), []int{9}
+}
+
+// GetTrustBundleResponse carries the trust bundle.
+type GetTrustBundleResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The bundle.
+	Bundle *TrustBundle `protobuf:"bytes,1,opt,name=bundle,proto3" json:"bundle,omitempty"`
+	// The cluster id admin commands are signed for: SHA-256 of the first
+	// root certificate.
+	ClusterId     []byte `protobuf:"bytes,2,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetTrustBundleResponse) Reset() {
+	*x = GetTrustBundleResponse{}
+	mi := &file_meshnode_v1_operator_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetTrustBundleResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetTrustBundleResponse) ProtoMessage() {}
+
+func (x *GetTrustBundleResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_meshnode_v1_operator_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetTrustBundleResponse.ProtoReflect.Descriptor instead.
+func (*GetTrustBundleResponse) Descriptor() ([]byte, []int) {
+	return file_meshnode_v1_operator_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *GetTrustBundleResponse) GetBundle() *TrustBundle {
+	if x != nil {
+		return x.Bundle
+	}
+	return nil
+}
+
+func (x *GetTrustBundleResponse) GetClusterId() []byte {
+	if x != nil {
+		return x.ClusterId
+	}
+	return nil
+}
+
 var File_meshnode_v1_operator_proto protoreflect.FileDescriptor
 
 const file_meshnode_v1_operator_proto_rawDesc = "" +
@@ -402,7 +726,26 @@ const file_meshnode_v1_operator_proto_rawDesc = "" +
 	"\vTrustBundle\x12\x14\n" +
 	"\x05roots\x18\x01 \x03(\fR\x05roots\x12(\n" +
 	"\x10first_admin_name\x18\x02 \x01(\tR\x0efirstAdminName\x123\n" +
-	"\x16first_admin_public_key\x18\x03 \x01(\fR\x13firstAdminPublicKeyB<Z:github.com/agentmesh/meshnode/proto/meshnode/v1;meshnodev1b\x06proto3"
+	"\x16first_admin_public_key\x18\x03 \x01(\fR\x13firstAdminPublicKey\"O\n" +
+	"\x12PutOperatorRequest\x129\n" +
+	"\x06record\x18\x01 \x01(\v2!.meshnode.v1.SignedOperatorRecordR\x06record\"+\n" +
+	"\x13PutOperatorResponse\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\"\x16\n" +
+	"\x14ListOperatorsRequest\"]\n" +
+	"\fOperatorInfo\x123\n" +
+	"\x06record\x18\x01 \x01(\v2\x1b.meshnode.v1.OperatorRecordR\x06record\x12\x18\n" +
+	"\aproblem\x18\x02 \x01(\tR\aproblem\"P\n" +
+	"\x15ListOperatorsResponse\x127\n" +
+	"\toperators\x18\x01 \x03(\v2\x19.meshnode.v1.OperatorInfoR\toperators\"\x17\n" +
+	"\x15GetTrustBundleRequest\"i\n" +
+	"\x16GetTrustBundleResponse\x120\n" +
+	"\x06bundle\x18\x01 \x01(\v2\x18.meshnode.v1.TrustBundleR\x06bundle\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x02 \x01(\fR\tclusterId2\x96\x02\n" +
+	"\x0fOperatorService\x12P\n" +
+	"\vPutOperator\x12\x1f.meshnode.v1.PutOperatorRequest\x1a .meshnode.v1.PutOperatorResponse\x12V\n" +
+	"\rListOperators\x12!.meshnode.v1.ListOperatorsRequest\x1a\".meshnode.v1.ListOperatorsResponse\x12Y\n" +
+	"\x0eGetTrustBundle\x12\".meshnode.v1.GetTrustBundleRequest\x1a#.meshnode.v1.GetTrustBundleResponseB<Z:github.com/agentmesh/meshnode/proto/meshnode/v1;meshnodev1b\x06proto3"
 
 var (
 	file_meshnode_v1_operator_proto_rawDescOnce sync.Once
@@ -416,19 +759,36 @@ func file_meshnode_v1_operator_proto_rawDescGZIP() []byte {
 	return file_meshnode_v1_operator_proto_rawDescData
 }
 
-var file_meshnode_v1_operator_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
+var file_meshnode_v1_operator_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_meshnode_v1_operator_proto_goTypes = []any{
-	(*OperatorRecord)(nil),       // 0: meshnode.v1.OperatorRecord
-	(*SignedOperatorRecord)(nil), // 1: meshnode.v1.SignedOperatorRecord
-	(*SignedCommand)(nil),        // 2: meshnode.v1.SignedCommand
-	(*TrustBundle)(nil),          // 3: meshnode.v1.TrustBundle
+	(*OperatorRecord)(nil),         // 0: meshnode.v1.OperatorRecord
+	(*SignedOperatorRecord)(nil),   // 1: meshnode.v1.SignedOperatorRecord
+	(*SignedCommand)(nil),          // 2: meshnode.v1.SignedCommand
+	(*TrustBundle)(nil),            // 3: meshnode.v1.TrustBundle
+	(*PutOperatorRequest)(nil),     // 4: meshnode.v1.PutOperatorRequest
+	(*PutOperatorResponse)(nil),    // 5: meshnode.v1.PutOperatorResponse
+	(*ListOperatorsRequest)(nil),   // 6: meshnode.v1.ListOperatorsRequest
+	(*OperatorInfo)(nil),           // 7: meshnode.v1.OperatorInfo
+	(*ListOperatorsResponse)(nil),  // 8: meshnode.v1.ListOperatorsResponse
+	(*GetTrustBundleRequest)(nil),  // 9: meshnode.v1.GetTrustBundleRequest
+	(*GetTrustBundleResponse)(nil), // 10: meshnode.v1.GetTrustBundleResponse
 }
 var file_meshnode_v1_operator_proto_depIdxs = []int32{
-	0, // [0:0] is the sub-list for method output_type
-	0, // [0:0] is the sub-list for method input_type
-	0, // [0:0] is the sub-list for extension type_name
-	0, // [0:0] is the sub-list for extension extendee
-	0, // [0:0] is the sub-list for field type_name
+	1,  // 0: meshnode.v1.PutOperatorRequest.record:type_name -> meshnode.v1.SignedOperatorRecord
+	0,  // 1: meshnode.v1.OperatorInfo.record:type_name -> meshnode.v1.OperatorRecord
+	7,  // 2: meshnode.v1.ListOperatorsResponse.operators:type_name -> meshnode.v1.OperatorInfo
+	3,  // 3: meshnode.v1.GetTrustBundleResponse.bundle:type_name -> meshnode.v1.TrustBundle
+	4,  // 4: meshnode.v1.OperatorService.PutOperator:input_type -> meshnode.v1.PutOperatorRequest
+	6,  // 5: meshnode.v1.OperatorService.ListOperators:input_type -> meshnode.v1.ListOperatorsRequest
+	9,  // 6: meshnode.v1.OperatorService.GetTrustBundle:input_type -> meshnode.v1.GetTrustBundleRequest
+	5,  // 7: meshnode.v1.OperatorService.PutOperator:output_type -> meshnode.v1.PutOperatorResponse
+	8,  // 8: meshnode.v1.OperatorService.ListOperators:output_type -> meshnode.v1.ListOperatorsResponse
+	10, // 9: meshnode.v1.OperatorService.GetTrustBundle:output_type -> meshnode.v1.GetTrustBundleResponse
+	7,  // [7:10] is the sub-list for method output_type
+	4,  // [4:7] is the sub-list for method input_type
+	4,  // [4:4] is the sub-list for extension type_name
+	4,  // [4:4] is the sub-list for extension extendee
+	0,  // [0:4] is the sub-list for field type_name
 }
 
 func init() { file_meshnode_v1_operator_proto_init() }
@@ -442,9 +802,9 @@ func file_meshnode_v1_operator_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meshnode_v1_operator_proto_rawDesc), len(file_meshnode_v1_operator_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   4,
+			NumMessages:   11,
 			NumExtensions: 0,
-			NumServices:   0,
+			NumServices:   1,
 		},
 		GoTypes:           file_meshnode_v1_operator_proto_goTypes,
 		DependencyIndexes: file_meshnode_v1_operator_proto_depIdxs,

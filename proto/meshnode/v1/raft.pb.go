@@ -136,6 +136,8 @@ type Command struct {
 	//	*Command_Revoke
 	//	*Command_PutDecision
 	//	*Command_AdmitServer
+	//	*Command_PutTrustBundle
+	//	*Command_Admin
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -325,6 +327,24 @@ func (x *Command) GetAdmitServer() *AdmitServerCommand {
 	return nil
 }
 
+func (x *Command) GetPutTrustBundle() *PutTrustBundleCommand {
+	if x != nil {
+		if x, ok := x.Op.(*Command_PutTrustBundle); ok {
+			return x.PutTrustBundle
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetAdmin() *AdminCommand {
+	if x != nil {
+		if x, ok := x.Op.(*Command_Admin); ok {
+			return x.Admin
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -399,6 +419,17 @@ type Command_AdmitServer struct {
 	AdmitServer *AdmitServerCommand `protobuf:"bytes,23,opt,name=admit_server,json=admitServer,proto3,oneof"`
 }
 
+type Command_PutTrustBundle struct {
+	// Store the cluster's trust bundle (the roots and the first admin's
+	// key); written once, by the bootstrapping server.
+	PutTrustBundle *PutTrustBundleCommand `protobuf:"bytes,24,opt,name=put_trust_bundle,json=putTrustBundle,proto3,oneof"`
+}
+
+type Command_Admin struct {
+	// An admin command signed by an operator, verified at apply.
+	Admin *AdminCommand `protobuf:"bytes,25,opt,name=admin,proto3,oneof"`
+}
+
 func (*Command_RegisterNode) isCommand_Op() {}
 
 func (*Command_DeregisterNode) isCommand_Op() {}
@@ -426,6 +457,10 @@ func (*Command_Revoke) isCommand_Op() {}
 func (*Command_PutDecision) isCommand_Op() {}
 
 func (*Command_AdmitServer) isCommand_Op() {}
+
+func (*Command_PutTrustBundle) isCommand_Op() {}
+
+func (*Command_Admin) isCommand_Op() {}
 
 // RegisterNodeCommand creates or replaces a node record.
 type RegisterNodeCommand struct {
@@ -1872,6 +1907,9 @@ type RaftStateRecord struct {
 	//	*RaftStateRecord_Decision
 	//	*RaftStateRecord_Dedup
 	//	*RaftStateRecord_AdmittedServer
+	//	*RaftStateRecord_TrustBundle
+	//	*RaftStateRecord_Operator
+	//	*RaftStateRecord_Nonce
 	Record        isRaftStateRecord_Record `protobuf_oneof:"record"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1995,6 +2033,33 @@ func (x *RaftStateRecord) GetAdmittedServer() *AdmittedServerRecord {
 	return nil
 }
 
+func (x *RaftStateRecord) GetTrustBundle() *TrustBundleRecord {
+	if x != nil {
+		if x, ok := x.Record.(*RaftStateRecord_TrustBundle); ok {
+			return x.TrustBundle
+		}
+	}
+	return nil
+}
+
+func (x *RaftStateRecord) GetOperator() *OperatorStateRecord {
+	if x != nil {
+		if x, ok := x.Record.(*RaftStateRecord_Operator); ok {
+			return x.Operator
+		}
+	}
+	return nil
+}
+
+func (x *RaftStateRecord) GetNonce() *NonceRecord {
+	if x != nil {
+		if x, ok := x.Record.(*RaftStateRecord_Nonce); ok {
+			return x.Nonce
+		}
+	}
+	return nil
+}
+
 type isRaftStateRecord_Record interface {
 	isRaftStateRecord_Record()
 }
@@ -2044,6 +2109,21 @@ type RaftStateRecord_AdmittedServer struct {
 	AdmittedServer *AdmittedServerRecord `protobuf:"bytes,9,opt,name=admitted_server,json=admittedServer,proto3,oneof"`
 }
 
+type RaftStateRecord_TrustBundle struct {
+	// The trust bundle.
+	TrustBundle *TrustBundleRecord `protobuf:"bytes,10,opt,name=trust_bundle,json=trustBundle,proto3,oneof"`
+}
+
+type RaftStateRecord_Operator struct {
+	// An operator.
+	Operator *OperatorStateRecord `protobuf:"bytes,11,opt,name=operator,proto3,oneof"`
+}
+
+type RaftStateRecord_Nonce struct {
+	// A remembered admin command nonce (servers only).
+	Nonce *NonceRecord `protobuf:"bytes,12,opt,name=nonce,proto3,oneof"`
+}
+
 func (*RaftStateRecord_Node) isRaftStateRecord_Record() {}
 
 func (*RaftStateRecord_Agent) isRaftStateRecord_Record() {}
@@ -2062,6 +2142,371 @@ func (*RaftStateRecord_Dedup) isRaftStateRecord_Record() {}
 
 func (*RaftStateRecord_AdmittedServer) isRaftStateRecord_Record() {}
 
+func (*RaftStateRecord_TrustBundle) isRaftStateRecord_Record() {}
+
+func (*RaftStateRecord_Operator) isRaftStateRecord_Record() {}
+
+func (*RaftStateRecord_Nonce) isRaftStateRecord_Record() {}
+
+// PutTrustBundleCommand stores the trust bundle. The state machine accepts it
+// once: an operator's chain of trust ends at the first admin's key in it, so
+// no later write, a compromised leader's included, may replace it.
+type PutTrustBundleCommand struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The bundle.
+	Bundle        *TrustBundle `protobuf:"bytes,1,opt,name=bundle,proto3" json:"bundle,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PutTrustBundleCommand) Reset() {
+	*x = PutTrustBundleCommand{}
+	mi := &file_meshnode_v1_raft_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PutTrustBundleCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PutTrustBundleCommand) ProtoMessage() {}
+
+func (x *PutTrustBundleCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_meshnode_v1_raft_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PutTrustBundleCommand.ProtoReflect.Descriptor instead.
+func (*PutTrustBundleCommand) Descriptor() ([]byte, []int) {
+	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *PutTrustBundleCommand) GetBundle() *TrustBundle {
+	if x != nil {
+		return x.Bundle
+	}
+	return nil
+}
+
+// AdminCommand is an admin method's request with the operator's signature
+// over it. The state machine verifies the signature against the operator
+// records in the state (back to the trust bundle), the cluster id, the
+// method, the request's digest, the validity window (by the log entry's
+// time) and the role the method needs, refuses a nonce it has seen, and
+// only then derives the change from the request itself.
+type AdminCommand struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The API method, e.g. "/meshnode.v1.PolicyService/SetPolicy".
+	Method string `protobuf:"bytes,1,opt,name=method,proto3" json:"method,omitempty"`
+	// The signed envelope.
+	Signature *SignedCommand `protobuf:"bytes,2,opt,name=signature,proto3" json:"signature,omitempty"`
+	// The request, one of these by method.
+	//
+	// Types that are valid to be assigned to Request:
+	//
+	//	*AdminCommand_SetPolicy
+	//	*AdminCommand_DeletePolicy
+	//	*AdminCommand_PutOperator
+	Request       isAdminCommand_Request `protobuf_oneof:"request"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AdminCommand) Reset() {
+	*x = AdminCommand{}
+	mi := &file_meshnode_v1_raft_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AdminCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AdminCommand) ProtoMessage() {}
+
+func (x *AdminCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_meshnode_v1_raft_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AdminCommand.ProtoReflect.Descriptor instead.
+func (*AdminCommand) Descriptor() ([]byte, []int) {
+	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *AdminCommand) GetMethod() string {
+	if x != nil {
+		return x.Method
+	}
+	return ""
+}
+
+func (x *AdminCommand) GetSignature() *SignedCommand {
+	if x != nil {
+		return x.Signature
+	}
+	return nil
+}
+
+func (x *AdminCommand) GetRequest() isAdminCommand_Request {
+	if x != nil {
+		return x.Request
+	}
+	return nil
+}
+
+func (x *AdminCommand) GetSetPolicy() *SetPolicyRequest {
+	if x != nil {
+		if x, ok := x.Request.(*AdminCommand_SetPolicy); ok {
+			return x.SetPolicy
+		}
+	}
+	return nil
+}
+
+func (x *AdminCommand) GetDeletePolicy() *DeletePolicyRequest {
+	if x != nil {
+		if x, ok := x.Request.(*AdminCommand_DeletePolicy); ok {
+			return x.DeletePolicy
+		}
+	}
+	return nil
+}
+
+func (x *AdminCommand) GetPutOperator() *PutOperatorRequest {
+	if x != nil {
+		if x, ok := x.Request.(*AdminCommand_PutOperator); ok {
+			return x.PutOperator
+		}
+	}
+	return nil
+}
+
+type isAdminCommand_Request interface {
+	isAdminCommand_Request()
+}
+
+type AdminCommand_SetPolicy struct {
+	// PolicyService/SetPolicy.
+	SetPolicy *SetPolicyRequest `protobuf:"bytes,10,opt,name=set_policy,json=setPolicy,proto3,oneof"`
+}
+
+type AdminCommand_DeletePolicy struct {
+	// PolicyService/DeletePolicy.
+	DeletePolicy *DeletePolicyRequest `protobuf:"bytes,11,opt,name=delete_policy,json=deletePolicy,proto3,oneof"`
+}
+
+type AdminCommand_PutOperator struct {
+	// OperatorService/PutOperator.
+	PutOperator *PutOperatorRequest `protobuf:"bytes,12,opt,name=put_operator,json=putOperator,proto3,oneof"`
+}
+
+func (*AdminCommand_SetPolicy) isAdminCommand_Request() {}
+
+func (*AdminCommand_DeletePolicy) isAdminCommand_Request() {}
+
+func (*AdminCommand_PutOperator) isAdminCommand_Request() {}
+
+// TrustBundleRecord is the stored trust bundle.
+type TrustBundleRecord struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The bundle.
+	Bundle *TrustBundle `protobuf:"bytes,1,opt,name=bundle,proto3" json:"bundle,omitempty"`
+	// Raft index at which it was stored.
+	CreateIndex uint64 `protobuf:"varint,2,opt,name=create_index,json=createIndex,proto3" json:"create_index,omitempty"`
+	// Always "bundle": the one record's key.
+	Key           string `protobuf:"bytes,3,opt,name=key,proto3" json:"key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TrustBundleRecord) Reset() {
+	*x = TrustBundleRecord{}
+	mi := &file_meshnode_v1_raft_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TrustBundleRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TrustBundleRecord) ProtoMessage() {}
+
+func (x *TrustBundleRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_meshnode_v1_raft_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TrustBundleRecord.ProtoReflect.Descriptor instead.
+func (*TrustBundleRecord) Descriptor() ([]byte, []int) {
+	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *TrustBundleRecord) GetBundle() *TrustBundle {
+	if x != nil {
+		return x.Bundle
+	}
+	return nil
+}
+
+func (x *TrustBundleRecord) GetCreateIndex() uint64 {
+	if x != nil {
+		return x.CreateIndex
+	}
+	return 0
+}
+
+func (x *TrustBundleRecord) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+// OperatorStateRecord is one operator's current signed record.
+type OperatorStateRecord struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The operator's name.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Its signed record.
+	Signed *SignedOperatorRecord `protobuf:"bytes,2,opt,name=signed,proto3" json:"signed,omitempty"`
+	// Raft index at which it was last changed.
+	ModifyIndex   uint64 `protobuf:"varint,3,opt,name=modify_index,json=modifyIndex,proto3" json:"modify_index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OperatorStateRecord) Reset() {
+	*x = OperatorStateRecord{}
+	mi := &file_meshnode_v1_raft_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OperatorStateRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OperatorStateRecord) ProtoMessage() {}
+
+func (x *OperatorStateRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_meshnode_v1_raft_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OperatorStateRecord.ProtoReflect.Descriptor instead.
+func (*OperatorStateRecord) Descriptor() ([]byte, []int) {
+	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *OperatorStateRecord) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *OperatorStateRecord) GetSigned() *SignedOperatorRecord {
+	if x != nil {
+		return x.Signed
+	}
+	return nil
+}
+
+func (x *OperatorStateRecord) GetModifyIndex() uint64 {
+	if x != nil {
+		return x.ModifyIndex
+	}
+	return 0
+}
+
+// NonceRecord is an admin command's nonce, remembered until the command
+// expires so it cannot be applied twice.
+type NonceRecord struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The nonce key (operator and nonce).
+	Key string `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// When the command expires (Unix nanoseconds); the record is dropped then.
+	ExpiresUnixNano uint64 `protobuf:"varint,2,opt,name=expires_unix_nano,json=expiresUnixNano,proto3" json:"expires_unix_nano,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *NonceRecord) Reset() {
+	*x = NonceRecord{}
+	mi := &file_meshnode_v1_raft_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NonceRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NonceRecord) ProtoMessage() {}
+
+func (x *NonceRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_meshnode_v1_raft_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NonceRecord.ProtoReflect.Descriptor instead.
+func (*NonceRecord) Descriptor() ([]byte, []int) {
+	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *NonceRecord) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *NonceRecord) GetExpiresUnixNano() uint64 {
+	if x != nil {
+		return x.ExpiresUnixNano
+	}
+	return 0
+}
+
 // RaftSnapshotHeader starts a snapshot: length-delimited protobuf messages,
 // this header, then RaftStateRecord messages in a deterministic order.
 type RaftSnapshotHeader struct {
@@ -2078,7 +2523,7 @@ type RaftSnapshotHeader struct {
 
 func (x *RaftSnapshotHeader) Reset() {
 	*x = RaftSnapshotHeader{}
-	mi := &file_meshnode_v1_raft_proto_msgTypes[25]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2090,7 +2535,7 @@ func (x *RaftSnapshotHeader) String() string {
 func (*RaftSnapshotHeader) ProtoMessage() {}
 
 func (x *RaftSnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_raft_proto_msgTypes[25]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2103,7 +2548,7 @@ func (x *RaftSnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftSnapshotHeader.ProtoReflect.Descriptor instead.
 func (*RaftSnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{25}
+	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *RaftSnapshotHeader) GetVersion() uint32 {
@@ -2140,7 +2585,7 @@ type RaftStateChange struct {
 
 func (x *RaftStateChange) Reset() {
 	*x = RaftStateChange{}
-	mi := &file_meshnode_v1_raft_proto_msgTypes[26]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2152,7 +2597,7 @@ func (x *RaftStateChange) String() string {
 func (*RaftStateChange) ProtoMessage() {}
 
 func (x *RaftStateChange) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_raft_proto_msgTypes[26]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2165,7 +2610,7 @@ func (x *RaftStateChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftStateChange.ProtoReflect.Descriptor instead.
 func (*RaftStateChange) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{26}
+	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *RaftStateChange) GetDelete() bool {
@@ -2198,7 +2643,7 @@ type RaftStateEvent struct {
 
 func (x *RaftStateEvent) Reset() {
 	*x = RaftStateEvent{}
-	mi := &file_meshnode_v1_raft_proto_msgTypes[27]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2210,7 +2655,7 @@ func (x *RaftStateEvent) String() string {
 func (*RaftStateEvent) ProtoMessage() {}
 
 func (x *RaftStateEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_raft_proto_msgTypes[27]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2223,7 +2668,7 @@ func (x *RaftStateEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftStateEvent.ProtoReflect.Descriptor instead.
 func (*RaftStateEvent) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{27}
+	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *RaftStateEvent) GetIndex() uint64 {
@@ -2259,7 +2704,7 @@ type ForwardApplyRequest struct {
 
 func (x *ForwardApplyRequest) Reset() {
 	*x = ForwardApplyRequest{}
-	mi := &file_meshnode_v1_raft_proto_msgTypes[28]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2271,7 +2716,7 @@ func (x *ForwardApplyRequest) String() string {
 func (*ForwardApplyRequest) ProtoMessage() {}
 
 func (x *ForwardApplyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_raft_proto_msgTypes[28]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2284,7 +2729,7 @@ func (x *ForwardApplyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForwardApplyRequest.ProtoReflect.Descriptor instead.
 func (*ForwardApplyRequest) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{28}
+	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ForwardApplyRequest) GetCommands() []*Command {
@@ -2305,7 +2750,7 @@ type ForwardApplyResponse struct {
 
 func (x *ForwardApplyResponse) Reset() {
 	*x = ForwardApplyResponse{}
-	mi := &file_meshnode_v1_raft_proto_msgTypes[29]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2317,7 +2762,7 @@ func (x *ForwardApplyResponse) String() string {
 func (*ForwardApplyResponse) ProtoMessage() {}
 
 func (x *ForwardApplyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_raft_proto_msgTypes[29]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2330,7 +2775,7 @@ func (x *ForwardApplyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForwardApplyResponse.ProtoReflect.Descriptor instead.
 func (*ForwardApplyResponse) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{29}
+	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ForwardApplyResponse) GetResults() []*CommandResult {
@@ -2350,7 +2795,7 @@ type ReadIndexRequest struct {
 
 func (x *ReadIndexRequest) Reset() {
 	*x = ReadIndexRequest{}
-	mi := &file_meshnode_v1_raft_proto_msgTypes[30]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2362,7 +2807,7 @@ func (x *ReadIndexRequest) String() string {
 func (*ReadIndexRequest) ProtoMessage() {}
 
 func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_raft_proto_msgTypes[30]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2375,7 +2820,7 @@ func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexRequest.ProtoReflect.Descriptor instead.
 func (*ReadIndexRequest) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{30}
+	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{35}
 }
 
 // ReadIndexResponse answers ReadIndexRequest.
@@ -2389,7 +2834,7 @@ type ReadIndexResponse struct {
 
 func (x *ReadIndexResponse) Reset() {
 	*x = ReadIndexResponse{}
-	mi := &file_meshnode_v1_raft_proto_msgTypes[31]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2401,7 +2846,7 @@ func (x *ReadIndexResponse) String() string {
 func (*ReadIndexResponse) ProtoMessage() {}
 
 func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_raft_proto_msgTypes[31]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2414,7 +2859,7 @@ func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexResponse.ProtoReflect.Descriptor instead.
 func (*ReadIndexResponse) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{31}
+	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ReadIndexResponse) GetIndex() uint64 {
@@ -2434,7 +2879,7 @@ type ServerStatsRequest struct {
 
 func (x *ServerStatsRequest) Reset() {
 	*x = ServerStatsRequest{}
-	mi := &file_meshnode_v1_raft_proto_msgTypes[32]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2446,7 +2891,7 @@ func (x *ServerStatsRequest) String() string {
 func (*ServerStatsRequest) ProtoMessage() {}
 
 func (x *ServerStatsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_raft_proto_msgTypes[32]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2459,7 +2904,7 @@ func (x *ServerStatsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServerStatsRequest.ProtoReflect.Descriptor instead.
 func (*ServerStatsRequest) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{32}
+	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{37}
 }
 
 // ServerStatsResponse answers ServerStatsRequest.
@@ -2479,7 +2924,7 @@ type ServerStatsResponse struct {
 
 func (x *ServerStatsResponse) Reset() {
 	*x = ServerStatsResponse{}
-	mi := &file_meshnode_v1_raft_proto_msgTypes[33]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2491,7 +2936,7 @@ func (x *ServerStatsResponse) String() string {
 func (*ServerStatsResponse) ProtoMessage() {}
 
 func (x *ServerStatsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_raft_proto_msgTypes[33]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2504,7 +2949,7 @@ func (x *ServerStatsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServerStatsResponse.ProtoReflect.Descriptor instead.
 func (*ServerStatsResponse) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{33}
+	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ServerStatsResponse) GetName() string {
@@ -2547,7 +2992,7 @@ type SubscribeRequest struct {
 
 func (x *SubscribeRequest) Reset() {
 	*x = SubscribeRequest{}
-	mi := &file_meshnode_v1_raft_proto_msgTypes[34]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2559,7 +3004,7 @@ func (x *SubscribeRequest) String() string {
 func (*SubscribeRequest) ProtoMessage() {}
 
 func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_raft_proto_msgTypes[34]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2572,7 +3017,7 @@ func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeRequest.ProtoReflect.Descriptor instead.
 func (*SubscribeRequest) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{34}
+	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *SubscribeRequest) GetFromIndex() uint64 {
@@ -2601,7 +3046,7 @@ type SubscribeResponse struct {
 
 func (x *SubscribeResponse) Reset() {
 	*x = SubscribeResponse{}
-	mi := &file_meshnode_v1_raft_proto_msgTypes[35]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2613,7 +3058,7 @@ func (x *SubscribeResponse) String() string {
 func (*SubscribeResponse) ProtoMessage() {}
 
 func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_raft_proto_msgTypes[35]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2626,7 +3071,7 @@ func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeResponse.ProtoReflect.Descriptor instead.
 func (*SubscribeResponse) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{35}
+	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *SubscribeResponse) GetKind() isSubscribeResponse_Kind {
@@ -2730,7 +3175,7 @@ type RaftServersRequest struct {
 
 func (x *RaftServersRequest) Reset() {
 	*x = RaftServersRequest{}
-	mi := &file_meshnode_v1_raft_proto_msgTypes[36]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2742,7 +3187,7 @@ func (x *RaftServersRequest) String() string {
 func (*RaftServersRequest) ProtoMessage() {}
 
 func (x *RaftServersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_raft_proto_msgTypes[36]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2755,7 +3200,7 @@ func (x *RaftServersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftServersRequest.ProtoReflect.Descriptor instead.
 func (*RaftServersRequest) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{36}
+	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{41}
 }
 
 // RaftServerEntry is one server as the answering server sees it.
@@ -2779,7 +3224,7 @@ type RaftServerEntry struct {
 
 func (x *RaftServerEntry) Reset() {
 	*x = RaftServerEntry{}
-	mi := &file_meshnode_v1_raft_proto_msgTypes[37]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2791,7 +3236,7 @@ func (x *RaftServerEntry) String() string {
 func (*RaftServerEntry) ProtoMessage() {}
 
 func (x *RaftServerEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_raft_proto_msgTypes[37]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2804,7 +3249,7 @@ func (x *RaftServerEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftServerEntry.ProtoReflect.Descriptor instead.
 func (*RaftServerEntry) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{37}
+	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *RaftServerEntry) GetName() string {
@@ -2860,7 +3305,7 @@ type RaftServersResponse struct {
 
 func (x *RaftServersResponse) Reset() {
 	*x = RaftServersResponse{}
-	mi := &file_meshnode_v1_raft_proto_msgTypes[38]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2872,7 +3317,7 @@ func (x *RaftServersResponse) String() string {
 func (*RaftServersResponse) ProtoMessage() {}
 
 func (x *RaftServersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_raft_proto_msgTypes[38]
+	mi := &file_meshnode_v1_raft_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2885,7 +3330,7 @@ func (x *RaftServersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftServersResponse.ProtoReflect.Descriptor instead.
 func (*RaftServersResponse) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{38}
+	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *RaftServersResponse) GetServers() []*RaftServerEntry {
@@ -2899,7 +3344,7 @@ var File_meshnode_v1_raft_proto protoreflect.FileDescriptor
 
 const file_meshnode_v1_raft_proto_rawDesc = "" +
 	"\n" +
-	"\x16meshnode/v1/raft.proto\x12\vmeshnode.v1\x1a\x18meshnode/v1/quorum.proto\x1a\x1ameshnode/v1/registry.proto\"\xbf\b\n" +
+	"\x16meshnode/v1/raft.proto\x12\vmeshnode.v1\x1a\x1ameshnode/v1/operator.proto\x1a\x18meshnode/v1/policy.proto\x1a\x18meshnode/v1/quorum.proto\x1a\x1ameshnode/v1/registry.proto\"\xc2\t\n" +
 	"\aCommand\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12'\n" +
 	"\x0fidempotency_key\x18\x02 \x01(\tR\x0eidempotencyKey\x12\x16\n" +
@@ -2921,7 +3366,9 @@ const file_meshnode_v1_raft_proto_rawDesc = "" +
 	"\tuse_token\x18\x14 \x01(\v2\x1c.meshnode.v1.UseTokenCommandH\x00R\buseToken\x124\n" +
 	"\x06revoke\x18\x15 \x01(\v2\x1a.meshnode.v1.RevokeCommandH\x00R\x06revoke\x12D\n" +
 	"\fput_decision\x18\x16 \x01(\v2\x1f.meshnode.v1.PutDecisionCommandH\x00R\vputDecision\x12D\n" +
-	"\fadmit_server\x18\x17 \x01(\v2\x1f.meshnode.v1.AdmitServerCommandH\x00R\vadmitServerB\x04\n" +
+	"\fadmit_server\x18\x17 \x01(\v2\x1f.meshnode.v1.AdmitServerCommandH\x00R\vadmitServer\x12N\n" +
+	"\x10put_trust_bundle\x18\x18 \x01(\v2\".meshnode.v1.PutTrustBundleCommandH\x00R\x0eputTrustBundle\x121\n" +
+	"\x05admin\x18\x19 \x01(\v2\x19.meshnode.v1.AdminCommandH\x00R\x05adminB\x04\n" +
 	"\x02op\"B\n" +
 	"\x13RegisterNodeCommand\x12+\n" +
 	"\x04node\x18\x01 \x01(\v2\x17.meshnode.v1.NodeRecordR\x04node\"+\n" +
@@ -3007,7 +3454,7 @@ const file_meshnode_v1_raft_proto_rawDesc = "" +
 	"\vDedupRecord\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x122\n" +
 	"\x06result\x18\x02 \x01(\v2\x1a.meshnode.v1.CommandResultR\x06result\x12*\n" +
-	"\x11expires_unix_nano\x18\x03 \x01(\x04R\x0fexpiresUnixNano\"\x9c\x04\n" +
+	"\x11expires_unix_nano\x18\x03 \x01(\x04R\x0fexpiresUnixNano\"\xd3\x05\n" +
 	"\x0fRaftStateRecord\x12-\n" +
 	"\x04node\x18\x01 \x01(\v2\x17.meshnode.v1.NodeRecordH\x00R\x04node\x12*\n" +
 	"\x05agent\x18\x02 \x01(\v2\x12.meshnode.v1.AgentH\x00R\x05agent\x123\n" +
@@ -3020,8 +3467,34 @@ const file_meshnode_v1_raft_proto_rawDesc = "" +
 	"revocation\x129\n" +
 	"\bdecision\x18\a \x01(\v2\x1b.meshnode.v1.DecisionRecordH\x00R\bdecision\x120\n" +
 	"\x05dedup\x18\b \x01(\v2\x18.meshnode.v1.DedupRecordH\x00R\x05dedup\x12L\n" +
-	"\x0fadmitted_server\x18\t \x01(\v2!.meshnode.v1.AdmittedServerRecordH\x00R\x0eadmittedServerB\b\n" +
-	"\x06record\"^\n" +
+	"\x0fadmitted_server\x18\t \x01(\v2!.meshnode.v1.AdmittedServerRecordH\x00R\x0eadmittedServer\x12C\n" +
+	"\ftrust_bundle\x18\n" +
+	" \x01(\v2\x1e.meshnode.v1.TrustBundleRecordH\x00R\vtrustBundle\x12>\n" +
+	"\boperator\x18\v \x01(\v2 .meshnode.v1.OperatorStateRecordH\x00R\boperator\x120\n" +
+	"\x05nonce\x18\f \x01(\v2\x18.meshnode.v1.NonceRecordH\x00R\x05nonceB\b\n" +
+	"\x06record\"I\n" +
+	"\x15PutTrustBundleCommand\x120\n" +
+	"\x06bundle\x18\x01 \x01(\v2\x18.meshnode.v1.TrustBundleR\x06bundle\"\xba\x02\n" +
+	"\fAdminCommand\x12\x16\n" +
+	"\x06method\x18\x01 \x01(\tR\x06method\x128\n" +
+	"\tsignature\x18\x02 \x01(\v2\x1a.meshnode.v1.SignedCommandR\tsignature\x12>\n" +
+	"\n" +
+	"set_policy\x18\n" +
+	" \x01(\v2\x1d.meshnode.v1.SetPolicyRequestH\x00R\tsetPolicy\x12G\n" +
+	"\rdelete_policy\x18\v \x01(\v2 .meshnode.v1.DeletePolicyRequestH\x00R\fdeletePolicy\x12D\n" +
+	"\fput_operator\x18\f \x01(\v2\x1f.meshnode.v1.PutOperatorRequestH\x00R\vputOperatorB\t\n" +
+	"\arequest\"z\n" +
+	"\x11TrustBundleRecord\x120\n" +
+	"\x06bundle\x18\x01 \x01(\v2\x18.meshnode.v1.TrustBundleR\x06bundle\x12!\n" +
+	"\fcreate_index\x18\x02 \x01(\x04R\vcreateIndex\x12\x10\n" +
+	"\x03key\x18\x03 \x01(\tR\x03key\"\x87\x01\n" +
+	"\x13OperatorStateRecord\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x129\n" +
+	"\x06signed\x18\x02 \x01(\v2!.meshnode.v1.SignedOperatorRecordR\x06signed\x12!\n" +
+	"\fmodify_index\x18\x03 \x01(\x04R\vmodifyIndex\"K\n" +
+	"\vNonceRecord\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12*\n" +
+	"\x11expires_unix_nano\x18\x02 \x01(\x04R\x0fexpiresUnixNano\"^\n" +
 	"\x12RaftSnapshotHeader\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\x04R\x05index\x12\x18\n" +
@@ -3093,7 +3566,7 @@ func file_meshnode_v1_raft_proto_rawDescGZIP() []byte {
 }
 
 var file_meshnode_v1_raft_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_meshnode_v1_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
+var file_meshnode_v1_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 44)
 var file_meshnode_v1_raft_proto_goTypes = []any{
 	(CommandStatus)(0),             // 0: meshnode.v1.CommandStatus
 	(*Command)(nil),                // 1: meshnode.v1.Command
@@ -3121,24 +3594,35 @@ var file_meshnode_v1_raft_proto_goTypes = []any{
 	(*CommandBatch)(nil),           // 23: meshnode.v1.CommandBatch
 	(*DedupRecord)(nil),            // 24: meshnode.v1.DedupRecord
 	(*RaftStateRecord)(nil),        // 25: meshnode.v1.RaftStateRecord
-	(*RaftSnapshotHeader)(nil),     // 26: meshnode.v1.RaftSnapshotHeader
-	(*RaftStateChange)(nil),        // 27: meshnode.v1.RaftStateChange
-	(*RaftStateEvent)(nil),         // 28: meshnode.v1.RaftStateEvent
-	(*ForwardApplyRequest)(nil),    // 29: meshnode.v1.ForwardApplyRequest
-	(*ForwardApplyResponse)(nil),   // 30: meshnode.v1.ForwardApplyResponse
-	(*ReadIndexRequest)(nil),       // 31: meshnode.v1.ReadIndexRequest
-	(*ReadIndexResponse)(nil),      // 32: meshnode.v1.ReadIndexResponse
-	(*ServerStatsRequest)(nil),     // 33: meshnode.v1.ServerStatsRequest
-	(*ServerStatsResponse)(nil),    // 34: meshnode.v1.ServerStatsResponse
-	(*SubscribeRequest)(nil),       // 35: meshnode.v1.SubscribeRequest
-	(*SubscribeResponse)(nil),      // 36: meshnode.v1.SubscribeResponse
-	(*RaftServersRequest)(nil),     // 37: meshnode.v1.RaftServersRequest
-	(*RaftServerEntry)(nil),        // 38: meshnode.v1.RaftServerEntry
-	(*RaftServersResponse)(nil),    // 39: meshnode.v1.RaftServersResponse
-	(*NodeRecord)(nil),             // 40: meshnode.v1.NodeRecord
-	(*Agent)(nil),                  // 41: meshnode.v1.Agent
-	(AgentStatus)(0),               // 42: meshnode.v1.AgentStatus
-	(*EquivocationEvidence)(nil),   // 43: meshnode.v1.EquivocationEvidence
+	(*PutTrustBundleCommand)(nil),  // 26: meshnode.v1.PutTrustBundleCommand
+	(*AdminCommand)(nil),           // 27: meshnode.v1.AdminCommand
+	(*TrustBundleRecord)(nil),      // 28: meshnode.v1.TrustBundleRecord
+	(*OperatorStateRecord)(nil),    // 29: meshnode.v1.OperatorStateRecord
+	(*NonceRecord)(nil),            // 30: meshnode.v1.NonceRecord
+	(*RaftSnapshotHeader)(nil),     // 31: meshnode.v1.RaftSnapshotHeader
+	(*RaftStateChange)(nil),        // 32: meshnode.v1.RaftStateChange
+	(*RaftStateEvent)(nil),         // 33: meshnode.v1.RaftStateEvent
+	(*ForwardApplyRequest)(nil),    // 34: meshnode.v1.ForwardApplyRequest
+	(*ForwardApplyResponse)(nil),   // 35: meshnode.v1.ForwardApplyResponse
+	(*ReadIndexRequest)(nil),       // 36: meshnode.v1.ReadIndexRequest
+	(*ReadIndexResponse)(nil),      // 37: meshnode.v1.ReadIndexResponse
+	(*ServerStatsRequest)(nil),     // 38: meshnode.v1.ServerStatsRequest
+	(*ServerStatsResponse)(nil),    // 39: meshnode.v1.ServerStatsResponse
+	(*SubscribeRequest)(nil),       // 40: meshnode.v1.SubscribeRequest
+	(*SubscribeResponse)(nil),      // 41: meshnode.v1.SubscribeResponse
+	(*RaftServersRequest)(nil),     // 42: meshnode.v1.RaftServersRequest
+	(*RaftServerEntry)(nil),        // 43: meshnode.v1.RaftServerEntry
+	(*RaftServersResponse)(nil),    // 44: meshnode.v1.RaftServersResponse
+	(*NodeRecord)(nil),             // 45: meshnode.v1.NodeRecord
+	(*Agent)(nil),                  // 46: meshnode.v1.Agent
+	(AgentStatus)(0),               // 47: meshnode.v1.AgentStatus
+	(*EquivocationEvidence)(nil),   // 48: meshnode.v1.EquivocationEvidence
+	(*TrustBundle)(nil),            // 49: meshnode.v1.TrustBundle
+	(*SignedCommand)(nil),          // 50: meshnode.v1.SignedCommand
+	(*SetPolicyRequest)(nil),       // 51: meshnode.v1.SetPolicyRequest
+	(*DeletePolicyRequest)(nil),    // 52: meshnode.v1.DeletePolicyRequest
+	(*PutOperatorRequest)(nil),     // 53: meshnode.v1.PutOperatorRequest
+	(*SignedOperatorRecord)(nil),   // 54: meshnode.v1.SignedOperatorRecord
 }
 var file_meshnode_v1_raft_proto_depIdxs = []int32{
 	2,  // 0: meshnode.v1.Command.register_node:type_name -> meshnode.v1.RegisterNodeCommand
@@ -3155,40 +3639,52 @@ var file_meshnode_v1_raft_proto_depIdxs = []int32{
 	19, // 11: meshnode.v1.Command.revoke:type_name -> meshnode.v1.RevokeCommand
 	21, // 12: meshnode.v1.Command.put_decision:type_name -> meshnode.v1.PutDecisionCommand
 	16, // 13: meshnode.v1.Command.admit_server:type_name -> meshnode.v1.AdmitServerCommand
-	40, // 14: meshnode.v1.RegisterNodeCommand.node:type_name -> meshnode.v1.NodeRecord
-	41, // 15: meshnode.v1.RegisterAgentCommand.agent:type_name -> meshnode.v1.Agent
-	42, // 16: meshnode.v1.SetAgentStatusCommand.status:type_name -> meshnode.v1.AgentStatus
-	43, // 17: meshnode.v1.FlagAgentCommand.evidence:type_name -> meshnode.v1.EquivocationEvidence
-	9,  // 18: meshnode.v1.PutPolicyCommand.policy:type_name -> meshnode.v1.PolicyRecord
-	12, // 19: meshnode.v1.PutCARecordCommand.record:type_name -> meshnode.v1.CARecord
-	20, // 20: meshnode.v1.PutDecisionCommand.decision:type_name -> meshnode.v1.DecisionRecord
-	0,  // 21: meshnode.v1.CommandResult.status:type_name -> meshnode.v1.CommandStatus
-	41, // 22: meshnode.v1.CommandResult.agent:type_name -> meshnode.v1.Agent
-	20, // 23: meshnode.v1.CommandResult.decision:type_name -> meshnode.v1.DecisionRecord
-	1,  // 24: meshnode.v1.CommandBatch.commands:type_name -> meshnode.v1.Command
-	22, // 25: meshnode.v1.DedupRecord.result:type_name -> meshnode.v1.CommandResult
-	40, // 26: meshnode.v1.RaftStateRecord.node:type_name -> meshnode.v1.NodeRecord
-	41, // 27: meshnode.v1.RaftStateRecord.agent:type_name -> meshnode.v1.Agent
-	9,  // 28: meshnode.v1.RaftStateRecord.policy:type_name -> meshnode.v1.PolicyRecord
-	12, // 29: meshnode.v1.RaftStateRecord.ca_record:type_name -> meshnode.v1.CARecord
-	14, // 30: meshnode.v1.RaftStateRecord.used_token:type_name -> meshnode.v1.UsedTokenRecord
-	18, // 31: meshnode.v1.RaftStateRecord.revocation:type_name -> meshnode.v1.RevocationRecord
-	20, // 32: meshnode.v1.RaftStateRecord.decision:type_name -> meshnode.v1.DecisionRecord
-	24, // 33: meshnode.v1.RaftStateRecord.dedup:type_name -> meshnode.v1.DedupRecord
-	17, // 34: meshnode.v1.RaftStateRecord.admitted_server:type_name -> meshnode.v1.AdmittedServerRecord
-	25, // 35: meshnode.v1.RaftStateChange.record:type_name -> meshnode.v1.RaftStateRecord
-	27, // 36: meshnode.v1.RaftStateEvent.changes:type_name -> meshnode.v1.RaftStateChange
-	1,  // 37: meshnode.v1.ForwardApplyRequest.commands:type_name -> meshnode.v1.Command
-	22, // 38: meshnode.v1.ForwardApplyResponse.results:type_name -> meshnode.v1.CommandResult
-	26, // 39: meshnode.v1.SubscribeResponse.snapshot_begin:type_name -> meshnode.v1.RaftSnapshotHeader
-	25, // 40: meshnode.v1.SubscribeResponse.snapshot_record:type_name -> meshnode.v1.RaftStateRecord
-	28, // 41: meshnode.v1.SubscribeResponse.event:type_name -> meshnode.v1.RaftStateEvent
-	38, // 42: meshnode.v1.RaftServersResponse.servers:type_name -> meshnode.v1.RaftServerEntry
-	43, // [43:43] is the sub-list for method output_type
-	43, // [43:43] is the sub-list for method input_type
-	43, // [43:43] is the sub-list for extension type_name
-	43, // [43:43] is the sub-list for extension extendee
-	0,  // [0:43] is the sub-list for field type_name
+	26, // 14: meshnode.v1.Command.put_trust_bundle:type_name -> meshnode.v1.PutTrustBundleCommand
+	27, // 15: meshnode.v1.Command.admin:type_name -> meshnode.v1.AdminCommand
+	45, // 16: meshnode.v1.RegisterNodeCommand.node:type_name -> meshnode.v1.NodeRecord
+	46, // 17: meshnode.v1.RegisterAgentCommand.agent:type_name -> meshnode.v1.Agent
+	47, // 18: meshnode.v1.SetAgentStatusCommand.status:type_name -> meshnode.v1.AgentStatus
+	48, // 19: meshnode.v1.FlagAgentCommand.evidence:type_name -> meshnode.v1.EquivocationEvidence
+	9,  // 20: meshnode.v1.PutPolicyCommand.policy:type_name -> meshnode.v1.PolicyRecord
+	12, // 21: meshnode.v1.PutCARecordCommand.record:type_name -> meshnode.v1.CARecord
+	20, // 22: meshnode.v1.PutDecisionCommand.decision:type_name -> meshnode.v1.DecisionRecord
+	0,  // 23: meshnode.v1.CommandResult.status:type_name -> meshnode.v1.CommandStatus
+	46, // 24: meshnode.v1.CommandResult.agent:type_name -> meshnode.v1.Agent
+	20, // 25: meshnode.v1.CommandResult.decision:type_name -> meshnode.v1.DecisionRecord
+	1,  // 26: meshnode.v1.CommandBatch.commands:type_name -> meshnode.v1.Command
+	22, // 27: meshnode.v1.DedupRecord.result:type_name -> meshnode.v1.CommandResult
+	45, // 28: meshnode.v1.RaftStateRecord.node:type_name -> meshnode.v1.NodeRecord
+	46, // 29: meshnode.v1.RaftStateRecord.agent:type_name -> meshnode.v1.Agent
+	9,  // 30: meshnode.v1.RaftStateRecord.policy:type_name -> meshnode.v1.PolicyRecord
+	12, // 31: meshnode.v1.RaftStateRecord.ca_record:type_name -> meshnode.v1.CARecord
+	14, // 32: meshnode.v1.RaftStateRecord.used_token:type_name -> meshnode.v1.UsedTokenRecord
+	18, // 33: meshnode.v1.RaftStateRecord.revocation:type_name -> meshnode.v1.RevocationRecord
+	20, // 34: meshnode.v1.RaftStateRecord.decision:type_name -> meshnode.v1.DecisionRecord
+	24, // 35: meshnode.v1.RaftStateRecord.dedup:type_name -> meshnode.v1.DedupRecord
+	17, // 36: meshnode.v1.RaftStateRecord.admitted_server:type_name -> meshnode.v1.AdmittedServerRecord
+	28, // 37: meshnode.v1.RaftStateRecord.trust_bundle:type_name -> meshnode.v1.TrustBundleRecord
+	29, // 38: meshnode.v1.RaftStateRecord.operator:type_name -> meshnode.v1.OperatorStateRecord
+	30, // 39: meshnode.v1.RaftStateRecord.nonce:type_name -> meshnode.v1.NonceRecord
+	49, // 40: meshnode.v1.PutTrustBundleCommand.bundle:type_name -> meshnode.v1.TrustBundle
+	50, // 41: meshnode.v1.AdminCommand.signature:type_name -> meshnode.v1.SignedCommand
+	51, // 42: meshnode.v1.AdminCommand.set_policy:type_name -> meshnode.v1.SetPolicyRequest
+	52, // 43: meshnode.v1.AdminCommand.delete_policy:type_name -> meshnode.v1.DeletePolicyRequest
+	53, // 44: meshnode.v1.AdminCommand.put_operator:type_name -> meshnode.v1.PutOperatorRequest
+	49, // 45: meshnode.v1.TrustBundleRecord.bundle:type_name -> meshnode.v1.TrustBundle
+	54, // 46: meshnode.v1.OperatorStateRecord.signed:type_name -> meshnode.v1.SignedOperatorRecord
+	25, // 47: meshnode.v1.RaftStateChange.record:type_name -> meshnode.v1.RaftStateRecord
+	32, // 48: meshnode.v1.RaftStateEvent.changes:type_name -> meshnode.v1.RaftStateChange
+	1,  // 49: meshnode.v1.ForwardApplyRequest.commands:type_name -> meshnode.v1.Command
+	22, // 50: meshnode.v1.ForwardApplyResponse.results:type_name -> meshnode.v1.CommandResult
+	31, // 51: meshnode.v1.SubscribeResponse.snapshot_begin:type_name -> meshnode.v1.RaftSnapshotHeader
+	25, // 52: meshnode.v1.SubscribeResponse.snapshot_record:type_name -> meshnode.v1.RaftStateRecord
+	33, // 53: meshnode.v1.SubscribeResponse.event:type_name -> meshnode.v1.RaftStateEvent
+	43, // 54: meshnode.v1.RaftServersResponse.servers:type_name -> meshnode.v1.RaftServerEntry
+	55, // [55:55] is the sub-list for method output_type
+	55, // [55:55] is the sub-list for method input_type
+	55, // [55:55] is the sub-list for extension type_name
+	55, // [55:55] is the sub-list for extension extendee
+	0,  // [0:55] is the sub-list for field type_name
 }
 
 func init() { file_meshnode_v1_raft_proto_init() }
@@ -3196,6 +3692,8 @@ func file_meshnode_v1_raft_proto_init() {
 	if File_meshnode_v1_raft_proto != nil {
 		return
 	}
+	file_meshnode_v1_operator_proto_init()
+	file_meshnode_v1_policy_proto_init()
 	file_meshnode_v1_quorum_proto_init()
 	file_meshnode_v1_registry_proto_init()
 	file_meshnode_v1_raft_proto_msgTypes[0].OneofWrappers = []any{
@@ -3213,6 +3711,8 @@ func file_meshnode_v1_raft_proto_init() {
 		(*Command_Revoke)(nil),
 		(*Command_PutDecision)(nil),
 		(*Command_AdmitServer)(nil),
+		(*Command_PutTrustBundle)(nil),
+		(*Command_Admin)(nil),
 	}
 	file_meshnode_v1_raft_proto_msgTypes[24].OneofWrappers = []any{
 		(*RaftStateRecord_Node)(nil),
@@ -3224,8 +3724,16 @@ func file_meshnode_v1_raft_proto_init() {
 		(*RaftStateRecord_Decision)(nil),
 		(*RaftStateRecord_Dedup)(nil),
 		(*RaftStateRecord_AdmittedServer)(nil),
+		(*RaftStateRecord_TrustBundle)(nil),
+		(*RaftStateRecord_Operator)(nil),
+		(*RaftStateRecord_Nonce)(nil),
 	}
-	file_meshnode_v1_raft_proto_msgTypes[35].OneofWrappers = []any{
+	file_meshnode_v1_raft_proto_msgTypes[26].OneofWrappers = []any{
+		(*AdminCommand_SetPolicy)(nil),
+		(*AdminCommand_DeletePolicy)(nil),
+		(*AdminCommand_PutOperator)(nil),
+	}
+	file_meshnode_v1_raft_proto_msgTypes[40].OneofWrappers = []any{
 		(*SubscribeResponse_SnapshotBegin)(nil),
 		(*SubscribeResponse_SnapshotRecord)(nil),
 		(*SubscribeResponse_SnapshotEnd)(nil),
@@ -3238,7 +3746,7 @@ func file_meshnode_v1_raft_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meshnode_v1_raft_proto_rawDesc), len(file_meshnode_v1_raft_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   39,
+			NumMessages:   44,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1,0 +1,210 @@
+package consensus
+
+import (
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/go-memdb"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/agentmesh/meshnode/operator"
+	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
+)
+
+// Admin commands are judged here, at apply, by every replica: the
+// signature against the operator records in the state (back to the first
+// admin's key in the trust bundle, which the online CA cannot forge), the
+// cluster id, the method, the request's digest, the validity window by the
+// log entry's time, the role, and the nonce. Only then is the change
+// derived from the signed request itself, so a node that relays the
+// command can neither alter it nor replay it.
+
+// bundleKey is the trust bundle record's key.
+const bundleKey = "bundle"
+
+// Admin methods and the role each needs. The request's oneof field in
+// AdminCommand must match the method.
+const (
+	MethodSetPolicy    = "/meshnode.v1.PolicyService/SetPolicy"
+	MethodDeletePolicy = "/meshnode.v1.PolicyService/DeletePolicy"
+	MethodPutOperator  = "/meshnode.v1.OperatorService/PutOperator"
+)
+
+// AdminRequest returns the signed request an admin command carries and the
+// role its method needs, or an error when they do not match.
+func AdminRequest(a *meshnodev1.AdminCommand) (proto.Message, operator.Role, error) {
+	var req proto.Message
+	var need operator.Role
+	switch r := a.GetRequest().(type) {
+	case *meshnodev1.AdminCommand_SetPolicy:
+		req, need = r.SetPolicy, operator.RolePolicy
+		if a.GetMethod() == MethodSetPolicy && r.SetPolicy.GetPolicy() != nil {
+			return req, need, nil
+		}
+	case *meshnodev1.AdminCommand_DeletePolicy:
+		req, need = r.DeletePolicy, operator.RolePolicy
+		if a.GetMethod() == MethodDeletePolicy {
+			return req, need, nil
+		}
+	case *meshnodev1.AdminCommand_PutOperator:
+		req, need = r.PutOperator, operator.RoleAdmin
+		if a.GetMethod() == MethodPutOperator && r.PutOperator.GetRecord() != nil {
+			return req, need, nil
+		}
+	}
+	return nil, "", invalid("admin command for %q carries a %T request", a.GetMethod(), a.GetRequest())
+}
+
+// ClusterID is what admin commands are signed for: the SHA-256 of the
+// bundle's first root. It is random per cluster (the root key is), so a
+// command signed for staging does not apply in production.
+func ClusterID(b *meshnodev1.TrustBundle) []byte {
+	if len(b.GetRoots()) == 0 {
+		return nil
+	}
+	sum := sha256.Sum256(b.GetRoots()[0])
+	return sum[:]
+}
+
+// PolicyKey is the policy record a capability's policy is stored under.
+func PolicyKey(capability string) string {
+	if capability == "" {
+		return "*"
+	}
+	return capability
+}
+
+func operatorRecords(txn *memdb.Txn) operator.Records {
+	recs := operator.Records{}
+	it, err := txn.Get(tableOperators, "id")
+	if err != nil {
+		return recs
+	}
+	for obj := it.Next(); obj != nil; obj = it.Next() {
+		o := obj.(*meshnodev1.OperatorStateRecord)
+		recs[o.GetName()] = o.GetSigned()
+	}
+	return recs
+}
+
+// VerifyAdmin checks an admin command against a state: everything but the
+// nonce. Handlers call it to refuse early; the state machine calls it at
+// apply.
+func verifyAdmin(txn *memdb.Txn, a *meshnodev1.AdminCommand, at time.Time) error {
+	b := first[*meshnodev1.TrustBundleRecord](txn, tableBundle, bundleKey)
+	if b == nil {
+		return fmt.Errorf("this cluster has no trust bundle, so no operator can be verified; it is written when the first server bootstraps")
+	}
+	req, need, err := AdminRequest(a)
+	if err != nil {
+		return err
+	}
+	recs := operatorRecords(txn)
+	lookup := func(name string) (*meshnodev1.OperatorRecord, error) {
+		return operator.VerifyChain(b.GetBundle(), recs, name, at)
+	}
+	return operator.VerifyCommand(a.GetSignature(), ClusterID(b.GetBundle()), a.GetMethod(), req, at, lookup, need)
+}
+
+func applyAdmin(txn *memdb.Txn, index, now uint64, a *meshnodev1.AdminCommand) (*meshnodev1.CommandResult, error) {
+	at := time.Unix(0, int64(now))
+	if err := verifyAdmin(txn, a, at); err != nil {
+		return denied(err.Error()), nil
+	}
+	sc := a.GetSignature()
+	key := operator.NonceKey(sc)
+	if first[*meshnodev1.NonceRecord](txn, tableNonces, key) != nil {
+		return denied(fmt.Sprintf("%s: this signed command was already applied (nonce seen); sign it again to repeat it", a.GetMethod())), nil
+	}
+	if err := txn.Insert(tableNonces, &meshnodev1.NonceRecord{Key: key, ExpiresUnixNano: uint64(max(operator.Expiry(sc).UnixNano(), 0))}); err != nil {
+		return nil, err
+	}
+	switch r := a.GetRequest().(type) {
+	case *meshnodev1.AdminCommand_SetPolicy:
+		b, err := proto.MarshalOptions{Deterministic: true}.Marshal(r.SetPolicy.GetPolicy())
+		if err != nil {
+			return denied(fmt.Sprintf("encoding the policy: %v", err)), nil
+		}
+		p := &meshnodev1.PolicyRecord{Key: PolicyKey(r.SetPolicy.GetPolicy().GetCapability()), Policy: b, CreateIndex: index, ModifyIndex: index}
+		if old := first[*meshnodev1.PolicyRecord](txn, tablePolicies, p.GetKey()); old != nil {
+			p.CreateIndex = old.GetCreateIndex()
+		}
+		return ok(), txn.Insert(tablePolicies, p)
+	case *meshnodev1.AdminCommand_DeletePolicy:
+		key := PolicyKey(r.DeletePolicy.GetCapability())
+		p := first[*meshnodev1.PolicyRecord](txn, tablePolicies, key)
+		if p == nil {
+			return notFound("policy", key), nil
+		}
+		return ok(), txn.Delete(tablePolicies, p)
+	case *meshnodev1.AdminCommand_PutOperator:
+		b := first[*meshnodev1.TrustBundleRecord](txn, tableBundle, bundleKey)
+		rec, err := operator.VerifyUpdate(b.GetBundle(), operatorRecords(txn), r.PutOperator.GetRecord(), at)
+		if err != nil {
+			return denied(err.Error()), nil
+		}
+		return ok(), txn.Insert(tableOperators, &meshnodev1.OperatorStateRecord{Name: rec.GetName(), Signed: r.PutOperator.GetRecord(), ModifyIndex: index})
+	}
+	return nil, fmt.Errorf("unhandled admin request %T", a.GetRequest())
+}
+
+// putTrustBundle stores the bundle once; a second, different one is
+// refused, whoever sends it.
+func putTrustBundle(txn *memdb.Txn, index uint64, b *meshnodev1.TrustBundle) (*meshnodev1.CommandResult, error) {
+	if err := operator.ValidateBundle(b); err != nil {
+		return &meshnodev1.CommandResult{Status: meshnodev1.CommandStatus_COMMAND_STATUS_INVALID, Message: err.Error()}, nil
+	}
+	if old := first[*meshnodev1.TrustBundleRecord](txn, tableBundle, bundleKey); old != nil {
+		if proto.Equal(old.GetBundle(), b) {
+			return ok(), nil
+		}
+		return denied("the trust bundle is written once, when the cluster bootstraps; it is not replaced"), nil
+	}
+	return ok(), txn.Insert(tableBundle, &meshnodev1.TrustBundleRecord{Key: bundleKey, Bundle: b, CreateIndex: index})
+}
+
+// expireNonces forgets nonces of commands that have expired.
+func expireNonces(txn *memdb.Txn, now uint64) {
+	var stale []any
+	it, err := txn.Get(tableNonces, "expiry")
+	if err != nil {
+		return
+	}
+	for obj := it.Next(); obj != nil; obj = it.Next() {
+		if obj.(*meshnodev1.NonceRecord).GetExpiresUnixNano() >= now {
+			break
+		}
+		stale = append(stale, obj)
+	}
+	for _, obj := range stale {
+		_ = txn.Delete(tableNonces, obj)
+	}
+}
+
+// TrustBundle returns the cluster's trust bundle, or ErrNotFound before the
+// bootstrapping server wrote it.
+func (s *Store) TrustBundle(ctx context.Context, opts ReadOptions) (*meshnodev1.TrustBundle, uint64, error) {
+	r, idx, err := getOne[*meshnodev1.TrustBundleRecord](s, ctx, opts, tableBundle, "trust bundle", bundleKey)
+	if err != nil {
+		return nil, idx, err
+	}
+	return r.GetBundle(), idx, nil
+}
+
+// Operators lists the operators' records, by name.
+func (s *Store) Operators(ctx context.Context, opts ReadOptions) ([]*meshnodev1.OperatorStateRecord, uint64, error) {
+	return list[*meshnodev1.OperatorStateRecord](s, ctx, opts, tableOperators, "id", nil)
+}
+
+// VerifyAdmin checks an admin command against the local state, as the state
+// machine will at apply (but for the nonce): for methods that write no Raft
+// state (minting a join token), and to refuse early.
+func (s *Store) VerifyAdmin(a *meshnodev1.AdminCommand, at time.Time) error {
+	txn, _ := s.st.read()
+	if err := verifyAdmin(txn, a, at); err != nil {
+		return fmt.Errorf("%w: %v", ErrPermissionDenied, err)
+	}
+	return nil
+}
