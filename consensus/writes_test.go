@@ -3,6 +3,7 @@ package consensus
 import (
 	"context"
 	"errors"
+	"google.golang.org/protobuf/proto"
 	"testing"
 	"time"
 
@@ -17,6 +18,15 @@ func singleStore(t *testing.T) (*Store, context.Context) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	t.Cleanup(cancel)
 	return c.nodes[0].store, ctx
+}
+
+func mustPolicy(t *testing.T, b []byte) *meshnodev1.RoutingPolicy {
+	t.Helper()
+	p := &meshnodev1.RoutingPolicy{}
+	if err := proto.Unmarshal(b, p); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
 
 func wantRefused(t *testing.T, what string, err error, sentinel error, st meshnodev1.CommandStatus) {
@@ -78,21 +88,31 @@ func TestTypedAgentWrites(t *testing.T) {
 
 func TestTypedPolicyAndCAWrites(t *testing.T) {
 	s, ctx := singleStore(t)
-	idx, err := s.PutPolicy(ctx, "*", []byte("p1"))
+	ops := newTestOperators(t)
+	if _, err := s.PutTrustBundle(ctx, ops.bundle); err != nil {
+		t.Fatalf("PutTrustBundle: %v", err)
+	}
+	p1, _ := proto.Marshal(&meshnodev1.RoutingPolicy{Capability: "*", Policy: "cost"})
+	idx, err := signedPolicy(ctx, t, s, ops, "*", p1)
 	if err != nil || idx == 0 {
-		t.Fatalf("PutPolicy: %d, %v", idx, err)
+		t.Fatalf("signed SetPolicy: %d, %v", idx, err)
 	}
-	if p, _, err := s.Policy(ctx, ReadOptions{}, "*"); err != nil || string(p.GetPolicy()) != "p1" || p.GetModifyIndex() != idx {
-		t.Fatalf("policy after PutPolicy: %v, %v", p, err)
+	if p, _, err := s.Policy(ctx, ReadOptions{}, "*"); err != nil || !proto.Equal(mustPolicy(t, p.GetPolicy()), mustPolicy(t, p1)) || p.GetModifyIndex() != idx {
+		t.Fatalf("policy after SetPolicy: %v, %v", p, err)
 	}
-	if _, err := s.DeletePolicy(ctx, "*"); err != nil {
+	del := func() error {
+		req := &meshnodev1.DeletePolicyRequest{Capability: "*"}
+		_, err := s.Admin(ctx, &meshnodev1.AdminCommand{Method: MethodDeletePolicy, Signature: ops.sign(t, "root", MethodDeletePolicy, req, time.Now()),
+			Request: &meshnodev1.AdminCommand_DeletePolicy{DeletePolicy: req}})
+		return err
+	}
+	if err := del(); err != nil {
 		t.Fatalf("DeletePolicy: %v", err)
 	}
-	_, err = s.DeletePolicy(ctx, "*")
-	wantRefused(t, "DeletePolicy of a missing policy", err, ErrNotFound, meshnodev1.CommandStatus_COMMAND_STATUS_NOT_FOUND)
-	if _, err := s.PutPolicy(ctx, "", []byte("p")); !errors.Is(err, ErrInvalidCommand) {
-		t.Fatalf("PutPolicy without a key: %v, want ErrInvalidCommand", err)
-	}
+	wantRefused(t, "DeletePolicy of a missing policy", del(), ErrNotFound, meshnodev1.CommandStatus_COMMAND_STATUS_NOT_FOUND)
+	// Unsigned, the same write is refused.
+	_, _, err = s.Apply(ctx, &meshnodev1.Command{Op: &meshnodev1.Command_PutPolicy{PutPolicy: &meshnodev1.PutPolicyCommand{Policy: &meshnodev1.PolicyRecord{Key: "*", Policy: p1}}}})
+	wantRefused(t, "unsigned PutPolicy", err, ErrPermissionDenied, meshnodev1.CommandStatus_COMMAND_STATUS_PERMISSION_DENIED)
 
 	if _, err := s.PutCARecord(ctx, "ca/material", []byte("m")); err != nil {
 		t.Fatalf("PutCARecord: %v", err)

@@ -1,6 +1,7 @@
 package node_test
 
 import (
+	"crypto/ed25519"
 	"context"
 	"io"
 	"log/slog"
@@ -11,7 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agentmesh/meshnode/internal/opsign"
 	"github.com/agentmesh/meshnode/node"
+	"github.com/agentmesh/meshnode/operator"
 	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -82,6 +85,22 @@ func (tn *testNode) stop() {
 func (tn *testNode) conn(t testing.TB) *grpc.ClientConn {
 	t.Helper()
 	c, err := grpc.NewClient("unix://"+tn.socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// operatorConn is a connection to tn that signs admin methods with the
+// first admin's key, which the node in dir (the bootstrapping server) wrote.
+func (tn *testNode) operatorConn(t testing.TB, dir string) *grpc.ClientConn {
+	t.Helper()
+	sign := opsign.Interceptor(func() (ed25519.PrivateKey, string, error) {
+		key, err := operator.ReadKeyFile(node.BootstrapKeyPath(dir))
+		return key, node.FirstAdmin, err
+	})
+	c, err := grpc.NewClient("unix://"+tn.socket, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithUnaryInterceptor(sign))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,19 +10,24 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-// TestPolicyRefusedKeepsTheOldOne: SetPolicy on a server commits a valid
-// policy (a client node's is refused); an invalid one is refused with the field and the reason, and the policy in
+// TestPolicyRefusedKeepsTheOldOne: a signed SetPolicy commits a valid
+// policy (an unsigned one is refused); an invalid one is refused with the field and the reason, and the policy in
 // force is unchanged on every node.
 func TestPolicyRefusedKeepsTheOldOne(t *testing.T) {
 	nodes := startCluster(t)
 	ctx := context.Background()
 	// A client node may not set policy: it is an admin write, and a stolen
 	// client certificate must not steer the cluster's routing.
-	_, err := meshnodev1.NewPolicyServiceClient(nodes[2].conn(t)).SetPolicy(ctx, &meshnodev1.SetPolicyRequest{Policy: &meshnodev1.RoutingPolicy{Capability: "inv.lookup", Policy: "cost"}})
-	if status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "server") {
-		t.Fatalf("SetPolicy through a client node: %v, want PermissionDenied pointing at a server", err)
+	// Policy is an admin command: unsigned it is refused on every node,
+	// a server's socket included; signed by an operator it goes through
+	// any node, a client's included.
+	for _, n := range nodes {
+		_, err := meshnodev1.NewPolicyServiceClient(n.conn(t)).SetPolicy(ctx, &meshnodev1.SetPolicyRequest{Policy: &meshnodev1.RoutingPolicy{Capability: "inv.lookup", Policy: "cost"}})
+		if status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "operator") {
+			t.Fatalf("unsigned SetPolicy on %s: %v, want PermissionDenied asking for an operator key", n.name, err)
+		}
 	}
-	ps := meshnodev1.NewPolicyServiceClient(nodes[0].conn(t))
+	ps := meshnodev1.NewPolicyServiceClient(nodes[2].operatorConn(t, nodes[0].dir))
 	if _, err := ps.SetPolicy(ctx, &meshnodev1.SetPolicyRequest{Policy: &meshnodev1.RoutingPolicy{Capability: "inv.lookup", Policy: "latency", QualityTiers: []float64{0.95, 0.9}}}); err != nil {
 		t.Fatal(err)
 	}

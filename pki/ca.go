@@ -1,12 +1,12 @@
 package pki
 
 import (
-	"slices"
 	"context"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
