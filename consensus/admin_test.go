@@ -201,4 +201,3 @@ func signedPolicy(ctx context.Context, t testing.TB, s *Store, ops *testOperator
 	req := &meshnodev1.SetPolicyRequest{Policy: p}
 	return s.Admin(ctx, adminSetPolicy(ops.sign(t, "root", MethodSetPolicy, req, time.Now()), req))
 }
-

@@ -1,8 +1,8 @@
 package node_test
 
 import (
-	"crypto/ed25519"
 	"context"
+	"crypto/ed25519"
 	"io"
 	"log/slog"
 	"net"
