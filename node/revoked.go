@@ -9,6 +9,7 @@ import (
 
 	"github.com/agentmesh/meshnode/consensus"
 	"github.com/agentmesh/meshnode/internal/background"
+	"github.com/quic-go/quic-go"
 )
 
 // ErrRevoked: the cluster revoked this node's identity. Every peer refuses
@@ -19,11 +20,21 @@ var ErrRevoked = errors.New("this node was revoked by the cluster")
 // its local replica: a read of memory, cheap at any rate.
 const revocationCheckInterval = time.Second
 
+// refusedChecksToConclude is how many checks in a row must find every seed
+// refusing this node's certificate, while its replica cannot be read,
+// before the node concludes it was revoked.
+const refusedChecksToConclude = 3
+
+// badCertificateAlert is the QUIC CRYPTO_ERROR a TLS peer closes with when
+// it refuses our certificate: 0x100 + the bad_certificate alert (42).
+const badCertificateAlert = quic.TransportErrorCode(0x100 + 42)
+
 // selfRevocation is what the node learnt about its own revocation.
 type selfRevocation struct {
-	once sync.Once
-	done chan struct{} // closed when the node learns it was revoked and must stop
-	err  error         // wraps ErrRevoked; set before done is closed
+	once    sync.Once
+	done    chan struct{} // closed when the node learns it was revoked and must stop
+	err     error         // wraps ErrRevoked; set before done is closed
+	refused int           // consecutive checks in which every seed refused us
 }
 
 // startRevocationWatch watches the local replica for a revocation of this
@@ -41,10 +52,29 @@ func (n *Node) checkSelfRevoked(ctx context.Context) {
 		return
 	}
 	creds := n.keeper.Current()
-	if creds == nil || !n.pki.IsRevoked(creds.Leaf().SerialNumber, n.id) {
+	if creds == nil {
 		return
 	}
-	reason := n.revocationReason(ctx)
+	var reason string
+	switch _, readErr := n.store.IsNodeRevoked(ctx, consensus.ReadOptions{}, n.cfg.Name); {
+	case readErr == nil:
+		n.selfRevoked.refused = 0
+		if !n.pki.IsRevoked(creds.Leaf().SerialNumber, n.id) {
+			return
+		}
+		reason = n.revocationReason(ctx)
+	default:
+		// A client restarted after its revocation never gets a replica:
+		// the servers refuse it. Then the refusals are the signal.
+		if !n.seedsRefuseUs(ctx) {
+			n.selfRevoked.refused = 0
+			return
+		}
+		if n.selfRevoked.refused++; n.selfRevoked.refused < refusedChecksToConclude {
+			return
+		}
+		reason = fmt.Sprintf("not known: this node's replica cannot be read (%v) and every seed refused its certificate (TLS bad_certificate) %d times in a row; if it was not revoked, its certificate is otherwise not accepted (expired, or another cluster's)", readErr, n.selfRevoked.refused)
+	}
 	err := fmt.Errorf("%w: %s (reason: %s); every peer refuses its certificate", ErrRevoked, n.cfg.Name, reason)
 	if !n.cfg.ExitOnRevoke {
 		n.selfRevoked.err = err
@@ -58,6 +88,29 @@ func (n *Node) checkSelfRevoked(ctx context.Context) {
 		n.selfRevoked.err = err
 		close(n.selfRevoked.done)
 	})
+}
+
+// seedsRefuseUs reports whether every seed this node may reach answered a
+// connection with the bad-certificate alert (at least one did, none
+// accepted).
+func (n *Node) seedsRefuseUs(ctx context.Context) bool {
+	if len(n.cfg.Join) == 0 {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(ctx, revocationCheckInterval)
+	defer cancel()
+	refused := 0
+	for _, addr := range n.cfg.Join {
+		_, err := n.ep.Call(ctx, addr, consensus.MethodServers, nil)
+		var te *quic.TransportError
+		switch {
+		case errors.As(err, &te) && te.Remote && te.ErrorCode == badCertificateAlert:
+			refused++
+		case err == nil:
+			return false
+		}
+	}
+	return refused > 0
 }
 
 // revocationReason is the reason recorded with this node's revocation, or
