@@ -70,6 +70,10 @@ type Config struct {
 	TraceExporter string `yaml:"trace_exporter"`
 	// TraceEndpoint is the OTLP/HTTP collector (host:port or URL) for otlp-http.
 	TraceEndpoint string `yaml:"trace_endpoint"`
+	// ExitOnRevoke makes a node that learns the cluster revoked it log so
+	// once and stop (Node.Revoked); false keeps it up, refused by every
+	// peer, for inspection. Default true: a revoked node can do nothing.
+	ExitOnRevoke bool `yaml:"exit_on_revoke"`
 }
 
 // DefaultConfig returns the configuration of `meshnode run` with no flags:
@@ -91,6 +95,7 @@ func DefaultConfig() Config {
 		CallTimeout:     30 * time.Second,
 		ShutdownTimeout: 15 * time.Second,
 		CertLifetime:    24 * time.Hour,
+		ExitOnRevoke:    true,
 	}
 }
 

@@ -85,6 +85,8 @@ type Node struct {
 
 	// stopping is closed when Stop begins, ending Serve streams.
 	stopping chan struct{}
+	// selfRevoked is written by the revocation watch loop only.
+	selfRevoked selfRevocation
 
 	mu         sync.Mutex
 	components []component
@@ -102,7 +104,8 @@ func New(cfg Config, log *slog.Logger) (*Node, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	n := &Node{cfg: cfg, log: log, clock: clock.System{}, stopped: make(chan struct{}), stopping: make(chan struct{})}
+	n := &Node{cfg: cfg, log: log, clock: clock.System{}, stopped: make(chan struct{}), stopping: make(chan struct{}),
+		selfRevoked: selfRevocation{done: make(chan struct{})}}
 	sock, err := socketapi.New(socketapi.Config{
 		Path:       cfg.SocketPath(),
 		MaxMessage: cfg.maxMessage(),
@@ -176,6 +179,7 @@ func (n *Node) buildComponents() {
 		{name: "routing", start: noLoops(n.startRouting), stop: nothing},
 		{name: "quorum", start: noLoops(n.startQuorum), stop: func(context.Context) { n.coordinator.Close() }},
 		{name: "agents", start: n.startAgents, stop: func(context.Context) { n.hub.Close() }},
+		{name: "revocation-watch", start: n.startRevocationWatch, stop: nothing},
 		{name: "agent-api", start: noLoops(n.startAPI), stop: n.api.Stop},
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/big"
+	"sync"
 	"time"
 
 	"github.com/agentmesh/meshnode/internal/clock"
@@ -146,8 +147,14 @@ type TLSSourceConfig struct {
 	Revocations Revocations
 	// Clock is the verification time source; nil means clock.System.
 	Clock clock.Clock
-	// Logger receives one line per refused handshake; nil means slog.Default().
+	// Logger receives the refused handshakes: at most one line per peer
+	// identity per RefusalLogInterval, with the count of those left out;
+	// nil means slog.Default().
 	Logger *slog.Logger
+	// RefusalLogInterval is the least time between two logged refusals of
+	// one peer; zero means a minute. A revoked node retries several times a
+	// second, and each server would log each attempt.
+	RefusalLogInterval time.Duration
 }
 
 // Validate reports the first missing or inconsistent field.
@@ -168,8 +175,9 @@ func (c *TLSSourceConfig) Validate() error {
 // hostnames). One source serves every connection; it is safe for
 // concurrent use.
 type TLSSource struct {
-	cfg TLSSourceConfig
-	log *slog.Logger
+	cfg      TLSSourceConfig
+	log      *slog.Logger
+	refusals refusalLog
 }
 
 // NewTLSSource validates cfg and returns a source.
@@ -182,7 +190,10 @@ func NewTLSSource(cfg TLSSourceConfig) (*TLSSource, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &TLSSource{cfg: cfg, log: log.With("component", "pki.tls")}, nil
+	if cfg.RefusalLogInterval <= 0 {
+		cfg.RefusalLogInterval = time.Minute
+	}
+	return &TLSSource{cfg: cfg, log: log.With("component", "pki.tls"), refusals: refusalLog{last: map[string]*refusalEntry{}}}, nil
 }
 
 // ServerConfig is the config of the accepting side: it requires a client
@@ -246,14 +257,76 @@ func (s *TLSSource) verify(cs tls.ConnectionState, usage x509.ExtKeyUsage, side 
 		err = fmt.Errorf("%w: got %s, want %s", ErrUnexpectedPeer, id, *want)
 	}
 	if err != nil {
-		attrs := []any{"peer_side", side, "err", err}
-		if !id.IsZero() {
-			attrs = append(attrs, "peer", id.String())
+		if log, suppressed := s.refusals.admit(refusalKey(id, cs.PeerCertificates), s.cfg.Clock.Now(), s.cfg.RefusalLogInterval); log {
+			attrs := []any{"peer_side", side, "err", err}
+			if !id.IsZero() {
+				attrs = append(attrs, "peer", id.String())
+			}
+			if suppressed > 0 {
+				attrs = append(attrs, "suppressed", suppressed, "suppressed_over", s.cfg.RefusalLogInterval)
+			}
+			s.log.Warn("refused peer certificate", attrs...)
 		}
-		s.log.Warn("refused peer certificate", attrs...)
 		return id, fmt.Errorf("pki: refusing %s certificate: %w", side, err)
 	}
 	return id, nil
+}
+
+// refusalKey names the peer a refusal is counted against: its identity when
+// the certificate has one, else its serial, else nothing (all anonymous
+// peers share one count).
+func refusalKey(id ID, chain []*x509.Certificate) string {
+	switch {
+	case !id.IsZero():
+		return id.String()
+	case len(chain) > 0 && chain[0] != nil && chain[0].SerialNumber != nil:
+		return "serial:" + chain[0].SerialNumber.String()
+	}
+	return "anonymous"
+}
+
+// refusalLog rate-limits refusal lines per peer key.
+type refusalLog struct {
+	mu   sync.Mutex
+	last map[string]*refusalEntry
+}
+
+type refusalEntry struct {
+	at         time.Time // when a line for this key was last written
+	suppressed int       // refusals left out since
+}
+
+// maxRefusalKeys bounds the memory a flood of distinct certificates can
+// take; past it, entries older than the interval are dropped.
+const maxRefusalKeys = 4096
+
+// admit reports whether a refusal of key at now gets a line, and how many
+// refusals of key were left out since the previous line.
+func (r *refusalLog) admit(key string, now time.Time, every time.Duration) (bool, int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e, ok := r.last[key]
+	if ok && now.Sub(e.at) < every {
+		e.suppressed++
+		return false, 0
+	}
+	if !ok {
+		if len(r.last) >= maxRefusalKeys {
+			for k, old := range r.last {
+				if now.Sub(old.at) >= every {
+					delete(r.last, k)
+				}
+			}
+		}
+		if len(r.last) >= maxRefusalKeys {
+			return false, 0 // a flood: its lines would say nothing new
+		}
+		e = &refusalEntry{}
+		r.last[key] = e
+	}
+	n := e.suppressed
+	e.at, e.suppressed = now, 0
+	return true, n
 }
 
 // PeerID returns the identity of a connection already verified by a

@@ -17,11 +17,16 @@ import (
 func newAgentsCmd() *cobra.Command {
 	var cf *clientFlags
 	var capability, nodeName string
-	var consistent bool
+	var consistent, all bool
 	cmd := &cobra.Command{
 		Use:   "agents",
 		Short: "List the agents registered in the cluster",
+		Long: `List the agents registered in the cluster. STATUS is the same word discover
+shows: ready, registered, draining, disconnected, revoked or unknown (its
+node is not seen alive). Agents of a revoked node are kept for history and
+shown only with --all.`,
 		Example: `  meshnode agents
+  meshnode agents --all                      # include revoked nodes' agents
   meshnode agents --capability inventory.lookup --json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -38,23 +43,42 @@ func newAgentsCmd() *cobra.Command {
 			if err != nil {
 				return rpcError("list agents", err, cf.socketPath())
 			}
+			var members map[string]string
+			if mr, err := meshnodev1.NewNodeServiceClient(conn).Members(ctx, &meshnodev1.MembersRequest{}); err == nil {
+				members = make(map[string]string, len(mr.GetMembers()))
+				for _, m := range mr.GetMembers() {
+					members[m.GetName()] = m.GetStatus()
+				}
+			}
+			rows := agentRows(resp.GetAgents(), members, all)
 			if cf.json {
+				if !all {
+					resp.Agents = resp.Agents[:0]
+					for _, r := range rows {
+						resp.Agents = append(resp.Agents, r.agent)
+					}
+				}
 				return printJSON(cmd.OutOrStdout(), resp)
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "AGENT\tNODE\tSTATUS\tCAPABILITIES\tROLES")
-			for _, a := range resp.GetAgents() {
+			for _, r := range rows {
+				a := r.agent
 				var caps []string
 				for _, c := range a.GetCapabilities() {
 					caps = append(caps, c.GetName())
 				}
-				st := strings.TrimPrefix(a.GetStatus().String(), "AGENT_STATUS_")
+				st := r.status
 				if a.GetFlagged() {
 					st += " (flagged)"
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", a.GetId(), a.GetNode(), strings.ToLower(st), strings.Join(caps, ","), strings.Join(a.GetRoles(), ","))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", a.GetId(), a.GetNode(), st, strings.Join(caps, ","), strings.Join(a.GetRoles(), ","))
 			}
-			fmt.Fprintf(tw, "(%d agents at index %d)\n", len(resp.GetAgents()), resp.GetIndex())
+			hidden := ""
+			if n := len(resp.GetAgents()) - len(rows); n > 0 {
+				hidden = fmt.Sprintf(", %d of revoked nodes hidden: --all shows them", n)
+			}
+			fmt.Fprintf(tw, "(%d agents at index %d%s)\n", len(rows), resp.GetIndex(), hidden)
 			return tw.Flush()
 		},
 	}
@@ -62,6 +86,7 @@ func newAgentsCmd() *cobra.Command {
 	cmd.Flags().StringVar(&capability, "capability", "", "only agents offering this capability")
 	cmd.Flags().StringVar(&nodeName, "node", "", "only agents on this node")
 	cmd.Flags().BoolVar(&consistent, "consistent", false, "read through the Raft leader instead of the local replica")
+	cmd.Flags().BoolVar(&all, "all", false, "also list the agents of revoked nodes")
 	return cmd
 }
 
@@ -95,7 +120,7 @@ func newDiscoverCmd() *cobra.Command {
 			fmt.Fprintln(tw, "AGENT\tNODE\tSTATUS\tPROFICIENCY\tCOST\tIN-FLIGHT\tLATENCY\tSUCCESS")
 			for _, d := range resp.GetAgents() {
 				l := d.GetLoad()
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%g\t%d/%s\t%.1fms\t%.0f%%\n", d.GetAgent().GetId(), d.GetAgent().GetNode(), l.GetStatus(),
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%g\t%d/%s\t%.1fms\t%.0f%%\n", d.GetAgent().GetId(), d.GetAgent().GetNode(), agentStatus(d.GetAgent(), l),
 					strings.ToLower(strings.TrimPrefix(d.GetCapability().GetProficiency().String(), "PROFICIENCY_")), d.GetCapability().GetCost(),
 					l.GetInFlight(), capacityString(l.GetCapacity()), l.GetEwmaLatencyMs(), 100*l.GetSuccessRate())
 			}

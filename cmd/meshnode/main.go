@@ -11,10 +11,12 @@ import (
 	"github.com/spf13/cobra"
 )
 
-// Exit statuses: 2 for usage and configuration errors, 1 for runtime failures.
+// Exit statuses: 2 for usage and configuration errors, 3 for a node the
+// cluster revoked, 1 for other runtime failures.
 const (
 	exitRuntime = 1
 	exitUsage   = 2
+	exitRevoked = 3
 )
 
 // usageError marks an error the user fixes by changing the command line.
@@ -47,6 +49,9 @@ func exitCode(err error) int {
 	var ue usageError
 	if errors.As(err, &ue) || errors.Is(err, node.ErrInvalidConfig) {
 		return exitUsage
+	}
+	if errors.Is(err, node.ErrRevoked) {
+		return exitRevoked
 	}
 	return exitRuntime
 }

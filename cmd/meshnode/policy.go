@@ -136,7 +136,7 @@ be written as on the command line (locality "local-only"). Flags given with
 			if cf.json {
 				return printJSON(cmd.OutOrStdout(), resp)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "# policy for %s committed at index %d (%s); effective policy:\n", args[0], resp.GetIndex(), basis)
+			fmt.Fprintf(cmd.OutOrStdout(), "# policy for %s committed at index %d, applied here (%s); effective policy:\n", args[0], resp.GetIndex(), basis)
 			return printJSON(cmd.OutOrStdout(), resp.GetEffective())
 		},
 	}
@@ -288,7 +288,7 @@ func newPolicyDeleteCmd() *cobra.Command {
 			if policyKey(args[0]) == "*" {
 				now = "capabilities without a policy of their own follow the built-in defaults"
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "policy for %s deleted at index %d; %s\n", args[0], resp.GetIndex(), now)
+			fmt.Fprintf(cmd.OutOrStdout(), "policy for %s deleted at index %d, applied here; %s\n", args[0], resp.GetIndex(), now)
 			return nil
 		},
 	}

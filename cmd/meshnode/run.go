@@ -79,6 +79,7 @@ call. Set GOGC (and GOMEMLIMIT to bound the heap) as for any Go program.`,
 	f.String("ca-dir", "", "bootstrap with the CA from 'meshnode pki init' files instead of creating one")
 	f.String("trace-exporter", "", "send OpenTelemetry spans: stdout or otlp-http (default off)")
 	f.String("trace-endpoint", "", "OTLP/HTTP collector host:port or URL for --trace-exporter otlp-http")
+	f.Bool("exit-on-revoke", def.ExitOnRevoke, "stop, exit 3, when the cluster revokes this node (false: stay up, refused by every peer)")
 	return cmd
 }
 
@@ -182,7 +183,12 @@ func runNode(cfg node.Config, warnings ...string) error {
 		}
 		return err
 	}
-	<-ctx.Done()
+	var revoked error
+	select {
+	case <-ctx.Done():
+	case <-n.Revoked():
+		revoked = n.RevokedErr()
+	}
 	stopCtx, stopCancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer stopCancel()
 	start := time.Now()
@@ -190,5 +196,8 @@ func runNode(cfg node.Config, warnings ...string) error {
 		return fmt.Errorf("graceful stop did not finish in %v: %w", cfg.ShutdownTimeout, err)
 	}
 	log.Debug("stopped", "took", time.Since(start))
+	if revoked != nil {
+		return fmt.Errorf("%w. It cannot come back under this identity: join again under another name with a new token (and a fresh --data-dir), or run with --exit-on-revoke=false to keep it up for inspection", revoked)
+	}
 	return nil
 }

@@ -103,7 +103,7 @@ func (g waitGoal) missing(conn *grpc.ClientConn, left time.Duration) (string, er
 			return "", err
 		}
 		for _, d := range resp.GetAgents() {
-			if d.GetLoad().GetStatus() == "ready" {
+			if agentStatus(d.GetAgent(), d.GetLoad()) == "ready" {
 				return "", nil
 			}
 		}

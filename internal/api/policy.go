@@ -90,6 +90,9 @@ func (s *policyService) SetPolicy(ctx context.Context, req *meshnodev1.SetPolicy
 	if err != nil {
 		return nil, apierror.Wrap("store policy "+key, err)
 	}
+	if err := s.awaitApplied(ctx, "policy for "+key, idx); err != nil {
+		return nil, err
+	}
 	eff := pol.ToProto()
 	eff.Capability = key
 	s.log.Info("routing policy set", "capability", key, "policy", eff.GetPolicy(), "index", idx)
@@ -129,6 +132,22 @@ func (s *policyService) DeletePolicy(ctx context.Context, req *meshnodev1.Delete
 	if err != nil {
 		return nil, apierror.Wrap("delete policy "+key, err)
 	}
+	if err := s.awaitApplied(ctx, "deletion of the policy for "+key, idx); err != nil {
+		return nil, err
+	}
 	s.log.Info("routing policy deleted", "capability", key, "index", idx)
 	return &meshnodev1.DeletePolicyResponse{Index: idx}, nil
+}
+
+// awaitApplied holds the answer to a policy write until this node applies
+// it: a write through a follower or client is committed before its replica
+// applies it, and calls routed here in between would still see the old
+// policy. An answer therefore means "in force here". The wait ends with the
+// request; the write stays committed, and the error says so.
+func (s *policyService) awaitApplied(ctx context.Context, what string, idx uint64) error {
+	if err := s.store.WaitApplied(ctx, idx); err != nil {
+		return status.Errorf(codes.DeadlineExceeded, "%s committed at index %d, but this node has not applied it yet (it is at index %d): %v; it takes effect here once applied",
+			what, idx, s.store.Index(), err)
+	}
+	return nil
 }

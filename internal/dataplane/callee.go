@@ -77,7 +77,10 @@ func (p *Plane) Receive(ctx context.Context, fromNode string, req *meshnodev1.Fo
 	// The handler's span is a child of this node's: hand it our context.
 	d.Metadata = mergeTrace(d.GetMetadata(), routing.InjectTraceContext(ctx))
 	chain := meta.Chain[:len(meta.Chain)-1]
+	start := p.cfg.Clock.Now()
 	answer, _, err := p.deliver(ctx, target, d, hub.CallContext{Chain: chain, Hops: uint32(meta.Hops), Deadline: meta.Deadline})
+	p.logCall(ctx, callLine{side: "callee", fromNode: fromNode, caller: d.GetCallerAgentId(), callee: target, capability: d.GetCapability(),
+		attempt: int(d.GetAttempt()), latency: p.cfg.Clock.Now().Sub(start), err: err})
 	var ae *agentError
 	switch {
 	case errors.As(err, &ae):

@@ -39,10 +39,15 @@ func (p *Plane) Call(ctx context.Context, owner hub.Owner, req *meshnodev1.CallR
 	// A call made by a handler continues the handler's trace.
 	ctx = routing.ExtractTraceContext(ctx, req.GetMetadata())
 	start := p.cfg.Clock.Now()
+	var last routing.Attempt // the router makes attempts one after another
 	res, err := p.cfg.Router.Route(ctx, c.route, cands, routing.AnswerFunc(func(ctx context.Context, a routing.Attempt) (*meshnodev1.CallResult, bool, error) {
+		last = a
 		return p.attempt(ctx, c, a)
 	}))
-	p.cfg.Catalog.ObserveCall(p.cfg.Clock.Now().Sub(start), err == nil)
+	took := p.cfg.Clock.Now().Sub(start)
+	p.cfg.Catalog.ObserveCall(took, err == nil)
+	p.logCall(ctx, callLine{side: "caller", caller: c.caller, callee: last.Candidate.AgentID, capability: req.GetCapability(),
+		attempt: last.Number, latency: took, err: err})
 	if err != nil {
 		return nil, err
 	}
