@@ -8,6 +8,7 @@ import (
 
 	"github.com/hashicorp/go-memdb"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/agentmesh/meshnode/operator"
 	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
@@ -30,6 +31,10 @@ const (
 	MethodSetPolicy    = "/meshnode.v1.PolicyService/SetPolicy"
 	MethodDeletePolicy = "/meshnode.v1.PolicyService/DeletePolicy"
 	MethodPutOperator  = "/meshnode.v1.OperatorService/PutOperator"
+	MethodRevokeNode   = "/meshnode.v1.PKIService/RevokeNode"
+	// MethodCreateToken writes no state: the server that mints the token
+	// verifies the command (Store.VerifyAdmin) and remembers its nonce.
+	MethodCreateToken = "/meshnode.v1.PKIService/CreateToken"
 )
 
 // AdminRequest returns the signed request an admin command carries and the
@@ -51,6 +56,11 @@ func AdminRequest(a *meshnodev1.AdminCommand) (proto.Message, operator.Role, err
 	case *meshnodev1.AdminCommand_PutOperator:
 		req, need = r.PutOperator, operator.RoleAdmin
 		if a.GetMethod() == MethodPutOperator && r.PutOperator.GetRecord() != nil {
+			return req, need, nil
+		}
+	case *meshnodev1.AdminCommand_RevokeNode:
+		req, need = r.RevokeNode, operator.RoleAdmin
+		if a.GetMethod() == MethodRevokeNode && (r.RevokeNode.GetNodeName() != "" || len(r.RevokeNode.GetSerials()) > 0) {
 			return req, need, nil
 		}
 	}
@@ -146,6 +156,21 @@ func applyAdmin(txn *memdb.Txn, index, now uint64, a *meshnodev1.AdminCommand) (
 			return denied(err.Error()), nil
 		}
 		return ok(), txn.Insert(tableOperators, &meshnodev1.OperatorStateRecord{Name: rec.GetName(), Signed: r.PutOperator.GetRecord(), ModifyIndex: index})
+	case *meshnodev1.AdminCommand_RevokeNode:
+		rr := r.RevokeNode
+		rev := &meshnodev1.RevokeCommand{Node: rr.GetNodeName(), Serials: rr.GetSerials(), Reason: rr.GetReason()}
+		if err := ValidateCommand(&meshnodev1.Command{Version: CommandVersion, Op: &meshnodev1.Command_Revoke{Revoke: rev}}); err != nil {
+			return &meshnodev1.CommandResult{Status: meshnodev1.CommandStatus_COMMAND_STATUS_INVALID, Message: err.Error()}, nil
+		}
+		// What readers (the CA, the revoked node) see: who revoked, when by
+		// the cluster's clock, and why.
+		data, err := proto.MarshalOptions{Deterministic: true}.Marshal(&meshnodev1.Revocation{NodeName: rr.GetNodeName(), Serials: rr.GetSerials(),
+			Reason: rr.GetReason(), RevokedAt: timestamppb.New(at), Operator: sc.GetOperator()})
+		if err != nil {
+			return nil, err
+		}
+		rev.Data = data
+		return revoke(txn, index, rev)
 	}
 	return nil, fmt.Errorf("unhandled admin request %T", a.GetRequest())
 }
@@ -204,6 +229,25 @@ func (s *Store) Operators(ctx context.Context, opts ReadOptions) ([]*meshnodev1.
 func (s *Store) VerifyAdmin(a *meshnodev1.AdminCommand, at time.Time) error {
 	txn, _ := s.st.read()
 	if err := verifyAdmin(txn, a, at); err != nil {
+		return fmt.Errorf("%w: %v", ErrPermissionDenied, err)
+	}
+	return nil
+}
+
+// VerifyCreateToken checks a signed token request against the local state
+// (an admin's signature, back to the trust bundle). Tokens are minted on
+// the server that verifies them; the caller remembers the nonce.
+func (s *Store) VerifyCreateToken(sc *meshnodev1.SignedCommand, req *meshnodev1.CreateTokenRequest, at time.Time) error {
+	txn, _ := s.st.read()
+	b := first[*meshnodev1.TrustBundleRecord](txn, tableBundle, bundleKey)
+	if b == nil {
+		return fmt.Errorf("%w: this cluster has no trust bundle, so no operator can be verified", ErrPermissionDenied)
+	}
+	recs := operatorRecords(txn)
+	lookup := func(name string) (*meshnodev1.OperatorRecord, error) {
+		return operator.VerifyChain(b.GetBundle(), recs, name, at)
+	}
+	if err := operator.VerifyCommand(sc, ClusterID(b.GetBundle()), MethodCreateToken, req, at, lookup, operator.RoleAdmin); err != nil {
 		return fmt.Errorf("%w: %v", ErrPermissionDenied, err)
 	}
 	return nil

@@ -8,6 +8,7 @@ import (
 	"crypto/x509/pkix"
 	"math/big"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -200,4 +201,34 @@ func signedPolicy(ctx context.Context, t testing.TB, s *Store, ops *testOperator
 	p.Capability = key
 	req := &meshnodev1.SetPolicyRequest{Policy: p}
 	return s.Admin(ctx, adminSetPolicy(ops.sign(t, "root", MethodSetPolicy, req, time.Now()), req))
+}
+
+// storeOps are the test operators of each store whose trust bundle a test
+// wrote (a bundle is written once).
+var storeOps sync.Map // *Store -> *testOperators
+
+// revokeSigned revokes through s as the first admin of a test bundle.
+func revokeSigned(ctx context.Context, t testing.TB, s *Store, node string, serials []string, reason string) (uint64, error) {
+	t.Helper()
+	v, loaded := storeOps.LoadOrStore(s, newTestOperators(t))
+	ops := v.(*testOperators)
+	if !loaded {
+		if _, err := s.PutTrustBundle(ctx, ops.bundle); err != nil {
+			t.Fatalf("PutTrustBundle: %v", err)
+		}
+	}
+	req := &meshnodev1.RevokeNodeRequest{NodeName: node, Serials: serials, Reason: reason}
+	return s.Admin(ctx, &meshnodev1.AdminCommand{Method: MethodRevokeNode, Signature: ops.sign(t, "root", MethodRevokeNode, req, time.Now()),
+		Request: &meshnodev1.AdminCommand_RevokeNode{RevokeNode: req}})
+}
+
+// revokeInState revokes node in a bare state as the first admin of a test
+// bundle it writes.
+func revokeInState(t testing.TB, st *state, index uint64, node string) *meshnodev1.CommandResult {
+	t.Helper()
+	ops := newTestOperators(t)
+	applyAs(st, index, testOrigin, &meshnodev1.Command{Op: &meshnodev1.Command_PutTrustBundle{PutTrustBundle: &meshnodev1.PutTrustBundleCommand{Bundle: ops.bundle}}})
+	req := &meshnodev1.RevokeNodeRequest{NodeName: node, Reason: "test"}
+	return applyAs(st, index+1, testOrigin, &meshnodev1.Command{Op: &meshnodev1.Command_Admin{Admin: &meshnodev1.AdminCommand{
+		Method: MethodRevokeNode, Signature: ops.sign(t, "root", MethodRevokeNode, req, time.Unix(0, testNow)), Request: &meshnodev1.AdminCommand_RevokeNode{RevokeNode: req}}}})[0]
 }

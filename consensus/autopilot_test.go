@@ -64,8 +64,7 @@ func TestAutopilotAddsOnlyAdmittedServers(t *testing.T) {
 		return inRaft(l, "s1")
 	})
 
-	revoke := &meshnodev1.Command{Op: &meshnodev1.Command_Revoke{Revoke: &meshnodev1.RevokeCommand{Node: "s1", Reason: "test"}}}
-	if _, _, err := l.store.Apply(context.Background(), revoke); err != nil {
+	if _, err := revokeSigned(context.Background(), t, l.store, "s1", nil, "test"); err != nil {
 		t.Fatalf("revoke: %v", err)
 	}
 	// s1 is still in the configuration, but revoked: it is not re-admitted.

@@ -48,6 +48,8 @@ func authorizeOrigin(txn *memdb.Txn, c *meshnodev1.Command) *meshnodev1.CommandR
 		return nil // the operator's signature is the authority, whoever relays it
 	case *meshnodev1.Command_PutPolicy, *meshnodev1.Command_DeletePolicy:
 		return denied("policy changes are admin commands: they need an operator's signature (meshnode policy set, with an operator key)")
+	case *meshnodev1.Command_Revoke:
+		return denied("revocations are admin commands: they need an operator's signature (meshnode node revoke, with an operator key)")
 	}
 	if isServerOrigin(txn, origin) {
 		return nil

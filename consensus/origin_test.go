@@ -101,9 +101,8 @@ func TestStateMachineJudgesOriginAtApply(t *testing.T) {
 	if r := st.applyBatch(idx, &meshnodev1.CommandBatch{Version: CommandVersion, TimeUnixNano: testNow, Commands: []*meshnodev1.Command{noOrigin}})[0]; r.GetStatus() != meshnodev1.CommandStatus_COMMAND_STATUS_PERMISSION_DENIED {
 		t.Errorf("command without origin: %v", r)
 	}
-	revoke := &meshnodev1.Command{Op: &meshnodev1.Command_Revoke{Revoke: &meshnodev1.RevokeCommand{Node: "c9"}}}
-	if r := applyOne(t, st, idx+1, stamp([]*meshnodev1.Command{revoke})[0]); r.GetStatus() != meshnodev1.CommandStatus_COMMAND_STATUS_OK {
-		t.Errorf("revoke from a server: %v", r)
+	if r := revokeInState(t, st, idx+1, "c9"); r.GetStatus() != meshnodev1.CommandStatus_COMMAND_STATUS_OK {
+		t.Errorf("signed revoke relayed by a server: %v", r)
 	}
 }
 
@@ -113,9 +112,11 @@ func TestStateMachineJudgesOriginAtApply(t *testing.T) {
 func TestRevokedNodesAgentsAreKeptButFrozen(t *testing.T) {
 	st := testState(16)
 	applyOne(t, st, 1, stamp([]*meshnodev1.Command{agentCmd("c9/a", "x")})[0])
-	applyOne(t, st, 2, stamp([]*meshnodev1.Command{{Op: &meshnodev1.Command_Revoke{Revoke: &meshnodev1.RevokeCommand{Node: "c9", Reason: "stolen"}}}})[0])
+	if r := revokeInState(t, st, 2, "c9"); r.GetStatus() != meshnodev1.CommandStatus_COMMAND_STATUS_OK {
+		t.Fatalf("revoke: %v", r)
+	}
 	txn, _ := st.read()
-	if a := first[*meshnodev1.Agent](txn, tableAgents, "c9/a"); a.GetStatus() != meshnodev1.AgentStatus_AGENT_STATUS_REVOKED || a.GetModifyIndex() != 2 {
+	if a := first[*meshnodev1.Agent](txn, tableAgents, "c9/a"); a.GetStatus() != meshnodev1.AgentStatus_AGENT_STATUS_REVOKED || a.GetModifyIndex() != 3 {
 		t.Fatalf("agent of the revoked node: %v", a)
 	}
 	for name, cmd := range map[string]*meshnodev1.Command{
@@ -123,7 +124,7 @@ func TestRevokedNodesAgentsAreKeptButFrozen(t *testing.T) {
 		"set its agent ready":   {Op: &meshnodev1.Command_SetAgentStatus{SetAgentStatus: &meshnodev1.SetAgentStatusCommand{Id: "c9/a", Status: meshnodev1.AgentStatus_AGENT_STATUS_READY}}},
 		"register its record":   {Op: &meshnodev1.Command_RegisterNode{RegisterNode: &meshnodev1.RegisterNodeCommand{Node: &meshnodev1.NodeRecord{Name: "c9", Address: "127.0.0.1:9"}}}},
 	} {
-		if r := applyOne(t, st, 3, stamp([]*meshnodev1.Command{cmd})[0]); r.GetStatus() != meshnodev1.CommandStatus_COMMAND_STATUS_PERMISSION_DENIED {
+		if r := applyOne(t, st, 4, stamp([]*meshnodev1.Command{cmd})[0]); r.GetStatus() != meshnodev1.CommandStatus_COMMAND_STATUS_PERMISSION_DENIED {
 			t.Errorf("%s after revocation: %v", name, r)
 		}
 	}

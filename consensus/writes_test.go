@@ -155,7 +155,7 @@ func TestTypedTokenAndRevocationWrites(t *testing.T) {
 	_, err = s.UseToken(ctx, TokenUse{ID: "t5", Expires: time.Now().Add(-time.Second), Node: "fresh"})
 	wantRefused(t, "an expired token", err, ErrTokenExpired, meshnodev1.CommandStatus_COMMAND_STATUS_TOKEN_EXPIRED)
 
-	if _, err := s.Revoke(ctx, "n2", []string{"42"}, "key leaked", []byte("r")); err != nil {
+	if _, err := revokeSigned(ctx, t, s, "n2", []string{"42"}, "key leaked"); err != nil {
 		t.Fatalf("Revoke serial: %v", err)
 	}
 	if ok, _ := s.IsRevoked(ctx, ReadOptions{}, "42"); !ok {
@@ -164,7 +164,7 @@ func TestTypedTokenAndRevocationWrites(t *testing.T) {
 	if ok, _ := s.IsNodeRevoked(ctx, ReadOptions{}, "n2"); ok {
 		t.Fatal("revoking one serial revoked the whole node")
 	}
-	if _, err := s.Revoke(ctx, "s9", nil, "decommissioned", nil); err != nil {
+	if _, err := revokeSigned(ctx, t, s, "s9", nil, "decommissioned"); err != nil {
 		t.Fatalf("Revoke node: %v", err)
 	}
 	if ok, _ := s.IsNodeRevoked(ctx, ReadOptions{}, "s9"); !ok {

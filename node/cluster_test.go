@@ -116,7 +116,9 @@ func (tn *testNode) token(t testing.TB, server bool, name string) string {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	resp, err := meshnodev1.NewPKIServiceClient(tn.conn(t)).CreateToken(ctx, &meshnodev1.CreateTokenRequest{Ttl: durationpb.New(10 * time.Minute), Role: role, NodeName: name})
+	// Tokens are an admin's: tn is the bootstrapping server, whose data dir
+	// holds the first admin's key.
+	resp, err := meshnodev1.NewPKIServiceClient(tn.operatorConn(t, tn.dir)).CreateToken(ctx, &meshnodev1.CreateTokenRequest{Ttl: durationpb.New(10 * time.Minute), Role: role, NodeName: name})
 	if err != nil {
 		t.Fatalf("create token: %v", err)
 	}

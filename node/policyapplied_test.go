@@ -27,7 +27,7 @@ func TestPolicySetThroughFollowerIsInForceThere(t *testing.T) {
 		}
 		return false
 	})
-	ps := meshnodev1.NewPolicyServiceClient(follower.conn(t))
+	ps := meshnodev1.NewPolicyServiceClient(follower.operatorConn(t, nodes[0].dir))
 	for i, name := range []string{"cost", "latency", "round_robin", "least_loaded", "cost", "latency"} {
 		set, err := ps.SetPolicy(ctx, &meshnodev1.SetPolicyRequest{Policy: &meshnodev1.RoutingPolicy{Capability: "inv.lookup", Policy: name}})
 		if err != nil {

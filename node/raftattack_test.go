@@ -48,7 +48,7 @@ func joinAnyName(t *testing.T, seed *testNode, name string) (*pki.Credentials, e
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	resp, err := meshnodev1.NewPKIServiceClient(seed.conn(t)).CreateToken(ctx, &meshnodev1.CreateTokenRequest{AnyName: true})
+	resp, err := meshnodev1.NewPKIServiceClient(seed.operatorConn(t, seed.dir)).CreateToken(ctx, &meshnodev1.CreateTokenRequest{AnyName: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -29,7 +29,7 @@ func TestRevokedNodeIsCutOff(t *testing.T) {
 	if err := call("far"); err != nil {
 		t.Fatalf("call to n3 before revocation: %v", err)
 	}
-	if _, err := meshnodev1.NewPKIServiceClient(nodes[0].conn(t)).RevokeNode(context.Background(), &meshnodev1.RevokeNodeRequest{NodeName: "n3", Reason: "test"}); err != nil {
+	if _, err := meshnodev1.NewPKIServiceClient(nodes[0].operatorConn(t, nodes[0].dir)).RevokeNode(context.Background(), &meshnodev1.RevokeNodeRequest{NodeName: "n3", Reason: "test"}); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, 20*time.Second, "calls to the revoked node fail", func() bool { return call("far") != nil })

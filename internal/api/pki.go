@@ -3,6 +3,12 @@ package api
 import (
 	"context"
 	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/agentmesh/meshnode/consensus"
+	"github.com/agentmesh/meshnode/internal/apierror"
+	"github.com/agentmesh/meshnode/operator"
 
 	"github.com/agentmesh/meshnode/pki"
 	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
@@ -16,13 +22,28 @@ type pkiService struct {
 	meshnodev1.UnimplementedPKIServiceServer
 	node    string
 	service func(ctx context.Context, needCA bool) (*pki.Service, error)
+	store   *consensus.Store
+	nonces  *nonceCache
 	log     *slog.Logger
 }
 
+// CreateToken mints a join token for an admin. It writes no Raft state, so
+// this server judges the signed command itself, as the state machine would,
+// and remembers its nonce until it expires.
 func (s *pkiService) CreateToken(ctx context.Context, req *meshnodev1.CreateTokenRequest) (*meshnodev1.CreateTokenResponse, error) {
 	svc, err := s.service(ctx, true)
 	if err != nil {
 		return nil, err
+	}
+	cmd, err := adminCommand(ctx, func(*meshnodev1.AdminCommand) {})
+	if err != nil {
+		return nil, err
+	}
+	if err := s.store.VerifyCreateToken(cmd.GetSignature(), req, time.Now()); err != nil {
+		return nil, apierror.Wrap("create token", err)
+	}
+	if !s.nonces.use(operator.NonceKey(cmd.GetSignature()), operator.Expiry(cmd.GetSignature())) {
+		return nil, status.Error(codes.PermissionDenied, "create token: this signed command was already used (nonce seen); sign it again")
 	}
 	return svc.CreateToken(ctx, req)
 }
@@ -31,15 +52,20 @@ func (s *pkiService) RevokeNode(ctx context.Context, req *meshnodev1.RevokeNodeR
 	if req.GetNodeName() == s.node {
 		return nil, status.Errorf(codes.InvalidArgument, "node %s cannot revoke itself; run the command on another server", s.node)
 	}
-	svc, err := s.service(ctx, true)
+	cmd, err := adminCommand(ctx, func(a *meshnodev1.AdminCommand) {
+		a.Request = &meshnodev1.AdminCommand_RevokeNode{RevokeNode: req}
+	})
 	if err != nil {
 		return nil, err
 	}
-	resp, err := svc.RevokeNode(ctx, req)
-	if err == nil {
-		s.log.Warn("node revoked: new handshakes from it are refused", "node", req.GetNodeName(), "reason", req.GetReason())
+	wctx, cancel := boundWrite(ctx)
+	defer cancel()
+	idx, err := s.store.Admin(wctx, cmd)
+	if err != nil {
+		return nil, apierror.Wrap("revoke "+req.GetNodeName(), err)
 	}
-	return resp, err
+	s.log.Warn("node revoked: new handshakes from it are refused", "node", req.GetNodeName(), "reason", req.GetReason(), "operator", cmd.GetSignature().GetOperator(), "index", idx)
+	return &meshnodev1.RevokeNodeResponse{Revocation: &meshnodev1.Revocation{NodeName: req.GetNodeName(), Serials: req.GetSerials(), Reason: req.GetReason(), Operator: cmd.GetSignature().GetOperator()}}, nil
 }
 
 func (s *pkiService) CertificateStatus(ctx context.Context, req *meshnodev1.CertificateStatusRequest) (*meshnodev1.CertificateStatusResponse, error) {
@@ -48,4 +74,30 @@ func (s *pkiService) CertificateStatus(ctx context.Context, req *meshnodev1.Cert
 		return nil, err
 	}
 	return svc.CertificateStatus(ctx, req)
+}
+
+// nonceCache remembers the nonces of signed commands this server executed
+// without Raft, until they expire.
+type nonceCache struct {
+	mu   sync.Mutex
+	seen map[string]time.Time
+}
+
+func newNonceCache() *nonceCache { return &nonceCache{seen: map[string]time.Time{}} }
+
+// use records key and reports whether it was new.
+func (c *nonceCache) use(key string, expires time.Time) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := time.Now()
+	for k, exp := range c.seen {
+		if exp.Before(now) {
+			delete(c.seen, k)
+		}
+	}
+	if _, dup := c.seen[key]; dup {
+		return false
+	}
+	c.seen[key] = expires
+	return true
 }

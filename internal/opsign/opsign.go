@@ -20,6 +20,8 @@ var AdminMethods = map[string]bool{
 	"/meshnode.v1.PolicyService/SetPolicy":     true,
 	"/meshnode.v1.PolicyService/DeletePolicy":  true,
 	"/meshnode.v1.OperatorService/PutOperator": true,
+	"/meshnode.v1.PKIService/RevokeNode":       true,
+	"/meshnode.v1.PKIService/CreateToken":      true,
 }
 
 // TTL is how long a signed command stays valid: long enough for a write to

@@ -2215,6 +2215,7 @@ type AdminCommand struct {
 	//	*AdminCommand_SetPolicy
 	//	*AdminCommand_DeletePolicy
 	//	*AdminCommand_PutOperator
+	//	*AdminCommand_RevokeNode
 	Request       isAdminCommand_Request `protobuf_oneof:"request"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2298,6 +2299,15 @@ func (x *AdminCommand) GetPutOperator() *PutOperatorRequest {
 	return nil
 }
 
+func (x *AdminCommand) GetRevokeNode() *RevokeNodeRequest {
+	if x != nil {
+		if x, ok := x.Request.(*AdminCommand_RevokeNode); ok {
+			return x.RevokeNode
+		}
+	}
+	return nil
+}
+
 type isAdminCommand_Request interface {
 	isAdminCommand_Request()
 }
@@ -2317,11 +2327,18 @@ type AdminCommand_PutOperator struct {
 	PutOperator *PutOperatorRequest `protobuf:"bytes,12,opt,name=put_operator,json=putOperator,proto3,oneof"`
 }
 
+type AdminCommand_RevokeNode struct {
+	// PKIService/RevokeNode.
+	RevokeNode *RevokeNodeRequest `protobuf:"bytes,13,opt,name=revoke_node,json=revokeNode,proto3,oneof"`
+}
+
 func (*AdminCommand_SetPolicy) isAdminCommand_Request() {}
 
 func (*AdminCommand_DeletePolicy) isAdminCommand_Request() {}
 
 func (*AdminCommand_PutOperator) isAdminCommand_Request() {}
+
+func (*AdminCommand_RevokeNode) isAdminCommand_Request() {}
 
 // TrustBundleRecord is the stored trust bundle.
 type TrustBundleRecord struct {
@@ -3344,7 +3361,7 @@ var File_meshnode_v1_raft_proto protoreflect.FileDescriptor
 
 const file_meshnode_v1_raft_proto_rawDesc = "" +
 	"\n" +
-	"\x16meshnode/v1/raft.proto\x12\vmeshnode.v1\x1a\x1ameshnode/v1/operator.proto\x1a\x18meshnode/v1/policy.proto\x1a\x18meshnode/v1/quorum.proto\x1a\x1ameshnode/v1/registry.proto\"\xc2\t\n" +
+	"\x16meshnode/v1/raft.proto\x12\vmeshnode.v1\x1a\x1ameshnode/v1/operator.proto\x1a\x15meshnode/v1/pki.proto\x1a\x18meshnode/v1/policy.proto\x1a\x18meshnode/v1/quorum.proto\x1a\x1ameshnode/v1/registry.proto\"\xc2\t\n" +
 	"\aCommand\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12'\n" +
 	"\x0fidempotency_key\x18\x02 \x01(\tR\x0eidempotencyKey\x12\x16\n" +
@@ -3474,7 +3491,7 @@ const file_meshnode_v1_raft_proto_rawDesc = "" +
 	"\x05nonce\x18\f \x01(\v2\x18.meshnode.v1.NonceRecordH\x00R\x05nonceB\b\n" +
 	"\x06record\"I\n" +
 	"\x15PutTrustBundleCommand\x120\n" +
-	"\x06bundle\x18\x01 \x01(\v2\x18.meshnode.v1.TrustBundleR\x06bundle\"\xba\x02\n" +
+	"\x06bundle\x18\x01 \x01(\v2\x18.meshnode.v1.TrustBundleR\x06bundle\"\xfd\x02\n" +
 	"\fAdminCommand\x12\x16\n" +
 	"\x06method\x18\x01 \x01(\tR\x06method\x128\n" +
 	"\tsignature\x18\x02 \x01(\v2\x1a.meshnode.v1.SignedCommandR\tsignature\x12>\n" +
@@ -3482,7 +3499,9 @@ const file_meshnode_v1_raft_proto_rawDesc = "" +
 	"set_policy\x18\n" +
 	" \x01(\v2\x1d.meshnode.v1.SetPolicyRequestH\x00R\tsetPolicy\x12G\n" +
 	"\rdelete_policy\x18\v \x01(\v2 .meshnode.v1.DeletePolicyRequestH\x00R\fdeletePolicy\x12D\n" +
-	"\fput_operator\x18\f \x01(\v2\x1f.meshnode.v1.PutOperatorRequestH\x00R\vputOperatorB\t\n" +
+	"\fput_operator\x18\f \x01(\v2\x1f.meshnode.v1.PutOperatorRequestH\x00R\vputOperator\x12A\n" +
+	"\vrevoke_node\x18\r \x01(\v2\x1e.meshnode.v1.RevokeNodeRequestH\x00R\n" +
+	"revokeNodeB\t\n" +
 	"\arequest\"z\n" +
 	"\x11TrustBundleRecord\x120\n" +
 	"\x06bundle\x18\x01 \x01(\v2\x18.meshnode.v1.TrustBundleR\x06bundle\x12!\n" +
@@ -3622,7 +3641,8 @@ var file_meshnode_v1_raft_proto_goTypes = []any{
 	(*SetPolicyRequest)(nil),       // 51: meshnode.v1.SetPolicyRequest
 	(*DeletePolicyRequest)(nil),    // 52: meshnode.v1.DeletePolicyRequest
 	(*PutOperatorRequest)(nil),     // 53: meshnode.v1.PutOperatorRequest
-	(*SignedOperatorRecord)(nil),   // 54: meshnode.v1.SignedOperatorRecord
+	(*RevokeNodeRequest)(nil),      // 54: meshnode.v1.RevokeNodeRequest
+	(*SignedOperatorRecord)(nil),   // 55: meshnode.v1.SignedOperatorRecord
 }
 var file_meshnode_v1_raft_proto_depIdxs = []int32{
 	2,  // 0: meshnode.v1.Command.register_node:type_name -> meshnode.v1.RegisterNodeCommand
@@ -3670,21 +3690,22 @@ var file_meshnode_v1_raft_proto_depIdxs = []int32{
 	51, // 42: meshnode.v1.AdminCommand.set_policy:type_name -> meshnode.v1.SetPolicyRequest
 	52, // 43: meshnode.v1.AdminCommand.delete_policy:type_name -> meshnode.v1.DeletePolicyRequest
 	53, // 44: meshnode.v1.AdminCommand.put_operator:type_name -> meshnode.v1.PutOperatorRequest
-	49, // 45: meshnode.v1.TrustBundleRecord.bundle:type_name -> meshnode.v1.TrustBundle
-	54, // 46: meshnode.v1.OperatorStateRecord.signed:type_name -> meshnode.v1.SignedOperatorRecord
-	25, // 47: meshnode.v1.RaftStateChange.record:type_name -> meshnode.v1.RaftStateRecord
-	32, // 48: meshnode.v1.RaftStateEvent.changes:type_name -> meshnode.v1.RaftStateChange
-	1,  // 49: meshnode.v1.ForwardApplyRequest.commands:type_name -> meshnode.v1.Command
-	22, // 50: meshnode.v1.ForwardApplyResponse.results:type_name -> meshnode.v1.CommandResult
-	31, // 51: meshnode.v1.SubscribeResponse.snapshot_begin:type_name -> meshnode.v1.RaftSnapshotHeader
-	25, // 52: meshnode.v1.SubscribeResponse.snapshot_record:type_name -> meshnode.v1.RaftStateRecord
-	33, // 53: meshnode.v1.SubscribeResponse.event:type_name -> meshnode.v1.RaftStateEvent
-	43, // 54: meshnode.v1.RaftServersResponse.servers:type_name -> meshnode.v1.RaftServerEntry
-	55, // [55:55] is the sub-list for method output_type
-	55, // [55:55] is the sub-list for method input_type
-	55, // [55:55] is the sub-list for extension type_name
-	55, // [55:55] is the sub-list for extension extendee
-	0,  // [0:55] is the sub-list for field type_name
+	54, // 45: meshnode.v1.AdminCommand.revoke_node:type_name -> meshnode.v1.RevokeNodeRequest
+	49, // 46: meshnode.v1.TrustBundleRecord.bundle:type_name -> meshnode.v1.TrustBundle
+	55, // 47: meshnode.v1.OperatorStateRecord.signed:type_name -> meshnode.v1.SignedOperatorRecord
+	25, // 48: meshnode.v1.RaftStateChange.record:type_name -> meshnode.v1.RaftStateRecord
+	32, // 49: meshnode.v1.RaftStateEvent.changes:type_name -> meshnode.v1.RaftStateChange
+	1,  // 50: meshnode.v1.ForwardApplyRequest.commands:type_name -> meshnode.v1.Command
+	22, // 51: meshnode.v1.ForwardApplyResponse.results:type_name -> meshnode.v1.CommandResult
+	31, // 52: meshnode.v1.SubscribeResponse.snapshot_begin:type_name -> meshnode.v1.RaftSnapshotHeader
+	25, // 53: meshnode.v1.SubscribeResponse.snapshot_record:type_name -> meshnode.v1.RaftStateRecord
+	33, // 54: meshnode.v1.SubscribeResponse.event:type_name -> meshnode.v1.RaftStateEvent
+	43, // 55: meshnode.v1.RaftServersResponse.servers:type_name -> meshnode.v1.RaftServerEntry
+	56, // [56:56] is the sub-list for method output_type
+	56, // [56:56] is the sub-list for method input_type
+	56, // [56:56] is the sub-list for extension type_name
+	56, // [56:56] is the sub-list for extension extendee
+	0,  // [0:56] is the sub-list for field type_name
 }
 
 func init() { file_meshnode_v1_raft_proto_init() }
@@ -3693,6 +3714,7 @@ func file_meshnode_v1_raft_proto_init() {
 		return
 	}
 	file_meshnode_v1_operator_proto_init()
+	file_meshnode_v1_pki_proto_init()
 	file_meshnode_v1_policy_proto_init()
 	file_meshnode_v1_quorum_proto_init()
 	file_meshnode_v1_registry_proto_init()
@@ -3732,6 +3754,7 @@ func file_meshnode_v1_raft_proto_init() {
 		(*AdminCommand_SetPolicy)(nil),
 		(*AdminCommand_DeletePolicy)(nil),
 		(*AdminCommand_PutOperator)(nil),
+		(*AdminCommand_RevokeNode)(nil),
 	}
 	file_meshnode_v1_raft_proto_msgTypes[40].OneofWrappers = []any{
 		(*SubscribeResponse_SnapshotBegin)(nil),
