@@ -1,0 +1,87 @@
+package e2e
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/agentmesh/meshnode/internal/opsign"
+	"github.com/agentmesh/meshnode/node"
+	"github.com/agentmesh/meshnode/operator"
+	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
+)
+
+// An agent process on a server — any process that can open the socket but
+// holds no operator key — cannot mint a token, revoke a node or set policy;
+// the operator CLI can. A signed command captured by the client node that
+// relays it, and sent again, is applied once.
+func TestAgentsAreNotOperators(t *testing.T) {
+	c := newCluster(t, 3, 2)
+	c.startAll()
+	n1, n3 := c.nodes[0], c.nodes[2]
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	agentConn := n1.grpcConn() // the server's socket, no operator key
+	attempts := map[string]func() error{
+		"mint a server token": func() error {
+			_, err := meshnodev1.NewPKIServiceClient(agentConn).CreateToken(ctx, &meshnodev1.CreateTokenRequest{Role: meshnodev1.JoinRole_JOIN_ROLE_SERVER, NodeName: "evil", Ttl: durationpb.New(time.Hour)})
+			return err
+		},
+		"revoke a node": func() error {
+			_, err := meshnodev1.NewPKIServiceClient(agentConn).RevokeNode(ctx, &meshnodev1.RevokeNodeRequest{NodeName: c.nodes[1].name, Reason: "agent"})
+			return err
+		},
+		"set policy": func() error {
+			_, err := meshnodev1.NewPolicyServiceClient(agentConn).SetPolicy(ctx, &meshnodev1.SetPolicyRequest{Policy: &meshnodev1.RoutingPolicy{Capability: "e2e.op", Policy: "cost"}})
+			return err
+		},
+		"add itself as an operator": func() error {
+			_, err := meshnodev1.NewOperatorServiceClient(agentConn).PutOperator(ctx, &meshnodev1.PutOperatorRequest{Record: &meshnodev1.SignedOperatorRecord{}})
+			return err
+		},
+	}
+	for what, try := range attempts {
+		if err := try(); status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "operator") {
+			t.Errorf("an agent process on %s tried to %s: %v, want PermissionDenied asking for an operator key", n1.name, what, err)
+		}
+	}
+	if v, err := n1.members(ctx); err != nil || !v.alive[c.nodes[1].name] {
+		t.Fatalf("after the refused revocation: %v %v", v, err)
+	}
+	// The operator CLI (the first admin's key, in n1's data dir) can.
+	if out, errOut, code := n1.cli("policy", "set", "e2e.op", "--policy", "cost"); code != 0 {
+		t.Fatalf("operator CLI: policy set: exit %d: %s%s", code, out, errOut)
+	}
+	if out, errOut, code := n1.cli("token", "create", "--name", "later"); code != 0 || out == "" {
+		t.Fatalf("operator CLI: token create: exit %d: %s%s", code, out, errOut)
+	}
+
+	// A signed command, captured and relayed twice by the client node n3.
+	key, err := operator.ReadKeyFile(node.BootstrapKeyPath(n1.dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := &meshnodev1.SetPolicyRequest{Policy: &meshnodev1.RoutingPolicy{Capability: "e2e.replay", Policy: "latency"}}
+	signed, err := opsign.Sign(ctx, n3.grpcConn(), key, node.FirstAdmin, "/meshnode.v1.PolicyService/SetPolicy", req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	md, _ := metadata.FromOutgoingContext(signed)
+	send := func() error {
+		_, err := meshnodev1.NewPolicyServiceClient(n3.grpcConn()).SetPolicy(metadata.NewOutgoingContext(ctx, md), req, grpc.WaitForReady(true))
+		return err
+	}
+	if err := send(); err != nil {
+		t.Fatalf("signed command through the client node: %v", err)
+	}
+	if err := send(); status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "already applied") {
+		t.Fatalf("the same signed command again: %v, want PermissionDenied (nonce seen)", err)
+	}
+}
