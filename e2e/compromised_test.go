@@ -70,14 +70,14 @@ func TestCompromisedClientChangesNothing(t *testing.T) {
 		}
 	})
 
-	// The real binary on the client's socket: admin writes are refused
-	// (revocation runs on a server's CA; policy is an admin write).
+	// The real binary on the client's socket, without an operator key:
+	// admin commands are refused.
 	for _, tc := range []struct {
 		args []string
 		want string
 	}{
-		{[]string{"node", "revoke", n2.name, "--force", "--reason", "compromised client"}, "against a server's socket"},
-		{[]string{"policy", "set", "e2e.attack", "--policy", "cost"}, "permission"},
+		{[]string{"node", "revoke", n2.name, "--force", "--reason", "compromised client"}, "operator"},
+		{[]string{"policy", "set", "e2e.attack", "--policy", "cost"}, "operator"},
 	} {
 		out, errOut, code := n4.cli(tc.args...)
 		if code == 0 || !strings.Contains(strings.ToLower(errOut), tc.want) {
