@@ -8,6 +8,8 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/agentmesh/meshnode/consensus"
+	"github.com/agentmesh/meshnode/internal/apierror"
 	"github.com/agentmesh/meshnode/operator"
 	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
 )
@@ -37,4 +39,21 @@ func adminCommand(ctx context.Context, fill func(*meshnodev1.AdminCommand)) (*me
 	a := &meshnodev1.AdminCommand{Method: method, Signature: sc}
 	fill(a)
 	return a, nil
+}
+
+// submitAdmin builds the admin command from the request's signature header
+// and commits it; the state machine verifies it. what names the write in
+// errors. It returns the commit index and the operator who signed.
+func submitAdmin(ctx context.Context, store *consensus.Store, what string, req func(*meshnodev1.AdminCommand)) (uint64, string, error) {
+	cmd, err := adminCommand(ctx, req)
+	if err != nil {
+		return 0, "", err
+	}
+	wctx, cancel := boundWrite(ctx)
+	defer cancel()
+	idx, err := store.Admin(wctx, cmd)
+	if err != nil {
+		return 0, "", apierror.Wrap(what, err)
+	}
+	return idx, cmd.GetSignature().GetOperator(), nil
 }

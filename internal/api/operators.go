@@ -20,19 +20,13 @@ type operatorService struct {
 }
 
 func (s *operatorService) PutOperator(ctx context.Context, req *meshnodev1.PutOperatorRequest) (*meshnodev1.PutOperatorResponse, error) {
-	cmd, err := adminCommand(ctx, func(a *meshnodev1.AdminCommand) {
+	idx, by, err := submitAdmin(ctx, s.store, "put operator", func(a *meshnodev1.AdminCommand) {
 		a.Request = &meshnodev1.AdminCommand_PutOperator{PutOperator: req}
 	})
 	if err != nil {
 		return nil, err
 	}
-	wctx, cancel := boundWrite(ctx)
-	defer cancel()
-	idx, err := s.store.Admin(wctx, cmd)
-	if err != nil {
-		return nil, apierror.Wrap("put operator", err)
-	}
-	s.log.Info("operator record stored", "by", cmd.GetSignature().GetOperator(), "index", idx)
+	s.log.Info("operator record stored", "by", by, "index", idx)
 	return &meshnodev1.PutOperatorResponse{Index: idx}, nil
 }
 

@@ -52,20 +52,14 @@ func (s *pkiService) RevokeNode(ctx context.Context, req *meshnodev1.RevokeNodeR
 	if req.GetNodeName() == s.node {
 		return nil, status.Errorf(codes.InvalidArgument, "node %s cannot revoke itself; run the command on another server", s.node)
 	}
-	cmd, err := adminCommand(ctx, func(a *meshnodev1.AdminCommand) {
+	idx, by, err := submitAdmin(ctx, s.store, "revoke "+req.GetNodeName(), func(a *meshnodev1.AdminCommand) {
 		a.Request = &meshnodev1.AdminCommand_RevokeNode{RevokeNode: req}
 	})
 	if err != nil {
 		return nil, err
 	}
-	wctx, cancel := boundWrite(ctx)
-	defer cancel()
-	idx, err := s.store.Admin(wctx, cmd)
-	if err != nil {
-		return nil, apierror.Wrap("revoke "+req.GetNodeName(), err)
-	}
-	s.log.Warn("node revoked: new handshakes from it are refused", "node", req.GetNodeName(), "reason", req.GetReason(), "operator", cmd.GetSignature().GetOperator(), "index", idx)
-	return &meshnodev1.RevokeNodeResponse{Revocation: &meshnodev1.Revocation{NodeName: req.GetNodeName(), Serials: req.GetSerials(), Reason: req.GetReason(), Operator: cmd.GetSignature().GetOperator()}}, nil
+	s.log.Warn("node revoked: new handshakes from it are refused", "node", req.GetNodeName(), "reason", req.GetReason(), "operator", by, "index", idx)
+	return &meshnodev1.RevokeNodeResponse{Revocation: &meshnodev1.Revocation{NodeName: req.GetNodeName(), Serials: req.GetSerials(), Reason: req.GetReason(), Operator: by}}, nil
 }
 
 func (s *pkiService) CertificateStatus(ctx context.Context, req *meshnodev1.CertificateStatusRequest) (*meshnodev1.CertificateStatusResponse, error) {

@@ -78,17 +78,11 @@ func (s *policyService) SetPolicy(ctx context.Context, req *meshnodev1.SetPolicy
 		return nil, status.Errorf(codes.InvalidArgument, "policy refused, the one in force is unchanged: %v", err)
 	}
 	key := policyKey(p.GetCapability())
-	cmd, err := adminCommand(ctx, func(a *meshnodev1.AdminCommand) {
+	idx, _, err := submitAdmin(ctx, s.store, "store policy "+key, func(a *meshnodev1.AdminCommand) {
 		a.Request = &meshnodev1.AdminCommand_SetPolicy{SetPolicy: req}
 	})
 	if err != nil {
 		return nil, err
-	}
-	wctx, cancel := boundWrite(ctx)
-	defer cancel()
-	idx, err := s.store.Admin(wctx, cmd)
-	if err != nil {
-		return nil, apierror.Wrap("store policy "+key, err)
 	}
 	if err := s.awaitApplied(ctx, "policy for "+key, idx); err != nil {
 		return nil, err
@@ -120,17 +114,11 @@ func (s *policyService) ListPolicies(ctx context.Context, req *meshnodev1.ListPo
 // DeletePolicy removes a stored policy; NotFound when there is none.
 func (s *policyService) DeletePolicy(ctx context.Context, req *meshnodev1.DeletePolicyRequest) (*meshnodev1.DeletePolicyResponse, error) {
 	key := policyKey(req.GetCapability())
-	cmd, err := adminCommand(ctx, func(a *meshnodev1.AdminCommand) {
+	idx, _, err := submitAdmin(ctx, s.store, "delete policy "+key, func(a *meshnodev1.AdminCommand) {
 		a.Request = &meshnodev1.AdminCommand_DeletePolicy{DeletePolicy: req}
 	})
 	if err != nil {
 		return nil, err
-	}
-	wctx, cancel := boundWrite(ctx)
-	defer cancel()
-	idx, err := s.store.Admin(wctx, cmd)
-	if err != nil {
-		return nil, apierror.Wrap("delete policy "+key, err)
 	}
 	if err := s.awaitApplied(ctx, "deletion of the policy for "+key, idx); err != nil {
 		return nil, err
