@@ -26,7 +26,9 @@ admin whose key is in the cluster's trust bundle (docs/operators.md).`,
   meshnode operator add alice --role policy --pubkey alice.pub
   meshnode operator list`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error { return usagef("operator needs a subcommand: keygen, add, list or whoami") },
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return usagef("operator needs a subcommand: keygen, add, list or whoami")
+		},
 	}
 	cmd.AddCommand(newOperatorKeygenCmd(), newOperatorAddCmd(), newOperatorListCmd(), newOperatorWhoamiCmd())
 	return cmd
