@@ -14,6 +14,7 @@ import (
 	"github.com/agentmesh/meshnode/internal/api"
 	"github.com/agentmesh/meshnode/internal/background"
 	"github.com/agentmesh/meshnode/internal/catalog"
+	"github.com/agentmesh/meshnode/internal/pkistate"
 	"github.com/agentmesh/meshnode/pki"
 	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
 	"github.com/agentmesh/meshnode/transport"
@@ -70,7 +71,7 @@ func (n *Node) startPKI(ctx context.Context) error {
 
 // revocationProxy answers "no" until consensus runs, then asks its store.
 type revocationProxy struct {
-	store *pkiStore
+	store *pkistate.Store
 }
 
 func (r *revocationProxy) IsRevoked(serial *big.Int, id pki.ID) bool {
@@ -166,7 +167,7 @@ func (n *Node) startConsensus(ctx context.Context, bg *background.Group) error {
 	n.peerTrust.Store(&peerTrust{store: st, catalog: cat})
 	n.registry = api.NewRegistry(n.cfg.Name, st, n.hub, cat, n.log)
 	n.decisions = api.NewDecisions(st, cat.VoteKeys, n.log.With("component", "quorum"))
-	n.pki = &pkiStore{store: st}
+	n.pki = pkistate.New(st)
 	n.revocations.store = n.pki
 	if n.pendingCA != nil {
 		if err := n.retryWrite(ctx, "store the new CA in Raft", func(ctx context.Context) error { return n.pki.SaveCA(ctx, n.pendingCA) }); err != nil {

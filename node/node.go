@@ -20,6 +20,7 @@ import (
 	"github.com/agentmesh/meshnode/internal/clock"
 	"github.com/agentmesh/meshnode/internal/dataplane"
 	"github.com/agentmesh/meshnode/internal/hub"
+	"github.com/agentmesh/meshnode/internal/pkistate"
 	"github.com/agentmesh/meshnode/internal/socketapi"
 	"github.com/agentmesh/meshnode/pki"
 	"github.com/agentmesh/meshnode/quorum"
@@ -61,7 +62,7 @@ type Node struct {
 	store       *consensus.Store
 	registry    *api.Registry
 	decisions   *api.Decisions
-	pki         *pkiStore
+	pki         *pkistate.Store
 	caPtr       atomic.Pointer[pki.CA]
 	// peerTrust answers the transport's questions (who may speak Raft, who
 	// must answer at an address) once consensus runs; the transport starts

@@ -1,4 +1,4 @@
-package node
+package pkistate
 
 import (
 	"context"
@@ -40,7 +40,7 @@ func TestTokenReusedAfterDedupWindowIsRefusedForGood(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	store := &pkiStore{store: st}
+	store := New(st)
 	m, _, err := pki.NewCAMaterial("test.local", clk.Now())
 	if err != nil {
 		t.Fatal(err)

@@ -1,4 +1,4 @@
-package node
+package pkistate
 
 import (
 	"context"
@@ -15,15 +15,18 @@ import (
 // caRecordKey is the CA record holding the cluster's CA material.
 const caRecordKey = "ca/material"
 
-// pkiStore backs the CA's durable records with Raft, so one-time tokens and
+// Store backs the CA's durable records with Raft, so one-time tokens and
 // revocations are cluster-wide and whichever server leads can sign.
-type pkiStore struct {
+type Store struct {
 	store *consensus.Store
 }
 
-var _ pki.Store = (*pkiStore)(nil)
+var _ pki.Store = (*Store)(nil)
 
-func (s *pkiStore) LoadCA(ctx context.Context) (*pki.CAMaterial, error) {
+// New returns the pki.Store over st.
+func New(st *consensus.Store) *Store { return &Store{store: st} }
+
+func (s *Store) LoadCA(ctx context.Context) (*pki.CAMaterial, error) {
 	b, _, err := s.store.CARecord(ctx, consensus.ReadOptions{}, caRecordKey)
 	if errors.Is(err, consensus.ErrNotFound) || errors.Is(err, consensus.ErrServerOnly) {
 		return nil, fmt.Errorf("%w: %v", pki.ErrNotFound, err)
@@ -38,7 +41,7 @@ func (s *pkiStore) LoadCA(ctx context.Context) (*pki.CAMaterial, error) {
 	return m, nil
 }
 
-func (s *pkiStore) SaveCA(ctx context.Context, m *pki.CAMaterial) error {
+func (s *Store) SaveCA(ctx context.Context, m *pki.CAMaterial) error {
 	b, err := proto.Marshal(m)
 	if err != nil {
 		return err
@@ -49,7 +52,7 @@ func (s *pkiStore) SaveCA(ctx context.Context, m *pki.CAMaterial) error {
 	return nil
 }
 
-func (s *pkiStore) UseToken(ctx context.Context, u pki.TokenUse) error {
+func (s *Store) UseToken(ctx context.Context, u pki.TokenUse) error {
 	// The FSM refuses a used token with TOKEN_USED, and within the dedup
 	// window a reuse gets the first result marked duplicate; UseToken
 	// reports both as consensus.ErrTokenUsed. pki must see its own
@@ -69,12 +72,16 @@ func (s *pkiStore) UseToken(ctx context.Context, u pki.TokenUse) error {
 }
 
 // IsServer answers from the local replica: it must not block the CA.
-func (s *pkiStore) IsServer(node string) bool {
+func (s *Store) IsServer(node string) bool {
 	ok, err := s.store.ServerAdmitted(context.Background(), consensus.ReadOptions{}, node)
 	return ok && err == nil
 }
 
-func (s *pkiStore) Revoke(ctx context.Context, r *pki.Revocation) error {
+// Revoke writes a raw revocation, which the state machine refuses from
+// every origin: revocations are operator-signed admin commands
+// (PKIService/RevokeNode). It is here for the pki.Store interface (the CA
+// in tests and tools without consensus).
+func (s *Store) Revoke(ctx context.Context, r *pki.Revocation) error {
 	data, err := proto.Marshal(r)
 	if err != nil {
 		return err
@@ -87,7 +94,7 @@ func (s *pkiStore) Revoke(ctx context.Context, r *pki.Revocation) error {
 
 // IsRevoked answers from the local replica; it runs on every handshake and
 // must not block on the network.
-func (s *pkiStore) IsRevoked(serial *big.Int, id pki.ID) bool {
+func (s *Store) IsRevoked(serial *big.Int, id pki.ID) bool {
 	ctx := context.Background()
 	if id.Node != "" {
 		if ok, _ := s.store.IsNodeRevoked(ctx, consensus.ReadOptions{}, id.Node); ok {
