@@ -21,6 +21,7 @@ import (
 	"github.com/agentmesh/meshnode/internal/dataplane"
 	"github.com/agentmesh/meshnode/internal/hub"
 	"github.com/agentmesh/meshnode/internal/pkistate"
+	"github.com/agentmesh/meshnode/internal/selfrevoke"
 	"github.com/agentmesh/meshnode/internal/socketapi"
 	"github.com/agentmesh/meshnode/pki"
 	"github.com/agentmesh/meshnode/quorum"
@@ -86,8 +87,8 @@ type Node struct {
 
 	// stopping is closed when Stop begins, ending Serve streams.
 	stopping chan struct{}
-	// selfRevoked is written by the revocation watch loop only.
-	selfRevoked selfRevocation
+	// selfRevoked is set when the revocation watch starts.
+	selfRevoked atomic.Pointer[selfrevoke.Watcher]
 
 	mu         sync.Mutex
 	components []component
@@ -105,8 +106,7 @@ func New(cfg Config, log *slog.Logger) (*Node, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	n := &Node{cfg: cfg, log: log, clock: clock.System{}, stopped: make(chan struct{}), stopping: make(chan struct{}),
-		selfRevoked: selfRevocation{done: make(chan struct{})}}
+	n := &Node{cfg: cfg, log: log, clock: clock.System{}, stopped: make(chan struct{}), stopping: make(chan struct{})}
 	sock, err := socketapi.New(socketapi.Config{
 		Path:       cfg.SocketPath(),
 		MaxMessage: cfg.maxMessage(),
