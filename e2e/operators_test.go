@@ -13,7 +13,6 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/agentmesh/meshnode/internal/opsign"
-	"github.com/agentmesh/meshnode/node"
 	"github.com/agentmesh/meshnode/operator"
 	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
 )
@@ -64,12 +63,12 @@ func TestAgentsAreNotOperators(t *testing.T) {
 	}
 
 	// A signed command, captured and relayed twice by the client node n3.
-	key, err := operator.ReadKeyFile(node.BootstrapKeyPath(n1.dir))
+	key, err := operator.ReadKeyFile(operator.BootstrapKeyPath(n1.dir))
 	if err != nil {
 		t.Fatal(err)
 	}
 	req := &meshnodev1.SetPolicyRequest{Policy: &meshnodev1.RoutingPolicy{Capability: "e2e.replay", Policy: "latency"}}
-	signed, err := opsign.Sign(ctx, n3.grpcConn(), key, node.FirstAdmin, "/meshnode.v1.PolicyService/SetPolicy", req)
+	signed, err := opsign.Sign(ctx, n3.grpcConn(), key, operator.FirstAdmin, "/meshnode.v1.PolicyService/SetPolicy", req)
 	if err != nil {
 		t.Fatal(err)
 	}

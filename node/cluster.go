@@ -5,7 +5,6 @@ import (
 	"crypto/x509"
 	"fmt"
 	"math/big"
-	"net"
 	"strings"
 	"time"
 
@@ -81,37 +80,8 @@ func (r *revocationProxy) IsRevoked(serial *big.Int, id pki.ID) bool {
 	return r.store.IsRevoked(serial, id)
 }
 
-// advertiseAddr picks the address peers dial: --advertise, else --bind with
-// an unspecified host replaced by the first non-loopback address.
-func (n *Node) advertiseAddr() string {
-	if n.cfg.Advertise != "" {
-		return n.cfg.Advertise
-	}
-	host, port, _ := net.SplitHostPort(n.cfg.Bind)
-	if port == "0" {
-		return ""
-	}
-	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
-		if a := firstNonLoopback(); a != "" {
-			return net.JoinHostPort(a, port)
-		}
-		return net.JoinHostPort("127.0.0.1", port)
-	}
-	return n.cfg.Bind
-}
-
-func firstNonLoopback() string {
-	addrs, err := net.InterfaceAddrs()
-	if err != nil {
-		return ""
-	}
-	for _, a := range addrs {
-		if ipn, ok := a.(*net.IPNet); ok && !ipn.IP.IsLoopback() && ipn.IP.To4() != nil {
-			return ipn.IP.String()
-		}
-	}
-	return ""
-}
+// advertiseAddr is the address peers dial (transport.AdvertiseAddr).
+func (n *Node) advertiseAddr() string { return transport.AdvertiseAddr(n.cfg.Bind, n.cfg.Advertise) }
 
 func (n *Node) startTransport(ctx context.Context) error {
 	cfg := transport.DefaultConfig()

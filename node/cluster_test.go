@@ -97,8 +97,8 @@ func (tn *testNode) conn(t testing.TB) *grpc.ClientConn {
 func (tn *testNode) operatorConn(t testing.TB, dir string) *grpc.ClientConn {
 	t.Helper()
 	sign := opsign.Interceptor(func() (ed25519.PrivateKey, string, error) {
-		key, err := operator.ReadKeyFile(node.BootstrapKeyPath(dir))
-		return key, node.FirstAdmin, err
+		key, err := operator.ReadKeyFile(operator.BootstrapKeyPath(dir))
+		return key, operator.FirstAdmin, err
 	})
 	c, err := grpc.NewClient("unix://"+tn.socket, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithUnaryInterceptor(sign))
 	if err != nil {

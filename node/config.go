@@ -1,7 +1,6 @@
 package node
 
 import (
-	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -137,11 +136,11 @@ func (c Config) Validate() error {
 	if c.DataDir == "" {
 		return invalid("data_dir", "must not be empty")
 	}
-	if err := validateHostPort(c.Bind, true); err != nil {
+	if err := settings.HostPort(c.Bind, true); err != nil {
 		return invalid("bind", "%v (want host:port, for example 0.0.0.0:7946)", err)
 	}
 	if c.Advertise != "" {
-		if err := validateHostPort(c.Advertise, false); err != nil {
+		if err := settings.HostPort(c.Advertise, false); err != nil {
 			return invalid("advertise", "%v (want a reachable host:port)", err)
 		}
 	}
@@ -149,7 +148,7 @@ func (c Config) Validate() error {
 		return invalid("socket", "path %q is %d bytes, over the kernel's limit of %d; pass a shorter --socket", p, len(p), MaxSocketPath)
 	}
 	for _, s := range c.Join {
-		if err := validateHostPort(s, false); err != nil {
+		if err := settings.HostPort(s, false); err != nil {
 			return invalid("join", "seed %q: %v (want host:port)", s, err)
 		}
 	}
@@ -187,21 +186,6 @@ func (c Config) Validate() error {
 	}
 	if c.CertLifetime < 5*time.Minute {
 		return invalid("cert_lifetime", "%v: must be at least 5m", c.CertLifetime)
-	}
-	return nil
-}
-
-func validateHostPort(s string, allowZeroPort bool) error {
-	host, port, err := net.SplitHostPort(s)
-	if err != nil {
-		return err
-	}
-	if host == "" {
-		return fmt.Errorf("%q has no host", s)
-	}
-	n, err := strconv.Atoi(port)
-	if err != nil || n < 0 || n > 65535 || (n == 0 && !allowZeroPort) {
-		return fmt.Errorf("%q has an invalid port", s)
 	}
 	return nil
 }

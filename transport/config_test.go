@@ -51,3 +51,18 @@ func TestConfigValidate(t *testing.T) {
 		t.Fatalf("zero config with TLS refused: %v", err)
 	}
 }
+
+func TestAdvertiseAddr(t *testing.T) {
+	for _, tc := range []struct{ bind, adv, want string }{
+		{"127.0.0.1:7001", "", "127.0.0.1:7001"},
+		{"0.0.0.0:7001", "10.1.2.3:9", "10.1.2.3:9"},
+		{"127.0.0.1:0", "", ""},
+	} {
+		if got := transport.AdvertiseAddr(tc.bind, tc.adv); got != tc.want {
+			t.Errorf("AdvertiseAddr(%q, %q) = %q, want %q", tc.bind, tc.adv, got, tc.want)
+		}
+	}
+	if got := transport.AdvertiseAddr("0.0.0.0:7001", ""); !strings.HasSuffix(got, ":7001") || strings.HasPrefix(got, "0.0.0.0") {
+		t.Errorf("unspecified bind advertised as %q", got)
+	}
+}

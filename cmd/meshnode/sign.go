@@ -11,7 +11,6 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/agentmesh/meshnode/internal/opsign"
-	"github.com/agentmesh/meshnode/node"
 	"github.com/agentmesh/meshnode/operator"
 )
 
@@ -40,7 +39,7 @@ func operatorKey(socket string) (ed25519.PrivateKey, string, string, error) {
 		if home, err := os.UserHomeDir(); err == nil {
 			candidates = append(candidates, filepath.Join(home, ".config", "meshnode", "operator.key"))
 		}
-		candidates = append(candidates, node.BootstrapKeyPath(filepath.Dir(socket)))
+		candidates = append(candidates, operator.BootstrapKeyPath(filepath.Dir(socket)))
 	}
 	// A key named explicitly must exist; the default places may not.
 	explicit := operatorKeyFlag != "" || os.Getenv("MESHNODE_OPERATOR_KEY") != ""
@@ -53,7 +52,7 @@ func operatorKey(socket string) (ed25519.PrivateKey, string, string, error) {
 			return nil, "", "", fmt.Errorf("operator key: %w", err)
 		}
 		if name == "" {
-			name = node.FirstAdmin
+			name = operator.FirstAdmin
 		}
 		return key, name, path, nil
 	}

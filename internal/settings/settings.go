@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"reflect"
 	"sort"
@@ -163,6 +164,23 @@ func setField(f reflect.Value, key, value string) error {
 		f.Set(reflect.ValueOf(list))
 	default:
 		return fmt.Errorf("config key %s has unsupported type %s", key, f.Type())
+	}
+	return nil
+}
+
+// HostPort checks a host:port setting: a host, and a port in 1-65535 (0
+// too when allowZeroPort: an ephemeral port for a listener).
+func HostPort(s string, allowZeroPort bool) error {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return err
+	}
+	if host == "" {
+		return fmt.Errorf("%q has no host", s)
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 0 || n > 65535 || (n == 0 && !allowZeroPort) {
+		return fmt.Errorf("%q has an invalid port", s)
 	}
 	return nil
 }
