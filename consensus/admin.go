@@ -12,6 +12,7 @@ import (
 
 	"github.com/agentmesh/meshnode/operator"
 	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
+	quorumrules "github.com/agentmesh/meshnode/quorum"
 )
 
 // Admin commands are judged here, at apply, by every replica: the
@@ -32,6 +33,7 @@ const (
 	MethodDeletePolicy = "/meshnode.v1.PolicyService/DeletePolicy"
 	MethodPutOperator  = "/meshnode.v1.OperatorService/PutOperator"
 	MethodRevokeNode   = "/meshnode.v1.PKIService/RevokeNode"
+	MethodReview       = "/meshnode.v1.QuorumService/Review"
 	// MethodCreateToken writes no state: the server that mints the token
 	// verifies the command (Store.VerifyAdmin) and remembers its nonce.
 	MethodCreateToken = "/meshnode.v1.PKIService/CreateToken"
@@ -61,6 +63,11 @@ func AdminRequest(a *meshnodev1.AdminCommand) (proto.Message, operator.Role, err
 	case *meshnodev1.AdminCommand_RevokeNode:
 		req, need = r.RevokeNode, operator.RoleAdmin
 		if a.GetMethod() == MethodRevokeNode && (r.RevokeNode.GetNodeName() != "" || len(r.RevokeNode.GetSerials()) > 0) {
+			return req, need, nil
+		}
+	case *meshnodev1.AdminCommand_Review:
+		req, need = r.Review, operator.RoleReviewer
+		if a.GetMethod() == MethodReview && r.Review.GetId() != "" {
 			return req, need, nil
 		}
 	}
@@ -171,6 +178,8 @@ func applyAdmin(txn *memdb.Txn, index, now uint64, a *meshnodev1.AdminCommand) (
 		}
 		rev.Data = data
 		return revoke(txn, index, rev)
+	case *meshnodev1.AdminCommand_Review:
+		return applyReview(txn, index, at, sc, r.Review)
 	}
 	return nil, fmt.Errorf("unhandled admin request %T", a.GetRequest())
 }
@@ -251,4 +260,38 @@ func (s *Store) VerifyCreateToken(sc *meshnodev1.SignedCommand, req *meshnodev1.
 		return fmt.Errorf("%w: %v", ErrPermissionDenied, err)
 	}
 	return nil
+}
+
+// applyReview records an operator's review of an escalated decision: the
+// reviewer is the verified signer, the time the log's, and the signed
+// command is kept with the review so anyone with the trust bundle can check
+// it. Only a decision that needs review is reviewed, once.
+func applyReview(txn *memdb.Txn, index uint64, at time.Time, sc *meshnodev1.SignedCommand, req *meshnodev1.ReviewRequest) (*meshnodev1.CommandResult, error) {
+	old := first[*meshnodev1.DecisionRecord](txn, tableDecisions, req.GetId())
+	if old == nil {
+		return notFound("decision", req.GetId()), nil
+	}
+	d := &meshnodev1.Decision{}
+	if err := proto.Unmarshal(old.GetDecision(), d); err != nil {
+		return &meshnodev1.CommandResult{Status: meshnodev1.CommandStatus_COMMAND_STATUS_INVALID, Message: fmt.Sprintf("decision %s is unreadable: %v", req.GetId(), err)}, nil
+	}
+	var approve bool
+	switch req.GetOutcome() {
+	case meshnodev1.Choice_CHOICE_APPROVE:
+		approve = true
+	case meshnodev1.Choice_CHOICE_REJECT:
+	default:
+		return &meshnodev1.CommandResult{Status: meshnodev1.CommandStatus_COMMAND_STATUS_INVALID, Message: "review.outcome must be APPROVE or REJECT"}, nil
+	}
+	reviewed, err := quorumrules.ApplyReview(d, sc.GetOperator(), approve, req.GetReason(), at)
+	if err != nil {
+		return &meshnodev1.CommandResult{Status: meshnodev1.CommandStatus_COMMAND_STATUS_INVALID, Message: err.Error()}, nil
+	}
+	reviewed.Review.Signature = sc
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(reviewed)
+	if err != nil {
+		return nil, err
+	}
+	rec := &meshnodev1.DecisionRecord{Id: req.GetId(), Status: DecisionReviewed, Decision: b, CreateIndex: old.GetCreateIndex(), ModifyIndex: index}
+	return &meshnodev1.CommandResult{Status: statusOK, Decision: rec}, txn.Insert(tableDecisions, rec)
 }

@@ -232,3 +232,43 @@ func revokeInState(t testing.TB, st *state, index uint64, node string) *meshnode
 	return applyAs(st, index+1, testOrigin, &meshnodev1.Command{Op: &meshnodev1.Command_Admin{Admin: &meshnodev1.AdminCommand{
 		Method: MethodRevokeNode, Signature: ops.sign(t, "root", MethodRevokeNode, req, time.Unix(0, testNow)), Request: &meshnodev1.AdminCommand_RevokeNode{RevokeNode: req}}}})[0]
 }
+
+// A review is applied only when signed by a reviewer, and records the
+// verified signer and the signed command; a raw reviewed record is refused
+// from every origin.
+func TestReviewIsAnAdminCommand(t *testing.T) {
+	ops := newTestOperators(t)
+	now := time.Unix(0, testNow)
+	st := testState(16)
+	applyAs(st, 1, testOrigin, &meshnodev1.Command{Op: &meshnodev1.Command_PutTrustBundle{PutTrustBundle: &meshnodev1.PutTrustBundleCommand{Bundle: ops.bundle}}})
+	blob, _ := proto.Marshal(&meshnodev1.Decision{Proposal: &meshnodev1.Proposal{Id: "p1", ProposerNode: "srv"}, Status: meshnodev1.DecisionStatus_DECISION_STATUS_NEEDS_REVIEW})
+	applyAs(st, 2, testOrigin, &meshnodev1.Command{Op: &meshnodev1.Command_PutDecision{PutDecision: &meshnodev1.PutDecisionCommand{Decision: &meshnodev1.DecisionRecord{Id: "p1", Status: DecisionNeedsReview, Decision: blob}}}})
+	raw, _ := proto.Marshal(&meshnodev1.Decision{Proposal: &meshnodev1.Proposal{Id: "p1"}, Status: meshnodev1.DecisionStatus_DECISION_STATUS_REVIEWED, Outcome: meshnodev1.Choice_CHOICE_APPROVE})
+	if r := applyAs(st, 3, testOrigin, &meshnodev1.Command{Op: &meshnodev1.Command_PutDecision{PutDecision: &meshnodev1.PutDecisionCommand{Decision: &meshnodev1.DecisionRecord{Id: "p1", Status: DecisionReviewed, Decision: raw}}}})[0]; r.GetStatus() != meshnodev1.CommandStatus_COMMAND_STATUS_PERMISSION_DENIED {
+		t.Fatalf("a server's raw reviewed record: %v", r)
+	}
+	putOp := &meshnodev1.PutOperatorRequest{Record: ops.record(t, "pol", operator.RolePolicy)}
+	applyAs(st, 4, testOrigin, &meshnodev1.Command{Op: &meshnodev1.Command_Admin{Admin: &meshnodev1.AdminCommand{Method: MethodPutOperator,
+		Signature: ops.sign(t, "root", MethodPutOperator, putOp, now), Request: &meshnodev1.AdminCommand_PutOperator{PutOperator: putOp}}}})
+	review := func(op string, idx uint64) *meshnodev1.CommandResult {
+		req := &meshnodev1.ReviewRequest{Id: "p1", Outcome: meshnodev1.Choice_CHOICE_REJECT, Reason: "too much"}
+		return applyAs(st, idx, "c1", &meshnodev1.Command{Op: &meshnodev1.Command_Admin{Admin: &meshnodev1.AdminCommand{Method: MethodReview,
+			Signature: ops.sign(t, op, MethodReview, req, now), Request: &meshnodev1.AdminCommand_Review{Review: req}}}})[0]
+	}
+	if r := review("pol", 5); r.GetStatus() != meshnodev1.CommandStatus_COMMAND_STATUS_PERMISSION_DENIED || !strings.Contains(r.GetMessage(), "reviewer") {
+		t.Fatalf("review by a policy operator: %v", r)
+	}
+	if r := review("root", 6); r.GetStatus() != meshnodev1.CommandStatus_COMMAND_STATUS_OK {
+		t.Fatalf("review by the first admin: %v", r)
+	}
+	txn, _ := st.read()
+	rec := first[*meshnodev1.DecisionRecord](txn, tableDecisions, "p1")
+	d := &meshnodev1.Decision{}
+	if err := proto.Unmarshal(rec.GetDecision(), d); err != nil || rec.GetStatus() != DecisionReviewed ||
+		d.GetReview().GetOperator() != "root" || d.GetReview().GetSignature().GetOperator() != "root" || d.GetOutcome() != meshnodev1.Choice_CHOICE_REJECT {
+		t.Fatalf("reviewed record %v: %v (%v)", rec.GetStatus(), d.GetReview(), err)
+	}
+	if r := review("root", 7); r.GetStatus() == meshnodev1.CommandStatus_COMMAND_STATUS_OK {
+		t.Fatalf("a second review: %v", r)
+	}
+}

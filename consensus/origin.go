@@ -43,13 +43,17 @@ func authorizeOrigin(txn *memdb.Txn, c *meshnodev1.Command) *meshnodev1.CommandR
 	if node := writesForNode(c); node != "" && first[*meshnodev1.RevocationRecord](txn, tableRevocations, nodeRevocationKey(node)) != nil {
 		return denied(fmt.Sprintf("node %s is revoked: its record and agents are kept for history and no longer change", node))
 	}
-	switch c.GetOp().(type) {
+	switch op := c.GetOp().(type) {
 	case *meshnodev1.Command_Admin:
 		return nil // the operator's signature is the authority, whoever relays it
 	case *meshnodev1.Command_PutPolicy, *meshnodev1.Command_DeletePolicy:
 		return denied("policy changes are admin commands: they need an operator's signature (meshnode policy set, with an operator key)")
 	case *meshnodev1.Command_Revoke:
 		return denied("revocations are admin commands: they need an operator's signature (meshnode node revoke, with an operator key)")
+	case *meshnodev1.Command_PutDecision:
+		if op.PutDecision.GetDecision().GetStatus() == DecisionReviewed {
+			return denied("a review is an admin command: it needs a reviewer's signature (meshnode quorum review, with an operator key)")
+		}
 	}
 	if isServerOrigin(txn, origin) {
 		return nil

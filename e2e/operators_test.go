@@ -41,6 +41,10 @@ func TestAgentsAreNotOperators(t *testing.T) {
 			_, err := meshnodev1.NewPolicyServiceClient(agentConn).SetPolicy(ctx, &meshnodev1.SetPolicyRequest{Policy: &meshnodev1.RoutingPolicy{Capability: "e2e.op", Policy: "cost"}})
 			return err
 		},
+		"review a decision": func() error {
+			_, err := meshnodev1.NewQuorumServiceClient(agentConn).Review(ctx, &meshnodev1.ReviewRequest{Id: "any", Outcome: meshnodev1.Choice_CHOICE_APPROVE, Reason: "mine"})
+			return err
+		},
 		"add itself as an operator": func() error {
 			_, err := meshnodev1.NewOperatorServiceClient(agentConn).PutOperator(ctx, &meshnodev1.PutOperatorRequest{Record: &meshnodev1.SignedOperatorRecord{}})
 			return err

@@ -218,19 +218,24 @@ func TestEscalatedDecisionIsReviewed(t *testing.T) {
 	if resp.GetDecision().GetStatus() != meshnodev1.DecisionStatus_DECISION_STATUS_NEEDS_REVIEW {
 		t.Fatalf("a 2-2 split decided %v (%s), want NEEDS_REVIEW", resp.GetDecision().GetStatus(), resp.GetDecision().GetDetail())
 	}
-	// A review is an admin write: a client node may not make one.
+	// A review is an admin command: unsigned, no socket may make one, a
+	// server's included; signed by a reviewer it goes through any node.
+	if _, err := q.Review(ctx, &meshnodev1.ReviewRequest{Id: "split-1", Outcome: meshnodev1.Choice_CHOICE_APPROVE, Reason: "self-approval"}); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("unsigned review on a server: %v, want PermissionDenied", err)
+	}
 	if _, err := meshnodev1.NewQuorumServiceClient(nodes[2].conn(t)).Review(ctx, &meshnodev1.ReviewRequest{Id: "split-1", Outcome: meshnodev1.Choice_CHOICE_APPROVE, Reason: "self-approval"}); status.Code(err) != codes.PermissionDenied {
 		t.Fatalf("review through a client node: %v, want PermissionDenied", err)
 	}
-	rev, err := q.Review(ctx, &meshnodev1.ReviewRequest{Id: "split-1", Outcome: meshnodev1.Choice_CHOICE_REJECT, Reason: "amount too high"})
+	reviewer := meshnodev1.NewQuorumServiceClient(nodes[2].operatorConn(t, nodes[0].dir))
+	rev, err := reviewer.Review(ctx, &meshnodev1.ReviewRequest{Id: "split-1", Outcome: meshnodev1.Choice_CHOICE_REJECT, Reason: "amount too high"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	d := rev.GetDecision()
-	if d.GetStatus() != meshnodev1.DecisionStatus_DECISION_STATUS_REVIEWED || d.GetReview().GetOperator() == "" || d.GetReview().GetReason() != "amount too high" {
+	if d.GetStatus() != meshnodev1.DecisionStatus_DECISION_STATUS_REVIEWED || d.GetReview().GetOperator() != "admin" || d.GetReview().GetReason() != "amount too high" || d.GetReview().GetSignature() == nil {
 		t.Fatalf("reviewed decision: %v by %q (%q)", d.GetStatus(), d.GetReview().GetOperator(), d.GetReview().GetReason())
 	}
-	if _, err := q.Review(ctx, &meshnodev1.ReviewRequest{Id: "split-1", Outcome: meshnodev1.Choice_CHOICE_APPROVE, Reason: "changed my mind"}); err == nil {
+	if _, err := reviewer.Review(ctx, &meshnodev1.ReviewRequest{Id: "split-1", Outcome: meshnodev1.Choice_CHOICE_APPROVE, Reason: "changed my mind"}); err == nil {
 		t.Fatal("a reviewed decision was reviewed again")
 	}
 }

@@ -4,12 +4,10 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"strconv"
 
 	"github.com/agentmesh/meshnode/consensus"
 	"github.com/agentmesh/meshnode/internal/apierror"
 	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
-	"github.com/agentmesh/meshnode/quorum"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -76,36 +74,32 @@ func (s *quorumService) ListDecisions(ctx context.Context, req *meshnodev1.ListD
 	return listDecisions(ctx, s.cfg.Store, req, s.cfg.Logger)
 }
 
+// Review records an operator's review of an escalated decision. It is an
+// admin command: the reviewer is whoever signed it (role reviewer), as the
+// state machine verifies; the socket's caller is nobody in particular.
 func (s *quorumService) Review(ctx context.Context, req *meshnodev1.ReviewRequest) (*meshnodev1.ReviewResponse, error) {
-	owner, err := callerOwner(ctx)
+	switch req.GetOutcome() {
+	case meshnodev1.Choice_CHOICE_APPROVE, meshnodev1.Choice_CHOICE_REJECT:
+	default:
+		return nil, status.Error(codes.InvalidArgument, "outcome: must be APPROVE or REJECT")
+	}
+	idx, _, err := submitAdmin(ctx, s.cfg.Store, "review "+req.GetId(), func(a *meshnodev1.AdminCommand) {
+		a.Request = &meshnodev1.AdminCommand_Review{Review: req}
+	})
 	if err != nil {
 		return nil, err
 	}
-	var approve bool
-	switch req.GetOutcome() {
-	case meshnodev1.Choice_CHOICE_APPROVE:
-		approve = true
-	case meshnodev1.Choice_CHOICE_REJECT:
-	default:
-		return nil, status.Error(codes.InvalidArgument, "outcome: must be APPROVE or REJECT")
+	if err := s.cfg.Store.WaitApplied(ctx, idx); err != nil {
+		return nil, apierror.Wrap("review "+req.GetId(), err)
 	}
 	d, err := s.cfg.Decisions.Decision(ctx, req.GetId())
 	if err != nil {
 		return nil, err
 	}
-	operator := "uid=" + strconv.Itoa(int(owner.UID)) + "@" + s.cfg.Node
-	reviewed, err := quorum.ApplyReview(d, operator, approve, req.GetReason(), s.cfg.Clock.Now())
-	if err != nil {
-		return nil, status.Error(codes.FailedPrecondition, err.Error())
-	}
-	committed, err := s.cfg.Decisions.Commit(ctx, reviewed)
-	if err != nil {
-		return nil, err
-	}
-	if committed.GetStatus() != meshnodev1.DecisionStatus_DECISION_STATUS_REVIEWED {
+	if d.GetStatus() != meshnodev1.DecisionStatus_DECISION_STATUS_REVIEWED {
 		return nil, status.Errorf(codes.Aborted, "decision %s changed while it was reviewed; read it again", req.GetId())
 	}
-	return &meshnodev1.ReviewResponse{Decision: committed}, nil
+	return &meshnodev1.ReviewResponse{Decision: d}, nil
 }
 
 // listDecisions pages the decision records, newest first. The kind lives

@@ -22,6 +22,7 @@ var AdminMethods = map[string]bool{
 	"/meshnode.v1.OperatorService/PutOperator": true,
 	"/meshnode.v1.PKIService/RevokeNode":       true,
 	"/meshnode.v1.PKIService/CreateToken":      true,
+	"/meshnode.v1.QuorumService/Review":        true,
 }
 
 // TTL is how long a signed command stays valid: long enough for a write to

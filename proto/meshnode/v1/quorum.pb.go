@@ -926,15 +926,18 @@ func (x *EquivocationEvidence) GetSecond() *Vote {
 // QuorumReview is an operator's decision on a NEEDS_REVIEW proposal.
 type QuorumReview struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Who reviewed: filled by the node from the socket's peer credentials
-	// (for example "uid:1000"), never taken from the request.
+	// The operator who reviewed: the signer of the review command, as the
+	// state machine verified it; never taken from the request.
 	Operator string `protobuf:"bytes,1,opt,name=operator,proto3" json:"operator,omitempty"`
 	// APPROVE or REJECT.
 	Outcome Choice `protobuf:"varint,2,opt,name=outcome,proto3,enum=meshnode.v1.Choice" json:"outcome,omitempty"`
 	// Why, as the operator wrote it. Required.
 	Reason string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
-	// When the review was recorded.
-	ReviewedAt    *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=reviewed_at,json=reviewedAt,proto3" json:"reviewed_at,omitempty"`
+	// When the review was recorded (the time of the Raft entry that applied it).
+	ReviewedAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=reviewed_at,json=reviewedAt,proto3" json:"reviewed_at,omitempty"`
+	// The operator's signed command (over the ReviewRequest): anyone with the
+	// trust bundle can check who reviewed.
+	Signature     *SignedCommand `protobuf:"bytes,5,opt,name=signature,proto3" json:"signature,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -993,6 +996,13 @@ func (x *QuorumReview) GetReason() string {
 func (x *QuorumReview) GetReviewedAt() *timestamppb.Timestamp {
 	if x != nil {
 		return x.ReviewedAt
+	}
+	return nil
+}
+
+func (x *QuorumReview) GetSignature() *SignedCommand {
+	if x != nil {
+		return x.Signature
 	}
 	return nil
 }
@@ -1654,7 +1664,7 @@ var File_meshnode_v1_quorum_proto protoreflect.FileDescriptor
 
 const file_meshnode_v1_quorum_proto_rawDesc = "" +
 	"\n" +
-	"\x18meshnode/v1/quorum.proto\x12\vmeshnode.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"y\n" +
+	"\x18meshnode/v1/quorum.proto\x12\vmeshnode.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1ameshnode/v1/operator.proto\"y\n" +
 	"\n" +
 	"QuorumRule\x12/\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x1b.meshnode.v1.QuorumRuleKindR\x04kind\x12\f\n" +
@@ -1720,13 +1730,14 @@ const file_meshnode_v1_quorum_proto_rawDesc = "" +
 	"\x14EquivocationEvidence\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12'\n" +
 	"\x05first\x18\x02 \x01(\v2\x11.meshnode.v1.VoteR\x05first\x12)\n" +
-	"\x06second\x18\x03 \x01(\v2\x11.meshnode.v1.VoteR\x06second\"\xae\x01\n" +
+	"\x06second\x18\x03 \x01(\v2\x11.meshnode.v1.VoteR\x06second\"\xe8\x01\n" +
 	"\fQuorumReview\x12\x1a\n" +
 	"\boperator\x18\x01 \x01(\tR\boperator\x12-\n" +
 	"\aoutcome\x18\x02 \x01(\x0e2\x13.meshnode.v1.ChoiceR\aoutcome\x12\x16\n" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\x12;\n" +
 	"\vreviewed_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"reviewedAt\"\xfc\x03\n" +
+	"reviewedAt\x128\n" +
+	"\tsignature\x18\x05 \x01(\v2\x1a.meshnode.v1.SignedCommandR\tsignature\"\xfc\x03\n" +
 	"\bDecision\x121\n" +
 	"\bproposal\x18\x01 \x01(\v2\x15.meshnode.v1.ProposalR\bproposal\x123\n" +
 	"\x06status\x18\x02 \x01(\x0e2\x1b.meshnode.v1.DecisionStatusR\x06status\x12-\n" +
@@ -1835,6 +1846,7 @@ var file_meshnode_v1_quorum_proto_goTypes = []any{
 	(*ReviewRequest)(nil),         // 21: meshnode.v1.ReviewRequest
 	(*ReviewResponse)(nil),        // 22: meshnode.v1.ReviewResponse
 	(*timestamppb.Timestamp)(nil), // 23: google.protobuf.Timestamp
+	(*SignedCommand)(nil),         // 24: meshnode.v1.SignedCommand
 }
 var file_meshnode_v1_quorum_proto_depIdxs = []int32{
 	1,  // 0: meshnode.v1.QuorumRule.kind:type_name -> meshnode.v1.QuorumRuleKind
@@ -1853,37 +1865,38 @@ var file_meshnode_v1_quorum_proto_depIdxs = []int32{
 	8,  // 13: meshnode.v1.EquivocationEvidence.second:type_name -> meshnode.v1.Vote
 	0,  // 14: meshnode.v1.QuorumReview.outcome:type_name -> meshnode.v1.Choice
 	23, // 15: meshnode.v1.QuorumReview.reviewed_at:type_name -> google.protobuf.Timestamp
-	7,  // 16: meshnode.v1.Decision.proposal:type_name -> meshnode.v1.Proposal
-	3,  // 17: meshnode.v1.Decision.status:type_name -> meshnode.v1.DecisionStatus
-	0,  // 18: meshnode.v1.Decision.outcome:type_name -> meshnode.v1.Choice
-	9,  // 19: meshnode.v1.Decision.certificate:type_name -> meshnode.v1.QuorumCertificate
-	10, // 20: meshnode.v1.Decision.equivocations:type_name -> meshnode.v1.EquivocationEvidence
-	11, // 21: meshnode.v1.Decision.review:type_name -> meshnode.v1.QuorumReview
-	8,  // 22: meshnode.v1.Decision.votes:type_name -> meshnode.v1.Vote
-	23, // 23: meshnode.v1.Decision.closed_at:type_name -> google.protobuf.Timestamp
-	7,  // 24: meshnode.v1.ProposeRequest.proposal:type_name -> meshnode.v1.Proposal
-	12, // 25: meshnode.v1.ProposeResponse.decision:type_name -> meshnode.v1.Decision
-	8,  // 26: meshnode.v1.VoteRequest.vote:type_name -> meshnode.v1.Vote
-	12, // 27: meshnode.v1.GetDecisionResponse.decision:type_name -> meshnode.v1.Decision
-	3,  // 28: meshnode.v1.ListDecisionsRequest.status:type_name -> meshnode.v1.DecisionStatus
-	12, // 29: meshnode.v1.ListDecisionsResponse.decisions:type_name -> meshnode.v1.Decision
-	0,  // 30: meshnode.v1.ReviewRequest.outcome:type_name -> meshnode.v1.Choice
-	12, // 31: meshnode.v1.ReviewResponse.decision:type_name -> meshnode.v1.Decision
-	13, // 32: meshnode.v1.QuorumService.Propose:input_type -> meshnode.v1.ProposeRequest
-	15, // 33: meshnode.v1.QuorumService.Vote:input_type -> meshnode.v1.VoteRequest
-	17, // 34: meshnode.v1.QuorumService.GetDecision:input_type -> meshnode.v1.GetDecisionRequest
-	19, // 35: meshnode.v1.QuorumService.ListDecisions:input_type -> meshnode.v1.ListDecisionsRequest
-	21, // 36: meshnode.v1.QuorumService.Review:input_type -> meshnode.v1.ReviewRequest
-	14, // 37: meshnode.v1.QuorumService.Propose:output_type -> meshnode.v1.ProposeResponse
-	16, // 38: meshnode.v1.QuorumService.Vote:output_type -> meshnode.v1.VoteResponse
-	18, // 39: meshnode.v1.QuorumService.GetDecision:output_type -> meshnode.v1.GetDecisionResponse
-	20, // 40: meshnode.v1.QuorumService.ListDecisions:output_type -> meshnode.v1.ListDecisionsResponse
-	22, // 41: meshnode.v1.QuorumService.Review:output_type -> meshnode.v1.ReviewResponse
-	37, // [37:42] is the sub-list for method output_type
-	32, // [32:37] is the sub-list for method input_type
-	32, // [32:32] is the sub-list for extension type_name
-	32, // [32:32] is the sub-list for extension extendee
-	0,  // [0:32] is the sub-list for field type_name
+	24, // 16: meshnode.v1.QuorumReview.signature:type_name -> meshnode.v1.SignedCommand
+	7,  // 17: meshnode.v1.Decision.proposal:type_name -> meshnode.v1.Proposal
+	3,  // 18: meshnode.v1.Decision.status:type_name -> meshnode.v1.DecisionStatus
+	0,  // 19: meshnode.v1.Decision.outcome:type_name -> meshnode.v1.Choice
+	9,  // 20: meshnode.v1.Decision.certificate:type_name -> meshnode.v1.QuorumCertificate
+	10, // 21: meshnode.v1.Decision.equivocations:type_name -> meshnode.v1.EquivocationEvidence
+	11, // 22: meshnode.v1.Decision.review:type_name -> meshnode.v1.QuorumReview
+	8,  // 23: meshnode.v1.Decision.votes:type_name -> meshnode.v1.Vote
+	23, // 24: meshnode.v1.Decision.closed_at:type_name -> google.protobuf.Timestamp
+	7,  // 25: meshnode.v1.ProposeRequest.proposal:type_name -> meshnode.v1.Proposal
+	12, // 26: meshnode.v1.ProposeResponse.decision:type_name -> meshnode.v1.Decision
+	8,  // 27: meshnode.v1.VoteRequest.vote:type_name -> meshnode.v1.Vote
+	12, // 28: meshnode.v1.GetDecisionResponse.decision:type_name -> meshnode.v1.Decision
+	3,  // 29: meshnode.v1.ListDecisionsRequest.status:type_name -> meshnode.v1.DecisionStatus
+	12, // 30: meshnode.v1.ListDecisionsResponse.decisions:type_name -> meshnode.v1.Decision
+	0,  // 31: meshnode.v1.ReviewRequest.outcome:type_name -> meshnode.v1.Choice
+	12, // 32: meshnode.v1.ReviewResponse.decision:type_name -> meshnode.v1.Decision
+	13, // 33: meshnode.v1.QuorumService.Propose:input_type -> meshnode.v1.ProposeRequest
+	15, // 34: meshnode.v1.QuorumService.Vote:input_type -> meshnode.v1.VoteRequest
+	17, // 35: meshnode.v1.QuorumService.GetDecision:input_type -> meshnode.v1.GetDecisionRequest
+	19, // 36: meshnode.v1.QuorumService.ListDecisions:input_type -> meshnode.v1.ListDecisionsRequest
+	21, // 37: meshnode.v1.QuorumService.Review:input_type -> meshnode.v1.ReviewRequest
+	14, // 38: meshnode.v1.QuorumService.Propose:output_type -> meshnode.v1.ProposeResponse
+	16, // 39: meshnode.v1.QuorumService.Vote:output_type -> meshnode.v1.VoteResponse
+	18, // 40: meshnode.v1.QuorumService.GetDecision:output_type -> meshnode.v1.GetDecisionResponse
+	20, // 41: meshnode.v1.QuorumService.ListDecisions:output_type -> meshnode.v1.ListDecisionsResponse
+	22, // 42: meshnode.v1.QuorumService.Review:output_type -> meshnode.v1.ReviewResponse
+	38, // [38:43] is the sub-list for method output_type
+	33, // [33:38] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_meshnode_v1_quorum_proto_init() }
@@ -1891,6 +1904,7 @@ func file_meshnode_v1_quorum_proto_init() {
 	if File_meshnode_v1_quorum_proto != nil {
 		return
 	}
+	file_meshnode_v1_operator_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{

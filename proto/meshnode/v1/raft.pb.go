@@ -2216,6 +2216,7 @@ type AdminCommand struct {
 	//	*AdminCommand_DeletePolicy
 	//	*AdminCommand_PutOperator
 	//	*AdminCommand_RevokeNode
+	//	*AdminCommand_Review
 	Request       isAdminCommand_Request `protobuf_oneof:"request"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2308,6 +2309,15 @@ func (x *AdminCommand) GetRevokeNode() *RevokeNodeRequest {
 	return nil
 }
 
+func (x *AdminCommand) GetReview() *ReviewRequest {
+	if x != nil {
+		if x, ok := x.Request.(*AdminCommand_Review); ok {
+			return x.Review
+		}
+	}
+	return nil
+}
+
 type isAdminCommand_Request interface {
 	isAdminCommand_Request()
 }
@@ -2332,6 +2342,11 @@ type AdminCommand_RevokeNode struct {
 	RevokeNode *RevokeNodeRequest `protobuf:"bytes,13,opt,name=revoke_node,json=revokeNode,proto3,oneof"`
 }
 
+type AdminCommand_Review struct {
+	// QuorumService/Review.
+	Review *ReviewRequest `protobuf:"bytes,14,opt,name=review,proto3,oneof"`
+}
+
 func (*AdminCommand_SetPolicy) isAdminCommand_Request() {}
 
 func (*AdminCommand_DeletePolicy) isAdminCommand_Request() {}
@@ -2339,6 +2354,8 @@ func (*AdminCommand_DeletePolicy) isAdminCommand_Request() {}
 func (*AdminCommand_PutOperator) isAdminCommand_Request() {}
 
 func (*AdminCommand_RevokeNode) isAdminCommand_Request() {}
+
+func (*AdminCommand_Review) isAdminCommand_Request() {}
 
 // TrustBundleRecord is the stored trust bundle.
 type TrustBundleRecord struct {
@@ -3491,7 +3508,7 @@ const file_meshnode_v1_raft_proto_rawDesc = "" +
 	"\x05nonce\x18\f \x01(\v2\x18.meshnode.v1.NonceRecordH\x00R\x05nonceB\b\n" +
 	"\x06record\"I\n" +
 	"\x15PutTrustBundleCommand\x120\n" +
-	"\x06bundle\x18\x01 \x01(\v2\x18.meshnode.v1.TrustBundleR\x06bundle\"\xfd\x02\n" +
+	"\x06bundle\x18\x01 \x01(\v2\x18.meshnode.v1.TrustBundleR\x06bundle\"\xb3\x03\n" +
 	"\fAdminCommand\x12\x16\n" +
 	"\x06method\x18\x01 \x01(\tR\x06method\x128\n" +
 	"\tsignature\x18\x02 \x01(\v2\x1a.meshnode.v1.SignedCommandR\tsignature\x12>\n" +
@@ -3501,7 +3518,8 @@ const file_meshnode_v1_raft_proto_rawDesc = "" +
 	"\rdelete_policy\x18\v \x01(\v2 .meshnode.v1.DeletePolicyRequestH\x00R\fdeletePolicy\x12D\n" +
 	"\fput_operator\x18\f \x01(\v2\x1f.meshnode.v1.PutOperatorRequestH\x00R\vputOperator\x12A\n" +
 	"\vrevoke_node\x18\r \x01(\v2\x1e.meshnode.v1.RevokeNodeRequestH\x00R\n" +
-	"revokeNodeB\t\n" +
+	"revokeNode\x124\n" +
+	"\x06review\x18\x0e \x01(\v2\x1a.meshnode.v1.ReviewRequestH\x00R\x06reviewB\t\n" +
 	"\arequest\"z\n" +
 	"\x11TrustBundleRecord\x120\n" +
 	"\x06bundle\x18\x01 \x01(\v2\x18.meshnode.v1.TrustBundleR\x06bundle\x12!\n" +
@@ -3642,7 +3660,8 @@ var file_meshnode_v1_raft_proto_goTypes = []any{
 	(*DeletePolicyRequest)(nil),    // 52: meshnode.v1.DeletePolicyRequest
 	(*PutOperatorRequest)(nil),     // 53: meshnode.v1.PutOperatorRequest
 	(*RevokeNodeRequest)(nil),      // 54: meshnode.v1.RevokeNodeRequest
-	(*SignedOperatorRecord)(nil),   // 55: meshnode.v1.SignedOperatorRecord
+	(*ReviewRequest)(nil),          // 55: meshnode.v1.ReviewRequest
+	(*SignedOperatorRecord)(nil),   // 56: meshnode.v1.SignedOperatorRecord
 }
 var file_meshnode_v1_raft_proto_depIdxs = []int32{
 	2,  // 0: meshnode.v1.Command.register_node:type_name -> meshnode.v1.RegisterNodeCommand
@@ -3691,21 +3710,22 @@ var file_meshnode_v1_raft_proto_depIdxs = []int32{
 	52, // 43: meshnode.v1.AdminCommand.delete_policy:type_name -> meshnode.v1.DeletePolicyRequest
 	53, // 44: meshnode.v1.AdminCommand.put_operator:type_name -> meshnode.v1.PutOperatorRequest
 	54, // 45: meshnode.v1.AdminCommand.revoke_node:type_name -> meshnode.v1.RevokeNodeRequest
-	49, // 46: meshnode.v1.TrustBundleRecord.bundle:type_name -> meshnode.v1.TrustBundle
-	55, // 47: meshnode.v1.OperatorStateRecord.signed:type_name -> meshnode.v1.SignedOperatorRecord
-	25, // 48: meshnode.v1.RaftStateChange.record:type_name -> meshnode.v1.RaftStateRecord
-	32, // 49: meshnode.v1.RaftStateEvent.changes:type_name -> meshnode.v1.RaftStateChange
-	1,  // 50: meshnode.v1.ForwardApplyRequest.commands:type_name -> meshnode.v1.Command
-	22, // 51: meshnode.v1.ForwardApplyResponse.results:type_name -> meshnode.v1.CommandResult
-	31, // 52: meshnode.v1.SubscribeResponse.snapshot_begin:type_name -> meshnode.v1.RaftSnapshotHeader
-	25, // 53: meshnode.v1.SubscribeResponse.snapshot_record:type_name -> meshnode.v1.RaftStateRecord
-	33, // 54: meshnode.v1.SubscribeResponse.event:type_name -> meshnode.v1.RaftStateEvent
-	43, // 55: meshnode.v1.RaftServersResponse.servers:type_name -> meshnode.v1.RaftServerEntry
-	56, // [56:56] is the sub-list for method output_type
-	56, // [56:56] is the sub-list for method input_type
-	56, // [56:56] is the sub-list for extension type_name
-	56, // [56:56] is the sub-list for extension extendee
-	0,  // [0:56] is the sub-list for field type_name
+	55, // 46: meshnode.v1.AdminCommand.review:type_name -> meshnode.v1.ReviewRequest
+	49, // 47: meshnode.v1.TrustBundleRecord.bundle:type_name -> meshnode.v1.TrustBundle
+	56, // 48: meshnode.v1.OperatorStateRecord.signed:type_name -> meshnode.v1.SignedOperatorRecord
+	25, // 49: meshnode.v1.RaftStateChange.record:type_name -> meshnode.v1.RaftStateRecord
+	32, // 50: meshnode.v1.RaftStateEvent.changes:type_name -> meshnode.v1.RaftStateChange
+	1,  // 51: meshnode.v1.ForwardApplyRequest.commands:type_name -> meshnode.v1.Command
+	22, // 52: meshnode.v1.ForwardApplyResponse.results:type_name -> meshnode.v1.CommandResult
+	31, // 53: meshnode.v1.SubscribeResponse.snapshot_begin:type_name -> meshnode.v1.RaftSnapshotHeader
+	25, // 54: meshnode.v1.SubscribeResponse.snapshot_record:type_name -> meshnode.v1.RaftStateRecord
+	33, // 55: meshnode.v1.SubscribeResponse.event:type_name -> meshnode.v1.RaftStateEvent
+	43, // 56: meshnode.v1.RaftServersResponse.servers:type_name -> meshnode.v1.RaftServerEntry
+	57, // [57:57] is the sub-list for method output_type
+	57, // [57:57] is the sub-list for method input_type
+	57, // [57:57] is the sub-list for extension type_name
+	57, // [57:57] is the sub-list for extension extendee
+	0,  // [0:57] is the sub-list for field type_name
 }
 
 func init() { file_meshnode_v1_raft_proto_init() }
@@ -3755,6 +3775,7 @@ func file_meshnode_v1_raft_proto_init() {
 		(*AdminCommand_DeletePolicy)(nil),
 		(*AdminCommand_PutOperator)(nil),
 		(*AdminCommand_RevokeNode)(nil),
+		(*AdminCommand_Review)(nil),
 	}
 	file_meshnode_v1_raft_proto_msgTypes[40].OneofWrappers = []any{
 		(*SubscribeResponse_SnapshotBegin)(nil),
