@@ -157,12 +157,21 @@ func (srv *server) proposeLocal(cmds []*meshnodev1.Command) ([]*meshnodev1.Comma
 		return nil, fmt.Errorf("encoding log entry: %w", err)
 	}
 	f := srv.raft.Apply(data, srv.s.cfg.ApplyTimeout)
-	// Waiting on the future itself, not through await, saves a goroutine
-	// hand-off per write. It cannot hang: raft fails the future when this
-	// server loses leadership or shuts down, and close shuts raft down
-	// before anything waits on the batcher.
-	if err := f.Error(); err != nil {
-		return nil, raftError(err)
+	// Raft fails the future when this server loses leadership, but an
+	// entry it had committed and handed to its FSM goroutine when it shut
+	// down is never answered (that goroutine returns on shutdown without
+	// draining its queue). So the wait also ends when the store closes:
+	// close shuts raft down, then waits for the batcher, which waits here.
+	// One goroutine per proposal (a batch of writes), not per write.
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			return nil, raftError(err)
+		}
+	case <-srv.s.ctx.Done():
+		return nil, ErrClosed
 	}
 	resp, ok := f.Response().(applyResponse)
 	if !ok {
