@@ -35,4 +35,3 @@ func firstNonLoopback() string {
 	}
 	return ""
 }
-
