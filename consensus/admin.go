@@ -34,10 +34,22 @@ const (
 	MethodPutOperator  = "/meshnode.v1.OperatorService/PutOperator"
 	MethodRevokeNode   = "/meshnode.v1.PKIService/RevokeNode"
 	MethodReview       = "/meshnode.v1.QuorumService/Review"
-	// MethodCreateToken writes no state: the server that mints the token
-	// verifies the command (Store.VerifyAdmin) and remembers its nonce.
+	MethodClearFlag    = "/meshnode.v1.QuorumService/ClearFlag"
+	MethodRevokeToken  = "/meshnode.v1.PKIService/RevokeToken"
+	MethodRemoveNode   = "/meshnode.v1.PKIService/RemoveNode"
+	MethodRemoveAgent  = "/meshnode.v1.RegistryService/RemoveAgent"
+	// MethodCreateToken is recorded in the log with the token the executing
+	// server minted (AdminCommand.issued_token): the nonce is then spent
+	// cluster-wide, and the token can be listed, revoked, and refused at
+	// join when no operator issued it.
 	MethodCreateToken = "/meshnode.v1.PKIService/CreateToken"
 )
+
+// AdminMethods lists every admin method; clients sign exactly these.
+var AdminMethods = []string{
+	MethodSetPolicy, MethodDeletePolicy, MethodPutOperator, MethodRevokeNode, MethodReview,
+	MethodClearFlag, MethodRevokeToken, MethodRemoveNode, MethodRemoveAgent, MethodCreateToken,
+}
 
 // AdminRequest returns the signed request an admin command carries and the
 // role its method needs, or an error when they do not match.
@@ -68,6 +80,31 @@ func AdminRequest(a *meshnodev1.AdminCommand) (proto.Message, operator.Role, err
 	case *meshnodev1.AdminCommand_Review:
 		req, need = r.Review, operator.RoleReviewer
 		if a.GetMethod() == MethodReview && r.Review.GetId() != "" {
+			return req, need, nil
+		}
+	case *meshnodev1.AdminCommand_ClearFlag:
+		req, need = r.ClearFlag, operator.RoleReviewer
+		if a.GetMethod() == MethodClearFlag && r.ClearFlag.GetAgentId() != "" {
+			return req, need, nil
+		}
+	case *meshnodev1.AdminCommand_CreateToken:
+		req, need = r.CreateToken, operator.RoleAdmin
+		if a.GetMethod() == MethodCreateToken && a.GetIssuedToken().GetId() != "" {
+			return req, need, nil
+		}
+	case *meshnodev1.AdminCommand_RevokeToken:
+		req, need = r.RevokeToken, operator.RoleAdmin
+		if a.GetMethod() == MethodRevokeToken && r.RevokeToken.GetId() != "" {
+			return req, need, nil
+		}
+	case *meshnodev1.AdminCommand_RemoveNode:
+		req, need = r.RemoveNode, operator.RoleAdmin
+		if a.GetMethod() == MethodRemoveNode && r.RemoveNode.GetNodeName() != "" {
+			return req, need, nil
+		}
+	case *meshnodev1.AdminCommand_RemoveAgent:
+		req, need = r.RemoveAgent, operator.RoleAdmin
+		if a.GetMethod() == MethodRemoveAgent && r.RemoveAgent.GetId() != "" {
 			return req, need, nil
 		}
 	}
@@ -162,6 +199,9 @@ func applyAdmin(txn *memdb.Txn, index, now uint64, a *meshnodev1.AdminCommand) (
 		if err != nil {
 			return denied(err.Error()), nil
 		}
+		if refusal := keepsAnAdmin(txn, b.GetBundle(), r.PutOperator.GetRecord(), rec.GetName(), at); refusal != nil {
+			return refusal, nil
+		}
 		return ok(), txn.Insert(tableOperators, &meshnodev1.OperatorStateRecord{Name: rec.GetName(), Signed: r.PutOperator.GetRecord(), ModifyIndex: index})
 	case *meshnodev1.AdminCommand_RevokeNode:
 		rr := r.RevokeNode
@@ -180,6 +220,16 @@ func applyAdmin(txn *memdb.Txn, index, now uint64, a *meshnodev1.AdminCommand) (
 		return revoke(txn, index, rev)
 	case *meshnodev1.AdminCommand_Review:
 		return applyReview(txn, index, at, sc, r.Review)
+	case *meshnodev1.AdminCommand_ClearFlag:
+		return applyClearFlag(txn, index, r.ClearFlag)
+	case *meshnodev1.AdminCommand_CreateToken:
+		return issueToken(txn, index, at, sc, r.CreateToken, a.GetIssuedToken())
+	case *meshnodev1.AdminCommand_RevokeToken:
+		return revokeToken(txn, at, sc, r.RevokeToken)
+	case *meshnodev1.AdminCommand_RemoveNode:
+		return removeNode(txn, r.RemoveNode.GetNodeName())
+	case *meshnodev1.AdminCommand_RemoveAgent:
+		return removeAgent(txn, r.RemoveAgent.GetId())
 	}
 	return nil, fmt.Errorf("unhandled admin request %T", a.GetRequest())
 }
@@ -238,25 +288,6 @@ func (s *Store) Operators(ctx context.Context, opts ReadOptions) ([]*meshnodev1.
 func (s *Store) VerifyAdmin(a *meshnodev1.AdminCommand, at time.Time) error {
 	txn, _ := s.st.read()
 	if err := verifyAdmin(txn, a, at); err != nil {
-		return fmt.Errorf("%w: %v", ErrPermissionDenied, err)
-	}
-	return nil
-}
-
-// VerifyCreateToken checks a signed token request against the local state
-// (an admin's signature, back to the trust bundle). Tokens are minted on
-// the server that verifies them; the caller remembers the nonce.
-func (s *Store) VerifyCreateToken(sc *meshnodev1.SignedCommand, req *meshnodev1.CreateTokenRequest, at time.Time) error {
-	txn, _ := s.st.read()
-	b := first[*meshnodev1.TrustBundleRecord](txn, tableBundle, bundleKey)
-	if b == nil {
-		return fmt.Errorf("%w: this cluster has no trust bundle, so no operator can be verified", ErrPermissionDenied)
-	}
-	recs := operatorRecords(txn)
-	lookup := func(name string) (*meshnodev1.OperatorRecord, error) {
-		return operator.VerifyChain(b.GetBundle(), recs, name, at)
-	}
-	if err := operator.VerifyCommand(sc, ClusterID(b.GetBundle()), MethodCreateToken, req, at, lookup, operator.RoleAdmin); err != nil {
 		return fmt.Errorf("%w: %v", ErrPermissionDenied, err)
 	}
 	return nil

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/agentmesh/meshnode/operator"
 	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
@@ -207,8 +208,9 @@ func signedPolicy(ctx context.Context, t testing.TB, s *Store, ops *testOperator
 // wrote (a bundle is written once).
 var storeOps sync.Map // *Store -> *testOperators
 
-// revokeSigned revokes through s as the first admin of a test bundle.
-func revokeSigned(ctx context.Context, t testing.TB, s *Store, node string, serials []string, reason string) (uint64, error) {
+// opsOf returns the test operators of s, writing their trust bundle the
+// first time.
+func opsOf(ctx context.Context, t testing.TB, s *Store) *testOperators {
 	t.Helper()
 	v, loaded := storeOps.LoadOrStore(s, newTestOperators(t))
 	ops := v.(*testOperators)
@@ -217,6 +219,54 @@ func revokeSigned(ctx context.Context, t testing.TB, s *Store, node string, seri
 			t.Fatalf("PutTrustBundle: %v", err)
 		}
 	}
+	return ops
+}
+
+// adminAs signs req for method as op and applies it through s.
+func adminAs(ctx context.Context, t testing.TB, s *Store, op, method string, fill func(*meshnodev1.AdminCommand), req proto.Message) (uint64, error) {
+	t.Helper()
+	a := &meshnodev1.AdminCommand{Method: method, Signature: opsOf(ctx, t, s).sign(t, op, method, req, time.Now())}
+	fill(a)
+	return s.Admin(ctx, a)
+}
+
+// issueSigned records join token id (for node, with role) as issued by
+// the first admin of s's test bundle.
+func issueSigned(ctx context.Context, t testing.TB, s *Store, id, node string, role meshnodev1.JoinRole, rejoin bool) {
+	t.Helper()
+	req := &meshnodev1.CreateTokenRequest{NodeName: node, Role: role, Rejoin: rejoin, AnyName: node == ""}
+	_, err := adminAs(ctx, t, s, "root", MethodCreateToken, func(a *meshnodev1.AdminCommand) {
+		a.Request = &meshnodev1.AdminCommand_CreateToken{CreateToken: req}
+		a.IssuedToken = issued(id, req, time.Now().Add(time.Hour))
+	}, req)
+	if err != nil {
+		t.Fatalf("issue token %s: %v", id, err)
+	}
+}
+
+// issued is the token record a minting server would send for req.
+func issued(id string, req *meshnodev1.CreateTokenRequest, expires time.Time) *meshnodev1.IssuedToken {
+	role := req.GetRole()
+	if role == meshnodev1.JoinRole_JOIN_ROLE_UNSPECIFIED {
+		role = meshnodev1.JoinRole_JOIN_ROLE_CLIENT
+	}
+	return &meshnodev1.IssuedToken{Id: id, NodeName: req.GetNodeName(), Role: role, Rejoin: req.GetRejoin(), ExpiresAt: timestamppb.New(expires)}
+}
+
+// issueCommand is the command that records any-name client token id as
+// issued by ops' first admin at now.
+func issueCommand(t testing.TB, ops *testOperators, id string, now time.Time) *meshnodev1.Command {
+	t.Helper()
+	req := &meshnodev1.CreateTokenRequest{AnyName: true}
+	return &meshnodev1.Command{Op: &meshnodev1.Command_Admin{Admin: &meshnodev1.AdminCommand{Method: MethodCreateToken,
+		Signature: ops.sign(t, "root", MethodCreateToken, req, now), Request: &meshnodev1.AdminCommand_CreateToken{CreateToken: req},
+		IssuedToken: issued(id, req, now.Add(time.Hour))}}}
+}
+
+// revokeSigned revokes through s as the first admin of a test bundle.
+func revokeSigned(ctx context.Context, t testing.TB, s *Store, node string, serials []string, reason string) (uint64, error) {
+	t.Helper()
+	ops := opsOf(ctx, t, s)
 	req := &meshnodev1.RevokeNodeRequest{NodeName: node, Serials: serials, Reason: reason}
 	return s.Admin(ctx, &meshnodev1.AdminCommand{Method: MethodRevokeNode, Signature: ops.sign(t, "root", MethodRevokeNode, req, time.Now()),
 		Request: &meshnodev1.AdminCommand_RevokeNode{RevokeNode: req}})

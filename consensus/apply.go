@@ -217,12 +217,18 @@ func useToken(txn *memdb.Txn, index, now uint64, u *meshnodev1.UseTokenCommand) 
 		return &meshnodev1.CommandResult{Status: meshnodev1.CommandStatus_COMMAND_STATUS_TOKEN_EXPIRED,
 			Message: fmt.Sprintf("token %q expired %s before the cluster's clock reached this join", u.GetId(), time.Duration(now-u.GetExpiresUnixNano()))}, nil
 	}
+	if refusal := checkIssued(txn, u); refusal != nil {
+		return refusal, nil
+	}
 	if why := nameClaimed(txn, u.GetNode(), u.GetRejoin()); why != "" {
 		return &meshnodev1.CommandResult{Status: meshnodev1.CommandStatus_COMMAND_STATUS_NAME_TAKEN,
 			Message: fmt.Sprintf("node name %q %s; join under another name, or have an operator create a re-join token for it (meshnode token create --name %s --rejoin)", u.GetNode(), why, u.GetNode())}, nil
 	}
 	if err := txn.Insert(tableTokens, &meshnodev1.UsedTokenRecord{
 		Id: u.GetId(), ExpiresUnixNano: u.GetExpiresUnixNano() + tokenSkewNanos, CreateIndex: index}); err != nil {
+		return nil, err
+	}
+	if err := markIssuedUsed(txn, u); err != nil {
 		return nil, err
 	}
 	if name := u.GetServerNode(); name != "" {

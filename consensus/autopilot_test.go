@@ -54,8 +54,9 @@ func TestAutopilotAddsOnlyAdmittedServers(t *testing.T) {
 		t.Fatalf("ServerAdmitted(s1) before its token = %v, %v; want false, nil", ok, err)
 	}
 
+	issueSigned(context.Background(), t, l.store, "tok-s1", "s1", meshnodev1.JoinRole_JOIN_ROLE_SERVER, false)
 	use := &meshnodev1.Command{Op: &meshnodev1.Command_UseToken{UseToken: &meshnodev1.UseTokenCommand{
-		Id: "tok-s1", ExpiresUnixNano: uint64(time.Now().Add(time.Hour).UnixNano()), ServerNode: "s1"}}}
+		Id: "tok-s1", ExpiresUnixNano: uint64(time.Now().Add(time.Hour).UnixNano()), Node: "s1", ServerNode: "s1"}}}
 	if _, _, err := l.store.Apply(context.Background(), use); err != nil {
 		t.Fatalf("use token: %v", err)
 	}
@@ -100,8 +101,9 @@ func TestBootstrapServerComesBackAfterRemoval(t *testing.T) {
 	}
 	c := newCluster(t, 1, 0, tweak)
 	for _, name := range []string{"s1", "s2"} {
+		issueSigned(context.Background(), t, c.leader().store, "tok-"+name, name, meshnodev1.JoinRole_JOIN_ROLE_SERVER, false)
 		mustApply(t, c.leader().store, &meshnodev1.Command{Op: &meshnodev1.Command_UseToken{UseToken: &meshnodev1.UseTokenCommand{
-			Id: "tok-" + name, ExpiresUnixNano: uint64(time.Now().Add(time.Hour).UnixNano()), ServerNode: name}}})
+			Id: "tok-" + name, ExpiresUnixNano: uint64(time.Now().Add(time.Hour).UnixNano()), Node: name, ServerNode: name}}})
 		cfg := fastConfig(t, name, true)
 		tweak(&cfg)
 		c.add(cfg)

@@ -39,6 +39,9 @@ var (
 	// ErrQuotaExceeded means a client node is over a quota on replicated
 	// state; the message names the quota and what to do.
 	ErrQuotaExceeded = errors.New("consensus: quota exceeded")
+	// ErrFailedPrecondition means the command is valid but the state does
+	// not allow it now; the message says what must change first.
+	ErrFailedPrecondition = errors.New("consensus: failed precondition")
 	// ErrClosed means the store was closed.
 	ErrClosed = errors.New("consensus: store closed")
 	// ErrNotReady means the client replica has not loaded its first snapshot.
@@ -79,6 +82,8 @@ func (e *RefusedError) Unwrap() error {
 		return ErrTokenExpired
 	case meshnodev1.CommandStatus_COMMAND_STATUS_QUOTA_EXCEEDED:
 		return ErrQuotaExceeded
+	case meshnodev1.CommandStatus_COMMAND_STATUS_FAILED_PRECONDITION:
+		return ErrFailedPrecondition
 	}
 	return ErrInvalidCommand
 }

@@ -159,6 +159,7 @@ func TestIdempotentRetryAcrossLeaderChange(t *testing.T) {
 		t.Fatalf("agent after retry: %v %v", a, err)
 	}
 	// Token reuse is an error callers can branch on.
+	issueSigned(context.Background(), t, other.store, "tok", "", meshnodev1.JoinRole_JOIN_ROLE_CLIENT, false)
 	tok := &meshnodev1.Command{Op: &meshnodev1.Command_UseToken{UseToken: &meshnodev1.UseTokenCommand{Id: "tok", ExpiresUnixNano: uint64(time.Now().Add(time.Hour).UnixNano())}}}
 	mustApply(t, other.store, tok)
 	if _, _, err := other.store.Apply(context.Background(), tok); !errors.Is(err, ErrTokenUsed) {

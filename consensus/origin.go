@@ -24,9 +24,10 @@ import (
 // itself creates, see applyConfiguration) may write anything. A client may
 // write its own node record (never as a server), its own agents and their
 // status, decisions of proposals its own agents made that no one has
-// reviewed, and flags it proves with equivocation evidence. Revocations, flags, policies, node removal, CA records, tokens
-// and admissions need a server until admin commands are signed by
-// operators.
+// reviewed, and flags it proves with equivocation evidence. Policies,
+// revocations, reviews, cleared flags, tokens and node or agent removal are
+// admin commands whose authority is an operator's signature, whoever relays
+// them (admin.go); CA records and admissions need a server.
 
 // isServerOrigin reports whether origin is an admitted server in txn's state.
 func isServerOrigin(txn *memdb.Txn, origin string) bool {
@@ -50,6 +51,8 @@ func authorizeOrigin(txn *memdb.Txn, c *meshnodev1.Command) *meshnodev1.CommandR
 		return denied("policy changes are admin commands: they need an operator's signature (meshnode policy set, with an operator key)")
 	case *meshnodev1.Command_Revoke:
 		return denied("revocations are admin commands: they need an operator's signature (meshnode node revoke, with an operator key)")
+	case *meshnodev1.Command_ClearFlag:
+		return denied("clearing a flag is an admin command: it needs a reviewer's signature (meshnode quorum clear-flag, with an operator key)")
 	case *meshnodev1.Command_PutDecision:
 		if op.PutDecision.GetDecision().GetStatus() == DecisionReviewed {
 			return denied("a review is an admin command: it needs a reviewer's signature (meshnode quorum review, with an operator key)")

@@ -24,13 +24,14 @@ const (
 	tableBundle      = "trust_bundle"
 	tableOperators   = "operators"
 	tableNonces      = "nonces"
+	tableIssued      = "issued_tokens"
 	tableMeta        = "meta"
 )
 
 var snapshotTables = []string{
 	tableNodes, tableAgents, tablePolicies, tableCA, tableTokens,
 	tableRevocations, tableDecisions, tableDedup, tableServers,
-	tableBundle, tableOperators, tableNonces,
+	tableBundle, tableOperators, tableNonces, tableIssued,
 }
 
 // secretTables never leave the servers: client replicas and watches do not
@@ -80,7 +81,8 @@ func stateSchema() *memdb.DBSchema {
 			"id":     id("Key"),
 			"expiry": {Name: "expiry", Indexer: &memdb.UintFieldIndex{Field: "ExpiresUnixNano"}},
 		}},
-		tableMeta: {Name: tableMeta, Indexes: map[string]*memdb.IndexSchema{"id": id("Key")}},
+		tableIssued: {Name: tableIssued, Indexes: map[string]*memdb.IndexSchema{"id": id("Id")}},
+		tableMeta:   {Name: tableMeta, Indexes: map[string]*memdb.IndexSchema{"id": id("Key")}},
 	}}
 }
 
@@ -143,6 +145,8 @@ func toRecord(obj any) *meshnodev1.RaftStateRecord {
 		return &meshnodev1.RaftStateRecord{Record: &meshnodev1.RaftStateRecord_Operator{Operator: o}}
 	case *meshnodev1.NonceRecord:
 		return &meshnodev1.RaftStateRecord{Record: &meshnodev1.RaftStateRecord_Nonce{Nonce: o}}
+	case *meshnodev1.IssuedToken:
+		return &meshnodev1.RaftStateRecord{Record: &meshnodev1.RaftStateRecord_IssuedToken{IssuedToken: o}}
 	}
 	return nil
 }
@@ -211,6 +215,11 @@ func fromRecord(r *meshnodev1.RaftStateRecord) (string, any, error) {
 			return "", nil, fmt.Errorf("nonce record without a key")
 		}
 		return tableNonces, x.Nonce, nil
+	case *meshnodev1.RaftStateRecord_IssuedToken:
+		if x.IssuedToken.GetId() == "" {
+			return "", nil, fmt.Errorf("issued token record without an id")
+		}
+		return tableIssued, x.IssuedToken, nil
 	}
 	return "", nil, fmt.Errorf("empty or unknown state record")
 }

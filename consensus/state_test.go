@@ -1,6 +1,9 @@
 package consensus
 
 import (
+	"strings"
+	"time"
+
 	"bytes"
 	"errors"
 	"fmt"
@@ -45,6 +48,7 @@ func applyOne(t *testing.T, st *state, index uint64, c *meshnodev1.Command) *mes
 
 func TestApplyCommands(t *testing.T) {
 	st := testState(64)
+	ops := newTestOperators(t)
 	ok := meshnodev1.CommandStatus_COMMAND_STATUS_OK
 	steps := []struct {
 		name string
@@ -56,6 +60,9 @@ func TestApplyCommands(t *testing.T) {
 		{"re-register keeps flag", agentCmd("n1/a", "x"), ok},
 		{"status of missing agent", &meshnodev1.Command{Op: &meshnodev1.Command_SetAgentStatus{SetAgentStatus: &meshnodev1.SetAgentStatusCommand{Id: "nope", Status: 2}}}, meshnodev1.CommandStatus_COMMAND_STATUS_NOT_FOUND},
 		{"bad status", &meshnodev1.Command{Op: &meshnodev1.Command_SetAgentStatus{SetAgentStatus: &meshnodev1.SetAgentStatusCommand{Id: "n1/a", Status: 99}}}, meshnodev1.CommandStatus_COMMAND_STATUS_INVALID},
+		{"use an unissued token", &meshnodev1.Command{Op: &meshnodev1.Command_UseToken{UseToken: &meshnodev1.UseTokenCommand{Id: "t1", ExpiresUnixNano: uint64(testNow) + 1e9}}}, meshnodev1.CommandStatus_COMMAND_STATUS_PERMISSION_DENIED},
+		{"trust bundle", &meshnodev1.Command{Op: &meshnodev1.Command_PutTrustBundle{PutTrustBundle: &meshnodev1.PutTrustBundleCommand{Bundle: ops.bundle}}}, ok},
+		{"issue token", issueCommand(t, ops, "t1", time.Unix(0, testNow)), ok},
 		{"use token", &meshnodev1.Command{Op: &meshnodev1.Command_UseToken{UseToken: &meshnodev1.UseTokenCommand{Id: "t1", ExpiresUnixNano: uint64(testNow) + 1e9}}}, ok},
 		{"reuse token", &meshnodev1.Command{Op: &meshnodev1.Command_UseToken{UseToken: &meshnodev1.UseTokenCommand{Id: "t1", ExpiresUnixNano: uint64(testNow) + 1e9}}}, meshnodev1.CommandStatus_COMMAND_STATUS_TOKEN_USED},
 		{"decide", &meshnodev1.Command{Op: &meshnodev1.Command_PutDecision{PutDecision: &meshnodev1.PutDecisionCommand{Decision: &meshnodev1.DecisionRecord{Id: "p1", Status: "approved", Decision: []byte("A")}}}}, ok},
@@ -84,11 +91,16 @@ func TestApplyCommands(t *testing.T) {
 	if r := st.applyBatch(99, soon)[0]; r.GetStatus() != meshnodev1.CommandStatus_COMMAND_STATUS_TOKEN_USED {
 		t.Fatalf("a used token within the skew allowance: %v", r)
 	}
-	// After that the id is forgotten and usable.
+	// After that the used id is forgotten, and the issued token's record
+	// still refuses it.
 	later := &meshnodev1.CommandBatch{Version: CommandVersion, TimeUnixNano: testNow + 2e9 + int64(tokenSkewNanos), Commands: stamp([]*meshnodev1.Command{
 		{Version: CommandVersion, Op: &meshnodev1.Command_UseToken{UseToken: &meshnodev1.UseTokenCommand{Id: "t1", ExpiresUnixNano: uint64(testNow) + 3e9 + tokenSkewNanos}}}})}
-	if r := st.applyBatch(100, later)[0]; r.GetStatus() != ok {
-		t.Fatalf("expired token not collected: %v", r)
+	if r := st.applyBatch(100, later)[0]; r.GetStatus() != meshnodev1.CommandStatus_COMMAND_STATUS_TOKEN_USED || !strings.Contains(r.GetMessage(), "already used by") {
+		t.Fatalf("a used token after its used id was collected: %v", r)
+	}
+	txn, _ := st.read()
+	if first[*meshnodev1.UsedTokenRecord](txn, tableTokens, "t1") != nil {
+		t.Fatal("the used id outlived its expiry and skew")
 	}
 }
 

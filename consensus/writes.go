@@ -75,8 +75,13 @@ func (s *Store) agentWrite(ctx context.Context, cmd *meshnodev1.Command) (*meshn
 // state machine verifies it at apply; a refusal is ErrPermissionDenied
 // naming the check that failed.
 func (s *Store) Admin(ctx context.Context, a *meshnodev1.AdminCommand) (uint64, error) {
-	idx, _, err := s.Apply(ctx, &meshnodev1.Command{Op: &meshnodev1.Command_Admin{Admin: a}})
+	idx, _, err := s.AdminResult(ctx, a)
 	return idx, err
+}
+
+// AdminResult is Admin returning the state machine's result too.
+func (s *Store) AdminResult(ctx context.Context, a *meshnodev1.AdminCommand) (uint64, *meshnodev1.CommandResult, error) {
+	return s.Apply(ctx, &meshnodev1.Command{Op: &meshnodev1.Command_Admin{Admin: a}})
 }
 
 // PutTrustBundle stores the cluster's trust bundle, once.

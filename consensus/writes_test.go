@@ -64,8 +64,16 @@ func TestTypedAgentWrites(t *testing.T) {
 	if a, _, err = s.RegisterAgent(ctx, &meshnodev1.Agent{Id: "n1/a", Name: "a", Node: "n1"}); err != nil || !a.GetFlagged() {
 		t.Fatalf("re-registering cleared the flag: %v, %v", a, err)
 	}
-	if a, _, err = s.ClearFlag(ctx, "n1/a"); err != nil || a.GetFlagged() {
-		t.Fatalf("ClearFlag: %v, %v", a, err)
+	_, _, err = s.ClearFlag(ctx, "n1/a")
+	wantRefused(t, "an unsigned ClearFlag", err, ErrPermissionDenied, meshnodev1.CommandStatus_COMMAND_STATUS_PERMISSION_DENIED)
+	clear := &meshnodev1.ClearFlagRequest{AgentId: "n1/a", Reason: "the model was rolled back"}
+	if _, err := adminAs(ctx, t, s, "root", MethodClearFlag, func(a *meshnodev1.AdminCommand) {
+		a.Request = &meshnodev1.AdminCommand_ClearFlag{ClearFlag: clear}
+	}, clear); err != nil {
+		t.Fatalf("signed ClearFlag: %v", err)
+	}
+	if a, _, err = s.Agent(ctx, ReadOptions{}, "n1/a"); err != nil || a.GetFlagged() {
+		t.Fatalf("after ClearFlag: %v, %v", a, err)
 	}
 	if a, _, err = s.DeregisterAgent(ctx, "n1/a"); err != nil || a.GetId() != "n1/a" {
 		t.Fatalf("DeregisterAgent: %v, %v", a, err)
@@ -125,6 +133,14 @@ func TestTypedPolicyAndCAWrites(t *testing.T) {
 func TestTypedTokenAndRevocationWrites(t *testing.T) {
 	s, ctx := singleStore(t)
 	exp := time.Now().Add(time.Hour)
+	_, err := s.UseToken(ctx, TokenUse{ID: "t0", Expires: exp, Node: "s9", Server: true})
+	wantRefused(t, "a token no operator issued", err, ErrPermissionDenied, meshnodev1.CommandStatus_COMMAND_STATUS_PERMISSION_DENIED)
+	issueSigned(ctx, t, s, "t1", "s9", meshnodev1.JoinRole_JOIN_ROLE_SERVER, false)
+	issueSigned(ctx, t, s, "t3", "s9", meshnodev1.JoinRole_JOIN_ROLE_CLIENT, false)
+	issueSigned(ctx, t, s, "t4", "s9", meshnodev1.JoinRole_JOIN_ROLE_CLIENT, true)
+	if _, err := s.UseToken(ctx, TokenUse{ID: "t1-retry", Expires: exp, Node: "s9", Server: true}); err == nil {
+		t.Fatal("an unissued id was accepted")
+	}
 	if _, err := s.UseToken(ctx, TokenUse{ID: "t1", Expires: exp, Node: "s9", Server: true}); err != nil {
 		t.Fatalf("UseToken: %v", err)
 	}
@@ -133,7 +149,7 @@ func TestTypedTokenAndRevocationWrites(t *testing.T) {
 	}
 	// The second use is the same idempotency key: answered as a duplicate,
 	// which is still a used token.
-	_, err := s.UseToken(ctx, TokenUse{ID: "t1", Expires: exp})
+	_, err = s.UseToken(ctx, TokenUse{ID: "t1", Expires: exp})
 	wantRefused(t, "second UseToken", err, ErrTokenUsed, meshnodev1.CommandStatus_COMMAND_STATUS_TOKEN_USED)
 	// The same token under a fresh key reaches the state machine, which
 	// refuses it itself.

@@ -39,7 +39,7 @@ func TestTokenCommandsAreSignedOnce(t *testing.T) {
 	if _, err := pkiClient.CreateToken(metadata.NewOutgoingContext(ctx, md), req); err != nil {
 		t.Fatalf("signed token request: %v", err)
 	}
-	if _, err := pkiClient.CreateToken(metadata.NewOutgoingContext(ctx, md), req); status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "already used") {
+	if _, err := pkiClient.CreateToken(metadata.NewOutgoingContext(ctx, md), req); status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "already applied") {
 		t.Fatalf("the same signed token request again: %v, want PermissionDenied (nonce seen)", err)
 	}
 	changed := &meshnodev1.CreateTokenRequest{NodeName: "other", Role: meshnodev1.JoinRole_JOIN_ROLE_SERVER, Ttl: durationpb.New(time.Hour)}

@@ -179,7 +179,7 @@ func toStatus(what string, err error) error {
 	case errors.Is(err, ErrTokenMalformed), errors.Is(err, ErrBadCSR):
 		code = codes.InvalidArgument
 	case errors.Is(err, ErrTokenExpired), errors.Is(err, ErrTokenWrongCluster), errors.Is(err, ErrTokenWrongRole),
-		errors.Is(err, ErrTokenSignature), errors.Is(err, ErrTokenName), errors.Is(err, ErrTokenUsed), errors.Is(err, ErrRevoked),
+		errors.Is(err, ErrTokenSignature), errors.Is(err, ErrTokenName), errors.Is(err, ErrTokenUsed), errors.Is(err, ErrRevoked), errors.Is(err, ErrTokenRefused),
 		errors.Is(err, ErrNameTaken):
 		code = codes.PermissionDenied
 	case errors.Is(err, ErrNotFound):

@@ -27,6 +27,10 @@ var (
 	// ErrNameTaken: a join claimed a node name that is registered, a
 	// server or revoked, with a token not made for a re-join of it.
 	ErrNameTaken = errors.New("pki: node name already claimed")
+	// ErrTokenRefused: the cluster's record of issued tokens refuses the
+	// use: no operator issued it, it was revoked, or its recorded terms
+	// (bound name, role) differ from the join.
+	ErrTokenRefused = errors.New("pki: join token refused by the cluster's record of issued tokens")
 )
 
 // TokenUse is one use of a join token: what UseToken records.

@@ -3,13 +3,11 @@ package api
 import (
 	"context"
 	"log/slog"
-	"sync"
+	"strconv"
 	"time"
 
 	"github.com/agentmesh/meshnode/consensus"
 	"github.com/agentmesh/meshnode/internal/apierror"
-	"github.com/agentmesh/meshnode/operator"
-
 	"github.com/agentmesh/meshnode/pki"
 	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
 	"google.golang.org/grpc/codes"
@@ -23,29 +21,106 @@ type pkiService struct {
 	node    string
 	service func(ctx context.Context, needCA bool) (*pki.Service, error)
 	store   *consensus.Store
-	nonces  *nonceCache
 	log     *slog.Logger
 }
 
-// CreateToken mints a join token for an admin. It writes no Raft state, so
-// this server judges the signed command itself, as the state machine would,
-// and remembers its nonce until it expires.
+// CreateToken mints a join token for an admin and records it in the log
+// with the signed request: the state machine checks the signature and the
+// token's terms against it, spends the nonce cluster-wide, and from then on
+// refuses a join with any token it did not record. The token is returned
+// only once that record is committed.
 func (s *pkiService) CreateToken(ctx context.Context, req *meshnodev1.CreateTokenRequest) (*meshnodev1.CreateTokenResponse, error) {
 	svc, err := s.service(ctx, true)
 	if err != nil {
 		return nil, err
 	}
-	cmd, err := adminCommand(ctx, func(*meshnodev1.AdminCommand) {})
+	cmd, err := adminCommand(ctx, func(a *meshnodev1.AdminCommand) {
+		a.Request = &meshnodev1.AdminCommand_CreateToken{CreateToken: req}
+		a.IssuedToken = &meshnodev1.IssuedToken{Id: "pending"}
+	})
 	if err != nil {
 		return nil, err
 	}
-	if err := s.store.VerifyCreateToken(cmd.GetSignature(), req, time.Now()); err != nil {
+	// Refuse a bad signature before minting anything.
+	if err := s.store.VerifyAdmin(cmd, time.Now()); err != nil {
 		return nil, apierror.Wrap("create token", err)
 	}
-	if !s.nonces.use(operator.NonceKey(cmd.GetSignature()), operator.Expiry(cmd.GetSignature())) {
-		return nil, status.Error(codes.PermissionDenied, "create token: this signed command was already used (nonce seen); sign it again")
+	resp, err := svc.CreateToken(ctx, req)
+	if err != nil {
+		return nil, err
 	}
-	return svc.CreateToken(ctx, req)
+	role := req.GetRole()
+	if role == meshnodev1.JoinRole_JOIN_ROLE_UNSPECIFIED {
+		role = meshnodev1.JoinRole_JOIN_ROLE_CLIENT
+	}
+	cmd.IssuedToken = &meshnodev1.IssuedToken{Id: resp.GetId(), NodeName: req.GetNodeName(), Role: role, Rejoin: req.GetRejoin(), ExpiresAt: resp.GetExpiresAt()}
+	wctx, cancel := boundWrite(ctx)
+	defer cancel()
+	if _, err := s.store.Admin(wctx, cmd); err != nil {
+		return nil, apierror.Wrap("create token", err)
+	}
+	return resp, nil
+}
+
+// ListTokens lists the issued tokens this node's replica holds.
+func (s *pkiService) ListTokens(ctx context.Context, _ *meshnodev1.ListTokensRequest) (*meshnodev1.ListTokensResponse, error) {
+	toks, _, err := s.store.IssuedTokens(ctx, consensus.ReadOptions{})
+	if err != nil {
+		return nil, apierror.Wrap("list tokens", err)
+	}
+	return &meshnodev1.ListTokensResponse{Tokens: toks}, nil
+}
+
+// RevokeToken stops an issued token from admitting anyone.
+func (s *pkiService) RevokeToken(ctx context.Context, req *meshnodev1.RevokeTokenRequest) (*meshnodev1.RevokeTokenResponse, error) {
+	if req.GetId() == "" {
+		return nil, status.Error(codes.InvalidArgument, "id: name the token to revoke (meshnode token list shows the ids)")
+	}
+	idx, by, err := submitAdmin(ctx, s.store, "revoke token "+req.GetId(), func(a *meshnodev1.AdminCommand) {
+		a.Request = &meshnodev1.AdminCommand_RevokeToken{RevokeToken: req}
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.log.Warn("join token revoked", "token_id", req.GetId(), "operator", by, "index", idx)
+	if err := s.store.WaitApplied(ctx, idx); err != nil {
+		return nil, apierror.Wrap("revoke token "+req.GetId(), err)
+	}
+	toks, _, err := s.store.IssuedTokens(ctx, consensus.ReadOptions{})
+	if err != nil {
+		return nil, apierror.Wrap("revoke token "+req.GetId(), err)
+	}
+	for _, t := range toks {
+		if t.GetId() == req.GetId() {
+			return &meshnodev1.RevokeTokenResponse{Token: t}, nil
+		}
+	}
+	return &meshnodev1.RevokeTokenResponse{}, nil
+}
+
+// RemoveNode forgets a node that is gone, and its agents.
+func (s *pkiService) RemoveNode(ctx context.Context, req *meshnodev1.RemoveNodeRequest) (*meshnodev1.RemoveNodeResponse, error) {
+	if req.GetNodeName() == "" {
+		return nil, status.Error(codes.InvalidArgument, "node_name: name the node to remove (meshnode members lists them)")
+	}
+	if req.GetNodeName() == s.node {
+		return nil, status.Errorf(codes.InvalidArgument, "node %s cannot remove itself; stop it and run the command on another node", s.node)
+	}
+	cmd, err := adminCommand(ctx, func(a *meshnodev1.AdminCommand) {
+		a.Request = &meshnodev1.AdminCommand_RemoveNode{RemoveNode: req}
+	})
+	if err != nil {
+		return nil, err
+	}
+	wctx, cancel := boundWrite(ctx)
+	defer cancel()
+	idx, res, err := s.store.AdminResult(wctx, cmd)
+	if err != nil {
+		return nil, apierror.Wrap("remove node "+req.GetNodeName(), err)
+	}
+	n, _ := strconv.ParseUint(res.GetMessage(), 10, 32)
+	s.log.Warn("node removed from the registry", "node", req.GetNodeName(), "agents", n, "operator", cmd.GetSignature().GetOperator(), "index", idx)
+	return &meshnodev1.RemoveNodeResponse{AgentsRemoved: uint32(n), Index: idx}, nil
 }
 
 func (s *pkiService) RevokeNode(ctx context.Context, req *meshnodev1.RevokeNodeRequest) (*meshnodev1.RevokeNodeResponse, error) {
@@ -68,30 +143,4 @@ func (s *pkiService) CertificateStatus(ctx context.Context, req *meshnodev1.Cert
 		return nil, err
 	}
 	return svc.CertificateStatus(ctx, req)
-}
-
-// nonceCache remembers the nonces of signed commands this server executed
-// without Raft, until they expire.
-type nonceCache struct {
-	mu   sync.Mutex
-	seen map[string]time.Time
-}
-
-func newNonceCache() *nonceCache { return &nonceCache{seen: map[string]time.Time{}} }
-
-// use records key and reports whether it was new.
-func (c *nonceCache) use(key string, expires time.Time) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	now := time.Now()
-	for k, exp := range c.seen {
-		if exp.Before(now) {
-			delete(c.seen, k)
-		}
-	}
-	if _, dup := c.seen[key]; dup {
-		return false
-	}
-	c.seen[key] = expires
-	return true
 }

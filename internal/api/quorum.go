@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strings"
 
 	"github.com/agentmesh/meshnode/consensus"
 	"github.com/agentmesh/meshnode/internal/apierror"
@@ -100,6 +101,25 @@ func (s *quorumService) Review(ctx context.Context, req *meshnodev1.ReviewReques
 		return nil, status.Errorf(codes.Aborted, "decision %s changed while it was reviewed; read it again", req.GetId())
 	}
 	return &meshnodev1.ReviewResponse{Decision: d}, nil
+}
+
+// ClearFlag lets a flagged agent's votes count again: a reviewer's admin
+// command, with the reason recorded in the log.
+func (s *quorumService) ClearFlag(ctx context.Context, req *meshnodev1.ClearFlagRequest) (*meshnodev1.ClearFlagResponse, error) {
+	switch {
+	case req.GetAgentId() == "":
+		return nil, status.Error(codes.InvalidArgument, "agent_id: name the flagged agent as NODE/NAME")
+	case strings.TrimSpace(req.GetReason()) == "":
+		return nil, status.Error(codes.InvalidArgument, "reason: say why the agent's votes may count again (--reason TEXT)")
+	}
+	idx, by, err := submitAdmin(ctx, s.cfg.Store, "clear flag of "+req.GetAgentId(), func(a *meshnodev1.AdminCommand) {
+		a.Request = &meshnodev1.AdminCommand_ClearFlag{ClearFlag: req}
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.cfg.Logger.Warn("equivocation flag cleared", "agent", req.GetAgentId(), "reason", req.GetReason(), "operator", by, "index", idx)
+	return &meshnodev1.ClearFlagResponse{Index: idx}, nil
 }
 
 // listDecisions pages the decision records, newest first. The kind lives

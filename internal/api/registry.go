@@ -192,3 +192,19 @@ func attributesMatch(have, want map[string]string) bool {
 	}
 	return true
 }
+
+// RemoveAgent removes any agent's record: an operator's admin command, for
+// agents whose node is gone or that are retired.
+func (r *Registry) RemoveAgent(ctx context.Context, req *meshnodev1.RemoveAgentRequest) (*meshnodev1.RemoveAgentResponse, error) {
+	if req.GetId() == "" {
+		return nil, status.Error(codes.InvalidArgument, "id: name the agent to remove as NODE/NAME (meshnode agents --all lists them)")
+	}
+	idx, by, err := submitAdmin(ctx, r.store, "remove agent "+req.GetId(), func(a *meshnodev1.AdminCommand) {
+		a.Request = &meshnodev1.AdminCommand_RemoveAgent{RemoveAgent: req}
+	})
+	if err != nil {
+		return nil, err
+	}
+	r.log.Warn("agent removed by an operator", "agent", req.GetId(), "operator", by, "index", idx)
+	return &meshnodev1.RemoveAgentResponse{Index: idx}, nil
+}

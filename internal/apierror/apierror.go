@@ -38,6 +38,7 @@ var Table = []Rule{
 	{consensus.ErrNameTaken, codes.PermissionDenied},
 	{consensus.ErrTokenExpired, codes.PermissionDenied},
 	{consensus.ErrQuotaExceeded, codes.ResourceExhausted},
+	{consensus.ErrFailedPrecondition, codes.FailedPrecondition},
 	{consensus.ErrTokenUsed, codes.FailedPrecondition},
 	{consensus.ErrUnknownVersion, codes.FailedPrecondition},
 	{consensus.ErrServerOnly, codes.FailedPrecondition},

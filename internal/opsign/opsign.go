@@ -10,20 +10,21 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/agentmesh/meshnode/consensus"
 	"github.com/agentmesh/meshnode/internal/api"
 	"github.com/agentmesh/meshnode/operator"
 	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
 )
 
-// AdminMethods are the API methods that need an operator's signature.
-var AdminMethods = map[string]bool{
-	"/meshnode.v1.PolicyService/SetPolicy":     true,
-	"/meshnode.v1.PolicyService/DeletePolicy":  true,
-	"/meshnode.v1.OperatorService/PutOperator": true,
-	"/meshnode.v1.PKIService/RevokeNode":       true,
-	"/meshnode.v1.PKIService/CreateToken":      true,
-	"/meshnode.v1.QuorumService/Review":        true,
-}
+// AdminMethods are the API methods that need an operator's signature: the
+// ones the state machine verifies (consensus.AdminMethods).
+var AdminMethods = func() map[string]bool {
+	m := map[string]bool{}
+	for _, method := range consensus.AdminMethods {
+		m[method] = true
+	}
+	return m
+}()
 
 // TTL is how long a signed command stays valid: long enough for a write to
 // reach a leader, short enough that a captured one goes stale.

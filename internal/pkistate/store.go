@@ -65,6 +65,8 @@ func (s *Store) UseToken(ctx context.Context, u pki.TokenUse) error {
 		return fmt.Errorf("%w: %v", pki.ErrNameTaken, err)
 	case errors.Is(err, consensus.ErrTokenExpired):
 		return fmt.Errorf("%w: %v", pki.ErrTokenExpired, err)
+	case errors.Is(err, consensus.ErrPermissionDenied):
+		return fmt.Errorf("%w: %v", pki.ErrTokenRefused, err)
 	case err != nil:
 		return fmt.Errorf("use token %s: %w", u.ID, err)
 	}

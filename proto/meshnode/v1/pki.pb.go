@@ -885,6 +885,428 @@ func (x *CertificateStatusResponse) GetCaAvailable() bool {
 	return false
 }
 
+// IssuedToken describes a join token an operator issued, as the cluster
+// records it. The token itself (the secret) is not kept.
+type IssuedToken struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The token's id (its JWT "jti").
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// The node name the token is bound to; empty for an any-name token.
+	NodeName string `protobuf:"bytes,2,opt,name=node_name,json=nodeName,proto3" json:"node_name,omitempty"`
+	// The role the token grants.
+	Role JoinRole `protobuf:"varint,3,opt,name=role,proto3,enum=meshnode.v1.JoinRole" json:"role,omitempty"`
+	// The token re-joins node_name.
+	Rejoin bool `protobuf:"varint,4,opt,name=rejoin,proto3" json:"rejoin,omitempty"`
+	// When the token stops being accepted.
+	ExpiresAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	// The operator who signed the request.
+	Operator string `protobuf:"bytes,6,opt,name=operator,proto3" json:"operator,omitempty"`
+	// When it was issued, by the cluster's clock.
+	IssuedAt *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=issued_at,json=issuedAt,proto3" json:"issued_at,omitempty"`
+	// The node that used the token, once used.
+	UsedBy string `protobuf:"bytes,8,opt,name=used_by,json=usedBy,proto3" json:"used_by,omitempty"`
+	// Set when an operator revoked the token.
+	RevokedAt *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=revoked_at,json=revokedAt,proto3" json:"revoked_at,omitempty"`
+	// The operator who revoked it.
+	RevokedBy string `protobuf:"bytes,10,opt,name=revoked_by,json=revokedBy,proto3" json:"revoked_by,omitempty"`
+	// Why it was revoked.
+	RevokeReason  string `protobuf:"bytes,11,opt,name=revoke_reason,json=revokeReason,proto3" json:"revoke_reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IssuedToken) Reset() {
+	*x = IssuedToken{}
+	mi := &file_meshnode_v1_pki_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IssuedToken) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IssuedToken) ProtoMessage() {}
+
+func (x *IssuedToken) ProtoReflect() protoreflect.Message {
+	mi := &file_meshnode_v1_pki_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IssuedToken.ProtoReflect.Descriptor instead.
+func (*IssuedToken) Descriptor() ([]byte, []int) {
+	return file_meshnode_v1_pki_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *IssuedToken) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *IssuedToken) GetNodeName() string {
+	if x != nil {
+		return x.NodeName
+	}
+	return ""
+}
+
+func (x *IssuedToken) GetRole() JoinRole {
+	if x != nil {
+		return x.Role
+	}
+	return JoinRole_JOIN_ROLE_UNSPECIFIED
+}
+
+func (x *IssuedToken) GetRejoin() bool {
+	if x != nil {
+		return x.Rejoin
+	}
+	return false
+}
+
+func (x *IssuedToken) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
+func (x *IssuedToken) GetOperator() string {
+	if x != nil {
+		return x.Operator
+	}
+	return ""
+}
+
+func (x *IssuedToken) GetIssuedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.IssuedAt
+	}
+	return nil
+}
+
+func (x *IssuedToken) GetUsedBy() string {
+	if x != nil {
+		return x.UsedBy
+	}
+	return ""
+}
+
+func (x *IssuedToken) GetRevokedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RevokedAt
+	}
+	return nil
+}
+
+func (x *IssuedToken) GetRevokedBy() string {
+	if x != nil {
+		return x.RevokedBy
+	}
+	return ""
+}
+
+func (x *IssuedToken) GetRevokeReason() string {
+	if x != nil {
+		return x.RevokeReason
+	}
+	return ""
+}
+
+// ListTokensRequest has no fields.
+type ListTokensRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListTokensRequest) Reset() {
+	*x = ListTokensRequest{}
+	mi := &file_meshnode_v1_pki_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListTokensRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListTokensRequest) ProtoMessage() {}
+
+func (x *ListTokensRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meshnode_v1_pki_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListTokensRequest.ProtoReflect.Descriptor instead.
+func (*ListTokensRequest) Descriptor() ([]byte, []int) {
+	return file_meshnode_v1_pki_proto_rawDescGZIP(), []int{13}
+}
+
+// ListTokensResponse lists issued tokens that have not expired, newest first.
+type ListTokensResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The tokens.
+	Tokens        []*IssuedToken `protobuf:"bytes,1,rep,name=tokens,proto3" json:"tokens,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListTokensResponse) Reset() {
+	*x = ListTokensResponse{}
+	mi := &file_meshnode_v1_pki_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListTokensResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListTokensResponse) ProtoMessage() {}
+
+func (x *ListTokensResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_meshnode_v1_pki_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListTokensResponse.ProtoReflect.Descriptor instead.
+func (*ListTokensResponse) Descriptor() ([]byte, []int) {
+	return file_meshnode_v1_pki_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ListTokensResponse) GetTokens() []*IssuedToken {
+	if x != nil {
+		return x.Tokens
+	}
+	return nil
+}
+
+// RevokeTokenRequest names a token to revoke.
+type RevokeTokenRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The token's id, as `meshnode token list` shows it.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Free text for operators.
+	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeTokenRequest) Reset() {
+	*x = RevokeTokenRequest{}
+	mi := &file_meshnode_v1_pki_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeTokenRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeTokenRequest) ProtoMessage() {}
+
+func (x *RevokeTokenRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meshnode_v1_pki_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeTokenRequest.ProtoReflect.Descriptor instead.
+func (*RevokeTokenRequest) Descriptor() ([]byte, []int) {
+	return file_meshnode_v1_pki_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *RevokeTokenRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *RevokeTokenRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// RevokeTokenResponse carries the token as now recorded.
+type RevokeTokenResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The token.
+	Token         *IssuedToken `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeTokenResponse) Reset() {
+	*x = RevokeTokenResponse{}
+	mi := &file_meshnode_v1_pki_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeTokenResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeTokenResponse) ProtoMessage() {}
+
+func (x *RevokeTokenResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_meshnode_v1_pki_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeTokenResponse.ProtoReflect.Descriptor instead.
+func (*RevokeTokenResponse) Descriptor() ([]byte, []int) {
+	return file_meshnode_v1_pki_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *RevokeTokenResponse) GetToken() *IssuedToken {
+	if x != nil {
+		return x.Token
+	}
+	return nil
+}
+
+// RemoveNodeRequest names a node to forget.
+type RemoveNodeRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The node.
+	NodeName      string `protobuf:"bytes,1,opt,name=node_name,json=nodeName,proto3" json:"node_name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveNodeRequest) Reset() {
+	*x = RemoveNodeRequest{}
+	mi := &file_meshnode_v1_pki_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveNodeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveNodeRequest) ProtoMessage() {}
+
+func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meshnode_v1_pki_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveNodeRequest.ProtoReflect.Descriptor instead.
+func (*RemoveNodeRequest) Descriptor() ([]byte, []int) {
+	return file_meshnode_v1_pki_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *RemoveNodeRequest) GetNodeName() string {
+	if x != nil {
+		return x.NodeName
+	}
+	return ""
+}
+
+// RemoveNodeResponse says what was removed.
+type RemoveNodeResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// How many of the node's agents were removed with it.
+	AgentsRemoved uint32 `protobuf:"varint,1,opt,name=agents_removed,json=agentsRemoved,proto3" json:"agents_removed,omitempty"`
+	// Raft index of the removal.
+	Index         uint64 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveNodeResponse) Reset() {
+	*x = RemoveNodeResponse{}
+	mi := &file_meshnode_v1_pki_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveNodeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveNodeResponse) ProtoMessage() {}
+
+func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_meshnode_v1_pki_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveNodeResponse.ProtoReflect.Descriptor instead.
+func (*RemoveNodeResponse) Descriptor() ([]byte, []int) {
+	return file_meshnode_v1_pki_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *RemoveNodeResponse) GetAgentsRemoved() uint32 {
+	if x != nil {
+		return x.AgentsRemoved
+	}
+	return 0
+}
+
+func (x *RemoveNodeResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
 var File_meshnode_v1_pki_proto protoreflect.FileDescriptor
 
 const file_meshnode_v1_pki_proto_rawDesc = "" +
@@ -950,17 +1372,51 @@ const file_meshnode_v1_pki_proto_rawDesc = "" +
 	"\tnot_after\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\bnotAfter\x125\n" +
 	"\brenew_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\arenewAt\x12)\n" +
 	"\x10root_fingerprint\x18\x06 \x01(\tR\x0frootFingerprint\x12!\n" +
-	"\fca_available\x18\a \x01(\bR\vcaAvailable*Q\n" +
+	"\fca_available\x18\a \x01(\bR\vcaAvailable\"\xa5\x03\n" +
+	"\vIssuedToken\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
+	"\tnode_name\x18\x02 \x01(\tR\bnodeName\x12)\n" +
+	"\x04role\x18\x03 \x01(\x0e2\x15.meshnode.v1.JoinRoleR\x04role\x12\x16\n" +
+	"\x06rejoin\x18\x04 \x01(\bR\x06rejoin\x129\n" +
+	"\n" +
+	"expires_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12\x1a\n" +
+	"\boperator\x18\x06 \x01(\tR\boperator\x127\n" +
+	"\tissued_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\bissuedAt\x12\x17\n" +
+	"\aused_by\x18\b \x01(\tR\x06usedBy\x129\n" +
+	"\n" +
+	"revoked_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\trevokedAt\x12\x1d\n" +
+	"\n" +
+	"revoked_by\x18\n" +
+	" \x01(\tR\trevokedBy\x12#\n" +
+	"\rrevoke_reason\x18\v \x01(\tR\frevokeReason\"\x13\n" +
+	"\x11ListTokensRequest\"F\n" +
+	"\x12ListTokensResponse\x120\n" +
+	"\x06tokens\x18\x01 \x03(\v2\x18.meshnode.v1.IssuedTokenR\x06tokens\"<\n" +
+	"\x12RevokeTokenRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"E\n" +
+	"\x13RevokeTokenResponse\x12.\n" +
+	"\x05token\x18\x01 \x01(\v2\x18.meshnode.v1.IssuedTokenR\x05token\"0\n" +
+	"\x11RemoveNodeRequest\x12\x1b\n" +
+	"\tnode_name\x18\x01 \x01(\tR\bnodeName\"Q\n" +
+	"\x12RemoveNodeResponse\x12%\n" +
+	"\x0eagents_removed\x18\x01 \x01(\rR\ragentsRemoved\x12\x14\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index*Q\n" +
 	"\bJoinRole\x12\x19\n" +
 	"\x15JOIN_ROLE_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10JOIN_ROLE_SERVER\x10\x01\x12\x14\n" +
-	"\x10JOIN_ROLE_CLIENT\x10\x022\x91\x02\n" +
+	"\x10JOIN_ROLE_CLIENT\x10\x022\x81\x04\n" +
 	"\n" +
 	"PKIService\x12P\n" +
 	"\vCreateToken\x12\x1f.meshnode.v1.CreateTokenRequest\x1a .meshnode.v1.CreateTokenResponse\x12M\n" +
 	"\n" +
 	"RevokeNode\x12\x1e.meshnode.v1.RevokeNodeRequest\x1a\x1f.meshnode.v1.RevokeNodeResponse\x12b\n" +
-	"\x11CertificateStatus\x12%.meshnode.v1.CertificateStatusRequest\x1a&.meshnode.v1.CertificateStatusResponseB<Z:github.com/agentmesh/meshnode/proto/meshnode/v1;meshnodev1b\x06proto3"
+	"\x11CertificateStatus\x12%.meshnode.v1.CertificateStatusRequest\x1a&.meshnode.v1.CertificateStatusResponse\x12M\n" +
+	"\n" +
+	"ListTokens\x12\x1e.meshnode.v1.ListTokensRequest\x1a\x1f.meshnode.v1.ListTokensResponse\x12P\n" +
+	"\vRevokeToken\x12\x1f.meshnode.v1.RevokeTokenRequest\x1a .meshnode.v1.RevokeTokenResponse\x12M\n" +
+	"\n" +
+	"RemoveNode\x12\x1e.meshnode.v1.RemoveNodeRequest\x1a\x1f.meshnode.v1.RemoveNodeResponseB<Z:github.com/agentmesh/meshnode/proto/meshnode/v1;meshnodev1b\x06proto3"
 
 var (
 	file_meshnode_v1_pki_proto_rawDescOnce sync.Once
@@ -975,7 +1431,7 @@ func file_meshnode_v1_pki_proto_rawDescGZIP() []byte {
 }
 
 var file_meshnode_v1_pki_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_meshnode_v1_pki_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_meshnode_v1_pki_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_meshnode_v1_pki_proto_goTypes = []any{
 	(JoinRole)(0),                     // 0: meshnode.v1.JoinRole
 	(*CAMaterial)(nil),                // 1: meshnode.v1.CAMaterial
@@ -990,32 +1446,51 @@ var file_meshnode_v1_pki_proto_goTypes = []any{
 	(*RevokeNodeResponse)(nil),        // 10: meshnode.v1.RevokeNodeResponse
 	(*CertificateStatusRequest)(nil),  // 11: meshnode.v1.CertificateStatusRequest
 	(*CertificateStatusResponse)(nil), // 12: meshnode.v1.CertificateStatusResponse
-	(*timestamppb.Timestamp)(nil),     // 13: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),       // 14: google.protobuf.Duration
+	(*IssuedToken)(nil),               // 13: meshnode.v1.IssuedToken
+	(*ListTokensRequest)(nil),         // 14: meshnode.v1.ListTokensRequest
+	(*ListTokensResponse)(nil),        // 15: meshnode.v1.ListTokensResponse
+	(*RevokeTokenRequest)(nil),        // 16: meshnode.v1.RevokeTokenRequest
+	(*RevokeTokenResponse)(nil),       // 17: meshnode.v1.RevokeTokenResponse
+	(*RemoveNodeRequest)(nil),         // 18: meshnode.v1.RemoveNodeRequest
+	(*RemoveNodeResponse)(nil),        // 19: meshnode.v1.RemoveNodeResponse
+	(*timestamppb.Timestamp)(nil),     // 20: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),       // 21: google.protobuf.Duration
 }
 var file_meshnode_v1_pki_proto_depIdxs = []int32{
-	13, // 0: meshnode.v1.CAMaterial.created_at:type_name -> google.protobuf.Timestamp
-	13, // 1: meshnode.v1.Revocation.revoked_at:type_name -> google.protobuf.Timestamp
+	20, // 0: meshnode.v1.CAMaterial.created_at:type_name -> google.protobuf.Timestamp
+	20, // 1: meshnode.v1.Revocation.revoked_at:type_name -> google.protobuf.Timestamp
 	0,  // 2: meshnode.v1.JoinRequest.role:type_name -> meshnode.v1.JoinRole
 	0,  // 3: meshnode.v1.JoinResponse.role:type_name -> meshnode.v1.JoinRole
-	14, // 4: meshnode.v1.CreateTokenRequest.ttl:type_name -> google.protobuf.Duration
+	21, // 4: meshnode.v1.CreateTokenRequest.ttl:type_name -> google.protobuf.Duration
 	0,  // 5: meshnode.v1.CreateTokenRequest.role:type_name -> meshnode.v1.JoinRole
-	13, // 6: meshnode.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	20, // 6: meshnode.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
 	2,  // 7: meshnode.v1.RevokeNodeResponse.revocation:type_name -> meshnode.v1.Revocation
-	13, // 8: meshnode.v1.CertificateStatusResponse.not_before:type_name -> google.protobuf.Timestamp
-	13, // 9: meshnode.v1.CertificateStatusResponse.not_after:type_name -> google.protobuf.Timestamp
-	13, // 10: meshnode.v1.CertificateStatusResponse.renew_at:type_name -> google.protobuf.Timestamp
-	7,  // 11: meshnode.v1.PKIService.CreateToken:input_type -> meshnode.v1.CreateTokenRequest
-	9,  // 12: meshnode.v1.PKIService.RevokeNode:input_type -> meshnode.v1.RevokeNodeRequest
-	11, // 13: meshnode.v1.PKIService.CertificateStatus:input_type -> meshnode.v1.CertificateStatusRequest
-	8,  // 14: meshnode.v1.PKIService.CreateToken:output_type -> meshnode.v1.CreateTokenResponse
-	10, // 15: meshnode.v1.PKIService.RevokeNode:output_type -> meshnode.v1.RevokeNodeResponse
-	12, // 16: meshnode.v1.PKIService.CertificateStatus:output_type -> meshnode.v1.CertificateStatusResponse
-	14, // [14:17] is the sub-list for method output_type
-	11, // [11:14] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	20, // 8: meshnode.v1.CertificateStatusResponse.not_before:type_name -> google.protobuf.Timestamp
+	20, // 9: meshnode.v1.CertificateStatusResponse.not_after:type_name -> google.protobuf.Timestamp
+	20, // 10: meshnode.v1.CertificateStatusResponse.renew_at:type_name -> google.protobuf.Timestamp
+	0,  // 11: meshnode.v1.IssuedToken.role:type_name -> meshnode.v1.JoinRole
+	20, // 12: meshnode.v1.IssuedToken.expires_at:type_name -> google.protobuf.Timestamp
+	20, // 13: meshnode.v1.IssuedToken.issued_at:type_name -> google.protobuf.Timestamp
+	20, // 14: meshnode.v1.IssuedToken.revoked_at:type_name -> google.protobuf.Timestamp
+	13, // 15: meshnode.v1.ListTokensResponse.tokens:type_name -> meshnode.v1.IssuedToken
+	13, // 16: meshnode.v1.RevokeTokenResponse.token:type_name -> meshnode.v1.IssuedToken
+	7,  // 17: meshnode.v1.PKIService.CreateToken:input_type -> meshnode.v1.CreateTokenRequest
+	9,  // 18: meshnode.v1.PKIService.RevokeNode:input_type -> meshnode.v1.RevokeNodeRequest
+	11, // 19: meshnode.v1.PKIService.CertificateStatus:input_type -> meshnode.v1.CertificateStatusRequest
+	14, // 20: meshnode.v1.PKIService.ListTokens:input_type -> meshnode.v1.ListTokensRequest
+	16, // 21: meshnode.v1.PKIService.RevokeToken:input_type -> meshnode.v1.RevokeTokenRequest
+	18, // 22: meshnode.v1.PKIService.RemoveNode:input_type -> meshnode.v1.RemoveNodeRequest
+	8,  // 23: meshnode.v1.PKIService.CreateToken:output_type -> meshnode.v1.CreateTokenResponse
+	10, // 24: meshnode.v1.PKIService.RevokeNode:output_type -> meshnode.v1.RevokeNodeResponse
+	12, // 25: meshnode.v1.PKIService.CertificateStatus:output_type -> meshnode.v1.CertificateStatusResponse
+	15, // 26: meshnode.v1.PKIService.ListTokens:output_type -> meshnode.v1.ListTokensResponse
+	17, // 27: meshnode.v1.PKIService.RevokeToken:output_type -> meshnode.v1.RevokeTokenResponse
+	19, // 28: meshnode.v1.PKIService.RemoveNode:output_type -> meshnode.v1.RemoveNodeResponse
+	23, // [23:29] is the sub-list for method output_type
+	17, // [17:23] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_meshnode_v1_pki_proto_init() }
@@ -1029,7 +1504,7 @@ func file_meshnode_v1_pki_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meshnode_v1_pki_proto_rawDesc), len(file_meshnode_v1_pki_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   12,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -22,6 +22,9 @@ const (
 	PKIService_CreateToken_FullMethodName       = "/meshnode.v1.PKIService/CreateToken"
 	PKIService_RevokeNode_FullMethodName        = "/meshnode.v1.PKIService/RevokeNode"
 	PKIService_CertificateStatus_FullMethodName = "/meshnode.v1.PKIService/CertificateStatus"
+	PKIService_ListTokens_FullMethodName        = "/meshnode.v1.PKIService/ListTokens"
+	PKIService_RevokeToken_FullMethodName       = "/meshnode.v1.PKIService/RevokeToken"
+	PKIService_RemoveNode_FullMethodName        = "/meshnode.v1.PKIService/RemoveNode"
 )
 
 // PKIServiceClient is the client API for PKIService service.
@@ -37,6 +40,17 @@ type PKIServiceClient interface {
 	RevokeNode(ctx context.Context, in *RevokeNodeRequest, opts ...grpc.CallOption) (*RevokeNodeResponse, error)
 	// CertificateStatus describes the local node's current certificate.
 	CertificateStatus(ctx context.Context, in *CertificateStatusRequest, opts ...grpc.CallOption) (*CertificateStatusResponse, error)
+	// ListTokens lists the join tokens operators issued that have not expired:
+	// their ids, bound names, roles, who issued them and whether they were
+	// used or revoked. Never the tokens themselves.
+	ListTokens(ctx context.Context, in *ListTokensRequest, opts ...grpc.CallOption) (*ListTokensResponse, error)
+	// RevokeToken stops an issued token from being used. An admin command.
+	RevokeToken(ctx context.Context, in *RevokeTokenRequest, opts ...grpc.CallOption) (*RevokeTokenResponse, error)
+	// RemoveNode forgets a node that is gone: its record and its agents. An
+	// admin command. A Raft server is removed from the configuration first
+	// (autopilot does it once it is dead); a live node registers itself again
+	// unless it is revoked.
+	RemoveNode(ctx context.Context, in *RemoveNodeRequest, opts ...grpc.CallOption) (*RemoveNodeResponse, error)
 }
 
 type pKIServiceClient struct {
@@ -77,6 +91,36 @@ func (c *pKIServiceClient) CertificateStatus(ctx context.Context, in *Certificat
 	return out, nil
 }
 
+func (c *pKIServiceClient) ListTokens(ctx context.Context, in *ListTokensRequest, opts ...grpc.CallOption) (*ListTokensResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListTokensResponse)
+	err := c.cc.Invoke(ctx, PKIService_ListTokens_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *pKIServiceClient) RevokeToken(ctx context.Context, in *RevokeTokenRequest, opts ...grpc.CallOption) (*RevokeTokenResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RevokeTokenResponse)
+	err := c.cc.Invoke(ctx, PKIService_RevokeToken_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *pKIServiceClient) RemoveNode(ctx context.Context, in *RemoveNodeRequest, opts ...grpc.CallOption) (*RemoveNodeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RemoveNodeResponse)
+	err := c.cc.Invoke(ctx, PKIService_RemoveNode_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // PKIServiceServer is the server API for PKIService service.
 // All implementations must embed UnimplementedPKIServiceServer
 // for forward compatibility.
@@ -90,6 +134,17 @@ type PKIServiceServer interface {
 	RevokeNode(context.Context, *RevokeNodeRequest) (*RevokeNodeResponse, error)
 	// CertificateStatus describes the local node's current certificate.
 	CertificateStatus(context.Context, *CertificateStatusRequest) (*CertificateStatusResponse, error)
+	// ListTokens lists the join tokens operators issued that have not expired:
+	// their ids, bound names, roles, who issued them and whether they were
+	// used or revoked. Never the tokens themselves.
+	ListTokens(context.Context, *ListTokensRequest) (*ListTokensResponse, error)
+	// RevokeToken stops an issued token from being used. An admin command.
+	RevokeToken(context.Context, *RevokeTokenRequest) (*RevokeTokenResponse, error)
+	// RemoveNode forgets a node that is gone: its record and its agents. An
+	// admin command. A Raft server is removed from the configuration first
+	// (autopilot does it once it is dead); a live node registers itself again
+	// unless it is revoked.
+	RemoveNode(context.Context, *RemoveNodeRequest) (*RemoveNodeResponse, error)
 	mustEmbedUnimplementedPKIServiceServer()
 }
 
@@ -108,6 +163,15 @@ func (UnimplementedPKIServiceServer) RevokeNode(context.Context, *RevokeNodeRequ
 }
 func (UnimplementedPKIServiceServer) CertificateStatus(context.Context, *CertificateStatusRequest) (*CertificateStatusResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CertificateStatus not implemented")
+}
+func (UnimplementedPKIServiceServer) ListTokens(context.Context, *ListTokensRequest) (*ListTokensResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListTokens not implemented")
+}
+func (UnimplementedPKIServiceServer) RevokeToken(context.Context, *RevokeTokenRequest) (*RevokeTokenResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RevokeToken not implemented")
+}
+func (UnimplementedPKIServiceServer) RemoveNode(context.Context, *RemoveNodeRequest) (*RemoveNodeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RemoveNode not implemented")
 }
 func (UnimplementedPKIServiceServer) mustEmbedUnimplementedPKIServiceServer() {}
 func (UnimplementedPKIServiceServer) testEmbeddedByValue()                    {}
@@ -184,6 +248,60 @@ func _PKIService_CertificateStatus_Handler(srv interface{}, ctx context.Context,
 	return interceptor(ctx, in, info, handler)
 }
 
+func _PKIService_ListTokens_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListTokensRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PKIServiceServer).ListTokens(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PKIService_ListTokens_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PKIServiceServer).ListTokens(ctx, req.(*ListTokensRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _PKIService_RevokeToken_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RevokeTokenRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PKIServiceServer).RevokeToken(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PKIService_RevokeToken_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PKIServiceServer).RevokeToken(ctx, req.(*RevokeTokenRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _PKIService_RemoveNode_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RemoveNodeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PKIServiceServer).RemoveNode(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PKIService_RemoveNode_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PKIServiceServer).RemoveNode(ctx, req.(*RemoveNodeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // PKIService_ServiceDesc is the grpc.ServiceDesc for PKIService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -202,6 +320,18 @@ var PKIService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "CertificateStatus",
 			Handler:    _PKIService_CertificateStatus_Handler,
+		},
+		{
+			MethodName: "ListTokens",
+			Handler:    _PKIService_ListTokens_Handler,
+		},
+		{
+			MethodName: "RevokeToken",
+			Handler:    _PKIService_RevokeToken_Handler,
+		},
+		{
+			MethodName: "RemoveNode",
+			Handler:    _PKIService_RemoveNode_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

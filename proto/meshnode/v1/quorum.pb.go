@@ -1660,6 +1660,107 @@ func (x *ReviewResponse) GetDecision() *Decision {
 	return nil
 }
 
+// ClearFlagRequest names a flagged agent.
+type ClearFlagRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The agent id ("node/name").
+	AgentId string `protobuf:"bytes,1,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	// Why the flag is cleared; required.
+	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClearFlagRequest) Reset() {
+	*x = ClearFlagRequest{}
+	mi := &file_meshnode_v1_quorum_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClearFlagRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClearFlagRequest) ProtoMessage() {}
+
+func (x *ClearFlagRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meshnode_v1_quorum_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClearFlagRequest.ProtoReflect.Descriptor instead.
+func (*ClearFlagRequest) Descriptor() ([]byte, []int) {
+	return file_meshnode_v1_quorum_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *ClearFlagRequest) GetAgentId() string {
+	if x != nil {
+		return x.AgentId
+	}
+	return ""
+}
+
+func (x *ClearFlagRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// ClearFlagResponse confirms the flag is gone.
+type ClearFlagResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Raft index of the change.
+	Index         uint64 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClearFlagResponse) Reset() {
+	*x = ClearFlagResponse{}
+	mi := &file_meshnode_v1_quorum_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClearFlagResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClearFlagResponse) ProtoMessage() {}
+
+func (x *ClearFlagResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_meshnode_v1_quorum_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClearFlagResponse.ProtoReflect.Descriptor instead.
+func (*ClearFlagResponse) Descriptor() ([]byte, []int) {
+	return file_meshnode_v1_quorum_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *ClearFlagResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
 var File_meshnode_v1_quorum_proto protoreflect.FileDescriptor
 
 const file_meshnode_v1_quorum_proto_rawDesc = "" +
@@ -1778,7 +1879,12 @@ const file_meshnode_v1_quorum_proto_rawDesc = "" +
 	"\aoutcome\x18\x02 \x01(\x0e2\x13.meshnode.v1.ChoiceR\aoutcome\x12\x16\n" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\"C\n" +
 	"\x0eReviewResponse\x121\n" +
-	"\bdecision\x18\x01 \x01(\v2\x15.meshnode.v1.DecisionR\bdecision*[\n" +
+	"\bdecision\x18\x01 \x01(\v2\x15.meshnode.v1.DecisionR\bdecision\"E\n" +
+	"\x10ClearFlagRequest\x12\x19\n" +
+	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\")\n" +
+	"\x11ClearFlagResponse\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index*[\n" +
 	"\x06Choice\x12\x16\n" +
 	"\x12CHOICE_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eCHOICE_APPROVE\x10\x01\x12\x11\n" +
@@ -1799,13 +1905,14 @@ const file_meshnode_v1_quorum_proto_rawDesc = "" +
 	"\x17DECISION_STATUS_DECIDED\x10\x02\x12\x1d\n" +
 	"\x19DECISION_STATUS_NO_QUORUM\x10\x03\x12 \n" +
 	"\x1cDECISION_STATUS_NEEDS_REVIEW\x10\x04\x12\x1c\n" +
-	"\x18DECISION_STATUS_REVIEWED\x10\x052\xff\x02\n" +
+	"\x18DECISION_STATUS_REVIEWED\x10\x052\xcb\x03\n" +
 	"\rQuorumService\x12D\n" +
 	"\aPropose\x12\x1b.meshnode.v1.ProposeRequest\x1a\x1c.meshnode.v1.ProposeResponse\x12;\n" +
 	"\x04Vote\x12\x18.meshnode.v1.VoteRequest\x1a\x19.meshnode.v1.VoteResponse\x12P\n" +
 	"\vGetDecision\x12\x1f.meshnode.v1.GetDecisionRequest\x1a .meshnode.v1.GetDecisionResponse\x12V\n" +
 	"\rListDecisions\x12!.meshnode.v1.ListDecisionsRequest\x1a\".meshnode.v1.ListDecisionsResponse\x12A\n" +
-	"\x06Review\x12\x1a.meshnode.v1.ReviewRequest\x1a\x1b.meshnode.v1.ReviewResponseB<Z:github.com/agentmesh/meshnode/proto/meshnode/v1;meshnodev1b\x06proto3"
+	"\x06Review\x12\x1a.meshnode.v1.ReviewRequest\x1a\x1b.meshnode.v1.ReviewResponse\x12J\n" +
+	"\tClearFlag\x12\x1d.meshnode.v1.ClearFlagRequest\x1a\x1e.meshnode.v1.ClearFlagResponseB<Z:github.com/agentmesh/meshnode/proto/meshnode/v1;meshnodev1b\x06proto3"
 
 var (
 	file_meshnode_v1_quorum_proto_rawDescOnce sync.Once
@@ -1820,7 +1927,7 @@ func file_meshnode_v1_quorum_proto_rawDescGZIP() []byte {
 }
 
 var file_meshnode_v1_quorum_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_meshnode_v1_quorum_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_meshnode_v1_quorum_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_meshnode_v1_quorum_proto_goTypes = []any{
 	(Choice)(0),                   // 0: meshnode.v1.Choice
 	(QuorumRuleKind)(0),           // 1: meshnode.v1.QuorumRuleKind
@@ -1845,16 +1952,18 @@ var file_meshnode_v1_quorum_proto_goTypes = []any{
 	(*ListDecisionsResponse)(nil), // 20: meshnode.v1.ListDecisionsResponse
 	(*ReviewRequest)(nil),         // 21: meshnode.v1.ReviewRequest
 	(*ReviewResponse)(nil),        // 22: meshnode.v1.ReviewResponse
-	(*timestamppb.Timestamp)(nil), // 23: google.protobuf.Timestamp
-	(*SignedCommand)(nil),         // 24: meshnode.v1.SignedCommand
+	(*ClearFlagRequest)(nil),      // 23: meshnode.v1.ClearFlagRequest
+	(*ClearFlagResponse)(nil),     // 24: meshnode.v1.ClearFlagResponse
+	(*timestamppb.Timestamp)(nil), // 25: google.protobuf.Timestamp
+	(*SignedCommand)(nil),         // 26: meshnode.v1.SignedCommand
 }
 var file_meshnode_v1_quorum_proto_depIdxs = []int32{
 	1,  // 0: meshnode.v1.QuorumRule.kind:type_name -> meshnode.v1.QuorumRuleKind
 	5,  // 1: meshnode.v1.Proposal.selection:type_name -> meshnode.v1.VoterSelection
 	4,  // 2: meshnode.v1.Proposal.rule:type_name -> meshnode.v1.QuorumRule
-	23, // 3: meshnode.v1.Proposal.deadline:type_name -> google.protobuf.Timestamp
+	25, // 3: meshnode.v1.Proposal.deadline:type_name -> google.protobuf.Timestamp
 	2,  // 4: meshnode.v1.Proposal.on_no_quorum:type_name -> meshnode.v1.NoQuorumAction
-	23, // 5: meshnode.v1.Proposal.created_at:type_name -> google.protobuf.Timestamp
+	25, // 5: meshnode.v1.Proposal.created_at:type_name -> google.protobuf.Timestamp
 	6,  // 6: meshnode.v1.Proposal.electorate:type_name -> meshnode.v1.QuorumVoter
 	0,  // 7: meshnode.v1.Vote.choice:type_name -> meshnode.v1.Choice
 	4,  // 8: meshnode.v1.QuorumCertificate.rule:type_name -> meshnode.v1.QuorumRule
@@ -1864,8 +1973,8 @@ var file_meshnode_v1_quorum_proto_depIdxs = []int32{
 	8,  // 12: meshnode.v1.EquivocationEvidence.first:type_name -> meshnode.v1.Vote
 	8,  // 13: meshnode.v1.EquivocationEvidence.second:type_name -> meshnode.v1.Vote
 	0,  // 14: meshnode.v1.QuorumReview.outcome:type_name -> meshnode.v1.Choice
-	23, // 15: meshnode.v1.QuorumReview.reviewed_at:type_name -> google.protobuf.Timestamp
-	24, // 16: meshnode.v1.QuorumReview.signature:type_name -> meshnode.v1.SignedCommand
+	25, // 15: meshnode.v1.QuorumReview.reviewed_at:type_name -> google.protobuf.Timestamp
+	26, // 16: meshnode.v1.QuorumReview.signature:type_name -> meshnode.v1.SignedCommand
 	7,  // 17: meshnode.v1.Decision.proposal:type_name -> meshnode.v1.Proposal
 	3,  // 18: meshnode.v1.Decision.status:type_name -> meshnode.v1.DecisionStatus
 	0,  // 19: meshnode.v1.Decision.outcome:type_name -> meshnode.v1.Choice
@@ -1873,7 +1982,7 @@ var file_meshnode_v1_quorum_proto_depIdxs = []int32{
 	10, // 21: meshnode.v1.Decision.equivocations:type_name -> meshnode.v1.EquivocationEvidence
 	11, // 22: meshnode.v1.Decision.review:type_name -> meshnode.v1.QuorumReview
 	8,  // 23: meshnode.v1.Decision.votes:type_name -> meshnode.v1.Vote
-	23, // 24: meshnode.v1.Decision.closed_at:type_name -> google.protobuf.Timestamp
+	25, // 24: meshnode.v1.Decision.closed_at:type_name -> google.protobuf.Timestamp
 	7,  // 25: meshnode.v1.ProposeRequest.proposal:type_name -> meshnode.v1.Proposal
 	12, // 26: meshnode.v1.ProposeResponse.decision:type_name -> meshnode.v1.Decision
 	8,  // 27: meshnode.v1.VoteRequest.vote:type_name -> meshnode.v1.Vote
@@ -1887,13 +1996,15 @@ var file_meshnode_v1_quorum_proto_depIdxs = []int32{
 	17, // 35: meshnode.v1.QuorumService.GetDecision:input_type -> meshnode.v1.GetDecisionRequest
 	19, // 36: meshnode.v1.QuorumService.ListDecisions:input_type -> meshnode.v1.ListDecisionsRequest
 	21, // 37: meshnode.v1.QuorumService.Review:input_type -> meshnode.v1.ReviewRequest
-	14, // 38: meshnode.v1.QuorumService.Propose:output_type -> meshnode.v1.ProposeResponse
-	16, // 39: meshnode.v1.QuorumService.Vote:output_type -> meshnode.v1.VoteResponse
-	18, // 40: meshnode.v1.QuorumService.GetDecision:output_type -> meshnode.v1.GetDecisionResponse
-	20, // 41: meshnode.v1.QuorumService.ListDecisions:output_type -> meshnode.v1.ListDecisionsResponse
-	22, // 42: meshnode.v1.QuorumService.Review:output_type -> meshnode.v1.ReviewResponse
-	38, // [38:43] is the sub-list for method output_type
-	33, // [33:38] is the sub-list for method input_type
+	23, // 38: meshnode.v1.QuorumService.ClearFlag:input_type -> meshnode.v1.ClearFlagRequest
+	14, // 39: meshnode.v1.QuorumService.Propose:output_type -> meshnode.v1.ProposeResponse
+	16, // 40: meshnode.v1.QuorumService.Vote:output_type -> meshnode.v1.VoteResponse
+	18, // 41: meshnode.v1.QuorumService.GetDecision:output_type -> meshnode.v1.GetDecisionResponse
+	20, // 42: meshnode.v1.QuorumService.ListDecisions:output_type -> meshnode.v1.ListDecisionsResponse
+	22, // 43: meshnode.v1.QuorumService.Review:output_type -> meshnode.v1.ReviewResponse
+	24, // 44: meshnode.v1.QuorumService.ClearFlag:output_type -> meshnode.v1.ClearFlagResponse
+	39, // [39:45] is the sub-list for method output_type
+	33, // [33:39] is the sub-list for method input_type
 	33, // [33:33] is the sub-list for extension type_name
 	33, // [33:33] is the sub-list for extension extendee
 	0,  // [0:33] is the sub-list for field type_name
@@ -1911,7 +2022,7 @@ func file_meshnode_v1_quorum_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meshnode_v1_quorum_proto_rawDesc), len(file_meshnode_v1_quorum_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   19,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -24,6 +24,7 @@ const (
 	QuorumService_GetDecision_FullMethodName   = "/meshnode.v1.QuorumService/GetDecision"
 	QuorumService_ListDecisions_FullMethodName = "/meshnode.v1.QuorumService/ListDecisions"
 	QuorumService_Review_FullMethodName        = "/meshnode.v1.QuorumService/Review"
+	QuorumService_ClearFlag_FullMethodName     = "/meshnode.v1.QuorumService/ClearFlag"
 )
 
 // QuorumServiceClient is the client API for QuorumService service.
@@ -51,6 +52,9 @@ type QuorumServiceClient interface {
 	// Review records an operator's decision on a proposal that reached no
 	// quorum and asked to escalate (status NEEDS_REVIEW).
 	Review(ctx context.Context, in *ReviewRequest, opts ...grpc.CallOption) (*ReviewResponse, error)
+	// ClearFlag removes an agent's equivocation flag, so its votes count
+	// again. A reviewer's admin command.
+	ClearFlag(ctx context.Context, in *ClearFlagRequest, opts ...grpc.CallOption) (*ClearFlagResponse, error)
 }
 
 type quorumServiceClient struct {
@@ -111,6 +115,16 @@ func (c *quorumServiceClient) Review(ctx context.Context, in *ReviewRequest, opt
 	return out, nil
 }
 
+func (c *quorumServiceClient) ClearFlag(ctx context.Context, in *ClearFlagRequest, opts ...grpc.CallOption) (*ClearFlagResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ClearFlagResponse)
+	err := c.cc.Invoke(ctx, QuorumService_ClearFlag_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // QuorumServiceServer is the server API for QuorumService service.
 // All implementations must embed UnimplementedQuorumServiceServer
 // for forward compatibility.
@@ -136,6 +150,9 @@ type QuorumServiceServer interface {
 	// Review records an operator's decision on a proposal that reached no
 	// quorum and asked to escalate (status NEEDS_REVIEW).
 	Review(context.Context, *ReviewRequest) (*ReviewResponse, error)
+	// ClearFlag removes an agent's equivocation flag, so its votes count
+	// again. A reviewer's admin command.
+	ClearFlag(context.Context, *ClearFlagRequest) (*ClearFlagResponse, error)
 	mustEmbedUnimplementedQuorumServiceServer()
 }
 
@@ -160,6 +177,9 @@ func (UnimplementedQuorumServiceServer) ListDecisions(context.Context, *ListDeci
 }
 func (UnimplementedQuorumServiceServer) Review(context.Context, *ReviewRequest) (*ReviewResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Review not implemented")
+}
+func (UnimplementedQuorumServiceServer) ClearFlag(context.Context, *ClearFlagRequest) (*ClearFlagResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ClearFlag not implemented")
 }
 func (UnimplementedQuorumServiceServer) mustEmbedUnimplementedQuorumServiceServer() {}
 func (UnimplementedQuorumServiceServer) testEmbeddedByValue()                       {}
@@ -272,6 +292,24 @@ func _QuorumService_Review_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _QuorumService_ClearFlag_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ClearFlagRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(QuorumServiceServer).ClearFlag(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: QuorumService_ClearFlag_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(QuorumServiceServer).ClearFlag(ctx, req.(*ClearFlagRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // QuorumService_ServiceDesc is the grpc.ServiceDesc for QuorumService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -298,6 +336,10 @@ var QuorumService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Review",
 			Handler:    _QuorumService_Review_Handler,
+		},
+		{
+			MethodName: "ClearFlag",
+			Handler:    _QuorumService_ClearFlag_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

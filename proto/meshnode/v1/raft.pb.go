@@ -47,6 +47,9 @@ const (
 	// A client node is over one of its quotas on replicated state (agents,
 	// decision size, remembered idempotency keys); nothing changed.
 	CommandStatus_COMMAND_STATUS_QUOTA_EXCEEDED CommandStatus = 8
+	// The command is valid but the state does not allow it now (removing a
+	// node that is a Raft server, clearing a flag that is not set).
+	CommandStatus_COMMAND_STATUS_FAILED_PRECONDITION CommandStatus = 9
 )
 
 // Enum value maps for CommandStatus.
@@ -61,17 +64,19 @@ var (
 		6: "COMMAND_STATUS_NAME_TAKEN",
 		7: "COMMAND_STATUS_TOKEN_EXPIRED",
 		8: "COMMAND_STATUS_QUOTA_EXCEEDED",
+		9: "COMMAND_STATUS_FAILED_PRECONDITION",
 	}
 	CommandStatus_value = map[string]int32{
-		"COMMAND_STATUS_UNSPECIFIED":       0,
-		"COMMAND_STATUS_OK":                1,
-		"COMMAND_STATUS_NOT_FOUND":         2,
-		"COMMAND_STATUS_TOKEN_USED":        3,
-		"COMMAND_STATUS_INVALID":           4,
-		"COMMAND_STATUS_PERMISSION_DENIED": 5,
-		"COMMAND_STATUS_NAME_TAKEN":        6,
-		"COMMAND_STATUS_TOKEN_EXPIRED":     7,
-		"COMMAND_STATUS_QUOTA_EXCEEDED":    8,
+		"COMMAND_STATUS_UNSPECIFIED":         0,
+		"COMMAND_STATUS_OK":                  1,
+		"COMMAND_STATUS_NOT_FOUND":           2,
+		"COMMAND_STATUS_TOKEN_USED":          3,
+		"COMMAND_STATUS_INVALID":             4,
+		"COMMAND_STATUS_PERMISSION_DENIED":   5,
+		"COMMAND_STATUS_NAME_TAKEN":          6,
+		"COMMAND_STATUS_TOKEN_EXPIRED":       7,
+		"COMMAND_STATUS_QUOTA_EXCEEDED":      8,
+		"COMMAND_STATUS_FAILED_PRECONDITION": 9,
 	}
 )
 
@@ -1910,6 +1915,7 @@ type RaftStateRecord struct {
 	//	*RaftStateRecord_TrustBundle
 	//	*RaftStateRecord_Operator
 	//	*RaftStateRecord_Nonce
+	//	*RaftStateRecord_IssuedToken
 	Record        isRaftStateRecord_Record `protobuf_oneof:"record"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2060,6 +2066,15 @@ func (x *RaftStateRecord) GetNonce() *NonceRecord {
 	return nil
 }
 
+func (x *RaftStateRecord) GetIssuedToken() *IssuedToken {
+	if x != nil {
+		if x, ok := x.Record.(*RaftStateRecord_IssuedToken); ok {
+			return x.IssuedToken
+		}
+	}
+	return nil
+}
+
 type isRaftStateRecord_Record interface {
 	isRaftStateRecord_Record()
 }
@@ -2124,6 +2139,11 @@ type RaftStateRecord_Nonce struct {
 	Nonce *NonceRecord `protobuf:"bytes,12,opt,name=nonce,proto3,oneof"`
 }
 
+type RaftStateRecord_IssuedToken struct {
+	// A join token an operator issued.
+	IssuedToken *IssuedToken `protobuf:"bytes,13,opt,name=issued_token,json=issuedToken,proto3,oneof"`
+}
+
 func (*RaftStateRecord_Node) isRaftStateRecord_Record() {}
 
 func (*RaftStateRecord_Agent) isRaftStateRecord_Record() {}
@@ -2147,6 +2167,8 @@ func (*RaftStateRecord_TrustBundle) isRaftStateRecord_Record() {}
 func (*RaftStateRecord_Operator) isRaftStateRecord_Record() {}
 
 func (*RaftStateRecord_Nonce) isRaftStateRecord_Record() {}
+
+func (*RaftStateRecord_IssuedToken) isRaftStateRecord_Record() {}
 
 // PutTrustBundleCommand stores the trust bundle. The state machine accepts it
 // once: an operator's chain of trust ends at the first admin's key in it, so
@@ -2217,7 +2239,17 @@ type AdminCommand struct {
 	//	*AdminCommand_PutOperator
 	//	*AdminCommand_RevokeNode
 	//	*AdminCommand_Review
-	Request       isAdminCommand_Request `protobuf_oneof:"request"`
+	//	*AdminCommand_CreateToken
+	//	*AdminCommand_RevokeToken
+	//	*AdminCommand_RemoveNode
+	//	*AdminCommand_ClearFlag
+	//	*AdminCommand_RemoveAgent
+	Request isAdminCommand_Request `protobuf_oneof:"request"`
+	// For create_token: the token the executing server minted for the signed
+	// request. It is not signed by the operator; the state machine checks it
+	// against the signed request (name, role, rejoin, expiry within the
+	// requested lifetime) before recording it.
+	IssuedToken   *IssuedToken `protobuf:"bytes,3,opt,name=issued_token,json=issuedToken,proto3" json:"issued_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2318,6 +2350,58 @@ func (x *AdminCommand) GetReview() *ReviewRequest {
 	return nil
 }
 
+func (x *AdminCommand) GetCreateToken() *CreateTokenRequest {
+	if x != nil {
+		if x, ok := x.Request.(*AdminCommand_CreateToken); ok {
+			return x.CreateToken
+		}
+	}
+	return nil
+}
+
+func (x *AdminCommand) GetRevokeToken() *RevokeTokenRequest {
+	if x != nil {
+		if x, ok := x.Request.(*AdminCommand_RevokeToken); ok {
+			return x.RevokeToken
+		}
+	}
+	return nil
+}
+
+func (x *AdminCommand) GetRemoveNode() *RemoveNodeRequest {
+	if x != nil {
+		if x, ok := x.Request.(*AdminCommand_RemoveNode); ok {
+			return x.RemoveNode
+		}
+	}
+	return nil
+}
+
+func (x *AdminCommand) GetClearFlag() *ClearFlagRequest {
+	if x != nil {
+		if x, ok := x.Request.(*AdminCommand_ClearFlag); ok {
+			return x.ClearFlag
+		}
+	}
+	return nil
+}
+
+func (x *AdminCommand) GetRemoveAgent() *RemoveAgentRequest {
+	if x != nil {
+		if x, ok := x.Request.(*AdminCommand_RemoveAgent); ok {
+			return x.RemoveAgent
+		}
+	}
+	return nil
+}
+
+func (x *AdminCommand) GetIssuedToken() *IssuedToken {
+	if x != nil {
+		return x.IssuedToken
+	}
+	return nil
+}
+
 type isAdminCommand_Request interface {
 	isAdminCommand_Request()
 }
@@ -2347,6 +2431,32 @@ type AdminCommand_Review struct {
 	Review *ReviewRequest `protobuf:"bytes,14,opt,name=review,proto3,oneof"`
 }
 
+type AdminCommand_CreateToken struct {
+	// PKIService/CreateToken: recorded so the token can be listed and
+	// revoked, and so its nonce is spent cluster-wide.
+	CreateToken *CreateTokenRequest `protobuf:"bytes,15,opt,name=create_token,json=createToken,proto3,oneof"`
+}
+
+type AdminCommand_RevokeToken struct {
+	// PKIService/RevokeToken.
+	RevokeToken *RevokeTokenRequest `protobuf:"bytes,16,opt,name=revoke_token,json=revokeToken,proto3,oneof"`
+}
+
+type AdminCommand_RemoveNode struct {
+	// PKIService/RemoveNode.
+	RemoveNode *RemoveNodeRequest `protobuf:"bytes,17,opt,name=remove_node,json=removeNode,proto3,oneof"`
+}
+
+type AdminCommand_ClearFlag struct {
+	// QuorumService/ClearFlag.
+	ClearFlag *ClearFlagRequest `protobuf:"bytes,18,opt,name=clear_flag,json=clearFlag,proto3,oneof"`
+}
+
+type AdminCommand_RemoveAgent struct {
+	// RegistryService/RemoveAgent.
+	RemoveAgent *RemoveAgentRequest `protobuf:"bytes,19,opt,name=remove_agent,json=removeAgent,proto3,oneof"`
+}
+
 func (*AdminCommand_SetPolicy) isAdminCommand_Request() {}
 
 func (*AdminCommand_DeletePolicy) isAdminCommand_Request() {}
@@ -2356,6 +2466,16 @@ func (*AdminCommand_PutOperator) isAdminCommand_Request() {}
 func (*AdminCommand_RevokeNode) isAdminCommand_Request() {}
 
 func (*AdminCommand_Review) isAdminCommand_Request() {}
+
+func (*AdminCommand_CreateToken) isAdminCommand_Request() {}
+
+func (*AdminCommand_RevokeToken) isAdminCommand_Request() {}
+
+func (*AdminCommand_RemoveNode) isAdminCommand_Request() {}
+
+func (*AdminCommand_ClearFlag) isAdminCommand_Request() {}
+
+func (*AdminCommand_RemoveAgent) isAdminCommand_Request() {}
 
 // TrustBundleRecord is the stored trust bundle.
 type TrustBundleRecord struct {
@@ -3488,7 +3608,7 @@ const file_meshnode_v1_raft_proto_rawDesc = "" +
 	"\vDedupRecord\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x122\n" +
 	"\x06result\x18\x02 \x01(\v2\x1a.meshnode.v1.CommandResultR\x06result\x12*\n" +
-	"\x11expires_unix_nano\x18\x03 \x01(\x04R\x0fexpiresUnixNano\"\xd3\x05\n" +
+	"\x11expires_unix_nano\x18\x03 \x01(\x04R\x0fexpiresUnixNano\"\x92\x06\n" +
 	"\x0fRaftStateRecord\x12-\n" +
 	"\x04node\x18\x01 \x01(\v2\x17.meshnode.v1.NodeRecordH\x00R\x04node\x12*\n" +
 	"\x05agent\x18\x02 \x01(\v2\x12.meshnode.v1.AgentH\x00R\x05agent\x123\n" +
@@ -3505,10 +3625,11 @@ const file_meshnode_v1_raft_proto_rawDesc = "" +
 	"\ftrust_bundle\x18\n" +
 	" \x01(\v2\x1e.meshnode.v1.TrustBundleRecordH\x00R\vtrustBundle\x12>\n" +
 	"\boperator\x18\v \x01(\v2 .meshnode.v1.OperatorStateRecordH\x00R\boperator\x120\n" +
-	"\x05nonce\x18\f \x01(\v2\x18.meshnode.v1.NonceRecordH\x00R\x05nonceB\b\n" +
+	"\x05nonce\x18\f \x01(\v2\x18.meshnode.v1.NonceRecordH\x00R\x05nonce\x12=\n" +
+	"\fissued_token\x18\r \x01(\v2\x18.meshnode.v1.IssuedTokenH\x00R\vissuedTokenB\b\n" +
 	"\x06record\"I\n" +
 	"\x15PutTrustBundleCommand\x120\n" +
-	"\x06bundle\x18\x01 \x01(\v2\x18.meshnode.v1.TrustBundleR\x06bundle\"\xb3\x03\n" +
+	"\x06bundle\x18\x01 \x01(\v2\x18.meshnode.v1.TrustBundleR\x06bundle\"\xc5\x06\n" +
 	"\fAdminCommand\x12\x16\n" +
 	"\x06method\x18\x01 \x01(\tR\x06method\x128\n" +
 	"\tsignature\x18\x02 \x01(\v2\x1a.meshnode.v1.SignedCommandR\tsignature\x12>\n" +
@@ -3519,7 +3640,15 @@ const file_meshnode_v1_raft_proto_rawDesc = "" +
 	"\fput_operator\x18\f \x01(\v2\x1f.meshnode.v1.PutOperatorRequestH\x00R\vputOperator\x12A\n" +
 	"\vrevoke_node\x18\r \x01(\v2\x1e.meshnode.v1.RevokeNodeRequestH\x00R\n" +
 	"revokeNode\x124\n" +
-	"\x06review\x18\x0e \x01(\v2\x1a.meshnode.v1.ReviewRequestH\x00R\x06reviewB\t\n" +
+	"\x06review\x18\x0e \x01(\v2\x1a.meshnode.v1.ReviewRequestH\x00R\x06review\x12D\n" +
+	"\fcreate_token\x18\x0f \x01(\v2\x1f.meshnode.v1.CreateTokenRequestH\x00R\vcreateToken\x12D\n" +
+	"\frevoke_token\x18\x10 \x01(\v2\x1f.meshnode.v1.RevokeTokenRequestH\x00R\vrevokeToken\x12A\n" +
+	"\vremove_node\x18\x11 \x01(\v2\x1e.meshnode.v1.RemoveNodeRequestH\x00R\n" +
+	"removeNode\x12>\n" +
+	"\n" +
+	"clear_flag\x18\x12 \x01(\v2\x1d.meshnode.v1.ClearFlagRequestH\x00R\tclearFlag\x12D\n" +
+	"\fremove_agent\x18\x13 \x01(\v2\x1f.meshnode.v1.RemoveAgentRequestH\x00R\vremoveAgent\x12;\n" +
+	"\fissued_token\x18\x03 \x01(\v2\x18.meshnode.v1.IssuedTokenR\vissuedTokenB\t\n" +
 	"\arequest\"z\n" +
 	"\x11TrustBundleRecord\x120\n" +
 	"\x06bundle\x18\x01 \x01(\v2\x18.meshnode.v1.TrustBundleR\x06bundle\x12!\n" +
@@ -3578,7 +3707,7 @@ const file_meshnode_v1_raft_proto_rawDesc = "" +
 	"\n" +
 	"last_index\x18\x06 \x01(\x04R\tlastIndex\"M\n" +
 	"\x13RaftServersResponse\x126\n" +
-	"\aservers\x18\x01 \x03(\v2\x1c.meshnode.v1.RaftServerEntryR\aservers*\xa9\x02\n" +
+	"\aservers\x18\x01 \x03(\v2\x1c.meshnode.v1.RaftServerEntryR\aservers*\xd1\x02\n" +
 	"\rCommandStatus\x12\x1e\n" +
 	"\x1aCOMMAND_STATUS_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11COMMAND_STATUS_OK\x10\x01\x12\x1c\n" +
@@ -3588,7 +3717,8 @@ const file_meshnode_v1_raft_proto_rawDesc = "" +
 	" COMMAND_STATUS_PERMISSION_DENIED\x10\x05\x12\x1d\n" +
 	"\x19COMMAND_STATUS_NAME_TAKEN\x10\x06\x12 \n" +
 	"\x1cCOMMAND_STATUS_TOKEN_EXPIRED\x10\a\x12!\n" +
-	"\x1dCOMMAND_STATUS_QUOTA_EXCEEDED\x10\bB<Z:github.com/agentmesh/meshnode/proto/meshnode/v1;meshnodev1b\x06proto3"
+	"\x1dCOMMAND_STATUS_QUOTA_EXCEEDED\x10\b\x12&\n" +
+	"\"COMMAND_STATUS_FAILED_PRECONDITION\x10\tB<Z:github.com/agentmesh/meshnode/proto/meshnode/v1;meshnodev1b\x06proto3"
 
 var (
 	file_meshnode_v1_raft_proto_rawDescOnce sync.Once
@@ -3654,14 +3784,20 @@ var file_meshnode_v1_raft_proto_goTypes = []any{
 	(*Agent)(nil),                  // 46: meshnode.v1.Agent
 	(AgentStatus)(0),               // 47: meshnode.v1.AgentStatus
 	(*EquivocationEvidence)(nil),   // 48: meshnode.v1.EquivocationEvidence
-	(*TrustBundle)(nil),            // 49: meshnode.v1.TrustBundle
-	(*SignedCommand)(nil),          // 50: meshnode.v1.SignedCommand
-	(*SetPolicyRequest)(nil),       // 51: meshnode.v1.SetPolicyRequest
-	(*DeletePolicyRequest)(nil),    // 52: meshnode.v1.DeletePolicyRequest
-	(*PutOperatorRequest)(nil),     // 53: meshnode.v1.PutOperatorRequest
-	(*RevokeNodeRequest)(nil),      // 54: meshnode.v1.RevokeNodeRequest
-	(*ReviewRequest)(nil),          // 55: meshnode.v1.ReviewRequest
-	(*SignedOperatorRecord)(nil),   // 56: meshnode.v1.SignedOperatorRecord
+	(*IssuedToken)(nil),            // 49: meshnode.v1.IssuedToken
+	(*TrustBundle)(nil),            // 50: meshnode.v1.TrustBundle
+	(*SignedCommand)(nil),          // 51: meshnode.v1.SignedCommand
+	(*SetPolicyRequest)(nil),       // 52: meshnode.v1.SetPolicyRequest
+	(*DeletePolicyRequest)(nil),    // 53: meshnode.v1.DeletePolicyRequest
+	(*PutOperatorRequest)(nil),     // 54: meshnode.v1.PutOperatorRequest
+	(*RevokeNodeRequest)(nil),      // 55: meshnode.v1.RevokeNodeRequest
+	(*ReviewRequest)(nil),          // 56: meshnode.v1.ReviewRequest
+	(*CreateTokenRequest)(nil),     // 57: meshnode.v1.CreateTokenRequest
+	(*RevokeTokenRequest)(nil),     // 58: meshnode.v1.RevokeTokenRequest
+	(*RemoveNodeRequest)(nil),      // 59: meshnode.v1.RemoveNodeRequest
+	(*ClearFlagRequest)(nil),       // 60: meshnode.v1.ClearFlagRequest
+	(*RemoveAgentRequest)(nil),     // 61: meshnode.v1.RemoveAgentRequest
+	(*SignedOperatorRecord)(nil),   // 62: meshnode.v1.SignedOperatorRecord
 }
 var file_meshnode_v1_raft_proto_depIdxs = []int32{
 	2,  // 0: meshnode.v1.Command.register_node:type_name -> meshnode.v1.RegisterNodeCommand
@@ -3704,28 +3840,35 @@ var file_meshnode_v1_raft_proto_depIdxs = []int32{
 	28, // 37: meshnode.v1.RaftStateRecord.trust_bundle:type_name -> meshnode.v1.TrustBundleRecord
 	29, // 38: meshnode.v1.RaftStateRecord.operator:type_name -> meshnode.v1.OperatorStateRecord
 	30, // 39: meshnode.v1.RaftStateRecord.nonce:type_name -> meshnode.v1.NonceRecord
-	49, // 40: meshnode.v1.PutTrustBundleCommand.bundle:type_name -> meshnode.v1.TrustBundle
-	50, // 41: meshnode.v1.AdminCommand.signature:type_name -> meshnode.v1.SignedCommand
-	51, // 42: meshnode.v1.AdminCommand.set_policy:type_name -> meshnode.v1.SetPolicyRequest
-	52, // 43: meshnode.v1.AdminCommand.delete_policy:type_name -> meshnode.v1.DeletePolicyRequest
-	53, // 44: meshnode.v1.AdminCommand.put_operator:type_name -> meshnode.v1.PutOperatorRequest
-	54, // 45: meshnode.v1.AdminCommand.revoke_node:type_name -> meshnode.v1.RevokeNodeRequest
-	55, // 46: meshnode.v1.AdminCommand.review:type_name -> meshnode.v1.ReviewRequest
-	49, // 47: meshnode.v1.TrustBundleRecord.bundle:type_name -> meshnode.v1.TrustBundle
-	56, // 48: meshnode.v1.OperatorStateRecord.signed:type_name -> meshnode.v1.SignedOperatorRecord
-	25, // 49: meshnode.v1.RaftStateChange.record:type_name -> meshnode.v1.RaftStateRecord
-	32, // 50: meshnode.v1.RaftStateEvent.changes:type_name -> meshnode.v1.RaftStateChange
-	1,  // 51: meshnode.v1.ForwardApplyRequest.commands:type_name -> meshnode.v1.Command
-	22, // 52: meshnode.v1.ForwardApplyResponse.results:type_name -> meshnode.v1.CommandResult
-	31, // 53: meshnode.v1.SubscribeResponse.snapshot_begin:type_name -> meshnode.v1.RaftSnapshotHeader
-	25, // 54: meshnode.v1.SubscribeResponse.snapshot_record:type_name -> meshnode.v1.RaftStateRecord
-	33, // 55: meshnode.v1.SubscribeResponse.event:type_name -> meshnode.v1.RaftStateEvent
-	43, // 56: meshnode.v1.RaftServersResponse.servers:type_name -> meshnode.v1.RaftServerEntry
-	57, // [57:57] is the sub-list for method output_type
-	57, // [57:57] is the sub-list for method input_type
-	57, // [57:57] is the sub-list for extension type_name
-	57, // [57:57] is the sub-list for extension extendee
-	0,  // [0:57] is the sub-list for field type_name
+	49, // 40: meshnode.v1.RaftStateRecord.issued_token:type_name -> meshnode.v1.IssuedToken
+	50, // 41: meshnode.v1.PutTrustBundleCommand.bundle:type_name -> meshnode.v1.TrustBundle
+	51, // 42: meshnode.v1.AdminCommand.signature:type_name -> meshnode.v1.SignedCommand
+	52, // 43: meshnode.v1.AdminCommand.set_policy:type_name -> meshnode.v1.SetPolicyRequest
+	53, // 44: meshnode.v1.AdminCommand.delete_policy:type_name -> meshnode.v1.DeletePolicyRequest
+	54, // 45: meshnode.v1.AdminCommand.put_operator:type_name -> meshnode.v1.PutOperatorRequest
+	55, // 46: meshnode.v1.AdminCommand.revoke_node:type_name -> meshnode.v1.RevokeNodeRequest
+	56, // 47: meshnode.v1.AdminCommand.review:type_name -> meshnode.v1.ReviewRequest
+	57, // 48: meshnode.v1.AdminCommand.create_token:type_name -> meshnode.v1.CreateTokenRequest
+	58, // 49: meshnode.v1.AdminCommand.revoke_token:type_name -> meshnode.v1.RevokeTokenRequest
+	59, // 50: meshnode.v1.AdminCommand.remove_node:type_name -> meshnode.v1.RemoveNodeRequest
+	60, // 51: meshnode.v1.AdminCommand.clear_flag:type_name -> meshnode.v1.ClearFlagRequest
+	61, // 52: meshnode.v1.AdminCommand.remove_agent:type_name -> meshnode.v1.RemoveAgentRequest
+	49, // 53: meshnode.v1.AdminCommand.issued_token:type_name -> meshnode.v1.IssuedToken
+	50, // 54: meshnode.v1.TrustBundleRecord.bundle:type_name -> meshnode.v1.TrustBundle
+	62, // 55: meshnode.v1.OperatorStateRecord.signed:type_name -> meshnode.v1.SignedOperatorRecord
+	25, // 56: meshnode.v1.RaftStateChange.record:type_name -> meshnode.v1.RaftStateRecord
+	32, // 57: meshnode.v1.RaftStateEvent.changes:type_name -> meshnode.v1.RaftStateChange
+	1,  // 58: meshnode.v1.ForwardApplyRequest.commands:type_name -> meshnode.v1.Command
+	22, // 59: meshnode.v1.ForwardApplyResponse.results:type_name -> meshnode.v1.CommandResult
+	31, // 60: meshnode.v1.SubscribeResponse.snapshot_begin:type_name -> meshnode.v1.RaftSnapshotHeader
+	25, // 61: meshnode.v1.SubscribeResponse.snapshot_record:type_name -> meshnode.v1.RaftStateRecord
+	33, // 62: meshnode.v1.SubscribeResponse.event:type_name -> meshnode.v1.RaftStateEvent
+	43, // 63: meshnode.v1.RaftServersResponse.servers:type_name -> meshnode.v1.RaftServerEntry
+	64, // [64:64] is the sub-list for method output_type
+	64, // [64:64] is the sub-list for method input_type
+	64, // [64:64] is the sub-list for extension type_name
+	64, // [64:64] is the sub-list for extension extendee
+	0,  // [0:64] is the sub-list for field type_name
 }
 
 func init() { file_meshnode_v1_raft_proto_init() }
@@ -3769,6 +3912,7 @@ func file_meshnode_v1_raft_proto_init() {
 		(*RaftStateRecord_TrustBundle)(nil),
 		(*RaftStateRecord_Operator)(nil),
 		(*RaftStateRecord_Nonce)(nil),
+		(*RaftStateRecord_IssuedToken)(nil),
 	}
 	file_meshnode_v1_raft_proto_msgTypes[26].OneofWrappers = []any{
 		(*AdminCommand_SetPolicy)(nil),
@@ -3776,6 +3920,11 @@ func file_meshnode_v1_raft_proto_init() {
 		(*AdminCommand_PutOperator)(nil),
 		(*AdminCommand_RevokeNode)(nil),
 		(*AdminCommand_Review)(nil),
+		(*AdminCommand_CreateToken)(nil),
+		(*AdminCommand_RevokeToken)(nil),
+		(*AdminCommand_RemoveNode)(nil),
+		(*AdminCommand_ClearFlag)(nil),
+		(*AdminCommand_RemoveAgent)(nil),
 	}
 	file_meshnode_v1_raft_proto_msgTypes[40].OneofWrappers = []any{
 		(*SubscribeResponse_SnapshotBegin)(nil),

@@ -1300,6 +1300,98 @@ func (x *WatchResponse) GetIndex() uint64 {
 	return 0
 }
 
+// RemoveAgentRequest names an agent.
+type RemoveAgentRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The agent id ("node/name").
+	Id            string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveAgentRequest) Reset() {
+	*x = RemoveAgentRequest{}
+	mi := &file_meshnode_v1_registry_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveAgentRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveAgentRequest) ProtoMessage() {}
+
+func (x *RemoveAgentRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meshnode_v1_registry_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveAgentRequest.ProtoReflect.Descriptor instead.
+func (*RemoveAgentRequest) Descriptor() ([]byte, []int) {
+	return file_meshnode_v1_registry_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *RemoveAgentRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+// RemoveAgentResponse confirms the removal.
+type RemoveAgentResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Raft index of the removal.
+	Index         uint64 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveAgentResponse) Reset() {
+	*x = RemoveAgentResponse{}
+	mi := &file_meshnode_v1_registry_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveAgentResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveAgentResponse) ProtoMessage() {}
+
+func (x *RemoveAgentResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_meshnode_v1_registry_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveAgentResponse.ProtoReflect.Descriptor instead.
+func (*RemoveAgentResponse) Descriptor() ([]byte, []int) {
+	return file_meshnode_v1_registry_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *RemoveAgentResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
 var File_meshnode_v1_registry_proto protoreflect.FileDescriptor
 
 const file_meshnode_v1_registry_proto_rawDesc = "" +
@@ -1397,7 +1489,11 @@ const file_meshnode_v1_registry_proto_rawDesc = "" +
 	"\rWatchResponse\x12/\n" +
 	"\x04type\x18\x01 \x01(\x0e2\x1b.meshnode.v1.WatchEventTypeR\x04type\x12(\n" +
 	"\x05agent\x18\x02 \x01(\v2\x12.meshnode.v1.AgentR\x05agent\x12\x14\n" +
-	"\x05index\x18\x03 \x01(\x04R\x05index*w\n" +
+	"\x05index\x18\x03 \x01(\x04R\x05index\"$\n" +
+	"\x12RemoveAgentRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"+\n" +
+	"\x13RemoveAgentResponse\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index*w\n" +
 	"\vProficiency\x12\x1b\n" +
 	"\x17PROFICIENCY_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12PROFICIENCY_NOVICE\x10\x01\x12\x1b\n" +
@@ -1418,7 +1514,7 @@ const file_meshnode_v1_registry_proto_rawDesc = "" +
 	"\x1cWATCH_EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17WATCH_EVENT_TYPE_UPSERT\x10\x01\x12\x1b\n" +
 	"\x17WATCH_EVENT_TYPE_DELETE\x10\x02\x12\"\n" +
-	"\x1eWATCH_EVENT_TYPE_SNAPSHOT_DONE\x10\x032\x83\x03\n" +
+	"\x1eWATCH_EVENT_TYPE_SNAPSHOT_DONE\x10\x032\xd5\x03\n" +
 	"\x0fRegistryService\x12G\n" +
 	"\bRegister\x12\x1c.meshnode.v1.RegisterRequest\x1a\x1d.meshnode.v1.RegisterResponse\x12M\n" +
 	"\n" +
@@ -1426,7 +1522,8 @@ const file_meshnode_v1_registry_proto_rawDesc = "" +
 	"\n" +
 	"ListAgents\x12\x1e.meshnode.v1.ListAgentsRequest\x1a\x1f.meshnode.v1.ListAgentsResponse\x12G\n" +
 	"\bDiscover\x12\x1c.meshnode.v1.DiscoverRequest\x1a\x1d.meshnode.v1.DiscoverResponse\x12@\n" +
-	"\x05Watch\x12\x19.meshnode.v1.WatchRequest\x1a\x1a.meshnode.v1.WatchResponse0\x01B<Z:github.com/agentmesh/meshnode/proto/meshnode/v1;meshnodev1b\x06proto3"
+	"\x05Watch\x12\x19.meshnode.v1.WatchRequest\x1a\x1a.meshnode.v1.WatchResponse0\x01\x12P\n" +
+	"\vRemoveAgent\x12\x1f.meshnode.v1.RemoveAgentRequest\x1a .meshnode.v1.RemoveAgentResponseB<Z:github.com/agentmesh/meshnode/proto/meshnode/v1;meshnodev1b\x06proto3"
 
 var (
 	file_meshnode_v1_registry_proto_rawDescOnce sync.Once
@@ -1441,32 +1538,34 @@ func file_meshnode_v1_registry_proto_rawDescGZIP() []byte {
 }
 
 var file_meshnode_v1_registry_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_meshnode_v1_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_meshnode_v1_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_meshnode_v1_registry_proto_goTypes = []any{
-	(Proficiency)(0),           // 0: meshnode.v1.Proficiency
-	(AgentStatus)(0),           // 1: meshnode.v1.AgentStatus
-	(Consistency)(0),           // 2: meshnode.v1.Consistency
-	(WatchEventType)(0),        // 3: meshnode.v1.WatchEventType
-	(*Capability)(nil),         // 4: meshnode.v1.Capability
-	(*Agent)(nil),              // 5: meshnode.v1.Agent
-	(*NodeRecord)(nil),         // 6: meshnode.v1.NodeRecord
-	(*RegisterRequest)(nil),    // 7: meshnode.v1.RegisterRequest
-	(*RegisterResponse)(nil),   // 8: meshnode.v1.RegisterResponse
-	(*DeregisterRequest)(nil),  // 9: meshnode.v1.DeregisterRequest
-	(*DeregisterResponse)(nil), // 10: meshnode.v1.DeregisterResponse
-	(*ListAgentsRequest)(nil),  // 11: meshnode.v1.ListAgentsRequest
-	(*ListAgentsResponse)(nil), // 12: meshnode.v1.ListAgentsResponse
-	(*AgentLoad)(nil),          // 13: meshnode.v1.AgentLoad
-	(*DiscoveredAgent)(nil),    // 14: meshnode.v1.DiscoveredAgent
-	(*DiscoverRequest)(nil),    // 15: meshnode.v1.DiscoverRequest
-	(*DiscoverResponse)(nil),   // 16: meshnode.v1.DiscoverResponse
-	(*WatchRequest)(nil),       // 17: meshnode.v1.WatchRequest
-	(*WatchResponse)(nil),      // 18: meshnode.v1.WatchResponse
-	nil,                        // 19: meshnode.v1.Capability.AttributesEntry
-	nil,                        // 20: meshnode.v1.DiscoverRequest.AttributesEntry
+	(Proficiency)(0),            // 0: meshnode.v1.Proficiency
+	(AgentStatus)(0),            // 1: meshnode.v1.AgentStatus
+	(Consistency)(0),            // 2: meshnode.v1.Consistency
+	(WatchEventType)(0),         // 3: meshnode.v1.WatchEventType
+	(*Capability)(nil),          // 4: meshnode.v1.Capability
+	(*Agent)(nil),               // 5: meshnode.v1.Agent
+	(*NodeRecord)(nil),          // 6: meshnode.v1.NodeRecord
+	(*RegisterRequest)(nil),     // 7: meshnode.v1.RegisterRequest
+	(*RegisterResponse)(nil),    // 8: meshnode.v1.RegisterResponse
+	(*DeregisterRequest)(nil),   // 9: meshnode.v1.DeregisterRequest
+	(*DeregisterResponse)(nil),  // 10: meshnode.v1.DeregisterResponse
+	(*ListAgentsRequest)(nil),   // 11: meshnode.v1.ListAgentsRequest
+	(*ListAgentsResponse)(nil),  // 12: meshnode.v1.ListAgentsResponse
+	(*AgentLoad)(nil),           // 13: meshnode.v1.AgentLoad
+	(*DiscoveredAgent)(nil),     // 14: meshnode.v1.DiscoveredAgent
+	(*DiscoverRequest)(nil),     // 15: meshnode.v1.DiscoverRequest
+	(*DiscoverResponse)(nil),    // 16: meshnode.v1.DiscoverResponse
+	(*WatchRequest)(nil),        // 17: meshnode.v1.WatchRequest
+	(*WatchResponse)(nil),       // 18: meshnode.v1.WatchResponse
+	(*RemoveAgentRequest)(nil),  // 19: meshnode.v1.RemoveAgentRequest
+	(*RemoveAgentResponse)(nil), // 20: meshnode.v1.RemoveAgentResponse
+	nil,                         // 21: meshnode.v1.Capability.AttributesEntry
+	nil,                         // 22: meshnode.v1.DiscoverRequest.AttributesEntry
 }
 var file_meshnode_v1_registry_proto_depIdxs = []int32{
-	19, // 0: meshnode.v1.Capability.attributes:type_name -> meshnode.v1.Capability.AttributesEntry
+	21, // 0: meshnode.v1.Capability.attributes:type_name -> meshnode.v1.Capability.AttributesEntry
 	0,  // 1: meshnode.v1.Capability.proficiency:type_name -> meshnode.v1.Proficiency
 	4,  // 2: meshnode.v1.Agent.capabilities:type_name -> meshnode.v1.Capability
 	1,  // 3: meshnode.v1.Agent.status:type_name -> meshnode.v1.AgentStatus
@@ -1478,7 +1577,7 @@ var file_meshnode_v1_registry_proto_depIdxs = []int32{
 	13, // 9: meshnode.v1.DiscoveredAgent.load:type_name -> meshnode.v1.AgentLoad
 	4,  // 10: meshnode.v1.DiscoveredAgent.capability:type_name -> meshnode.v1.Capability
 	0,  // 11: meshnode.v1.DiscoverRequest.min_proficiency:type_name -> meshnode.v1.Proficiency
-	20, // 12: meshnode.v1.DiscoverRequest.attributes:type_name -> meshnode.v1.DiscoverRequest.AttributesEntry
+	22, // 12: meshnode.v1.DiscoverRequest.attributes:type_name -> meshnode.v1.DiscoverRequest.AttributesEntry
 	14, // 13: meshnode.v1.DiscoverResponse.agents:type_name -> meshnode.v1.DiscoveredAgent
 	3,  // 14: meshnode.v1.WatchResponse.type:type_name -> meshnode.v1.WatchEventType
 	5,  // 15: meshnode.v1.WatchResponse.agent:type_name -> meshnode.v1.Agent
@@ -1487,13 +1586,15 @@ var file_meshnode_v1_registry_proto_depIdxs = []int32{
 	11, // 18: meshnode.v1.RegistryService.ListAgents:input_type -> meshnode.v1.ListAgentsRequest
 	15, // 19: meshnode.v1.RegistryService.Discover:input_type -> meshnode.v1.DiscoverRequest
 	17, // 20: meshnode.v1.RegistryService.Watch:input_type -> meshnode.v1.WatchRequest
-	8,  // 21: meshnode.v1.RegistryService.Register:output_type -> meshnode.v1.RegisterResponse
-	10, // 22: meshnode.v1.RegistryService.Deregister:output_type -> meshnode.v1.DeregisterResponse
-	12, // 23: meshnode.v1.RegistryService.ListAgents:output_type -> meshnode.v1.ListAgentsResponse
-	16, // 24: meshnode.v1.RegistryService.Discover:output_type -> meshnode.v1.DiscoverResponse
-	18, // 25: meshnode.v1.RegistryService.Watch:output_type -> meshnode.v1.WatchResponse
-	21, // [21:26] is the sub-list for method output_type
-	16, // [16:21] is the sub-list for method input_type
+	19, // 21: meshnode.v1.RegistryService.RemoveAgent:input_type -> meshnode.v1.RemoveAgentRequest
+	8,  // 22: meshnode.v1.RegistryService.Register:output_type -> meshnode.v1.RegisterResponse
+	10, // 23: meshnode.v1.RegistryService.Deregister:output_type -> meshnode.v1.DeregisterResponse
+	12, // 24: meshnode.v1.RegistryService.ListAgents:output_type -> meshnode.v1.ListAgentsResponse
+	16, // 25: meshnode.v1.RegistryService.Discover:output_type -> meshnode.v1.DiscoverResponse
+	18, // 26: meshnode.v1.RegistryService.Watch:output_type -> meshnode.v1.WatchResponse
+	20, // 27: meshnode.v1.RegistryService.RemoveAgent:output_type -> meshnode.v1.RemoveAgentResponse
+	22, // [22:28] is the sub-list for method output_type
+	16, // [16:22] is the sub-list for method input_type
 	16, // [16:16] is the sub-list for extension type_name
 	16, // [16:16] is the sub-list for extension extendee
 	0,  // [0:16] is the sub-list for field type_name
@@ -1510,7 +1611,7 @@ func file_meshnode_v1_registry_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meshnode_v1_registry_proto_rawDesc), len(file_meshnode_v1_registry_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   17,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,11 +19,12 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	RegistryService_Register_FullMethodName   = "/meshnode.v1.RegistryService/Register"
-	RegistryService_Deregister_FullMethodName = "/meshnode.v1.RegistryService/Deregister"
-	RegistryService_ListAgents_FullMethodName = "/meshnode.v1.RegistryService/ListAgents"
-	RegistryService_Discover_FullMethodName   = "/meshnode.v1.RegistryService/Discover"
-	RegistryService_Watch_FullMethodName      = "/meshnode.v1.RegistryService/Watch"
+	RegistryService_Register_FullMethodName    = "/meshnode.v1.RegistryService/Register"
+	RegistryService_Deregister_FullMethodName  = "/meshnode.v1.RegistryService/Deregister"
+	RegistryService_ListAgents_FullMethodName  = "/meshnode.v1.RegistryService/ListAgents"
+	RegistryService_Discover_FullMethodName    = "/meshnode.v1.RegistryService/Discover"
+	RegistryService_Watch_FullMethodName       = "/meshnode.v1.RegistryService/Watch"
+	RegistryService_RemoveAgent_FullMethodName = "/meshnode.v1.RegistryService/RemoveAgent"
 )
 
 // RegistryServiceClient is the client API for RegistryService service.
@@ -44,6 +45,10 @@ type RegistryServiceClient interface {
 	Discover(ctx context.Context, in *DiscoverRequest, opts ...grpc.CallOption) (*DiscoverResponse, error)
 	// Watch pushes registry changes, starting after from_index.
 	Watch(ctx context.Context, in *WatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchResponse], error)
+	// RemoveAgent removes any agent from the registry, whoever owns it. An
+	// admin command, for agents whose node is gone or which an operator
+	// retires; a live agent on a live node registers again when it reconnects.
+	RemoveAgent(ctx context.Context, in *RemoveAgentRequest, opts ...grpc.CallOption) (*RemoveAgentResponse, error)
 }
 
 type registryServiceClient struct {
@@ -113,6 +118,16 @@ func (c *registryServiceClient) Watch(ctx context.Context, in *WatchRequest, opt
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type RegistryService_WatchClient = grpc.ServerStreamingClient[WatchResponse]
 
+func (c *registryServiceClient) RemoveAgent(ctx context.Context, in *RemoveAgentRequest, opts ...grpc.CallOption) (*RemoveAgentResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RemoveAgentResponse)
+	err := c.cc.Invoke(ctx, RegistryService_RemoveAgent_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // RegistryServiceServer is the server API for RegistryService service.
 // All implementations must embed UnimplementedRegistryServiceServer
 // for forward compatibility.
@@ -131,6 +146,10 @@ type RegistryServiceServer interface {
 	Discover(context.Context, *DiscoverRequest) (*DiscoverResponse, error)
 	// Watch pushes registry changes, starting after from_index.
 	Watch(*WatchRequest, grpc.ServerStreamingServer[WatchResponse]) error
+	// RemoveAgent removes any agent from the registry, whoever owns it. An
+	// admin command, for agents whose node is gone or which an operator
+	// retires; a live agent on a live node registers again when it reconnects.
+	RemoveAgent(context.Context, *RemoveAgentRequest) (*RemoveAgentResponse, error)
 	mustEmbedUnimplementedRegistryServiceServer()
 }
 
@@ -155,6 +174,9 @@ func (UnimplementedRegistryServiceServer) Discover(context.Context, *DiscoverReq
 }
 func (UnimplementedRegistryServiceServer) Watch(*WatchRequest, grpc.ServerStreamingServer[WatchResponse]) error {
 	return status.Error(codes.Unimplemented, "method Watch not implemented")
+}
+func (UnimplementedRegistryServiceServer) RemoveAgent(context.Context, *RemoveAgentRequest) (*RemoveAgentResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RemoveAgent not implemented")
 }
 func (UnimplementedRegistryServiceServer) mustEmbedUnimplementedRegistryServiceServer() {}
 func (UnimplementedRegistryServiceServer) testEmbeddedByValue()                         {}
@@ -260,6 +282,24 @@ func _RegistryService_Watch_Handler(srv interface{}, stream grpc.ServerStream) e
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type RegistryService_WatchServer = grpc.ServerStreamingServer[WatchResponse]
 
+func _RegistryService_RemoveAgent_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RemoveAgentRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RegistryServiceServer).RemoveAgent(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: RegistryService_RemoveAgent_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RegistryServiceServer).RemoveAgent(ctx, req.(*RemoveAgentRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // RegistryService_ServiceDesc is the grpc.ServiceDesc for RegistryService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -282,6 +322,10 @@ var RegistryService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Discover",
 			Handler:    _RegistryService_Discover_Handler,
+		},
+		{
+			MethodName: "RemoveAgent",
+			Handler:    _RegistryService_RemoveAgent_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
