@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
@@ -45,6 +46,22 @@ func TestAgentsAreNotOperators(t *testing.T) {
 			_, err := meshnodev1.NewQuorumServiceClient(agentConn).Review(ctx, &meshnodev1.ReviewRequest{Id: "any", Outcome: meshnodev1.Choice_CHOICE_APPROVE, Reason: "mine"})
 			return err
 		},
+		"clear a flag": func() error {
+			_, err := meshnodev1.NewQuorumServiceClient(agentConn).ClearFlag(ctx, &meshnodev1.ClearFlagRequest{AgentId: c.nodes[1].name + "/voter", Reason: "mine"})
+			return err
+		},
+		"remove a node": func() error {
+			_, err := meshnodev1.NewPKIServiceClient(agentConn).RemoveNode(ctx, &meshnodev1.RemoveNodeRequest{NodeName: n3.name})
+			return err
+		},
+		"remove an agent": func() error {
+			_, err := meshnodev1.NewRegistryServiceClient(agentConn).RemoveAgent(ctx, &meshnodev1.RemoveAgentRequest{Id: n3.name + "/anything"})
+			return err
+		},
+		"revoke a token": func() error {
+			_, err := meshnodev1.NewPKIServiceClient(agentConn).RevokeToken(ctx, &meshnodev1.RevokeTokenRequest{Id: "any"})
+			return err
+		},
 		"add itself as an operator": func() error {
 			_, err := meshnodev1.NewOperatorServiceClient(agentConn).PutOperator(ctx, &meshnodev1.PutOperatorRequest{Record: &meshnodev1.SignedOperatorRecord{}})
 			return err
@@ -62,8 +79,22 @@ func TestAgentsAreNotOperators(t *testing.T) {
 	if out, errOut, code := n1.cli("policy", "set", "e2e.op", "--policy", "cost"); code != 0 {
 		t.Fatalf("operator CLI: policy set: exit %d: %s%s", code, out, errOut)
 	}
-	if out, errOut, code := n1.cli("token", "create", "--name", "later"); code != 0 || out == "" {
+	out, errOut, code := n1.cli("token", "create", "--name", "later", "--json")
+	if code != 0 || out == "" {
 		t.Fatalf("operator CLI: token create: exit %d: %s%s", code, out, errOut)
+	}
+	var created struct{ ID string }
+	if err := json.Unmarshal([]byte(out), &created); err != nil || created.ID == "" {
+		t.Fatalf("token create --json: %q: %v", out, err)
+	}
+	if out, errOut, code := n1.cli("token", "revoke", created.ID, "--reason", "e2e"); code != 0 {
+		t.Fatalf("operator CLI: token revoke: exit %d: %s%s", code, out, errOut)
+	}
+	if out, errOut, code := n1.cli("token", "list"); code != 0 || !strings.Contains(out, created.ID) || !strings.Contains(out, "revoked by admin") {
+		t.Fatalf("operator CLI: token list after revoke: exit %d: %s%s", code, out, errOut)
+	}
+	if out, errOut, code := n1.cli("operator", "whoami"); code != 0 || !strings.Contains(out, "operator admin,") {
+		t.Fatalf("operator CLI: whoami: exit %d: %s%s", code, out, errOut)
 	}
 
 	// A signed command, captured and relayed twice by the client node n3.

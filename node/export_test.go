@@ -38,3 +38,7 @@ func IsRevoked(ctx context.Context, n *Node, name string) bool {
 	r, err := n.store.IsNodeRevoked(ctx, consensus.ReadOptions{}, name)
 	return r && err == nil
 }
+
+// StoreOf is n's replicated store, for tests that set up state the way a
+// server writes it and observe what an API call changed.
+func StoreOf(n *Node) *consensus.Store { return n.store }

@@ -87,6 +87,7 @@ shown only with --all.`,
 	cmd.Flags().StringVar(&nodeName, "node", "", "only agents on this node")
 	cmd.Flags().BoolVar(&consistent, "consistent", false, "read through the Raft leader instead of the local replica")
 	cmd.Flags().BoolVar(&all, "all", false, "also list the agents of revoked nodes")
+	cmd.AddCommand(newAgentsRemoveCmd())
 	return cmd
 }
 

@@ -32,7 +32,7 @@ func TestExitStatusOfUsageErrors(t *testing.T) {
 		{[]string{"discover"}, "accepts 1 arg"},
 		{[]string{"status", "extra"}, "unknown command"},
 		{[]string{"token"}, "meshnode token needs a command: create"},
-		{[]string{"token", "list"}, `unknown command "list" for meshnode token`},
+		{[]string{"token", "show"}, `unknown command "show" for meshnode token`},
 		{[]string{"policy"}, "meshnode policy needs a command"},
 		{[]string{"policy", "frobnicate", "x"}, `unknown command "frobnicate"`},
 		{[]string{"policy", "delete"}, "accepts 1 arg"},

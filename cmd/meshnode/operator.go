@@ -24,13 +24,14 @@ takes effect. Every operator record is signed by an admin, back to the first
 admin whose key is in the cluster's trust bundle (docs/operators.md).`,
 		Example: `  meshnode operator keygen --out ~/.config/meshnode/operator.key
   meshnode operator add alice --role policy --pubkey alice.pub
+  meshnode operator remove alice
   meshnode operator list`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return usagef("operator needs a subcommand: keygen, add, list or whoami")
+			return usagef("operator needs a subcommand: init, keygen, add, remove, list or whoami")
 		},
 	}
-	cmd.AddCommand(newOperatorKeygenCmd(), newOperatorAddCmd(), newOperatorListCmd(), newOperatorWhoamiCmd())
+	cmd.AddCommand(newOperatorInitCmd(), newOperatorKeygenCmd(), newOperatorAddCmd(), newOperatorRemoveCmd(), newOperatorListCmd(), newOperatorWhoamiCmd())
 	return cmd
 }
 
@@ -110,6 +111,9 @@ func newOperatorAddCmd() *cobra.Command {
 			}
 			if key == nil {
 				return usagef("no operator key to sign the record with: pass --operator-key (an admin's)")
+			}
+			if issuer, err = signerName(ctx, conn, key, issuer); err != nil {
+				return err
 			}
 			rec := &meshnodev1.OperatorRecord{Name: args[0], PublicKey: pub, Roles: roles, Issuer: issuer, Version: version}
 			if ttl > 0 {
@@ -197,6 +201,15 @@ func newOperatorWhoamiCmd() *cobra.Command {
 			if key == nil {
 				fmt.Fprintln(cmd.OutOrStdout(), "no operator key: admin commands from here are refused (create one with meshnode operator keygen)")
 				return nil
+			}
+			if conn, ctx, done, err := cf.open(); err == nil {
+				name, err = signerName(ctx, conn, key, name)
+				done()
+				if err != nil {
+					return err
+				}
+			} else if name == "" {
+				name = "(unknown: the node is not reachable to look the key up)"
 			}
 			pub, _ := operator.MarshalPublicKey(key.Public().(ed25519.PublicKey))
 			fmt.Fprintf(cmd.OutOrStdout(), "operator %s, key %s\n%s", name, from, pub)

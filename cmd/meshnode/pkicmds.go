@@ -13,9 +13,11 @@ import (
 
 func newTokenCmd() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:     "token",
-		Short:   "Manage one-time join tokens",
-		Example: `  meshnode token create --server --name n2 > n2.token`,
+		Use:   "token",
+		Short: "Manage one-time join tokens",
+		Example: `  meshnode token create --server --name n2 > n2.token
+  meshnode token list
+  meshnode token revoke ID`,
 	}
 	var cf *clientFlags
 	var ttl time.Duration
@@ -78,15 +80,16 @@ again under its own name; --any-name lets any name not yet claimed use it.`,
 	create.Flags().StringVar(&name, "name", "", "the node that will join with the token (required unless --any-name)")
 	create.Flags().BoolVar(&anyName, "any-name", false, "let any name not yet claimed use the token")
 	create.Flags().BoolVar(&rejoin, "rejoin", false, "re-join --name, a node already registered (it lost its data dir)")
-	cmd.AddCommand(create)
+	cmd.AddCommand(create, newTokenListCmd(), newTokenRevokeCmd())
 	return cmd
 }
 
 func newNodeCmd() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:     "node",
-		Short:   "Operate on cluster nodes",
-		Example: `  meshnode node revoke n7 --reason "host decommissioned"`,
+		Use:   "node",
+		Short: "Operate on cluster nodes",
+		Example: `  meshnode node revoke n7 --reason "host decommissioned"
+  meshnode node remove n7`,
 	}
 	var cf *clientFlags
 	var reason string
@@ -135,7 +138,7 @@ a member of the cluster (a typo, or a node that never joined) needs --force.`,
 	cf = writeClientFlags(revoke)
 	revoke.Flags().StringVar(&reason, "reason", "", "why, for the record")
 	revoke.Flags().BoolVar(&force, "force", false, "revoke a name that is not a member of the cluster")
-	cmd.AddCommand(revoke)
+	cmd.AddCommand(revoke, newNodeRemoveCmd())
 	return cmd
 }
 

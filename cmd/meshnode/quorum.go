@@ -25,7 +25,7 @@ func newQuorumCmd() *cobra.Command {
   meshnode quorum list
   meshnode quorum verify pay-42`,
 	}
-	cmd.AddCommand(newQuorumProposeCmd(), newQuorumGetCmd(), newQuorumListCmd(), newQuorumVerifyCmd(), newQuorumReviewCmd())
+	cmd.AddCommand(newQuorumProposeCmd(), newQuorumGetCmd(), newQuorumListCmd(), newQuorumVerifyCmd(), newQuorumReviewCmd(), newQuorumClearFlagCmd())
 	return cmd
 }
 

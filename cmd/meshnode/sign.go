@@ -23,7 +23,8 @@ var (
 // operatorKey finds the operator's key: --operator-key, then
 // MESHNODE_OPERATOR_KEY, then ~/.config/meshnode/operator.key, then the
 // bootstrap key of the node whose socket is in use. It returns the key, the
-// operator's name, and where it came from; no key at all is not an error
+// operator's name (empty unless --operator or MESHNODE_OPERATOR names it:
+// the signer then finds it from the key), and where it came from; no key at all is not an error
 // (the node refuses the command and says what to do).
 func operatorKey(socket string) (ed25519.PrivateKey, string, string, error) {
 	name := operatorNameFlag
@@ -51,9 +52,7 @@ func operatorKey(socket string) (ed25519.PrivateKey, string, string, error) {
 		if err != nil {
 			return nil, "", "", fmt.Errorf("operator key: %w", err)
 		}
-		if name == "" {
-			name = operator.FirstAdmin
-		}
+		// An empty name is found from the key when signing (opsign.NameOf).
 		return key, name, path, nil
 	}
 	return nil, "", "", nil

@@ -55,11 +55,19 @@ func Interceptor(find Key) grpc.UnaryClientInterceptor {
 	}
 }
 
-// Sign returns ctx carrying the operator's signature of req for method.
+// Sign returns ctx carrying the operator's signature of req for method. An
+// empty name is found from the key: the operator whose record holds it,
+// else the first admin (whose record the bundle implies).
 func Sign(ctx context.Context, cc grpc.ClientConnInterface, key ed25519.PrivateKey, name, method string, req proto.Message) (context.Context, error) {
 	tb := &meshnodev1.GetTrustBundleResponse{}
 	if err := cc.Invoke(ctx, "/meshnode.v1.OperatorService/GetTrustBundle", &meshnodev1.GetTrustBundleRequest{}, tb); err != nil {
 		return nil, fmt.Errorf("reading the cluster id to sign %s for: %w", method, err)
+	}
+	if name == "" {
+		var err error
+		if name, err = NameOf(ctx, cc, key.Public().(ed25519.PublicKey), tb.GetBundle()); err != nil {
+			return nil, err
+		}
 	}
 	sc, err := operator.SignCommand(name, key, tb.GetClusterId(), method, req, time.Now(), TTL, nil)
 	if err != nil {
@@ -70,4 +78,26 @@ func Sign(ctx context.Context, cc grpc.ClientConnInterface, key ed25519.PrivateK
 		return nil, err
 	}
 	return metadata.AppendToOutgoingContext(ctx, api.SignatureHeader, string(b)), nil
+}
+
+// NameOf returns the name of the operator whose stored record holds pub,
+// or the bundle's first admin when none does (the servers then say whether
+// the key is the first admin's).
+func NameOf(ctx context.Context, cc grpc.ClientConnInterface, pub ed25519.PublicKey, bundle *meshnodev1.TrustBundle) (string, error) {
+	if pub.Equal(ed25519.PublicKey(bundle.GetFirstAdminPublicKey())) {
+		return bundle.GetFirstAdminName(), nil
+	}
+	ops := &meshnodev1.ListOperatorsResponse{}
+	if err := cc.Invoke(ctx, "/meshnode.v1.OperatorService/ListOperators", &meshnodev1.ListOperatorsRequest{}, ops); err != nil {
+		return "", fmt.Errorf("finding which operator the key belongs to: %w", err)
+	}
+	for _, o := range ops.GetOperators() {
+		if pub.Equal(ed25519.PublicKey(o.GetRecord().GetPublicKey())) {
+			return o.GetRecord().GetName(), nil
+		}
+	}
+	if bundle.GetFirstAdminName() == "" {
+		return operator.FirstAdmin, nil
+	}
+	return bundle.GetFirstAdminName(), nil
 }
