@@ -33,7 +33,7 @@ const (
 	MethodDeletePolicy = "/meshnode.v1.PolicyService/DeletePolicy"
 	MethodPutOperator  = "/meshnode.v1.OperatorService/PutOperator"
 	MethodRevokeNode   = "/meshnode.v1.PKIService/RevokeNode"
-	MethodReview       = "/meshnode.v1.QuorumService/Review"
+	MethodReview       = operator.MethodReview
 	MethodClearFlag    = "/meshnode.v1.QuorumService/ClearFlag"
 	MethodRevokeToken  = "/meshnode.v1.PKIService/RevokeToken"
 	MethodRemoveNode   = "/meshnode.v1.PKIService/RemoveNode"

@@ -253,19 +253,30 @@ func newQuorumListCmd() *cobra.Command {
 
 func newQuorumVerifyCmd() *cobra.Command {
 	var cf *clientFlags
+	var trustFile string
 	cmd := &cobra.Command{
 		Use:   "verify ID",
 		Short: "Check a decision's certificate yourself against the registered vote keys",
 		Long: `Fetch a decision and check its quorum certificate locally: every vote's
 ed25519 signature against the voter's key from the registry (read through the
 Raft leader), the electorate, the rule's threshold and distinct hosts. The
-node that answered is not trusted: any change to the certificate fails here.`,
-		Example: `  meshnode quorum verify pay-42`,
+node that answered is not trusted: any change to the certificate fails here.
+
+A decision an operator reviewed is checked against the trust bundle: the
+review's signature, by an operator who held the reviewer role, over this
+decision's id, outcome and reason. --trust names the bundle file to anchor on
+(the one written at bootstrap or by operator init); without it the node's is
+used.`,
+		Example: `  meshnode quorum verify pay-42
+  meshnode quorum verify pay-43 --trust ./ca/trust-bundle.pb`,
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			d, err := getDecision(cf, args[0])
 			if err != nil {
 				return err
+			}
+			if d.GetStatus() == meshnodev1.DecisionStatus_DECISION_STATUS_REVIEWED {
+				return verifyReview(cmd, cf, trustFile, d)
 			}
 			cert := d.GetCertificate()
 			keys, cluster, err := registryKeys(cf)
@@ -281,6 +292,7 @@ node that answered is not trusted: any change to the certificate fails here.`,
 			return nil
 		},
 	}
+	cmd.Flags().StringVar(&trustFile, "trust", "", "trust bundle file to verify reviews against (default: the node's)")
 	cf = addClientFlags(cmd)
 	return cmd
 }

@@ -50,7 +50,7 @@ func (s *operatorService) ListOperators(ctx context.Context, _ *meshnodev1.ListO
 		resp.Operators = append(resp.Operators, &meshnodev1.OperatorInfo{Record: first})
 	}
 	for _, r := range recs {
-		info := &meshnodev1.OperatorInfo{}
+		info := &meshnodev1.OperatorInfo{Signed: r.GetSigned()}
 		rec, err := operator.VerifyChain(bundle, all, r.GetName(), now)
 		if err != nil {
 			info.Problem = err.Error()

@@ -508,7 +508,11 @@ type OperatorInfo struct {
 	Record *OperatorRecord `protobuf:"bytes,1,opt,name=record,proto3" json:"record,omitempty"`
 	// Empty when the record verifies back to the first admin now, else why
 	// it does not.
-	Problem       string `protobuf:"bytes,2,opt,name=problem,proto3" json:"problem,omitempty"`
+	Problem string `protobuf:"bytes,2,opt,name=problem,proto3" json:"problem,omitempty"`
+	// The record as its issuer signed it (absent for the first admin's
+	// implied record), so a reader can check the chain itself with the trust
+	// bundle instead of trusting the node that answered.
+	Signed        *SignedOperatorRecord `protobuf:"bytes,3,opt,name=signed,proto3" json:"signed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -555,6 +559,13 @@ func (x *OperatorInfo) GetProblem() string {
 		return x.Problem
 	}
 	return ""
+}
+
+func (x *OperatorInfo) GetSigned() *SignedOperatorRecord {
+	if x != nil {
+		return x.Signed
+	}
+	return nil
 }
 
 // ListOperatorsResponse lists the operators.
@@ -731,10 +742,11 @@ const file_meshnode_v1_operator_proto_rawDesc = "" +
 	"\x06record\x18\x01 \x01(\v2!.meshnode.v1.SignedOperatorRecordR\x06record\"+\n" +
 	"\x13PutOperatorResponse\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\"\x16\n" +
-	"\x14ListOperatorsRequest\"]\n" +
+	"\x14ListOperatorsRequest\"\x98\x01\n" +
 	"\fOperatorInfo\x123\n" +
 	"\x06record\x18\x01 \x01(\v2\x1b.meshnode.v1.OperatorRecordR\x06record\x12\x18\n" +
-	"\aproblem\x18\x02 \x01(\tR\aproblem\"P\n" +
+	"\aproblem\x18\x02 \x01(\tR\aproblem\x129\n" +
+	"\x06signed\x18\x03 \x01(\v2!.meshnode.v1.SignedOperatorRecordR\x06signed\"P\n" +
 	"\x15ListOperatorsResponse\x127\n" +
 	"\toperators\x18\x01 \x03(\v2\x19.meshnode.v1.OperatorInfoR\toperators\"\x17\n" +
 	"\x15GetTrustBundleRequest\"i\n" +
@@ -776,19 +788,20 @@ var file_meshnode_v1_operator_proto_goTypes = []any{
 var file_meshnode_v1_operator_proto_depIdxs = []int32{
 	1,  // 0: meshnode.v1.PutOperatorRequest.record:type_name -> meshnode.v1.SignedOperatorRecord
 	0,  // 1: meshnode.v1.OperatorInfo.record:type_name -> meshnode.v1.OperatorRecord
-	7,  // 2: meshnode.v1.ListOperatorsResponse.operators:type_name -> meshnode.v1.OperatorInfo
-	3,  // 3: meshnode.v1.GetTrustBundleResponse.bundle:type_name -> meshnode.v1.TrustBundle
-	4,  // 4: meshnode.v1.OperatorService.PutOperator:input_type -> meshnode.v1.PutOperatorRequest
-	6,  // 5: meshnode.v1.OperatorService.ListOperators:input_type -> meshnode.v1.ListOperatorsRequest
-	9,  // 6: meshnode.v1.OperatorService.GetTrustBundle:input_type -> meshnode.v1.GetTrustBundleRequest
-	5,  // 7: meshnode.v1.OperatorService.PutOperator:output_type -> meshnode.v1.PutOperatorResponse
-	8,  // 8: meshnode.v1.OperatorService.ListOperators:output_type -> meshnode.v1.ListOperatorsResponse
-	10, // 9: meshnode.v1.OperatorService.GetTrustBundle:output_type -> meshnode.v1.GetTrustBundleResponse
-	7,  // [7:10] is the sub-list for method output_type
-	4,  // [4:7] is the sub-list for method input_type
-	4,  // [4:4] is the sub-list for extension type_name
-	4,  // [4:4] is the sub-list for extension extendee
-	0,  // [0:4] is the sub-list for field type_name
+	1,  // 2: meshnode.v1.OperatorInfo.signed:type_name -> meshnode.v1.SignedOperatorRecord
+	7,  // 3: meshnode.v1.ListOperatorsResponse.operators:type_name -> meshnode.v1.OperatorInfo
+	3,  // 4: meshnode.v1.GetTrustBundleResponse.bundle:type_name -> meshnode.v1.TrustBundle
+	4,  // 5: meshnode.v1.OperatorService.PutOperator:input_type -> meshnode.v1.PutOperatorRequest
+	6,  // 6: meshnode.v1.OperatorService.ListOperators:input_type -> meshnode.v1.ListOperatorsRequest
+	9,  // 7: meshnode.v1.OperatorService.GetTrustBundle:input_type -> meshnode.v1.GetTrustBundleRequest
+	5,  // 8: meshnode.v1.OperatorService.PutOperator:output_type -> meshnode.v1.PutOperatorResponse
+	8,  // 9: meshnode.v1.OperatorService.ListOperators:output_type -> meshnode.v1.ListOperatorsResponse
+	10, // 10: meshnode.v1.OperatorService.GetTrustBundle:output_type -> meshnode.v1.GetTrustBundleResponse
+	8,  // [8:11] is the sub-list for method output_type
+	5,  // [5:8] is the sub-list for method input_type
+	5,  // [5:5] is the sub-list for extension type_name
+	5,  // [5:5] is the sub-list for extension extendee
+	0,  // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_meshnode_v1_operator_proto_init() }
