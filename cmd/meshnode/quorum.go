@@ -269,7 +269,7 @@ decision's id, outcome and reason. --trust names the bundle file to anchor on
 used.`,
 		Example: `  meshnode quorum verify pay-42
   meshnode quorum verify pay-43 --trust ./ca/trust-bundle.pb`,
-		Args:    cobra.ExactArgs(1),
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			d, err := getDecision(cf, args[0])
 			if err != nil {
