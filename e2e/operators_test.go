@@ -96,6 +96,22 @@ func TestAgentsAreNotOperators(t *testing.T) {
 	if out, errOut, code := n1.cli("operator", "whoami"); code != 0 || !strings.Contains(out, "operator admin,") {
 		t.Fatalf("operator CLI: whoami: exit %d: %s%s", code, out, errOut)
 	}
+	// A proposal no one votes on escalates; the operator CLI reviews it and
+	// the review verifies against the trust bundle.
+	c.nodes[1].serveAgent("yes", "e2e.vote", "--vote")
+	n3.serveAgent("silent", "e2e.vote", "--abstain")
+	out, errOut, code = n1.cli("quorum", "propose", "--id", "e2e-review", "--kind", "demo", "--data", "{}",
+		"--agents", c.nodes[1].name+"/yes,"+n3.name+"/silent", "--rule", "k-of-n", "--k", "2", "--on-no-quorum", "escalate", "--deadline", "2s")
+	if code != 0 || !strings.Contains(strings.ToLower(out), "review") {
+		t.Fatalf("operator CLI: an escalating proposal: exit %d: %s%s", code, out, errOut)
+	}
+	if out, errOut, code := n1.cli("quorum", "review", "e2e-review", "--approve", "--reason", "checked by hand"); code != 0 {
+		t.Fatalf("operator CLI: quorum review: exit %d: %s%s", code, out, errOut)
+	}
+	out, errOut, code = n1.cli("quorum", "verify", "e2e-review", "--trust", operator.TrustBundlePath(n1.dir))
+	if code != 0 || !strings.Contains(out, "by operator admin") || !strings.Contains(out, "review signature verifies") {
+		t.Fatalf("operator CLI: quorum verify of a reviewed decision: exit %d: %s%s", code, out, errOut)
+	}
 
 	// A signed command, captured and relayed twice by the client node n3.
 	key, err := operator.ReadKeyFile(operator.BootstrapKeyPath(n1.dir))

@@ -1,11 +1,11 @@
 // Command testagent is the agent the end-to-end tests attach to meshnode
 // processes. It is built with the Go SDK, like a real agent.
 //
-//	testagent serve --socket S --name N --capability echo [--vote]
+//	testagent serve --socket S --name N --capability echo [--vote | --abstain]
 //	testagent load  --socket S --capability echo --duration 20s --concurrency 4
 //
 // serve registers one capability whose handler echoes the payload, and with
-// --vote approves every quorum proposal; it runs until SIGTERM or SIGINT.
+// --vote approves every quorum proposal, --abstain never answers one; it runs until SIGTERM or SIGINT.
 // load calls the capability in a loop for --duration (or until --calls
 // calls were made, or a signal) and prints one JSON object with its counts.
 package main
@@ -60,6 +60,7 @@ func serve(ctx context.Context, args []string) error {
 	name := fs.String("name", "testagent", "agent name")
 	capability := fs.String("capability", "echo", "capability served")
 	vote := fs.Bool("vote", false, "approve every quorum proposal")
+	abstain := fs.Bool("abstain", false, "register as a voter and never answer a vote request")
 	delay := fs.Duration("delay", 0, "time each call takes")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -70,6 +71,13 @@ func serve(ctx context.Context, args []string) error {
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 		// Reconnect quickly: the tests restart nodes under this agent.
 		ReconnectBackoff: agent.Backoff{Initial: 50 * time.Millisecond, Max: time.Second},
+	}
+	if *abstain {
+		a.Roles = []string{"voter"}
+		a.HandleVote("", func(ctx context.Context, _ *meshnodev1.Proposal) (agent.Choice, string, error) {
+			<-ctx.Done()
+			return 0, "", ctx.Err()
+		})
 	}
 	if *vote {
 		a.Roles = []string{"voter"}
