@@ -112,6 +112,14 @@ func TestAgentsAreNotOperators(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "by operator admin") || !strings.Contains(out, "review signature verifies") {
 		t.Fatalf("operator CLI: quorum verify of a reviewed decision: exit %d: %s%s", code, out, errOut)
 	}
+	// Operators retire agents and nodes; a Raft server is not removed
+	// behind autopilot's back.
+	if out, errOut, code := n1.cli("agents", "remove", n3.name+"/silent"); code != 0 || !strings.Contains(out, "removed") {
+		t.Fatalf("operator CLI: agents remove: exit %d: %s%s", code, out, errOut)
+	}
+	if out, errOut, code := n1.cli("node", "remove", c.nodes[1].name); code == 0 || !strings.Contains(errOut, "Raft server") {
+		t.Fatalf("operator CLI: node remove of a server: exit %d: %s%s", code, out, errOut)
+	}
 
 	// A signed command, captured and relayed twice by the client node n3.
 	key, err := operator.ReadKeyFile(operator.BootstrapKeyPath(n1.dir))
