@@ -121,18 +121,7 @@ func (p *Plane) plan(ctx context.Context, owner hub.Owner, req *meshnodev1.CallR
 // node. Chain, hops, deadline, attempt number and trace context are the
 // router's, as the Attempt carries them.
 func (p *Plane) attempt(ctx context.Context, c *call, a routing.Attempt) (*meshnodev1.CallResult, bool, error) {
-	chain := a.Meta.Chain // ends with the callee
-	d := &meshnodev1.Delivery{
-		Capability:     c.req.GetCapability(),
-		Payload:        c.req.GetPayload(),
-		ContentType:    c.req.GetContentType(),
-		Deadline:       timestamppb.New(a.Deadline),
-		Metadata:       c.req.GetMetadata(), // read-only here; a remote node adds its own trace context
-		CallerAgentId:  c.caller,
-		Chain:          chain[:len(chain)-1],
-		Attempt:        uint32(a.Number),
-		IdempotencyKey: c.req.GetIdempotencyKey(),
-	}
+	d := c.delivery(a)
 	var (
 		answer  *meshnodev1.CallResult
 		started bool
@@ -149,6 +138,22 @@ func (p *Plane) attempt(ctx context.Context, c *call, a routing.Attempt) (*meshn
 		err = routing.MarkRetryable(err)
 	}
 	return answer, started, err
+}
+
+// delivery is the call as attempt a's agent sees it.
+func (c *call) delivery(a routing.Attempt) *meshnodev1.Delivery {
+	chain := a.Meta.Chain // ends with the callee
+	return &meshnodev1.Delivery{
+		Capability:     c.req.GetCapability(),
+		Payload:        c.req.GetPayload(),
+		ContentType:    c.req.GetContentType(),
+		Deadline:       timestamppb.New(a.Deadline),
+		Metadata:       c.req.GetMetadata(), // read-only here; a remote node adds its own trace context
+		CallerAgentId:  c.caller,
+		Chain:          chain[:len(chain)-1],
+		Attempt:        uint32(a.Number),
+		IdempotencyKey: c.req.GetIdempotencyKey(),
+	}
 }
 
 // deliver hands a call to a local agent and waits for its answer. The
