@@ -16,6 +16,7 @@ import (
 // CallCancel) or the stream's end. It sets d.CallId (see
 // Config.KeepCallIDs); cc is what calls made by the handler inherit.
 func (h *Hub) Deliver(ctx context.Context, agentID string, d *meshnodev1.Delivery, cc CallContext) (*meshnodev1.RespondRequest, error) {
+	h.setCallID(d)
 	s, w, release, err := h.begin(ctx, agentID, d, cc)
 	if err != nil {
 		return nil, err
@@ -32,9 +33,17 @@ func (h *Hub) Deliver(ctx context.Context, agentID string, d *meshnodev1.Deliver
 	}
 }
 
+// setCallID gives d a fresh random id unless Config.KeepCallIDs keeps its
+// own: no caller may pick or collide with another call's id.
+func (h *Hub) setCallID(d *meshnodev1.Delivery) {
+	if d.CallId == "" || !h.cfg.KeepCallIDs {
+		d.CallId = h.newID()
+	}
+}
+
 // begin is the first half of every delivery: it takes an in-flight slot on
 // the agent's Serve stream, starts waiting for the answer and pushes the
-// call onto the stream. release gives the slot back and stops the wait.
+// call (whose id is set) onto the stream. release gives the slot back and stops the wait.
 func (h *Hub) begin(ctx context.Context, agentID string, d *meshnodev1.Delivery, cc CallContext) (*stream, *waiter[*meshnodev1.RespondRequest], func(), error) {
 	h.mu.Lock()
 	var s *stream
@@ -52,9 +61,6 @@ func (h *Hub) begin(ctx context.Context, agentID string, d *meshnodev1.Delivery,
 	s.inFlight.Add(1)
 	h.mu.Unlock()
 
-	if d.CallId == "" || !h.cfg.KeepCallIDs {
-		d.CallId = h.newID()
-	}
 	w, err := h.calls.add(d.CallId, agentID, cc)
 	if err != nil {
 		s.inFlight.Add(-1)

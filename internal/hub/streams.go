@@ -49,9 +49,7 @@ type Reply struct {
 // and counts against the agent's in-flight limit until Close.
 func (h *Hub) DeliverStream(ctx context.Context, agentID string, d *meshnodev1.Delivery, cc CallContext) (*Reply, error) {
 	d.Streaming = true
-	if d.CallId == "" || !h.cfg.KeepCallIDs {
-		d.CallId = h.newID()
-	}
+	h.setCallID(d)
 	p := &chunkPipe{agentID: agentID, frames: make(chan *meshnodev1.StreamFrame, h.cfg.ChunkBuffer),
 		gone: make(chan struct{}), sendMu: make(chan struct{}, 1), next: 1}
 	// The pipe exists before the agent hears of the call, so its first
