@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -42,6 +43,7 @@ type Reply struct {
 	release func()
 	pending []*meshnodev1.StreamFrame // a unary Respond, turned into frames
 	ended   bool
+	closed  sync.Once
 }
 
 // DeliverStream pushes a streaming call onto the agent's Serve stream and
@@ -128,14 +130,17 @@ func unaryFrames(ans *meshnodev1.RespondRequest, p *chunkPipe) []*meshnodev1.Str
 }
 
 // Close ends the consumer's side: a producer blocked on a full pipe fails
-// with Canceled, and a handler still streaming is told to stop.
+// with Canceled, and a handler still streaming is told to stop. It is safe
+// to call more than once.
 func (r *Reply) Close() {
-	close(r.p.gone)
-	r.h.dropPipe(r.callID)
-	if !r.ended {
-		r.h.withdraw(r.s, r.callID, "the caller stopped reading the stream")
-	}
-	r.release()
+	r.closed.Do(func() {
+		close(r.p.gone)
+		r.h.dropPipe(r.callID)
+		if !r.ended {
+			r.h.withdraw(r.s, r.callID, "the caller stopped reading the stream")
+		}
+		r.release()
+	})
 }
 
 // SendFrame hands one frame of a streaming answer from agentID to the
