@@ -8,6 +8,7 @@ import (
 	"github.com/agentmesh/meshnode/internal/hub"
 	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
 	"github.com/agentmesh/meshnode/routing"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -54,12 +55,8 @@ func (p *Plane) Receive(ctx context.Context, fromNode string, req *meshnodev1.Fo
 	if err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithDeadline(ctx, in.meta.Deadline)
-	defer cancel()
-	ctx, span := routing.StartInbound(ctx, p.cfg.Tracer, in.d.GetCapability(), in.meta.TraceContext)
-	defer span.End()
-	// The handler's span is a child of this node's: hand it our context.
-	in.d.Metadata = mergeTrace(in.d.GetMetadata(), routing.InjectTraceContext(ctx))
+	ctx, _, done := p.inboundContext(ctx, in)
+	defer done()
 	start := p.cfg.Clock.Now()
 	answer, _, err := p.deliver(ctx, in.target, in.d, in.cc)
 	p.logCall(ctx, callLine{side: "callee", fromNode: fromNode, caller: in.d.GetCallerAgentId(), callee: in.target, capability: in.d.GetCapability(),
@@ -72,6 +69,16 @@ func (p *Plane) Receive(ctx context.Context, fromNode string, req *meshnodev1.Fo
 		return nil, err
 	}
 	return &meshnodev1.ForwardCallResponse{Result: &meshnodev1.ForwardCallResponse_Ok{Ok: answer}}, nil
+}
+
+// inboundContext bounds a forwarded call by its deadline and starts its
+// inbound span; the handler's span is a child of this node's, so the
+// delivery carries our trace context. done ends both.
+func (p *Plane) inboundContext(ctx context.Context, in inboundCall) (context.Context, trace.Span, func()) {
+	ctx, cancel := context.WithDeadline(ctx, in.meta.Deadline)
+	ctx, span := routing.StartInbound(ctx, p.cfg.Tracer, in.d.GetCapability(), in.meta.TraceContext)
+	in.d.Metadata = mergeTrace(in.d.GetMetadata(), routing.InjectTraceContext(ctx))
+	return ctx, span, func() { span.End(); cancel() }
 }
 
 // inboundCall is a forwarded call that passed this node's checks.

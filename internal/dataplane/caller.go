@@ -128,8 +128,7 @@ func (p *Plane) attempt(ctx context.Context, c *call, a routing.Attempt) (*meshn
 		err     error
 	)
 	if a.Candidate.Node == p.cfg.LocalNode {
-		d.Metadata = mergeTrace(d.Metadata, a.Meta.TraceContext)
-		answer, started, err = p.deliver(ctx, a.Candidate.AgentID, d, hub.CallContext{Chain: d.Chain, Hops: uint32(a.Meta.Hops), Deadline: a.Deadline})
+		answer, started, err = p.deliver(ctx, a.Candidate.AgentID, d, localContext(d, a))
 	} else {
 		answer, started, err = p.forward(ctx, a.Candidate, d, a.Meta.ToProto())
 	}
@@ -154,6 +153,13 @@ func (c *call) delivery(a routing.Attempt) *meshnodev1.Delivery {
 		Attempt:        uint32(a.Number),
 		IdempotencyKey: c.req.GetIdempotencyKey(),
 	}
+}
+
+// localContext readies d for an agent on this node (the attempt's trace
+// context) and returns what calls its handler makes inherit.
+func localContext(d *meshnodev1.Delivery, a routing.Attempt) hub.CallContext {
+	d.Metadata = mergeTrace(d.Metadata, a.Meta.TraceContext)
+	return hub.CallContext{Chain: d.Chain, Hops: uint32(a.Meta.Hops), Deadline: a.Deadline}
 }
 
 // deliver hands a call to a local agent and waits for its answer. The

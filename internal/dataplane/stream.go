@@ -101,8 +101,7 @@ func (p *Plane) openAttempt(callCtx, actx context.Context, c *call, a routing.At
 		err     error
 	)
 	if a.Candidate.Node == p.cfg.LocalNode {
-		d.Metadata = mergeTrace(d.Metadata, a.Meta.TraceContext)
-		src, started, err = p.localStream(sctx, a.Candidate.AgentID, d, hub.CallContext{Chain: d.Chain, Hops: uint32(a.Meta.Hops), Deadline: a.Deadline})
+		src, started, err = p.localStream(sctx, a.Candidate.AgentID, d, localContext(d, a))
 	} else {
 		src, started, err = p.remoteStream(sctx, cancelCause, a.Candidate, d, a.Meta.ToProto())
 	}

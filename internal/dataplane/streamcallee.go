@@ -4,7 +4,6 @@ import (
 	"context"
 
 	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
-	"github.com/agentmesh/meshnode/routing"
 	"go.opentelemetry.io/otel/attribute"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -24,11 +23,8 @@ func (p *Plane) ReceiveStream(ctx context.Context, fromNode string, st PeerStrea
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithDeadline(ctx, in.meta.Deadline)
-	defer cancel()
-	ctx, span := routing.StartInbound(ctx, p.cfg.Tracer, in.d.GetCapability(), in.meta.TraceContext)
-	defer span.End()
-	in.d.Metadata = mergeTrace(in.d.GetMetadata(), routing.InjectTraceContext(ctx))
+	ctx, span, done := p.inboundContext(ctx, in)
+	defer done()
 	start := p.cfg.Clock.Now()
 	var chunks int64
 	err = p.relay(ctx, in, st, &chunks)
