@@ -93,7 +93,8 @@ type Agent struct {
 
 type handler struct {
 	capability Capability
-	fn         HandlerFunc
+	fn         HandlerFunc       // nil for a streaming handler
+	stream     StreamHandlerFunc // nil for a unary handler
 	inFlight   atomic.Int32
 }
 
@@ -105,6 +106,11 @@ func (a *Agent) Handle(capability Capability, h HandlerFunc) {
 	if capability.Name == "" || h == nil {
 		panic("agent: Handle needs a capability name and a non-nil handler")
 	}
+	a.add(&handler{capability: capability, fn: h})
+}
+
+func (a *Agent) add(h *handler) {
+	capability := h.capability
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.handlers == nil {
@@ -113,7 +119,7 @@ func (a *Agent) Handle(capability Capability, h HandlerFunc) {
 	if _, dup := a.handlers[capability.Name]; dup {
 		panic(fmt.Sprintf("agent: capability %q already has a handler", capability.Name))
 	}
-	a.handlers[capability.Name] = &handler{capability: capability, fn: h}
+	a.handlers[capability.Name] = h
 	a.order = append(a.order, capability.Name)
 }
 

@@ -172,6 +172,16 @@ func WithContentType(contentType string) CallOption {
 // call then names its parent call (cycle detection) and continues the trace.
 // Errors carry the gRPC code: use status.Code(err) to branch.
 func (c *Client) Call(ctx context.Context, capability string, payload []byte, opts ...CallOption) (*CallResult, error) {
+	resp, err := c.invoke.Call(ctx, c.callRequest(ctx, capability, payload, opts))
+	if err != nil {
+		return nil, fmt.Errorf("agent: call %q: %w", capability, err)
+	}
+	return callResultFromProto(resp), nil
+}
+
+// callRequest builds a Call or CallStream request: the deadline from ctx,
+// the parent call and trace context when ctx is a handler's.
+func (c *Client) callRequest(ctx context.Context, capability string, payload []byte, opts []CallOption) *meshnodev1.CallRequest {
 	req := &meshnodev1.CallRequest{Capability: capability, Payload: payload}
 	for _, o := range opts {
 		o(req)
@@ -190,11 +200,7 @@ func (c *Client) Call(ctx context.Context, capability string, payload []byte, op
 		req.Metadata = map[string]string{}
 	}
 	propagation.TraceContext{}.Inject(ctx, propagation.MapCarrier(req.Metadata))
-	resp, err := c.invoke.Call(ctx, req)
-	if err != nil {
-		return nil, fmt.Errorf("agent: call %q: %w", capability, err)
-	}
-	return callResultFromProto(resp), nil
+	return req
 }
 
 // DiscoverOption narrows Discover.

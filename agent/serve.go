@@ -245,8 +245,8 @@ func (s *server) dispatch(sctx context.Context, ss *session, d *meshnodev1.Deliv
 			h.inFlight.Add(-1)
 		}
 		<-s.sem
-		if rc.withdrawn.Load() {
-			return // the node no longer waits for this answer
+		if rc.withdrawn.Load() || errors.Is(err, errStreamed) {
+			return // the node no longer waits for this answer, or has it
 		}
 		s.respond(ss, d.GetCallId(), resp, err)
 	})
@@ -279,7 +279,7 @@ func (s *server) run(ctx context.Context, h *handler, d *meshnodev1.Delivery) (r
 			resp, err = nil, Errorf(codes.Internal, "the handler for %q failed; details are in agent %q's log", req.Capability, s.a.ID())
 		}
 	}()
-	return h.fn(ctx, req)
+	return s.call(ctx, h, req, d.GetStreaming())
 }
 
 // answerFraming is room for what wraps a RespondRequest on the wire (the

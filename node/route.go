@@ -47,6 +47,10 @@ func (p peerRPC) Invoke(ctx context.Context, addr, method string, req, resp prot
 	return transport.Invoke(ctx, p.ep, addr, method, req, resp)
 }
 
+func (p peerRPC) OpenStream(ctx context.Context, addr, method string) (dataplane.PeerStream, error) {
+	return p.ep.OpenStream(ctx, addr, method)
+}
+
 // errPlaneNotReady: a peer reached the data plane before routing started.
 var errPlaneNotReady = errors.New("the data plane is not running yet")
 
@@ -69,5 +73,15 @@ func handlePeer[Req, Resp proto.Message](n *Node, method string, newReq func() R
 
 func (n *Node) registerDataPlaneHandlers() {
 	handlePeer(n, dataplane.MethodForwardCall, func() *meshnodev1.ForwardCallRequest { return &meshnodev1.ForwardCallRequest{} }, (*dataplane.Plane).Receive)
+	n.ep.HandleStream(dataplane.MethodForwardStream, func(ctx context.Context, p transport.Peer, st *transport.Stream) error {
+		if p.ID.Kind != pki.KindNode {
+			return status.Errorf(codes.PermissionDenied, "peer %s is not a node", p.ID)
+		}
+		plane := n.plane.Load()
+		if plane == nil {
+			return status.Error(codes.Unavailable, errPlaneNotReady.Error())
+		}
+		return plane.ReceiveStream(ctx, p.ID.Node, st)
+	})
 	handlePeer(n, dataplane.MethodForwardVote, func() *meshnodev1.ForwardVoteRequest { return &meshnodev1.ForwardVoteRequest{} }, (*dataplane.Plane).ReceiveVote)
 }

@@ -162,6 +162,7 @@ func newCallCmd() *cobra.Command {
 	var cf *clientFlags
 	var data, contentType, idemKey, policy string
 	var prefer []string
+	var stream bool
 	cmd := &cobra.Command{
 		Use:   "call CAPABILITY",
 		Short: "Call a capability and print the answer",
@@ -173,11 +174,17 @@ JSON answer as JSON ("payloadEncoding": "json") and any other as base64
 ("payloadEncoding": "base64").
 
 With the default --content-type application/json, --data must be JSON: a
-string is quoted ('"hello"'); send other text with --content-type text/plain.`,
+string is quoted ('"hello"'); send other text with --content-type text/plain.
+
+With --stream the capability answers as a stream (CallStream): each chunk is
+written to standard output as it arrives, nothing added between chunks; with
+--json each message is one JSON line. A stream that breaks after its first
+chunk says on standard error which chunk was the last received.`,
 		Example: `  meshnode call inventory.lookup --data '{"sku":"A-1"}'
   meshnode call demo.upper --data '"hello mesh"' --json
   meshnode call summarize --data @report.txt --content-type text/plain --timeout 2m
-  echo hi | meshnode call echo --data - --content-type text/plain`,
+  echo hi | meshnode call echo --data - --content-type text/plain
+  meshnode call llm.generate --stream --data '"tell me a story"' --timeout 5m`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			payload, err := readData(data, cmd.InOrStdin())
@@ -201,6 +208,9 @@ string is quoted ('"hello"'); send other text with --content-type text/plain.`,
 			}
 			if policy != "" || len(prefer) > 0 {
 				req.Routing = &meshnodev1.RoutingOverrides{Policy: policy, PreferredAgentIds: prefer}
+			}
+			if stream {
+				return streamCall(cmd, ctx, meshnodev1.NewInvokeServiceClient(conn), req, cf)
 			}
 			start := time.Now()
 			resp, err := meshnodev1.NewInvokeServiceClient(conn).Call(ctx, req)
@@ -226,6 +236,7 @@ string is quoted ('"hello"'); send other text with --content-type text/plain.`,
 	cmd.Flags().StringVar(&idemKey, "idempotency-key", "", "makes the call safe to retry")
 	cmd.Flags().StringVar(&policy, "policy", "", "routing policy for this call: round_robin, least_loaded, latency or cost")
 	cmd.Flags().StringSliceVar(&prefer, "prefer", nil, "agent ids to use first")
+	cmd.Flags().BoolVar(&stream, "stream", false, "read the answer as a stream of chunks, printed as they arrive")
 	return cmd
 }
 

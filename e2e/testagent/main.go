@@ -61,7 +61,8 @@ func serve(ctx context.Context, args []string) error {
 	capability := fs.String("capability", "echo", "capability served")
 	vote := fs.Bool("vote", false, "approve every quorum proposal")
 	abstain := fs.Bool("abstain", false, "register as a voter and never answer a vote request")
-	delay := fs.Duration("delay", 0, "time each call takes")
+	delay := fs.Duration("delay", 0, "time each call takes (with --stream: between chunks)")
+	chunks := fs.Int("stream", 0, "serve the capability as a stream of this many chunks (\"<payload> <i>\\n\")")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -85,16 +86,20 @@ func serve(ctx context.Context, args []string) error {
 			return agent.Approve, "testagent approves", nil
 		})
 	}
-	a.Handle(agent.Capability{Name: *capability}, func(ctx context.Context, r *agent.Request) (*agent.Response, error) {
-		if *delay > 0 {
-			select {
-			case <-time.After(*delay):
-			case <-ctx.Done():
-				return nil, ctx.Err()
+	if *chunks > 0 {
+		a.HandleStream(agent.Capability{Name: *capability}, streamChunks(*chunks, *delay))
+	} else {
+		a.Handle(agent.Capability{Name: *capability}, func(ctx context.Context, r *agent.Request) (*agent.Response, error) {
+			if *delay > 0 {
+				select {
+				case <-time.After(*delay):
+				case <-ctx.Done():
+					return nil, ctx.Err()
+				}
 			}
-		}
-		return &agent.Response{Payload: r.Payload, Metadata: map[string]string{"served-by": a.ID()}}, nil
-	})
+			return &agent.Response{Payload: r.Payload, Metadata: map[string]string{"served-by": a.ID()}}, nil
+		})
+	}
 	go func() {
 		if err := a.Up(ctx); err == nil {
 			fmt.Fprintf(os.Stderr, "testagent: %s up\n", a.ID())
@@ -103,6 +108,25 @@ func serve(ctx context.Context, args []string) error {
 	err := a.Serve(ctx)
 	a.Close()
 	return err
+}
+
+// streamChunks answers with n chunks, "<payload> <i>\n", delay apart.
+func streamChunks(n int, delay time.Duration) agent.StreamHandlerFunc {
+	return func(ctx context.Context, r *agent.Request, send func([]byte) error) error {
+		for i := 1; i <= n; i++ {
+			if i > 1 && delay > 0 {
+				select {
+				case <-time.After(delay):
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			}
+			if err := send(fmt.Appendf(nil, "%s %d\n", r.Payload, i)); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
 }
 
 // Counts is what load prints: the e2e tests decode it.

@@ -5,6 +5,7 @@
 //	go-agent -name echo-1 -capability demo.echo            # serve until Ctrl-C
 //	go-agent -call demo.echo -data '"hello"'               # call it, from any node
 //	go-agent -name v1 -capability payment.review -vote approve   # also vote
+//	go-agent -name g -stream demo.tokens                   # also stream words back
 //
 // The node's socket comes from -socket, else $MESHNODE_SOCKET, else the
 // node's default path.
@@ -24,6 +25,7 @@ import (
 	"syscall"
 	"time"
 
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/agentmesh/meshnode/agent"
@@ -58,6 +60,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	socket := fs.String("socket", "", "node socket (default $MESHNODE_SOCKET or the node's default)")
 	keyFile := fs.String("key-file", "", "vote key file (default: in memory)")
 	vote := fs.String("vote", "", "also vote on every quorum proposal: approve, reject or abstain")
+	stream := fs.String("stream", "", "also serve this capability as a stream: the JSON string payload, word by word")
 	call := fs.String("call", "", "call this capability once instead of serving")
 	data := fs.String("data", "", "payload for -call: a JSON value, @file, or - for stdin")
 	timeout := fs.Duration("timeout", 10*time.Second, "deadline for -call")
@@ -79,7 +82,34 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 			return choice, fmt.Sprintf("go-agent -vote %s on %d-byte payload", *vote, len(p.GetPayload())), nil
 		})
 	}
+	if *stream != "" {
+		a.HandleStream(agent.Capability{Name: *stream}, words)
+	}
 	return serve(ctx, a, *capability)
+}
+
+// words streams a JSON string payload back one word per chunk, a little
+// apart, as a language model streams tokens. send waits while the caller
+// is slow, and fails once the caller has gone: then the handler stops.
+func words(ctx context.Context, r *agent.Request, send func([]byte) error) error {
+	var text string
+	if err := json.Unmarshal(r.Payload, &text); err != nil {
+		return agent.Errorf(codes.InvalidArgument, "payload must be a JSON string: %v", err)
+	}
+	for i, w := range strings.Fields(text) {
+		if i > 0 {
+			w = " " + w
+			select {
+			case <-time.After(50 * time.Millisecond):
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		if err := send([]byte(w)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 var choices = map[string]agent.Choice{"approve": agent.Approve, "reject": agent.Reject, "abstain": agent.Abstain}

@@ -28,6 +28,36 @@ func (s *invokeService) Call(ctx context.Context, req *meshnodev1.CallRequest) (
 	return s.plane.Call(ctx, owner, req)
 }
 
+// CallStream is Call with the answer streamed back chunk by chunk.
+func (s *invokeService) CallStream(req *meshnodev1.CallRequest, stream grpc.ServerStreamingServer[meshnodev1.CallStreamResponse]) error {
+	owner, err := callerOwner(stream.Context())
+	if err != nil {
+		return err
+	}
+	return s.plane.CallStream(stream.Context(), owner, req, stream.Send)
+}
+
+// StreamRespond carries one streaming answer from an agent.
+func (s *invokeService) StreamRespond(stream grpc.ClientStreamingServer[meshnodev1.StreamRespondRequest, meshnodev1.StreamRespondResponse]) error {
+	owner, err := callerOwner(stream.Context())
+	if err != nil {
+		return err
+	}
+	return s.hub.ServeChunks(owner, stream)
+}
+
+// SendChunk is one frame of a streaming answer, for HTTP/1.1 agents.
+func (s *invokeService) SendChunk(ctx context.Context, req *meshnodev1.StreamRespondRequest) (*meshnodev1.StreamRespondResponse, error) {
+	owner, err := callerOwner(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.hub.SendChunk(ctx, owner, req); err != nil {
+		return nil, err
+	}
+	return &meshnodev1.StreamRespondResponse{}, nil
+}
+
 func (s *invokeService) Serve(req *meshnodev1.ServeRequest, stream meshnodev1.InvokeService_ServeServer) error {
 	owner, err := callerOwner(stream.Context())
 	if err != nil {

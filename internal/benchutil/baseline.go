@@ -67,7 +67,10 @@ func serveBaseline(socket, relayTo string) int {
 		return 1
 	}
 	s := grpc.NewServer()
-	if relayTo != "" {
+	switch {
+	case os.Getenv(StreamEnv) != "":
+		meshnodev1.RegisterInvokeServiceServer(s, streamBaseline{})
+	case relayTo != "":
 		conn, err := grpc.NewClient("unix://"+relayTo, grpc.WithTransportCredentials(insecure.NewCredentials()))
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
@@ -75,7 +78,7 @@ func serveBaseline(socket, relayTo string) int {
 		}
 		defer conn.Close()
 		meshnodev1.RegisterNodeServiceServer(s, relayStatus{next: meshnodev1.NewNodeServiceClient(conn)})
-	} else {
+	default:
 		meshnodev1.RegisterNodeServiceServer(s, staticStatus{})
 	}
 	go s.Serve(l)
@@ -143,14 +146,20 @@ func startChild(tb testing.TB, sock string, env ...string) int {
 	return srv.Process.Pid
 }
 
-func dialStatus(tb testing.TB, sock string) func(context.Context) error {
+// dialConn connects to a baseline process's socket until tb ends.
+func dialConn(tb testing.TB, sock string) *grpc.ClientConn {
 	tb.Helper()
 	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { conn.Close() })
-	base := meshnodev1.NewNodeServiceClient(conn)
+	return conn
+}
+
+func dialStatus(tb testing.TB, sock string) func(context.Context) error {
+	tb.Helper()
+	base := meshnodev1.NewNodeServiceClient(dialConn(tb, sock))
 	return func(ctx context.Context) error {
 		_, err := base.Status(ctx, &meshnodev1.StatusRequest{})
 		return err

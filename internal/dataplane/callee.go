@@ -8,6 +8,7 @@ import (
 	"github.com/agentmesh/meshnode/internal/hub"
 	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
 	"github.com/agentmesh/meshnode/routing"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -50,37 +51,16 @@ func (p *Plane) forward(ctx context.Context, agent routing.Candidate, d *meshnod
 // metadata is checked once (routing.CheckForwarded, against the
 // capability's policy) before anything reaches the agent.
 func (p *Plane) Receive(ctx context.Context, fromNode string, req *meshnodev1.ForwardCallRequest) (*meshnodev1.ForwardCallResponse, error) {
-	target := req.GetTargetAgentId()
-	if !strings.HasPrefix(target, p.cfg.LocalNode+"/") {
-		return nil, status.Errorf(codes.NotFound, "agent %s is not attached to node %s", target, p.cfg.LocalNode)
-	}
-	d := req.GetDelivery()
-	if d == nil {
-		return nil, status.Error(codes.InvalidArgument, "forwarded call has no delivery")
-	}
-	meta, err := routing.MetadataFromProto(req.GetRouting())
+	in, err := p.inbound(ctx, req)
 	if err != nil {
-		return nil, status.Error(codes.InvalidArgument, err.Error())
-	}
-	// A policy that cannot be read leaves the built-in limits in force.
-	pol, _ := p.cfg.Catalog.PolicyFor(ctx, d.GetCapability())
-	if err := routing.CheckForwarded(p.cfg.Clock.Now(), meta, target, pol); err != nil {
 		return nil, err
 	}
-	if len(d.GetPayload()) > p.cfg.MaxPayload {
-		return nil, status.Errorf(codes.InvalidArgument, "payload is %d bytes, over node %s's limit of %d", len(d.GetPayload()), p.cfg.LocalNode, p.cfg.MaxPayload)
-	}
-	ctx, cancel := context.WithDeadline(ctx, meta.Deadline)
-	defer cancel()
-	ctx, span := routing.StartInbound(ctx, p.cfg.Tracer, d.GetCapability(), meta.TraceContext)
-	defer span.End()
-	// The handler's span is a child of this node's: hand it our context.
-	d.Metadata = mergeTrace(d.GetMetadata(), routing.InjectTraceContext(ctx))
-	chain := meta.Chain[:len(meta.Chain)-1]
+	ctx, _, done := p.inboundContext(ctx, in)
+	defer done()
 	start := p.cfg.Clock.Now()
-	answer, _, err := p.deliver(ctx, target, d, hub.CallContext{Chain: chain, Hops: uint32(meta.Hops), Deadline: meta.Deadline})
-	p.logCall(ctx, callLine{side: "callee", fromNode: fromNode, caller: d.GetCallerAgentId(), callee: target, capability: d.GetCapability(),
-		attempt: int(d.GetAttempt()), latency: p.cfg.Clock.Now().Sub(start), err: err})
+	answer, _, err := p.deliver(ctx, in.target, in.d, in.cc)
+	p.logCall(ctx, callLine{side: "callee", fromNode: fromNode, caller: in.d.GetCallerAgentId(), callee: in.target, capability: in.d.GetCapability(),
+		attempt: int(in.d.GetAttempt()), latency: p.cfg.Clock.Now().Sub(start), err: err})
 	var ae *agentError
 	switch {
 	case errors.As(err, &ae):
@@ -89,6 +69,52 @@ func (p *Plane) Receive(ctx context.Context, fromNode string, req *meshnodev1.Fo
 		return nil, err
 	}
 	return &meshnodev1.ForwardCallResponse{Result: &meshnodev1.ForwardCallResponse_Ok{Ok: answer}}, nil
+}
+
+// inboundContext bounds a forwarded call by its deadline and starts its
+// inbound span; the handler's span is a child of this node's, so the
+// delivery carries our trace context. done ends both.
+func (p *Plane) inboundContext(ctx context.Context, in inboundCall) (context.Context, trace.Span, func()) {
+	ctx, cancel := context.WithDeadline(ctx, in.meta.Deadline)
+	ctx, span := routing.StartInbound(ctx, p.cfg.Tracer, in.d.GetCapability(), in.meta.TraceContext)
+	in.d.Metadata = mergeTrace(in.d.GetMetadata(), routing.InjectTraceContext(ctx))
+	return ctx, span, func() { span.End(); cancel() }
+}
+
+// inboundCall is a forwarded call that passed this node's checks.
+type inboundCall struct {
+	target string
+	d      *meshnodev1.Delivery
+	meta   routing.Metadata
+	cc     hub.CallContext
+}
+
+// inbound checks a call a peer forwarded, unary or streaming, once: its
+// target is here, its metadata passes routing.CheckForwarded against the
+// capability's policy, and its payload is within the limit.
+func (p *Plane) inbound(ctx context.Context, req *meshnodev1.ForwardCallRequest) (inboundCall, error) {
+	target := req.GetTargetAgentId()
+	if !strings.HasPrefix(target, p.cfg.LocalNode+"/") {
+		return inboundCall{}, status.Errorf(codes.NotFound, "agent %s is not attached to node %s", target, p.cfg.LocalNode)
+	}
+	d := req.GetDelivery()
+	if d == nil {
+		return inboundCall{}, status.Error(codes.InvalidArgument, "forwarded call has no delivery")
+	}
+	meta, err := routing.MetadataFromProto(req.GetRouting())
+	if err != nil {
+		return inboundCall{}, status.Error(codes.InvalidArgument, err.Error())
+	}
+	// A policy that cannot be read leaves the built-in limits in force.
+	pol, _ := p.cfg.Catalog.PolicyFor(ctx, d.GetCapability())
+	if err := routing.CheckForwarded(p.cfg.Clock.Now(), meta, target, pol); err != nil {
+		return inboundCall{}, err
+	}
+	if len(d.GetPayload()) > p.cfg.MaxPayload {
+		return inboundCall{}, status.Errorf(codes.InvalidArgument, "payload is %d bytes, over node %s's limit of %d", len(d.GetPayload()), p.cfg.LocalNode, p.cfg.MaxPayload)
+	}
+	chain := meta.Chain[:len(meta.Chain)-1]
+	return inboundCall{target: target, d: d, meta: meta, cc: hub.CallContext{Chain: chain, Hops: uint32(meta.Hops), Deadline: meta.Deadline}}, nil
 }
 
 // ctxStatus converts a context's end into the matching gRPC status.

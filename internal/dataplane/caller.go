@@ -121,8 +121,28 @@ func (p *Plane) plan(ctx context.Context, owner hub.Owner, req *meshnodev1.CallR
 // node. Chain, hops, deadline, attempt number and trace context are the
 // router's, as the Attempt carries them.
 func (p *Plane) attempt(ctx context.Context, c *call, a routing.Attempt) (*meshnodev1.CallResult, bool, error) {
+	d := c.delivery(a)
+	var (
+		answer  *meshnodev1.CallResult
+		started bool
+		err     error
+	)
+	if a.Candidate.Node == p.cfg.LocalNode {
+		answer, started, err = p.deliver(ctx, a.Candidate.AgentID, d, localContext(d, a))
+	} else {
+		answer, started, err = p.forward(ctx, a.Candidate, d, a.Meta.ToProto())
+	}
+	var ae *agentError
+	if errors.As(err, &ae) && ae.retryable {
+		err = routing.MarkRetryable(err)
+	}
+	return answer, started, err
+}
+
+// delivery is the call as attempt a's agent sees it.
+func (c *call) delivery(a routing.Attempt) *meshnodev1.Delivery {
 	chain := a.Meta.Chain // ends with the callee
-	d := &meshnodev1.Delivery{
+	return &meshnodev1.Delivery{
 		Capability:     c.req.GetCapability(),
 		Payload:        c.req.GetPayload(),
 		ContentType:    c.req.GetContentType(),
@@ -133,22 +153,13 @@ func (p *Plane) attempt(ctx context.Context, c *call, a routing.Attempt) (*meshn
 		Attempt:        uint32(a.Number),
 		IdempotencyKey: c.req.GetIdempotencyKey(),
 	}
-	var (
-		answer  *meshnodev1.CallResult
-		started bool
-		err     error
-	)
-	if a.Candidate.Node == p.cfg.LocalNode {
-		d.Metadata = mergeTrace(d.Metadata, a.Meta.TraceContext)
-		answer, started, err = p.deliver(ctx, a.Candidate.AgentID, d, hub.CallContext{Chain: d.Chain, Hops: uint32(a.Meta.Hops), Deadline: a.Deadline})
-	} else {
-		answer, started, err = p.forward(ctx, a.Candidate, d, a.Meta.ToProto())
-	}
-	var ae *agentError
-	if errors.As(err, &ae) && ae.retryable {
-		err = routing.MarkRetryable(err)
-	}
-	return answer, started, err
+}
+
+// localContext readies d for an agent on this node (the attempt's trace
+// context) and returns what calls its handler makes inherit.
+func localContext(d *meshnodev1.Delivery, a routing.Attempt) hub.CallContext {
+	d.Metadata = mergeTrace(d.Metadata, a.Meta.TraceContext)
+	return hub.CallContext{Chain: d.Chain, Hops: uint32(a.Meta.Hops), Deadline: a.Deadline}
 }
 
 // deliver hands a call to a local agent and waits for its answer. The

@@ -20,6 +20,9 @@ import (
 const (
 	MethodForwardCall = "invoke.Forward"
 	MethodForwardVote = "quorum.Vote"
+	// MethodForwardStream is a streaming call: one QUIC stream carries the
+	// ForwardCallRequest, then the StreamFrames back.
+	MethodForwardStream = "invoke.ForwardStream"
 )
 
 // Local is the hub: the agents attached to this node. *hub.Hub implements it.
@@ -28,6 +31,7 @@ type Local interface {
 	Owned(agentID string, o hub.Owner) error
 	Parent(callID string) (hub.Parent, bool)
 	Deliver(ctx context.Context, agentID string, d *meshnodev1.Delivery, cc hub.CallContext) (*meshnodev1.RespondRequest, error)
+	DeliverStream(ctx context.Context, agentID string, d *meshnodev1.Delivery, cc hub.CallContext) (*hub.Reply, error)
 	AskVote(ctx context.Context, agentID string, p *meshnodev1.Proposal, clusterID string) (*meshnodev1.Vote, error)
 }
 
@@ -49,6 +53,18 @@ type Router interface {
 // answer; errors are gRPC statuses.
 type Peers interface {
 	Invoke(ctx context.Context, addr, method string, req, resp proto.Message) error
+	// OpenStream opens a streaming peer RPC; the stream ends with ctx.
+	OpenStream(ctx context.Context, addr, method string) (PeerStream, error)
+}
+
+// PeerStream is one streaming peer RPC, either side: length-prefixed
+// messages both ways over one QUIC stream, with its flow control.
+// *transport.Stream implements it.
+type PeerStream interface {
+	Send(m proto.Message) error
+	Recv(m proto.Message) error
+	CloseSend() error
+	Close() error
 }
 
 // Config configures a Plane. LocalNode, Local, Catalog, Router and Peers

@@ -56,6 +56,10 @@ func (l *fakeLocal) Deliver(_ context.Context, id string, d *meshnodev1.Delivery
 	return &meshnodev1.RespondRequest{Result: &meshnodev1.RespondRequest_Ok{Ok: &meshnodev1.CallResult{Payload: d.GetPayload()}}}, nil
 }
 
+func (l *fakeLocal) DeliverStream(context.Context, string, *meshnodev1.Delivery, hub.CallContext) (*hub.Reply, error) {
+	return nil, status.Error(codes.Unavailable, "no streaming agents in this fake")
+}
+
 func (l *fakeLocal) AskVote(ctx context.Context, id string, p *meshnodev1.Proposal, cluster string) (*meshnodev1.Vote, error) {
 	l.voteCtx = ctx
 	return &meshnodev1.Vote{VoterAgentId: id, ProposalId: p.GetId()}, nil
@@ -75,6 +79,10 @@ func (c fakeCatalog) Observe(string, time.Duration, bool) {}
 func (c fakeCatalog) ObserveCall(time.Duration, bool)     {}
 
 type noPeers struct{}
+
+func (noPeers) OpenStream(context.Context, string, string) (PeerStream, error) {
+	return nil, status.Error(codes.Unavailable, "no peers in this test")
+}
 
 func (noPeers) Invoke(context.Context, string, string, proto.Message, proto.Message) error {
 	return status.Error(codes.Unavailable, "no peers in this test")

@@ -16,6 +16,35 @@ import (
 // CallCancel) or the stream's end. It sets d.CallId (see
 // Config.KeepCallIDs); cc is what calls made by the handler inherit.
 func (h *Hub) Deliver(ctx context.Context, agentID string, d *meshnodev1.Delivery, cc CallContext) (*meshnodev1.RespondRequest, error) {
+	h.setCallID(d)
+	s, w, release, err := h.begin(ctx, agentID, d, cc)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	select {
+	case r := <-w.answer:
+		return r, nil
+	case <-s.done:
+		return nil, errorf(ErrNotServing, "agent %s stopped serving while handling call %s", agentID, d.CallId)
+	case <-ctx.Done():
+		h.withdraw(s, d.CallId, ctx.Err().Error())
+		return nil, ctxError(ctx, "waiting for "+agentID)
+	}
+}
+
+// setCallID gives d a fresh random id unless Config.KeepCallIDs keeps its
+// own: no caller may pick or collide with another call's id.
+func (h *Hub) setCallID(d *meshnodev1.Delivery) {
+	if d.CallId == "" || !h.cfg.KeepCallIDs {
+		d.CallId = h.newID()
+	}
+}
+
+// begin is the first half of every delivery: it takes an in-flight slot on
+// the agent's Serve stream, starts waiting for the answer and pushes the
+// call (whose id is set) onto the stream. release gives the slot back and stops the wait.
+func (h *Hub) begin(ctx context.Context, agentID string, d *meshnodev1.Delivery, cc CallContext) (*stream, *waiter[*meshnodev1.RespondRequest], func(), error) {
 	h.mu.Lock()
 	var s *stream
 	if a, ok := h.agents[agentID]; ok {
@@ -23,43 +52,43 @@ func (h *Hub) Deliver(ctx context.Context, agentID string, d *meshnodev1.Deliver
 	}
 	if s == nil {
 		h.mu.Unlock()
-		return nil, errorf(ErrNotServing, "agent %s is not serving on node %s", agentID, h.cfg.Node)
+		return nil, nil, nil, errorf(ErrNotServing, "agent %s is not serving on node %s", agentID, h.cfg.Node)
 	}
 	if s.limit > 0 && s.inFlight.Load() >= s.limit {
 		h.mu.Unlock()
-		return nil, errorf(ErrBusy, "agent %s is busy: %d calls in flight, its limit", agentID, s.limit)
+		return nil, nil, nil, errorf(ErrBusy, "agent %s is busy: %d calls in flight, its limit", agentID, s.limit)
 	}
 	s.inFlight.Add(1)
 	h.mu.Unlock()
-	defer s.inFlight.Add(-1)
 
-	if d.CallId == "" || !h.cfg.KeepCallIDs {
-		d.CallId = h.newID()
-	}
 	w, err := h.calls.add(d.CallId, agentID, cc)
 	if err != nil {
-		return nil, err
+		s.inFlight.Add(-1)
+		return nil, nil, nil, err
 	}
-	defer h.calls.finish(d.CallId, zeroTime)
+	release := func() {
+		h.calls.finish(d.CallId, zeroTime)
+		s.inFlight.Add(-1)
+	}
 	select {
 	case s.out <- &meshnodev1.ServeResponse{Event: &meshnodev1.ServeResponse_Call{Call: d}}:
+		return s, w, release, nil
 	case <-s.done:
-		return nil, errorf(ErrNotServing, "agent %s stopped serving before the call was delivered", agentID)
+		release()
+		return nil, nil, nil, errorf(ErrNotServing, "agent %s stopped serving before the call was delivered", agentID)
 	case <-ctx.Done():
-		return nil, ctxError(ctx, "delivering to "+agentID)
+		release()
+		return nil, nil, nil, ctxError(ctx, "delivering to "+agentID)
 	}
+}
+
+// withdraw tells a handler to stop working on a call nobody waits for any
+// more. Best effort: the stream may be full, and the answer is dropped
+// either way.
+func (h *Hub) withdraw(s *stream, callID, reason string) {
 	select {
-	case r := <-w.answer:
-		return r, nil
-	case <-s.done:
-		return nil, errorf(ErrNotServing, "agent %s stopped serving while handling call %s", agentID, d.CallId)
-	case <-ctx.Done():
-		// Tell the handler to stop; best effort, the stream may be full.
-		select {
-		case s.out <- &meshnodev1.ServeResponse{Event: &meshnodev1.ServeResponse_Cancel{Cancel: &meshnodev1.CallCancel{CallId: d.CallId, Reason: ctx.Err().Error()}}}:
-		default:
-		}
-		return nil, ctxError(ctx, "waiting for "+agentID)
+	case s.out <- &meshnodev1.ServeResponse{Event: &meshnodev1.ServeResponse_Cancel{Cancel: &meshnodev1.CallCancel{CallId: callID, Reason: reason}}}:
+	default:
 	}
 }
 

@@ -42,6 +42,10 @@ var (
 	ErrAttachTimeout = errors.New("no serve message on the Attach stream")
 	// ErrDeregistered: the agent was deregistered while serving.
 	ErrDeregistered = errors.New("agent was deregistered")
+	// ErrBadChunk: a streaming answer's frame out of protocol (sequence, empty).
+	ErrBadChunk = errors.New("streaming answer out of protocol")
+	// ErrChunkTooLarge: a chunk over the node's payload limit.
+	ErrChunkTooLarge = errors.New("chunk over the node's payload limit")
 	// ErrShuttingDown: the hub is closing; the agent should reconnect.
 	ErrShuttingDown = errors.New("node is shutting down")
 )
@@ -64,6 +68,8 @@ var codeOf = map[error]codes.Code{
 	ErrAttachTimeout:         codes.DeadlineExceeded,
 	ErrDeregistered:          codes.Aborted,
 	ErrShuttingDown:          codes.Unavailable,
+	ErrBadChunk:              codes.InvalidArgument,
+	ErrChunkTooLarge:         codes.ResourceExhausted,
 	context.DeadlineExceeded: codes.DeadlineExceeded,
 	context.Canceled:         codes.Canceled,
 }

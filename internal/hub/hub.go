@@ -65,6 +65,10 @@ type Config struct {
 	// StreamBuffer is how many events may queue for one Serve stream.
 	// Default 256.
 	StreamBuffer int
+	// ChunkBuffer is how many frames of one streaming call may wait for
+	// its caller. Past it the agent's sends block: that is the stream's
+	// backpressure, so keep it small. Default 16.
+	ChunkBuffer int
 	// MaxRefusals bounds the refusals waiting to be sent on one Attach
 	// stream. An agent that keeps sending answers nobody waits for loses
 	// the surplus reports (they are logged), never the stream. Default 64.
@@ -122,6 +126,7 @@ func DefaultConfig() Config {
 		VoteMemory:        time.Minute,
 		AttachOpenTimeout: 10 * time.Second,
 		StreamBuffer:      256,
+		ChunkBuffer:       16,
 		MaxRefusals:       64,
 	}
 }
@@ -137,8 +142,8 @@ func (c Config) Validate() error {
 			return fmt.Errorf("hub: %s is %v; it must not be negative (0 means the default)", name, d)
 		}
 	}
-	if c.StreamBuffer < 0 || c.MaxRefusals < 0 || c.MaxPayload < 0 {
-		return errors.New("hub: StreamBuffer, MaxRefusals and MaxPayload must not be negative")
+	if c.StreamBuffer < 0 || c.ChunkBuffer < 0 || c.MaxRefusals < 0 || c.MaxPayload < 0 {
+		return errors.New("hub: StreamBuffer, ChunkBuffer, MaxRefusals and MaxPayload must not be negative")
 	}
 	return nil
 }
@@ -161,6 +166,7 @@ func (c *Config) populate() {
 	setDefault(&c.AttachOpenTimeout, def.AttachOpenTimeout)
 	setDefault(&c.StreamBuffer, def.StreamBuffer)
 	setDefault(&c.MaxRefusals, def.MaxRefusals)
+	setDefault(&c.ChunkBuffer, def.ChunkBuffer)
 }
 
 func setDefault[T comparable](v *T, def T) {
@@ -182,6 +188,9 @@ type Hub struct {
 	calls *correlator[*meshnodev1.RespondRequest]
 	votes *correlator[*meshnodev1.VoteRequest]
 
+	pipeMu sync.Mutex
+	pipes  map[string]*chunkPipe // streaming calls by call id
+
 	closing   chan struct{}
 	closeOnce sync.Once
 	startOnce sync.Once
@@ -201,6 +210,7 @@ func New(cfg Config) (*Hub, error) {
 		log:     cfg.Logger,
 		clock:   cfg.Clock,
 		agents:  map[string]*agent{},
+		pipes:   map[string]*chunkPipe{},
 		calls:   newCorrelator[*meshnodev1.RespondRequest](ErrCallNotPending, "call", "it was answered, cancelled or timed out"),
 		votes:   newCorrelator[*meshnodev1.VoteRequest](ErrVoteNotPending, "vote request", "its deadline passed"),
 		closing: make(chan struct{}),

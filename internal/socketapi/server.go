@@ -160,7 +160,7 @@ func (s *Server) Start(context.Context) error {
 	s.listener = l
 	s.fileInfo, _ = os.Stat(s.cfg.Path)
 	s.http = &http.Server{
-		Handler:           jsonGuard(s.cfg.MaxMessage, connectjson.Defaults(transcoder)),
+		Handler:           jsonGuard(s.cfg.MaxMessage, serverSentEvents(s.cfg.MaxMessage, connectjson.Defaults(transcoder))),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,

@@ -22,6 +22,512 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// StreamRespondRequest is one frame of a streaming answer.
+type StreamRespondRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The agent answering; must be the one the call was delivered to.
+	AgentId string `protobuf:"bytes,1,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	// The Delivery.call_id being answered.
+	CallId string `protobuf:"bytes,2,opt,name=call_id,json=callId,proto3" json:"call_id,omitempty"`
+	// The frame: a chunk (sequence numbers start at 1 and go up by one), the
+	// end, or an error.
+	Frame         *StreamFrame `protobuf:"bytes,3,opt,name=frame,proto3" json:"frame,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StreamRespondRequest) Reset() {
+	*x = StreamRespondRequest{}
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamRespondRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamRespondRequest) ProtoMessage() {}
+
+func (x *StreamRespondRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamRespondRequest.ProtoReflect.Descriptor instead.
+func (*StreamRespondRequest) Descriptor() ([]byte, []int) {
+	return file_meshnode_v1_invoke_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *StreamRespondRequest) GetAgentId() string {
+	if x != nil {
+		return x.AgentId
+	}
+	return ""
+}
+
+func (x *StreamRespondRequest) GetCallId() string {
+	if x != nil {
+		return x.CallId
+	}
+	return ""
+}
+
+func (x *StreamRespondRequest) GetFrame() *StreamFrame {
+	if x != nil {
+		return x.Frame
+	}
+	return nil
+}
+
+// StreamRespondResponse acknowledges a streaming answer.
+type StreamRespondResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StreamRespondResponse) Reset() {
+	*x = StreamRespondResponse{}
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamRespondResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamRespondResponse) ProtoMessage() {}
+
+func (x *StreamRespondResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamRespondResponse.ProtoReflect.Descriptor instead.
+func (*StreamRespondResponse) Descriptor() ([]byte, []int) {
+	return file_meshnode_v1_invoke_proto_rawDescGZIP(), []int{1}
+}
+
+// StreamFrame is one step of a streaming answer, as agents send it and as
+// nodes pass it to each other.
+type StreamFrame struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// What happened.
+	//
+	// Types that are valid to be assigned to Frame:
+	//
+	//	*StreamFrame_Chunk
+	//	*StreamFrame_End
+	//	*StreamFrame_Error
+	Frame         isStreamFrame_Frame `protobuf_oneof:"frame"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StreamFrame) Reset() {
+	*x = StreamFrame{}
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamFrame) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamFrame) ProtoMessage() {}
+
+func (x *StreamFrame) ProtoReflect() protoreflect.Message {
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamFrame.ProtoReflect.Descriptor instead.
+func (*StreamFrame) Descriptor() ([]byte, []int) {
+	return file_meshnode_v1_invoke_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *StreamFrame) GetFrame() isStreamFrame_Frame {
+	if x != nil {
+		return x.Frame
+	}
+	return nil
+}
+
+func (x *StreamFrame) GetChunk() *StreamChunk {
+	if x != nil {
+		if x, ok := x.Frame.(*StreamFrame_Chunk); ok {
+			return x.Chunk
+		}
+	}
+	return nil
+}
+
+func (x *StreamFrame) GetEnd() *CallResult {
+	if x != nil {
+		if x, ok := x.Frame.(*StreamFrame_End); ok {
+			return x.End
+		}
+	}
+	return nil
+}
+
+func (x *StreamFrame) GetError() *CallError {
+	if x != nil {
+		if x, ok := x.Frame.(*StreamFrame_Error); ok {
+			return x.Error
+		}
+	}
+	return nil
+}
+
+type isStreamFrame_Frame interface {
+	isStreamFrame_Frame()
+}
+
+type StreamFrame_Chunk struct {
+	// The next chunk.
+	Chunk *StreamChunk `protobuf:"bytes,1,opt,name=chunk,proto3,oneof"`
+}
+
+type StreamFrame_End struct {
+	// The stream finished; its payload is ignored, its metadata reaches the caller.
+	End *CallResult `protobuf:"bytes,2,opt,name=end,proto3,oneof"`
+}
+
+type StreamFrame_Error struct {
+	// The stream failed.
+	Error *CallError `protobuf:"bytes,3,opt,name=error,proto3,oneof"`
+}
+
+func (*StreamFrame_Chunk) isStreamFrame_Frame() {}
+
+func (*StreamFrame_End) isStreamFrame_Frame() {}
+
+func (*StreamFrame_Error) isStreamFrame_Frame() {}
+
+// StreamChunk is one piece of a streaming answer.
+type StreamChunk struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Position in the stream, from 1.
+	Seq uint64 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	// The chunk's bytes, at most the node's payload limit.
+	Data          []byte `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StreamChunk) Reset() {
+	*x = StreamChunk{}
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamChunk) ProtoMessage() {}
+
+func (x *StreamChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamChunk.ProtoReflect.Descriptor instead.
+func (*StreamChunk) Descriptor() ([]byte, []int) {
+	return file_meshnode_v1_invoke_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *StreamChunk) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *StreamChunk) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+// CallStreamResponse is one message of a CallStream answer.
+type CallStreamResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// What arrived.
+	//
+	// Types that are valid to be assigned to Event:
+	//
+	//	*CallStreamResponse_Chunk
+	//	*CallStreamResponse_End
+	Event         isCallStreamResponse_Event `protobuf_oneof:"event"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CallStreamResponse) Reset() {
+	*x = CallStreamResponse{}
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CallStreamResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CallStreamResponse) ProtoMessage() {}
+
+func (x *CallStreamResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CallStreamResponse.ProtoReflect.Descriptor instead.
+func (*CallStreamResponse) Descriptor() ([]byte, []int) {
+	return file_meshnode_v1_invoke_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *CallStreamResponse) GetEvent() isCallStreamResponse_Event {
+	if x != nil {
+		return x.Event
+	}
+	return nil
+}
+
+func (x *CallStreamResponse) GetChunk() *StreamChunk {
+	if x != nil {
+		if x, ok := x.Event.(*CallStreamResponse_Chunk); ok {
+			return x.Chunk
+		}
+	}
+	return nil
+}
+
+func (x *CallStreamResponse) GetEnd() *StreamEnd {
+	if x != nil {
+		if x, ok := x.Event.(*CallStreamResponse_End); ok {
+			return x.End
+		}
+	}
+	return nil
+}
+
+type isCallStreamResponse_Event interface {
+	isCallStreamResponse_Event()
+}
+
+type CallStreamResponse_Chunk struct {
+	// The next chunk.
+	Chunk *StreamChunk `protobuf:"bytes,1,opt,name=chunk,proto3,oneof"`
+}
+
+type CallStreamResponse_End struct {
+	// The stream finished; nothing follows.
+	End *StreamEnd `protobuf:"bytes,2,opt,name=end,proto3,oneof"`
+}
+
+func (*CallStreamResponse_Chunk) isCallStreamResponse_Event() {}
+
+func (*CallStreamResponse_End) isCallStreamResponse_Event() {}
+
+// StreamEnd closes a successful CallStream.
+type StreamEnd struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The agent that answered.
+	AgentId string `protobuf:"bytes,1,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	// The node the answering agent is attached to.
+	Node string `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"`
+	// Attempts made before the first chunk, 1 when the first succeeded.
+	Attempts uint32 `protobuf:"varint,3,opt,name=attempts,proto3" json:"attempts,omitempty"`
+	// The OpenTelemetry trace id of the call, hex.
+	TraceId string `protobuf:"bytes,4,opt,name=trace_id,json=traceId,proto3" json:"trace_id,omitempty"`
+	// Metadata the handler returned with its end frame.
+	Metadata map[string]string `protobuf:"bytes,5,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Chunks delivered.
+	Chunks        uint64 `protobuf:"varint,6,opt,name=chunks,proto3" json:"chunks,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StreamEnd) Reset() {
+	*x = StreamEnd{}
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamEnd) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamEnd) ProtoMessage() {}
+
+func (x *StreamEnd) ProtoReflect() protoreflect.Message {
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamEnd.ProtoReflect.Descriptor instead.
+func (*StreamEnd) Descriptor() ([]byte, []int) {
+	return file_meshnode_v1_invoke_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *StreamEnd) GetAgentId() string {
+	if x != nil {
+		return x.AgentId
+	}
+	return ""
+}
+
+func (x *StreamEnd) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *StreamEnd) GetAttempts() uint32 {
+	if x != nil {
+		return x.Attempts
+	}
+	return 0
+}
+
+func (x *StreamEnd) GetTraceId() string {
+	if x != nil {
+		return x.TraceId
+	}
+	return ""
+}
+
+func (x *StreamEnd) GetMetadata() map[string]string {
+	if x != nil {
+		return x.Metadata
+	}
+	return nil
+}
+
+func (x *StreamEnd) GetChunks() uint64 {
+	if x != nil {
+		return x.Chunks
+	}
+	return 0
+}
+
+// StreamBroken is the status detail of a CallStream that failed after its
+// first chunk: the caller has every chunk up to last_seq and nothing after.
+// The mesh does not retry it: a stream is never replayed behind the caller.
+type StreamBroken struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The last chunk sequence delivered to the caller (0: none).
+	LastSeq uint64 `protobuf:"varint,1,opt,name=last_seq,json=lastSeq,proto3" json:"last_seq,omitempty"`
+	// The agent that was streaming.
+	AgentId string `protobuf:"bytes,2,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	// Its node.
+	Node          string `protobuf:"bytes,3,opt,name=node,proto3" json:"node,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StreamBroken) Reset() {
+	*x = StreamBroken{}
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamBroken) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamBroken) ProtoMessage() {}
+
+func (x *StreamBroken) ProtoReflect() protoreflect.Message {
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamBroken.ProtoReflect.Descriptor instead.
+func (*StreamBroken) Descriptor() ([]byte, []int) {
+	return file_meshnode_v1_invoke_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *StreamBroken) GetLastSeq() uint64 {
+	if x != nil {
+		return x.LastSeq
+	}
+	return 0
+}
+
+func (x *StreamBroken) GetAgentId() string {
+	if x != nil {
+		return x.AgentId
+	}
+	return ""
+}
+
+func (x *StreamBroken) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
 // AttachRequest is one message an agent sends on its Attach stream.
 type AttachRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -39,7 +545,7 @@ type AttachRequest struct {
 
 func (x *AttachRequest) Reset() {
 	*x = AttachRequest{}
-	mi := &file_meshnode_v1_invoke_proto_msgTypes[0]
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -51,7 +557,7 @@ func (x *AttachRequest) String() string {
 func (*AttachRequest) ProtoMessage() {}
 
 func (x *AttachRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_invoke_proto_msgTypes[0]
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -64,7 +570,7 @@ func (x *AttachRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttachRequest.ProtoReflect.Descriptor instead.
 func (*AttachRequest) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_invoke_proto_rawDescGZIP(), []int{0}
+	return file_meshnode_v1_invoke_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *AttachRequest) GetMsg() isAttachRequest_Msg {
@@ -145,7 +651,7 @@ type AnswerRefused struct {
 
 func (x *AnswerRefused) Reset() {
 	*x = AnswerRefused{}
-	mi := &file_meshnode_v1_invoke_proto_msgTypes[1]
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -157,7 +663,7 @@ func (x *AnswerRefused) String() string {
 func (*AnswerRefused) ProtoMessage() {}
 
 func (x *AnswerRefused) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_invoke_proto_msgTypes[1]
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -170,7 +676,7 @@ func (x *AnswerRefused) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AnswerRefused.ProtoReflect.Descriptor instead.
 func (*AnswerRefused) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_invoke_proto_rawDescGZIP(), []int{1}
+	return file_meshnode_v1_invoke_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *AnswerRefused) GetCallId() string {
@@ -229,7 +735,7 @@ type CallRequest struct {
 
 func (x *CallRequest) Reset() {
 	*x = CallRequest{}
-	mi := &file_meshnode_v1_invoke_proto_msgTypes[2]
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -241,7 +747,7 @@ func (x *CallRequest) String() string {
 func (*CallRequest) ProtoMessage() {}
 
 func (x *CallRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_invoke_proto_msgTypes[2]
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -254,7 +760,7 @@ func (x *CallRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CallRequest.ProtoReflect.Descriptor instead.
 func (*CallRequest) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_invoke_proto_rawDescGZIP(), []int{2}
+	return file_meshnode_v1_invoke_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *CallRequest) GetCapability() string {
@@ -343,7 +849,7 @@ type CallResponse struct {
 
 func (x *CallResponse) Reset() {
 	*x = CallResponse{}
-	mi := &file_meshnode_v1_invoke_proto_msgTypes[3]
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -355,7 +861,7 @@ func (x *CallResponse) String() string {
 func (*CallResponse) ProtoMessage() {}
 
 func (x *CallResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_invoke_proto_msgTypes[3]
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -368,7 +874,7 @@ func (x *CallResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CallResponse.ProtoReflect.Descriptor instead.
 func (*CallResponse) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_invoke_proto_rawDescGZIP(), []int{3}
+	return file_meshnode_v1_invoke_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *CallResponse) GetPayload() []byte {
@@ -434,7 +940,7 @@ type ServeRequest struct {
 
 func (x *ServeRequest) Reset() {
 	*x = ServeRequest{}
-	mi := &file_meshnode_v1_invoke_proto_msgTypes[4]
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -446,7 +952,7 @@ func (x *ServeRequest) String() string {
 func (*ServeRequest) ProtoMessage() {}
 
 func (x *ServeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_invoke_proto_msgTypes[4]
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -459,7 +965,7 @@ func (x *ServeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServeRequest.ProtoReflect.Descriptor instead.
 func (*ServeRequest) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_invoke_proto_rawDescGZIP(), []int{4}
+	return file_meshnode_v1_invoke_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ServeRequest) GetAgentId() string {
@@ -495,7 +1001,7 @@ type ServeResponse struct {
 
 func (x *ServeResponse) Reset() {
 	*x = ServeResponse{}
-	mi := &file_meshnode_v1_invoke_proto_msgTypes[5]
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -507,7 +1013,7 @@ func (x *ServeResponse) String() string {
 func (*ServeResponse) ProtoMessage() {}
 
 func (x *ServeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_invoke_proto_msgTypes[5]
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -520,7 +1026,7 @@ func (x *ServeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServeResponse.ProtoReflect.Descriptor instead.
 func (*ServeResponse) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_invoke_proto_rawDescGZIP(), []int{5}
+	return file_meshnode_v1_invoke_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ServeResponse) GetEvent() isServeResponse_Event {
@@ -628,7 +1134,7 @@ type CallCancel struct {
 
 func (x *CallCancel) Reset() {
 	*x = CallCancel{}
-	mi := &file_meshnode_v1_invoke_proto_msgTypes[6]
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -640,7 +1146,7 @@ func (x *CallCancel) String() string {
 func (*CallCancel) ProtoMessage() {}
 
 func (x *CallCancel) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_invoke_proto_msgTypes[6]
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -653,7 +1159,7 @@ func (x *CallCancel) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CallCancel.ProtoReflect.Descriptor instead.
 func (*CallCancel) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_invoke_proto_rawDescGZIP(), []int{6}
+	return file_meshnode_v1_invoke_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *CallCancel) GetCallId() string {
@@ -687,7 +1193,7 @@ type VoteAsk struct {
 
 func (x *VoteAsk) Reset() {
 	*x = VoteAsk{}
-	mi := &file_meshnode_v1_invoke_proto_msgTypes[7]
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -699,7 +1205,7 @@ func (x *VoteAsk) String() string {
 func (*VoteAsk) ProtoMessage() {}
 
 func (x *VoteAsk) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_invoke_proto_msgTypes[7]
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -712,7 +1218,7 @@ func (x *VoteAsk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VoteAsk.ProtoReflect.Descriptor instead.
 func (*VoteAsk) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_invoke_proto_rawDescGZIP(), []int{7}
+	return file_meshnode_v1_invoke_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *VoteAsk) GetRequestId() string {
@@ -759,7 +1265,7 @@ type ServeReady struct {
 
 func (x *ServeReady) Reset() {
 	*x = ServeReady{}
-	mi := &file_meshnode_v1_invoke_proto_msgTypes[8]
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -771,7 +1277,7 @@ func (x *ServeReady) String() string {
 func (*ServeReady) ProtoMessage() {}
 
 func (x *ServeReady) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_invoke_proto_msgTypes[8]
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -784,7 +1290,7 @@ func (x *ServeReady) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServeReady.ProtoReflect.Descriptor instead.
 func (*ServeReady) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_invoke_proto_rawDescGZIP(), []int{8}
+	return file_meshnode_v1_invoke_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ServeReady) GetAgentId() string {
@@ -824,13 +1330,17 @@ type Delivery struct {
 	Attempt uint32 `protobuf:"varint,9,opt,name=attempt,proto3" json:"attempt,omitempty"`
 	// The caller's idempotency key, if any.
 	IdempotencyKey string `protobuf:"bytes,10,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The caller reads the answer as a stream (CallStream): answer with
+	// StreamRespond or SendChunk. A unary Respond is taken as one chunk (when
+	// its payload is not empty) followed by the end.
+	Streaming     bool `protobuf:"varint,11,opt,name=streaming,proto3" json:"streaming,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Delivery) Reset() {
 	*x = Delivery{}
-	mi := &file_meshnode_v1_invoke_proto_msgTypes[9]
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -842,7 +1352,7 @@ func (x *Delivery) String() string {
 func (*Delivery) ProtoMessage() {}
 
 func (x *Delivery) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_invoke_proto_msgTypes[9]
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -855,7 +1365,7 @@ func (x *Delivery) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Delivery.ProtoReflect.Descriptor instead.
 func (*Delivery) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_invoke_proto_rawDescGZIP(), []int{9}
+	return file_meshnode_v1_invoke_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Delivery) GetCallId() string {
@@ -928,6 +1438,13 @@ func (x *Delivery) GetIdempotencyKey() string {
 	return ""
 }
 
+func (x *Delivery) GetStreaming() bool {
+	if x != nil {
+		return x.Streaming
+	}
+	return false
+}
+
 // RespondRequest answers a delivered call.
 type RespondRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -948,7 +1465,7 @@ type RespondRequest struct {
 
 func (x *RespondRequest) Reset() {
 	*x = RespondRequest{}
-	mi := &file_meshnode_v1_invoke_proto_msgTypes[10]
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -960,7 +1477,7 @@ func (x *RespondRequest) String() string {
 func (*RespondRequest) ProtoMessage() {}
 
 func (x *RespondRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_invoke_proto_msgTypes[10]
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -973,7 +1490,7 @@ func (x *RespondRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RespondRequest.ProtoReflect.Descriptor instead.
 func (*RespondRequest) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_invoke_proto_rawDescGZIP(), []int{10}
+	return file_meshnode_v1_invoke_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *RespondRequest) GetAgentId() string {
@@ -1048,7 +1565,7 @@ type CallResult struct {
 
 func (x *CallResult) Reset() {
 	*x = CallResult{}
-	mi := &file_meshnode_v1_invoke_proto_msgTypes[11]
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1060,7 +1577,7 @@ func (x *CallResult) String() string {
 func (*CallResult) ProtoMessage() {}
 
 func (x *CallResult) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_invoke_proto_msgTypes[11]
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1073,7 +1590,7 @@ func (x *CallResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CallResult.ProtoReflect.Descriptor instead.
 func (*CallResult) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_invoke_proto_rawDescGZIP(), []int{11}
+	return file_meshnode_v1_invoke_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *CallResult) GetPayload() []byte {
@@ -1112,7 +1629,7 @@ type CallError struct {
 
 func (x *CallError) Reset() {
 	*x = CallError{}
-	mi := &file_meshnode_v1_invoke_proto_msgTypes[12]
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1124,7 +1641,7 @@ func (x *CallError) String() string {
 func (*CallError) ProtoMessage() {}
 
 func (x *CallError) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_invoke_proto_msgTypes[12]
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1137,7 +1654,7 @@ func (x *CallError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CallError.ProtoReflect.Descriptor instead.
 func (*CallError) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_invoke_proto_rawDescGZIP(), []int{12}
+	return file_meshnode_v1_invoke_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *CallError) GetCode() uint32 {
@@ -1170,7 +1687,7 @@ type RespondResponse struct {
 
 func (x *RespondResponse) Reset() {
 	*x = RespondResponse{}
-	mi := &file_meshnode_v1_invoke_proto_msgTypes[13]
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1182,7 +1699,7 @@ func (x *RespondResponse) String() string {
 func (*RespondResponse) ProtoMessage() {}
 
 func (x *RespondResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_invoke_proto_msgTypes[13]
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1195,7 +1712,7 @@ func (x *RespondResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RespondResponse.ProtoReflect.Descriptor instead.
 func (*RespondResponse) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_invoke_proto_rawDescGZIP(), []int{13}
+	return file_meshnode_v1_invoke_proto_rawDescGZIP(), []int{20}
 }
 
 // ForwardCallRequest carries a call from the caller's node to the node of the
@@ -1214,7 +1731,7 @@ type ForwardCallRequest struct {
 
 func (x *ForwardCallRequest) Reset() {
 	*x = ForwardCallRequest{}
-	mi := &file_meshnode_v1_invoke_proto_msgTypes[14]
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1226,7 +1743,7 @@ func (x *ForwardCallRequest) String() string {
 func (*ForwardCallRequest) ProtoMessage() {}
 
 func (x *ForwardCallRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_invoke_proto_msgTypes[14]
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1239,7 +1756,7 @@ func (x *ForwardCallRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForwardCallRequest.ProtoReflect.Descriptor instead.
 func (*ForwardCallRequest) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_invoke_proto_rawDescGZIP(), []int{14}
+	return file_meshnode_v1_invoke_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ForwardCallRequest) GetTargetAgentId() string {
@@ -1279,7 +1796,7 @@ type ForwardCallResponse struct {
 
 func (x *ForwardCallResponse) Reset() {
 	*x = ForwardCallResponse{}
-	mi := &file_meshnode_v1_invoke_proto_msgTypes[15]
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1291,7 +1808,7 @@ func (x *ForwardCallResponse) String() string {
 func (*ForwardCallResponse) ProtoMessage() {}
 
 func (x *ForwardCallResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_invoke_proto_msgTypes[15]
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1304,7 +1821,7 @@ func (x *ForwardCallResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForwardCallResponse.ProtoReflect.Descriptor instead.
 func (*ForwardCallResponse) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_invoke_proto_rawDescGZIP(), []int{15}
+	return file_meshnode_v1_invoke_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ForwardCallResponse) GetResult() isForwardCallResponse_Result {
@@ -1363,7 +1880,7 @@ type ForwardVoteRequest struct {
 
 func (x *ForwardVoteRequest) Reset() {
 	*x = ForwardVoteRequest{}
-	mi := &file_meshnode_v1_invoke_proto_msgTypes[16]
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1375,7 +1892,7 @@ func (x *ForwardVoteRequest) String() string {
 func (*ForwardVoteRequest) ProtoMessage() {}
 
 func (x *ForwardVoteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_invoke_proto_msgTypes[16]
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1388,7 +1905,7 @@ func (x *ForwardVoteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForwardVoteRequest.ProtoReflect.Descriptor instead.
 func (*ForwardVoteRequest) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_invoke_proto_rawDescGZIP(), []int{16}
+	return file_meshnode_v1_invoke_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ForwardVoteRequest) GetVoterAgentId() string {
@@ -1417,7 +1934,7 @@ type ForwardVoteResponse struct {
 
 func (x *ForwardVoteResponse) Reset() {
 	*x = ForwardVoteResponse{}
-	mi := &file_meshnode_v1_invoke_proto_msgTypes[17]
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1429,7 +1946,7 @@ func (x *ForwardVoteResponse) String() string {
 func (*ForwardVoteResponse) ProtoMessage() {}
 
 func (x *ForwardVoteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_invoke_proto_msgTypes[17]
+	mi := &file_meshnode_v1_invoke_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1442,7 +1959,7 @@ func (x *ForwardVoteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForwardVoteResponse.ProtoReflect.Descriptor instead.
 func (*ForwardVoteResponse) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_invoke_proto_rawDescGZIP(), []int{17}
+	return file_meshnode_v1_invoke_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ForwardVoteResponse) GetVote() *Vote {
@@ -1456,7 +1973,38 @@ var File_meshnode_v1_invoke_proto protoreflect.FileDescriptor
 
 const file_meshnode_v1_invoke_proto_rawDesc = "" +
 	"\n" +
-	"\x18meshnode/v1/invoke.proto\x12\vmeshnode.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18meshnode/v1/policy.proto\x1a\x18meshnode/v1/quorum.proto\"\xb2\x01\n" +
+	"\x18meshnode/v1/invoke.proto\x12\vmeshnode.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18meshnode/v1/policy.proto\x1a\x18meshnode/v1/quorum.proto\"z\n" +
+	"\x14StreamRespondRequest\x12\x19\n" +
+	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\x17\n" +
+	"\acall_id\x18\x02 \x01(\tR\x06callId\x12.\n" +
+	"\x05frame\x18\x03 \x01(\v2\x18.meshnode.v1.StreamFrameR\x05frame\"\x17\n" +
+	"\x15StreamRespondResponse\"\xa5\x01\n" +
+	"\vStreamFrame\x120\n" +
+	"\x05chunk\x18\x01 \x01(\v2\x18.meshnode.v1.StreamChunkH\x00R\x05chunk\x12+\n" +
+	"\x03end\x18\x02 \x01(\v2\x17.meshnode.v1.CallResultH\x00R\x03end\x12.\n" +
+	"\x05error\x18\x03 \x01(\v2\x16.meshnode.v1.CallErrorH\x00R\x05errorB\a\n" +
+	"\x05frame\"3\n" +
+	"\vStreamChunk\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x12\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\"{\n" +
+	"\x12CallStreamResponse\x120\n" +
+	"\x05chunk\x18\x01 \x01(\v2\x18.meshnode.v1.StreamChunkH\x00R\x05chunk\x12*\n" +
+	"\x03end\x18\x02 \x01(\v2\x16.meshnode.v1.StreamEndH\x00R\x03endB\a\n" +
+	"\x05event\"\x88\x02\n" +
+	"\tStreamEnd\x12\x19\n" +
+	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\x12\n" +
+	"\x04node\x18\x02 \x01(\tR\x04node\x12\x1a\n" +
+	"\battempts\x18\x03 \x01(\rR\battempts\x12\x19\n" +
+	"\btrace_id\x18\x04 \x01(\tR\atraceId\x12@\n" +
+	"\bmetadata\x18\x05 \x03(\v2$.meshnode.v1.StreamEnd.MetadataEntryR\bmetadata\x12\x16\n" +
+	"\x06chunks\x18\x06 \x01(\x04R\x06chunks\x1a;\n" +
+	"\rMetadataEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"X\n" +
+	"\fStreamBroken\x12\x19\n" +
+	"\blast_seq\x18\x01 \x01(\x04R\alastSeq\x12\x19\n" +
+	"\bagent_id\x18\x02 \x01(\tR\aagentId\x12\x12\n" +
+	"\x04node\x18\x03 \x01(\tR\x04node\"\xb2\x01\n" +
 	"\rAttachRequest\x121\n" +
 	"\x05serve\x18\x01 \x01(\v2\x19.meshnode.v1.ServeRequestH\x00R\x05serve\x127\n" +
 	"\arespond\x18\x02 \x01(\v2\x1b.meshnode.v1.RespondRequestH\x00R\arespond\x12.\n" +
@@ -1518,7 +2066,7 @@ const file_meshnode_v1_invoke_proto_rawDesc = "" +
 	"\n" +
 	"ServeReady\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12*\n" +
-	"\x11max_message_bytes\x18\x02 \x01(\rR\x0fmaxMessageBytes\"\xb7\x03\n" +
+	"\x11max_message_bytes\x18\x02 \x01(\rR\x0fmaxMessageBytes\"\xd5\x03\n" +
 	"\bDelivery\x12\x17\n" +
 	"\acall_id\x18\x01 \x01(\tR\x06callId\x12\x1e\n" +
 	"\n" +
@@ -1532,7 +2080,8 @@ const file_meshnode_v1_invoke_proto_rawDesc = "" +
 	"\x05chain\x18\b \x03(\tR\x05chain\x12\x18\n" +
 	"\aattempt\x18\t \x01(\rR\aattempt\x12'\n" +
 	"\x0fidempotency_key\x18\n" +
-	" \x01(\tR\x0eidempotencyKey\x1a;\n" +
+	" \x01(\tR\x0eidempotencyKey\x12\x1c\n" +
+	"\tstreaming\x18\v \x01(\bR\tstreaming\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa9\x01\n" +
@@ -1567,12 +2116,16 @@ const file_meshnode_v1_invoke_proto_rawDesc = "" +
 	"\x0evoter_agent_id\x18\x01 \x01(\tR\fvoterAgentId\x121\n" +
 	"\bproposal\x18\x02 \x01(\v2\x15.meshnode.v1.ProposalR\bproposal\"<\n" +
 	"\x13ForwardVoteResponse\x12%\n" +
-	"\x04vote\x18\x01 \x01(\v2\x11.meshnode.v1.VoteR\x04vote2\x9a\x02\n" +
+	"\x04vote\x18\x01 \x01(\v2\x11.meshnode.v1.VoteR\x04vote2\x93\x04\n" +
 	"\rInvokeService\x12;\n" +
 	"\x04Call\x12\x18.meshnode.v1.CallRequest\x1a\x19.meshnode.v1.CallResponse\x12@\n" +
 	"\x05Serve\x12\x19.meshnode.v1.ServeRequest\x1a\x1a.meshnode.v1.ServeResponse0\x01\x12D\n" +
 	"\aRespond\x12\x1b.meshnode.v1.RespondRequest\x1a\x1c.meshnode.v1.RespondResponse\x12D\n" +
-	"\x06Attach\x12\x1a.meshnode.v1.AttachRequest\x1a\x1a.meshnode.v1.ServeResponse(\x010\x01B<Z:github.com/agentmesh/meshnode/proto/meshnode/v1;meshnodev1b\x06proto3"
+	"\x06Attach\x12\x1a.meshnode.v1.AttachRequest\x1a\x1a.meshnode.v1.ServeResponse(\x010\x01\x12I\n" +
+	"\n" +
+	"CallStream\x12\x18.meshnode.v1.CallRequest\x1a\x1f.meshnode.v1.CallStreamResponse0\x01\x12X\n" +
+	"\rStreamRespond\x12!.meshnode.v1.StreamRespondRequest\x1a\".meshnode.v1.StreamRespondResponse(\x01\x12R\n" +
+	"\tSendChunk\x12!.meshnode.v1.StreamRespondRequest\x1a\".meshnode.v1.StreamRespondResponseB<Z:github.com/agentmesh/meshnode/proto/meshnode/v1;meshnodev1b\x06proto3"
 
 var (
 	file_meshnode_v1_invoke_proto_rawDescOnce sync.Once
@@ -1586,76 +2139,97 @@ func file_meshnode_v1_invoke_proto_rawDescGZIP() []byte {
 	return file_meshnode_v1_invoke_proto_rawDescData
 }
 
-var file_meshnode_v1_invoke_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_meshnode_v1_invoke_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_meshnode_v1_invoke_proto_goTypes = []any{
-	(*AttachRequest)(nil),         // 0: meshnode.v1.AttachRequest
-	(*AnswerRefused)(nil),         // 1: meshnode.v1.AnswerRefused
-	(*CallRequest)(nil),           // 2: meshnode.v1.CallRequest
-	(*CallResponse)(nil),          // 3: meshnode.v1.CallResponse
-	(*ServeRequest)(nil),          // 4: meshnode.v1.ServeRequest
-	(*ServeResponse)(nil),         // 5: meshnode.v1.ServeResponse
-	(*CallCancel)(nil),            // 6: meshnode.v1.CallCancel
-	(*VoteAsk)(nil),               // 7: meshnode.v1.VoteAsk
-	(*ServeReady)(nil),            // 8: meshnode.v1.ServeReady
-	(*Delivery)(nil),              // 9: meshnode.v1.Delivery
-	(*RespondRequest)(nil),        // 10: meshnode.v1.RespondRequest
-	(*CallResult)(nil),            // 11: meshnode.v1.CallResult
-	(*CallError)(nil),             // 12: meshnode.v1.CallError
-	(*RespondResponse)(nil),       // 13: meshnode.v1.RespondResponse
-	(*ForwardCallRequest)(nil),    // 14: meshnode.v1.ForwardCallRequest
-	(*ForwardCallResponse)(nil),   // 15: meshnode.v1.ForwardCallResponse
-	(*ForwardVoteRequest)(nil),    // 16: meshnode.v1.ForwardVoteRequest
-	(*ForwardVoteResponse)(nil),   // 17: meshnode.v1.ForwardVoteResponse
-	nil,                           // 18: meshnode.v1.CallRequest.MetadataEntry
-	nil,                           // 19: meshnode.v1.CallResponse.MetadataEntry
-	nil,                           // 20: meshnode.v1.Delivery.MetadataEntry
-	nil,                           // 21: meshnode.v1.CallResult.MetadataEntry
-	(*VoteRequest)(nil),           // 22: meshnode.v1.VoteRequest
-	(*timestamppb.Timestamp)(nil), // 23: google.protobuf.Timestamp
-	(*RoutingOverrides)(nil),      // 24: meshnode.v1.RoutingOverrides
-	(*Proposal)(nil),              // 25: meshnode.v1.Proposal
-	(*RoutingMetadata)(nil),       // 26: meshnode.v1.RoutingMetadata
-	(*Vote)(nil),                  // 27: meshnode.v1.Vote
+	(*StreamRespondRequest)(nil),  // 0: meshnode.v1.StreamRespondRequest
+	(*StreamRespondResponse)(nil), // 1: meshnode.v1.StreamRespondResponse
+	(*StreamFrame)(nil),           // 2: meshnode.v1.StreamFrame
+	(*StreamChunk)(nil),           // 3: meshnode.v1.StreamChunk
+	(*CallStreamResponse)(nil),    // 4: meshnode.v1.CallStreamResponse
+	(*StreamEnd)(nil),             // 5: meshnode.v1.StreamEnd
+	(*StreamBroken)(nil),          // 6: meshnode.v1.StreamBroken
+	(*AttachRequest)(nil),         // 7: meshnode.v1.AttachRequest
+	(*AnswerRefused)(nil),         // 8: meshnode.v1.AnswerRefused
+	(*CallRequest)(nil),           // 9: meshnode.v1.CallRequest
+	(*CallResponse)(nil),          // 10: meshnode.v1.CallResponse
+	(*ServeRequest)(nil),          // 11: meshnode.v1.ServeRequest
+	(*ServeResponse)(nil),         // 12: meshnode.v1.ServeResponse
+	(*CallCancel)(nil),            // 13: meshnode.v1.CallCancel
+	(*VoteAsk)(nil),               // 14: meshnode.v1.VoteAsk
+	(*ServeReady)(nil),            // 15: meshnode.v1.ServeReady
+	(*Delivery)(nil),              // 16: meshnode.v1.Delivery
+	(*RespondRequest)(nil),        // 17: meshnode.v1.RespondRequest
+	(*CallResult)(nil),            // 18: meshnode.v1.CallResult
+	(*CallError)(nil),             // 19: meshnode.v1.CallError
+	(*RespondResponse)(nil),       // 20: meshnode.v1.RespondResponse
+	(*ForwardCallRequest)(nil),    // 21: meshnode.v1.ForwardCallRequest
+	(*ForwardCallResponse)(nil),   // 22: meshnode.v1.ForwardCallResponse
+	(*ForwardVoteRequest)(nil),    // 23: meshnode.v1.ForwardVoteRequest
+	(*ForwardVoteResponse)(nil),   // 24: meshnode.v1.ForwardVoteResponse
+	nil,                           // 25: meshnode.v1.StreamEnd.MetadataEntry
+	nil,                           // 26: meshnode.v1.CallRequest.MetadataEntry
+	nil,                           // 27: meshnode.v1.CallResponse.MetadataEntry
+	nil,                           // 28: meshnode.v1.Delivery.MetadataEntry
+	nil,                           // 29: meshnode.v1.CallResult.MetadataEntry
+	(*VoteRequest)(nil),           // 30: meshnode.v1.VoteRequest
+	(*timestamppb.Timestamp)(nil), // 31: google.protobuf.Timestamp
+	(*RoutingOverrides)(nil),      // 32: meshnode.v1.RoutingOverrides
+	(*Proposal)(nil),              // 33: meshnode.v1.Proposal
+	(*RoutingMetadata)(nil),       // 34: meshnode.v1.RoutingMetadata
+	(*Vote)(nil),                  // 35: meshnode.v1.Vote
 }
 var file_meshnode_v1_invoke_proto_depIdxs = []int32{
-	4,  // 0: meshnode.v1.AttachRequest.serve:type_name -> meshnode.v1.ServeRequest
-	10, // 1: meshnode.v1.AttachRequest.respond:type_name -> meshnode.v1.RespondRequest
-	22, // 2: meshnode.v1.AttachRequest.vote:type_name -> meshnode.v1.VoteRequest
-	23, // 3: meshnode.v1.CallRequest.deadline:type_name -> google.protobuf.Timestamp
-	18, // 4: meshnode.v1.CallRequest.metadata:type_name -> meshnode.v1.CallRequest.MetadataEntry
-	24, // 5: meshnode.v1.CallRequest.routing:type_name -> meshnode.v1.RoutingOverrides
-	19, // 6: meshnode.v1.CallResponse.metadata:type_name -> meshnode.v1.CallResponse.MetadataEntry
-	9,  // 7: meshnode.v1.ServeResponse.call:type_name -> meshnode.v1.Delivery
-	8,  // 8: meshnode.v1.ServeResponse.ready:type_name -> meshnode.v1.ServeReady
-	6,  // 9: meshnode.v1.ServeResponse.cancel:type_name -> meshnode.v1.CallCancel
-	7,  // 10: meshnode.v1.ServeResponse.vote:type_name -> meshnode.v1.VoteAsk
-	1,  // 11: meshnode.v1.ServeResponse.refused:type_name -> meshnode.v1.AnswerRefused
-	25, // 12: meshnode.v1.VoteAsk.proposal:type_name -> meshnode.v1.Proposal
-	23, // 13: meshnode.v1.VoteAsk.deadline:type_name -> google.protobuf.Timestamp
-	23, // 14: meshnode.v1.Delivery.deadline:type_name -> google.protobuf.Timestamp
-	20, // 15: meshnode.v1.Delivery.metadata:type_name -> meshnode.v1.Delivery.MetadataEntry
-	11, // 16: meshnode.v1.RespondRequest.ok:type_name -> meshnode.v1.CallResult
-	12, // 17: meshnode.v1.RespondRequest.error:type_name -> meshnode.v1.CallError
-	21, // 18: meshnode.v1.CallResult.metadata:type_name -> meshnode.v1.CallResult.MetadataEntry
-	9,  // 19: meshnode.v1.ForwardCallRequest.delivery:type_name -> meshnode.v1.Delivery
-	26, // 20: meshnode.v1.ForwardCallRequest.routing:type_name -> meshnode.v1.RoutingMetadata
-	11, // 21: meshnode.v1.ForwardCallResponse.ok:type_name -> meshnode.v1.CallResult
-	12, // 22: meshnode.v1.ForwardCallResponse.error:type_name -> meshnode.v1.CallError
-	25, // 23: meshnode.v1.ForwardVoteRequest.proposal:type_name -> meshnode.v1.Proposal
-	27, // 24: meshnode.v1.ForwardVoteResponse.vote:type_name -> meshnode.v1.Vote
-	2,  // 25: meshnode.v1.InvokeService.Call:input_type -> meshnode.v1.CallRequest
-	4,  // 26: meshnode.v1.InvokeService.Serve:input_type -> meshnode.v1.ServeRequest
-	10, // 27: meshnode.v1.InvokeService.Respond:input_type -> meshnode.v1.RespondRequest
-	0,  // 28: meshnode.v1.InvokeService.Attach:input_type -> meshnode.v1.AttachRequest
-	3,  // 29: meshnode.v1.InvokeService.Call:output_type -> meshnode.v1.CallResponse
-	5,  // 30: meshnode.v1.InvokeService.Serve:output_type -> meshnode.v1.ServeResponse
-	13, // 31: meshnode.v1.InvokeService.Respond:output_type -> meshnode.v1.RespondResponse
-	5,  // 32: meshnode.v1.InvokeService.Attach:output_type -> meshnode.v1.ServeResponse
-	29, // [29:33] is the sub-list for method output_type
-	25, // [25:29] is the sub-list for method input_type
-	25, // [25:25] is the sub-list for extension type_name
-	25, // [25:25] is the sub-list for extension extendee
-	0,  // [0:25] is the sub-list for field type_name
+	2,  // 0: meshnode.v1.StreamRespondRequest.frame:type_name -> meshnode.v1.StreamFrame
+	3,  // 1: meshnode.v1.StreamFrame.chunk:type_name -> meshnode.v1.StreamChunk
+	18, // 2: meshnode.v1.StreamFrame.end:type_name -> meshnode.v1.CallResult
+	19, // 3: meshnode.v1.StreamFrame.error:type_name -> meshnode.v1.CallError
+	3,  // 4: meshnode.v1.CallStreamResponse.chunk:type_name -> meshnode.v1.StreamChunk
+	5,  // 5: meshnode.v1.CallStreamResponse.end:type_name -> meshnode.v1.StreamEnd
+	25, // 6: meshnode.v1.StreamEnd.metadata:type_name -> meshnode.v1.StreamEnd.MetadataEntry
+	11, // 7: meshnode.v1.AttachRequest.serve:type_name -> meshnode.v1.ServeRequest
+	17, // 8: meshnode.v1.AttachRequest.respond:type_name -> meshnode.v1.RespondRequest
+	30, // 9: meshnode.v1.AttachRequest.vote:type_name -> meshnode.v1.VoteRequest
+	31, // 10: meshnode.v1.CallRequest.deadline:type_name -> google.protobuf.Timestamp
+	26, // 11: meshnode.v1.CallRequest.metadata:type_name -> meshnode.v1.CallRequest.MetadataEntry
+	32, // 12: meshnode.v1.CallRequest.routing:type_name -> meshnode.v1.RoutingOverrides
+	27, // 13: meshnode.v1.CallResponse.metadata:type_name -> meshnode.v1.CallResponse.MetadataEntry
+	16, // 14: meshnode.v1.ServeResponse.call:type_name -> meshnode.v1.Delivery
+	15, // 15: meshnode.v1.ServeResponse.ready:type_name -> meshnode.v1.ServeReady
+	13, // 16: meshnode.v1.ServeResponse.cancel:type_name -> meshnode.v1.CallCancel
+	14, // 17: meshnode.v1.ServeResponse.vote:type_name -> meshnode.v1.VoteAsk
+	8,  // 18: meshnode.v1.ServeResponse.refused:type_name -> meshnode.v1.AnswerRefused
+	33, // 19: meshnode.v1.VoteAsk.proposal:type_name -> meshnode.v1.Proposal
+	31, // 20: meshnode.v1.VoteAsk.deadline:type_name -> google.protobuf.Timestamp
+	31, // 21: meshnode.v1.Delivery.deadline:type_name -> google.protobuf.Timestamp
+	28, // 22: meshnode.v1.Delivery.metadata:type_name -> meshnode.v1.Delivery.MetadataEntry
+	18, // 23: meshnode.v1.RespondRequest.ok:type_name -> meshnode.v1.CallResult
+	19, // 24: meshnode.v1.RespondRequest.error:type_name -> meshnode.v1.CallError
+	29, // 25: meshnode.v1.CallResult.metadata:type_name -> meshnode.v1.CallResult.MetadataEntry
+	16, // 26: meshnode.v1.ForwardCallRequest.delivery:type_name -> meshnode.v1.Delivery
+	34, // 27: meshnode.v1.ForwardCallRequest.routing:type_name -> meshnode.v1.RoutingMetadata
+	18, // 28: meshnode.v1.ForwardCallResponse.ok:type_name -> meshnode.v1.CallResult
+	19, // 29: meshnode.v1.ForwardCallResponse.error:type_name -> meshnode.v1.CallError
+	33, // 30: meshnode.v1.ForwardVoteRequest.proposal:type_name -> meshnode.v1.Proposal
+	35, // 31: meshnode.v1.ForwardVoteResponse.vote:type_name -> meshnode.v1.Vote
+	9,  // 32: meshnode.v1.InvokeService.Call:input_type -> meshnode.v1.CallRequest
+	11, // 33: meshnode.v1.InvokeService.Serve:input_type -> meshnode.v1.ServeRequest
+	17, // 34: meshnode.v1.InvokeService.Respond:input_type -> meshnode.v1.RespondRequest
+	7,  // 35: meshnode.v1.InvokeService.Attach:input_type -> meshnode.v1.AttachRequest
+	9,  // 36: meshnode.v1.InvokeService.CallStream:input_type -> meshnode.v1.CallRequest
+	0,  // 37: meshnode.v1.InvokeService.StreamRespond:input_type -> meshnode.v1.StreamRespondRequest
+	0,  // 38: meshnode.v1.InvokeService.SendChunk:input_type -> meshnode.v1.StreamRespondRequest
+	10, // 39: meshnode.v1.InvokeService.Call:output_type -> meshnode.v1.CallResponse
+	12, // 40: meshnode.v1.InvokeService.Serve:output_type -> meshnode.v1.ServeResponse
+	20, // 41: meshnode.v1.InvokeService.Respond:output_type -> meshnode.v1.RespondResponse
+	12, // 42: meshnode.v1.InvokeService.Attach:output_type -> meshnode.v1.ServeResponse
+	4,  // 43: meshnode.v1.InvokeService.CallStream:output_type -> meshnode.v1.CallStreamResponse
+	1,  // 44: meshnode.v1.InvokeService.StreamRespond:output_type -> meshnode.v1.StreamRespondResponse
+	1,  // 45: meshnode.v1.InvokeService.SendChunk:output_type -> meshnode.v1.StreamRespondResponse
+	39, // [39:46] is the sub-list for method output_type
+	32, // [32:39] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_meshnode_v1_invoke_proto_init() }
@@ -1665,23 +2239,32 @@ func file_meshnode_v1_invoke_proto_init() {
 	}
 	file_meshnode_v1_policy_proto_init()
 	file_meshnode_v1_quorum_proto_init()
-	file_meshnode_v1_invoke_proto_msgTypes[0].OneofWrappers = []any{
+	file_meshnode_v1_invoke_proto_msgTypes[2].OneofWrappers = []any{
+		(*StreamFrame_Chunk)(nil),
+		(*StreamFrame_End)(nil),
+		(*StreamFrame_Error)(nil),
+	}
+	file_meshnode_v1_invoke_proto_msgTypes[4].OneofWrappers = []any{
+		(*CallStreamResponse_Chunk)(nil),
+		(*CallStreamResponse_End)(nil),
+	}
+	file_meshnode_v1_invoke_proto_msgTypes[7].OneofWrappers = []any{
 		(*AttachRequest_Serve)(nil),
 		(*AttachRequest_Respond)(nil),
 		(*AttachRequest_Vote)(nil),
 	}
-	file_meshnode_v1_invoke_proto_msgTypes[5].OneofWrappers = []any{
+	file_meshnode_v1_invoke_proto_msgTypes[12].OneofWrappers = []any{
 		(*ServeResponse_Call)(nil),
 		(*ServeResponse_Ready)(nil),
 		(*ServeResponse_Cancel)(nil),
 		(*ServeResponse_Vote)(nil),
 		(*ServeResponse_Refused)(nil),
 	}
-	file_meshnode_v1_invoke_proto_msgTypes[10].OneofWrappers = []any{
+	file_meshnode_v1_invoke_proto_msgTypes[17].OneofWrappers = []any{
 		(*RespondRequest_Ok)(nil),
 		(*RespondRequest_Error)(nil),
 	}
-	file_meshnode_v1_invoke_proto_msgTypes[15].OneofWrappers = []any{
+	file_meshnode_v1_invoke_proto_msgTypes[22].OneofWrappers = []any{
 		(*ForwardCallResponse_Ok)(nil),
 		(*ForwardCallResponse_Error)(nil),
 	}
@@ -1691,7 +2274,7 @@ func file_meshnode_v1_invoke_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meshnode_v1_invoke_proto_rawDesc), len(file_meshnode_v1_invoke_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   22,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

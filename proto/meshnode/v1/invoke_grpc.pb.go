@@ -19,10 +19,13 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	InvokeService_Call_FullMethodName    = "/meshnode.v1.InvokeService/Call"
-	InvokeService_Serve_FullMethodName   = "/meshnode.v1.InvokeService/Serve"
-	InvokeService_Respond_FullMethodName = "/meshnode.v1.InvokeService/Respond"
-	InvokeService_Attach_FullMethodName  = "/meshnode.v1.InvokeService/Attach"
+	InvokeService_Call_FullMethodName          = "/meshnode.v1.InvokeService/Call"
+	InvokeService_Serve_FullMethodName         = "/meshnode.v1.InvokeService/Serve"
+	InvokeService_Respond_FullMethodName       = "/meshnode.v1.InvokeService/Respond"
+	InvokeService_Attach_FullMethodName        = "/meshnode.v1.InvokeService/Attach"
+	InvokeService_CallStream_FullMethodName    = "/meshnode.v1.InvokeService/CallStream"
+	InvokeService_StreamRespond_FullMethodName = "/meshnode.v1.InvokeService/StreamRespond"
+	InvokeService_SendChunk_FullMethodName     = "/meshnode.v1.InvokeService/SendChunk"
 )
 
 // InvokeServiceClient is the client API for InvokeService service.
@@ -34,6 +37,7 @@ const (
 // stream and receives its calls on it, answering each with Respond.
 type InvokeServiceClient interface {
 	// Call invokes a capability and waits for the answer.
+	// buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
 	Call(ctx context.Context, in *CallRequest, opts ...grpc.CallOption) (*CallResponse, error)
 	// Serve is the stream an agent opens to receive the calls (and vote
 	// requests) addressed to it. Opening it makes the agent ready; closing it
@@ -55,6 +59,28 @@ type InvokeServiceClient interface {
 	// buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
 	// buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
 	Attach(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[AttachRequest, ServeResponse], error)
+	// CallStream invokes a capability whose handler answers with a stream of
+	// chunks, each numbered from 1, then one end message. The mesh may try
+	// another agent only before the first chunk; after it, a failure ends the
+	// stream with an error carrying a StreamBroken detail (the last chunk
+	// sequence delivered). Flow control holds on every leg: a caller that
+	// reads slowly makes the handler's sends wait.
+	// buf:lint:ignore RPC_REQUEST_STANDARD_NAME
+	// buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+	CallStream(ctx context.Context, in *CallRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[CallStreamResponse], error)
+	// StreamRespond carries the answer to one streaming delivery
+	// (Delivery.streaming) from the agent: chunks, then an end or an error
+	// frame. The node reads a message only when the caller has room for it,
+	// so Send blocks while the caller is slow. Clients that cannot stream
+	// from the client (Connect JSON over HTTP/1.1) use SendChunk.
+	// buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+	StreamRespond(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[StreamRespondRequest, StreamRespondResponse], error)
+	// SendChunk is StreamRespond one frame per unary call: it returns once
+	// the caller has room for the frame.
+	// buf:lint:ignore RPC_REQUEST_STANDARD_NAME
+	// buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+	// buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+	SendChunk(ctx context.Context, in *StreamRespondRequest, opts ...grpc.CallOption) (*StreamRespondResponse, error)
 }
 
 type invokeServiceClient struct {
@@ -117,6 +143,48 @@ func (c *invokeServiceClient) Attach(ctx context.Context, opts ...grpc.CallOptio
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type InvokeService_AttachClient = grpc.BidiStreamingClient[AttachRequest, ServeResponse]
 
+func (c *invokeServiceClient) CallStream(ctx context.Context, in *CallRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[CallStreamResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &InvokeService_ServiceDesc.Streams[2], InvokeService_CallStream_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[CallRequest, CallStreamResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type InvokeService_CallStreamClient = grpc.ServerStreamingClient[CallStreamResponse]
+
+func (c *invokeServiceClient) StreamRespond(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[StreamRespondRequest, StreamRespondResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &InvokeService_ServiceDesc.Streams[3], InvokeService_StreamRespond_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[StreamRespondRequest, StreamRespondResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type InvokeService_StreamRespondClient = grpc.ClientStreamingClient[StreamRespondRequest, StreamRespondResponse]
+
+func (c *invokeServiceClient) SendChunk(ctx context.Context, in *StreamRespondRequest, opts ...grpc.CallOption) (*StreamRespondResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(StreamRespondResponse)
+	err := c.cc.Invoke(ctx, InvokeService_SendChunk_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // InvokeServiceServer is the server API for InvokeService service.
 // All implementations must embed UnimplementedInvokeServiceServer
 // for forward compatibility.
@@ -126,6 +194,7 @@ type InvokeService_AttachClient = grpc.BidiStreamingClient[AttachRequest, ServeR
 // stream and receives its calls on it, answering each with Respond.
 type InvokeServiceServer interface {
 	// Call invokes a capability and waits for the answer.
+	// buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
 	Call(context.Context, *CallRequest) (*CallResponse, error)
 	// Serve is the stream an agent opens to receive the calls (and vote
 	// requests) addressed to it. Opening it makes the agent ready; closing it
@@ -147,6 +216,28 @@ type InvokeServiceServer interface {
 	// buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
 	// buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
 	Attach(grpc.BidiStreamingServer[AttachRequest, ServeResponse]) error
+	// CallStream invokes a capability whose handler answers with a stream of
+	// chunks, each numbered from 1, then one end message. The mesh may try
+	// another agent only before the first chunk; after it, a failure ends the
+	// stream with an error carrying a StreamBroken detail (the last chunk
+	// sequence delivered). Flow control holds on every leg: a caller that
+	// reads slowly makes the handler's sends wait.
+	// buf:lint:ignore RPC_REQUEST_STANDARD_NAME
+	// buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+	CallStream(*CallRequest, grpc.ServerStreamingServer[CallStreamResponse]) error
+	// StreamRespond carries the answer to one streaming delivery
+	// (Delivery.streaming) from the agent: chunks, then an end or an error
+	// frame. The node reads a message only when the caller has room for it,
+	// so Send blocks while the caller is slow. Clients that cannot stream
+	// from the client (Connect JSON over HTTP/1.1) use SendChunk.
+	// buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+	StreamRespond(grpc.ClientStreamingServer[StreamRespondRequest, StreamRespondResponse]) error
+	// SendChunk is StreamRespond one frame per unary call: it returns once
+	// the caller has room for the frame.
+	// buf:lint:ignore RPC_REQUEST_STANDARD_NAME
+	// buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+	// buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+	SendChunk(context.Context, *StreamRespondRequest) (*StreamRespondResponse, error)
 	mustEmbedUnimplementedInvokeServiceServer()
 }
 
@@ -168,6 +259,15 @@ func (UnimplementedInvokeServiceServer) Respond(context.Context, *RespondRequest
 }
 func (UnimplementedInvokeServiceServer) Attach(grpc.BidiStreamingServer[AttachRequest, ServeResponse]) error {
 	return status.Error(codes.Unimplemented, "method Attach not implemented")
+}
+func (UnimplementedInvokeServiceServer) CallStream(*CallRequest, grpc.ServerStreamingServer[CallStreamResponse]) error {
+	return status.Error(codes.Unimplemented, "method CallStream not implemented")
+}
+func (UnimplementedInvokeServiceServer) StreamRespond(grpc.ClientStreamingServer[StreamRespondRequest, StreamRespondResponse]) error {
+	return status.Error(codes.Unimplemented, "method StreamRespond not implemented")
+}
+func (UnimplementedInvokeServiceServer) SendChunk(context.Context, *StreamRespondRequest) (*StreamRespondResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SendChunk not implemented")
 }
 func (UnimplementedInvokeServiceServer) mustEmbedUnimplementedInvokeServiceServer() {}
 func (UnimplementedInvokeServiceServer) testEmbeddedByValue()                       {}
@@ -244,6 +344,42 @@ func _InvokeService_Attach_Handler(srv interface{}, stream grpc.ServerStream) er
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type InvokeService_AttachServer = grpc.BidiStreamingServer[AttachRequest, ServeResponse]
 
+func _InvokeService_CallStream_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(CallRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(InvokeServiceServer).CallStream(m, &grpc.GenericServerStream[CallRequest, CallStreamResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type InvokeService_CallStreamServer = grpc.ServerStreamingServer[CallStreamResponse]
+
+func _InvokeService_StreamRespond_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(InvokeServiceServer).StreamRespond(&grpc.GenericServerStream[StreamRespondRequest, StreamRespondResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type InvokeService_StreamRespondServer = grpc.ClientStreamingServer[StreamRespondRequest, StreamRespondResponse]
+
+func _InvokeService_SendChunk_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(StreamRespondRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(InvokeServiceServer).SendChunk(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: InvokeService_SendChunk_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(InvokeServiceServer).SendChunk(ctx, req.(*StreamRespondRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // InvokeService_ServiceDesc is the grpc.ServiceDesc for InvokeService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -259,6 +395,10 @@ var InvokeService_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "Respond",
 			Handler:    _InvokeService_Respond_Handler,
 		},
+		{
+			MethodName: "SendChunk",
+			Handler:    _InvokeService_SendChunk_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
@@ -270,6 +410,16 @@ var InvokeService_ServiceDesc = grpc.ServiceDesc{
 			StreamName:    "Attach",
 			Handler:       _InvokeService_Attach_Handler,
 			ServerStreams: true,
+			ClientStreams: true,
+		},
+		{
+			StreamName:    "CallStream",
+			Handler:       _InvokeService_CallStream_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "StreamRespond",
+			Handler:       _InvokeService_StreamRespond_Handler,
 			ClientStreams: true,
 		},
 	},
