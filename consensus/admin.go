@@ -29,15 +29,16 @@ const bundleKey = "bundle"
 // Admin methods and the role each needs. The request's oneof field in
 // AdminCommand must match the method.
 const (
-	MethodSetPolicy    = "/meshnode.v1.PolicyService/SetPolicy"
-	MethodDeletePolicy = "/meshnode.v1.PolicyService/DeletePolicy"
-	MethodPutOperator  = "/meshnode.v1.OperatorService/PutOperator"
-	MethodRevokeNode   = "/meshnode.v1.PKIService/RevokeNode"
-	MethodReview       = operator.MethodReview
-	MethodClearFlag    = "/meshnode.v1.QuorumService/ClearFlag"
-	MethodRevokeToken  = "/meshnode.v1.PKIService/RevokeToken"
-	MethodRemoveNode   = "/meshnode.v1.PKIService/RemoveNode"
-	MethodRemoveAgent  = "/meshnode.v1.RegistryService/RemoveAgent"
+	MethodSetPolicy       = "/meshnode.v1.PolicyService/SetPolicy"
+	MethodDeletePolicy    = "/meshnode.v1.PolicyService/DeletePolicy"
+	MethodPutOperator     = "/meshnode.v1.OperatorService/PutOperator"
+	MethodRevokeNode      = "/meshnode.v1.PKIService/RevokeNode"
+	MethodReview          = operator.MethodReview
+	MethodClearFlag       = "/meshnode.v1.QuorumService/ClearFlag"
+	MethodRevokeToken     = "/meshnode.v1.PKIService/RevokeToken"
+	MethodRemoveNode      = "/meshnode.v1.PKIService/RemoveNode"
+	MethodRemoveAgent     = "/meshnode.v1.RegistryService/RemoveAgent"
+	MethodSetQuorumPolicy = operator.MethodSetQuorumPolicy
 	// MethodCreateToken is recorded in the log with the token the executing
 	// server minted (AdminCommand.issued_token): the nonce is then spent
 	// cluster-wide, and the token can be listed, revoked, and refused at
@@ -49,6 +50,7 @@ const (
 var AdminMethods = []string{
 	MethodSetPolicy, MethodDeletePolicy, MethodPutOperator, MethodRevokeNode, MethodReview,
 	MethodClearFlag, MethodRevokeToken, MethodRemoveNode, MethodRemoveAgent, MethodCreateToken,
+	MethodSetQuorumPolicy,
 }
 
 // AdminRequest returns the signed request an admin command carries and the
@@ -105,6 +107,11 @@ func AdminRequest(a *meshnodev1.AdminCommand) (proto.Message, operator.Role, err
 	case *meshnodev1.AdminCommand_RemoveAgent:
 		req, need = r.RemoveAgent, operator.RoleAdmin
 		if a.GetMethod() == MethodRemoveAgent && r.RemoveAgent.GetId() != "" {
+			return req, need, nil
+		}
+	case *meshnodev1.AdminCommand_SetQuorumPolicy:
+		req, need = r.SetQuorumPolicy, operator.RolePolicy
+		if a.GetMethod() == MethodSetQuorumPolicy && r.SetQuorumPolicy.GetPolicy() != nil {
 			return req, need, nil
 		}
 	}
@@ -230,6 +237,8 @@ func applyAdmin(txn *memdb.Txn, index, now uint64, a *meshnodev1.AdminCommand) (
 		return removeNode(txn, r.RemoveNode.GetNodeName())
 	case *meshnodev1.AdminCommand_RemoveAgent:
 		return removeAgent(txn, r.RemoveAgent.GetId())
+	case *meshnodev1.AdminCommand_SetQuorumPolicy:
+		return setQuorumPolicy(txn, index, sc, r.SetQuorumPolicy)
 	}
 	return nil, fmt.Errorf("unhandled admin request %T", a.GetRequest())
 }

@@ -360,6 +360,11 @@ const (
 const DecisionPending = "pending"
 
 func putDecision(txn *memdb.Txn, index uint64, in *meshnodev1.DecisionRecord) (*meshnodev1.CommandResult, error) {
+	if old := first[*meshnodev1.DecisionRecord](txn, tableDecisions, in.GetId()); old == nil || old.GetStatus() == DecisionPending {
+		if refusal := checkDecided(txn, in); refusal != nil {
+			return refusal, nil
+		}
+	}
 	d := proto.Clone(in).(*meshnodev1.DecisionRecord)
 	d.CreateIndex, d.ModifyIndex = index, index
 	if old := first[*meshnodev1.DecisionRecord](txn, tableDecisions, d.GetId()); old != nil {

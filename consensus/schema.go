@@ -12,26 +12,27 @@ import (
 // order records appear in a snapshot: never reorder it without bumping the
 // snapshot version.
 const (
-	tableNodes       = "nodes"
-	tableAgents      = "agents"
-	tablePolicies    = "policies"
-	tableCA          = "ca"
-	tableTokens      = "tokens"
-	tableRevocations = "revocations"
-	tableDecisions   = "decisions"
-	tableDedup       = "dedup"
-	tableServers     = "servers"
-	tableBundle      = "trust_bundle"
-	tableOperators   = "operators"
-	tableNonces      = "nonces"
-	tableIssued      = "issued_tokens"
-	tableMeta        = "meta"
+	tableNodes          = "nodes"
+	tableAgents         = "agents"
+	tablePolicies       = "policies"
+	tableCA             = "ca"
+	tableTokens         = "tokens"
+	tableRevocations    = "revocations"
+	tableDecisions      = "decisions"
+	tableDedup          = "dedup"
+	tableServers        = "servers"
+	tableBundle         = "trust_bundle"
+	tableOperators      = "operators"
+	tableNonces         = "nonces"
+	tableIssued         = "issued_tokens"
+	tableQuorumPolicies = "quorum_policies"
+	tableMeta           = "meta"
 )
 
 var snapshotTables = []string{
 	tableNodes, tableAgents, tablePolicies, tableCA, tableTokens,
 	tableRevocations, tableDecisions, tableDedup, tableServers,
-	tableBundle, tableOperators, tableNonces, tableIssued,
+	tableBundle, tableOperators, tableNonces, tableIssued, tableQuorumPolicies,
 }
 
 // secretTables never leave the servers: client replicas and watches do not
@@ -81,8 +82,9 @@ func stateSchema() *memdb.DBSchema {
 			"id":     id("Key"),
 			"expiry": {Name: "expiry", Indexer: &memdb.UintFieldIndex{Field: "ExpiresUnixNano"}},
 		}},
-		tableIssued: {Name: tableIssued, Indexes: map[string]*memdb.IndexSchema{"id": id("Id")}},
-		tableMeta:   {Name: tableMeta, Indexes: map[string]*memdb.IndexSchema{"id": id("Key")}},
+		tableQuorumPolicies: {Name: tableQuorumPolicies, Indexes: map[string]*memdb.IndexSchema{"id": {Name: "id", Unique: true, Indexer: quorumPolicyIndexer{}}}},
+		tableIssued:         {Name: tableIssued, Indexes: map[string]*memdb.IndexSchema{"id": id("Id")}},
+		tableMeta:           {Name: tableMeta, Indexes: map[string]*memdb.IndexSchema{"id": id("Key")}},
 	}}
 }
 
@@ -147,6 +149,8 @@ func toRecord(obj any) *meshnodev1.RaftStateRecord {
 		return &meshnodev1.RaftStateRecord{Record: &meshnodev1.RaftStateRecord_Nonce{Nonce: o}}
 	case *meshnodev1.IssuedToken:
 		return &meshnodev1.RaftStateRecord{Record: &meshnodev1.RaftStateRecord_IssuedToken{IssuedToken: o}}
+	case *meshnodev1.QuorumPolicyRecord:
+		return &meshnodev1.RaftStateRecord{Record: &meshnodev1.RaftStateRecord_QuorumPolicy{QuorumPolicy: o}}
 	}
 	return nil
 }
@@ -220,6 +224,11 @@ func fromRecord(r *meshnodev1.RaftStateRecord) (string, any, error) {
 			return "", nil, fmt.Errorf("issued token record without an id")
 		}
 		return tableIssued, x.IssuedToken, nil
+	case *meshnodev1.RaftStateRecord_QuorumPolicy:
+		if x.QuorumPolicy.GetPolicy() == nil {
+			return "", nil, fmt.Errorf("quorum policy record without a policy")
+		}
+		return tableQuorumPolicies, x.QuorumPolicy, nil
 	}
 	return "", nil, fmt.Errorf("empty or unknown state record")
 }

@@ -98,6 +98,11 @@ func TestAgentsAreNotOperators(t *testing.T) {
 	}
 	// A proposal no one votes on escalates; the operator CLI reviews it and
 	// the review verifies against the trust bundle.
+	// The default policy needs 4 voters on distinct hosts: the test's kind
+	// gets a policy of its own, set by the operator.
+	if out, errOut, code := n1.cli("quorum", "policy", "set", "demo", "--rule", "k-of-n", "--k", "2", "--min-voters", "2"); code != 0 {
+		t.Fatalf("operator CLI: quorum policy set: exit %d: %s%s", code, out, errOut)
+	}
 	c.nodes[1].serveAgent("yes", "e2e.vote", "--vote")
 	n3.serveAgent("silent", "e2e.vote", "--abstain")
 	out, errOut, code = n1.cli("quorum", "propose", "--id", "e2e-review", "--kind", "demo", "--data", "{}",

@@ -218,6 +218,7 @@ func adminMethods(t *testing.T, ctx context.Context, st *consensus.Store, admin 
 				consensus.MethodReview: &meshnodev1.ReviewResponse{}, consensus.MethodClearFlag: &meshnodev1.ClearFlagResponse{},
 				consensus.MethodCreateToken: &meshnodev1.CreateTokenResponse{}, consensus.MethodRevokeToken: &meshnodev1.RevokeTokenResponse{},
 				consensus.MethodRemoveNode: &meshnodev1.RemoveNodeResponse{}, consensus.MethodRemoveAgent: &meshnodev1.RemoveAgentResponse{},
+				consensus.MethodSetQuorumPolicy: &meshnodev1.SetQuorumPolicyResponse{},
 			}[method]
 			return cc.Invoke(ctx, method, req, out)
 		}
@@ -333,6 +334,12 @@ func adminMethods(t *testing.T, ctx context.Context, st *consensus.Store, admin 
 				a, _, err := st.Agent(ctx, read, id)
 				return dump(a, err)
 			}},
+		{consensus.MethodSetQuorumPolicy, same, func(id string) proto.Message {
+			return &meshnodev1.SetQuorumPolicyRequest{Policy: &meshnodev1.QuorumPolicy{Kind: id + ".kind", MinVoters: 5}}
+		}, invoke(consensus.MethodSetQuorumPolicy), func(id string) string {
+			p, err := st.QuorumPolicy(ctx, read, id+".kind")
+			return dump(p, err)
+		}},
 	}
 	if len(methods) != len(consensus.AdminMethods) {
 		t.Fatalf("the table has %d methods, consensus.AdminMethods %d: add the new method's row", len(methods), len(consensus.AdminMethods))

@@ -2,14 +2,27 @@ package node
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 
+	"github.com/agentmesh/meshnode/consensus"
 	"github.com/agentmesh/meshnode/internal/api"
+	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
 	"github.com/agentmesh/meshnode/quorum"
 )
 
 // clusterID is signed into every vote so votes cannot be replayed across
-// clusters.
-func (n *Node) clusterID() string { return n.id.TrustDomain }
+// clusters: the SHA-256 of the cluster's first root certificate, which is
+// random per cluster (its key is), unlike the trust domain that two
+// clusters may share. It is also what admin commands are signed for.
+func (n *Node) clusterID() string {
+	roots := n.keeper.Current().Roots
+	if len(roots) == 0 {
+		return n.id.TrustDomain // no credentials yet: nothing can be signed or verified anyway
+	}
+	sum := sha256.Sum256(roots[0].Raw)
+	return hex.EncodeToString(sum[:])
+}
 
 // startQuorum builds the coordinator: voters from the catalog, vote
 // requests over the data plane, decisions into Raft.
@@ -17,6 +30,9 @@ func (n *Node) startQuorum(context.Context) error {
 	cfg := quorum.DefaultCoordinatorConfig()
 	cfg.ClusterID = n.clusterID()
 	cfg.Clock = n.clock
+	cfg.Policy = func(ctx context.Context, kind string) (*meshnodev1.QuorumPolicyRecord, error) {
+		return n.store.QuorumPolicy(ctx, consensus.ReadOptions{}, kind)
+	}
 	cfg.Logger = n.log.With("component", "quorum")
 	c, err := quorum.NewCoordinator(cfg, n.catalog, n.plane.Load(), n.decisions)
 	if err != nil {

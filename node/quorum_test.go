@@ -6,6 +6,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -238,4 +239,40 @@ func TestEscalatedDecisionIsReviewed(t *testing.T) {
 	if _, err := reviewer.Review(ctx, &meshnodev1.ReviewRequest{Id: "split-1", Outcome: meshnodev1.Choice_CHOICE_APPROVE, Reason: "changed my mind"}); err == nil {
 		t.Fatal("a reviewed decision was reviewed again")
 	}
+}
+
+// Self-approval through a client node's socket: a proposal naming one voter
+// under UNANIMOUS or 1-of-1 is refused with FailedPrecondition naming the
+// policy, before any vote is asked; once a policy operator sets a policy
+// for the kind, the same terms pass the policy check.
+func TestSelfApprovalIsRefusedBeforeFanOut(t *testing.T) {
+	nodes := startCluster(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	q := meshnodev1.NewQuorumServiceClient(nodes[2].conn(t))
+	for name, rule := range map[string]*meshnodev1.QuorumRule{
+		"unanimous of one": {Kind: meshnodev1.QuorumRuleKind_QUORUM_RULE_KIND_UNANIMOUS},
+		"one of one":       {Kind: meshnodev1.QuorumRuleKind_QUORUM_RULE_KIND_K_OF_N, K: 1},
+	} {
+		_, err := q.Propose(ctx, &meshnodev1.ProposeRequest{Proposal: &meshnodev1.Proposal{Id: "self-" + rule.GetKind().String(), Kind: "payment.approve",
+			Payload: []byte(`{"amount":1000000}`), Selection: &meshnodev1.VoterSelection{AgentIds: []string{"n3/me"}}, Rule: rule}})
+		if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "quorum policy") || !strings.Contains(err.Error(), "at least 4") {
+			t.Errorf("%s: %v, want FailedPrecondition naming the policy and its 4 voters", name, err)
+		}
+	}
+	if _, err := meshnodev1.NewQuorumServiceClient(nodes[2].conn(t)).SetQuorumPolicy(ctx, &meshnodev1.SetQuorumPolicyRequest{
+		Policy: &meshnodev1.QuorumPolicy{Kind: "payment.approve", MinVoters: 1, AllowSharedHosts: true, MinRule: &meshnodev1.QuorumRule{Kind: meshnodev1.QuorumRuleKind_QUORUM_RULE_KIND_K_OF_N, K: 1}}}); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("an unsigned quorum policy: %v, want PermissionDenied", err)
+	}
+	if _, err := meshnodev1.NewQuorumServiceClient(nodes[0].operatorConn(t, nodes[0].dir)).SetQuorumPolicy(ctx, &meshnodev1.SetQuorumPolicyRequest{
+		Policy: &meshnodev1.QuorumPolicy{Kind: "payment.approve", MinVoters: 1, AllowSharedHosts: true, MinRule: &meshnodev1.QuorumRule{Kind: meshnodev1.QuorumRuleKind_QUORUM_RULE_KIND_K_OF_N, K: 1}}}); err != nil {
+		t.Fatalf("a policy operator's quorum policy: %v", err)
+	}
+	waitFor(t, 10*time.Second, "the client replica applies the policy", func() bool {
+		_, err := q.Propose(ctx, &meshnodev1.ProposeRequest{Proposal: &meshnodev1.Proposal{Id: "after-policy", Kind: "payment.approve",
+			Payload: []byte(`{}`), Selection: &meshnodev1.VoterSelection{AgentIds: []string{"n3/me"}},
+			Rule: &meshnodev1.QuorumRule{Kind: meshnodev1.QuorumRuleKind_QUORUM_RULE_KIND_K_OF_N, K: 1}}})
+		// Past the policy, the proposal fails only because n3/me does not exist.
+		return status.Code(err) == codes.FailedPrecondition && strings.Contains(err.Error(), "too few eligible voters")
+	})
 }

@@ -46,3 +46,30 @@ func VerifyReview(bundle *meshnodev1.TrustBundle, records Records, clusterID []b
 	}
 	return reviewer, nil
 }
+
+// MethodSetQuorumPolicy is the admin method that sets a quorum policy.
+const MethodSetQuorumPolicy = "/meshnode.v1.QuorumService/SetQuorumPolicy"
+
+// VerifyQuorumPolicy checks who set a stored quorum policy with nothing but
+// the trust bundle and the operators' signed records: the signed command is
+// a SetQuorumPolicy of exactly this policy, for this cluster, by an operator
+// whose chain was valid and held the policy role when it was signed. It
+// returns that operator's record.
+func VerifyQuorumPolicy(bundle *meshnodev1.TrustBundle, records Records, clusterID []byte, rec *meshnodev1.QuorumPolicyRecord) (*meshnodev1.OperatorRecord, error) {
+	sc := rec.GetSignature()
+	if sc == nil {
+		return nil, fmt.Errorf("quorum policy of kind %q: %w", rec.GetPolicy().GetKind(), ErrUnsigned)
+	}
+	req := &meshnodev1.SetQuorumPolicyRequest{Policy: rec.GetPolicy()}
+	at := time.Unix(0, sc.GetIssuedAtUnixNano())
+	var signer *meshnodev1.OperatorRecord
+	lookup := func(name string) (*meshnodev1.OperatorRecord, error) {
+		r, err := VerifyChain(bundle, records, name, at)
+		signer = r
+		return r, err
+	}
+	if err := VerifyCommand(sc, clusterID, MethodSetQuorumPolicy, req, at, lookup, RolePolicy); err != nil {
+		return nil, fmt.Errorf("quorum policy of kind %q: %w", rec.GetPolicy().GetKind(), err)
+	}
+	return signer, nil
+}

@@ -1,12 +1,14 @@
 package quorum
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"time"
 
 	"github.com/agentmesh/meshnode/internal/clock"
+	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
 )
 
 // CoordinatorConfig configures a Coordinator. Zero values mean the defaults
@@ -33,6 +35,10 @@ type CoordinatorConfig struct {
 	MaxPayloadBytes int
 	// CommitTimeout bounds the Raft commit after voting ends. 0 means 10 s.
 	CommitTimeout time.Duration
+	// Policy returns the quorum policy in force for a kind (the cluster's
+	// record, with the operator's signature). Nil means DefaultPolicy for
+	// every kind: the coordinator never runs a proposal without a policy.
+	Policy func(ctx context.Context, kind string) (*meshnodev1.QuorumPolicyRecord, error)
 }
 
 // DefaultCoordinatorConfig returns the defaults, with no ClusterID.
@@ -67,6 +73,11 @@ func (c CoordinatorConfig) withDefaults() CoordinatorConfig {
 	}
 	if c.CommitTimeout == 0 {
 		c.CommitTimeout = d.CommitTimeout
+	}
+	if c.Policy == nil {
+		c.Policy = func(context.Context, string) (*meshnodev1.QuorumPolicyRecord, error) {
+			return &meshnodev1.QuorumPolicyRecord{Policy: DefaultPolicy()}, nil
+		}
 	}
 	return c
 }

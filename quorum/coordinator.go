@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 
 	"google.golang.org/protobuf/proto"
@@ -139,20 +140,35 @@ func (c *Coordinator) start(ctx context.Context, p *meshnodev1.Proposal) (*meshn
 	if err := c.complete(p); err != nil {
 		return nil, nil, err
 	}
+	// The kind's policy, not the proposer, sets the weakest terms: judged
+	// before anyone is asked, and again by the state machine at commit.
+	pol, err := c.cfg.Policy(ctx, p.GetKind())
+	if err != nil {
+		return nil, nil, fmt.Errorf("reading the quorum policy of kind %q: %w", p.GetKind(), err)
+	}
+	if err := CheckTerms(pol.GetPolicy(), p); err != nil {
+		return nil, nil, err
+	}
 	candidates, err := c.dir.Voters(ctx, p.GetSelection())
 	if err != nil {
 		return nil, nil, fmt.Errorf("listing voters for proposal %q: %w", p.GetId(), err)
+	}
+	if pinned := pol.GetPolicy().GetEligibleNodes(); len(pinned) > 0 {
+		candidates = slices.DeleteFunc(candidates, func(v Voter) bool { return !slices.Contains(pinned, v.Node) })
 	}
 	voters, err := SelectVoters(p.GetSelection(), p.GetRule(), candidates)
 	if err != nil {
 		return nil, nil, fmt.Errorf("choosing voters for proposal %q: %w", p.GetId(), err)
 	}
 	p.Electorate = Electorate(voters)
+	if err := CheckElectorateAgainst(pol.GetPolicy(), p); err != nil {
+		return nil, nil, err
+	}
 	t, err := NewTally(c.cfg.ClusterID, p, voters)
 	if err != nil {
 		return nil, nil, err
 	}
-	pending := &meshnodev1.Decision{Proposal: p, Status: meshnodev1.DecisionStatus_DECISION_STATUS_PENDING}
+	pending := &meshnodev1.Decision{Proposal: p, Status: meshnodev1.DecisionStatus_DECISION_STATUS_PENDING, Policy: pol}
 
 	c.mu.Lock()
 	defer c.mu.Unlock()

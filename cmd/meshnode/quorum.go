@@ -9,7 +9,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/agentmesh/meshnode/pki"
 	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
 	"github.com/agentmesh/meshnode/quorum"
 	"github.com/spf13/cobra"
@@ -25,7 +24,7 @@ func newQuorumCmd() *cobra.Command {
   meshnode quorum list
   meshnode quorum verify pay-42`,
 	}
-	cmd.AddCommand(newQuorumProposeCmd(), newQuorumGetCmd(), newQuorumListCmd(), newQuorumVerifyCmd(), newQuorumReviewCmd(), newQuorumClearFlagCmd())
+	cmd.AddCommand(newQuorumProposeCmd(), newQuorumGetCmd(), newQuorumListCmd(), newQuorumVerifyCmd(), newQuorumReviewCmd(), newQuorumClearFlagCmd(), newQuorumPolicyCmd())
 	return cmd
 }
 
@@ -275,46 +274,12 @@ used.`,
 			if err != nil {
 				return err
 			}
-			if d.GetStatus() == meshnodev1.DecisionStatus_DECISION_STATUS_REVIEWED {
-				return verifyReview(cmd, cf, trustFile, d)
-			}
-			cert := d.GetCertificate()
-			keys, cluster, err := registryKeys(cf)
-			if err != nil {
-				return err
-			}
-			// The cluster id comes from the node's own identity, not from the
-			// certificate being checked.
-			if err := quorum.VerifyDecision(cluster, d, keys); err != nil {
-				return fmt.Errorf("decision %s does NOT verify: %w", args[0], err)
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "certificate of %s verifies: %s by %d signed votes\n", args[0], enumWord(cert.GetChoice().String(), "CHOICE_"), len(cert.GetVotes()))
-			return nil
+			return verifyDecision(cmd, cf, trustFile, d)
 		},
 	}
-	cmd.Flags().StringVar(&trustFile, "trust", "", "trust bundle file to verify reviews against (default: the node's)")
+	cmd.Flags().StringVar(&trustFile, "trust", "", "trust bundle file to anchor on: reviews, quorum policies and the cluster id votes sign (default: the node's)")
 	cf = addClientFlags(cmd)
 	return cmd
-}
-
-// registryKeys reads every agent's vote key, consistently, for offline
-// certificate checks.
-func registryKeys(cf *clientFlags) (quorum.KeyMap, string, error) {
-	conn, ctx, done, err := cf.open()
-	if err != nil {
-		return nil, "", err
-	}
-	defer done()
-	st, err := meshnodev1.NewNodeServiceClient(conn).Status(ctx, &meshnodev1.StatusRequest{})
-	if err != nil {
-		return nil, "", rpcError("status", err, cf.socketPath())
-	}
-	id, err := pki.ParseID(st.GetSpiffeId())
-	if err != nil {
-		return nil, "", fmt.Errorf("node identity %q: %w", st.GetSpiffeId(), err)
-	}
-	keys, err := fetchKeys(conn, cf)
-	return keys, id.TrustDomain, err
 }
 
 func fetchKeys(conn *grpc.ClientConn, cf *clientFlags) (quorum.KeyMap, error) {

@@ -3,12 +3,14 @@ package api
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 
 	"github.com/agentmesh/meshnode/consensus"
 	"github.com/agentmesh/meshnode/internal/apierror"
 	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
+	"github.com/agentmesh/meshnode/quorum"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -120,6 +122,40 @@ func (s *quorumService) ClearFlag(ctx context.Context, req *meshnodev1.ClearFlag
 	}
 	s.cfg.Logger.Warn("equivocation flag cleared", "agent", req.GetAgentId(), "reason", req.GetReason(), "operator", by, "index", idx)
 	return &meshnodev1.ClearFlagResponse{Index: idx}, nil
+}
+
+// SetQuorumPolicy sets a kind's quorum policy: a policy operator's admin
+// command, validated again by the state machine.
+func (s *quorumService) SetQuorumPolicy(ctx context.Context, req *meshnodev1.SetQuorumPolicyRequest) (*meshnodev1.SetQuorumPolicyResponse, error) {
+	if err := quorum.ValidatePolicy(req.GetPolicy()); err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	kind := req.GetPolicy().GetKind()
+	idx, by, err := submitAdmin(ctx, s.cfg.Store, fmt.Sprintf("set the quorum policy of kind %q", kind), func(a *meshnodev1.AdminCommand) {
+		a.Request = &meshnodev1.AdminCommand_SetQuorumPolicy{SetQuorumPolicy: req}
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := s.cfg.Store.WaitApplied(ctx, idx); err != nil {
+		return nil, apierror.Wrap("set quorum policy", err)
+	}
+	s.cfg.Logger.Info("quorum policy set", "kind", kind, "min_voters", req.GetPolicy().GetMinVoters(), "operator", by, "index", idx)
+	return &meshnodev1.SetQuorumPolicyResponse{Index: idx}, nil
+}
+
+// ListQuorumPolicies lists the stored quorum policies and the default a
+// kind without its own gets.
+func (s *quorumService) ListQuorumPolicies(ctx context.Context, _ *meshnodev1.ListQuorumPoliciesRequest) (*meshnodev1.ListQuorumPoliciesResponse, error) {
+	recs, _, err := s.cfg.Store.QuorumPolicies(ctx, consensus.ReadOptions{})
+	if err != nil {
+		return nil, apierror.Wrap("list quorum policies", err)
+	}
+	def, err := s.cfg.Store.QuorumPolicy(ctx, consensus.ReadOptions{}, "")
+	if err != nil {
+		return nil, apierror.Wrap("list quorum policies", err)
+	}
+	return &meshnodev1.ListQuorumPoliciesResponse{Policies: recs, EffectiveDefault: def.GetPolicy()}, nil
 }
 
 // listDecisions pages the decision records, newest first. The kind lives

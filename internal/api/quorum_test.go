@@ -42,8 +42,10 @@ func TestListDecisionsPagesAndFilters(t *testing.T) {
 	defer cancel()
 	kinds := []string{"payment.approve", "deploy"}
 	for i := range 7 {
+		// Decided records must carry a certificate the state machine
+		// verifies; paging does not care, so these reached no quorum.
 		d := &meshnodev1.Decision{Proposal: &meshnodev1.Proposal{Id: fmt.Sprintf("p%d", i), Kind: kinds[i%2]},
-			Status: meshnodev1.DecisionStatus_DECISION_STATUS_DECIDED}
+			Status: meshnodev1.DecisionStatus_DECISION_STATUS_NO_QUORUM}
 		if i == 6 {
 			d.Status = meshnodev1.DecisionStatus_DECISION_STATUS_NEEDS_REVIEW
 		}
@@ -85,7 +87,7 @@ func TestListDecisionsPagesAndFilters(t *testing.T) {
 		{&meshnodev1.ListDecisionsRequest{PageSize: 2}, "[p6 p5 p4 p3 p2 p1 p0]"},
 		{&meshnodev1.ListDecisionsRequest{PageSize: 5000}, "[p6 p5 p4 p3 p2 p1 p0]"},
 		{&meshnodev1.ListDecisionsRequest{Kind: "deploy", PageSize: 1}, "[p5 p3 p1]"},
-		{&meshnodev1.ListDecisionsRequest{Kind: "payment.approve", Status: meshnodev1.DecisionStatus_DECISION_STATUS_DECIDED, PageSize: 2}, "[p4 p2 p0]"},
+		{&meshnodev1.ListDecisionsRequest{Kind: "payment.approve", Status: meshnodev1.DecisionStatus_DECISION_STATUS_NO_QUORUM, PageSize: 2}, "[p4 p2 p0]"},
 		{&meshnodev1.ListDecisionsRequest{Status: meshnodev1.DecisionStatus_DECISION_STATUS_NEEDS_REVIEW}, "[p6]"},
 		{&meshnodev1.ListDecisionsRequest{Kind: "none"}, "[]"},
 	} {

@@ -62,6 +62,7 @@ var Table = []Rule{
 	{quorum.ErrInvalidElectorate, codes.InvalidArgument},
 	{quorum.ErrInvalidCertificate, codes.InvalidArgument},
 	{quorum.ErrInvalidEvidence, codes.InvalidArgument},
+	{quorum.ErrBelowPolicy, codes.FailedPrecondition},
 	{quorum.ErrTooFewHosts, codes.FailedPrecondition},
 	{quorum.ErrTooFewVoters, codes.FailedPrecondition},
 	{quorum.ErrNotReviewable, codes.FailedPrecondition},

@@ -607,6 +607,355 @@ func (x *Proposal) GetElectorate() []*QuorumVoter {
 	return nil
 }
 
+// QuorumPolicy is the weakest terms a proposal of one kind may have. The
+// coordinator refuses a weaker proposal before any vote is asked, the state
+// machine refuses to commit a decision that does not meet it, and verifiers
+// check it. A kind with no policy gets the cluster default (kind ""), and
+// without one the built-in default: BFT, at least 4 voters, distinct hosts.
+type QuorumPolicy struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The kind of decision; "" is the cluster default.
+	Kind string `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
+	// The weakest rule allowed: a proposal's threshold for its electorate
+	// must be at least this rule's for the same number of voters. Unset means
+	// BFT (2f+1 of 3f+1).
+	MinRule *QuorumRule `protobuf:"bytes,2,opt,name=min_rule,json=minRule,proto3" json:"min_rule,omitempty"`
+	// The fewest voters an electorate may have; 0 means 4.
+	MinVoters uint32 `protobuf:"varint,3,opt,name=min_voters,json=minVoters,proto3" json:"min_voters,omitempty"`
+	// Let several voters sit on one host. Default false: every voter on a
+	// distinct node, whatever the proposal says.
+	AllowSharedHosts bool `protobuf:"varint,4,opt,name=allow_shared_hosts,json=allowSharedHosts,proto3" json:"allow_shared_hosts,omitempty"`
+	// When set, voters are chosen by the node among agents offering this
+	// capability: a proposal of this kind cannot name its voters.
+	VoterCapability string `protobuf:"bytes,5,opt,name=voter_capability,json=voterCapability,proto3" json:"voter_capability,omitempty"`
+	// When set, every voter must be on one of these nodes: the pinned hosts
+	// whose agents may vote for this kind.
+	EligibleNodes []string `protobuf:"bytes,6,rep,name=eligible_nodes,json=eligibleNodes,proto3" json:"eligible_nodes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *QuorumPolicy) Reset() {
+	*x = QuorumPolicy{}
+	mi := &file_meshnode_v1_quorum_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QuorumPolicy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QuorumPolicy) ProtoMessage() {}
+
+func (x *QuorumPolicy) ProtoReflect() protoreflect.Message {
+	mi := &file_meshnode_v1_quorum_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QuorumPolicy.ProtoReflect.Descriptor instead.
+func (*QuorumPolicy) Descriptor() ([]byte, []int) {
+	return file_meshnode_v1_quorum_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *QuorumPolicy) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *QuorumPolicy) GetMinRule() *QuorumRule {
+	if x != nil {
+		return x.MinRule
+	}
+	return nil
+}
+
+func (x *QuorumPolicy) GetMinVoters() uint32 {
+	if x != nil {
+		return x.MinVoters
+	}
+	return 0
+}
+
+func (x *QuorumPolicy) GetAllowSharedHosts() bool {
+	if x != nil {
+		return x.AllowSharedHosts
+	}
+	return false
+}
+
+func (x *QuorumPolicy) GetVoterCapability() string {
+	if x != nil {
+		return x.VoterCapability
+	}
+	return ""
+}
+
+func (x *QuorumPolicy) GetEligibleNodes() []string {
+	if x != nil {
+		return x.EligibleNodes
+	}
+	return nil
+}
+
+// QuorumPolicyRecord is a policy as stored, with the signed command that set
+// it, so anyone with the trust bundle can check who set it.
+type QuorumPolicyRecord struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The policy.
+	Policy *QuorumPolicy `protobuf:"bytes,1,opt,name=policy,proto3" json:"policy,omitempty"`
+	// The policy operator's signed SetQuorumPolicy command.
+	Signature *SignedCommand `protobuf:"bytes,2,opt,name=signature,proto3" json:"signature,omitempty"`
+	// Raft index at which it was set: the policy's version.
+	ModifyIndex   uint64 `protobuf:"varint,3,opt,name=modify_index,json=modifyIndex,proto3" json:"modify_index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *QuorumPolicyRecord) Reset() {
+	*x = QuorumPolicyRecord{}
+	mi := &file_meshnode_v1_quorum_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QuorumPolicyRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QuorumPolicyRecord) ProtoMessage() {}
+
+func (x *QuorumPolicyRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_meshnode_v1_quorum_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QuorumPolicyRecord.ProtoReflect.Descriptor instead.
+func (*QuorumPolicyRecord) Descriptor() ([]byte, []int) {
+	return file_meshnode_v1_quorum_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *QuorumPolicyRecord) GetPolicy() *QuorumPolicy {
+	if x != nil {
+		return x.Policy
+	}
+	return nil
+}
+
+func (x *QuorumPolicyRecord) GetSignature() *SignedCommand {
+	if x != nil {
+		return x.Signature
+	}
+	return nil
+}
+
+func (x *QuorumPolicyRecord) GetModifyIndex() uint64 {
+	if x != nil {
+		return x.ModifyIndex
+	}
+	return 0
+}
+
+// SetQuorumPolicyRequest sets one kind's policy.
+type SetQuorumPolicyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The policy.
+	Policy        *QuorumPolicy `protobuf:"bytes,1,opt,name=policy,proto3" json:"policy,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetQuorumPolicyRequest) Reset() {
+	*x = SetQuorumPolicyRequest{}
+	mi := &file_meshnode_v1_quorum_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetQuorumPolicyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetQuorumPolicyRequest) ProtoMessage() {}
+
+func (x *SetQuorumPolicyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meshnode_v1_quorum_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetQuorumPolicyRequest.ProtoReflect.Descriptor instead.
+func (*SetQuorumPolicyRequest) Descriptor() ([]byte, []int) {
+	return file_meshnode_v1_quorum_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *SetQuorumPolicyRequest) GetPolicy() *QuorumPolicy {
+	if x != nil {
+		return x.Policy
+	}
+	return nil
+}
+
+// SetQuorumPolicyResponse confirms the change.
+type SetQuorumPolicyResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Raft index of the change.
+	Index         uint64 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetQuorumPolicyResponse) Reset() {
+	*x = SetQuorumPolicyResponse{}
+	mi := &file_meshnode_v1_quorum_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetQuorumPolicyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetQuorumPolicyResponse) ProtoMessage() {}
+
+func (x *SetQuorumPolicyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_meshnode_v1_quorum_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetQuorumPolicyResponse.ProtoReflect.Descriptor instead.
+func (*SetQuorumPolicyResponse) Descriptor() ([]byte, []int) {
+	return file_meshnode_v1_quorum_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *SetQuorumPolicyResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+// ListQuorumPoliciesRequest has no fields.
+type ListQuorumPoliciesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListQuorumPoliciesRequest) Reset() {
+	*x = ListQuorumPoliciesRequest{}
+	mi := &file_meshnode_v1_quorum_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListQuorumPoliciesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListQuorumPoliciesRequest) ProtoMessage() {}
+
+func (x *ListQuorumPoliciesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meshnode_v1_quorum_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListQuorumPoliciesRequest.ProtoReflect.Descriptor instead.
+func (*ListQuorumPoliciesRequest) Descriptor() ([]byte, []int) {
+	return file_meshnode_v1_quorum_proto_rawDescGZIP(), []int{8}
+}
+
+// ListQuorumPoliciesResponse lists the stored policies, by kind.
+type ListQuorumPoliciesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The policies.
+	Policies []*QuorumPolicyRecord `protobuf:"bytes,1,rep,name=policies,proto3" json:"policies,omitempty"`
+	// The policy a kind with no record of its own gets.
+	EffectiveDefault *QuorumPolicy `protobuf:"bytes,2,opt,name=effective_default,json=effectiveDefault,proto3" json:"effective_default,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *ListQuorumPoliciesResponse) Reset() {
+	*x = ListQuorumPoliciesResponse{}
+	mi := &file_meshnode_v1_quorum_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListQuorumPoliciesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListQuorumPoliciesResponse) ProtoMessage() {}
+
+func (x *ListQuorumPoliciesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_meshnode_v1_quorum_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListQuorumPoliciesResponse.ProtoReflect.Descriptor instead.
+func (*ListQuorumPoliciesResponse) Descriptor() ([]byte, []int) {
+	return file_meshnode_v1_quorum_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *ListQuorumPoliciesResponse) GetPolicies() []*QuorumPolicyRecord {
+	if x != nil {
+		return x.Policies
+	}
+	return nil
+}
+
+func (x *ListQuorumPoliciesResponse) GetEffectiveDefault() *QuorumPolicy {
+	if x != nil {
+		return x.EffectiveDefault
+	}
+	return nil
+}
+
 // Vote is one agent's signed answer to a proposal.
 type Vote struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -639,7 +988,7 @@ type Vote struct {
 
 func (x *Vote) Reset() {
 	*x = Vote{}
-	mi := &file_meshnode_v1_quorum_proto_msgTypes[4]
+	mi := &file_meshnode_v1_quorum_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -651,7 +1000,7 @@ func (x *Vote) String() string {
 func (*Vote) ProtoMessage() {}
 
 func (x *Vote) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_quorum_proto_msgTypes[4]
+	mi := &file_meshnode_v1_quorum_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -664,7 +1013,7 @@ func (x *Vote) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Vote.ProtoReflect.Descriptor instead.
 func (*Vote) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_quorum_proto_rawDescGZIP(), []int{4}
+	return file_meshnode_v1_quorum_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Vote) GetClusterId() string {
@@ -766,7 +1115,7 @@ type QuorumCertificate struct {
 
 func (x *QuorumCertificate) Reset() {
 	*x = QuorumCertificate{}
-	mi := &file_meshnode_v1_quorum_proto_msgTypes[5]
+	mi := &file_meshnode_v1_quorum_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -778,7 +1127,7 @@ func (x *QuorumCertificate) String() string {
 func (*QuorumCertificate) ProtoMessage() {}
 
 func (x *QuorumCertificate) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_quorum_proto_msgTypes[5]
+	mi := &file_meshnode_v1_quorum_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -791,7 +1140,7 @@ func (x *QuorumCertificate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QuorumCertificate.ProtoReflect.Descriptor instead.
 func (*QuorumCertificate) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_quorum_proto_rawDescGZIP(), []int{5}
+	return file_meshnode_v1_quorum_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *QuorumCertificate) GetClusterId() string {
@@ -874,7 +1223,7 @@ type EquivocationEvidence struct {
 
 func (x *EquivocationEvidence) Reset() {
 	*x = EquivocationEvidence{}
-	mi := &file_meshnode_v1_quorum_proto_msgTypes[6]
+	mi := &file_meshnode_v1_quorum_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -886,7 +1235,7 @@ func (x *EquivocationEvidence) String() string {
 func (*EquivocationEvidence) ProtoMessage() {}
 
 func (x *EquivocationEvidence) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_quorum_proto_msgTypes[6]
+	mi := &file_meshnode_v1_quorum_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -899,7 +1248,7 @@ func (x *EquivocationEvidence) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EquivocationEvidence.ProtoReflect.Descriptor instead.
 func (*EquivocationEvidence) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_quorum_proto_rawDescGZIP(), []int{6}
+	return file_meshnode_v1_quorum_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *EquivocationEvidence) GetAgentId() string {
@@ -944,7 +1293,7 @@ type QuorumReview struct {
 
 func (x *QuorumReview) Reset() {
 	*x = QuorumReview{}
-	mi := &file_meshnode_v1_quorum_proto_msgTypes[7]
+	mi := &file_meshnode_v1_quorum_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -956,7 +1305,7 @@ func (x *QuorumReview) String() string {
 func (*QuorumReview) ProtoMessage() {}
 
 func (x *QuorumReview) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_quorum_proto_msgTypes[7]
+	mi := &file_meshnode_v1_quorum_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -969,7 +1318,7 @@ func (x *QuorumReview) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QuorumReview.ProtoReflect.Descriptor instead.
 func (*QuorumReview) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_quorum_proto_rawDescGZIP(), []int{7}
+	return file_meshnode_v1_quorum_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *QuorumReview) GetOperator() string {
@@ -1031,14 +1380,19 @@ type Decision struct {
 	// Human-readable explanation, for example why there was no quorum.
 	Detail string `protobuf:"bytes,9,opt,name=detail,proto3" json:"detail,omitempty"`
 	// Raft index at which the decision was committed; set by consensus.
-	CommitIndex   uint64 `protobuf:"varint,10,opt,name=commit_index,json=commitIndex,proto3" json:"commit_index,omitempty"`
+	CommitIndex uint64 `protobuf:"varint,10,opt,name=commit_index,json=commitIndex,proto3" json:"commit_index,omitempty"`
+	// The quorum policy of the proposal's kind when it was proposed, with the
+	// operator's signature (none for the built-in default). The state machine
+	// commits the decision only if this is the policy in force and the
+	// decision meets it.
+	Policy        *QuorumPolicyRecord `protobuf:"bytes,11,opt,name=policy,proto3" json:"policy,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Decision) Reset() {
 	*x = Decision{}
-	mi := &file_meshnode_v1_quorum_proto_msgTypes[8]
+	mi := &file_meshnode_v1_quorum_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1050,7 +1404,7 @@ func (x *Decision) String() string {
 func (*Decision) ProtoMessage() {}
 
 func (x *Decision) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_quorum_proto_msgTypes[8]
+	mi := &file_meshnode_v1_quorum_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1063,7 +1417,7 @@ func (x *Decision) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Decision.ProtoReflect.Descriptor instead.
 func (*Decision) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_quorum_proto_rawDescGZIP(), []int{8}
+	return file_meshnode_v1_quorum_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Decision) GetProposal() *Proposal {
@@ -1136,6 +1490,13 @@ func (x *Decision) GetCommitIndex() uint64 {
 	return 0
 }
 
+func (x *Decision) GetPolicy() *QuorumPolicyRecord {
+	if x != nil {
+		return x.Policy
+	}
+	return nil
+}
+
 // ProposeRequest starts a vote.
 type ProposeRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1150,7 +1511,7 @@ type ProposeRequest struct {
 
 func (x *ProposeRequest) Reset() {
 	*x = ProposeRequest{}
-	mi := &file_meshnode_v1_quorum_proto_msgTypes[9]
+	mi := &file_meshnode_v1_quorum_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1162,7 +1523,7 @@ func (x *ProposeRequest) String() string {
 func (*ProposeRequest) ProtoMessage() {}
 
 func (x *ProposeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_quorum_proto_msgTypes[9]
+	mi := &file_meshnode_v1_quorum_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1175,7 +1536,7 @@ func (x *ProposeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProposeRequest.ProtoReflect.Descriptor instead.
 func (*ProposeRequest) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_quorum_proto_rawDescGZIP(), []int{9}
+	return file_meshnode_v1_quorum_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ProposeRequest) GetProposal() *Proposal {
@@ -1203,7 +1564,7 @@ type ProposeResponse struct {
 
 func (x *ProposeResponse) Reset() {
 	*x = ProposeResponse{}
-	mi := &file_meshnode_v1_quorum_proto_msgTypes[10]
+	mi := &file_meshnode_v1_quorum_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1215,7 +1576,7 @@ func (x *ProposeResponse) String() string {
 func (*ProposeResponse) ProtoMessage() {}
 
 func (x *ProposeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_quorum_proto_msgTypes[10]
+	mi := &file_meshnode_v1_quorum_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1228,7 +1589,7 @@ func (x *ProposeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProposeResponse.ProtoReflect.Descriptor instead.
 func (*ProposeResponse) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_quorum_proto_rawDescGZIP(), []int{10}
+	return file_meshnode_v1_quorum_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ProposeResponse) GetDecision() *Decision {
@@ -1251,7 +1612,7 @@ type VoteRequest struct {
 
 func (x *VoteRequest) Reset() {
 	*x = VoteRequest{}
-	mi := &file_meshnode_v1_quorum_proto_msgTypes[11]
+	mi := &file_meshnode_v1_quorum_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1263,7 +1624,7 @@ func (x *VoteRequest) String() string {
 func (*VoteRequest) ProtoMessage() {}
 
 func (x *VoteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_quorum_proto_msgTypes[11]
+	mi := &file_meshnode_v1_quorum_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1276,7 +1637,7 @@ func (x *VoteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VoteRequest.ProtoReflect.Descriptor instead.
 func (*VoteRequest) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_quorum_proto_rawDescGZIP(), []int{11}
+	return file_meshnode_v1_quorum_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *VoteRequest) GetRequestId() string {
@@ -1302,7 +1663,7 @@ type VoteResponse struct {
 
 func (x *VoteResponse) Reset() {
 	*x = VoteResponse{}
-	mi := &file_meshnode_v1_quorum_proto_msgTypes[12]
+	mi := &file_meshnode_v1_quorum_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1314,7 +1675,7 @@ func (x *VoteResponse) String() string {
 func (*VoteResponse) ProtoMessage() {}
 
 func (x *VoteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_quorum_proto_msgTypes[12]
+	mi := &file_meshnode_v1_quorum_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1327,7 +1688,7 @@ func (x *VoteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VoteResponse.ProtoReflect.Descriptor instead.
 func (*VoteResponse) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_quorum_proto_rawDescGZIP(), []int{12}
+	return file_meshnode_v1_quorum_proto_rawDescGZIP(), []int{18}
 }
 
 // GetDecisionRequest names a decision.
@@ -1341,7 +1702,7 @@ type GetDecisionRequest struct {
 
 func (x *GetDecisionRequest) Reset() {
 	*x = GetDecisionRequest{}
-	mi := &file_meshnode_v1_quorum_proto_msgTypes[13]
+	mi := &file_meshnode_v1_quorum_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1353,7 +1714,7 @@ func (x *GetDecisionRequest) String() string {
 func (*GetDecisionRequest) ProtoMessage() {}
 
 func (x *GetDecisionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_quorum_proto_msgTypes[13]
+	mi := &file_meshnode_v1_quorum_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1366,7 +1727,7 @@ func (x *GetDecisionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDecisionRequest.ProtoReflect.Descriptor instead.
 func (*GetDecisionRequest) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_quorum_proto_rawDescGZIP(), []int{13}
+	return file_meshnode_v1_quorum_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *GetDecisionRequest) GetId() string {
@@ -1387,7 +1748,7 @@ type GetDecisionResponse struct {
 
 func (x *GetDecisionResponse) Reset() {
 	*x = GetDecisionResponse{}
-	mi := &file_meshnode_v1_quorum_proto_msgTypes[14]
+	mi := &file_meshnode_v1_quorum_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1399,7 +1760,7 @@ func (x *GetDecisionResponse) String() string {
 func (*GetDecisionResponse) ProtoMessage() {}
 
 func (x *GetDecisionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_quorum_proto_msgTypes[14]
+	mi := &file_meshnode_v1_quorum_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1412,7 +1773,7 @@ func (x *GetDecisionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDecisionResponse.ProtoReflect.Descriptor instead.
 func (*GetDecisionResponse) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_quorum_proto_rawDescGZIP(), []int{14}
+	return file_meshnode_v1_quorum_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *GetDecisionResponse) GetDecision() *Decision {
@@ -1439,7 +1800,7 @@ type ListDecisionsRequest struct {
 
 func (x *ListDecisionsRequest) Reset() {
 	*x = ListDecisionsRequest{}
-	mi := &file_meshnode_v1_quorum_proto_msgTypes[15]
+	mi := &file_meshnode_v1_quorum_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1451,7 +1812,7 @@ func (x *ListDecisionsRequest) String() string {
 func (*ListDecisionsRequest) ProtoMessage() {}
 
 func (x *ListDecisionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_quorum_proto_msgTypes[15]
+	mi := &file_meshnode_v1_quorum_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1464,7 +1825,7 @@ func (x *ListDecisionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDecisionsRequest.ProtoReflect.Descriptor instead.
 func (*ListDecisionsRequest) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_quorum_proto_rawDescGZIP(), []int{15}
+	return file_meshnode_v1_quorum_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ListDecisionsRequest) GetStatus() DecisionStatus {
@@ -1508,7 +1869,7 @@ type ListDecisionsResponse struct {
 
 func (x *ListDecisionsResponse) Reset() {
 	*x = ListDecisionsResponse{}
-	mi := &file_meshnode_v1_quorum_proto_msgTypes[16]
+	mi := &file_meshnode_v1_quorum_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1520,7 +1881,7 @@ func (x *ListDecisionsResponse) String() string {
 func (*ListDecisionsResponse) ProtoMessage() {}
 
 func (x *ListDecisionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_quorum_proto_msgTypes[16]
+	mi := &file_meshnode_v1_quorum_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1533,7 +1894,7 @@ func (x *ListDecisionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDecisionsResponse.ProtoReflect.Descriptor instead.
 func (*ListDecisionsResponse) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_quorum_proto_rawDescGZIP(), []int{16}
+	return file_meshnode_v1_quorum_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ListDecisionsResponse) GetDecisions() []*Decision {
@@ -1565,7 +1926,7 @@ type ReviewRequest struct {
 
 func (x *ReviewRequest) Reset() {
 	*x = ReviewRequest{}
-	mi := &file_meshnode_v1_quorum_proto_msgTypes[17]
+	mi := &file_meshnode_v1_quorum_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1577,7 +1938,7 @@ func (x *ReviewRequest) String() string {
 func (*ReviewRequest) ProtoMessage() {}
 
 func (x *ReviewRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_quorum_proto_msgTypes[17]
+	mi := &file_meshnode_v1_quorum_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1590,7 +1951,7 @@ func (x *ReviewRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReviewRequest.ProtoReflect.Descriptor instead.
 func (*ReviewRequest) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_quorum_proto_rawDescGZIP(), []int{17}
+	return file_meshnode_v1_quorum_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ReviewRequest) GetId() string {
@@ -1625,7 +1986,7 @@ type ReviewResponse struct {
 
 func (x *ReviewResponse) Reset() {
 	*x = ReviewResponse{}
-	mi := &file_meshnode_v1_quorum_proto_msgTypes[18]
+	mi := &file_meshnode_v1_quorum_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1637,7 +1998,7 @@ func (x *ReviewResponse) String() string {
 func (*ReviewResponse) ProtoMessage() {}
 
 func (x *ReviewResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_quorum_proto_msgTypes[18]
+	mi := &file_meshnode_v1_quorum_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1650,7 +2011,7 @@ func (x *ReviewResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReviewResponse.ProtoReflect.Descriptor instead.
 func (*ReviewResponse) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_quorum_proto_rawDescGZIP(), []int{18}
+	return file_meshnode_v1_quorum_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ReviewResponse) GetDecision() *Decision {
@@ -1673,7 +2034,7 @@ type ClearFlagRequest struct {
 
 func (x *ClearFlagRequest) Reset() {
 	*x = ClearFlagRequest{}
-	mi := &file_meshnode_v1_quorum_proto_msgTypes[19]
+	mi := &file_meshnode_v1_quorum_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1685,7 +2046,7 @@ func (x *ClearFlagRequest) String() string {
 func (*ClearFlagRequest) ProtoMessage() {}
 
 func (x *ClearFlagRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_quorum_proto_msgTypes[19]
+	mi := &file_meshnode_v1_quorum_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1698,7 +2059,7 @@ func (x *ClearFlagRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClearFlagRequest.ProtoReflect.Descriptor instead.
 func (*ClearFlagRequest) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_quorum_proto_rawDescGZIP(), []int{19}
+	return file_meshnode_v1_quorum_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ClearFlagRequest) GetAgentId() string {
@@ -1726,7 +2087,7 @@ type ClearFlagResponse struct {
 
 func (x *ClearFlagResponse) Reset() {
 	*x = ClearFlagResponse{}
-	mi := &file_meshnode_v1_quorum_proto_msgTypes[20]
+	mi := &file_meshnode_v1_quorum_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1738,7 +2099,7 @@ func (x *ClearFlagResponse) String() string {
 func (*ClearFlagResponse) ProtoMessage() {}
 
 func (x *ClearFlagResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshnode_v1_quorum_proto_msgTypes[20]
+	mi := &file_meshnode_v1_quorum_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1751,7 +2112,7 @@ func (x *ClearFlagResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClearFlagResponse.ProtoReflect.Descriptor instead.
 func (*ClearFlagResponse) Descriptor() ([]byte, []int) {
-	return file_meshnode_v1_quorum_proto_rawDescGZIP(), []int{20}
+	return file_meshnode_v1_quorum_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ClearFlagResponse) GetIndex() uint64 {
@@ -1798,7 +2159,27 @@ const file_meshnode_v1_quorum_proto_rawDesc = "" +
 	"\x05round\x18\f \x01(\rR\x05round\x128\n" +
 	"\n" +
 	"electorate\x18\r \x03(\v2\x18.meshnode.v1.QuorumVoterR\n" +
-	"electorate\"\xce\x02\n" +
+	"electorate\"\xf5\x01\n" +
+	"\fQuorumPolicy\x12\x12\n" +
+	"\x04kind\x18\x01 \x01(\tR\x04kind\x122\n" +
+	"\bmin_rule\x18\x02 \x01(\v2\x17.meshnode.v1.QuorumRuleR\aminRule\x12\x1d\n" +
+	"\n" +
+	"min_voters\x18\x03 \x01(\rR\tminVoters\x12,\n" +
+	"\x12allow_shared_hosts\x18\x04 \x01(\bR\x10allowSharedHosts\x12)\n" +
+	"\x10voter_capability\x18\x05 \x01(\tR\x0fvoterCapability\x12%\n" +
+	"\x0eeligible_nodes\x18\x06 \x03(\tR\religibleNodes\"\xa4\x01\n" +
+	"\x12QuorumPolicyRecord\x121\n" +
+	"\x06policy\x18\x01 \x01(\v2\x19.meshnode.v1.QuorumPolicyR\x06policy\x128\n" +
+	"\tsignature\x18\x02 \x01(\v2\x1a.meshnode.v1.SignedCommandR\tsignature\x12!\n" +
+	"\fmodify_index\x18\x03 \x01(\x04R\vmodifyIndex\"K\n" +
+	"\x16SetQuorumPolicyRequest\x121\n" +
+	"\x06policy\x18\x01 \x01(\v2\x19.meshnode.v1.QuorumPolicyR\x06policy\"/\n" +
+	"\x17SetQuorumPolicyResponse\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\"\x1b\n" +
+	"\x19ListQuorumPoliciesRequest\"\xa1\x01\n" +
+	"\x1aListQuorumPoliciesResponse\x12;\n" +
+	"\bpolicies\x18\x01 \x03(\v2\x1f.meshnode.v1.QuorumPolicyRecordR\bpolicies\x12F\n" +
+	"\x11effective_default\x18\x02 \x01(\v2\x19.meshnode.v1.QuorumPolicyR\x10effectiveDefault\"\xce\x02\n" +
 	"\x04Vote\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\x1f\n" +
@@ -1838,7 +2219,7 @@ const file_meshnode_v1_quorum_proto_rawDesc = "" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\x12;\n" +
 	"\vreviewed_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"reviewedAt\x128\n" +
-	"\tsignature\x18\x05 \x01(\v2\x1a.meshnode.v1.SignedCommandR\tsignature\"\xfc\x03\n" +
+	"\tsignature\x18\x05 \x01(\v2\x1a.meshnode.v1.SignedCommandR\tsignature\"\xb5\x04\n" +
 	"\bDecision\x121\n" +
 	"\bproposal\x18\x01 \x01(\v2\x15.meshnode.v1.ProposalR\bproposal\x123\n" +
 	"\x06status\x18\x02 \x01(\x0e2\x1b.meshnode.v1.DecisionStatusR\x06status\x12-\n" +
@@ -1850,7 +2231,8 @@ const file_meshnode_v1_quorum_proto_rawDesc = "" +
 	"\tclosed_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\bclosedAt\x12\x16\n" +
 	"\x06detail\x18\t \x01(\tR\x06detail\x12!\n" +
 	"\fcommit_index\x18\n" +
-	" \x01(\x04R\vcommitIndex\"W\n" +
+	" \x01(\x04R\vcommitIndex\x127\n" +
+	"\x06policy\x18\v \x01(\v2\x1f.meshnode.v1.QuorumPolicyRecordR\x06policy\"W\n" +
 	"\x0eProposeRequest\x121\n" +
 	"\bproposal\x18\x01 \x01(\v2\x15.meshnode.v1.ProposalR\bproposal\x12\x12\n" +
 	"\x04wait\x18\x02 \x01(\bR\x04wait\"D\n" +
@@ -1905,14 +2287,16 @@ const file_meshnode_v1_quorum_proto_rawDesc = "" +
 	"\x17DECISION_STATUS_DECIDED\x10\x02\x12\x1d\n" +
 	"\x19DECISION_STATUS_NO_QUORUM\x10\x03\x12 \n" +
 	"\x1cDECISION_STATUS_NEEDS_REVIEW\x10\x04\x12\x1c\n" +
-	"\x18DECISION_STATUS_REVIEWED\x10\x052\xcb\x03\n" +
+	"\x18DECISION_STATUS_REVIEWED\x10\x052\x90\x05\n" +
 	"\rQuorumService\x12D\n" +
 	"\aPropose\x12\x1b.meshnode.v1.ProposeRequest\x1a\x1c.meshnode.v1.ProposeResponse\x12;\n" +
 	"\x04Vote\x12\x18.meshnode.v1.VoteRequest\x1a\x19.meshnode.v1.VoteResponse\x12P\n" +
 	"\vGetDecision\x12\x1f.meshnode.v1.GetDecisionRequest\x1a .meshnode.v1.GetDecisionResponse\x12V\n" +
 	"\rListDecisions\x12!.meshnode.v1.ListDecisionsRequest\x1a\".meshnode.v1.ListDecisionsResponse\x12A\n" +
 	"\x06Review\x12\x1a.meshnode.v1.ReviewRequest\x1a\x1b.meshnode.v1.ReviewResponse\x12J\n" +
-	"\tClearFlag\x12\x1d.meshnode.v1.ClearFlagRequest\x1a\x1e.meshnode.v1.ClearFlagResponseB<Z:github.com/agentmesh/meshnode/proto/meshnode/v1;meshnodev1b\x06proto3"
+	"\tClearFlag\x12\x1d.meshnode.v1.ClearFlagRequest\x1a\x1e.meshnode.v1.ClearFlagResponse\x12\\\n" +
+	"\x0fSetQuorumPolicy\x12#.meshnode.v1.SetQuorumPolicyRequest\x1a$.meshnode.v1.SetQuorumPolicyResponse\x12e\n" +
+	"\x12ListQuorumPolicies\x12&.meshnode.v1.ListQuorumPoliciesRequest\x1a'.meshnode.v1.ListQuorumPoliciesResponseB<Z:github.com/agentmesh/meshnode/proto/meshnode/v1;meshnodev1b\x06proto3"
 
 var (
 	file_meshnode_v1_quorum_proto_rawDescOnce sync.Once
@@ -1927,87 +2311,104 @@ func file_meshnode_v1_quorum_proto_rawDescGZIP() []byte {
 }
 
 var file_meshnode_v1_quorum_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_meshnode_v1_quorum_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_meshnode_v1_quorum_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_meshnode_v1_quorum_proto_goTypes = []any{
-	(Choice)(0),                   // 0: meshnode.v1.Choice
-	(QuorumRuleKind)(0),           // 1: meshnode.v1.QuorumRuleKind
-	(NoQuorumAction)(0),           // 2: meshnode.v1.NoQuorumAction
-	(DecisionStatus)(0),           // 3: meshnode.v1.DecisionStatus
-	(*QuorumRule)(nil),            // 4: meshnode.v1.QuorumRule
-	(*VoterSelection)(nil),        // 5: meshnode.v1.VoterSelection
-	(*QuorumVoter)(nil),           // 6: meshnode.v1.QuorumVoter
-	(*Proposal)(nil),              // 7: meshnode.v1.Proposal
-	(*Vote)(nil),                  // 8: meshnode.v1.Vote
-	(*QuorumCertificate)(nil),     // 9: meshnode.v1.QuorumCertificate
-	(*EquivocationEvidence)(nil),  // 10: meshnode.v1.EquivocationEvidence
-	(*QuorumReview)(nil),          // 11: meshnode.v1.QuorumReview
-	(*Decision)(nil),              // 12: meshnode.v1.Decision
-	(*ProposeRequest)(nil),        // 13: meshnode.v1.ProposeRequest
-	(*ProposeResponse)(nil),       // 14: meshnode.v1.ProposeResponse
-	(*VoteRequest)(nil),           // 15: meshnode.v1.VoteRequest
-	(*VoteResponse)(nil),          // 16: meshnode.v1.VoteResponse
-	(*GetDecisionRequest)(nil),    // 17: meshnode.v1.GetDecisionRequest
-	(*GetDecisionResponse)(nil),   // 18: meshnode.v1.GetDecisionResponse
-	(*ListDecisionsRequest)(nil),  // 19: meshnode.v1.ListDecisionsRequest
-	(*ListDecisionsResponse)(nil), // 20: meshnode.v1.ListDecisionsResponse
-	(*ReviewRequest)(nil),         // 21: meshnode.v1.ReviewRequest
-	(*ReviewResponse)(nil),        // 22: meshnode.v1.ReviewResponse
-	(*ClearFlagRequest)(nil),      // 23: meshnode.v1.ClearFlagRequest
-	(*ClearFlagResponse)(nil),     // 24: meshnode.v1.ClearFlagResponse
-	(*timestamppb.Timestamp)(nil), // 25: google.protobuf.Timestamp
-	(*SignedCommand)(nil),         // 26: meshnode.v1.SignedCommand
+	(Choice)(0),                        // 0: meshnode.v1.Choice
+	(QuorumRuleKind)(0),                // 1: meshnode.v1.QuorumRuleKind
+	(NoQuorumAction)(0),                // 2: meshnode.v1.NoQuorumAction
+	(DecisionStatus)(0),                // 3: meshnode.v1.DecisionStatus
+	(*QuorumRule)(nil),                 // 4: meshnode.v1.QuorumRule
+	(*VoterSelection)(nil),             // 5: meshnode.v1.VoterSelection
+	(*QuorumVoter)(nil),                // 6: meshnode.v1.QuorumVoter
+	(*Proposal)(nil),                   // 7: meshnode.v1.Proposal
+	(*QuorumPolicy)(nil),               // 8: meshnode.v1.QuorumPolicy
+	(*QuorumPolicyRecord)(nil),         // 9: meshnode.v1.QuorumPolicyRecord
+	(*SetQuorumPolicyRequest)(nil),     // 10: meshnode.v1.SetQuorumPolicyRequest
+	(*SetQuorumPolicyResponse)(nil),    // 11: meshnode.v1.SetQuorumPolicyResponse
+	(*ListQuorumPoliciesRequest)(nil),  // 12: meshnode.v1.ListQuorumPoliciesRequest
+	(*ListQuorumPoliciesResponse)(nil), // 13: meshnode.v1.ListQuorumPoliciesResponse
+	(*Vote)(nil),                       // 14: meshnode.v1.Vote
+	(*QuorumCertificate)(nil),          // 15: meshnode.v1.QuorumCertificate
+	(*EquivocationEvidence)(nil),       // 16: meshnode.v1.EquivocationEvidence
+	(*QuorumReview)(nil),               // 17: meshnode.v1.QuorumReview
+	(*Decision)(nil),                   // 18: meshnode.v1.Decision
+	(*ProposeRequest)(nil),             // 19: meshnode.v1.ProposeRequest
+	(*ProposeResponse)(nil),            // 20: meshnode.v1.ProposeResponse
+	(*VoteRequest)(nil),                // 21: meshnode.v1.VoteRequest
+	(*VoteResponse)(nil),               // 22: meshnode.v1.VoteResponse
+	(*GetDecisionRequest)(nil),         // 23: meshnode.v1.GetDecisionRequest
+	(*GetDecisionResponse)(nil),        // 24: meshnode.v1.GetDecisionResponse
+	(*ListDecisionsRequest)(nil),       // 25: meshnode.v1.ListDecisionsRequest
+	(*ListDecisionsResponse)(nil),      // 26: meshnode.v1.ListDecisionsResponse
+	(*ReviewRequest)(nil),              // 27: meshnode.v1.ReviewRequest
+	(*ReviewResponse)(nil),             // 28: meshnode.v1.ReviewResponse
+	(*ClearFlagRequest)(nil),           // 29: meshnode.v1.ClearFlagRequest
+	(*ClearFlagResponse)(nil),          // 30: meshnode.v1.ClearFlagResponse
+	(*timestamppb.Timestamp)(nil),      // 31: google.protobuf.Timestamp
+	(*SignedCommand)(nil),              // 32: meshnode.v1.SignedCommand
 }
 var file_meshnode_v1_quorum_proto_depIdxs = []int32{
 	1,  // 0: meshnode.v1.QuorumRule.kind:type_name -> meshnode.v1.QuorumRuleKind
 	5,  // 1: meshnode.v1.Proposal.selection:type_name -> meshnode.v1.VoterSelection
 	4,  // 2: meshnode.v1.Proposal.rule:type_name -> meshnode.v1.QuorumRule
-	25, // 3: meshnode.v1.Proposal.deadline:type_name -> google.protobuf.Timestamp
+	31, // 3: meshnode.v1.Proposal.deadline:type_name -> google.protobuf.Timestamp
 	2,  // 4: meshnode.v1.Proposal.on_no_quorum:type_name -> meshnode.v1.NoQuorumAction
-	25, // 5: meshnode.v1.Proposal.created_at:type_name -> google.protobuf.Timestamp
+	31, // 5: meshnode.v1.Proposal.created_at:type_name -> google.protobuf.Timestamp
 	6,  // 6: meshnode.v1.Proposal.electorate:type_name -> meshnode.v1.QuorumVoter
-	0,  // 7: meshnode.v1.Vote.choice:type_name -> meshnode.v1.Choice
-	4,  // 8: meshnode.v1.QuorumCertificate.rule:type_name -> meshnode.v1.QuorumRule
-	6,  // 9: meshnode.v1.QuorumCertificate.electorate:type_name -> meshnode.v1.QuorumVoter
-	0,  // 10: meshnode.v1.QuorumCertificate.choice:type_name -> meshnode.v1.Choice
-	8,  // 11: meshnode.v1.QuorumCertificate.votes:type_name -> meshnode.v1.Vote
-	8,  // 12: meshnode.v1.EquivocationEvidence.first:type_name -> meshnode.v1.Vote
-	8,  // 13: meshnode.v1.EquivocationEvidence.second:type_name -> meshnode.v1.Vote
-	0,  // 14: meshnode.v1.QuorumReview.outcome:type_name -> meshnode.v1.Choice
-	25, // 15: meshnode.v1.QuorumReview.reviewed_at:type_name -> google.protobuf.Timestamp
-	26, // 16: meshnode.v1.QuorumReview.signature:type_name -> meshnode.v1.SignedCommand
-	7,  // 17: meshnode.v1.Decision.proposal:type_name -> meshnode.v1.Proposal
-	3,  // 18: meshnode.v1.Decision.status:type_name -> meshnode.v1.DecisionStatus
-	0,  // 19: meshnode.v1.Decision.outcome:type_name -> meshnode.v1.Choice
-	9,  // 20: meshnode.v1.Decision.certificate:type_name -> meshnode.v1.QuorumCertificate
-	10, // 21: meshnode.v1.Decision.equivocations:type_name -> meshnode.v1.EquivocationEvidence
-	11, // 22: meshnode.v1.Decision.review:type_name -> meshnode.v1.QuorumReview
-	8,  // 23: meshnode.v1.Decision.votes:type_name -> meshnode.v1.Vote
-	25, // 24: meshnode.v1.Decision.closed_at:type_name -> google.protobuf.Timestamp
-	7,  // 25: meshnode.v1.ProposeRequest.proposal:type_name -> meshnode.v1.Proposal
-	12, // 26: meshnode.v1.ProposeResponse.decision:type_name -> meshnode.v1.Decision
-	8,  // 27: meshnode.v1.VoteRequest.vote:type_name -> meshnode.v1.Vote
-	12, // 28: meshnode.v1.GetDecisionResponse.decision:type_name -> meshnode.v1.Decision
-	3,  // 29: meshnode.v1.ListDecisionsRequest.status:type_name -> meshnode.v1.DecisionStatus
-	12, // 30: meshnode.v1.ListDecisionsResponse.decisions:type_name -> meshnode.v1.Decision
-	0,  // 31: meshnode.v1.ReviewRequest.outcome:type_name -> meshnode.v1.Choice
-	12, // 32: meshnode.v1.ReviewResponse.decision:type_name -> meshnode.v1.Decision
-	13, // 33: meshnode.v1.QuorumService.Propose:input_type -> meshnode.v1.ProposeRequest
-	15, // 34: meshnode.v1.QuorumService.Vote:input_type -> meshnode.v1.VoteRequest
-	17, // 35: meshnode.v1.QuorumService.GetDecision:input_type -> meshnode.v1.GetDecisionRequest
-	19, // 36: meshnode.v1.QuorumService.ListDecisions:input_type -> meshnode.v1.ListDecisionsRequest
-	21, // 37: meshnode.v1.QuorumService.Review:input_type -> meshnode.v1.ReviewRequest
-	23, // 38: meshnode.v1.QuorumService.ClearFlag:input_type -> meshnode.v1.ClearFlagRequest
-	14, // 39: meshnode.v1.QuorumService.Propose:output_type -> meshnode.v1.ProposeResponse
-	16, // 40: meshnode.v1.QuorumService.Vote:output_type -> meshnode.v1.VoteResponse
-	18, // 41: meshnode.v1.QuorumService.GetDecision:output_type -> meshnode.v1.GetDecisionResponse
-	20, // 42: meshnode.v1.QuorumService.ListDecisions:output_type -> meshnode.v1.ListDecisionsResponse
-	22, // 43: meshnode.v1.QuorumService.Review:output_type -> meshnode.v1.ReviewResponse
-	24, // 44: meshnode.v1.QuorumService.ClearFlag:output_type -> meshnode.v1.ClearFlagResponse
-	39, // [39:45] is the sub-list for method output_type
-	33, // [33:39] is the sub-list for method input_type
-	33, // [33:33] is the sub-list for extension type_name
-	33, // [33:33] is the sub-list for extension extendee
-	0,  // [0:33] is the sub-list for field type_name
+	4,  // 7: meshnode.v1.QuorumPolicy.min_rule:type_name -> meshnode.v1.QuorumRule
+	8,  // 8: meshnode.v1.QuorumPolicyRecord.policy:type_name -> meshnode.v1.QuorumPolicy
+	32, // 9: meshnode.v1.QuorumPolicyRecord.signature:type_name -> meshnode.v1.SignedCommand
+	8,  // 10: meshnode.v1.SetQuorumPolicyRequest.policy:type_name -> meshnode.v1.QuorumPolicy
+	9,  // 11: meshnode.v1.ListQuorumPoliciesResponse.policies:type_name -> meshnode.v1.QuorumPolicyRecord
+	8,  // 12: meshnode.v1.ListQuorumPoliciesResponse.effective_default:type_name -> meshnode.v1.QuorumPolicy
+	0,  // 13: meshnode.v1.Vote.choice:type_name -> meshnode.v1.Choice
+	4,  // 14: meshnode.v1.QuorumCertificate.rule:type_name -> meshnode.v1.QuorumRule
+	6,  // 15: meshnode.v1.QuorumCertificate.electorate:type_name -> meshnode.v1.QuorumVoter
+	0,  // 16: meshnode.v1.QuorumCertificate.choice:type_name -> meshnode.v1.Choice
+	14, // 17: meshnode.v1.QuorumCertificate.votes:type_name -> meshnode.v1.Vote
+	14, // 18: meshnode.v1.EquivocationEvidence.first:type_name -> meshnode.v1.Vote
+	14, // 19: meshnode.v1.EquivocationEvidence.second:type_name -> meshnode.v1.Vote
+	0,  // 20: meshnode.v1.QuorumReview.outcome:type_name -> meshnode.v1.Choice
+	31, // 21: meshnode.v1.QuorumReview.reviewed_at:type_name -> google.protobuf.Timestamp
+	32, // 22: meshnode.v1.QuorumReview.signature:type_name -> meshnode.v1.SignedCommand
+	7,  // 23: meshnode.v1.Decision.proposal:type_name -> meshnode.v1.Proposal
+	3,  // 24: meshnode.v1.Decision.status:type_name -> meshnode.v1.DecisionStatus
+	0,  // 25: meshnode.v1.Decision.outcome:type_name -> meshnode.v1.Choice
+	15, // 26: meshnode.v1.Decision.certificate:type_name -> meshnode.v1.QuorumCertificate
+	16, // 27: meshnode.v1.Decision.equivocations:type_name -> meshnode.v1.EquivocationEvidence
+	17, // 28: meshnode.v1.Decision.review:type_name -> meshnode.v1.QuorumReview
+	14, // 29: meshnode.v1.Decision.votes:type_name -> meshnode.v1.Vote
+	31, // 30: meshnode.v1.Decision.closed_at:type_name -> google.protobuf.Timestamp
+	9,  // 31: meshnode.v1.Decision.policy:type_name -> meshnode.v1.QuorumPolicyRecord
+	7,  // 32: meshnode.v1.ProposeRequest.proposal:type_name -> meshnode.v1.Proposal
+	18, // 33: meshnode.v1.ProposeResponse.decision:type_name -> meshnode.v1.Decision
+	14, // 34: meshnode.v1.VoteRequest.vote:type_name -> meshnode.v1.Vote
+	18, // 35: meshnode.v1.GetDecisionResponse.decision:type_name -> meshnode.v1.Decision
+	3,  // 36: meshnode.v1.ListDecisionsRequest.status:type_name -> meshnode.v1.DecisionStatus
+	18, // 37: meshnode.v1.ListDecisionsResponse.decisions:type_name -> meshnode.v1.Decision
+	0,  // 38: meshnode.v1.ReviewRequest.outcome:type_name -> meshnode.v1.Choice
+	18, // 39: meshnode.v1.ReviewResponse.decision:type_name -> meshnode.v1.Decision
+	19, // 40: meshnode.v1.QuorumService.Propose:input_type -> meshnode.v1.ProposeRequest
+	21, // 41: meshnode.v1.QuorumService.Vote:input_type -> meshnode.v1.VoteRequest
+	23, // 42: meshnode.v1.QuorumService.GetDecision:input_type -> meshnode.v1.GetDecisionRequest
+	25, // 43: meshnode.v1.QuorumService.ListDecisions:input_type -> meshnode.v1.ListDecisionsRequest
+	27, // 44: meshnode.v1.QuorumService.Review:input_type -> meshnode.v1.ReviewRequest
+	29, // 45: meshnode.v1.QuorumService.ClearFlag:input_type -> meshnode.v1.ClearFlagRequest
+	10, // 46: meshnode.v1.QuorumService.SetQuorumPolicy:input_type -> meshnode.v1.SetQuorumPolicyRequest
+	12, // 47: meshnode.v1.QuorumService.ListQuorumPolicies:input_type -> meshnode.v1.ListQuorumPoliciesRequest
+	20, // 48: meshnode.v1.QuorumService.Propose:output_type -> meshnode.v1.ProposeResponse
+	22, // 49: meshnode.v1.QuorumService.Vote:output_type -> meshnode.v1.VoteResponse
+	24, // 50: meshnode.v1.QuorumService.GetDecision:output_type -> meshnode.v1.GetDecisionResponse
+	26, // 51: meshnode.v1.QuorumService.ListDecisions:output_type -> meshnode.v1.ListDecisionsResponse
+	28, // 52: meshnode.v1.QuorumService.Review:output_type -> meshnode.v1.ReviewResponse
+	30, // 53: meshnode.v1.QuorumService.ClearFlag:output_type -> meshnode.v1.ClearFlagResponse
+	11, // 54: meshnode.v1.QuorumService.SetQuorumPolicy:output_type -> meshnode.v1.SetQuorumPolicyResponse
+	13, // 55: meshnode.v1.QuorumService.ListQuorumPolicies:output_type -> meshnode.v1.ListQuorumPoliciesResponse
+	48, // [48:56] is the sub-list for method output_type
+	40, // [40:48] is the sub-list for method input_type
+	40, // [40:40] is the sub-list for extension type_name
+	40, // [40:40] is the sub-list for extension extendee
+	0,  // [0:40] is the sub-list for field type_name
 }
 
 func init() { file_meshnode_v1_quorum_proto_init() }
@@ -2022,7 +2423,7 @@ func file_meshnode_v1_quorum_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meshnode_v1_quorum_proto_rawDesc), len(file_meshnode_v1_quorum_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   21,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,12 +19,14 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	QuorumService_Propose_FullMethodName       = "/meshnode.v1.QuorumService/Propose"
-	QuorumService_Vote_FullMethodName          = "/meshnode.v1.QuorumService/Vote"
-	QuorumService_GetDecision_FullMethodName   = "/meshnode.v1.QuorumService/GetDecision"
-	QuorumService_ListDecisions_FullMethodName = "/meshnode.v1.QuorumService/ListDecisions"
-	QuorumService_Review_FullMethodName        = "/meshnode.v1.QuorumService/Review"
-	QuorumService_ClearFlag_FullMethodName     = "/meshnode.v1.QuorumService/ClearFlag"
+	QuorumService_Propose_FullMethodName            = "/meshnode.v1.QuorumService/Propose"
+	QuorumService_Vote_FullMethodName               = "/meshnode.v1.QuorumService/Vote"
+	QuorumService_GetDecision_FullMethodName        = "/meshnode.v1.QuorumService/GetDecision"
+	QuorumService_ListDecisions_FullMethodName      = "/meshnode.v1.QuorumService/ListDecisions"
+	QuorumService_Review_FullMethodName             = "/meshnode.v1.QuorumService/Review"
+	QuorumService_ClearFlag_FullMethodName          = "/meshnode.v1.QuorumService/ClearFlag"
+	QuorumService_SetQuorumPolicy_FullMethodName    = "/meshnode.v1.QuorumService/SetQuorumPolicy"
+	QuorumService_ListQuorumPolicies_FullMethodName = "/meshnode.v1.QuorumService/ListQuorumPolicies"
 )
 
 // QuorumServiceClient is the client API for QuorumService service.
@@ -55,6 +57,13 @@ type QuorumServiceClient interface {
 	// ClearFlag removes an agent's equivocation flag, so its votes count
 	// again. A reviewer's admin command.
 	ClearFlag(ctx context.Context, in *ClearFlagRequest, opts ...grpc.CallOption) (*ClearFlagResponse, error)
+	// SetQuorumPolicy sets the quorum policy of a kind of decision (or the
+	// cluster default): the weakest terms a proposal of that kind may have.
+	// A policy operator's admin command.
+	SetQuorumPolicy(ctx context.Context, in *SetQuorumPolicyRequest, opts ...grpc.CallOption) (*SetQuorumPolicyResponse, error)
+	// ListQuorumPolicies lists the quorum policies in force, each with the
+	// operator's signed command that set it.
+	ListQuorumPolicies(ctx context.Context, in *ListQuorumPoliciesRequest, opts ...grpc.CallOption) (*ListQuorumPoliciesResponse, error)
 }
 
 type quorumServiceClient struct {
@@ -125,6 +134,26 @@ func (c *quorumServiceClient) ClearFlag(ctx context.Context, in *ClearFlagReques
 	return out, nil
 }
 
+func (c *quorumServiceClient) SetQuorumPolicy(ctx context.Context, in *SetQuorumPolicyRequest, opts ...grpc.CallOption) (*SetQuorumPolicyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SetQuorumPolicyResponse)
+	err := c.cc.Invoke(ctx, QuorumService_SetQuorumPolicy_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *quorumServiceClient) ListQuorumPolicies(ctx context.Context, in *ListQuorumPoliciesRequest, opts ...grpc.CallOption) (*ListQuorumPoliciesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListQuorumPoliciesResponse)
+	err := c.cc.Invoke(ctx, QuorumService_ListQuorumPolicies_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // QuorumServiceServer is the server API for QuorumService service.
 // All implementations must embed UnimplementedQuorumServiceServer
 // for forward compatibility.
@@ -153,6 +182,13 @@ type QuorumServiceServer interface {
 	// ClearFlag removes an agent's equivocation flag, so its votes count
 	// again. A reviewer's admin command.
 	ClearFlag(context.Context, *ClearFlagRequest) (*ClearFlagResponse, error)
+	// SetQuorumPolicy sets the quorum policy of a kind of decision (or the
+	// cluster default): the weakest terms a proposal of that kind may have.
+	// A policy operator's admin command.
+	SetQuorumPolicy(context.Context, *SetQuorumPolicyRequest) (*SetQuorumPolicyResponse, error)
+	// ListQuorumPolicies lists the quorum policies in force, each with the
+	// operator's signed command that set it.
+	ListQuorumPolicies(context.Context, *ListQuorumPoliciesRequest) (*ListQuorumPoliciesResponse, error)
 	mustEmbedUnimplementedQuorumServiceServer()
 }
 
@@ -180,6 +216,12 @@ func (UnimplementedQuorumServiceServer) Review(context.Context, *ReviewRequest) 
 }
 func (UnimplementedQuorumServiceServer) ClearFlag(context.Context, *ClearFlagRequest) (*ClearFlagResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ClearFlag not implemented")
+}
+func (UnimplementedQuorumServiceServer) SetQuorumPolicy(context.Context, *SetQuorumPolicyRequest) (*SetQuorumPolicyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetQuorumPolicy not implemented")
+}
+func (UnimplementedQuorumServiceServer) ListQuorumPolicies(context.Context, *ListQuorumPoliciesRequest) (*ListQuorumPoliciesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListQuorumPolicies not implemented")
 }
 func (UnimplementedQuorumServiceServer) mustEmbedUnimplementedQuorumServiceServer() {}
 func (UnimplementedQuorumServiceServer) testEmbeddedByValue()                       {}
@@ -310,6 +352,42 @@ func _QuorumService_ClearFlag_Handler(srv interface{}, ctx context.Context, dec 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _QuorumService_SetQuorumPolicy_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetQuorumPolicyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(QuorumServiceServer).SetQuorumPolicy(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: QuorumService_SetQuorumPolicy_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(QuorumServiceServer).SetQuorumPolicy(ctx, req.(*SetQuorumPolicyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _QuorumService_ListQuorumPolicies_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListQuorumPoliciesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(QuorumServiceServer).ListQuorumPolicies(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: QuorumService_ListQuorumPolicies_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(QuorumServiceServer).ListQuorumPolicies(ctx, req.(*ListQuorumPoliciesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // QuorumService_ServiceDesc is the grpc.ServiceDesc for QuorumService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -340,6 +418,14 @@ var QuorumService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ClearFlag",
 			Handler:    _QuorumService_ClearFlag_Handler,
+		},
+		{
+			MethodName: "SetQuorumPolicy",
+			Handler:    _QuorumService_SetQuorumPolicy_Handler,
+		},
+		{
+			MethodName: "ListQuorumPolicies",
+			Handler:    _QuorumService_ListQuorumPolicies_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -1916,6 +1916,7 @@ type RaftStateRecord struct {
 	//	*RaftStateRecord_Operator
 	//	*RaftStateRecord_Nonce
 	//	*RaftStateRecord_IssuedToken
+	//	*RaftStateRecord_QuorumPolicy
 	Record        isRaftStateRecord_Record `protobuf_oneof:"record"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2075,6 +2076,15 @@ func (x *RaftStateRecord) GetIssuedToken() *IssuedToken {
 	return nil
 }
 
+func (x *RaftStateRecord) GetQuorumPolicy() *QuorumPolicyRecord {
+	if x != nil {
+		if x, ok := x.Record.(*RaftStateRecord_QuorumPolicy); ok {
+			return x.QuorumPolicy
+		}
+	}
+	return nil
+}
+
 type isRaftStateRecord_Record interface {
 	isRaftStateRecord_Record()
 }
@@ -2144,6 +2154,11 @@ type RaftStateRecord_IssuedToken struct {
 	IssuedToken *IssuedToken `protobuf:"bytes,13,opt,name=issued_token,json=issuedToken,proto3,oneof"`
 }
 
+type RaftStateRecord_QuorumPolicy struct {
+	// A quorum policy.
+	QuorumPolicy *QuorumPolicyRecord `protobuf:"bytes,14,opt,name=quorum_policy,json=quorumPolicy,proto3,oneof"`
+}
+
 func (*RaftStateRecord_Node) isRaftStateRecord_Record() {}
 
 func (*RaftStateRecord_Agent) isRaftStateRecord_Record() {}
@@ -2169,6 +2184,8 @@ func (*RaftStateRecord_Operator) isRaftStateRecord_Record() {}
 func (*RaftStateRecord_Nonce) isRaftStateRecord_Record() {}
 
 func (*RaftStateRecord_IssuedToken) isRaftStateRecord_Record() {}
+
+func (*RaftStateRecord_QuorumPolicy) isRaftStateRecord_Record() {}
 
 // PutTrustBundleCommand stores the trust bundle. The state machine accepts it
 // once: an operator's chain of trust ends at the first admin's key in it, so
@@ -2244,6 +2261,7 @@ type AdminCommand struct {
 	//	*AdminCommand_RemoveNode
 	//	*AdminCommand_ClearFlag
 	//	*AdminCommand_RemoveAgent
+	//	*AdminCommand_SetQuorumPolicy
 	Request isAdminCommand_Request `protobuf_oneof:"request"`
 	// For create_token: the token the executing server minted for the signed
 	// request. It is not signed by the operator; the state machine checks it
@@ -2395,6 +2413,15 @@ func (x *AdminCommand) GetRemoveAgent() *RemoveAgentRequest {
 	return nil
 }
 
+func (x *AdminCommand) GetSetQuorumPolicy() *SetQuorumPolicyRequest {
+	if x != nil {
+		if x, ok := x.Request.(*AdminCommand_SetQuorumPolicy); ok {
+			return x.SetQuorumPolicy
+		}
+	}
+	return nil
+}
+
 func (x *AdminCommand) GetIssuedToken() *IssuedToken {
 	if x != nil {
 		return x.IssuedToken
@@ -2457,6 +2484,11 @@ type AdminCommand_RemoveAgent struct {
 	RemoveAgent *RemoveAgentRequest `protobuf:"bytes,19,opt,name=remove_agent,json=removeAgent,proto3,oneof"`
 }
 
+type AdminCommand_SetQuorumPolicy struct {
+	// QuorumService/SetQuorumPolicy.
+	SetQuorumPolicy *SetQuorumPolicyRequest `protobuf:"bytes,20,opt,name=set_quorum_policy,json=setQuorumPolicy,proto3,oneof"`
+}
+
 func (*AdminCommand_SetPolicy) isAdminCommand_Request() {}
 
 func (*AdminCommand_DeletePolicy) isAdminCommand_Request() {}
@@ -2476,6 +2508,8 @@ func (*AdminCommand_RemoveNode) isAdminCommand_Request() {}
 func (*AdminCommand_ClearFlag) isAdminCommand_Request() {}
 
 func (*AdminCommand_RemoveAgent) isAdminCommand_Request() {}
+
+func (*AdminCommand_SetQuorumPolicy) isAdminCommand_Request() {}
 
 // TrustBundleRecord is the stored trust bundle.
 type TrustBundleRecord struct {
@@ -3608,7 +3642,7 @@ const file_meshnode_v1_raft_proto_rawDesc = "" +
 	"\vDedupRecord\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x122\n" +
 	"\x06result\x18\x02 \x01(\v2\x1a.meshnode.v1.CommandResultR\x06result\x12*\n" +
-	"\x11expires_unix_nano\x18\x03 \x01(\x04R\x0fexpiresUnixNano\"\x92\x06\n" +
+	"\x11expires_unix_nano\x18\x03 \x01(\x04R\x0fexpiresUnixNano\"\xda\x06\n" +
 	"\x0fRaftStateRecord\x12-\n" +
 	"\x04node\x18\x01 \x01(\v2\x17.meshnode.v1.NodeRecordH\x00R\x04node\x12*\n" +
 	"\x05agent\x18\x02 \x01(\v2\x12.meshnode.v1.AgentH\x00R\x05agent\x123\n" +
@@ -3626,10 +3660,11 @@ const file_meshnode_v1_raft_proto_rawDesc = "" +
 	" \x01(\v2\x1e.meshnode.v1.TrustBundleRecordH\x00R\vtrustBundle\x12>\n" +
 	"\boperator\x18\v \x01(\v2 .meshnode.v1.OperatorStateRecordH\x00R\boperator\x120\n" +
 	"\x05nonce\x18\f \x01(\v2\x18.meshnode.v1.NonceRecordH\x00R\x05nonce\x12=\n" +
-	"\fissued_token\x18\r \x01(\v2\x18.meshnode.v1.IssuedTokenH\x00R\vissuedTokenB\b\n" +
+	"\fissued_token\x18\r \x01(\v2\x18.meshnode.v1.IssuedTokenH\x00R\vissuedToken\x12F\n" +
+	"\rquorum_policy\x18\x0e \x01(\v2\x1f.meshnode.v1.QuorumPolicyRecordH\x00R\fquorumPolicyB\b\n" +
 	"\x06record\"I\n" +
 	"\x15PutTrustBundleCommand\x120\n" +
-	"\x06bundle\x18\x01 \x01(\v2\x18.meshnode.v1.TrustBundleR\x06bundle\"\xc5\x06\n" +
+	"\x06bundle\x18\x01 \x01(\v2\x18.meshnode.v1.TrustBundleR\x06bundle\"\x98\a\n" +
 	"\fAdminCommand\x12\x16\n" +
 	"\x06method\x18\x01 \x01(\tR\x06method\x128\n" +
 	"\tsignature\x18\x02 \x01(\v2\x1a.meshnode.v1.SignedCommandR\tsignature\x12>\n" +
@@ -3647,7 +3682,8 @@ const file_meshnode_v1_raft_proto_rawDesc = "" +
 	"removeNode\x12>\n" +
 	"\n" +
 	"clear_flag\x18\x12 \x01(\v2\x1d.meshnode.v1.ClearFlagRequestH\x00R\tclearFlag\x12D\n" +
-	"\fremove_agent\x18\x13 \x01(\v2\x1f.meshnode.v1.RemoveAgentRequestH\x00R\vremoveAgent\x12;\n" +
+	"\fremove_agent\x18\x13 \x01(\v2\x1f.meshnode.v1.RemoveAgentRequestH\x00R\vremoveAgent\x12Q\n" +
+	"\x11set_quorum_policy\x18\x14 \x01(\v2#.meshnode.v1.SetQuorumPolicyRequestH\x00R\x0fsetQuorumPolicy\x12;\n" +
 	"\fissued_token\x18\x03 \x01(\v2\x18.meshnode.v1.IssuedTokenR\vissuedTokenB\t\n" +
 	"\arequest\"z\n" +
 	"\x11TrustBundleRecord\x120\n" +
@@ -3785,19 +3821,21 @@ var file_meshnode_v1_raft_proto_goTypes = []any{
 	(AgentStatus)(0),               // 47: meshnode.v1.AgentStatus
 	(*EquivocationEvidence)(nil),   // 48: meshnode.v1.EquivocationEvidence
 	(*IssuedToken)(nil),            // 49: meshnode.v1.IssuedToken
-	(*TrustBundle)(nil),            // 50: meshnode.v1.TrustBundle
-	(*SignedCommand)(nil),          // 51: meshnode.v1.SignedCommand
-	(*SetPolicyRequest)(nil),       // 52: meshnode.v1.SetPolicyRequest
-	(*DeletePolicyRequest)(nil),    // 53: meshnode.v1.DeletePolicyRequest
-	(*PutOperatorRequest)(nil),     // 54: meshnode.v1.PutOperatorRequest
-	(*RevokeNodeRequest)(nil),      // 55: meshnode.v1.RevokeNodeRequest
-	(*ReviewRequest)(nil),          // 56: meshnode.v1.ReviewRequest
-	(*CreateTokenRequest)(nil),     // 57: meshnode.v1.CreateTokenRequest
-	(*RevokeTokenRequest)(nil),     // 58: meshnode.v1.RevokeTokenRequest
-	(*RemoveNodeRequest)(nil),      // 59: meshnode.v1.RemoveNodeRequest
-	(*ClearFlagRequest)(nil),       // 60: meshnode.v1.ClearFlagRequest
-	(*RemoveAgentRequest)(nil),     // 61: meshnode.v1.RemoveAgentRequest
-	(*SignedOperatorRecord)(nil),   // 62: meshnode.v1.SignedOperatorRecord
+	(*QuorumPolicyRecord)(nil),     // 50: meshnode.v1.QuorumPolicyRecord
+	(*TrustBundle)(nil),            // 51: meshnode.v1.TrustBundle
+	(*SignedCommand)(nil),          // 52: meshnode.v1.SignedCommand
+	(*SetPolicyRequest)(nil),       // 53: meshnode.v1.SetPolicyRequest
+	(*DeletePolicyRequest)(nil),    // 54: meshnode.v1.DeletePolicyRequest
+	(*PutOperatorRequest)(nil),     // 55: meshnode.v1.PutOperatorRequest
+	(*RevokeNodeRequest)(nil),      // 56: meshnode.v1.RevokeNodeRequest
+	(*ReviewRequest)(nil),          // 57: meshnode.v1.ReviewRequest
+	(*CreateTokenRequest)(nil),     // 58: meshnode.v1.CreateTokenRequest
+	(*RevokeTokenRequest)(nil),     // 59: meshnode.v1.RevokeTokenRequest
+	(*RemoveNodeRequest)(nil),      // 60: meshnode.v1.RemoveNodeRequest
+	(*ClearFlagRequest)(nil),       // 61: meshnode.v1.ClearFlagRequest
+	(*RemoveAgentRequest)(nil),     // 62: meshnode.v1.RemoveAgentRequest
+	(*SetQuorumPolicyRequest)(nil), // 63: meshnode.v1.SetQuorumPolicyRequest
+	(*SignedOperatorRecord)(nil),   // 64: meshnode.v1.SignedOperatorRecord
 }
 var file_meshnode_v1_raft_proto_depIdxs = []int32{
 	2,  // 0: meshnode.v1.Command.register_node:type_name -> meshnode.v1.RegisterNodeCommand
@@ -3841,34 +3879,36 @@ var file_meshnode_v1_raft_proto_depIdxs = []int32{
 	29, // 38: meshnode.v1.RaftStateRecord.operator:type_name -> meshnode.v1.OperatorStateRecord
 	30, // 39: meshnode.v1.RaftStateRecord.nonce:type_name -> meshnode.v1.NonceRecord
 	49, // 40: meshnode.v1.RaftStateRecord.issued_token:type_name -> meshnode.v1.IssuedToken
-	50, // 41: meshnode.v1.PutTrustBundleCommand.bundle:type_name -> meshnode.v1.TrustBundle
-	51, // 42: meshnode.v1.AdminCommand.signature:type_name -> meshnode.v1.SignedCommand
-	52, // 43: meshnode.v1.AdminCommand.set_policy:type_name -> meshnode.v1.SetPolicyRequest
-	53, // 44: meshnode.v1.AdminCommand.delete_policy:type_name -> meshnode.v1.DeletePolicyRequest
-	54, // 45: meshnode.v1.AdminCommand.put_operator:type_name -> meshnode.v1.PutOperatorRequest
-	55, // 46: meshnode.v1.AdminCommand.revoke_node:type_name -> meshnode.v1.RevokeNodeRequest
-	56, // 47: meshnode.v1.AdminCommand.review:type_name -> meshnode.v1.ReviewRequest
-	57, // 48: meshnode.v1.AdminCommand.create_token:type_name -> meshnode.v1.CreateTokenRequest
-	58, // 49: meshnode.v1.AdminCommand.revoke_token:type_name -> meshnode.v1.RevokeTokenRequest
-	59, // 50: meshnode.v1.AdminCommand.remove_node:type_name -> meshnode.v1.RemoveNodeRequest
-	60, // 51: meshnode.v1.AdminCommand.clear_flag:type_name -> meshnode.v1.ClearFlagRequest
-	61, // 52: meshnode.v1.AdminCommand.remove_agent:type_name -> meshnode.v1.RemoveAgentRequest
-	49, // 53: meshnode.v1.AdminCommand.issued_token:type_name -> meshnode.v1.IssuedToken
-	50, // 54: meshnode.v1.TrustBundleRecord.bundle:type_name -> meshnode.v1.TrustBundle
-	62, // 55: meshnode.v1.OperatorStateRecord.signed:type_name -> meshnode.v1.SignedOperatorRecord
-	25, // 56: meshnode.v1.RaftStateChange.record:type_name -> meshnode.v1.RaftStateRecord
-	32, // 57: meshnode.v1.RaftStateEvent.changes:type_name -> meshnode.v1.RaftStateChange
-	1,  // 58: meshnode.v1.ForwardApplyRequest.commands:type_name -> meshnode.v1.Command
-	22, // 59: meshnode.v1.ForwardApplyResponse.results:type_name -> meshnode.v1.CommandResult
-	31, // 60: meshnode.v1.SubscribeResponse.snapshot_begin:type_name -> meshnode.v1.RaftSnapshotHeader
-	25, // 61: meshnode.v1.SubscribeResponse.snapshot_record:type_name -> meshnode.v1.RaftStateRecord
-	33, // 62: meshnode.v1.SubscribeResponse.event:type_name -> meshnode.v1.RaftStateEvent
-	43, // 63: meshnode.v1.RaftServersResponse.servers:type_name -> meshnode.v1.RaftServerEntry
-	64, // [64:64] is the sub-list for method output_type
-	64, // [64:64] is the sub-list for method input_type
-	64, // [64:64] is the sub-list for extension type_name
-	64, // [64:64] is the sub-list for extension extendee
-	0,  // [0:64] is the sub-list for field type_name
+	50, // 41: meshnode.v1.RaftStateRecord.quorum_policy:type_name -> meshnode.v1.QuorumPolicyRecord
+	51, // 42: meshnode.v1.PutTrustBundleCommand.bundle:type_name -> meshnode.v1.TrustBundle
+	52, // 43: meshnode.v1.AdminCommand.signature:type_name -> meshnode.v1.SignedCommand
+	53, // 44: meshnode.v1.AdminCommand.set_policy:type_name -> meshnode.v1.SetPolicyRequest
+	54, // 45: meshnode.v1.AdminCommand.delete_policy:type_name -> meshnode.v1.DeletePolicyRequest
+	55, // 46: meshnode.v1.AdminCommand.put_operator:type_name -> meshnode.v1.PutOperatorRequest
+	56, // 47: meshnode.v1.AdminCommand.revoke_node:type_name -> meshnode.v1.RevokeNodeRequest
+	57, // 48: meshnode.v1.AdminCommand.review:type_name -> meshnode.v1.ReviewRequest
+	58, // 49: meshnode.v1.AdminCommand.create_token:type_name -> meshnode.v1.CreateTokenRequest
+	59, // 50: meshnode.v1.AdminCommand.revoke_token:type_name -> meshnode.v1.RevokeTokenRequest
+	60, // 51: meshnode.v1.AdminCommand.remove_node:type_name -> meshnode.v1.RemoveNodeRequest
+	61, // 52: meshnode.v1.AdminCommand.clear_flag:type_name -> meshnode.v1.ClearFlagRequest
+	62, // 53: meshnode.v1.AdminCommand.remove_agent:type_name -> meshnode.v1.RemoveAgentRequest
+	63, // 54: meshnode.v1.AdminCommand.set_quorum_policy:type_name -> meshnode.v1.SetQuorumPolicyRequest
+	49, // 55: meshnode.v1.AdminCommand.issued_token:type_name -> meshnode.v1.IssuedToken
+	51, // 56: meshnode.v1.TrustBundleRecord.bundle:type_name -> meshnode.v1.TrustBundle
+	64, // 57: meshnode.v1.OperatorStateRecord.signed:type_name -> meshnode.v1.SignedOperatorRecord
+	25, // 58: meshnode.v1.RaftStateChange.record:type_name -> meshnode.v1.RaftStateRecord
+	32, // 59: meshnode.v1.RaftStateEvent.changes:type_name -> meshnode.v1.RaftStateChange
+	1,  // 60: meshnode.v1.ForwardApplyRequest.commands:type_name -> meshnode.v1.Command
+	22, // 61: meshnode.v1.ForwardApplyResponse.results:type_name -> meshnode.v1.CommandResult
+	31, // 62: meshnode.v1.SubscribeResponse.snapshot_begin:type_name -> meshnode.v1.RaftSnapshotHeader
+	25, // 63: meshnode.v1.SubscribeResponse.snapshot_record:type_name -> meshnode.v1.RaftStateRecord
+	33, // 64: meshnode.v1.SubscribeResponse.event:type_name -> meshnode.v1.RaftStateEvent
+	43, // 65: meshnode.v1.RaftServersResponse.servers:type_name -> meshnode.v1.RaftServerEntry
+	66, // [66:66] is the sub-list for method output_type
+	66, // [66:66] is the sub-list for method input_type
+	66, // [66:66] is the sub-list for extension type_name
+	66, // [66:66] is the sub-list for extension extendee
+	0,  // [0:66] is the sub-list for field type_name
 }
 
 func init() { file_meshnode_v1_raft_proto_init() }
@@ -3913,6 +3953,7 @@ func file_meshnode_v1_raft_proto_init() {
 		(*RaftStateRecord_Operator)(nil),
 		(*RaftStateRecord_Nonce)(nil),
 		(*RaftStateRecord_IssuedToken)(nil),
+		(*RaftStateRecord_QuorumPolicy)(nil),
 	}
 	file_meshnode_v1_raft_proto_msgTypes[26].OneofWrappers = []any{
 		(*AdminCommand_SetPolicy)(nil),
@@ -3925,6 +3966,7 @@ func file_meshnode_v1_raft_proto_init() {
 		(*AdminCommand_RemoveNode)(nil),
 		(*AdminCommand_ClearFlag)(nil),
 		(*AdminCommand_RemoveAgent)(nil),
+		(*AdminCommand_SetQuorumPolicy)(nil),
 	}
 	file_meshnode_v1_raft_proto_msgTypes[40].OneofWrappers = []any{
 		(*SubscribeResponse_SnapshotBegin)(nil),
