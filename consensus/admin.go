@@ -234,9 +234,9 @@ func applyAdmin(txn *memdb.Txn, index, now uint64, a *meshnodev1.AdminCommand) (
 	case *meshnodev1.AdminCommand_RevokeToken:
 		return revokeToken(txn, at, sc, r.RevokeToken)
 	case *meshnodev1.AdminCommand_RemoveNode:
-		return removeNode(txn, r.RemoveNode.GetNodeName())
+		return removeNode(txn, index, r.RemoveNode.GetNodeName())
 	case *meshnodev1.AdminCommand_RemoveAgent:
-		return removeAgent(txn, r.RemoveAgent.GetId())
+		return removeAgent(txn, index, r.RemoveAgent.GetId())
 	case *meshnodev1.AdminCommand_SetQuorumPolicy:
 		return setQuorumPolicy(txn, index, sc, r.SetQuorumPolicy)
 	}

@@ -150,10 +150,13 @@ func revokeToken(txn *memdb.Txn, at time.Time, sc *meshnodev1.SignedCommand, req
 // removeNode forgets a node and its agents. A Raft server is refused: the
 // configuration, not this record, is what makes it a member, and autopilot
 // removes a dead server from it.
-func removeNode(txn *memdb.Txn, name string) (*meshnodev1.CommandResult, error) {
+func removeNode(txn *memdb.Txn, index uint64, name string) (*meshnodev1.CommandResult, error) {
 	if first[*meshnodev1.AdmittedServerRecord](txn, tableServers, name) != nil {
 		return &meshnodev1.CommandResult{Status: meshnodev1.CommandStatus_COMMAND_STATUS_FAILED_PRECONDITION,
 			Message: fmt.Sprintf("node %s is a Raft server: stop it and let autopilot remove it from the configuration (or revoke it), then remove it", name)}, nil
+	}
+	if err := retireNodeKeys(txn, index, name, true); err != nil {
+		return nil, err
 	}
 	n, err := txn.DeleteAll(tableAgents, "node", name)
 	if err != nil {
@@ -171,12 +174,48 @@ func removeNode(txn *memdb.Txn, name string) (*meshnodev1.CommandResult, error) 
 	return &meshnodev1.CommandResult{Status: statusOK, Message: fmt.Sprintf("%d", n)}, nil
 }
 
-func removeAgent(txn *memdb.Txn, id string) (*meshnodev1.CommandResult, error) {
+// removeAgent removes an agent's record and frees its name (an operator's
+// command: the only way a name changes owner); its keys stay in history.
+func removeAgent(txn *memdb.Txn, index uint64, id string) (*meshnodev1.CommandResult, error) {
 	a := first[*meshnodev1.Agent](txn, tableAgents, id)
-	if a == nil {
+	named := first[*meshnodev1.AgentNameRecord](txn, tableAgentNames, id)
+	if a == nil && named == nil {
 		return notFound("agent", id), nil
 	}
+	if err := retireKey(txn, index, id); err != nil {
+		return nil, err
+	}
+	if err := freeName(txn, id); err != nil {
+		return nil, err
+	}
+	if a == nil {
+		return ok(), nil
+	}
 	return &meshnodev1.CommandResult{Status: statusOK, Agent: a}, txn.Delete(tableAgents, a)
+}
+
+// retireNodeKeys ends the current keys of node's agents at index (and,
+// when free, releases their names).
+func retireNodeKeys(txn *memdb.Txn, index uint64, node string, free bool) error {
+	it, err := txn.Get(tableAgents, "node", node)
+	if err != nil {
+		return err
+	}
+	var ids []string
+	for obj := it.Next(); obj != nil; obj = it.Next() {
+		ids = append(ids, obj.(*meshnodev1.Agent).GetId())
+	}
+	for _, id := range ids {
+		if err := retireKey(txn, index, id); err != nil {
+			return err
+		}
+		if free {
+			if err := freeName(txn, id); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 func applyClearFlag(txn *memdb.Txn, index uint64, req *meshnodev1.ClearFlagRequest) (*meshnodev1.CommandResult, error) {

@@ -147,13 +147,16 @@ func applyOp(txn *memdb.Txn, index, now uint64, c *meshnodev1.Command) (*meshnod
 		n.ModifyIndex = index
 		return ok(), txn.Insert(tableNodes, n)
 	case *meshnodev1.Command_DeregisterNode:
-		return deregisterNode(txn, op.DeregisterNode.GetName())
+		return deregisterNode(txn, index, op.DeregisterNode.GetName())
 	case *meshnodev1.Command_RegisterAgent:
 		return registerAgent(txn, index, op.RegisterAgent.GetAgent())
 	case *meshnodev1.Command_DeregisterAgent:
 		a := first[*meshnodev1.Agent](txn, tableAgents, op.DeregisterAgent.GetId())
 		if a == nil {
 			return notFound("agent", op.DeregisterAgent.GetId()), nil
+		}
+		if err := retireKey(txn, index, a.GetId()); err != nil {
+			return nil, err
 		}
 		return &meshnodev1.CommandResult{Status: statusOK, Agent: a}, txn.Delete(tableAgents, a)
 	case *meshnodev1.Command_SetAgentStatus:
@@ -254,8 +257,11 @@ func nameClaimed(txn *memdb.Txn, name string, rejoin bool) string {
 	return ""
 }
 
-func deregisterNode(txn *memdb.Txn, name string) (*meshnodev1.CommandResult, error) {
+func deregisterNode(txn *memdb.Txn, index uint64, name string) (*meshnodev1.CommandResult, error) {
 	n := first[*meshnodev1.NodeRecord](txn, tableNodes, name)
+	if err := retireNodeKeys(txn, index, name, false); err != nil {
+		return nil, err
+	}
 	deleted, err := txn.DeleteAll(tableAgents, "node", name)
 	if err != nil {
 		return nil, err
@@ -270,6 +276,9 @@ func deregisterNode(txn *memdb.Txn, name string) (*meshnodev1.CommandResult, err
 }
 
 func registerAgent(txn *memdb.Txn, index uint64, in *meshnodev1.Agent) (*meshnodev1.CommandResult, error) {
+	if refusal, err := claimIdentity(txn, index, in); refusal != nil || err != nil {
+		return refusal, err
+	}
 	a := proto.Clone(in).(*meshnodev1.Agent)
 	a.CreateIndex, a.ModifyIndex = index, index
 	if old := first[*meshnodev1.Agent](txn, tableAgents, a.GetId()); old != nil {

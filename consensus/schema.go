@@ -26,6 +26,8 @@ const (
 	tableNonces         = "nonces"
 	tableIssued         = "issued_tokens"
 	tableQuorumPolicies = "quorum_policies"
+	tableAgentNames     = "agent_names"
+	tableAgentKeys      = "agent_keys"
 	tableMeta           = "meta"
 )
 
@@ -33,6 +35,7 @@ var snapshotTables = []string{
 	tableNodes, tableAgents, tablePolicies, tableCA, tableTokens,
 	tableRevocations, tableDecisions, tableDedup, tableServers,
 	tableBundle, tableOperators, tableNonces, tableIssued, tableQuorumPolicies,
+	tableAgentNames, tableAgentKeys,
 }
 
 // secretTables never leave the servers: client replicas and watches do not
@@ -83,8 +86,14 @@ func stateSchema() *memdb.DBSchema {
 			"expiry": {Name: "expiry", Indexer: &memdb.UintFieldIndex{Field: "ExpiresUnixNano"}},
 		}},
 		tableQuorumPolicies: {Name: tableQuorumPolicies, Indexes: map[string]*memdb.IndexSchema{"id": {Name: "id", Unique: true, Indexer: quorumPolicyIndexer{}}}},
-		tableIssued:         {Name: tableIssued, Indexes: map[string]*memdb.IndexSchema{"id": id("Id")}},
-		tableMeta:           {Name: tableMeta, Indexes: map[string]*memdb.IndexSchema{"id": id("Key")}},
+		tableAgentNames:     {Name: tableAgentNames, Indexes: map[string]*memdb.IndexSchema{"id": id("Id")}},
+		tableAgentKeys: {Name: tableAgentKeys, Indexes: map[string]*memdb.IndexSchema{
+			"id":    {Name: "id", Unique: true, Indexer: keyRecordIndexer{}},
+			"agent": {Name: "agent", Indexer: &memdb.StringFieldIndex{Field: "AgentId"}},
+			"key":   {Name: "key", Indexer: keyIndexer{}},
+		}},
+		tableIssued: {Name: tableIssued, Indexes: map[string]*memdb.IndexSchema{"id": id("Id")}},
+		tableMeta:   {Name: tableMeta, Indexes: map[string]*memdb.IndexSchema{"id": id("Key")}},
 	}}
 }
 
@@ -151,6 +160,10 @@ func toRecord(obj any) *meshnodev1.RaftStateRecord {
 		return &meshnodev1.RaftStateRecord{Record: &meshnodev1.RaftStateRecord_IssuedToken{IssuedToken: o}}
 	case *meshnodev1.QuorumPolicyRecord:
 		return &meshnodev1.RaftStateRecord{Record: &meshnodev1.RaftStateRecord_QuorumPolicy{QuorumPolicy: o}}
+	case *meshnodev1.AgentNameRecord:
+		return &meshnodev1.RaftStateRecord{Record: &meshnodev1.RaftStateRecord_AgentName{AgentName: o}}
+	case *meshnodev1.AgentKey:
+		return &meshnodev1.RaftStateRecord{Record: &meshnodev1.RaftStateRecord_AgentKey{AgentKey: o}}
 	}
 	return nil
 }
@@ -229,6 +242,16 @@ func fromRecord(r *meshnodev1.RaftStateRecord) (string, any, error) {
 			return "", nil, fmt.Errorf("quorum policy record without a policy")
 		}
 		return tableQuorumPolicies, x.QuorumPolicy, nil
+	case *meshnodev1.RaftStateRecord_AgentName:
+		if x.AgentName.GetId() == "" {
+			return "", nil, fmt.Errorf("agent name record without an id")
+		}
+		return tableAgentNames, x.AgentName, nil
+	case *meshnodev1.RaftStateRecord_AgentKey:
+		if x.AgentKey.GetAgentId() == "" {
+			return "", nil, fmt.Errorf("agent key record without an agent id")
+		}
+		return tableAgentKeys, x.AgentKey, nil
 	}
 	return "", nil, fmt.Errorf("empty or unknown state record")
 }

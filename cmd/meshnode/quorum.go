@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"strings"
@@ -10,9 +9,7 @@ import (
 	"time"
 
 	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
-	"github.com/agentmesh/meshnode/quorum"
 	"github.com/spf13/cobra"
-	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
@@ -282,21 +279,6 @@ used.`,
 	return cmd
 }
 
-func fetchKeys(conn *grpc.ClientConn, cf *clientFlags) (quorum.KeyMap, error) {
-	ctx, cancel := cf.context()
-	defer cancel()
-	resp, err := meshnodev1.NewRegistryServiceClient(conn).ListAgents(ctx, &meshnodev1.ListAgentsRequest{Consistency: meshnodev1.Consistency_CONSISTENCY_CONSISTENT})
-	if err != nil {
-		return nil, rpcError("read vote keys", err, cf.socketPath())
-	}
-	var voters []quorum.Voter
-	for _, a := range resp.GetAgents() {
-		if len(a.GetVotePublicKey()) == ed25519.PublicKeySize {
-			voters = append(voters, quorum.Voter{AgentID: a.GetId(), Node: a.GetNode(), PublicKey: a.GetVotePublicKey()})
-		}
-	}
-	return quorum.NewKeyMap(voters...), nil
-}
 
 func newQuorumReviewCmd() *cobra.Command {
 	var cf *clientFlags

@@ -85,7 +85,7 @@ func verifyDecision(cmd *cobra.Command, cf *clientFlags, trustFile string, d *me
 			rv.GetReviewedAt().AsTime().Local().Format(time.RFC3339), rv.GetReason(), a.bundle.GetFirstAdminName())
 		return nil
 	}
-	keys, err := fetchKeys(conn, cf)
+	keys, err := keyHistory(ctx, conn, d, cf.socketPath())
 	if err != nil {
 		return err
 	}
@@ -133,4 +133,26 @@ func printVerified(out io.Writer, d *meshnodev1.Decision, setBy string) {
 	for _, v := range cert.GetVotes() {
 		fmt.Fprintf(out, "  %s on %s: %s\n", v.GetVoterAgentId(), v.GetVoterNode(), enumWord(v.GetChoice().String(), "CHOICE_"))
 	}
+}
+
+// keyHistory is the key each electorate member held when d was committed,
+// from the registry's key history: a certificate still verifies after its
+// voters re-key or deregister.
+func keyHistory(ctx context.Context, conn grpc.ClientConnInterface, d *meshnodev1.Decision, socket string) (quorum.KeyLookup, error) {
+	var ids []string
+	for _, v := range d.GetProposal().GetElectorate() {
+		ids = append(ids, v.GetAgentId())
+	}
+	if len(ids) == 0 {
+		return quorum.NewKeyMap(), nil
+	}
+	resp, err := meshnodev1.NewRegistryServiceClient(conn).ListAgentKeys(ctx, &meshnodev1.ListAgentKeysRequest{AgentIds: ids})
+	if err != nil {
+		return nil, rpcError("read vote key history", err, socket)
+	}
+	history := map[string][]*meshnodev1.AgentKey{}
+	for _, k := range resp.GetKeys() {
+		history[k.GetAgentId()] = append(history[k.GetAgentId()], k)
+	}
+	return consensus.KeysAt(history, d.GetCommitIndex()), nil
 }

@@ -208,3 +208,24 @@ func (r *Registry) RemoveAgent(ctx context.Context, req *meshnodev1.RemoveAgentR
 	r.log.Warn("agent removed by an operator", "agent", req.GetId(), "operator", by, "index", idx)
 	return &meshnodev1.RemoveAgentResponse{Index: idx}, nil
 }
+
+// maxKeyHistoryAgents bounds one ListAgentKeys request (an electorate's
+// largest size).
+const maxKeyHistoryAgents = 256
+
+// ListAgentKeys returns the vote key history of the named agents, read
+// through the leader so a verifier sees every key the cluster recorded.
+func (r *Registry) ListAgentKeys(ctx context.Context, req *meshnodev1.ListAgentKeysRequest) (*meshnodev1.ListAgentKeysResponse, error) {
+	if n := len(req.GetAgentIds()); n == 0 || n > maxKeyHistoryAgents {
+		return nil, status.Errorf(codes.InvalidArgument, "agent_ids: %d ids; ask for 1 to %d agents", n, maxKeyHistoryAgents)
+	}
+	resp := &meshnodev1.ListAgentKeysResponse{}
+	for _, id := range req.GetAgentIds() {
+		keys, _, err := r.store.AgentKeys(ctx, consensus.ReadOptions{Consistency: consensus.Consistent}, id)
+		if err != nil {
+			return nil, apierror.Wrap("read the key history of "+id, err)
+		}
+		resp.Keys = append(resp.Keys, keys...)
+	}
+	return resp, nil
+}

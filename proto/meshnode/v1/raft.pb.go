@@ -1917,6 +1917,8 @@ type RaftStateRecord struct {
 	//	*RaftStateRecord_Nonce
 	//	*RaftStateRecord_IssuedToken
 	//	*RaftStateRecord_QuorumPolicy
+	//	*RaftStateRecord_AgentName
+	//	*RaftStateRecord_AgentKey
 	Record        isRaftStateRecord_Record `protobuf_oneof:"record"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2085,6 +2087,24 @@ func (x *RaftStateRecord) GetQuorumPolicy() *QuorumPolicyRecord {
 	return nil
 }
 
+func (x *RaftStateRecord) GetAgentName() *AgentNameRecord {
+	if x != nil {
+		if x, ok := x.Record.(*RaftStateRecord_AgentName); ok {
+			return x.AgentName
+		}
+	}
+	return nil
+}
+
+func (x *RaftStateRecord) GetAgentKey() *AgentKey {
+	if x != nil {
+		if x, ok := x.Record.(*RaftStateRecord_AgentKey); ok {
+			return x.AgentKey
+		}
+	}
+	return nil
+}
+
 type isRaftStateRecord_Record interface {
 	isRaftStateRecord_Record()
 }
@@ -2159,6 +2179,16 @@ type RaftStateRecord_QuorumPolicy struct {
 	QuorumPolicy *QuorumPolicyRecord `protobuf:"bytes,14,opt,name=quorum_policy,json=quorumPolicy,proto3,oneof"`
 }
 
+type RaftStateRecord_AgentName struct {
+	// Who owns an agent name.
+	AgentName *AgentNameRecord `protobuf:"bytes,15,opt,name=agent_name,json=agentName,proto3,oneof"`
+}
+
+type RaftStateRecord_AgentKey struct {
+	// One vote key an agent held, and when.
+	AgentKey *AgentKey `protobuf:"bytes,16,opt,name=agent_key,json=agentKey,proto3,oneof"`
+}
+
 func (*RaftStateRecord_Node) isRaftStateRecord_Record() {}
 
 func (*RaftStateRecord_Agent) isRaftStateRecord_Record() {}
@@ -2186,6 +2216,10 @@ func (*RaftStateRecord_Nonce) isRaftStateRecord_Record() {}
 func (*RaftStateRecord_IssuedToken) isRaftStateRecord_Record() {}
 
 func (*RaftStateRecord_QuorumPolicy) isRaftStateRecord_Record() {}
+
+func (*RaftStateRecord_AgentName) isRaftStateRecord_Record() {}
+
+func (*RaftStateRecord_AgentKey) isRaftStateRecord_Record() {}
 
 // PutTrustBundleCommand stores the trust bundle. The state machine accepts it
 // once: an operator's chain of trust ends at the first admin's key in it, so
@@ -3528,6 +3562,72 @@ func (x *RaftServersResponse) GetServers() []*RaftServerEntry {
 	return nil
 }
 
+// AgentNameRecord says which uid an agent name belongs to: the uid that
+// first registered it. It outlives the agent's registration (restarts, the
+// reaper, a node restart); only an operator's RemoveAgent frees the name.
+type AgentNameRecord struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The agent id ("node/name").
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// The uid that first registered the name.
+	OwnerUid uint32 `protobuf:"varint,2,opt,name=owner_uid,json=ownerUid,proto3" json:"owner_uid,omitempty"`
+	// Raft index of that first registration.
+	CreateIndex   uint64 `protobuf:"varint,3,opt,name=create_index,json=createIndex,proto3" json:"create_index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentNameRecord) Reset() {
+	*x = AgentNameRecord{}
+	mi := &file_meshnode_v1_raft_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentNameRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentNameRecord) ProtoMessage() {}
+
+func (x *AgentNameRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_meshnode_v1_raft_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentNameRecord.ProtoReflect.Descriptor instead.
+func (*AgentNameRecord) Descriptor() ([]byte, []int) {
+	return file_meshnode_v1_raft_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *AgentNameRecord) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *AgentNameRecord) GetOwnerUid() uint32 {
+	if x != nil {
+		return x.OwnerUid
+	}
+	return 0
+}
+
+func (x *AgentNameRecord) GetCreateIndex() uint64 {
+	if x != nil {
+		return x.CreateIndex
+	}
+	return 0
+}
+
 var File_meshnode_v1_raft_proto protoreflect.FileDescriptor
 
 const file_meshnode_v1_raft_proto_rawDesc = "" +
@@ -3642,7 +3742,7 @@ const file_meshnode_v1_raft_proto_rawDesc = "" +
 	"\vDedupRecord\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x122\n" +
 	"\x06result\x18\x02 \x01(\v2\x1a.meshnode.v1.CommandResultR\x06result\x12*\n" +
-	"\x11expires_unix_nano\x18\x03 \x01(\x04R\x0fexpiresUnixNano\"\xda\x06\n" +
+	"\x11expires_unix_nano\x18\x03 \x01(\x04R\x0fexpiresUnixNano\"\xcf\a\n" +
 	"\x0fRaftStateRecord\x12-\n" +
 	"\x04node\x18\x01 \x01(\v2\x17.meshnode.v1.NodeRecordH\x00R\x04node\x12*\n" +
 	"\x05agent\x18\x02 \x01(\v2\x12.meshnode.v1.AgentH\x00R\x05agent\x123\n" +
@@ -3661,7 +3761,10 @@ const file_meshnode_v1_raft_proto_rawDesc = "" +
 	"\boperator\x18\v \x01(\v2 .meshnode.v1.OperatorStateRecordH\x00R\boperator\x120\n" +
 	"\x05nonce\x18\f \x01(\v2\x18.meshnode.v1.NonceRecordH\x00R\x05nonce\x12=\n" +
 	"\fissued_token\x18\r \x01(\v2\x18.meshnode.v1.IssuedTokenH\x00R\vissuedToken\x12F\n" +
-	"\rquorum_policy\x18\x0e \x01(\v2\x1f.meshnode.v1.QuorumPolicyRecordH\x00R\fquorumPolicyB\b\n" +
+	"\rquorum_policy\x18\x0e \x01(\v2\x1f.meshnode.v1.QuorumPolicyRecordH\x00R\fquorumPolicy\x12=\n" +
+	"\n" +
+	"agent_name\x18\x0f \x01(\v2\x1c.meshnode.v1.AgentNameRecordH\x00R\tagentName\x124\n" +
+	"\tagent_key\x18\x10 \x01(\v2\x15.meshnode.v1.AgentKeyH\x00R\bagentKeyB\b\n" +
 	"\x06record\"I\n" +
 	"\x15PutTrustBundleCommand\x120\n" +
 	"\x06bundle\x18\x01 \x01(\v2\x18.meshnode.v1.TrustBundleR\x06bundle\"\x98\a\n" +
@@ -3743,7 +3846,11 @@ const file_meshnode_v1_raft_proto_rawDesc = "" +
 	"\n" +
 	"last_index\x18\x06 \x01(\x04R\tlastIndex\"M\n" +
 	"\x13RaftServersResponse\x126\n" +
-	"\aservers\x18\x01 \x03(\v2\x1c.meshnode.v1.RaftServerEntryR\aservers*\xd1\x02\n" +
+	"\aservers\x18\x01 \x03(\v2\x1c.meshnode.v1.RaftServerEntryR\aservers\"a\n" +
+	"\x0fAgentNameRecord\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
+	"\towner_uid\x18\x02 \x01(\rR\bownerUid\x12!\n" +
+	"\fcreate_index\x18\x03 \x01(\x04R\vcreateIndex*\xd1\x02\n" +
 	"\rCommandStatus\x12\x1e\n" +
 	"\x1aCOMMAND_STATUS_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11COMMAND_STATUS_OK\x10\x01\x12\x1c\n" +
@@ -3769,7 +3876,7 @@ func file_meshnode_v1_raft_proto_rawDescGZIP() []byte {
 }
 
 var file_meshnode_v1_raft_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_meshnode_v1_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 44)
+var file_meshnode_v1_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 45)
 var file_meshnode_v1_raft_proto_goTypes = []any{
 	(CommandStatus)(0),             // 0: meshnode.v1.CommandStatus
 	(*Command)(nil),                // 1: meshnode.v1.Command
@@ -3816,26 +3923,28 @@ var file_meshnode_v1_raft_proto_goTypes = []any{
 	(*RaftServersRequest)(nil),     // 42: meshnode.v1.RaftServersRequest
 	(*RaftServerEntry)(nil),        // 43: meshnode.v1.RaftServerEntry
 	(*RaftServersResponse)(nil),    // 44: meshnode.v1.RaftServersResponse
-	(*NodeRecord)(nil),             // 45: meshnode.v1.NodeRecord
-	(*Agent)(nil),                  // 46: meshnode.v1.Agent
-	(AgentStatus)(0),               // 47: meshnode.v1.AgentStatus
-	(*EquivocationEvidence)(nil),   // 48: meshnode.v1.EquivocationEvidence
-	(*IssuedToken)(nil),            // 49: meshnode.v1.IssuedToken
-	(*QuorumPolicyRecord)(nil),     // 50: meshnode.v1.QuorumPolicyRecord
-	(*TrustBundle)(nil),            // 51: meshnode.v1.TrustBundle
-	(*SignedCommand)(nil),          // 52: meshnode.v1.SignedCommand
-	(*SetPolicyRequest)(nil),       // 53: meshnode.v1.SetPolicyRequest
-	(*DeletePolicyRequest)(nil),    // 54: meshnode.v1.DeletePolicyRequest
-	(*PutOperatorRequest)(nil),     // 55: meshnode.v1.PutOperatorRequest
-	(*RevokeNodeRequest)(nil),      // 56: meshnode.v1.RevokeNodeRequest
-	(*ReviewRequest)(nil),          // 57: meshnode.v1.ReviewRequest
-	(*CreateTokenRequest)(nil),     // 58: meshnode.v1.CreateTokenRequest
-	(*RevokeTokenRequest)(nil),     // 59: meshnode.v1.RevokeTokenRequest
-	(*RemoveNodeRequest)(nil),      // 60: meshnode.v1.RemoveNodeRequest
-	(*ClearFlagRequest)(nil),       // 61: meshnode.v1.ClearFlagRequest
-	(*RemoveAgentRequest)(nil),     // 62: meshnode.v1.RemoveAgentRequest
-	(*SetQuorumPolicyRequest)(nil), // 63: meshnode.v1.SetQuorumPolicyRequest
-	(*SignedOperatorRecord)(nil),   // 64: meshnode.v1.SignedOperatorRecord
+	(*AgentNameRecord)(nil),        // 45: meshnode.v1.AgentNameRecord
+	(*NodeRecord)(nil),             // 46: meshnode.v1.NodeRecord
+	(*Agent)(nil),                  // 47: meshnode.v1.Agent
+	(AgentStatus)(0),               // 48: meshnode.v1.AgentStatus
+	(*EquivocationEvidence)(nil),   // 49: meshnode.v1.EquivocationEvidence
+	(*IssuedToken)(nil),            // 50: meshnode.v1.IssuedToken
+	(*QuorumPolicyRecord)(nil),     // 51: meshnode.v1.QuorumPolicyRecord
+	(*AgentKey)(nil),               // 52: meshnode.v1.AgentKey
+	(*TrustBundle)(nil),            // 53: meshnode.v1.TrustBundle
+	(*SignedCommand)(nil),          // 54: meshnode.v1.SignedCommand
+	(*SetPolicyRequest)(nil),       // 55: meshnode.v1.SetPolicyRequest
+	(*DeletePolicyRequest)(nil),    // 56: meshnode.v1.DeletePolicyRequest
+	(*PutOperatorRequest)(nil),     // 57: meshnode.v1.PutOperatorRequest
+	(*RevokeNodeRequest)(nil),      // 58: meshnode.v1.RevokeNodeRequest
+	(*ReviewRequest)(nil),          // 59: meshnode.v1.ReviewRequest
+	(*CreateTokenRequest)(nil),     // 60: meshnode.v1.CreateTokenRequest
+	(*RevokeTokenRequest)(nil),     // 61: meshnode.v1.RevokeTokenRequest
+	(*RemoveNodeRequest)(nil),      // 62: meshnode.v1.RemoveNodeRequest
+	(*ClearFlagRequest)(nil),       // 63: meshnode.v1.ClearFlagRequest
+	(*RemoveAgentRequest)(nil),     // 64: meshnode.v1.RemoveAgentRequest
+	(*SetQuorumPolicyRequest)(nil), // 65: meshnode.v1.SetQuorumPolicyRequest
+	(*SignedOperatorRecord)(nil),   // 66: meshnode.v1.SignedOperatorRecord
 }
 var file_meshnode_v1_raft_proto_depIdxs = []int32{
 	2,  // 0: meshnode.v1.Command.register_node:type_name -> meshnode.v1.RegisterNodeCommand
@@ -3854,20 +3963,20 @@ var file_meshnode_v1_raft_proto_depIdxs = []int32{
 	16, // 13: meshnode.v1.Command.admit_server:type_name -> meshnode.v1.AdmitServerCommand
 	26, // 14: meshnode.v1.Command.put_trust_bundle:type_name -> meshnode.v1.PutTrustBundleCommand
 	27, // 15: meshnode.v1.Command.admin:type_name -> meshnode.v1.AdminCommand
-	45, // 16: meshnode.v1.RegisterNodeCommand.node:type_name -> meshnode.v1.NodeRecord
-	46, // 17: meshnode.v1.RegisterAgentCommand.agent:type_name -> meshnode.v1.Agent
-	47, // 18: meshnode.v1.SetAgentStatusCommand.status:type_name -> meshnode.v1.AgentStatus
-	48, // 19: meshnode.v1.FlagAgentCommand.evidence:type_name -> meshnode.v1.EquivocationEvidence
+	46, // 16: meshnode.v1.RegisterNodeCommand.node:type_name -> meshnode.v1.NodeRecord
+	47, // 17: meshnode.v1.RegisterAgentCommand.agent:type_name -> meshnode.v1.Agent
+	48, // 18: meshnode.v1.SetAgentStatusCommand.status:type_name -> meshnode.v1.AgentStatus
+	49, // 19: meshnode.v1.FlagAgentCommand.evidence:type_name -> meshnode.v1.EquivocationEvidence
 	9,  // 20: meshnode.v1.PutPolicyCommand.policy:type_name -> meshnode.v1.PolicyRecord
 	12, // 21: meshnode.v1.PutCARecordCommand.record:type_name -> meshnode.v1.CARecord
 	20, // 22: meshnode.v1.PutDecisionCommand.decision:type_name -> meshnode.v1.DecisionRecord
 	0,  // 23: meshnode.v1.CommandResult.status:type_name -> meshnode.v1.CommandStatus
-	46, // 24: meshnode.v1.CommandResult.agent:type_name -> meshnode.v1.Agent
+	47, // 24: meshnode.v1.CommandResult.agent:type_name -> meshnode.v1.Agent
 	20, // 25: meshnode.v1.CommandResult.decision:type_name -> meshnode.v1.DecisionRecord
 	1,  // 26: meshnode.v1.CommandBatch.commands:type_name -> meshnode.v1.Command
 	22, // 27: meshnode.v1.DedupRecord.result:type_name -> meshnode.v1.CommandResult
-	45, // 28: meshnode.v1.RaftStateRecord.node:type_name -> meshnode.v1.NodeRecord
-	46, // 29: meshnode.v1.RaftStateRecord.agent:type_name -> meshnode.v1.Agent
+	46, // 28: meshnode.v1.RaftStateRecord.node:type_name -> meshnode.v1.NodeRecord
+	47, // 29: meshnode.v1.RaftStateRecord.agent:type_name -> meshnode.v1.Agent
 	9,  // 30: meshnode.v1.RaftStateRecord.policy:type_name -> meshnode.v1.PolicyRecord
 	12, // 31: meshnode.v1.RaftStateRecord.ca_record:type_name -> meshnode.v1.CARecord
 	14, // 32: meshnode.v1.RaftStateRecord.used_token:type_name -> meshnode.v1.UsedTokenRecord
@@ -3878,37 +3987,39 @@ var file_meshnode_v1_raft_proto_depIdxs = []int32{
 	28, // 37: meshnode.v1.RaftStateRecord.trust_bundle:type_name -> meshnode.v1.TrustBundleRecord
 	29, // 38: meshnode.v1.RaftStateRecord.operator:type_name -> meshnode.v1.OperatorStateRecord
 	30, // 39: meshnode.v1.RaftStateRecord.nonce:type_name -> meshnode.v1.NonceRecord
-	49, // 40: meshnode.v1.RaftStateRecord.issued_token:type_name -> meshnode.v1.IssuedToken
-	50, // 41: meshnode.v1.RaftStateRecord.quorum_policy:type_name -> meshnode.v1.QuorumPolicyRecord
-	51, // 42: meshnode.v1.PutTrustBundleCommand.bundle:type_name -> meshnode.v1.TrustBundle
-	52, // 43: meshnode.v1.AdminCommand.signature:type_name -> meshnode.v1.SignedCommand
-	53, // 44: meshnode.v1.AdminCommand.set_policy:type_name -> meshnode.v1.SetPolicyRequest
-	54, // 45: meshnode.v1.AdminCommand.delete_policy:type_name -> meshnode.v1.DeletePolicyRequest
-	55, // 46: meshnode.v1.AdminCommand.put_operator:type_name -> meshnode.v1.PutOperatorRequest
-	56, // 47: meshnode.v1.AdminCommand.revoke_node:type_name -> meshnode.v1.RevokeNodeRequest
-	57, // 48: meshnode.v1.AdminCommand.review:type_name -> meshnode.v1.ReviewRequest
-	58, // 49: meshnode.v1.AdminCommand.create_token:type_name -> meshnode.v1.CreateTokenRequest
-	59, // 50: meshnode.v1.AdminCommand.revoke_token:type_name -> meshnode.v1.RevokeTokenRequest
-	60, // 51: meshnode.v1.AdminCommand.remove_node:type_name -> meshnode.v1.RemoveNodeRequest
-	61, // 52: meshnode.v1.AdminCommand.clear_flag:type_name -> meshnode.v1.ClearFlagRequest
-	62, // 53: meshnode.v1.AdminCommand.remove_agent:type_name -> meshnode.v1.RemoveAgentRequest
-	63, // 54: meshnode.v1.AdminCommand.set_quorum_policy:type_name -> meshnode.v1.SetQuorumPolicyRequest
-	49, // 55: meshnode.v1.AdminCommand.issued_token:type_name -> meshnode.v1.IssuedToken
-	51, // 56: meshnode.v1.TrustBundleRecord.bundle:type_name -> meshnode.v1.TrustBundle
-	64, // 57: meshnode.v1.OperatorStateRecord.signed:type_name -> meshnode.v1.SignedOperatorRecord
-	25, // 58: meshnode.v1.RaftStateChange.record:type_name -> meshnode.v1.RaftStateRecord
-	32, // 59: meshnode.v1.RaftStateEvent.changes:type_name -> meshnode.v1.RaftStateChange
-	1,  // 60: meshnode.v1.ForwardApplyRequest.commands:type_name -> meshnode.v1.Command
-	22, // 61: meshnode.v1.ForwardApplyResponse.results:type_name -> meshnode.v1.CommandResult
-	31, // 62: meshnode.v1.SubscribeResponse.snapshot_begin:type_name -> meshnode.v1.RaftSnapshotHeader
-	25, // 63: meshnode.v1.SubscribeResponse.snapshot_record:type_name -> meshnode.v1.RaftStateRecord
-	33, // 64: meshnode.v1.SubscribeResponse.event:type_name -> meshnode.v1.RaftStateEvent
-	43, // 65: meshnode.v1.RaftServersResponse.servers:type_name -> meshnode.v1.RaftServerEntry
-	66, // [66:66] is the sub-list for method output_type
-	66, // [66:66] is the sub-list for method input_type
-	66, // [66:66] is the sub-list for extension type_name
-	66, // [66:66] is the sub-list for extension extendee
-	0,  // [0:66] is the sub-list for field type_name
+	50, // 40: meshnode.v1.RaftStateRecord.issued_token:type_name -> meshnode.v1.IssuedToken
+	51, // 41: meshnode.v1.RaftStateRecord.quorum_policy:type_name -> meshnode.v1.QuorumPolicyRecord
+	45, // 42: meshnode.v1.RaftStateRecord.agent_name:type_name -> meshnode.v1.AgentNameRecord
+	52, // 43: meshnode.v1.RaftStateRecord.agent_key:type_name -> meshnode.v1.AgentKey
+	53, // 44: meshnode.v1.PutTrustBundleCommand.bundle:type_name -> meshnode.v1.TrustBundle
+	54, // 45: meshnode.v1.AdminCommand.signature:type_name -> meshnode.v1.SignedCommand
+	55, // 46: meshnode.v1.AdminCommand.set_policy:type_name -> meshnode.v1.SetPolicyRequest
+	56, // 47: meshnode.v1.AdminCommand.delete_policy:type_name -> meshnode.v1.DeletePolicyRequest
+	57, // 48: meshnode.v1.AdminCommand.put_operator:type_name -> meshnode.v1.PutOperatorRequest
+	58, // 49: meshnode.v1.AdminCommand.revoke_node:type_name -> meshnode.v1.RevokeNodeRequest
+	59, // 50: meshnode.v1.AdminCommand.review:type_name -> meshnode.v1.ReviewRequest
+	60, // 51: meshnode.v1.AdminCommand.create_token:type_name -> meshnode.v1.CreateTokenRequest
+	61, // 52: meshnode.v1.AdminCommand.revoke_token:type_name -> meshnode.v1.RevokeTokenRequest
+	62, // 53: meshnode.v1.AdminCommand.remove_node:type_name -> meshnode.v1.RemoveNodeRequest
+	63, // 54: meshnode.v1.AdminCommand.clear_flag:type_name -> meshnode.v1.ClearFlagRequest
+	64, // 55: meshnode.v1.AdminCommand.remove_agent:type_name -> meshnode.v1.RemoveAgentRequest
+	65, // 56: meshnode.v1.AdminCommand.set_quorum_policy:type_name -> meshnode.v1.SetQuorumPolicyRequest
+	50, // 57: meshnode.v1.AdminCommand.issued_token:type_name -> meshnode.v1.IssuedToken
+	53, // 58: meshnode.v1.TrustBundleRecord.bundle:type_name -> meshnode.v1.TrustBundle
+	66, // 59: meshnode.v1.OperatorStateRecord.signed:type_name -> meshnode.v1.SignedOperatorRecord
+	25, // 60: meshnode.v1.RaftStateChange.record:type_name -> meshnode.v1.RaftStateRecord
+	32, // 61: meshnode.v1.RaftStateEvent.changes:type_name -> meshnode.v1.RaftStateChange
+	1,  // 62: meshnode.v1.ForwardApplyRequest.commands:type_name -> meshnode.v1.Command
+	22, // 63: meshnode.v1.ForwardApplyResponse.results:type_name -> meshnode.v1.CommandResult
+	31, // 64: meshnode.v1.SubscribeResponse.snapshot_begin:type_name -> meshnode.v1.RaftSnapshotHeader
+	25, // 65: meshnode.v1.SubscribeResponse.snapshot_record:type_name -> meshnode.v1.RaftStateRecord
+	33, // 66: meshnode.v1.SubscribeResponse.event:type_name -> meshnode.v1.RaftStateEvent
+	43, // 67: meshnode.v1.RaftServersResponse.servers:type_name -> meshnode.v1.RaftServerEntry
+	68, // [68:68] is the sub-list for method output_type
+	68, // [68:68] is the sub-list for method input_type
+	68, // [68:68] is the sub-list for extension type_name
+	68, // [68:68] is the sub-list for extension extendee
+	0,  // [0:68] is the sub-list for field type_name
 }
 
 func init() { file_meshnode_v1_raft_proto_init() }
@@ -3954,6 +4065,8 @@ func file_meshnode_v1_raft_proto_init() {
 		(*RaftStateRecord_Nonce)(nil),
 		(*RaftStateRecord_IssuedToken)(nil),
 		(*RaftStateRecord_QuorumPolicy)(nil),
+		(*RaftStateRecord_AgentName)(nil),
+		(*RaftStateRecord_AgentKey)(nil),
 	}
 	file_meshnode_v1_raft_proto_msgTypes[26].OneofWrappers = []any{
 		(*AdminCommand_SetPolicy)(nil),
@@ -3981,7 +4094,7 @@ func file_meshnode_v1_raft_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meshnode_v1_raft_proto_rawDesc), len(file_meshnode_v1_raft_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   44,
+			NumMessages:   45,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

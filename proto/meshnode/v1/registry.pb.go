@@ -1392,6 +1392,173 @@ func (x *RemoveAgentResponse) GetIndex() uint64 {
 	return 0
 }
 
+// AgentKey is one vote key an agent held, with the Raft indexes between
+// which it was the agent's key. Key records are never deleted, so a
+// certificate stays verifiable after its voters re-key or deregister.
+type AgentKey struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The agent id.
+	AgentId string `protobuf:"bytes,1,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	// The ed25519 public key.
+	PublicKey []byte `protobuf:"bytes,2,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
+	// Raft index from which the key was the agent's.
+	FromIndex uint64 `protobuf:"varint,3,opt,name=from_index,json=fromIndex,proto3" json:"from_index,omitempty"`
+	// Raft index from which it no longer was; 0 while it is current.
+	UntilIndex    uint64 `protobuf:"varint,4,opt,name=until_index,json=untilIndex,proto3" json:"until_index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentKey) Reset() {
+	*x = AgentKey{}
+	mi := &file_meshnode_v1_registry_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentKey) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentKey) ProtoMessage() {}
+
+func (x *AgentKey) ProtoReflect() protoreflect.Message {
+	mi := &file_meshnode_v1_registry_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentKey.ProtoReflect.Descriptor instead.
+func (*AgentKey) Descriptor() ([]byte, []int) {
+	return file_meshnode_v1_registry_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *AgentKey) GetAgentId() string {
+	if x != nil {
+		return x.AgentId
+	}
+	return ""
+}
+
+func (x *AgentKey) GetPublicKey() []byte {
+	if x != nil {
+		return x.PublicKey
+	}
+	return nil
+}
+
+func (x *AgentKey) GetFromIndex() uint64 {
+	if x != nil {
+		return x.FromIndex
+	}
+	return 0
+}
+
+func (x *AgentKey) GetUntilIndex() uint64 {
+	if x != nil {
+		return x.UntilIndex
+	}
+	return 0
+}
+
+// ListAgentKeysRequest names the agents.
+type ListAgentKeysRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Agent ids ("node/name"); at most 256.
+	AgentIds      []string `protobuf:"bytes,1,rep,name=agent_ids,json=agentIds,proto3" json:"agent_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAgentKeysRequest) Reset() {
+	*x = ListAgentKeysRequest{}
+	mi := &file_meshnode_v1_registry_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAgentKeysRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAgentKeysRequest) ProtoMessage() {}
+
+func (x *ListAgentKeysRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meshnode_v1_registry_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAgentKeysRequest.ProtoReflect.Descriptor instead.
+func (*ListAgentKeysRequest) Descriptor() ([]byte, []int) {
+	return file_meshnode_v1_registry_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *ListAgentKeysRequest) GetAgentIds() []string {
+	if x != nil {
+		return x.AgentIds
+	}
+	return nil
+}
+
+// ListAgentKeysResponse carries their key history.
+type ListAgentKeysResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Every key each agent held, oldest first per agent.
+	Keys          []*AgentKey `protobuf:"bytes,1,rep,name=keys,proto3" json:"keys,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAgentKeysResponse) Reset() {
+	*x = ListAgentKeysResponse{}
+	mi := &file_meshnode_v1_registry_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAgentKeysResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAgentKeysResponse) ProtoMessage() {}
+
+func (x *ListAgentKeysResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_meshnode_v1_registry_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAgentKeysResponse.ProtoReflect.Descriptor instead.
+func (*ListAgentKeysResponse) Descriptor() ([]byte, []int) {
+	return file_meshnode_v1_registry_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *ListAgentKeysResponse) GetKeys() []*AgentKey {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
 var File_meshnode_v1_registry_proto protoreflect.FileDescriptor
 
 const file_meshnode_v1_registry_proto_rawDesc = "" +
@@ -1493,7 +1660,19 @@ const file_meshnode_v1_registry_proto_rawDesc = "" +
 	"\x12RemoveAgentRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"+\n" +
 	"\x13RemoveAgentResponse\x12\x14\n" +
-	"\x05index\x18\x01 \x01(\x04R\x05index*w\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\"\x84\x01\n" +
+	"\bAgentKey\x12\x19\n" +
+	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\x1d\n" +
+	"\n" +
+	"public_key\x18\x02 \x01(\fR\tpublicKey\x12\x1d\n" +
+	"\n" +
+	"from_index\x18\x03 \x01(\x04R\tfromIndex\x12\x1f\n" +
+	"\vuntil_index\x18\x04 \x01(\x04R\n" +
+	"untilIndex\"3\n" +
+	"\x14ListAgentKeysRequest\x12\x1b\n" +
+	"\tagent_ids\x18\x01 \x03(\tR\bagentIds\"B\n" +
+	"\x15ListAgentKeysResponse\x12)\n" +
+	"\x04keys\x18\x01 \x03(\v2\x15.meshnode.v1.AgentKeyR\x04keys*w\n" +
 	"\vProficiency\x12\x1b\n" +
 	"\x17PROFICIENCY_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12PROFICIENCY_NOVICE\x10\x01\x12\x1b\n" +
@@ -1514,7 +1693,7 @@ const file_meshnode_v1_registry_proto_rawDesc = "" +
 	"\x1cWATCH_EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17WATCH_EVENT_TYPE_UPSERT\x10\x01\x12\x1b\n" +
 	"\x17WATCH_EVENT_TYPE_DELETE\x10\x02\x12\"\n" +
-	"\x1eWATCH_EVENT_TYPE_SNAPSHOT_DONE\x10\x032\xd5\x03\n" +
+	"\x1eWATCH_EVENT_TYPE_SNAPSHOT_DONE\x10\x032\xad\x04\n" +
 	"\x0fRegistryService\x12G\n" +
 	"\bRegister\x12\x1c.meshnode.v1.RegisterRequest\x1a\x1d.meshnode.v1.RegisterResponse\x12M\n" +
 	"\n" +
@@ -1523,7 +1702,8 @@ const file_meshnode_v1_registry_proto_rawDesc = "" +
 	"ListAgents\x12\x1e.meshnode.v1.ListAgentsRequest\x1a\x1f.meshnode.v1.ListAgentsResponse\x12G\n" +
 	"\bDiscover\x12\x1c.meshnode.v1.DiscoverRequest\x1a\x1d.meshnode.v1.DiscoverResponse\x12@\n" +
 	"\x05Watch\x12\x19.meshnode.v1.WatchRequest\x1a\x1a.meshnode.v1.WatchResponse0\x01\x12P\n" +
-	"\vRemoveAgent\x12\x1f.meshnode.v1.RemoveAgentRequest\x1a .meshnode.v1.RemoveAgentResponseB<Z:github.com/agentmesh/meshnode/proto/meshnode/v1;meshnodev1b\x06proto3"
+	"\vRemoveAgent\x12\x1f.meshnode.v1.RemoveAgentRequest\x1a .meshnode.v1.RemoveAgentResponse\x12V\n" +
+	"\rListAgentKeys\x12!.meshnode.v1.ListAgentKeysRequest\x1a\".meshnode.v1.ListAgentKeysResponseB<Z:github.com/agentmesh/meshnode/proto/meshnode/v1;meshnodev1b\x06proto3"
 
 var (
 	file_meshnode_v1_registry_proto_rawDescOnce sync.Once
@@ -1538,34 +1718,37 @@ func file_meshnode_v1_registry_proto_rawDescGZIP() []byte {
 }
 
 var file_meshnode_v1_registry_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_meshnode_v1_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_meshnode_v1_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_meshnode_v1_registry_proto_goTypes = []any{
-	(Proficiency)(0),            // 0: meshnode.v1.Proficiency
-	(AgentStatus)(0),            // 1: meshnode.v1.AgentStatus
-	(Consistency)(0),            // 2: meshnode.v1.Consistency
-	(WatchEventType)(0),         // 3: meshnode.v1.WatchEventType
-	(*Capability)(nil),          // 4: meshnode.v1.Capability
-	(*Agent)(nil),               // 5: meshnode.v1.Agent
-	(*NodeRecord)(nil),          // 6: meshnode.v1.NodeRecord
-	(*RegisterRequest)(nil),     // 7: meshnode.v1.RegisterRequest
-	(*RegisterResponse)(nil),    // 8: meshnode.v1.RegisterResponse
-	(*DeregisterRequest)(nil),   // 9: meshnode.v1.DeregisterRequest
-	(*DeregisterResponse)(nil),  // 10: meshnode.v1.DeregisterResponse
-	(*ListAgentsRequest)(nil),   // 11: meshnode.v1.ListAgentsRequest
-	(*ListAgentsResponse)(nil),  // 12: meshnode.v1.ListAgentsResponse
-	(*AgentLoad)(nil),           // 13: meshnode.v1.AgentLoad
-	(*DiscoveredAgent)(nil),     // 14: meshnode.v1.DiscoveredAgent
-	(*DiscoverRequest)(nil),     // 15: meshnode.v1.DiscoverRequest
-	(*DiscoverResponse)(nil),    // 16: meshnode.v1.DiscoverResponse
-	(*WatchRequest)(nil),        // 17: meshnode.v1.WatchRequest
-	(*WatchResponse)(nil),       // 18: meshnode.v1.WatchResponse
-	(*RemoveAgentRequest)(nil),  // 19: meshnode.v1.RemoveAgentRequest
-	(*RemoveAgentResponse)(nil), // 20: meshnode.v1.RemoveAgentResponse
-	nil,                         // 21: meshnode.v1.Capability.AttributesEntry
-	nil,                         // 22: meshnode.v1.DiscoverRequest.AttributesEntry
+	(Proficiency)(0),              // 0: meshnode.v1.Proficiency
+	(AgentStatus)(0),              // 1: meshnode.v1.AgentStatus
+	(Consistency)(0),              // 2: meshnode.v1.Consistency
+	(WatchEventType)(0),           // 3: meshnode.v1.WatchEventType
+	(*Capability)(nil),            // 4: meshnode.v1.Capability
+	(*Agent)(nil),                 // 5: meshnode.v1.Agent
+	(*NodeRecord)(nil),            // 6: meshnode.v1.NodeRecord
+	(*RegisterRequest)(nil),       // 7: meshnode.v1.RegisterRequest
+	(*RegisterResponse)(nil),      // 8: meshnode.v1.RegisterResponse
+	(*DeregisterRequest)(nil),     // 9: meshnode.v1.DeregisterRequest
+	(*DeregisterResponse)(nil),    // 10: meshnode.v1.DeregisterResponse
+	(*ListAgentsRequest)(nil),     // 11: meshnode.v1.ListAgentsRequest
+	(*ListAgentsResponse)(nil),    // 12: meshnode.v1.ListAgentsResponse
+	(*AgentLoad)(nil),             // 13: meshnode.v1.AgentLoad
+	(*DiscoveredAgent)(nil),       // 14: meshnode.v1.DiscoveredAgent
+	(*DiscoverRequest)(nil),       // 15: meshnode.v1.DiscoverRequest
+	(*DiscoverResponse)(nil),      // 16: meshnode.v1.DiscoverResponse
+	(*WatchRequest)(nil),          // 17: meshnode.v1.WatchRequest
+	(*WatchResponse)(nil),         // 18: meshnode.v1.WatchResponse
+	(*RemoveAgentRequest)(nil),    // 19: meshnode.v1.RemoveAgentRequest
+	(*RemoveAgentResponse)(nil),   // 20: meshnode.v1.RemoveAgentResponse
+	(*AgentKey)(nil),              // 21: meshnode.v1.AgentKey
+	(*ListAgentKeysRequest)(nil),  // 22: meshnode.v1.ListAgentKeysRequest
+	(*ListAgentKeysResponse)(nil), // 23: meshnode.v1.ListAgentKeysResponse
+	nil,                           // 24: meshnode.v1.Capability.AttributesEntry
+	nil,                           // 25: meshnode.v1.DiscoverRequest.AttributesEntry
 }
 var file_meshnode_v1_registry_proto_depIdxs = []int32{
-	21, // 0: meshnode.v1.Capability.attributes:type_name -> meshnode.v1.Capability.AttributesEntry
+	24, // 0: meshnode.v1.Capability.attributes:type_name -> meshnode.v1.Capability.AttributesEntry
 	0,  // 1: meshnode.v1.Capability.proficiency:type_name -> meshnode.v1.Proficiency
 	4,  // 2: meshnode.v1.Agent.capabilities:type_name -> meshnode.v1.Capability
 	1,  // 3: meshnode.v1.Agent.status:type_name -> meshnode.v1.AgentStatus
@@ -1577,27 +1760,30 @@ var file_meshnode_v1_registry_proto_depIdxs = []int32{
 	13, // 9: meshnode.v1.DiscoveredAgent.load:type_name -> meshnode.v1.AgentLoad
 	4,  // 10: meshnode.v1.DiscoveredAgent.capability:type_name -> meshnode.v1.Capability
 	0,  // 11: meshnode.v1.DiscoverRequest.min_proficiency:type_name -> meshnode.v1.Proficiency
-	22, // 12: meshnode.v1.DiscoverRequest.attributes:type_name -> meshnode.v1.DiscoverRequest.AttributesEntry
+	25, // 12: meshnode.v1.DiscoverRequest.attributes:type_name -> meshnode.v1.DiscoverRequest.AttributesEntry
 	14, // 13: meshnode.v1.DiscoverResponse.agents:type_name -> meshnode.v1.DiscoveredAgent
 	3,  // 14: meshnode.v1.WatchResponse.type:type_name -> meshnode.v1.WatchEventType
 	5,  // 15: meshnode.v1.WatchResponse.agent:type_name -> meshnode.v1.Agent
-	7,  // 16: meshnode.v1.RegistryService.Register:input_type -> meshnode.v1.RegisterRequest
-	9,  // 17: meshnode.v1.RegistryService.Deregister:input_type -> meshnode.v1.DeregisterRequest
-	11, // 18: meshnode.v1.RegistryService.ListAgents:input_type -> meshnode.v1.ListAgentsRequest
-	15, // 19: meshnode.v1.RegistryService.Discover:input_type -> meshnode.v1.DiscoverRequest
-	17, // 20: meshnode.v1.RegistryService.Watch:input_type -> meshnode.v1.WatchRequest
-	19, // 21: meshnode.v1.RegistryService.RemoveAgent:input_type -> meshnode.v1.RemoveAgentRequest
-	8,  // 22: meshnode.v1.RegistryService.Register:output_type -> meshnode.v1.RegisterResponse
-	10, // 23: meshnode.v1.RegistryService.Deregister:output_type -> meshnode.v1.DeregisterResponse
-	12, // 24: meshnode.v1.RegistryService.ListAgents:output_type -> meshnode.v1.ListAgentsResponse
-	16, // 25: meshnode.v1.RegistryService.Discover:output_type -> meshnode.v1.DiscoverResponse
-	18, // 26: meshnode.v1.RegistryService.Watch:output_type -> meshnode.v1.WatchResponse
-	20, // 27: meshnode.v1.RegistryService.RemoveAgent:output_type -> meshnode.v1.RemoveAgentResponse
-	22, // [22:28] is the sub-list for method output_type
-	16, // [16:22] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	21, // 16: meshnode.v1.ListAgentKeysResponse.keys:type_name -> meshnode.v1.AgentKey
+	7,  // 17: meshnode.v1.RegistryService.Register:input_type -> meshnode.v1.RegisterRequest
+	9,  // 18: meshnode.v1.RegistryService.Deregister:input_type -> meshnode.v1.DeregisterRequest
+	11, // 19: meshnode.v1.RegistryService.ListAgents:input_type -> meshnode.v1.ListAgentsRequest
+	15, // 20: meshnode.v1.RegistryService.Discover:input_type -> meshnode.v1.DiscoverRequest
+	17, // 21: meshnode.v1.RegistryService.Watch:input_type -> meshnode.v1.WatchRequest
+	19, // 22: meshnode.v1.RegistryService.RemoveAgent:input_type -> meshnode.v1.RemoveAgentRequest
+	22, // 23: meshnode.v1.RegistryService.ListAgentKeys:input_type -> meshnode.v1.ListAgentKeysRequest
+	8,  // 24: meshnode.v1.RegistryService.Register:output_type -> meshnode.v1.RegisterResponse
+	10, // 25: meshnode.v1.RegistryService.Deregister:output_type -> meshnode.v1.DeregisterResponse
+	12, // 26: meshnode.v1.RegistryService.ListAgents:output_type -> meshnode.v1.ListAgentsResponse
+	16, // 27: meshnode.v1.RegistryService.Discover:output_type -> meshnode.v1.DiscoverResponse
+	18, // 28: meshnode.v1.RegistryService.Watch:output_type -> meshnode.v1.WatchResponse
+	20, // 29: meshnode.v1.RegistryService.RemoveAgent:output_type -> meshnode.v1.RemoveAgentResponse
+	23, // 30: meshnode.v1.RegistryService.ListAgentKeys:output_type -> meshnode.v1.ListAgentKeysResponse
+	24, // [24:31] is the sub-list for method output_type
+	17, // [17:24] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_meshnode_v1_registry_proto_init() }
@@ -1611,7 +1797,7 @@ func file_meshnode_v1_registry_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meshnode_v1_registry_proto_rawDesc), len(file_meshnode_v1_registry_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   19,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,12 +19,13 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	RegistryService_Register_FullMethodName    = "/meshnode.v1.RegistryService/Register"
-	RegistryService_Deregister_FullMethodName  = "/meshnode.v1.RegistryService/Deregister"
-	RegistryService_ListAgents_FullMethodName  = "/meshnode.v1.RegistryService/ListAgents"
-	RegistryService_Discover_FullMethodName    = "/meshnode.v1.RegistryService/Discover"
-	RegistryService_Watch_FullMethodName       = "/meshnode.v1.RegistryService/Watch"
-	RegistryService_RemoveAgent_FullMethodName = "/meshnode.v1.RegistryService/RemoveAgent"
+	RegistryService_Register_FullMethodName      = "/meshnode.v1.RegistryService/Register"
+	RegistryService_Deregister_FullMethodName    = "/meshnode.v1.RegistryService/Deregister"
+	RegistryService_ListAgents_FullMethodName    = "/meshnode.v1.RegistryService/ListAgents"
+	RegistryService_Discover_FullMethodName      = "/meshnode.v1.RegistryService/Discover"
+	RegistryService_Watch_FullMethodName         = "/meshnode.v1.RegistryService/Watch"
+	RegistryService_RemoveAgent_FullMethodName   = "/meshnode.v1.RegistryService/RemoveAgent"
+	RegistryService_ListAgentKeys_FullMethodName = "/meshnode.v1.RegistryService/ListAgentKeys"
 )
 
 // RegistryServiceClient is the client API for RegistryService service.
@@ -49,6 +50,11 @@ type RegistryServiceClient interface {
 	// admin command, for agents whose node is gone or which an operator
 	// retires; a live agent on a live node registers again when it reconnects.
 	RemoveAgent(ctx context.Context, in *RemoveAgentRequest, opts ...grpc.CallOption) (*RemoveAgentResponse, error)
+	// ListAgentKeys returns every vote key the named agents ever held, with
+	// the Raft indexes between which each was theirs (read through the
+	// leader), so a certificate is checked with the keys its voters held when
+	// it was committed.
+	ListAgentKeys(ctx context.Context, in *ListAgentKeysRequest, opts ...grpc.CallOption) (*ListAgentKeysResponse, error)
 }
 
 type registryServiceClient struct {
@@ -128,6 +134,16 @@ func (c *registryServiceClient) RemoveAgent(ctx context.Context, in *RemoveAgent
 	return out, nil
 }
 
+func (c *registryServiceClient) ListAgentKeys(ctx context.Context, in *ListAgentKeysRequest, opts ...grpc.CallOption) (*ListAgentKeysResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListAgentKeysResponse)
+	err := c.cc.Invoke(ctx, RegistryService_ListAgentKeys_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // RegistryServiceServer is the server API for RegistryService service.
 // All implementations must embed UnimplementedRegistryServiceServer
 // for forward compatibility.
@@ -150,6 +166,11 @@ type RegistryServiceServer interface {
 	// admin command, for agents whose node is gone or which an operator
 	// retires; a live agent on a live node registers again when it reconnects.
 	RemoveAgent(context.Context, *RemoveAgentRequest) (*RemoveAgentResponse, error)
+	// ListAgentKeys returns every vote key the named agents ever held, with
+	// the Raft indexes between which each was theirs (read through the
+	// leader), so a certificate is checked with the keys its voters held when
+	// it was committed.
+	ListAgentKeys(context.Context, *ListAgentKeysRequest) (*ListAgentKeysResponse, error)
 	mustEmbedUnimplementedRegistryServiceServer()
 }
 
@@ -177,6 +198,9 @@ func (UnimplementedRegistryServiceServer) Watch(*WatchRequest, grpc.ServerStream
 }
 func (UnimplementedRegistryServiceServer) RemoveAgent(context.Context, *RemoveAgentRequest) (*RemoveAgentResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RemoveAgent not implemented")
+}
+func (UnimplementedRegistryServiceServer) ListAgentKeys(context.Context, *ListAgentKeysRequest) (*ListAgentKeysResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListAgentKeys not implemented")
 }
 func (UnimplementedRegistryServiceServer) mustEmbedUnimplementedRegistryServiceServer() {}
 func (UnimplementedRegistryServiceServer) testEmbeddedByValue()                         {}
@@ -300,6 +324,24 @@ func _RegistryService_RemoveAgent_Handler(srv interface{}, ctx context.Context, 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _RegistryService_ListAgentKeys_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListAgentKeysRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RegistryServiceServer).ListAgentKeys(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: RegistryService_ListAgentKeys_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RegistryServiceServer).ListAgentKeys(ctx, req.(*ListAgentKeysRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // RegistryService_ServiceDesc is the grpc.ServiceDesc for RegistryService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -326,6 +368,10 @@ var RegistryService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RemoveAgent",
 			Handler:    _RegistryService_RemoveAgent_Handler,
+		},
+		{
+			MethodName: "ListAgentKeys",
+			Handler:    _RegistryService_ListAgentKeys_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
