@@ -279,7 +279,6 @@ used.`,
 	return cmd
 }
 
-
 func newQuorumReviewCmd() *cobra.Command {
 	var cf *clientFlags
 	var approve, reject bool
