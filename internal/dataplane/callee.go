@@ -65,6 +65,7 @@ func (p *Plane) Receive(ctx context.Context, fromNode string, req *meshnodev1.Fo
 	// A policy that cannot be read leaves the built-in limits in force.
 	pol, _ := p.cfg.Catalog.PolicyFor(ctx, d.GetCapability())
 	if err := routing.CheckForwarded(p.cfg.Clock.Now(), meta, target, pol); err != nil {
+		p.cfg.Observer.Refused(refusalOf(err))
 		return nil, err
 	}
 	if len(d.GetPayload()) > p.cfg.MaxPayload {
