@@ -79,6 +79,8 @@ call. Set GOGC (and GOMEMLIMIT to bound the heap) as for any Go program.`,
 	f.String("ca-dir", "", "bootstrap with the CA from 'meshnode pki init' files instead of creating one")
 	f.String("trace-exporter", "", "send OpenTelemetry spans: stdout or otlp-http (default off)")
 	f.String("trace-endpoint", "", "OTLP/HTTP collector host:port or URL for --trace-exporter otlp-http")
+	f.String("metrics-bind", def.MetricsBind, "TCP host:port of the Prometheus /metrics listener; empty turns it off (/metrics stays on the socket)")
+	f.Int("metrics-max-agents", def.MetricsMaxAgents, "agents (and capabilities) with label values of their own in the metrics; the rest fold under \"other\"")
 	f.Bool("exit-on-revoke", def.ExitOnRevoke, "stop, exit 3, when the cluster revokes this node (false: stay up, refused by every peer)")
 	return cmd
 }

@@ -1,0 +1,152 @@
+package node_test
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/agentmesh/meshnode/agent"
+	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// scrapeSocket fetches /metrics from a node's socket, as
+// `curl --unix-socket SOCK http://localhost/metrics` does, and parses it.
+func scrapeSocket(t *testing.T, tn *testNode) map[string]*dto.MetricFamily {
+	t.Helper()
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", tn.socket)
+	}}}
+	resp, err := c.Get("http://localhost/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := parser.TextToMetricFamilies(bytes.NewReader(body))
+	if err != nil {
+		t.Fatalf("%s's /metrics does not parse: %v", tn.name, err)
+	}
+	return fams
+}
+
+func counter(fams map[string]*dto.MetricFamily, name string, labels map[string]string) float64 {
+	var sum float64
+next:
+	for _, m := range fams[name].GetMetric() {
+		have := map[string]string{}
+		for _, l := range m.GetLabel() {
+			have[l.GetName()] = l.GetValue()
+		}
+		for k, v := range labels {
+			if have[k] != v {
+				continue next
+			}
+		}
+		sum += m.GetCounter().GetValue()
+	}
+	return sum
+}
+
+// An agent on n2 fails every other call from an agent on n1. The caller's
+// node counts the calls by pair and outcome, the callee's node counts what
+// its agent handled, both on their sockets' /metrics; the traffic matrix
+// asked on n3 (which saw none of it) merges n1's and n2's answers into one
+// edge with every call counted once.
+func TestMetricsAndTrafficAcrossNodes(t *testing.T) {
+	nodes := startCluster(t)
+	var n atomic.Int64
+	serveAgent(t, nodes[1], "b", map[string]agent.HandlerFunc{"lookup": func(context.Context, *agent.Request) (*agent.Response, error) {
+		if n.Add(1)%2 == 0 {
+			return nil, agent.Errorf(codes.Internal, "every other call fails")
+		}
+		return &agent.Response{Payload: []byte("ok")}, nil
+	}})
+	serveAgent(t, nodes[0], "a", map[string]agent.HandlerFunc{"noop": echoFrom("n1")})
+	waitFor(t, 20*time.Second, "n1 sees n2/b ready", func() bool { return readyAgents(t, nodes[0], "lookup")["n2/b"] })
+	waitFor(t, 20*time.Second, "n1 sees n1/a ready", func() bool { return readyAgents(t, nodes[0], "noop")["n1/a"] })
+
+	inv := meshnodev1.NewInvokeServiceClient(nodes[0].conn(t))
+	// The router may stop sending to an agent that fails this often (its
+	// quality floor): count what actually happened, by outcome.
+	var ok, agentFailed float64
+	for i := 0; i < 20; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_, err := inv.Call(ctx, &meshnodev1.CallRequest{Capability: "lookup", CallerAgentId: "a"})
+		cancel()
+		switch status.Code(err) {
+		case codes.OK:
+			ok++
+		case codes.Internal:
+			agentFailed++
+		}
+	}
+	if ok < 5 || agentFailed < 5 {
+		t.Fatalf("%v calls succeeded and %v failed in the agent, want at least 5 of each", ok, agentFailed)
+	}
+	pair := func(code string) map[string]string {
+		return map[string]string{"caller_agent": "n1/a", "callee_agent": "n2/b", "capability": "lookup", "code": code}
+	}
+	m1, m2 := scrapeSocket(t, nodes[0]), scrapeSocket(t, nodes[1])
+	for _, c := range []struct {
+		node       string
+		fams       map[string]*dto.MetricFamily
+		name, code string
+		want       float64
+	}{
+		{"n1", m1, "meshnode_calls_total", "OK", ok}, {"n1", m1, "meshnode_calls_total", "Internal", agentFailed},
+		{"n2", m2, "meshnode_handled_calls_total", "OK", ok}, {"n2", m2, "meshnode_handled_calls_total", "Internal", agentFailed},
+	} {
+		if got := counter(c.fams, c.name, pair(c.code)); got != c.want {
+			t.Errorf("%s %s{code=%s} = %v, want %v", c.node, c.name, c.code, got, c.want)
+		}
+	}
+	if got := counter(m2, "meshnode_calls_total", nil); got != 0 {
+		t.Errorf("n2 counts %v calls made, want 0 (it made none)", got)
+	}
+	if m1["meshnode_quic_connections"] == nil || m1["meshnode_pki_certificate_expiry_seconds"].GetMetric()[0].GetGauge().GetValue() <= 0 {
+		t.Errorf("n1 lacks the QUIC gauge or a positive certificate expiry")
+	}
+
+	tc := meshnodev1.NewTrafficServiceClient(nodes[2].conn(t))
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	resp, err := tc.Traffic(ctx, &meshnodev1.TrafficRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.GetNodes()) != 3 || len(resp.GetUnreachableNodes()) != 0 {
+		t.Fatalf("answered by %v, unreachable %v; want all three nodes", resp.GetNodes(), resp.GetUnreachableNodes())
+	}
+	var edge *meshnodev1.TrafficEdge
+	for _, e := range resp.GetEdges() {
+		if e.GetCallerAgent() == "n1/a" && e.GetCalleeAgent() == "n2/b" && e.GetCapability() == "lookup" {
+			edge = e
+		}
+	}
+	if edge == nil {
+		t.Fatalf("no n1/a→n2/b edge in %v", resp.GetEdges())
+	}
+	w := edge.GetWindows()[1]
+	if edge.GetSide() != meshnodev1.TrafficSide_TRAFFIC_SIDE_CALLER || float64(w.GetRequests()) != ok+agentFailed || float64(w.GetErrors()) != agentFailed {
+		t.Errorf("edge %v: side %v, 1m window %d requests %d errors; want the caller side's %v and %v", edge.GetNodes(), edge.GetSide(), w.GetRequests(), w.GetErrors(), ok+agentFailed, agentFailed)
+	}
+	local, err := tc.Traffic(ctx, &meshnodev1.TrafficRequest{Local: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(local.GetEdges()) != 0 || len(local.GetNodes()) != 1 {
+		t.Errorf("n3 alone: %d edges from %v, want none from n3 only", len(local.GetEdges()), local.GetNodes())
+	}
+}
