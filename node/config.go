@@ -76,6 +76,9 @@ type Config struct {
 	// host) the node starts anyway and says so; an address set by hand that
 	// cannot be bound stops the node from starting.
 	MetricsBind string `yaml:"metrics_bind"`
+	// MetricsBindChosen says the user set MetricsBind (flag, environment or
+	// file), even to the default address: then a port in use is an error.
+	MetricsBindChosen bool `yaml:"-"`
 	// MetricsMaxAgents is how many agents, and separately capabilities, get
 	// label values of their own in the call metrics; the rest are folded
 	// under "other". Default 200.

@@ -61,7 +61,7 @@ func (n *Node) startMetrics(context.Context, *background.Group) error {
 	if n.cfg.MetricsBind == "" {
 		return nil
 	}
-	srv, notice, err := metrics.Listen(n.cfg.MetricsBind, n.metrics.Handler())
+	srv, notice, err := metrics.Listen(n.cfg.MetricsBind, n.cfg.MetricsBindChosen, n.metrics.Handler())
 	if err != nil {
 		return err
 	}

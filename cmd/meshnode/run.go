@@ -88,6 +88,10 @@ call. Set GOGC (and GOMEMLIMIT to bound the heap) as for any Go program.`,
 // loadRunConfig applies defaults < file < environment < flags.
 func loadRunConfig(flags *pflag.FlagSet, configFile string) (node.Config, error) {
 	cfg := node.DefaultConfig()
+	// A marker no address can be tells "left at the default" from "set to
+	// the default address": only the first tolerates a port in use.
+	const unset = "\x00default"
+	cfg.MetricsBind = unset
 	if configFile == "" {
 		configFile = os.Getenv("MESHNODE_CONFIG")
 	}
@@ -114,6 +118,11 @@ func loadRunConfig(flags *pflag.FlagSet, configFile string) (node.Config, error)
 	})
 	if ferr != nil {
 		return cfg, ferr
+	}
+	if cfg.MetricsBind == unset {
+		cfg.MetricsBind = node.DefaultConfig().MetricsBind
+	} else {
+		cfg.MetricsBindChosen = true
 	}
 	if err := readTokenFile(&cfg); err != nil {
 		return cfg, err

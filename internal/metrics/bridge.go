@@ -62,8 +62,10 @@ func (fanout) SetGauge(k []string, v float32) { each(func(s armon.MetricSink) { 
 func (fanout) SetGaugeWithLabels(k []string, v float32, l []armon.Label) {
 	each(func(s armon.MetricSink) { s.SetGaugeWithLabels(k, v, l) })
 }
-func (fanout) EmitKey(k []string, v float32)     { each(func(s armon.MetricSink) { s.EmitKey(k, v) }) }
-func (fanout) IncrCounter(k []string, v float32) { each(func(s armon.MetricSink) { s.IncrCounter(k, v) }) }
+func (fanout) EmitKey(k []string, v float32) { each(func(s armon.MetricSink) { s.EmitKey(k, v) }) }
+func (fanout) IncrCounter(k []string, v float32) {
+	each(func(s armon.MetricSink) { s.IncrCounter(k, v) })
+}
 func (fanout) IncrCounterWithLabels(k []string, v float32, l []armon.Label) {
 	each(func(s armon.MetricSink) { s.IncrCounterWithLabels(k, v, l) })
 }

@@ -30,12 +30,13 @@ type Server struct {
 
 // Listen binds the metrics listener. An address the user chose that cannot
 // be bound is an error naming the flag. The default address taken (several
-// nodes on one host) is not: Listen returns a nil Server and the one line to
-// log, naming the node that holds the port when it is a meshnode.
-func Listen(bind string, h http.Handler) (s *Server, notice string, err error) {
+// nodes on one host), when the user did not choose it, is not: Listen
+// returns a nil Server and the one line to log, naming the node that holds
+// the port when it is a meshnode.
+func Listen(bind string, chosen bool, h http.Handler) (s *Server, notice string, err error) {
 	ln, err := net.Listen("tcp", bind)
 	if err != nil {
-		if bind != DefaultBind {
+		if chosen || bind != DefaultBind {
 			return nil, "", fmt.Errorf("%w: --metrics-bind %s: %v (choose a free host:port, or \"\" to turn the listener off)", ErrBind, bind, err)
 		}
 		holder := "another process"
