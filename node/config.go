@@ -83,6 +83,10 @@ type Config struct {
 	// label values of their own in the call metrics; the rest are folded
 	// under "other". Default 200.
 	MetricsMaxAgents int `yaml:"metrics_max_agents"`
+	// CallMetrics records every call in the call metrics and the traffic
+	// matrix. Default true; false leaves both empty (the benchmarks
+	// measure its cost against it).
+	CallMetrics bool `yaml:"call_metrics"`
 	// ExitOnRevoke makes a node that learns the cluster revoked it log so
 	// once and stop (Node.Revoked); false keeps it up, refused by every
 	// peer, for inspection. Default true: a revoked node can do nothing.
@@ -111,6 +115,7 @@ func DefaultConfig() Config {
 		ExitOnRevoke:     true,
 		MetricsBind:      metrics.DefaultBind,
 		MetricsMaxAgents: metrics.DefaultMaxAgents,
+		CallMetrics:      true,
 	}
 }
 

@@ -21,10 +21,14 @@ func (n *Node) startRouting(context.Context) error {
 	cfg.Resolver = n.catalog
 	cfg.Clock = n.clock
 	cfg.Logger = n.log.With("component", "routing")
-	cfg.Observer = n.metrics.Calls()
+	if n.cfg.CallMetrics {
+		cfg.Observer = n.metrics.Calls()
+	}
 	pcfg := dataplane.Config{LocalNode: n.cfg.Name, MaxPayload: n.cfg.MaxPayload, CallTimeout: n.cfg.CallTimeout,
-		ClusterID: n.clusterID(), Local: n.hub, Catalog: n.catalog, Peers: peerRPC{n.ep}, Clock: n.clock, Logger: n.log.With("component", "dataplane"),
-		Observer: dataplane.Observers{n.metrics.Calls(), n.traffic}}
+		ClusterID: n.clusterID(), Local: n.hub, Catalog: n.catalog, Peers: peerRPC{n.ep}, Clock: n.clock, Logger: n.log.With("component", "dataplane")}
+	if n.cfg.CallMetrics {
+		pcfg.Observer = dataplane.Observers{n.metrics.Calls(), n.traffic}
+	}
 	if n.tracing != nil {
 		cfg.Tracer = n.tracing.Tracer("meshnode/routing")
 		pcfg.Tracer = n.tracing.Tracer("meshnode/node")

@@ -81,6 +81,7 @@ call. Set GOGC (and GOMEMLIMIT to bound the heap) as for any Go program.`,
 	f.String("trace-endpoint", "", "OTLP/HTTP collector host:port or URL for --trace-exporter otlp-http")
 	f.String("metrics-bind", def.MetricsBind, "TCP host:port of the Prometheus /metrics listener; empty turns it off (/metrics stays on the socket)")
 	f.Int("metrics-max-agents", def.MetricsMaxAgents, "agents (and capabilities) with label values of their own in the metrics; the rest fold under \"other\"")
+	f.Bool("call-metrics", def.CallMetrics, "record every call in the call metrics and the traffic matrix")
 	f.Bool("exit-on-revoke", def.ExitOnRevoke, "stop, exit 3, when the cluster revokes this node (false: stay up, refused by every peer)")
 	return cmd
 }
