@@ -72,6 +72,24 @@ func (n *Node) startMetrics(context.Context, *background.Group) error {
 	return nil
 }
 
+// registerGossipGauges exports the gossip view once gossip runs: it is
+// started after the metrics component, and its field is set then.
+func (n *Node) registerGossipGauges() {
+	g, h := n.gossip, n.hub
+	for _, st := range []gossip.MemberStatus{gossip.MemberAlive, gossip.MemberSuspect, gossip.MemberDead, gossip.MemberLeft} {
+		n.metrics.GaugeFunc("meshnode_gossip_members", "Cluster nodes as this node's gossip sees them, by state.", func() float64 {
+			c := 0
+			for _, m := range g.Members() {
+				if m.Status == st {
+					c++
+				}
+			}
+			return float64(c)
+		}, "state", st.String())
+	}
+	n.metrics.GaugeFunc("meshnode_local_agents", "Agents attached to this node.", func() float64 { return float64(len(h.Snapshot())) })
+}
+
 func (n *Node) stopMetrics(context.Context) {
 	n.metricsSrv.Close()
 	if n.stopBridge != nil {

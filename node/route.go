@@ -43,6 +43,7 @@ func (n *Node) startRouting(context.Context) error {
 		return err
 	}
 	n.plane.Store(plane)
+	n.registerGossipGauges()
 	return nil
 }
 

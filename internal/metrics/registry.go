@@ -72,10 +72,15 @@ func (r *Registry) Handler() http.Handler {
 	})
 }
 
-// GaugeFunc exports fn as a gauge read at scrape time. fn must be cheap
-// and must not block: it runs on the scrape's goroutine.
-func (r *Registry) GaugeFunc(name, help string, fn func() float64) {
-	r.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, fn))
+// GaugeFunc exports fn as a gauge read at scrape time, with fixed labels
+// (label name, value pairs). fn must be cheap and must not block: it runs
+// on the scrape's goroutine.
+func (r *Registry) GaugeFunc(name, help string, fn func() float64, labels ...string) {
+	cl := prometheus.Labels{}
+	for i := 0; i+1 < len(labels); i += 2 {
+		cl[labels[i]] = labels[i+1]
+	}
+	r.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help, ConstLabels: cl}, fn))
 }
 
 // CounterFunc exports fn, a monotonic count, as a counter read at scrape
