@@ -6,11 +6,17 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"regexp"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/agentmesh/meshnode/agent"
+	"github.com/agentmesh/meshnode/internal/dataplane"
+	"github.com/agentmesh/meshnode/internal/metrics"
+	"github.com/agentmesh/meshnode/routing"
 	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
@@ -148,5 +154,61 @@ func TestMetricsAndTrafficAcrossNodes(t *testing.T) {
 	}
 	if len(local.GetEdges()) != 0 || len(local.GetNodes()) != 1 {
 		t.Errorf("n3 alone: %d edges from %v, want none from n3 only", len(local.GetEdges()), local.GetNodes())
+	}
+}
+
+// documentedMetrics lists the meshnode_ metric names docs/observability.md
+// and the Grafana dashboard use.
+func documentedMetrics(t *testing.T) map[string]bool {
+	t.Helper()
+	names := map[string]bool{}
+	re := regexp.MustCompile(`meshnode_[a-z0-9_]+`)
+	for _, f := range []string{"../docs/observability.md", "../docs/grafana-dashboard.json"} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range re.FindAllString(string(b), -1) {
+			for _, suffix := range []string{"_bucket", "_sum", "_count"} {
+				n = strings.TrimSuffix(n, suffix)
+			}
+			names[n] = true
+		}
+	}
+	return names
+}
+
+// Every metric the docs and the dashboard name exists: in a real node's
+// scrape, or (for series that appear only on an event: a breaker trip, a
+// spent budget, a folded agent) in a registry that saw every event.
+func TestDocumentedMetricsExist(t *testing.T) {
+	nodes := startCluster(t)
+	have := map[string]bool{}
+	for _, n := range nodes {
+		for name := range scrapeSocket(t, n) {
+			have[name] = true
+		}
+	}
+	reg, err := metrics.New(metrics.Config{Node: "x", MaxAgents: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := reg.Calls()
+	c.CallMade(dataplane.CallEvent{Caller: "x/a", Callee: "x/b", Capability: "c", Attempts: 2})
+	c.CallServed(dataplane.CallEvent{Caller: "x/a", Callee: "x/b", Capability: "c"})
+	c.Serving("x/b", 1)
+	c.BreakerChanged("x/b", "c", routing.BreakerClosed, routing.BreakerOpen)
+	c.RetryBudgetExhausted("c")
+	fams, err := reg.Gatherer().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range fams {
+		have[f.GetName()] = true
+	}
+	for name := range documentedMetrics(t) {
+		if !have[name] {
+			t.Errorf("the docs name %s, which no node exports", name)
+		}
 	}
 }
