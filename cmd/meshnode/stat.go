@@ -48,9 +48,7 @@ func (m *matrix) total(edges []traffic.Reported) figures {
 }
 
 func newStatCmd() *cobra.Command {
-	var cf *clientFlags
-	var window string
-	var local bool
+	var mf *matrixFlags
 	cmd := &cobra.Command{
 		Use:   "stat agent|capability|node NAME",
 		Short: "Sum up the calls of one agent, capability or node",
@@ -68,19 +66,12 @@ capability or node is an error (exit 1).`,
 			if kind != "agent" && kind != "capability" && kind != "node" {
 				return usagef("stat %q: the first argument must be agent, capability or node", kind)
 			}
-			w, err := parseWindow(window)
-			if err != nil {
-				return err
-			}
-			conn, ctx, done, err := cf.open()
+			m, conn, ctx, done, err := mf.open()
 			if err != nil {
 				return err
 			}
 			defer done()
-			m, err := loadMatrix(ctx, conn, local, w, cf.socketPath())
-			if err != nil {
-				return err
-			}
+			cf := mf.cf
 			var in, out func(e *traffic.Reported) bool
 			switch kind {
 			case "agent":
@@ -121,7 +112,7 @@ capability or node is an error (exit 1).`,
 				}
 				return sel
 			}
-			rep := statReport{Kind: kind, Name: name, Window: shortSpan(traffic.Spans[w]), Incoming: m.total(pick(in)),
+			rep := statReport{Kind: kind, Name: name, Window: shortSpan(traffic.Spans[m.window]), Incoming: m.total(pick(in)),
 				Nodes: m.resp.GetNodes(), Unreachable: m.resp.GetUnreachableNodes()}
 			if out != nil {
 				o := m.total(pick(out))
@@ -135,9 +126,7 @@ capability or node is an error (exit 1).`,
 			return printStat(cmd.OutOrStdout(), &rep)
 		},
 	}
-	cf = addClientFlags(cmd)
-	cmd.Flags().StringVar(&window, "window", "1m", "rolling window: 10s, 1m or 10m")
-	cmd.Flags().BoolVar(&local, "local", false, "this node's calls only; do not ask the other nodes")
+	mf = addMatrixFlags(cmd, "1m", false)
 	return cmd
 }
 

@@ -16,9 +16,8 @@ import (
 )
 
 func newTopCmd() *cobra.Command {
-	var cf *clientFlags
-	var window, sortKey string
-	var once, local bool
+	var mf *matrixFlags
+	var once bool
 	cmd := &cobra.Command{
 		Use:   "top",
 		Short: "Live view of the busiest agent pairs, refreshed every second",
@@ -32,19 +31,16 @@ for scripts.`,
   meshnode top --once`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			w, err := parseWindow(window)
+			w, err := mf.parse()
 			if err != nil {
 				return err
 			}
-			if err := checkSortKey(sortKey); err != nil {
-				return err
-			}
-			conn, err := cf.dial()
+			conn, err := mf.cf.dial()
 			if err != nil {
 				return err
 			}
 			defer conn.Close()
-			v := &topView{conn: conn, cf: cf, local: local, window: w, sort: sortKey, width: 80, height: 24}
+			v := &topView{conn: conn, cf: mf.cf, local: mf.local, window: w, sort: mf.sortKey, width: 80, height: 24}
 			if once {
 				frame, err := v.frame()
 				if err != nil {
@@ -56,11 +52,8 @@ for scripts.`,
 			return v.live(cmd.OutOrStdout())
 		},
 	}
-	cf = addClientFlags(cmd)
-	cmd.Flags().StringVar(&window, "window", "10s", "rolling window: 10s, 1m or 10m")
-	cmd.Flags().StringVar(&sortKey, "sort", "rate", "order: rate, errors, latency or name")
+	mf = addMatrixFlags(cmd, "10s", true)
 	cmd.Flags().BoolVar(&once, "once", false, "print one frame and exit")
-	cmd.Flags().BoolVar(&local, "local", false, "this node's calls only; do not ask the other nodes")
 	return cmd
 }
 
@@ -81,6 +74,11 @@ func (v *topView) frame() (string, error) {
 	if err != nil {
 		return "", err
 	}
+	return v.render(m), nil
+}
+
+// render draws m in at most width×height.
+func (v *topView) render(m *matrix) string {
 	edges := m.active()
 	m.sortEdges(edges, v.sort)
 	var b strings.Builder
@@ -103,7 +101,7 @@ func (v *topView) frame() (string, error) {
 		b.WriteString(fmt.Sprintf("%-17s %-17s %-13s %7.2f %6.1f %7s %7s\n", tail(agentLabel(e.Caller), 17), tail(agentLabel(e.Callee), 17),
 			tail(e.Capability, 13), s.Rate(), s.SuccessPercent(), fmtMs(s.Quantile(.5)), fmtMs(s.Quantile(.99))))
 	}
-	return b.String(), nil
+	return b.String()
 }
 
 // tail keeps the end of s, the distinguishing part of an agent id or a

@@ -11,10 +11,10 @@ import (
 )
 
 func newTrafficCmd() *cobra.Command {
-	var cf *clientFlags
-	var agentName, capability, window, sortKey string
+	var mf *matrixFlags
+	var agentName, capability string
 	var slowest int
-	var noIncoming, local bool
+	var noIncoming bool
 	cmd := &cobra.Command{
 		Use:   "traffic",
 		Short: "Show the traffic matrix: who calls whom, how often, how well, how fast",
@@ -34,25 +34,15 @@ capability with no traffic yet shows an empty table.`,
   meshnode traffic --capability inventory.lookup --json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			w, err := parseWindow(window)
-			if err != nil {
-				return err
-			}
-			if err := checkSortKey(sortKey); err != nil {
-				return err
-			}
 			if slowest < 0 {
 				return usagef("--slowest %d: must not be negative", slowest)
 			}
-			conn, ctx, done, err := cf.open()
+			m, _, _, done, err := mf.open()
 			if err != nil {
 				return err
 			}
 			defer done()
-			m, err := loadMatrix(ctx, conn, local, w, cf.socketPath())
-			if err != nil {
-				return err
-			}
+			cf := mf.cf
 			if noIncoming {
 				idle := m.noIncoming()
 				if cf.json {
@@ -63,7 +53,7 @@ capability with no traffic yet shows an empty table.`,
 				for _, a := range idle {
 					fmt.Fprintf(tw, "%s\t%s\t%s\n", a.GetId(), a.GetNode(), a.GetStatus())
 				}
-				fmt.Fprintf(tw, "(%d of %d agents had no incoming calls in the last %s%s)\n", len(idle), len(m.agents), shortSpan(traffic.Spans[w]), unreachableNote(m))
+				fmt.Fprintf(tw, "(%d of %d agents had no incoming calls in the last %s%s)\n", len(idle), len(m.agents), shortSpan(traffic.Spans[m.window]), unreachableNote(m))
 				return tw.Flush()
 			}
 			edges, err := m.filter(agentName, capability)
@@ -74,7 +64,7 @@ capability with no traffic yet shows an empty table.`,
 				m.sortEdges(edges, "latency")
 				edges = edges[:min(slowest, len(edges))]
 			} else {
-				m.sortEdges(edges, sortKey)
+				m.sortEdges(edges, mf.sortKey)
 			}
 			if cf.json {
 				out := &meshnodev1.TrafficResponse{Nodes: m.resp.GetNodes(), UnreachableNodes: m.resp.GetUnreachableNodes(), LatencyBoundsMs: m.resp.GetLatencyBoundsMs()}
@@ -86,15 +76,12 @@ capability with no traffic yet shows an empty table.`,
 			return m.printEdges(cmd.OutOrStdout(), edges)
 		},
 	}
-	cf = addClientFlags(cmd)
+	mf = addMatrixFlags(cmd, "1m", true)
 	f := cmd.Flags()
 	f.StringVar(&agentName, "agent", "", "only calls this agent made or received (id, or a name unique in the cluster)")
 	f.StringVar(&capability, "capability", "", "only calls to this capability")
 	f.IntVar(&slowest, "slowest", 0, "only the N pairs with the highest p99 latency")
 	f.BoolVar(&noIncoming, "no-incoming", false, "list the registered agents no call reached in the window instead")
-	f.StringVar(&window, "window", "1m", "rolling window: 10s, 1m or 10m")
-	f.StringVar(&sortKey, "sort", "rate", "order: rate, errors, latency or name")
-	f.BoolVar(&local, "local", false, "this node's calls only; do not ask the other nodes")
 	return cmd
 }
 

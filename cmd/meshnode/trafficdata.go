@@ -9,6 +9,7 @@ import (
 
 	"github.com/agentmesh/meshnode/internal/traffic"
 	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
+	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
 )
 
@@ -36,6 +37,56 @@ func shortSpan(d time.Duration) string {
 		return fmt.Sprintf("%dm", int(d/time.Minute))
 	}
 	return fmt.Sprintf("%ds", int(d/time.Second))
+}
+
+// matrixFlags are the flags traffic, top and stat share.
+type matrixFlags struct {
+	cf      *clientFlags
+	window  string
+	sortKey string // "" for a command that does not sort
+	local   bool
+}
+
+func addMatrixFlags(cmd *cobra.Command, defWindow string, sorts bool) *matrixFlags {
+	f := &matrixFlags{cf: addClientFlags(cmd)}
+	cmd.Flags().StringVar(&f.window, "window", defWindow, "rolling window: 10s, 1m or 10m")
+	if sorts {
+		cmd.Flags().StringVar(&f.sortKey, "sort", "rate", "order: rate, errors, latency or name")
+	}
+	cmd.Flags().BoolVar(&f.local, "local", false, "this node's calls only; do not ask the other nodes")
+	return f
+}
+
+// parse checks the flags and returns the window's index.
+func (f *matrixFlags) parse() (int, error) {
+	w, err := parseWindow(f.window)
+	if err != nil {
+		return 0, err
+	}
+	if f.sortKey != "" {
+		if err := checkSortKey(f.sortKey); err != nil {
+			return 0, err
+		}
+	}
+	return w, nil
+}
+
+// open checks the flags, dials the node and loads the matrix; done closes
+// the connection.
+func (f *matrixFlags) open() (m *matrix, conn grpc.ClientConnInterface, ctx context.Context, done func(), err error) {
+	w, err := f.parse()
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
+	c, ctx, done, err := f.cf.open()
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
+	if m, err = loadMatrix(ctx, c, f.local, w, f.cf.socketPath()); err != nil {
+		done()
+		return nil, nil, nil, nil, err
+	}
+	return m, c, ctx, done, nil
 }
 
 // loadMatrix asks the node for the traffic matrix (cluster-wide unless
