@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"net"
 	"sync"
 	"time"
 
@@ -146,4 +147,13 @@ func (t trafficPeers) AskTraffic(ctx context.Context) (map[string][]*meshnodev1.
 	}
 	wg.Wait()
 	return answers, unreachable
+}
+
+// MetricsAddr is the metrics listener's address, nil when it is off or
+// its default port was taken.
+func (n *Node) MetricsAddr() net.Addr {
+	if n.metricsSrv == nil {
+		return nil
+	}
+	return n.metricsSrv.Addr()
 }

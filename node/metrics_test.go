@@ -7,8 +7,11 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -16,6 +19,7 @@ import (
 	"github.com/agentmesh/meshnode/agent"
 	"github.com/agentmesh/meshnode/internal/dataplane"
 	"github.com/agentmesh/meshnode/internal/metrics"
+	"github.com/agentmesh/meshnode/node"
 	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
 	"github.com/agentmesh/meshnode/routing"
 	dto "github.com/prometheus/client_model/go"
@@ -210,5 +214,61 @@ func TestDocumentedMetricsExist(t *testing.T) {
 		if !have[name] {
 			t.Errorf("the docs name %s, which no node exports", name)
 		}
+	}
+}
+
+// Scrapes that keep coming while the node stops, on the listener and on
+// the socket, neither hold up the stop nor break it (the gauges read
+// components that are stopping).
+func TestScrapesDuringStop(t *testing.T) {
+	root, err := os.MkdirTemp("", "mns")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(root) })
+	cfg := node.DefaultConfig()
+	cfg.Name, cfg.DataDir, cfg.Bind = "s1", filepath.Join(root, "s1"), "127.0.0.1:"+strconv.Itoa(freePort(t))
+	cfg.MetricsBind, cfg.MetricsBindChosen = "127.0.0.1:0", true
+	tn, err := node.New(cfg, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sctx, scancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer scancel()
+	if err := tn.Start(sctx); err != nil {
+		t.Fatal(err)
+	}
+	addr := tn.MetricsAddr()
+	if addr == nil {
+		t.Fatal("a node with --metrics-bind 127.0.0.1:0 has no metrics listener")
+	}
+	stop := make(chan struct{})
+	var scrapes atomic.Int64
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			c := &http.Client{Timeout: 2 * time.Second}
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if resp, err := c.Get("http://" + addr.String() + "/metrics"); err == nil {
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					scrapes.Add(1)
+				}
+			}
+		})
+	}
+	waitFor(t, 10*time.Second, "scrapes under way", func() bool { return scrapes.Load() > 5 })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err = tn.Stop(ctx)
+	close(stop)
+	wg.Wait()
+	if err != nil {
+		t.Fatalf("stop with scrapes in flight: %v", err)
 	}
 }
