@@ -54,6 +54,24 @@ func (n *Node) startMetrics(context.Context, *background.Group) error {
 	n.metrics.CounterFunc("meshnode_quic_dial_failures_total", "QUIC handshakes this node started that failed.", func() float64 { return float64(ep.Stats().DialFailures) })
 	n.metrics.CounterFunc("meshnode_quic_accepts_total", "QUIC handshakes peers completed with this node.", func() float64 { return float64(ep.Stats().Accepts) })
 	n.metrics.CounterFunc("meshnode_quic_refused_identity_total", "Completed QUIC handshakes refused for a non-node identity.", func() float64 { return float64(ep.Stats().RefusedIdentity) })
+	refusals := []struct {
+		reason string
+		count  func(transport.Refusals) uint64
+	}{
+		{"join_conns_per_ip", func(r transport.Refusals) uint64 { return r.JoinConnsPerIP }},
+		{"join_conns", func(r transport.Refusals) uint64 { return r.JoinConns }},
+		{"join_streams", func(r transport.Refusals) uint64 { return r.JoinStreams }},
+		{"join_idle", func(r transport.Refusals) uint64 { return r.JoinIdle }},
+		{"large_frame", func(r transport.Refusals) uint64 { return r.LargeFrames }},
+		{"slow_frame", func(r transport.Refusals) uint64 { return r.SlowFrames }},
+		{"raft_stream", func(r transport.Refusals) uint64 { return r.RaftStreams }},
+		{"raft_dial", func(r transport.Refusals) uint64 { return r.RaftDials }},
+		{"unexpected_peer", func(r transport.Refusals) uint64 { return r.UnexpectedPeer }},
+	}
+	for _, rf := range refusals {
+		n.metrics.CounterFunc("meshnode_quic_refusals_total", "Connections, streams and dials the transport refused, by reason.",
+			func() float64 { return float64(rf.count(ep.Refusals())) }, "reason", rf.reason)
+	}
 	n.metrics.GaugeFunc("meshnode_pki_certificate_expiry_seconds", "Seconds until this node's certificate expires (renewed at 2/3 of its life).", func() float64 {
 		return keeper.Current().Leaf().NotAfter.Sub(n.clock.Now()).Seconds()
 	})
@@ -73,10 +91,12 @@ func (n *Node) startMetrics(context.Context, *background.Group) error {
 	return nil
 }
 
-// registerGossipGauges exports the gossip view once gossip runs: it is
-// started after the metrics component, and its field is set then.
-func (n *Node) registerGossipGauges() {
-	g, h := n.gossip, n.hub
+// registerLateGauges exports consensus and the gossip view once they run:
+// they start after the metrics component, and their fields are set then.
+func (n *Node) registerLateGauges() {
+	g, h, st := n.gossip, n.hub, n.store
+	n.metrics.GaugeFunc("meshnode_raft_term", "This server's current Raft term; 0 on a client.", func() float64 { return float64(st.Term()) })
+	n.metrics.GaugeFunc("meshnode_registry_index", "Index of this node's registry replica (Raft log index it has applied).", func() float64 { return float64(st.Index()) })
 	for _, st := range []gossip.MemberStatus{gossip.MemberAlive, gossip.MemberSuspect, gossip.MemberDead, gossip.MemberLeft} {
 		n.metrics.GaugeFunc("meshnode_gossip_members", "Cluster nodes as this node's gossip sees them, by state.", func() float64 {
 			c := 0

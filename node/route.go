@@ -43,7 +43,7 @@ func (n *Node) startRouting(context.Context) error {
 		return err
 	}
 	n.plane.Store(plane)
-	n.registerGossipGauges()
+	n.registerLateGauges()
 	return nil
 }
 

@@ -76,15 +76,19 @@ func (r *Registry) Handler() http.Handler {
 // (label name, value pairs). fn must be cheap and must not block: it runs
 // on the scrape's goroutine.
 func (r *Registry) GaugeFunc(name, help string, fn func() float64, labels ...string) {
-	cl := prometheus.Labels{}
-	for i := 0; i+1 < len(labels); i += 2 {
-		cl[labels[i]] = labels[i+1]
-	}
-	r.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help, ConstLabels: cl}, fn))
+	r.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help, ConstLabels: constLabels(labels)}, fn))
 }
 
 // CounterFunc exports fn, a monotonic count, as a counter read at scrape
 // time. The same rules as GaugeFunc.
-func (r *Registry) CounterFunc(name, help string, fn func() float64) {
-	r.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, fn))
+func (r *Registry) CounterFunc(name, help string, fn func() float64, labels ...string) {
+	r.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help, ConstLabels: constLabels(labels)}, fn))
+}
+
+func constLabels(pairs []string) prometheus.Labels {
+	cl := prometheus.Labels{}
+	for i := 0; i+1 < len(pairs); i += 2 {
+		cl[pairs[i]] = pairs[i+1]
+	}
+	return cl
 }
