@@ -94,8 +94,11 @@ func newCalls(reg prometheus.Registerer, maxAgents int) *Calls {
 			"End-to-end latency of calls made from this node (all attempts), by caller agent, callee agent and capability."), pair),
 		handled: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meshnode_handled_calls_total",
 			Help: "Call attempts handled by this node's agents, by caller agent, callee agent, capability and outcome code."}, append(pair, "code")),
+		// Per callee, not per pair: the handler's time does not depend on
+		// who called, and a histogram per pair on both sides doubled the
+		// scrape for no question it answers.
 		handlerD: prometheus.NewHistogramVec(histogramOpts("meshnode_handler_duration_seconds",
-			"Time this node's agents took to answer a call attempt, by caller agent, callee agent and capability."), pair),
+			"Time this node's agents took to answer a call attempt, by callee agent and capability."), []string{"callee_agent", "capability"}),
 		attempts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meshnode_call_attempts_total",
 			Help: "Attempts made for calls from this node, by capability."}, []string{"capability"}),
 		retries: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meshnode_call_retries_total",
@@ -138,7 +141,7 @@ func (c *Calls) series(cache *edgeCache, e *dataplane.CallEvent, callerSide bool
 		s.attempts = c.attempts.WithLabelValues(s.labels[2])
 		s.retries = c.retries.WithLabelValues(s.labels[2])
 	} else {
-		s.duration = c.handlerD.WithLabelValues(s.labels[:]...)
+		s.duration = c.handlerD.WithLabelValues(s.labels[1], s.labels[2])
 	}
 	cache.mu.Lock()
 	defer cache.mu.Unlock()
