@@ -203,6 +203,7 @@ func TestDocumentedMetricsExist(t *testing.T) {
 	c.Serving("x/b", 1)
 	c.BreakerChanged("x/b", "c", routing.BreakerClosed, routing.BreakerOpen)
 	c.RetryBudgetExhausted("c")
+	c.Decided(routing.Latency, true)
 	fams, err := reg.Gatherer().Gather()
 	if err != nil {
 		t.Fatal(err)

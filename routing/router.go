@@ -64,12 +64,16 @@ type Observer interface {
 	BreakerChanged(agent, capability string, from, to BreakerState)
 	// RetryBudgetExhausted: a retry of a call to capability was refused by its budget.
 	RetryBudgetExhausted(capability string)
+	// Decided: the router chose an agent for an attempt under policy
+	// (picked), or found none it could use (picked false).
+	Decided(policy PolicyName, picked bool)
 }
 
 type noObserver struct{}
 
 func (noObserver) BreakerChanged(string, string, BreakerState, BreakerState) {}
 func (noObserver) RetryBudgetExhausted(string)                               {}
+func (noObserver) Decided(PolicyName, bool)                                  {}
 
 // DefaultConfig returns the defaults, each explained on its field.
 func DefaultConfig() Config {
@@ -315,8 +319,9 @@ func (r *Router) finish(ep *endpoint, pol *Policy, probe bool, start, end time.T
 	if o != outcomeNeutral {
 		ep.observeOutcome(end, failed, r.tune)
 	}
-	// The breaker moves from open to half-open lazily, when next read: name
-	// that transition too, so the observer sees every state.
+	// The breaker moves from open to half-open lazily, when next read
+	// (usually by the selection, which reports it): name it here too when
+	// this read is the first.
 	stored := ep.brk.state
 	before := ep.brk.current(end)
 	if stored != before {

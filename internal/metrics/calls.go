@@ -38,6 +38,8 @@ type Calls struct {
 	breaker             *prometheus.GaugeVec
 	breakerTransitions  *prometheus.CounterVec
 	budgetExhausted     *prometheus.CounterVec
+	decisions           *prometheus.CounterVec
+	decided             map[routing.PolicyName][2]prometheus.Counter // read-only after newCalls: no lock on the hot path
 	callerSide, handler edgeCache
 	serving             gaugeCache
 }
@@ -113,6 +115,12 @@ func newCalls(reg prometheus.Registerer, maxAgents int) *Calls {
 			Help: "Circuit breaker state changes, by agent, capability and the state entered."}, []string{"agent", "capability", "state"}),
 		budgetExhausted: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meshnode_routing_retry_budget_exhausted_total",
 			Help: "Retries refused because the capability's retry budget was spent, by capability."}, []string{"capability"}),
+		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meshnode_routing_decisions_total",
+			Help: "Agent selections the router made for attempts, by policy, and whether it found an agent (picked) or none (no_agent)."}, []string{"policy", "result"}),
+	}
+	c.decided = map[routing.PolicyName][2]prometheus.Counter{}
+	for _, p := range routing.PolicyNames {
+		c.decided[p] = [2]prometheus.Counter{c.decisions.WithLabelValues(string(p), "no_agent"), c.decisions.WithLabelValues(string(p), "picked")}
 	}
 	c.callerSide.edges = map[edgeKey]*edgeSeries{}
 	c.handler.edges = map[edgeKey]*edgeSeries{}
@@ -122,7 +130,7 @@ func newCalls(reg prometheus.Registerer, maxAgents int) *Calls {
 		c.refusals.WithLabelValues(string(r))
 	}
 	reg.MustRegister(folded, c.calls, c.duration, c.handled, c.handlerD, c.attempts, c.retries, c.inflight, c.refusals,
-		c.breaker, c.breakerTransitions, c.budgetExhausted)
+		c.breaker, c.breakerTransitions, c.budgetExhausted, c.decisions)
 	return c
 }
 
@@ -219,4 +227,18 @@ func (c *Calls) BreakerChanged(agent, capability string, _, to routing.BreakerSt
 // RetryBudgetExhausted counts a retry the budget refused.
 func (c *Calls) RetryBudgetExhausted(capability string) {
 	c.budgetExhausted.WithLabelValues(c.caps.label(capability)).Inc()
+}
+
+// Decided counts one of the router's selections. Policy names are the
+// router's own few, resolved once.
+func (c *Calls) Decided(policy routing.PolicyName, picked bool) {
+	i := 0
+	if picked {
+		i = 1
+	}
+	if ctrs, ok := c.decided[policy]; ok {
+		ctrs[i].Inc()
+		return
+	}
+	c.decisions.WithLabelValues(string(policy), [...]string{"no_agent", "picked"}[i]).Inc()
 }

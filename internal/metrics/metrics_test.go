@@ -111,6 +111,9 @@ func TestScrapeParsesAndLints(t *testing.T) {
 	c.Refused(dataplane.RefusedCycle)
 	c.BreakerChanged("n2/b", "inventory.lookup", routing.BreakerClosed, routing.BreakerOpen)
 	c.RetryBudgetExhausted("inventory.lookup")
+	c.Decided(routing.Latency, true)
+	c.Decided(routing.Latency, false)
+	c.Decided(routing.Latency, true)
 	r.GaugeFunc("meshnode_quic_connections", "Live QUIC connections to peer nodes.", func() float64 { return 3 })
 
 	fams, raw := scrape(t, r, "")
@@ -141,6 +144,8 @@ func TestScrapeParsesAndLints(t *testing.T) {
 		{"meshnode_routing_breaker_transitions_total", map[string]string{"agent": "n2/b", "state": "open"}, 1},
 		{"meshnode_routing_retry_budget_exhausted_total", nil, 1},
 		{"meshnode_quic_connections", nil, 3},
+		{"meshnode_routing_decisions_total", map[string]string{"policy": "latency", "result": "picked"}, 2},
+		{"meshnode_routing_decisions_total", map[string]string{"policy": "latency", "result": "no_agent"}, 1},
 		{"meshnode_node_info", map[string]string{"node": "n1", "version": "test"}, 1},
 	}
 	for _, tc := range checks {
@@ -226,6 +231,7 @@ func TestCallPathDoesNotAllocate(t *testing.T) {
 		c.CallServed(e)
 		c.Serving("n2/b", 1)
 		c.Serving("n2/b", -1)
+		c.Decided(routing.Latency, true)
 	}); n != 0 {
 		t.Errorf("%v allocations per call, want 0", n)
 	}
