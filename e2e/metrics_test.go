@@ -2,8 +2,10 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"math"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -116,6 +118,23 @@ func TestMetricsTrafficAndPrometheus(t *testing.T) {
 		})
 	}
 
+	// Keep the router sending to the failing agent (no quality floor, no
+	// breaker), so the pair's error rate stays the agent's own: half.
+	policyFile := filepath.Join(dir, "risk-policy.json")
+	if err := os.WriteFile(policyFile, []byte(`{"qualityHardFloor": 0, "circuitBreaker": {"disabled": true}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, errOut, code := runCLI(t, nil, "policy", "set", "risk.score", "--file", policyFile, "--socket", nodes[0].socket); code != 0 {
+		t.Fatalf("policy set risk.score: %s", errOut)
+	}
+
+	// Prometheus finds its targets a few seconds after it starts: the load
+	// begins once it scrapes all three, so the rates have samples to use.
+	waitUntil(t, 30*time.Second, "prometheus scrapes 3 nodes", func() bool {
+		v, ok := prom.query(t, `count(up{job="meshnode"} == 1)`)
+		return ok && v == 3
+	})
+
 	// Load: the planner calls the fast and the failing agent, the auditor
 	// the slow one, two callers each, for a few seconds.
 	tallies := map[string]*pairTally{"inventory.lookup": {}, "risk.score": {}, "report.slow": {}}
@@ -150,11 +169,7 @@ func TestMetricsTrafficAndPrometheus(t *testing.T) {
 	}
 	truth := 100 * float64(risk.agentFailed.Load()) / float64(risk.reached())
 
-	// Prometheus: every node up, then the pair's counts as the test made them.
-	waitUntil(t, 20*time.Second, "prometheus scrapes 3 nodes", func() bool {
-		v, ok := prom.query(t, `count(up{job="meshnode"} == 1)`)
-		return ok && v == 3
-	})
+	// Prometheus: the pair's counts as the test made them.
 	flaky := `caller_agent="n1/planner",callee_agent="n3/flaky",capability="risk.score"`
 	var last float64
 	waitUntil(t, 20*time.Second, "prometheus sees every call of n1/planner→n3/flaky", func() bool {
@@ -165,9 +180,18 @@ func TestMetricsTrafficAndPrometheus(t *testing.T) {
 	if !ok || math.Abs(errRate-truth) > 5 {
 		t.Errorf("PromQL error rate of n1/planner→n3/flaky: %.1f%% (ok %v), the callers saw %.1f%%", errRate, ok, truth)
 	}
-	if v, ok := prom.query(t, `sum(meshnode_handled_calls_total{callee_agent="n3/flaky",code="Internal"})`); !ok || v != float64(risk.agentFailed.Load()) {
-		t.Errorf("n3 counts %v failures handled by n3/flaky, the callers saw %d", v, risk.agentFailed.Load())
+	// The golden-signal form from docs/observability.md, over rates.
+	rateQ := `sum(rate(meshnode_calls_total{` + flaky + `,code!="OK"}[1m])) / sum(rate(meshnode_calls_total{` + flaky + `}[1m]))`
+	rateV, ok := prom.query(t, rateQ)
+	if v := rateV; !ok || math.Abs(100*v-truth) > 5 {
+		t.Logf("samples in the window: %s", prom.raw(t, `count_over_time(meshnode_calls_total{`+flaky+`}[1m])`))
+		t.Errorf("PromQL error rate over rate() of n1/planner→n3/flaky: %.1f%% (ok %v), the callers saw %.1f%%", 100*v, ok, truth)
 	}
+	// n3, the callee's node, counts the same failures on its side.
+	waitUntil(t, 20*time.Second, "prometheus sees n3's count of n3/flaky's failures", func() bool {
+		last, _ = prom.query(t, `sum(meshnode_handled_calls_total{callee_agent="n3/flaky",code="Internal"})`)
+		return last == float64(risk.agentFailed.Load())
+	}, func() string { return fmt.Sprintf("%v, want %d", last, risk.agentFailed.Load()) })
 
 	// The CLI, asked on n2, which made and served none of the slow calls.
 	out, errOut, code := runCLI(t, nil, "traffic", "--slowest", "3", "--json", "--socket", nodes[1].socket)
@@ -215,7 +239,28 @@ func TestMetricsTrafficAndPrometheus(t *testing.T) {
 	if _, errOut, code := runCLI(t, nil, "traffic", "--agent", "nobody", "--socket", nodes[0].socket); code != 1 || !strings.Contains(errOut, `"nobody"`) {
 		t.Errorf("traffic --agent nobody: exit %d, %q; want exit 1 naming the agent", code, errOut)
 	}
-	summary(t, "n1/planner→n3/flaky error rate %.1f%% by PromQL, %.1f%% seen by the callers (%d calls)", errRate, truth, risk.reached())
+	out, errOut, code = runCLI(t, nil, "stat", "agent", "flaky", "--json", "--socket", nodes[1].socket)
+	var st struct {
+		Name     string `json:"name"`
+		Incoming struct {
+			Requests       uint64  `json:"requests"`
+			Errors         uint64  `json:"errors"`
+			SuccessPercent float64 `json:"success_percent"`
+		} `json:"incoming"`
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &st) != nil {
+		t.Fatalf("stat agent flaky: %d %s\n%s", code, errOut, out)
+	}
+	if st.Name != "n3/flaky" || st.Incoming.Requests != uint64(risk.reached()) || st.Incoming.Errors != uint64(risk.agentFailed.Load()) {
+		t.Errorf("stat agent flaky: %+v, want n3/flaky with %d calls, %d failed", st, risk.reached(), risk.agentFailed.Load())
+	}
+	for _, args := range [][]string{{"stat", "capability", "no.such"}, {"stat", "node", "n9"}, {"stat", "agent", "nobody"}} {
+		if _, errOut, code := runCLI(t, nil, append(args, "--socket", nodes[0].socket)...); code != 1 || !strings.Contains(errOut, args[2]) {
+			t.Errorf("meshnode %v: exit %d, %q; want exit 1 naming %s", args, code, errOut, args[2])
+		}
+	}
+	summary(t, "n1/planner→n3/flaky error rate %.1f%% by PromQL over counters, %.1f%% over rate(), %.1f%% seen by the callers (%d calls)",
+		errRate, 100*rateV, truth, risk.reached())
 }
 
 // lineWith reports whether one line of s holds every word.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -114,4 +115,15 @@ func (p *promServer) query(t *testing.T, q string) (float64, bool) {
 	s, _ := body.Data.Result[0].Value[1].(string)
 	v, err := strconv.ParseFloat(s, 64)
 	return v, err == nil
+}
+
+func (p *promServer) raw(t *testing.T, q string) string {
+	resp, err := http.Get("http://" + p.addr + "/api/v1/query?query=" + url.QueryEscape(q))
+	if err != nil {
+		return err.Error()
+	}
+	defer resp.Body.Close()
+	var sb strings.Builder
+	io.Copy(&sb, resp.Body)
+	return sb.String()
 }
