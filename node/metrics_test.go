@@ -204,6 +204,7 @@ func TestDocumentedMetricsExist(t *testing.T) {
 	c.BreakerChanged("x/b", "c", routing.BreakerClosed, routing.BreakerOpen)
 	c.RetryBudgetExhausted("c")
 	c.Decided(routing.Latency, true)
+	reg.RetryBudgets(func() map[string]float64 { return map[string]float64{"c": 1} })
 	fams, err := reg.Gatherer().Gather()
 	if err != nil {
 		t.Fatal(err)

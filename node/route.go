@@ -38,6 +38,9 @@ func (n *Node) startRouting(context.Context) error {
 		return err
 	}
 	n.router, pcfg.Router = r, r
+	if n.cfg.CallMetrics {
+		n.metrics.RetryBudgets(r.RetryBudgets)
+	}
 	plane, err := dataplane.New(pcfg)
 	if err != nil {
 		return err

@@ -348,6 +348,19 @@ func (r *Router) recordCall(now time.Time, capability string, cfg RetryConfig) {
 	r.budgetFor(capability).recordCall(now, cfg)
 }
 
+// RetryBudgets reports, per capability called recently, how many retries
+// its budget would allow now. For metrics: it takes the router's lock once.
+func (r *Router) RetryBudgets() map[string]float64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := r.cfg.Clock.Now()
+	out := make(map[string]float64, len(r.budgets))
+	for c, b := range r.budgets {
+		out[c] = b.left(now)
+	}
+	return out
+}
+
 func (r *Router) tryRetry(now time.Time, capability string, cfg RetryConfig) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -114,6 +114,7 @@ func TestScrapeParsesAndLints(t *testing.T) {
 	c.Decided(routing.Latency, true)
 	c.Decided(routing.Latency, false)
 	c.Decided(routing.Latency, true)
+	r.RetryBudgets(func() map[string]float64 { return map[string]float64{"inventory.lookup": 7.5} })
 	r.GaugeFunc("meshnode_quic_connections", "Live QUIC connections to peer nodes.", func() float64 { return 3 })
 
 	fams, raw := scrape(t, r, "")
@@ -144,6 +145,7 @@ func TestScrapeParsesAndLints(t *testing.T) {
 		{"meshnode_routing_breaker_transitions_total", map[string]string{"agent": "n2/b", "state": "open"}, 1},
 		{"meshnode_routing_retry_budget_exhausted_total", nil, 1},
 		{"meshnode_quic_connections", nil, 3},
+		{"meshnode_routing_retry_budget_left", map[string]string{"capability": "inventory.lookup"}, 7.5},
 		{"meshnode_routing_decisions_total", map[string]string{"policy": "latency", "result": "picked"}, 2},
 		{"meshnode_routing_decisions_total", map[string]string{"policy": "latency", "result": "no_agent"}, 1},
 		{"meshnode_node_info", map[string]string{"node": "n1", "version": "test"}, 1},
