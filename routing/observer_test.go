@@ -73,4 +73,12 @@ func TestObserverHearsExhaustedBudget(t *testing.T) {
 	if rec.exhausted == 0 {
 		t.Fatal("no exhausted budget heard for an agent failing every call")
 	}
+	// Spent, it has (almost) nothing left; a quiet window refills it to the floor.
+	if left := r.RetryBudgets()["cap"]; left >= 1 {
+		t.Fatalf("budget left %v right after it was spent, want under 1", left)
+	}
+	clock.Advance(2 * p.Retry.BudgetWindow)
+	if left, floor := r.RetryBudgets()["cap"], p.Retry.MinRetriesPerSec*p.Retry.BudgetWindow.Seconds(); left != floor {
+		t.Fatalf("budget left %v after a quiet window, want the floor %v", left, floor)
+	}
 }
