@@ -125,6 +125,16 @@ func TestMetricsAndTrafficAcrossNodes(t *testing.T) {
 	if got := counter(m2, "meshnode_calls_total", nil); got != 0 {
 		t.Errorf("n2 counts %v calls made, want 0 (it made none)", got)
 	}
+	// Raft and memberlist reach the registry through the go-metrics bridge.
+	bridged := map[string]bool{}
+	for name := range m1 {
+		if p, _, ok := strings.Cut(name, "_"); ok && (p == "raft" || p == "memberlist") {
+			bridged[p] = true
+		}
+	}
+	if !bridged["raft"] || !bridged["memberlist"] {
+		t.Errorf("n1's scrape has raft series: %v, memberlist series: %v; want both from the go-metrics bridge", bridged["raft"], bridged["memberlist"])
+	}
 	if m1["meshnode_quic_connections"] == nil || m1["meshnode_pki_certificate_expiry_seconds"].GetMetric()[0].GetGauge().GetValue() <= 0 {
 		t.Errorf("n1 lacks the QUIC gauge or a positive certificate expiry")
 	}
