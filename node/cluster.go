@@ -321,6 +321,7 @@ func (n *Node) memberEvent(ev gossip.Event) {
 // registerPeerHandlers installs the node's peer RPC methods on the transport.
 func (n *Node) registerPeerHandlers() {
 	n.registerDataPlaneHandlers()
+	n.registerTrafficHandler()
 	transport.HandleProto(n.ep, methodRenew, func() *meshnodev1.RenewRequest { return &meshnodev1.RenewRequest{} },
 		func(ctx context.Context, p transport.Peer, req *meshnodev1.RenewRequest) (*meshnodev1.RenewResponse, error) {
 			ca, err := n.ca(ctx)

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/agentmesh/meshnode/internal/api"
+	"github.com/agentmesh/meshnode/internal/metrics"
 	"github.com/agentmesh/meshnode/internal/settings"
 	"github.com/agentmesh/meshnode/internal/socketapi"
 )
@@ -69,6 +70,23 @@ type Config struct {
 	TraceExporter string `yaml:"trace_exporter"`
 	// TraceEndpoint is the OTLP/HTTP collector (host:port or URL) for otlp-http.
 	TraceEndpoint string `yaml:"trace_endpoint"`
+	// MetricsBind is the TCP host:port of the Prometheus /metrics listener;
+	// empty turns the listener off (/metrics stays on the socket). Default
+	// 127.0.0.1:9464: when that default is taken (several nodes on one
+	// host) the node starts anyway and says so; an address set by hand that
+	// cannot be bound stops the node from starting.
+	MetricsBind string `yaml:"metrics_bind"`
+	// MetricsBindChosen says the user set MetricsBind (flag, environment or
+	// file), even to the default address: then a port in use is an error.
+	MetricsBindChosen bool `yaml:"-"`
+	// MetricsMaxAgents is how many agents, and separately capabilities, get
+	// label values of their own in the call metrics; the rest are folded
+	// under "other". Default 200.
+	MetricsMaxAgents int `yaml:"metrics_max_agents"`
+	// CallMetrics records every call in the call metrics and the traffic
+	// matrix. Default true; false leaves both empty (the benchmarks
+	// measure its cost against it).
+	CallMetrics bool `yaml:"call_metrics"`
 	// ExitOnRevoke makes a node that learns the cluster revoked it log so
 	// once and stop (Node.Revoked); false keeps it up, refused by every
 	// peer, for inspection. Default true: a revoked node can do nothing.
@@ -83,18 +101,21 @@ func DefaultConfig() Config {
 		host = "meshnode"
 	}
 	return Config{
-		Name:            host,
-		DataDir:         DefaultDataDir(),
-		Bind:            net.JoinHostPort("0.0.0.0", strconv.Itoa(DefaultPort)),
-		Voters:          3,
-		TrustDomain:     "meshnode.local",
-		LogLevel:        "info",
-		LogFormat:       "text",
-		MaxPayload:      4 << 20,
-		CallTimeout:     30 * time.Second,
-		ShutdownTimeout: 15 * time.Second,
-		CertLifetime:    24 * time.Hour,
-		ExitOnRevoke:    true,
+		Name:             host,
+		DataDir:          DefaultDataDir(),
+		Bind:             net.JoinHostPort("0.0.0.0", strconv.Itoa(DefaultPort)),
+		Voters:           3,
+		TrustDomain:      "meshnode.local",
+		LogLevel:         "info",
+		LogFormat:        "text",
+		MaxPayload:       4 << 20,
+		CallTimeout:      30 * time.Second,
+		ShutdownTimeout:  15 * time.Second,
+		CertLifetime:     24 * time.Hour,
+		ExitOnRevoke:     true,
+		MetricsBind:      metrics.DefaultBind,
+		MetricsMaxAgents: metrics.DefaultMaxAgents,
+		CallMetrics:      true,
 	}
 }
 
@@ -183,6 +204,14 @@ func (c Config) Validate() error {
 	case "", "stdout", "otlp-http":
 	default:
 		return invalid("trace_exporter", "%q: must be empty (off), stdout or otlp-http", c.TraceExporter)
+	}
+	if c.MetricsBind != "" {
+		if err := settings.HostPort(c.MetricsBind, true); err != nil {
+			return invalid("metrics_bind", "%v (want host:port, for example 127.0.0.1:9464, or empty to turn the listener off)", err)
+		}
+	}
+	if c.MetricsMaxAgents < 1 || c.MetricsMaxAgents > 100000 {
+		return invalid("metrics_max_agents", "%d: must be between 1 and 100000", c.MetricsMaxAgents)
 	}
 	if c.CertLifetime < 5*time.Minute {
 		return invalid("cert_lifetime", "%v: must be at least 5m", c.CertLifetime)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,9 +21,11 @@ import (
 	"github.com/agentmesh/meshnode/internal/clock"
 	"github.com/agentmesh/meshnode/internal/dataplane"
 	"github.com/agentmesh/meshnode/internal/hub"
+	"github.com/agentmesh/meshnode/internal/metrics"
 	"github.com/agentmesh/meshnode/internal/pkistate"
 	"github.com/agentmesh/meshnode/internal/selfrevoke"
 	"github.com/agentmesh/meshnode/internal/socketapi"
+	"github.com/agentmesh/meshnode/internal/traffic"
 	"github.com/agentmesh/meshnode/pki"
 	"github.com/agentmesh/meshnode/quorum"
 	"github.com/agentmesh/meshnode/routing"
@@ -77,6 +80,10 @@ type Node struct {
 	plane       atomic.Pointer[dataplane.Plane] // set when routing starts; peers may ask before
 	publishMu   sync.Mutex                      // serialises publishLoadNow
 	tracing     *sdktrace.TracerProvider
+	metrics     *metrics.Registry
+	metricsSrv  *metrics.Server // nil: the listener is off or its default port was taken
+	stopBridge  func()
+	traffic     *traffic.Table
 	// tracingInjected: tracing came from SetTracerProvider; the caller owns it.
 	tracingInjected bool
 
@@ -107,11 +114,17 @@ func New(cfg Config, log *slog.Logger) (*Node, error) {
 		log = slog.Default()
 	}
 	n := &Node{cfg: cfg, log: log, clock: clock.System{}, stopped: make(chan struct{}), stopping: make(chan struct{})}
+	if err := n.newObservability(); err != nil {
+		return nil, err
+	}
 	sock, err := socketapi.New(socketapi.Config{
 		Path:       cfg.SocketPath(),
 		MaxMessage: cfg.maxMessage(),
 		Logger:     log.With("component", "api"),
 		MapError:   apierror.Map,
+		// /metrics on the socket needs no port: it works with several nodes
+		// on one host.
+		HTTP: map[string]http.Handler{metrics.Path: n.metrics.Handler()},
 	})
 	if err != nil {
 		return nil, err
@@ -173,6 +186,7 @@ func (n *Node) buildComponents() {
 	n.components = []component{
 		{name: "pki", start: noLoops(n.startPKI), stop: nothing},
 		{name: "transport", start: noLoops(n.startTransport), stop: func(context.Context) { n.ep.Close() }},
+		{name: "metrics", start: n.startMetrics, stop: n.stopMetrics},
 		{name: "consensus", start: n.startConsensus, stop: func(context.Context) { n.store.Close() }},
 		{name: "gossip", start: n.startGossip, stop: n.stopGossip},
 		{name: "renewal", start: n.startRenewal, stop: nothing},

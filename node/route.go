@@ -21,8 +21,14 @@ func (n *Node) startRouting(context.Context) error {
 	cfg.Resolver = n.catalog
 	cfg.Clock = n.clock
 	cfg.Logger = n.log.With("component", "routing")
+	if n.cfg.CallMetrics {
+		cfg.Observer = n.metrics.Calls()
+	}
 	pcfg := dataplane.Config{LocalNode: n.cfg.Name, MaxPayload: n.cfg.MaxPayload, CallTimeout: n.cfg.CallTimeout,
 		ClusterID: n.clusterID(), Local: n.hub, Catalog: n.catalog, Peers: peerRPC{n.ep}, Clock: n.clock, Logger: n.log.With("component", "dataplane")}
+	if n.cfg.CallMetrics {
+		pcfg.Observer = dataplane.Observers{n.metrics.Calls(), n.traffic}
+	}
 	if n.tracing != nil {
 		cfg.Tracer = n.tracing.Tracer("meshnode/routing")
 		pcfg.Tracer = n.tracing.Tracer("meshnode/node")
@@ -32,11 +38,15 @@ func (n *Node) startRouting(context.Context) error {
 		return err
 	}
 	n.router, pcfg.Router = r, r
+	if n.cfg.CallMetrics {
+		n.metrics.RetryBudgets(r.RetryBudgets)
+	}
 	plane, err := dataplane.New(pcfg)
 	if err != nil {
 		return err
 	}
 	n.plane.Store(plane)
+	n.registerLateGauges()
 	return nil
 }
 

@@ -179,6 +179,7 @@ func (r *Router) attempts(ctx context.Context, req *Request, cands []Candidate, 
 			return res, deadlineError(req.Capability, left, pol.Deadline)
 		}
 		c, ep, probe, err := r.pick(now, req, pol, cands, res.Tried)
+		r.cfg.Observer.Decided(pol.Name, err == nil)
 		if err != nil {
 			if lastErr != nil {
 				return res, lastErr // the failure that made us retry says more

@@ -52,7 +52,28 @@ type Config struct {
 	// IdleExpiry: measurements of an agent that has not been a candidate for
 	// this long are dropped; default 10m.
 	IdleExpiry time.Duration
+	// Observer is told of breaker transitions and exhausted retry budgets
+	// (metrics); default none.
+	Observer Observer
 }
+
+// Observer hears what the router decides. Its methods run under the
+// router's lock, so they must be cheap and must never call the router.
+type Observer interface {
+	// BreakerChanged: agent's breaker for capability moved from one state to another.
+	BreakerChanged(agent, capability string, from, to BreakerState)
+	// RetryBudgetExhausted: a retry of a call to capability was refused by its budget.
+	RetryBudgetExhausted(capability string)
+	// Decided: the router chose an agent for an attempt under policy
+	// (picked), or found none it could use (picked false).
+	Decided(policy PolicyName, picked bool)
+}
+
+type noObserver struct{}
+
+func (noObserver) BreakerChanged(string, string, BreakerState, BreakerState) {}
+func (noObserver) RetryBudgetExhausted(string)                               {}
+func (noObserver) Decided(PolicyName, bool)                                  {}
 
 // DefaultConfig returns the defaults, each explained on its field.
 func DefaultConfig() Config {
@@ -99,6 +120,9 @@ func (c *Config) fill() {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Observer == nil {
+		c.Observer = noObserver{}
 	}
 	if c.Tracer == nil {
 		c.Tracer = noop.NewTracerProvider().Tracer("meshnode/routing")
@@ -223,7 +247,7 @@ func (r *Router) endpointFor(agent, capability string, now time.Time) *endpoint 
 	k := epKey{agent, capability}
 	ep := r.endpoints[k]
 	if ep == nil {
-		ep = &endpoint{}
+		ep = &endpoint{key: k}
 		r.endpoints[k] = ep
 	}
 	ep.lastUsed = now
@@ -295,7 +319,18 @@ func (r *Router) finish(ep *endpoint, pol *Policy, probe bool, start, end time.T
 	if o != outcomeNeutral {
 		ep.observeOutcome(end, failed, r.tune)
 	}
+	// The breaker moves from open to half-open lazily, when next read
+	// (usually by the selection, which reports it): name it here too when
+	// this read is the first.
+	stored := ep.brk.state
+	before := ep.brk.current(end)
+	if stored != before {
+		r.cfg.Observer.BreakerChanged(ep.key.agent, ep.key.capability, stored, before)
+	}
 	ep.brk.record(end, pol.Breaker, failed && o != outcomeNeutral, probe, r.rng)
+	if after := ep.brk.current(end); after != before {
+		r.cfg.Observer.BreakerChanged(ep.key.agent, ep.key.capability, before, after)
+	}
 }
 
 func (r *Router) budgetFor(capability string) *budget {
@@ -313,10 +348,27 @@ func (r *Router) recordCall(now time.Time, capability string, cfg RetryConfig) {
 	r.budgetFor(capability).recordCall(now, cfg)
 }
 
+// RetryBudgets reports, per capability called recently, how many retries
+// its budget would allow now. For metrics: it takes the router's lock once.
+func (r *Router) RetryBudgets() map[string]float64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := r.cfg.Clock.Now()
+	out := make(map[string]float64, len(r.budgets))
+	for c, b := range r.budgets {
+		out[c] = b.left(now)
+	}
+	return out
+}
+
 func (r *Router) tryRetry(now time.Time, capability string, cfg RetryConfig) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.budgetFor(capability).tryRetry(now, cfg)
+	ok := r.budgetFor(capability).tryRetry(now, cfg)
+	if !ok {
+		r.cfg.Observer.RetryBudgetExhausted(capability)
+	}
+	return ok
 }
 
 // backoff is full jitter: uniform in [0, min(max, base*2^(retry-1))).

@@ -104,7 +104,11 @@ func (r *Router) filter(s *selection, cands []Candidate, out []view) ([]view, ex
 			continue
 		}
 		ep := r.endpointFor(c.AgentID, s.req.Capability, s.now)
+		stored := ep.brk.state
 		ok, probe := ep.brk.admits(s.now, s.pol.Breaker)
+		if ep.brk.state != stored { // the open time ended: half-open now
+			r.cfg.Observer.BreakerChanged(ep.key.agent, ep.key.capability, stored, ep.brk.state)
+		}
 		if !ok {
 			ex.open++
 			continue

@@ -20,6 +20,7 @@ type endpoint struct {
 	inFlight   int
 	lastUsed   time.Time
 	brk        breaker
+	key        epKey // for the Observer's labels
 }
 
 type epKey struct{ agent, capability string }

@@ -79,6 +79,9 @@ call. Set GOGC (and GOMEMLIMIT to bound the heap) as for any Go program.`,
 	f.String("ca-dir", "", "bootstrap with the CA from 'meshnode pki init' files instead of creating one")
 	f.String("trace-exporter", "", "send OpenTelemetry spans: stdout or otlp-http (default off)")
 	f.String("trace-endpoint", "", "OTLP/HTTP collector host:port or URL for --trace-exporter otlp-http")
+	f.String("metrics-bind", def.MetricsBind, "TCP host:port of the Prometheus /metrics listener; empty turns it off (/metrics stays on the socket)")
+	f.Int("metrics-max-agents", def.MetricsMaxAgents, "agents (and capabilities) with label values of their own in the metrics; the rest fold under \"other\"")
+	f.Bool("call-metrics", def.CallMetrics, "record every call in the call metrics and the traffic matrix")
 	f.Bool("exit-on-revoke", def.ExitOnRevoke, "stop, exit 3, when the cluster revokes this node (false: stay up, refused by every peer)")
 	return cmd
 }
@@ -86,6 +89,10 @@ call. Set GOGC (and GOMEMLIMIT to bound the heap) as for any Go program.`,
 // loadRunConfig applies defaults < file < environment < flags.
 func loadRunConfig(flags *pflag.FlagSet, configFile string) (node.Config, error) {
 	cfg := node.DefaultConfig()
+	// A marker no address can be tells "left at the default" from "set to
+	// the default address": only the first tolerates a port in use.
+	const unset = "\x00default"
+	cfg.MetricsBind = unset
 	if configFile == "" {
 		configFile = os.Getenv("MESHNODE_CONFIG")
 	}
@@ -112,6 +119,11 @@ func loadRunConfig(flags *pflag.FlagSet, configFile string) (node.Config, error)
 	})
 	if ferr != nil {
 		return cfg, ferr
+	}
+	if cfg.MetricsBind == unset {
+		cfg.MetricsBind = node.DefaultConfig().MetricsBind
+	} else {
+		cfg.MetricsBindChosen = true
 	}
 	if err := readTokenFile(&cfg); err != nil {
 		return cfg, err

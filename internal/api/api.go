@@ -15,6 +15,7 @@ import (
 	"github.com/agentmesh/meshnode/internal/clock"
 	"github.com/agentmesh/meshnode/internal/dataplane"
 	"github.com/agentmesh/meshnode/internal/hub"
+	"github.com/agentmesh/meshnode/internal/traffic"
 	"github.com/agentmesh/meshnode/pki"
 	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
 	"github.com/agentmesh/meshnode/quorum"
@@ -34,6 +35,11 @@ type Config struct {
 	Coordinator *quorum.Coordinator
 	Decisions   *Decisions
 	Gossip      Members
+	// Traffic is the node's traffic matrix and TrafficPeers how to reach
+	// the other nodes' (nil: this node only). TrafficService is served
+	// when Traffic is set.
+	Traffic      *traffic.Table
+	TrafficPeers TrafficPeers
 
 	// Self describes the node for Status, at the time of the call.
 	Self func() Self
@@ -97,5 +103,8 @@ func Register(r grpc.ServiceRegistrar, cfg Config) error {
 	meshnodev1.RegisterQuorumServiceServer(r, &quorumService{cfg: cfg})
 	meshnodev1.RegisterPKIServiceServer(r, &pkiService{node: cfg.Node, service: cfg.PKI, store: cfg.Store, log: cfg.Logger})
 	meshnodev1.RegisterOperatorServiceServer(r, &operatorService{store: cfg.Store, log: cfg.Logger})
+	if cfg.Traffic != nil {
+		meshnodev1.RegisterTrafficServiceServer(r, &trafficService{node: cfg.Node, table: cfg.Traffic, peers: cfg.TrafficPeers, log: cfg.Logger})
+	}
 	return nil
 }

@@ -108,6 +108,7 @@ func (p *Plane) inbound(ctx context.Context, req *meshnodev1.ForwardCallRequest)
 	// A policy that cannot be read leaves the built-in limits in force.
 	pol, _ := p.cfg.Catalog.PolicyFor(ctx, d.GetCapability())
 	if err := routing.CheckForwarded(p.cfg.Clock.Now(), meta, target, pol); err != nil {
+		p.cfg.Observer.Refused(refusalOf(err))
 		return inboundCall{}, err
 	}
 	if len(d.GetPayload()) > p.cfg.MaxPayload {

@@ -46,6 +46,8 @@ func (p *Plane) Call(ctx context.Context, owner hub.Owner, req *meshnodev1.CallR
 	}))
 	took := p.cfg.Clock.Now().Sub(start)
 	p.cfg.Catalog.ObserveCall(took, err == nil)
+	p.cfg.Observer.CallMade(CallEvent{Caller: c.caller, Callee: last.Candidate.AgentID, Capability: req.GetCapability(),
+		Code: outcomeCode(err), Latency: took, Attempts: res.Attempts})
 	p.logCall(ctx, callLine{side: "caller", caller: c.caller, callee: last.Candidate.AgentID, capability: req.GetCapability(),
 		attempt: last.Number, latency: took, err: err})
 	if err != nil {
@@ -166,13 +168,24 @@ func localContext(d *meshnodev1.Delivery, a routing.Attempt) hub.CallContext {
 // hub's Unavailable and ResourceExhausted mean it never reached the agent.
 func (p *Plane) deliver(ctx context.Context, agentID string, d *meshnodev1.Delivery, cc hub.CallContext) (*meshnodev1.CallResult, bool, error) {
 	start := p.cfg.Clock.Now()
+	p.cfg.Observer.Serving(agentID, 1)
 	r, err := p.cfg.Local.Deliver(ctx, agentID, d, cc)
-	p.cfg.Catalog.Observe(agentID, p.cfg.Clock.Now().Sub(start), err == nil && r.GetError() == nil)
+	took := p.cfg.Clock.Now().Sub(start)
+	p.cfg.Observer.Serving(agentID, -1)
+	p.cfg.Catalog.Observe(agentID, took, err == nil && r.GetError() == nil)
+	var (
+		answer  *meshnodev1.CallResult
+		started bool
+	)
 	if err != nil {
 		c := status.Code(err)
-		return nil, c != codes.Unavailable && c != codes.ResourceExhausted, err
+		started = c != codes.Unavailable && c != codes.ResourceExhausted
+	} else {
+		answer, started, err = answerOf(r.GetOk(), r.GetError())
 	}
-	return answerOf(r.GetOk(), r.GetError())
+	p.cfg.Observer.CallServed(CallEvent{Caller: d.GetCallerAgentId(), Callee: agentID, Capability: d.GetCapability(),
+		Code: outcomeCode(err), Latency: took, Attempts: int(d.GetAttempt())})
+	return answer, started, err
 }
 
 // answerOf turns an agent's answer into the attempt's result.

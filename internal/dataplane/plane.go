@@ -88,9 +88,11 @@ type Config struct {
 	Catalog   Catalog
 	Router    Router
 	Peers     Peers
-	Tracer    trace.Tracer // default no-op
-	Clock     clock.Clock  // default the system clock
-	Logger    *slog.Logger // default discards
+	// Observer is told about every call (metrics, traffic matrix); default none.
+	Observer Observer
+	Tracer   trace.Tracer // default no-op
+	Clock    clock.Clock  // default the system clock
+	Logger   *slog.Logger // default discards
 }
 
 // Plane is a node's data plane. Safe for concurrent use; it starts no
@@ -112,6 +114,9 @@ func New(cfg Config) (*Plane, error) {
 	}
 	if cfg.MaxVoteWait <= 0 {
 		cfg.MaxVoteWait = quorum.DefaultCoordinatorConfig().MaxDeadline
+	}
+	if cfg.Observer == nil {
+		cfg.Observer = Observers(nil)
 	}
 	if cfg.Tracer == nil {
 		cfg.Tracer = noop.NewTracerProvider().Tracer("meshnode/dataplane")

@@ -63,6 +63,10 @@ type Config struct {
 	// protocols (vanguard transcodes the gRPC status it returns). Nil leaves
 	// errors as the handlers returned them.
 	MapError func(error) error
+	// HTTP maps exact paths to plain HTTP handlers served on the HTTP/1.1
+	// side ahead of the Connect transcoder (the node's /metrics), so
+	// `curl --unix-socket` reaches them without a listener of their own.
+	HTTP map[string]http.Handler
 	// Unary and Stream interceptors run inside MapError, in order.
 	Unary  []grpc.UnaryServerInterceptor
 	Stream []grpc.StreamServerInterceptor
@@ -160,7 +164,7 @@ func (s *Server) Start(context.Context) error {
 	s.listener = l
 	s.fileInfo, _ = os.Stat(s.cfg.Path)
 	s.http = &http.Server{
-		Handler:           jsonGuard(s.cfg.MaxMessage, serverSentEvents(s.cfg.MaxMessage, connectjson.Defaults(transcoder))),
+		Handler:           withPaths(s.cfg.HTTP, jsonGuard(s.cfg.MaxMessage, serverSentEvents(s.cfg.MaxMessage, connectjson.Defaults(transcoder)))),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
@@ -183,6 +187,22 @@ func (s *Server) Start(context.Context) error {
 		s.grpc.Serve(split.h2)
 	}()
 	return nil
+}
+
+// withPaths serves the exact paths of extra with their handlers and
+// everything else with rest. An exact match, not a ServeMux: a mux would
+// clean and redirect the Connect paths it does not own.
+func withPaths(extra map[string]http.Handler, rest http.Handler) http.Handler {
+	if len(extra) == 0 {
+		return rest
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if h, ok := extra[r.URL.Path]; ok {
+			h.ServeHTTP(w, r)
+			return
+		}
+		rest.ServeHTTP(w, r)
+	})
 }
 
 func httpProtocols() *http.Protocols {
