@@ -51,10 +51,21 @@ type Agent struct {
 	Socket string
 	// Roles are the roles the agent plays ("voter", "reviewer", ...).
 	Roles []string
+	// StateDir keeps what makes the agent the same voter across restarts:
+	// its vote key (vote.key, unless KeyFile says otherwise) and the journal
+	// of the votes it signed (one per proposal, see votejournal.go).
+	// Default: $XDG_STATE_HOME/meshnode/agents/NAME-SOCKETHASH, or
+	// ~/.local/state/meshnode/agents/NAME-SOCKETHASH (the socket's hash
+	// keeps agents of one name on two nodes of one host apart).
+	StateDir string
 	// KeyFile holds the agent's ed25519 vote signing key (PKCS#8 PEM, mode
-	// 0600), created on first use. Empty keeps a fresh key in memory: the
-	// agent gets a new vote identity every time it starts.
+	// 0600), created on first use. Default: StateDir/vote.key.
 	KeyFile string
+	// Ephemeral keeps the key and the vote journal in memory only: the
+	// agent is a new voter every time it starts, and certificates it signed
+	// verify only through the registry's key history. For tests and
+	// throwaway agents.
+	Ephemeral bool
 	// Logger receives connection events and handler panics. Default:
 	// slog.Default().
 	Logger *slog.Logger
@@ -79,6 +90,7 @@ type Agent struct {
 	order        []string // capability names in Handle order, for a stable registration
 	client       *Client
 	key          ed25519.PrivateKey
+	journal      *voteJournal
 	name         string
 	log          *slog.Logger
 	readyCh      chan struct{} // closed while a Serve stream is ready
@@ -222,13 +234,20 @@ func (a *Agent) init() error {
 		a.log = slog.Default()
 	}
 	a.log = a.log.With("agent", a.name)
-	key, err := loadOrCreateKey(a.KeyFile)
-	if err != nil {
-		return err
-	}
 	socket := a.Socket
 	if socket == "" {
 		socket = DefaultSocket()
+	}
+	keyFile, journalDir, err := a.statePaths(socket)
+	if err != nil {
+		return err
+	}
+	key, err := loadOrCreateKey(keyFile)
+	if err != nil {
+		return err
+	}
+	if a.journal, err = newVoteJournal(journalDir); err != nil {
+		return err
 	}
 	c, err := newClient(socket, a.log, a.ReconnectBackoff)
 	if err != nil {

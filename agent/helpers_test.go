@@ -16,7 +16,17 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	// Agents keep their vote key and journal in a state directory; tests
+	// keep theirs out of the home directory.
+	stateHome, err := os.MkdirTemp("", "meshnode-agent-state-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	os.Setenv("XDG_STATE_HOME", stateHome)
+
 	code := m.Run()
+	os.RemoveAll(stateHome)
 	if code == 0 {
 		if err := checkNoLeakedGoroutines(5 * time.Second); err != nil {
 			fmt.Fprintln(os.Stderr, err)

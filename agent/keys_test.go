@@ -56,13 +56,26 @@ func TestAgentKeyFilePersistsTheVoteKey(t *testing.T) {
 		t.Error("a restarted agent got a new vote key despite KeyFile")
 	}
 	mem := func() ed25519.PublicKey {
-		a := &Agent{Name: "voter", Socket: "/nonexistent/sock"}
+		a := &Agent{Name: "voter", Socket: "/nonexistent/sock", Ephemeral: true}
 		defer a.Close()
 		k, _ := a.VotePublicKey()
 		return k
 	}
 	if a, b := mem(), mem(); a.Equal(b) || len(a) != ed25519.PublicKeySize {
-		t.Error("in-memory keys should be fresh per agent")
+		t.Error("ephemeral agents' keys should be fresh per agent")
+	}
+	// By default the key lives in the agent's state directory.
+	state := func() ed25519.PublicKey {
+		a := &Agent{Name: "voter", Socket: "/nonexistent/sock"}
+		defer a.Close()
+		k, err := a.VotePublicKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k
+	}
+	if a, b := state(), state(); !a.Equal(b) {
+		t.Error("a restarted agent got a new vote key: the default state directory did not keep it")
 	}
 }
 

@@ -81,6 +81,12 @@ func (a *Agent) maxVotesInFlight() int {
 // when MaxVotesInFlight handlers are already running. It never blocks: the
 // receive loop must keep reading so calls are not held up behind votes.
 func (s *server) dispatchVote(sctx context.Context, ss *session, ask *meshnodev1.VoteAsk) {
+	if v, err := s.a.journal.get(ask.GetProposal().GetId()); v != nil || err != nil {
+		// Asked again (another round, electorate or node): the same vote,
+		// and no second call to the handler.
+		s.wg.Go(func() { s.send(ss, ask, v, err) })
+		return
+	}
 	select {
 	case s.votes <- struct{}{}:
 	default:
@@ -118,7 +124,19 @@ func (s *server) cast(ss *session, ask *meshnodev1.VoteAsk, choice Choice, reaso
 		log.Warn("casting no vote", "err", err)
 		return
 	}
-	v := quorum.NewVote(ask.GetClusterId(), p, choice, reason, a.ID(), a.nodeName(), a.key)
+	v, err := a.journal.record(quorum.NewVote(ask.GetClusterId(), p, choice, reason, a.ID(), a.nodeName(), a.key))
+	s.send(ss, ask, v, err)
+}
+
+// send delivers the vote that stands for ask's proposal.
+func (s *server) send(ss *session, ask *meshnodev1.VoteAsk, v *meshnodev1.Vote, err error) {
+	a, p := s.a, ask.GetProposal()
+	log := a.log.With("proposal", p.GetId(), "kind", p.GetKind(), "request_id", ask.GetRequestId())
+	if err != nil {
+		log.Error("casting no vote: the vote journal failed", "err", err)
+		return
+	}
+	choice := v.GetChoice()
 	ctx, cancel := context.WithTimeout(context.Background(), respondTimeout)
 	defer cancel()
 	if err := ss.ans.vote(ctx, &meshnodev1.VoteRequest{RequestId: ask.GetRequestId(), Vote: v}); err != nil {

@@ -27,6 +27,14 @@ var binary string
 
 func TestMain(m *testing.M) {
 	benchutil.ServeBaselineIfAsked()
+	// Agents keep their vote key and journal in a state directory; tests
+	// keep theirs out of the home directory.
+	stateHome, err := os.MkdirTemp("", "meshnode-agent-state-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	os.Setenv("XDG_STATE_HOME", stateHome)
 	dir, err := os.MkdirTemp("", "meshnode-e2e-bin-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -42,6 +50,7 @@ func TestMain(m *testing.M) {
 	}
 	code := m.Run()
 	os.RemoveAll(dir)
+	os.RemoveAll(stateHome)
 	os.Exit(code)
 }
 

@@ -27,7 +27,18 @@ func TestMain(m *testing.M) {
 		os.Exit(runIntruder(spec))
 	}
 	benchutil.ServeBaselineIfAsked()
-	os.Exit(m.Run())
+	// Agents keep their vote key and journal in a state directory; tests
+	// keep theirs out of the home directory.
+	stateHome, err := os.MkdirTemp("", "meshnode-agent-state-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	os.Setenv("XDG_STATE_HOME", stateHome)
+
+	code := m.Run()
+	os.RemoveAll(stateHome)
+	os.Exit(code)
 }
 
 // runIntruder tries every owner-only operation on the agent and prints the
