@@ -51,7 +51,7 @@ func (n *Node) registerAPI() error {
 		Traffic: n.traffic, TrafficPeers: trafficPeers{n},
 		Self: func() api.Self {
 			return api.Self{Role: n.role(), BindAddress: n.ep.Addr().String(), DataDir: n.cfg.DataDir, SpiffeID: n.id.String(),
-				StartedAt: n.startedAt, CertificateExpiresAt: n.keeper.Current().Leaf().NotAfter}
+				StartedAt: n.startedAt, CertificateExpiresAt: n.keeper.Current().Leaf().NotAfter, ClusterID: n.clusterID()}
 		},
 		PKI:    n.pkiService,
 		Clock:  n.clock,

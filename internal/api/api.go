@@ -64,6 +64,7 @@ type Self struct {
 	SpiffeID             string
 	StartedAt            time.Time
 	CertificateExpiresAt time.Time
+	ClusterID            string // what votes and admin commands are signed for
 }
 
 // WriteTimeout bounds a write made for an API caller: on the minority side

@@ -40,6 +40,7 @@ func (s *nodeService) Status(ctx context.Context, _ *meshnodev1.StatusRequest) (
 		Leader:               leader,
 		RegistryIndex:        s.cfg.Store.Index(),
 		LocalAgents:          uint32(len(s.cfg.Hub.Snapshot())),
+		ClusterId:            self.ClusterID,
 	}, nil
 }
 

@@ -85,7 +85,10 @@ type StatusResponse struct {
 	// Index of the local registry replica.
 	RegistryIndex uint64 `protobuf:"varint,11,opt,name=registry_index,json=registryIndex,proto3" json:"registry_index,omitempty"`
 	// Agents attached to this node.
-	LocalAgents   uint32 `protobuf:"varint,12,opt,name=local_agents,json=localAgents,proto3" json:"local_agents,omitempty"`
+	LocalAgents uint32 `protobuf:"varint,12,opt,name=local_agents,json=localAgents,proto3" json:"local_agents,omitempty"`
+	// The cluster id votes and admin commands are signed for: the hex SHA-256
+	// of the cluster's first root certificate, random per cluster.
+	ClusterId     string `protobuf:"bytes,13,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -202,6 +205,13 @@ func (x *StatusResponse) GetLocalAgents() uint32 {
 		return x.LocalAgents
 	}
 	return 0
+}
+
+func (x *StatusResponse) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
+	}
+	return ""
 }
 
 // MembersRequest has no fields yet.
@@ -412,7 +422,7 @@ var File_meshnode_v1_node_proto protoreflect.FileDescriptor
 const file_meshnode_v1_node_proto_rawDesc = "" +
 	"\n" +
 	"\x16meshnode/v1/node.proto\x12\vmeshnode.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x0f\n" +
-	"\rStatusRequest\"\xc3\x03\n" +
+	"\rStatusRequest\"\xe2\x03\n" +
 	"\x0eStatusResponse\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x12\n" +
@@ -427,7 +437,9 @@ const file_meshnode_v1_node_proto_rawDesc = "" +
 	"\x06leader\x18\n" +
 	" \x01(\tR\x06leader\x12%\n" +
 	"\x0eregistry_index\x18\v \x01(\x04R\rregistryIndex\x12!\n" +
-	"\flocal_agents\x18\f \x01(\rR\vlocalAgents\"\x10\n" +
+	"\flocal_agents\x18\f \x01(\rR\vlocalAgents\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\r \x01(\tR\tclusterId\"\x10\n" +
 	"\x0eMembersRequest\"@\n" +
 	"\x0fMembersResponse\x12-\n" +
 	"\amembers\x18\x01 \x03(\v2\x13.meshnode.v1.MemberR\amembers\"\xeb\x01\n" +
