@@ -26,6 +26,9 @@ func TestMain(m *testing.M) {
 	if spec := os.Getenv(intruderEnv); spec != "" {
 		os.Exit(runIntruder(spec))
 	}
+	if spec := os.Getenv(registerEnv); spec != "" {
+		os.Exit(runRegister(spec))
+	}
 	benchutil.ServeBaselineIfAsked()
 	// Agents keep their vote key and journal in a state directory; tests
 	// keep theirs out of the home directory.
