@@ -156,6 +156,9 @@ func (c *Coordinator) start(ctx context.Context, p *meshnodev1.Proposal) (*meshn
 	if pinned := pol.GetPolicy().GetEligibleNodes(); len(pinned) > 0 {
 		candidates = slices.DeleteFunc(candidates, func(v Voter) bool { return !slices.Contains(pinned, v.Node) })
 	}
+	if p.GetSelection().GetCapability() != "" {
+		candidates = DrawOrder(p.GetId(), candidates)
+	}
 	voters, err := SelectVoters(p.GetSelection(), p.GetRule(), candidates)
 	if err != nil {
 		return nil, nil, fmt.Errorf("choosing voters for proposal %q: %w", p.GetId(), err)

@@ -1,7 +1,10 @@
 package quorum
 
 import (
+	"bytes"
 	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/binary"
 	"fmt"
 	"slices"
 	"strings"
@@ -146,4 +149,29 @@ func pickByCapability(capability string, n int, distinct bool, rule *meshnodev1.
 	}
 	return nil, fmt.Errorf("%w: the %s rule needs %d voters, but only %d ready, unflagged agents offer %q with a vote key",
 		ErrTooFewVoters, RuleKind(rule), n, len(chosen), capability)
+}
+
+// DrawOrder orders candidates by SHA-256 of (proposal id, agent id): the
+// order a capability electorate is drawn in. Neither the proposer (it does
+// not know the digest order before choosing an id, and an id decides once)
+// nor the order the directory lists agents in (names that sort first,
+// agents registered first) decides who votes; every id draws afresh among
+// the eligible agents, one per host.
+func DrawOrder(proposalID string, candidates []Voter) []Voter {
+	draw := func(agentID string) []byte {
+		h := sha256.New()
+		var n [4]byte
+		binary.BigEndian.PutUint32(n[:], uint32(len(proposalID)))
+		h.Write(n[:])
+		h.Write([]byte(proposalID))
+		h.Write([]byte(agentID))
+		return h.Sum(nil)
+	}
+	out := slices.Clone(candidates)
+	keys := make(map[string][]byte, len(out))
+	for _, c := range out {
+		keys[c.AgentID] = draw(c.AgentID)
+	}
+	slices.SortStableFunc(out, func(a, b Voter) int { return bytes.Compare(keys[a.AgentID], keys[b.AgentID]) })
+	return out
 }

@@ -3,6 +3,8 @@ package quorum
 import (
 	"context"
 	"errors"
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -87,5 +89,32 @@ func TestPolicyChecks(t *testing.T) {
 	}
 	if got := Effective(nil, "other"); got.GetMinVoters() != DefaultBFTVoters {
 		t.Fatalf("no policies at all: %v, want the built-in default", got)
+	}
+}
+
+// A capability electorate is drawn by a digest of the proposal id and the
+// agent id: the same for any listing order, different across ids, so names
+// that sort first do not always vote.
+func TestDrawOrder(t *testing.T) {
+	ms := votersOf(newMembers(8))
+	reversed := slices.Clone(ms)
+	slices.Reverse(reversed)
+	ids := func(vs []Voter) string {
+		var out []string
+		for _, v := range vs {
+			out = append(out, v.AgentID)
+		}
+		return strings.Join(out, ",")
+	}
+	a, b := DrawOrder("pay-1", ms), DrawOrder("pay-1", reversed)
+	if ids(a) != ids(b) {
+		t.Fatalf("the draw depends on the listing order: %s vs %s", ids(a), ids(b))
+	}
+	firsts := map[string]bool{}
+	for i := range 20 {
+		firsts[DrawOrder(fmt.Sprintf("pay-%d", i), ms)[0].AgentID] = true
+	}
+	if len(firsts) < 3 {
+		t.Fatalf("20 proposal ids drew only %d different first voters", len(firsts))
 	}
 }
