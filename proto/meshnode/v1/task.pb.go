@@ -1010,10 +1010,9 @@ type ForwardSubmitRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The call that runs the task, as a streaming call.
 	Call *ForwardCallRequest `protobuf:"bytes,1,opt,name=call,proto3" json:"call,omitempty"`
-	// The task id to create; it names the receiving node.
-	TaskId string `protobuf:"bytes,2,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
-	// Task.digest.
-	Digest        []byte `protobuf:"bytes,3,opt,name=digest,proto3" json:"digest,omitempty"`
+	// The task id to create; it names the receiving node. The receiving
+	// node computes the digest itself.
+	TaskId        string `protobuf:"bytes,2,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1060,13 +1059,6 @@ func (x *ForwardSubmitRequest) GetTaskId() string {
 		return x.TaskId
 	}
 	return ""
-}
-
-func (x *ForwardSubmitRequest) GetDigest() []byte {
-	if x != nil {
-		return x.Digest
-	}
-	return nil
 }
 
 // ForwardSubmitResponse returns the task the node started (or had).
@@ -1195,11 +1187,10 @@ const file_meshnode_v1_task_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\";\n" +
 	"\x12CancelTaskResponse\x12%\n" +
-	"\x04task\x18\x01 \x01(\v2\x11.meshnode.v1.TaskR\x04task\"|\n" +
+	"\x04task\x18\x01 \x01(\v2\x11.meshnode.v1.TaskR\x04task\"d\n" +
 	"\x14ForwardSubmitRequest\x123\n" +
 	"\x04call\x18\x01 \x01(\v2\x1f.meshnode.v1.ForwardCallRequestR\x04call\x12\x17\n" +
-	"\atask_id\x18\x02 \x01(\tR\x06taskId\x12\x16\n" +
-	"\x06digest\x18\x03 \x01(\fR\x06digest\"Z\n" +
+	"\atask_id\x18\x02 \x01(\tR\x06taskId\"Z\n" +
 	"\x15ForwardSubmitResponse\x12%\n" +
 	"\x04task\x18\x01 \x01(\v2\x11.meshnode.v1.TaskR\x04task\x12\x1a\n" +
 	"\bexisting\x18\x02 \x01(\bR\bexisting*\xc2\x01\n" +
