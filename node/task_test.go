@@ -208,12 +208,17 @@ func TestTasks(t *testing.T) {
 		if err != nil || got.GetState() != agent.TaskCanceled {
 			t.Fatalf("cancel: %v, %v; want CANCELED", got, err)
 		}
+		if left := got.GetDeadline().AsTime().Sub(time.Now()); left < time.Hour {
+			t.Fatalf("the task's deadline is %v away; want the node's task timeout, not the Submit call's", left)
+		}
 		stopped := map[string]bool{}
+		// Well before any deadline of the task or its calls.
+		within := time.After(20 * time.Second)
 		for len(stopped) < 3 {
 			select {
 			case who := <-ended:
 				stopped[who] = true
-			case <-ctx.Done():
+			case <-within:
 				t.Fatalf("only %v saw the cancel", stopped)
 			}
 		}

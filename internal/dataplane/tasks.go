@@ -114,9 +114,15 @@ func (p *Plane) Submit(ctx context.Context, owner hub.Owner, req *meshnodev1.Sub
 		return nil, err
 	}
 	c.route.Policy = pol
-	ctx = routing.ExtractTraceContext(ctx, req.GetMetadata())
+	// The router caps a call's deadline by its context's; a task's is its
+	// own, so route on a context that keeps the RPC's values and
+	// cancellation but not its deadline.
+	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancel()
+	defer context.AfterFunc(ctx, cancel)()
+	rctx = routing.ExtractTraceContext(rctx, req.GetMetadata())
 	var out *meshnodev1.SubmitResponse
-	_, err = p.cfg.Router.Route(ctx, c.route, cands, routing.AnswerFunc(func(actx context.Context, a routing.Attempt) (*meshnodev1.CallResult, bool, error) {
+	_, err = p.cfg.Router.Route(rctx, c.route, cands, routing.AnswerFunc(func(actx context.Context, a routing.Attempt) (*meshnodev1.CallResult, bool, error) {
 		resp, started, err := p.submitAttempt(actx, c, a, a.Candidate.Node+"/"+key, digest)
 		out = resp
 		return &meshnodev1.CallResult{}, started, err
