@@ -208,7 +208,7 @@ func TestTasks(t *testing.T) {
 		if err != nil || got.GetState() != agent.TaskCanceled {
 			t.Fatalf("cancel: %v, %v; want CANCELED", got, err)
 		}
-		if left := got.GetDeadline().AsTime().Sub(time.Now()); left < time.Hour {
+		if left := time.Until(got.GetDeadline().AsTime()); left < time.Hour {
 			t.Fatalf("the task's deadline is %v away; want the node's task timeout, not the Submit call's", left)
 		}
 		stopped := map[string]bool{}

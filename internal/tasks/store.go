@@ -3,10 +3,12 @@ package tasks
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -104,7 +106,7 @@ func deleteTask(tx *bolt.Tx, id string) error {
 	if err := tx.Bucket(bucketTasks).Delete([]byte(id)); err != nil {
 		return err
 	}
-	if err := tx.Bucket(bucketEvents).DeleteBucket([]byte(id)); err != nil && err != bolt.ErrBucketNotFound {
+	if err := tx.Bucket(bucketEvents).DeleteBucket([]byte(id)); err != nil && !errors.Is(err, bolterrors.ErrBucketNotFound) {
 		return err
 	}
 	return nil
