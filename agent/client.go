@@ -34,6 +34,7 @@ type Client struct {
 	conn     *grpc.ClientConn
 	registry meshnodev1.RegistryServiceClient
 	invoke   meshnodev1.InvokeServiceClient
+	tasks    meshnodev1.TaskServiceClient
 	node     meshnodev1.NodeServiceClient
 	quorum   meshnodev1.QuorumServiceClient
 	log      *slog.Logger
@@ -119,6 +120,7 @@ func newClient(socket string, log *slog.Logger, b Backoff) (*Client, error) {
 		conn:     conn,
 		registry: meshnodev1.NewRegistryServiceClient(conn),
 		invoke:   meshnodev1.NewInvokeServiceClient(conn),
+		tasks:    meshnodev1.NewTaskServiceClient(conn),
 		node:     meshnodev1.NewNodeServiceClient(conn),
 		quorum:   meshnodev1.NewQuorumServiceClient(conn),
 		log:      log,

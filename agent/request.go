@@ -79,6 +79,8 @@ type Request struct {
 	// IdempotencyKey is the caller's key, if any: at most one execution per
 	// key and agent is the contract callers rely on.
 	IdempotencyKey string
+	// TaskID is the task this call runs (HandleTask), empty for calls.
+	TaskID string
 }
 
 func requestFromDelivery(d *meshnodev1.Delivery) *Request {
@@ -92,6 +94,7 @@ func requestFromDelivery(d *meshnodev1.Delivery) *Request {
 		Chain:          d.GetChain(),
 		Attempt:        int(d.GetAttempt()),
 		IdempotencyKey: d.GetIdempotencyKey(),
+		TaskID:         d.GetTaskId(),
 	}
 	if r.Metadata == nil {
 		r.Metadata = map[string]string{}

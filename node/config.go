@@ -1,6 +1,7 @@
 package node
 
 import (
+	"github.com/agentmesh/meshnode/internal/tasks"
 	"net"
 	"os"
 	"path/filepath"
@@ -59,6 +60,10 @@ type Config struct {
 	MaxPayload int `yaml:"max_payload"`
 	// CallTimeout is the deadline of a call that names none.
 	CallTimeout time.Duration `yaml:"call_timeout"`
+	// TaskTimeout is the deadline of a task that names none.
+	TaskTimeout time.Duration `yaml:"task_timeout"`
+	// TaskRetention is how long a task is kept after it ends.
+	TaskRetention time.Duration `yaml:"task_retention"`
 	// ShutdownTimeout bounds a graceful stop; after it the node exits anyway.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 	// CertLifetime is how long node certificates live; renewed at 2/3.
@@ -110,6 +115,8 @@ func DefaultConfig() Config {
 		LogFormat:        "text",
 		MaxPayload:       4 << 20,
 		CallTimeout:      30 * time.Second,
+		TaskTimeout:      24 * time.Hour,
+		TaskRetention:    tasks.DefaultRetention,
 		ShutdownTimeout:  15 * time.Second,
 		CertLifetime:     24 * time.Hour,
 		ExitOnRevoke:     true,
@@ -196,6 +203,12 @@ func (c Config) Validate() error {
 	}
 	if c.CallTimeout <= 0 {
 		return invalid("call_timeout", "%v: must be positive", c.CallTimeout)
+	}
+	if c.TaskTimeout <= 0 {
+		return invalid("task_timeout", "%v: must be positive", c.TaskTimeout)
+	}
+	if c.TaskRetention <= 0 {
+		return invalid("task_retention", "%v: must be positive", c.TaskRetention)
 	}
 	if c.ShutdownTimeout <= 0 {
 		return invalid("shutdown_timeout", "%v: must be positive", c.ShutdownTimeout)

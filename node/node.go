@@ -25,6 +25,7 @@ import (
 	"github.com/agentmesh/meshnode/internal/pkistate"
 	"github.com/agentmesh/meshnode/internal/selfrevoke"
 	"github.com/agentmesh/meshnode/internal/socketapi"
+	"github.com/agentmesh/meshnode/internal/tasks"
 	"github.com/agentmesh/meshnode/internal/traffic"
 	"github.com/agentmesh/meshnode/pki"
 	"github.com/agentmesh/meshnode/quorum"
@@ -77,6 +78,7 @@ type Node struct {
 	coordinator *quorum.Coordinator
 	hub         *hub.Hub
 	catalog     *catalog.Catalog
+	tasks       *tasks.Manager
 	plane       atomic.Pointer[dataplane.Plane] // set when routing starts; peers may ask before
 	publishMu   sync.Mutex                      // serialises publishLoadNow
 	tracing     *sdktrace.TracerProvider
@@ -191,6 +193,7 @@ func (n *Node) buildComponents() {
 		{name: "gossip", start: n.startGossip, stop: n.stopGossip},
 		{name: "renewal", start: n.startRenewal, stop: nothing},
 		{name: "tracing", start: noLoops(n.startTracing), stop: n.stopTracing},
+		{name: "tasks", start: noLoops(n.startTasks), stop: n.stopTasks},
 		{name: "routing", start: noLoops(n.startRouting), stop: nothing},
 		{name: "quorum", start: noLoops(n.startQuorum), stop: func(context.Context) { n.coordinator.Close() }},
 		{name: "agents", start: n.startAgents, stop: func(context.Context) { n.hub.Close() }},

@@ -25,6 +25,7 @@ func (n *Node) startRouting(context.Context) error {
 		cfg.Observer = n.metrics.Calls()
 	}
 	pcfg := dataplane.Config{LocalNode: n.cfg.Name, MaxPayload: n.cfg.MaxPayload, CallTimeout: n.cfg.CallTimeout,
+		TaskTimeout: n.cfg.TaskTimeout, Tasks: n.tasks,
 		ClusterID: n.clusterID(), Local: n.hub, Catalog: n.catalog, Peers: peerRPC{n.ep}, Clock: n.clock, Logger: n.log.With("component", "dataplane")}
 	if n.cfg.CallMetrics {
 		pcfg.Observer = dataplane.Observers{n.metrics.Calls(), n.traffic}
@@ -81,9 +82,9 @@ func handlePeer[Req, Resp proto.Message](n *Node, method string, newReq func() R
 	})
 }
 
-func (n *Node) registerDataPlaneHandlers() {
-	handlePeer(n, dataplane.MethodForwardCall, func() *meshnodev1.ForwardCallRequest { return &meshnodev1.ForwardCallRequest{} }, (*dataplane.Plane).Receive)
-	n.ep.HandleStream(dataplane.MethodForwardStream, func(ctx context.Context, p transport.Peer, st *transport.Stream) error {
+// handlePeerStream is handlePeer for a streaming peer RPC.
+func handlePeerStream(n *Node, method string, h func(*dataplane.Plane, context.Context, string, dataplane.PeerStream) error) {
+	n.ep.HandleStream(method, func(ctx context.Context, p transport.Peer, st *transport.Stream) error {
 		if p.ID.Kind != pki.KindNode {
 			return status.Errorf(codes.PermissionDenied, "peer %s is not a node", p.ID)
 		}
@@ -91,7 +92,13 @@ func (n *Node) registerDataPlaneHandlers() {
 		if plane == nil {
 			return status.Error(codes.Unavailable, errPlaneNotReady.Error())
 		}
-		return plane.ReceiveStream(ctx, p.ID.Node, st)
+		return h(plane, ctx, p.ID.Node, st)
 	})
+}
+
+func (n *Node) registerDataPlaneHandlers() {
+	handlePeer(n, dataplane.MethodForwardCall, func() *meshnodev1.ForwardCallRequest { return &meshnodev1.ForwardCallRequest{} }, (*dataplane.Plane).Receive)
+	handlePeerStream(n, dataplane.MethodForwardStream, (*dataplane.Plane).ReceiveStream)
+	n.registerTaskHandlers()
 	handlePeer(n, dataplane.MethodForwardVote, func() *meshnodev1.ForwardVoteRequest { return &meshnodev1.ForwardVoteRequest{} }, (*dataplane.Plane).ReceiveVote)
 }

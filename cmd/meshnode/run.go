@@ -74,6 +74,8 @@ call. Set GOGC (and GOMEMLIMIT to bound the heap) as for any Go program.`,
 	f.String("log-format", def.LogFormat, "text or json")
 	f.Int("max-payload", def.MaxPayload, "largest call payload in bytes")
 	f.Duration("call-timeout", def.CallTimeout, "deadline of a call that names none")
+	f.Duration("task-timeout", def.TaskTimeout, "deadline of a task that names none")
+	f.Duration("task-retention", def.TaskRetention, "how long a task is kept after it ends")
 	f.Duration("shutdown-timeout", def.ShutdownTimeout, "longest a graceful stop may take")
 	f.Duration("cert-lifetime", def.CertLifetime, "lifetime of node certificates (renewed at 2/3)")
 	f.String("ca-dir", "", "bootstrap with the CA from 'meshnode pki init' files instead of creating one")

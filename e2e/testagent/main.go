@@ -63,6 +63,7 @@ func serve(ctx context.Context, args []string) error {
 	abstain := fs.Bool("abstain", false, "register as a voter and never answer a vote request")
 	delay := fs.Duration("delay", 0, "time each call takes (with --stream: between chunks)")
 	chunks := fs.Int("stream", 0, "serve the capability as a stream of this many chunks (\"<payload> <i>\\n\")")
+	steps := fs.Int("task", 0, "serve the capability as a task of this many artifacts (\"step-<i>\": \"<payload> <i>\"), delay apart")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -86,7 +87,9 @@ func serve(ctx context.Context, args []string) error {
 			return agent.Approve, "testagent approves", nil
 		})
 	}
-	if *chunks > 0 {
+	if *steps > 0 {
+		a.HandleTask(agent.Capability{Name: *capability}, taskSteps(*steps, *delay))
+	} else if *chunks > 0 {
 		a.HandleStream(agent.Capability{Name: *capability}, streamChunks(*chunks, *delay))
 	} else {
 		a.Handle(agent.Capability{Name: *capability}, func(ctx context.Context, r *agent.Request) (*agent.Response, error) {
@@ -126,6 +129,17 @@ func streamChunks(n int, delay time.Duration) agent.StreamHandlerFunc {
 			}
 		}
 		return nil
+	}
+}
+
+// taskSteps runs a task of n artifacts, delay apart.
+func taskSteps(n int, delay time.Duration) agent.TaskHandlerFunc {
+	return func(ctx context.Context, r *agent.Request, t *agent.Task) error {
+		return streamChunks(n, delay)(ctx, r, func(chunk []byte) error {
+			var i int
+			fmt.Sscanf(string(chunk[len(r.Payload):]), " %d", &i)
+			return t.Artifact(fmt.Sprintf("step-%d", i), chunk[:len(chunk)-1])
+		})
 	}
 }
 

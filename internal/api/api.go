@@ -100,6 +100,7 @@ func Register(r grpc.ServiceRegistrar, cfg Config) error {
 	meshnodev1.RegisterNodeServiceServer(r, &nodeService{cfg: cfg})
 	meshnodev1.RegisterRegistryServiceServer(r, cfg.Registry)
 	meshnodev1.RegisterInvokeServiceServer(r, &invokeService{hub: cfg.Hub, plane: cfg.Plane})
+	meshnodev1.RegisterTaskServiceServer(r, &taskService{plane: cfg.Plane})
 	meshnodev1.RegisterPolicyServiceServer(r, &policyService{store: cfg.Store, log: cfg.Logger})
 	meshnodev1.RegisterQuorumServiceServer(r, &quorumService{cfg: cfg})
 	meshnodev1.RegisterPKIServiceServer(r, &pkiService{node: cfg.Node, service: cfg.PKI, store: cfg.Store, log: cfg.Logger})

@@ -40,7 +40,10 @@ var forbidden = map[string][]string{
 	"agent/agenttest": {"node", "transport", "consensus", "gossip", "routing", "pki", "quorum", "internal/apierror"},
 	// The rooms behind the node: they may use the leaf packages and each
 	// other's types, never the node, the SDK or the socket edge.
-	"internal/catalog":   {"node", "agent", "cmd/meshnode", "internal/socketapi", "internal/apierror", "internal/dataplane"},
+	"internal/catalog": {"node", "agent", "cmd/meshnode", "internal/socketapi", "internal/apierror", "internal/dataplane"},
+	// Tasks on the node that runs them: a store and its runner, driven by
+	// the data plane through Deliver; they know no routing, peer or socket.
+	"internal/tasks":     {"node", "transport", "consensus", "gossip", "routing", "agent", "cmd/meshnode", "internal/socketapi", "internal/apierror", "internal/api", "internal/dataplane", "internal/hub", "internal/catalog"},
 	"internal/dataplane": {"node", "transport", "consensus", "gossip", "agent", "cmd/meshnode", "internal/socketapi", "internal/apierror", "internal/catalog"},
 	// Operator identity and signed commands: pure checks the state machine,
 	// the API and the CLI call, so it knows none of them; and never pki, so

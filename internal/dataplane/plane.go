@@ -8,6 +8,7 @@ import (
 
 	"github.com/agentmesh/meshnode/internal/clock"
 	"github.com/agentmesh/meshnode/internal/hub"
+	"github.com/agentmesh/meshnode/internal/tasks"
 	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
 	"github.com/agentmesh/meshnode/quorum"
 	"github.com/agentmesh/meshnode/routing"
@@ -82,6 +83,10 @@ type Config struct {
 	// (quorum's MaxDeadline default), so no valid proposal loses its
 	// remote votes to the cap.
 	MaxVoteWait time.Duration
+	// TaskTimeout is the deadline of a task that names none. Default 24h.
+	TaskTimeout time.Duration
+	// Tasks holds the tasks this node's agents run; nil refuses tasks.
+	Tasks *tasks.Manager
 	// ClusterID is signed into every vote.
 	ClusterID string
 	Local     Local
@@ -100,6 +105,7 @@ type Config struct {
 type Plane struct {
 	cfg      Config
 	inflight inflightCalls
+	keys     taskKeys
 }
 
 // New checks cfg and returns a Plane.
@@ -117,6 +123,9 @@ func New(cfg Config) (*Plane, error) {
 	}
 	if cfg.Observer == nil {
 		cfg.Observer = Observers(nil)
+	}
+	if cfg.TaskTimeout <= 0 {
+		cfg.TaskTimeout = 24 * time.Hour
 	}
 	if cfg.Tracer == nil {
 		cfg.Tracer = noop.NewTracerProvider().Tracer("meshnode/dataplane")

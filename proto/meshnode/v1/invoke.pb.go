@@ -1333,7 +1333,10 @@ type Delivery struct {
 	// The caller reads the answer as a stream (CallStream): answer with
 	// StreamRespond or SendChunk. A unary Respond is taken as one chunk (when
 	// its payload is not empty) followed by the end.
-	Streaming     bool `protobuf:"varint,11,opt,name=streaming,proto3" json:"streaming,omitempty"`
+	Streaming bool `protobuf:"varint,11,opt,name=streaming,proto3" json:"streaming,omitempty"`
+	// The task this call runs (TaskService.Submit), if any: the answer is a
+	// stream whose chunks each carry one TaskUpdate.
+	TaskId        string `protobuf:"bytes,12,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1443,6 +1446,13 @@ func (x *Delivery) GetStreaming() bool {
 		return x.Streaming
 	}
 	return false
+}
+
+func (x *Delivery) GetTaskId() string {
+	if x != nil {
+		return x.TaskId
+	}
+	return ""
 }
 
 // RespondRequest answers a delivered call.
@@ -2066,7 +2076,7 @@ const file_meshnode_v1_invoke_proto_rawDesc = "" +
 	"\n" +
 	"ServeReady\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12*\n" +
-	"\x11max_message_bytes\x18\x02 \x01(\rR\x0fmaxMessageBytes\"\xd5\x03\n" +
+	"\x11max_message_bytes\x18\x02 \x01(\rR\x0fmaxMessageBytes\"\xee\x03\n" +
 	"\bDelivery\x12\x17\n" +
 	"\acall_id\x18\x01 \x01(\tR\x06callId\x12\x1e\n" +
 	"\n" +
@@ -2081,7 +2091,8 @@ const file_meshnode_v1_invoke_proto_rawDesc = "" +
 	"\aattempt\x18\t \x01(\rR\aattempt\x12'\n" +
 	"\x0fidempotency_key\x18\n" +
 	" \x01(\tR\x0eidempotencyKey\x12\x1c\n" +
-	"\tstreaming\x18\v \x01(\bR\tstreaming\x1a;\n" +
+	"\tstreaming\x18\v \x01(\bR\tstreaming\x12\x17\n" +
+	"\atask_id\x18\f \x01(\tR\x06taskId\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa9\x01\n" +
