@@ -277,7 +277,7 @@ func isEOF(err error) bool { return err == io.EOF }
 // proposal is decided, has no quorum, or reaches its deadline; otherwise it
 // returns the pending decision at once (poll with Decision). Proposing an id
 // again returns the decision recorded for it. Verify a decided outcome's
-// certificate with quorum.VerifyCertificate rather than trusting the node.
+// certificate with quorum.VerifyDecision rather than trusting the node.
 func (c *Client) Propose(ctx context.Context, p *meshnodev1.Proposal, wait bool) (*meshnodev1.Decision, error) {
 	r, err := c.quorum.Propose(ctx, &meshnodev1.ProposeRequest{Proposal: p, Wait: wait})
 	if err != nil {

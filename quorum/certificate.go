@@ -43,14 +43,18 @@ func NewKeyMap(voters ...Voter) KeyMap {
 	return m
 }
 
-// VerifyCertificate checks cert offline against the registered keys: the
+// VerifyCertificateSignatures checks the votes inside cert against keys.
+// It does not bind cert to a decision: it never sees the payload, the
+// proposal or the policy, so a valid certificate of another proposal
+// passes. To check a decision, use VerifyDecision (and the policy checks
+// meshnode quorum verify runs). In detail: the
 // electorate is valid for the rule (distinct hosts, registered nodes), and
 // exactly threshold votes, sorted by voter id, each from a distinct member
 // of the electorate, each for cert's cluster, proposal, payload digest,
 // terms (kind, rule, electorate) and round, each signed by its agent's
 // registered key, all choose cert's choice. Any change to a certificate,
 // including adding, removing or reordering votes, makes it fail.
-func VerifyCertificate(cert *meshnodev1.QuorumCertificate, keys KeyLookup) error {
+func VerifyCertificateSignatures(cert *meshnodev1.QuorumCertificate, keys KeyLookup) error {
 	if err := verifyCertificate(cert, keys); err != nil {
 		return fmt.Errorf("%w: proposal %q: %w", ErrInvalidCertificate, cert.GetProposalId(), err)
 	}

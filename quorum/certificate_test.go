@@ -28,7 +28,7 @@ func TestVerifyCertificate(t *testing.T) {
 	ms := newMembers(4)
 	keys := NewKeyMap(votersOf(ms)...)
 	cert, p := decidedCert(t, ms)
-	if err := VerifyCertificate(cert, keys); err != nil {
+	if err := VerifyCertificateSignatures(cert, keys); err != nil {
 		t.Fatalf("fresh certificate: %v", err)
 	}
 	if len(cert.GetVotes()) != 3 {
@@ -67,12 +67,12 @@ func TestVerifyCertificate(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			c := proto.Clone(cert).(*meshnodev1.QuorumCertificate)
 			tamper(c)
-			if err := VerifyCertificate(c, keys); !errors.Is(err, ErrInvalidCertificate) {
+			if err := VerifyCertificateSignatures(c, keys); !errors.Is(err, ErrInvalidCertificate) {
 				t.Fatalf("tampered certificate (%s) verified: %v", name, err)
 			}
 		})
 	}
-	if err := VerifyCertificate(nil, keys); !errors.Is(err, ErrInvalidCertificate) {
+	if err := VerifyCertificateSignatures(nil, keys); !errors.Is(err, ErrInvalidCertificate) {
 		t.Fatalf("nil certificate: %v", err)
 	}
 	// Swapping in another member's genuine approval proves the same
@@ -80,7 +80,7 @@ func TestVerifyCertificate(t *testing.T) {
 	// that a quorum agreed, not which quorum the coordinator saw first.
 	other := proto.Clone(cert).(*meshnodev1.QuorumCertificate)
 	other.Votes[2] = ms[3].vote(p, approve)
-	if err := VerifyCertificate(other, keys); err != nil {
+	if err := VerifyCertificateSignatures(other, keys); err != nil {
 		t.Fatalf("another genuine quorum of approvals: %v", err)
 	}
 }
@@ -99,7 +99,7 @@ func TestVerifyCertificateAgainstRegistry(t *testing.T) {
 			return NewKeyMap(moved...).Voter(id)
 		}),
 	} {
-		if err := VerifyCertificate(cert, keys); !errors.Is(err, ErrInvalidCertificate) {
+		if err := VerifyCertificateSignatures(cert, keys); !errors.Is(err, ErrInvalidCertificate) {
 			t.Errorf("%s: VerifyCertificate = %v, want ErrInvalidCertificate", name, err)
 		}
 	}
@@ -122,7 +122,7 @@ func TestCertificateCannotBeRelabelled(t *testing.T) {
 		if name == "2 of 3" {
 			forged.Votes = votes[:2]
 		}
-		if err := VerifyCertificate(forged, keys); !errors.Is(err, ErrInvalidCertificate) || !errors.Is(err, ErrTermsMismatch) {
+		if err := VerifyCertificateSignatures(forged, keys); !errors.Is(err, ErrInvalidCertificate) || !errors.Is(err, ErrTermsMismatch) {
 			t.Errorf("%s: relabelled certificate: %v, want ErrInvalidCertificate wrapping ErrTermsMismatch", name, err)
 		}
 	}

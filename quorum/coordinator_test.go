@@ -60,7 +60,7 @@ func TestCoordinatorDecidesDespiteOneLiar(t *testing.T) {
 		if d.GetStatus() != meshnodev1.DecisionStatus_DECISION_STATUS_DECIDED || d.GetOutcome() != approve {
 			t.Fatalf("decision %s %s (%s), want decided approve", d.GetStatus(), d.GetOutcome(), d.GetDetail())
 		}
-		if err := VerifyCertificate(d.GetCertificate(), h.keys()); err != nil {
+		if err := VerifyCertificateSignatures(d.GetCertificate(), h.keys()); err != nil {
 			t.Fatalf("certificate: %v", err)
 		}
 		if len(d.GetProposal().GetElectorate()) != 4 || d.GetCommitIndex() == 0 {

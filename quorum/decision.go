@@ -33,7 +33,7 @@ func VerifyDecision(clusterID string, d *meshnodev1.Decision, keys KeyLookup) er
 		return fmt.Errorf("%w: proposal %q is %s", ErrNoCertificate, p.GetId(), d.GetStatus())
 	}
 	cert := d.GetCertificate()
-	if err := VerifyCertificate(cert, keys); err != nil {
+	if err := VerifyCertificateSignatures(cert, keys); err != nil {
 		return err
 	}
 	mismatch := func(what string) error {

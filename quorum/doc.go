@@ -12,7 +12,7 @@
 // rule, electorate), round, choice, voter id and node and reason.
 //
 // Pure parts (no I/O, no clock, no goroutines): Threshold, SelectVoters,
-// CheckElectorate, SignVote, VerifyVote, NewVote, Tally, VerifyCertificate,
+// CheckElectorate, SignVote, VerifyVote, NewVote, Tally, VerifyDecision, VerifyCertificateSignatures,
 // VerifyEquivocation, VerifyDecision, CrossCheck, ApplyReview.
 //
 // The Coordinator does I/O only through three interfaces the node

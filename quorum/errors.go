@@ -49,7 +49,7 @@ var (
 
 // Certificate and evidence verification failures.
 var (
-	// ErrInvalidCertificate is returned by VerifyCertificate for any
+	// ErrInvalidCertificate is returned by VerifyCertificateSignatures (and VerifyDecision) for any
 	// certificate that does not prove its decision.
 	ErrInvalidCertificate = errors.New("invalid quorum certificate")
 	// ErrInvalidEvidence is returned by VerifyEquivocation for evidence that

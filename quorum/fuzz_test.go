@@ -70,7 +70,7 @@ func FuzzVerifyCertificate(f *testing.F) {
 		if (proto.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(b, &c) != nil {
 			return
 		}
-		err := VerifyCertificate(&c, keys)
+		err := VerifyCertificateSignatures(&c, keys)
 		if err != nil && !errors.Is(err, ErrInvalidCertificate) {
 			t.Fatalf("error does not wrap ErrInvalidCertificate: %v", err)
 		}

@@ -159,7 +159,7 @@ func TestTallyMatchesReference(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := VerifyCertificate(cert, NewKeyMap(votersOf(ms)...)); err != nil {
+			if err := VerifyCertificateSignatures(cert, NewKeyMap(votersOf(ms)...)); err != nil {
 				t.Fatalf("iteration %d: certificate does not verify: %v", it, err)
 			}
 		}

@@ -223,7 +223,7 @@ func checkCertificate(t *testing.T, p *meshnodev1.Proposal, ms []member, votes [
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := VerifyCertificate(cert, NewKeyMap(votersOf(ms)...)); err != nil {
+	if err := VerifyCertificateSignatures(cert, NewKeyMap(votersOf(ms)...)); err != nil {
 		t.Fatalf("certificate does not verify: %v", err)
 	}
 	if cert.GetChoice() != res.Choice || len(cert.GetVotes()) != res.Threshold {
