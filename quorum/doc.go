@@ -12,8 +12,9 @@
 // rule, electorate), round, choice, voter id and node and reason.
 //
 // Pure parts (no I/O, no clock, no goroutines): Threshold, SelectVoters,
-// CheckElectorate, SignVote, VerifyVote, NewVote, Tally, VerifyDecision, VerifyCertificateSignatures,
-// VerifyEquivocation, VerifyDecision, CrossCheck, ApplyReview.
+// CheckElectorate, SignVote, VerifyVote, NewVote, Tally, VerifyDecision,
+// VerifyCertificateSignatures, VerifyEquivocation, CrossCheck, ApplyReview,
+// CheckTerms, CheckElectorateAgainst, DrawOrder.
 //
 // The Coordinator does I/O only through three interfaces the node
 // implements: Directory (the registry), Requester (fan-out over the peer

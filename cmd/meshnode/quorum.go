@@ -157,10 +157,14 @@ func printDecision(cmd *cobra.Command, cf *clientFlags, d *meshnodev1.Decision) 
 		return printJSON(cmd.OutOrStdout(), d)
 	}
 	tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-	fmt.Fprintf(tw, "Proposal:\t%s (%s)\n", d.GetProposal().GetId(), d.GetProposal().GetKind())
+	// What the node says, not what anyone signed: only the certificate's
+	// votes and a review carry signatures, and `quorum verify` checks them.
+	fmt.Fprintln(tw, "(as the node reports it; [unsigned] fields prove nothing: run meshnode quorum verify)")
+	fmt.Fprintf(tw, "Proposal:\t%s (%s), proposed by %s on %s [unsigned]\n", d.GetProposal().GetId(), d.GetProposal().GetKind(),
+		orDash(d.GetProposal().GetProposerAgentId()), orDash(d.GetProposal().GetProposerNode()))
 	fmt.Fprintf(tw, "Status:\t%s\n", enumWord(d.GetStatus().String(), "DECISION_STATUS_"))
 	fmt.Fprintf(tw, "Outcome:\t%s\n", enumWord(d.GetOutcome().String(), "CHOICE_"))
-	fmt.Fprintf(tw, "Votes:\t%d received, %d in certificate\n", len(d.GetVotes()), len(d.GetCertificate().GetVotes()))
+	fmt.Fprintf(tw, "Votes:\t%d received [unsigned list of signed votes], %d in certificate [signed]\n", len(d.GetVotes()), len(d.GetCertificate().GetVotes()))
 	for _, v := range d.GetVotes() {
 		fmt.Fprintf(tw, "  %s\t%s on %s\t%s\n", enumWord(v.GetChoice().String(), "CHOICE_"), v.GetVoterAgentId(), v.GetVoterNode(), v.GetReason())
 	}
@@ -168,10 +172,13 @@ func printDecision(cmd *cobra.Command, cf *clientFlags, d *meshnodev1.Decision) 
 		fmt.Fprintf(tw, "Equivocation:\t%s signed two different votes\n", e.GetAgentId())
 	}
 	if r := d.GetReview(); r != nil {
-		fmt.Fprintf(tw, "Review:\t%s by %s: %s\n", enumWord(r.GetOutcome().String(), "CHOICE_"), r.GetOperator(), r.GetReason())
+		fmt.Fprintf(tw, "Review:\t%s by %s: %s [signed by the operator]\n", enumWord(r.GetOutcome().String(), "CHOICE_"), r.GetOperator(), r.GetReason())
 	}
 	if d.GetDetail() != "" {
-		fmt.Fprintf(tw, "Detail:\t%s\n", d.GetDetail())
+		fmt.Fprintf(tw, "Detail:\t%s [unsigned]\n", d.GetDetail())
+	}
+	if c := d.GetClosedAt(); c != nil {
+		fmt.Fprintf(tw, "Closed:\t%s [unsigned]\n", c.AsTime().Local().Format(time.RFC3339))
 	}
 	return tw.Flush()
 }
