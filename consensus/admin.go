@@ -2,7 +2,6 @@ package consensus
 
 import (
 	"context"
-	"crypto/sha256"
 	"fmt"
 	"time"
 
@@ -118,16 +117,9 @@ func AdminRequest(a *meshnodev1.AdminCommand) (proto.Message, operator.Role, err
 	return nil, "", invalid("admin command for %q carries a %T request", a.GetMethod(), a.GetRequest())
 }
 
-// ClusterID is what admin commands are signed for: the SHA-256 of the
-// bundle's first root. It is random per cluster (the root key is), so a
-// command signed for staging does not apply in production.
-func ClusterID(b *meshnodev1.TrustBundle) []byte {
-	if len(b.GetRoots()) == 0 {
-		return nil
-	}
-	sum := sha256.Sum256(b.GetRoots()[0])
-	return sum[:]
-}
+// ClusterID is what admin commands (and, hex-encoded, votes) are signed
+// for: operator.ClusterID.
+func ClusterID(b *meshnodev1.TrustBundle) []byte { return operator.ClusterID(b) }
 
 // PolicyKey is the policy record a capability's policy is stored under.
 func PolicyKey(capability string) string {

@@ -2,16 +2,13 @@ package consensus
 
 import (
 	"context"
-	"crypto/ed25519"
 	"encoding/hex"
 	"fmt"
-	"strings"
 
 	"github.com/hashicorp/go-memdb"
 	"google.golang.org/protobuf/proto"
 
 	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
-	quorumrules "github.com/agentmesh/meshnode/quorum"
 )
 
 // Agent identity in the state: who owns a name, and every vote key an
@@ -148,19 +145,4 @@ func freeName(txn *memdb.Txn, agentID string) error {
 // AgentKeys returns every vote key agentID held, oldest first.
 func (s *Store) AgentKeys(ctx context.Context, opts ReadOptions, agentID string) ([]*meshnodev1.AgentKey, uint64, error) {
 	return list[*meshnodev1.AgentKey](s, ctx, opts, tableAgentKeys, "agent", []any{agentID})
-}
-
-// KeysAt is a quorum.KeyLookup over the key history: the key each agent
-// held at Raft index at (the index a decision was committed at), whether or
-// not the agent still exists or still has that key.
-func KeysAt(history map[string][]*meshnodev1.AgentKey, at uint64) quorumrules.KeyLookup {
-	return quorumrules.KeyLookupFunc(func(agentID string) (quorumrules.Voter, error) {
-		node, _, _ := strings.Cut(agentID, "/") // an agent id is "node/name"
-		for _, r := range history[agentID] {
-			if r.GetFromIndex() <= at && (r.GetUntilIndex() == 0 || at < r.GetUntilIndex()) && len(r.GetPublicKey()) == ed25519.PublicKeySize {
-				return quorumrules.Voter{AgentID: agentID, Node: node, PublicKey: r.GetPublicKey()}, nil
-			}
-		}
-		return quorumrules.Voter{}, fmt.Errorf("agent %q held no vote key at index %d", agentID, at)
-	})
 }

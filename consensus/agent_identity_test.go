@@ -8,6 +8,7 @@ import (
 	"time"
 
 	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
+	quorumrules "github.com/agentmesh/meshnode/quorum"
 )
 
 // An agent name is the first registering uid's, across deregistration and
@@ -59,15 +60,14 @@ func TestAgentNamesAndKeysAreOwned(t *testing.T) {
 	if len(history) != 3 {
 		t.Fatalf("key history %v, want 3 keys", history)
 	}
-	lookup := KeysAt(map[string][]*meshnodev1.AgentKey{"n1/pay": history}, 0)
 	for at, want := range map[uint64][]byte{2: k1, 3: k1, 7: k2, 8: k3} {
-		lookup = KeysAt(map[string][]*meshnodev1.AgentKey{"n1/pay": history}, at)
+		lookup := quorumrules.HistoryKeys(history, at)
 		v, err := lookup.Voter("n1/pay")
 		if err != nil || !ed25519.PublicKey(want).Equal(v.PublicKey) || v.Node != "n1" {
 			t.Fatalf("key at index %d: %v, %v", at, v, err)
 		}
 	}
-	if _, err := KeysAt(map[string][]*meshnodev1.AgentKey{"n1/pay": history}, 9).Voter("n1/pay"); err == nil {
+	if _, err := quorumrules.HistoryKeys(history, 9).Voter("n1/pay"); err == nil {
 		t.Fatal("a key after the agent deregistered")
 	}
 

@@ -105,6 +105,9 @@ func checkDecided(txn *memdb.Txn, rec *meshnodev1.DecisionRecord) *meshnodev1.Co
 	if err := quorumrules.CheckElectorateAgainst(inForce.GetPolicy(), p); err != nil {
 		return denied(err.Error())
 	}
+	if err := quorumrules.CheckVoterKeys(inForce.GetPolicy(), p, stateKeys{txn}); err != nil {
+		return denied(err.Error())
+	}
 	if err := quorumrules.VerifyDecision(stateClusterID(txn), d, stateKeys{txn}); err != nil {
 		return denied(fmt.Sprintf("decision %s: %v", rec.GetId(), err))
 	}

@@ -2,6 +2,7 @@ package operator
 
 import (
 	"crypto/ed25519"
+	"crypto/sha256"
 	"crypto/x509"
 	"fmt"
 	"slices"
@@ -73,6 +74,18 @@ func DecodeTrustBundle(data []byte) (*meshnodev1.TrustBundle, error) {
 		return nil, err
 	}
 	return b, nil
+}
+
+// ClusterID is what admin commands and votes are signed for: the SHA-256
+// of the bundle's first root. It is random per cluster (the root key is),
+// so a command or vote signed for staging does not count in production,
+// even where the trust domain and names are the same.
+func ClusterID(b *meshnodev1.TrustBundle) []byte {
+	if len(b.GetRoots()) == 0 {
+		return nil
+	}
+	sum := sha256.Sum256(b.GetRoots()[0])
+	return sum[:]
 }
 
 // FirstAdminRecord returns the record the bundle implies for the first

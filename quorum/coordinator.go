@@ -156,6 +156,7 @@ func (c *Coordinator) start(ctx context.Context, p *meshnodev1.Proposal) (*meshn
 	if pinned := pol.GetPolicy().GetEligibleNodes(); len(pinned) > 0 {
 		candidates = slices.DeleteFunc(candidates, func(v Voter) bool { return !slices.Contains(pinned, v.Node) })
 	}
+	candidates = slices.DeleteFunc(candidates, func(v Voter) bool { return !KeyPinned(pol.GetPolicy(), v.PublicKey) })
 	if p.GetSelection().GetCapability() != "" {
 		candidates = DrawOrder(p.GetId(), candidates)
 	}

@@ -1,6 +1,8 @@
 package quorum
 
 import (
+	"bytes"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"slices"
@@ -17,8 +19,12 @@ import (
 // or voters outside the policy's pinned nodes.
 var ErrBelowPolicy = errors.New("below the quorum policy of its kind")
 
-// MaxEligibleNodes bounds a policy's pinned node list.
-const MaxEligibleNodes = 1024
+// MaxEligibleNodes bounds a policy's pinned node list, MaxEligibleKeys its
+// pinned keys.
+const (
+	MaxEligibleNodes = 1024
+	MaxEligibleKeys  = 1024
+)
 
 // DefaultPolicy is what a kind gets when neither it nor the cluster default
 // has a policy: BFT, at least DefaultBFTVoters voters, distinct hosts.
@@ -66,6 +72,16 @@ func ValidatePolicy(p *meshnodev1.QuorumPolicy) error {
 	}
 	if n := len(p.GetEligibleNodes()); n > 0 && n < minVoters(p) && !p.GetAllowSharedHosts() {
 		return fmt.Errorf("%w: policy.eligible_nodes names %d nodes, fewer than min_voters %d on distinct hosts", ErrInvalidProposal, n, minVoters(p))
+	}
+	if n := len(p.GetEligibleKeys()); n > MaxEligibleKeys {
+		return fmt.Errorf("%w: policy.eligible_keys has %d keys, at most %d", ErrInvalidProposal, n, MaxEligibleKeys)
+	} else if n > 0 && n < minVoters(p) {
+		return fmt.Errorf("%w: policy.eligible_keys pins %d keys, fewer than min_voters %d", ErrInvalidProposal, n, minVoters(p))
+	}
+	for i, k := range p.GetEligibleKeys() {
+		if len(k) != ed25519.PublicKeySize {
+			return fmt.Errorf("%w: policy.eligible_keys[%d] is %d bytes, want an ed25519 public key (%d)", ErrInvalidProposal, i, len(k), ed25519.PublicKeySize)
+		}
 	}
 	if p.GetVoterCapability() != "" {
 		if err := checkName("policy.voter_capability", p.GetVoterCapability(), MaxKindBytes); err != nil {
@@ -160,4 +176,30 @@ func belowPolicy(pol *meshnodev1.QuorumPolicy, p *meshnodev1.Proposal, format st
 		name = "the cluster's default quorum policy"
 	}
 	return fmt.Errorf("%w: proposal %q against %s: %s", ErrBelowPolicy, p.GetId(), name, fmt.Sprintf(format, args...))
+}
+
+// KeyPinned reports whether pol lets key vote: always when pol pins no
+// keys.
+func KeyPinned(pol *meshnodev1.QuorumPolicy, key []byte) bool {
+	pinned := pol.GetEligibleKeys()
+	return len(pinned) == 0 || slices.ContainsFunc(pinned, func(k []byte) bool { return bytes.Equal(k, key) })
+}
+
+// CheckVoterKeys reports whether every member of p's electorate signs with
+// a key pol pins (keys maps members to the keys they vote with). A vote by
+// a key the policy does not name does not count, whoever certified it.
+func CheckVoterKeys(pol *meshnodev1.QuorumPolicy, p *meshnodev1.Proposal, keys KeyLookup) error {
+	if len(pol.GetEligibleKeys()) == 0 {
+		return nil
+	}
+	for _, v := range p.GetElectorate() {
+		voter, err := keys.Voter(v.GetAgentId())
+		if err != nil {
+			return belowPolicy(pol, p, "voter %s has no known key: %v", v.GetAgentId(), err)
+		}
+		if !KeyPinned(pol, voter.PublicKey) {
+			return belowPolicy(pol, p, "voter %s signs with key %x…, which is not one of the policy's pinned keys", v.GetAgentId(), voter.PublicKey[:min(len(voter.PublicKey), 8)])
+		}
+	}
+	return nil
 }

@@ -21,7 +21,7 @@ func newQuorumCmd() *cobra.Command {
   meshnode quorum list
   meshnode quorum verify pay-42`,
 	}
-	cmd.AddCommand(newQuorumProposeCmd(), newQuorumGetCmd(), newQuorumListCmd(), newQuorumVerifyCmd(), newQuorumReviewCmd(), newQuorumClearFlagCmd(), newQuorumPolicyCmd())
+	cmd.AddCommand(newQuorumProposeCmd(), newQuorumGetCmd(), newQuorumListCmd(), newQuorumVerifyCmd(), newQuorumReviewCmd(), newQuorumClearFlagCmd(), newQuorumPolicyCmd(), newQuorumExportCmd())
 	return cmd
 }
 
@@ -256,32 +256,43 @@ func newQuorumListCmd() *cobra.Command {
 
 func newQuorumVerifyCmd() *cobra.Command {
 	var cf *clientFlags
-	var trustFile string
+	var trustFile, bundleFile string
+	var acceptRegistryKeys bool
 	cmd := &cobra.Command{
-		Use:   "verify ID",
-		Short: "Check a decision's certificate yourself against the registered vote keys",
-		Long: `Fetch a decision and check its quorum certificate locally: every vote's
-ed25519 signature against the voter's key from the registry (read through the
-Raft leader), the electorate, the rule's threshold and distinct hosts. The
-node that answered is not trusted: any change to the certificate fails here.
+		Use:   "verify (ID | --bundle FILE --trust FILE)",
+		Short: "Check a decision yourself, against the cluster's trust bundle",
+		Long: `Check a decision locally instead of trusting the node: every vote's ed25519
+signature with the key its voter held when the decision was committed, the
+electorate, the rule's threshold and distinct hosts, the quorum policy of the
+kind (signed by a policy operator, checked against the trust bundle) and that
+the decision meets it; or, for a reviewed decision, the reviewer's signature.
+It prints the rule, n, q, the policy and who set it, and each voter and host.
 
-A decision an operator reviewed is checked against the trust bundle: the
-review's signature, by an operator who held the reviewer role, over this
-decision's id, outcome and reason. --trust names the bundle file to anchor on
-(the one written at bootstrap or by operator init); without it the node's is
-used.`,
+With ID it asks the node for the decision, keys and operator records (none of
+which it trusts) and anchors on --trust (default: the node's trust bundle).
+With --bundle it needs no node: a file from 'meshnode quorum export' and
+--trust. Offline, the voters' keys must be pinned by the kind's policy (then
+nothing but the trust bundle proves them); --accept-registry-keys takes the
+bundled registry keys instead.`,
 		Example: `  meshnode quorum verify pay-42
-  meshnode quorum verify pay-43 --trust ./ca/trust-bundle.pb`,
-		Args: cobra.ExactArgs(1),
+  meshnode quorum verify pay-42 --trust ./ca/trust-bundle.pb
+  meshnode quorum verify --bundle pay-42.bundle --trust trust-bundle.pb`,
+		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			d, err := getDecision(cf, args[0])
-			if err != nil {
-				return err
+			switch {
+			case bundleFile != "" && len(args) > 0:
+				return usagef("give a decision ID or --bundle FILE, not both")
+			case bundleFile != "":
+				return verifyOffline(cmd, bundleFile, trimmed(trustFile), acceptRegistryKeys)
+			case len(args) == 0:
+				return usagef("name the decision (ID), or verify a file with --bundle FILE --trust FILE")
 			}
-			return verifyDecision(cmd, cf, trustFile, d)
+			return verifyOnline(cmd, cf, trimmed(trustFile), args[0])
 		},
 	}
-	cmd.Flags().StringVar(&trustFile, "trust", "", "trust bundle file to anchor on: reviews, quorum policies and the cluster id votes sign (default: the node's)")
+	cmd.Flags().StringVar(&trustFile, "trust", "", "trust bundle file to anchor on (default with ID: the node's; required with --bundle)")
+	cmd.Flags().StringVar(&bundleFile, "bundle", "", "verify this exported bundle offline, without a node")
+	cmd.Flags().BoolVar(&acceptRegistryKeys, "accept-registry-keys", false, "with --bundle: accept voter keys the policy does not pin (the registry's record)")
 	cf = addClientFlags(cmd)
 	return cmd
 }

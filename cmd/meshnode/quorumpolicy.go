@@ -1,7 +1,10 @@
 package main
 
 import (
+	"crypto/ed25519"
+	"encoding/base64"
 	"fmt"
+	"slices"
 	"strings"
 	"text/tabwriter"
 
@@ -23,6 +26,7 @@ policy gets the cluster default (--default), and without one: BFT, at least
 4 voters on distinct hosts. Setting a policy is a policy operator's command.`,
 		Example: `  meshnode quorum policy set payment.approve --min-voters 4 --capability payment.review --nodes n1,n2,n3,n4
   meshnode quorum policy set --default --rule k-of-n --k 2 --min-voters 3
+  meshnode quorum policy set payment.approve --capability payment.review --pin-registered
   meshnode quorum policy list`,
 		Args: cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
@@ -38,7 +42,8 @@ func newQuorumPolicySetCmd() *cobra.Command {
 	var def, sharedHosts bool
 	var rule, capability string
 	var k, minVoters uint32
-	var nodes []string
+	var nodes, voterKeys []string
+	var pinRegistered bool
 	c := &cobra.Command{
 		Use:   "set (KIND | --default)",
 		Short: "Set the quorum policy of a kind of decision, or the cluster default",
@@ -61,11 +66,32 @@ func newQuorumPolicySetCmd() *cobra.Command {
 				return err
 			}
 			pol := &meshnodev1.QuorumPolicy{Kind: kind, MinRule: r, MinVoters: minVoters, AllowSharedHosts: sharedHosts, VoterCapability: capability, EligibleNodes: nodes}
+			for _, k := range voterKeys {
+				raw, err := base64.StdEncoding.DecodeString(k)
+				if err != nil || len(raw) != ed25519.PublicKeySize {
+					return usagef("--voter-key %q: want a base64 ed25519 public key (32 bytes), as meshnode agents --json shows votePublicKey", k)
+				}
+				pol.EligibleKeys = append(pol.EligibleKeys, raw)
+			}
 			conn, ctx, done, err := cf.open()
 			if err != nil {
 				return err
 			}
 			defer done()
+			if pinRegistered {
+				if capability == "" {
+					return usagef("--pin-registered pins the keys of the agents offering --capability: give --capability")
+				}
+				agents, err := meshnodev1.NewRegistryServiceClient(conn).ListAgents(ctx, &meshnodev1.ListAgentsRequest{Capability: capability, Consistency: meshnodev1.Consistency_CONSISTENCY_CONSISTENT})
+				if err != nil {
+					return rpcError("list the agents offering "+capability, err, cf.socketPath())
+				}
+				for _, a := range agents.GetAgents() {
+					if len(a.GetVotePublicKey()) == ed25519.PublicKeySize && (len(nodes) == 0 || slices.Contains(nodes, a.GetNode())) {
+						pol.EligibleKeys = append(pol.EligibleKeys, a.GetVotePublicKey())
+					}
+				}
+			}
 			resp, err := meshnodev1.NewQuorumServiceClient(conn).SetQuorumPolicy(ctx, &meshnodev1.SetQuorumPolicyRequest{Policy: pol})
 			if err != nil {
 				return inFlagWords(rpcError("set quorum policy", err, cf.socketPath()))
@@ -86,6 +112,8 @@ func newQuorumPolicySetCmd() *cobra.Command {
 	f.BoolVar(&sharedHosts, "allow-shared-hosts", false, "let several voters sit on one node (default: every voter on a distinct node)")
 	f.StringVar(&capability, "capability", "", "voters are chosen by the node among agents offering this capability; proposals cannot name them")
 	f.StringSliceVar(&nodes, "nodes", nil, "only agents on these nodes may vote (the pinned hosts)")
+	f.StringArrayVar(&voterKeys, "voter-key", nil, "only this vote key may vote (base64, repeat): the pinned voters; certificates then prove themselves from the trust bundle")
+	f.BoolVar(&pinRegistered, "pin-registered", false, "pin the vote keys of the agents now offering --capability (on --nodes, if given)")
 	return c
 }
 
@@ -138,6 +166,9 @@ func policySummary(p *meshnodev1.QuorumPolicy) string {
 	}
 	if len(p.GetEligibleNodes()) > 0 {
 		parts = append(parts, "voters only on "+strings.Join(p.GetEligibleNodes(), ","))
+	}
+	if n := len(p.GetEligibleKeys()); n > 0 {
+		parts = append(parts, fmt.Sprintf("%d pinned voter keys", n))
 	}
 	return strings.Join(parts, ", ")
 }

@@ -631,6 +631,11 @@ type QuorumPolicy struct {
 	// When set, every voter must be on one of these nodes: the pinned hosts
 	// whose agents may vote for this kind.
 	EligibleNodes []string `protobuf:"bytes,6,rep,name=eligible_nodes,json=eligibleNodes,proto3" json:"eligible_nodes,omitempty"`
+	// When set, every vote must be signed by one of these ed25519 public keys
+	// (32 bytes each): the pinned voters. Then a certificate proves itself
+	// from the trust bundle alone (the operator-signed policy names the keys),
+	// and no registry or CA key a compromised server controls can add a voter.
+	EligibleKeys  [][]byte `protobuf:"bytes,7,rep,name=eligible_keys,json=eligibleKeys,proto3" json:"eligible_keys,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -703,6 +708,13 @@ func (x *QuorumPolicy) GetVoterCapability() string {
 func (x *QuorumPolicy) GetEligibleNodes() []string {
 	if x != nil {
 		return x.EligibleNodes
+	}
+	return nil
+}
+
+func (x *QuorumPolicy) GetEligibleKeys() [][]byte {
+	if x != nil {
+		return x.EligibleKeys
 	}
 	return nil
 }
@@ -2122,11 +2134,79 @@ func (x *ClearFlagResponse) GetIndex() uint64 {
 	return 0
 }
 
+// QuorumBundle is a decision with everything needed to verify it offline
+// against the cluster's trust bundle: the voters' keys as the registry
+// recorded them when it was committed, and the operator records that sign
+// its quorum policy (and review, if any). `meshnode quorum export` writes
+// one; `meshnode quorum verify --bundle` checks it without a node.
+type QuorumBundle struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The decision, with its proposal, payload, certificate, policy and review.
+	Decision *Decision `protobuf:"bytes,1,opt,name=decision,proto3" json:"decision,omitempty"`
+	// The vote keys of the electorate at the decision's commit index.
+	Keys []*AgentKey `protobuf:"bytes,2,rep,name=keys,proto3" json:"keys,omitempty"`
+	// Operator records, as their issuers signed them.
+	Operators     []*SignedOperatorRecord `protobuf:"bytes,3,rep,name=operators,proto3" json:"operators,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *QuorumBundle) Reset() {
+	*x = QuorumBundle{}
+	mi := &file_meshnode_v1_quorum_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QuorumBundle) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QuorumBundle) ProtoMessage() {}
+
+func (x *QuorumBundle) ProtoReflect() protoreflect.Message {
+	mi := &file_meshnode_v1_quorum_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QuorumBundle.ProtoReflect.Descriptor instead.
+func (*QuorumBundle) Descriptor() ([]byte, []int) {
+	return file_meshnode_v1_quorum_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *QuorumBundle) GetDecision() *Decision {
+	if x != nil {
+		return x.Decision
+	}
+	return nil
+}
+
+func (x *QuorumBundle) GetKeys() []*AgentKey {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+func (x *QuorumBundle) GetOperators() []*SignedOperatorRecord {
+	if x != nil {
+		return x.Operators
+	}
+	return nil
+}
+
 var File_meshnode_v1_quorum_proto protoreflect.FileDescriptor
 
 const file_meshnode_v1_quorum_proto_rawDesc = "" +
 	"\n" +
-	"\x18meshnode/v1/quorum.proto\x12\vmeshnode.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1ameshnode/v1/operator.proto\"y\n" +
+	"\x18meshnode/v1/quorum.proto\x12\vmeshnode.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1ameshnode/v1/operator.proto\x1a\x1ameshnode/v1/registry.proto\"y\n" +
 	"\n" +
 	"QuorumRule\x12/\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x1b.meshnode.v1.QuorumRuleKindR\x04kind\x12\f\n" +
@@ -2159,7 +2239,7 @@ const file_meshnode_v1_quorum_proto_rawDesc = "" +
 	"\x05round\x18\f \x01(\rR\x05round\x128\n" +
 	"\n" +
 	"electorate\x18\r \x03(\v2\x18.meshnode.v1.QuorumVoterR\n" +
-	"electorate\"\xf5\x01\n" +
+	"electorate\"\x9a\x02\n" +
 	"\fQuorumPolicy\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x122\n" +
 	"\bmin_rule\x18\x02 \x01(\v2\x17.meshnode.v1.QuorumRuleR\aminRule\x12\x1d\n" +
@@ -2167,7 +2247,8 @@ const file_meshnode_v1_quorum_proto_rawDesc = "" +
 	"min_voters\x18\x03 \x01(\rR\tminVoters\x12,\n" +
 	"\x12allow_shared_hosts\x18\x04 \x01(\bR\x10allowSharedHosts\x12)\n" +
 	"\x10voter_capability\x18\x05 \x01(\tR\x0fvoterCapability\x12%\n" +
-	"\x0eeligible_nodes\x18\x06 \x03(\tR\religibleNodes\"\xa4\x01\n" +
+	"\x0eeligible_nodes\x18\x06 \x03(\tR\religibleNodes\x12#\n" +
+	"\religible_keys\x18\a \x03(\fR\feligibleKeys\"\xa4\x01\n" +
 	"\x12QuorumPolicyRecord\x121\n" +
 	"\x06policy\x18\x01 \x01(\v2\x19.meshnode.v1.QuorumPolicyR\x06policy\x128\n" +
 	"\tsignature\x18\x02 \x01(\v2\x1a.meshnode.v1.SignedCommandR\tsignature\x12!\n" +
@@ -2266,7 +2347,11 @@ const file_meshnode_v1_quorum_proto_rawDesc = "" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\")\n" +
 	"\x11ClearFlagResponse\x12\x14\n" +
-	"\x05index\x18\x01 \x01(\x04R\x05index*[\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\"\xad\x01\n" +
+	"\fQuorumBundle\x121\n" +
+	"\bdecision\x18\x01 \x01(\v2\x15.meshnode.v1.DecisionR\bdecision\x12)\n" +
+	"\x04keys\x18\x02 \x03(\v2\x15.meshnode.v1.AgentKeyR\x04keys\x12?\n" +
+	"\toperators\x18\x03 \x03(\v2!.meshnode.v1.SignedOperatorRecordR\toperators*[\n" +
 	"\x06Choice\x12\x16\n" +
 	"\x12CHOICE_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eCHOICE_APPROVE\x10\x01\x12\x11\n" +
@@ -2311,7 +2396,7 @@ func file_meshnode_v1_quorum_proto_rawDescGZIP() []byte {
 }
 
 var file_meshnode_v1_quorum_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_meshnode_v1_quorum_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_meshnode_v1_quorum_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_meshnode_v1_quorum_proto_goTypes = []any{
 	(Choice)(0),                        // 0: meshnode.v1.Choice
 	(QuorumRuleKind)(0),                // 1: meshnode.v1.QuorumRuleKind
@@ -2344,20 +2429,23 @@ var file_meshnode_v1_quorum_proto_goTypes = []any{
 	(*ReviewResponse)(nil),             // 28: meshnode.v1.ReviewResponse
 	(*ClearFlagRequest)(nil),           // 29: meshnode.v1.ClearFlagRequest
 	(*ClearFlagResponse)(nil),          // 30: meshnode.v1.ClearFlagResponse
-	(*timestamppb.Timestamp)(nil),      // 31: google.protobuf.Timestamp
-	(*SignedCommand)(nil),              // 32: meshnode.v1.SignedCommand
+	(*QuorumBundle)(nil),               // 31: meshnode.v1.QuorumBundle
+	(*timestamppb.Timestamp)(nil),      // 32: google.protobuf.Timestamp
+	(*SignedCommand)(nil),              // 33: meshnode.v1.SignedCommand
+	(*AgentKey)(nil),                   // 34: meshnode.v1.AgentKey
+	(*SignedOperatorRecord)(nil),       // 35: meshnode.v1.SignedOperatorRecord
 }
 var file_meshnode_v1_quorum_proto_depIdxs = []int32{
 	1,  // 0: meshnode.v1.QuorumRule.kind:type_name -> meshnode.v1.QuorumRuleKind
 	5,  // 1: meshnode.v1.Proposal.selection:type_name -> meshnode.v1.VoterSelection
 	4,  // 2: meshnode.v1.Proposal.rule:type_name -> meshnode.v1.QuorumRule
-	31, // 3: meshnode.v1.Proposal.deadline:type_name -> google.protobuf.Timestamp
+	32, // 3: meshnode.v1.Proposal.deadline:type_name -> google.protobuf.Timestamp
 	2,  // 4: meshnode.v1.Proposal.on_no_quorum:type_name -> meshnode.v1.NoQuorumAction
-	31, // 5: meshnode.v1.Proposal.created_at:type_name -> google.protobuf.Timestamp
+	32, // 5: meshnode.v1.Proposal.created_at:type_name -> google.protobuf.Timestamp
 	6,  // 6: meshnode.v1.Proposal.electorate:type_name -> meshnode.v1.QuorumVoter
 	4,  // 7: meshnode.v1.QuorumPolicy.min_rule:type_name -> meshnode.v1.QuorumRule
 	8,  // 8: meshnode.v1.QuorumPolicyRecord.policy:type_name -> meshnode.v1.QuorumPolicy
-	32, // 9: meshnode.v1.QuorumPolicyRecord.signature:type_name -> meshnode.v1.SignedCommand
+	33, // 9: meshnode.v1.QuorumPolicyRecord.signature:type_name -> meshnode.v1.SignedCommand
 	8,  // 10: meshnode.v1.SetQuorumPolicyRequest.policy:type_name -> meshnode.v1.QuorumPolicy
 	9,  // 11: meshnode.v1.ListQuorumPoliciesResponse.policies:type_name -> meshnode.v1.QuorumPolicyRecord
 	8,  // 12: meshnode.v1.ListQuorumPoliciesResponse.effective_default:type_name -> meshnode.v1.QuorumPolicy
@@ -2369,8 +2457,8 @@ var file_meshnode_v1_quorum_proto_depIdxs = []int32{
 	14, // 18: meshnode.v1.EquivocationEvidence.first:type_name -> meshnode.v1.Vote
 	14, // 19: meshnode.v1.EquivocationEvidence.second:type_name -> meshnode.v1.Vote
 	0,  // 20: meshnode.v1.QuorumReview.outcome:type_name -> meshnode.v1.Choice
-	31, // 21: meshnode.v1.QuorumReview.reviewed_at:type_name -> google.protobuf.Timestamp
-	32, // 22: meshnode.v1.QuorumReview.signature:type_name -> meshnode.v1.SignedCommand
+	32, // 21: meshnode.v1.QuorumReview.reviewed_at:type_name -> google.protobuf.Timestamp
+	33, // 22: meshnode.v1.QuorumReview.signature:type_name -> meshnode.v1.SignedCommand
 	7,  // 23: meshnode.v1.Decision.proposal:type_name -> meshnode.v1.Proposal
 	3,  // 24: meshnode.v1.Decision.status:type_name -> meshnode.v1.DecisionStatus
 	0,  // 25: meshnode.v1.Decision.outcome:type_name -> meshnode.v1.Choice
@@ -2378,7 +2466,7 @@ var file_meshnode_v1_quorum_proto_depIdxs = []int32{
 	16, // 27: meshnode.v1.Decision.equivocations:type_name -> meshnode.v1.EquivocationEvidence
 	17, // 28: meshnode.v1.Decision.review:type_name -> meshnode.v1.QuorumReview
 	14, // 29: meshnode.v1.Decision.votes:type_name -> meshnode.v1.Vote
-	31, // 30: meshnode.v1.Decision.closed_at:type_name -> google.protobuf.Timestamp
+	32, // 30: meshnode.v1.Decision.closed_at:type_name -> google.protobuf.Timestamp
 	9,  // 31: meshnode.v1.Decision.policy:type_name -> meshnode.v1.QuorumPolicyRecord
 	7,  // 32: meshnode.v1.ProposeRequest.proposal:type_name -> meshnode.v1.Proposal
 	18, // 33: meshnode.v1.ProposeResponse.decision:type_name -> meshnode.v1.Decision
@@ -2388,27 +2476,30 @@ var file_meshnode_v1_quorum_proto_depIdxs = []int32{
 	18, // 37: meshnode.v1.ListDecisionsResponse.decisions:type_name -> meshnode.v1.Decision
 	0,  // 38: meshnode.v1.ReviewRequest.outcome:type_name -> meshnode.v1.Choice
 	18, // 39: meshnode.v1.ReviewResponse.decision:type_name -> meshnode.v1.Decision
-	19, // 40: meshnode.v1.QuorumService.Propose:input_type -> meshnode.v1.ProposeRequest
-	21, // 41: meshnode.v1.QuorumService.Vote:input_type -> meshnode.v1.VoteRequest
-	23, // 42: meshnode.v1.QuorumService.GetDecision:input_type -> meshnode.v1.GetDecisionRequest
-	25, // 43: meshnode.v1.QuorumService.ListDecisions:input_type -> meshnode.v1.ListDecisionsRequest
-	27, // 44: meshnode.v1.QuorumService.Review:input_type -> meshnode.v1.ReviewRequest
-	29, // 45: meshnode.v1.QuorumService.ClearFlag:input_type -> meshnode.v1.ClearFlagRequest
-	10, // 46: meshnode.v1.QuorumService.SetQuorumPolicy:input_type -> meshnode.v1.SetQuorumPolicyRequest
-	12, // 47: meshnode.v1.QuorumService.ListQuorumPolicies:input_type -> meshnode.v1.ListQuorumPoliciesRequest
-	20, // 48: meshnode.v1.QuorumService.Propose:output_type -> meshnode.v1.ProposeResponse
-	22, // 49: meshnode.v1.QuorumService.Vote:output_type -> meshnode.v1.VoteResponse
-	24, // 50: meshnode.v1.QuorumService.GetDecision:output_type -> meshnode.v1.GetDecisionResponse
-	26, // 51: meshnode.v1.QuorumService.ListDecisions:output_type -> meshnode.v1.ListDecisionsResponse
-	28, // 52: meshnode.v1.QuorumService.Review:output_type -> meshnode.v1.ReviewResponse
-	30, // 53: meshnode.v1.QuorumService.ClearFlag:output_type -> meshnode.v1.ClearFlagResponse
-	11, // 54: meshnode.v1.QuorumService.SetQuorumPolicy:output_type -> meshnode.v1.SetQuorumPolicyResponse
-	13, // 55: meshnode.v1.QuorumService.ListQuorumPolicies:output_type -> meshnode.v1.ListQuorumPoliciesResponse
-	48, // [48:56] is the sub-list for method output_type
-	40, // [40:48] is the sub-list for method input_type
-	40, // [40:40] is the sub-list for extension type_name
-	40, // [40:40] is the sub-list for extension extendee
-	0,  // [0:40] is the sub-list for field type_name
+	18, // 40: meshnode.v1.QuorumBundle.decision:type_name -> meshnode.v1.Decision
+	34, // 41: meshnode.v1.QuorumBundle.keys:type_name -> meshnode.v1.AgentKey
+	35, // 42: meshnode.v1.QuorumBundle.operators:type_name -> meshnode.v1.SignedOperatorRecord
+	19, // 43: meshnode.v1.QuorumService.Propose:input_type -> meshnode.v1.ProposeRequest
+	21, // 44: meshnode.v1.QuorumService.Vote:input_type -> meshnode.v1.VoteRequest
+	23, // 45: meshnode.v1.QuorumService.GetDecision:input_type -> meshnode.v1.GetDecisionRequest
+	25, // 46: meshnode.v1.QuorumService.ListDecisions:input_type -> meshnode.v1.ListDecisionsRequest
+	27, // 47: meshnode.v1.QuorumService.Review:input_type -> meshnode.v1.ReviewRequest
+	29, // 48: meshnode.v1.QuorumService.ClearFlag:input_type -> meshnode.v1.ClearFlagRequest
+	10, // 49: meshnode.v1.QuorumService.SetQuorumPolicy:input_type -> meshnode.v1.SetQuorumPolicyRequest
+	12, // 50: meshnode.v1.QuorumService.ListQuorumPolicies:input_type -> meshnode.v1.ListQuorumPoliciesRequest
+	20, // 51: meshnode.v1.QuorumService.Propose:output_type -> meshnode.v1.ProposeResponse
+	22, // 52: meshnode.v1.QuorumService.Vote:output_type -> meshnode.v1.VoteResponse
+	24, // 53: meshnode.v1.QuorumService.GetDecision:output_type -> meshnode.v1.GetDecisionResponse
+	26, // 54: meshnode.v1.QuorumService.ListDecisions:output_type -> meshnode.v1.ListDecisionsResponse
+	28, // 55: meshnode.v1.QuorumService.Review:output_type -> meshnode.v1.ReviewResponse
+	30, // 56: meshnode.v1.QuorumService.ClearFlag:output_type -> meshnode.v1.ClearFlagResponse
+	11, // 57: meshnode.v1.QuorumService.SetQuorumPolicy:output_type -> meshnode.v1.SetQuorumPolicyResponse
+	13, // 58: meshnode.v1.QuorumService.ListQuorumPolicies:output_type -> meshnode.v1.ListQuorumPoliciesResponse
+	51, // [51:59] is the sub-list for method output_type
+	43, // [43:51] is the sub-list for method input_type
+	43, // [43:43] is the sub-list for extension type_name
+	43, // [43:43] is the sub-list for extension extendee
+	0,  // [0:43] is the sub-list for field type_name
 }
 
 func init() { file_meshnode_v1_quorum_proto_init() }
@@ -2417,13 +2508,14 @@ func file_meshnode_v1_quorum_proto_init() {
 		return
 	}
 	file_meshnode_v1_operator_proto_init()
+	file_meshnode_v1_registry_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meshnode_v1_quorum_proto_rawDesc), len(file_meshnode_v1_quorum_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   27,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
