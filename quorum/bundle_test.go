@@ -117,7 +117,10 @@ func TestVerifyBundle(t *testing.T) {
 	forged := make([]member, len(ms))
 	for i, m := range ms {
 		forged[i] = newMember(m.AgentID, m.Node)
-		forged[i].PublicKey, forged[i].priv = func() (ed25519.PublicKey, ed25519.PrivateKey) { p, k, _ := ed25519.GenerateKey(rand.Reader); return p, k }()
+		forged[i].PublicKey, forged[i].priv = func() (ed25519.PublicKey, ed25519.PrivateKey) {
+			p, k, _ := ed25519.GenerateKey(rand.Reader)
+			return p, k
+		}()
 	}
 	if _, err := VerifyBundle(tt.bundle, decidedBundle(t, tt.cluster(), forged, pol, tt.records), false); !errors.Is(err, ErrBelowPolicy) {
 		t.Fatalf("votes by substituted keys: %v, want ErrBelowPolicy (keys not pinned)", err)
