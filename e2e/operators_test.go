@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"path/filepath"
 	"encoding/json"
 	"strings"
 	"testing"
@@ -117,6 +118,28 @@ func TestAgentsAreNotOperators(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "by operator admin") || !strings.Contains(out, "review signature verifies") {
 		t.Fatalf("operator CLI: quorum verify of a reviewed decision: exit %d: %s%s", code, out, errOut)
 	}
+	// The reviewed decision, exported, verifies with no node at all.
+	bundle := filepath.Join(t.TempDir(), "e2e-review.bundle")
+	if out, errOut, code := n1.cli("quorum", "export", "e2e-review", "--out", bundle); code != 0 {
+		t.Fatalf("operator CLI: quorum export: exit %d: %s%s", code, out, errOut)
+	}
+	out, errOut, code = runCLI(t, nil, "quorum", "verify", "--bundle", bundle, "--trust", operator.TrustBundlePath(n1.dir), "--socket", "/nonexistent/meshnode.sock")
+	if code != 0 || !strings.Contains(out, "reviewed: approve by operator admin") {
+		t.Fatalf("offline verify of the exported bundle: exit %d: %s%s", code, out, errOut)
+	}
+	// Against another cluster's trust bundle (a CA and first admin made
+	// offline with the same trust domain), it does not.
+	ca := filepath.Join(t.TempDir(), "ca")
+	for _, args := range [][]string{{"pki", "init", "--dir", ca}, {"operator", "init", "--dir", ca}} {
+		if out, errOut, code := runCLI(t, nil, args...); code != 0 {
+			t.Fatalf("%v: exit %d: %s%s", args, code, out, errOut)
+		}
+	}
+	out, errOut, code = runCLI(t, nil, "quorum", "verify", "--bundle", bundle, "--trust", filepath.Join(ca, operator.OfflineBundleFile))
+	if code == 0 || !strings.Contains(errOut, "does NOT verify") {
+		t.Fatalf("offline verify against another cluster's trust bundle: exit %d: %s%s", code, out, errOut)
+	}
+
 	// Operators retire agents and nodes; a Raft server is not removed
 	// behind autopilot's back.
 	if out, errOut, code := n1.cli("agents", "remove", n3.name+"/silent"); code != 0 || !strings.Contains(out, "removed") {
