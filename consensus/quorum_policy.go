@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/hex"
 	"fmt"
+	"strings"
 
 	"github.com/hashicorp/go-memdb"
 	"google.golang.org/protobuf/proto"
@@ -86,12 +87,20 @@ func stateClusterID(txn *memdb.Txn) string {
 // verify with the vote keys registered in this state. Decisions without a
 // certificate (pending, no quorum, needs review) carry no claim to check.
 func checkDecided(txn *memdb.Txn, rec *meshnodev1.DecisionRecord) *meshnodev1.CommandResult {
-	if rec.GetStatus() != "decided" {
-		return nil
-	}
 	d := &meshnodev1.Decision{}
 	if err := proto.Unmarshal(rec.GetDecision(), d); err != nil {
-		return invalidResult("decision %s is unreadable: %v", rec.GetId(), err)
+		if rec.GetStatus() == recordStatus(meshnodev1.DecisionStatus_DECISION_STATUS_DECIDED) {
+			return invalidResult("decision %s is unreadable: %v", rec.GetId(), err)
+		}
+		return nil // opaque to the state machine, and claims nothing it checks
+	}
+	// The record's status is what readers filter on; it must say what the
+	// decision inside says, so a decided one cannot pass as unchecked.
+	if d.GetStatus() != meshnodev1.DecisionStatus_DECISION_STATUS_UNSPECIFIED && recordStatus(d.GetStatus()) != rec.GetStatus() {
+		return invalidResult("decision %s: record status %q but the decision says %s", rec.GetId(), rec.GetStatus(), d.GetStatus())
+	}
+	if d.GetStatus() != meshnodev1.DecisionStatus_DECISION_STATUS_DECIDED {
+		return nil
 	}
 	p := d.GetProposal()
 	inForce := effectivePolicy(txn, p.GetKind())
@@ -112,6 +121,12 @@ func checkDecided(txn *memdb.Txn, rec *meshnodev1.DecisionRecord) *meshnodev1.Co
 		return denied(fmt.Sprintf("decision %s: %v", rec.GetId(), err))
 	}
 	return nil
+}
+
+// recordStatus is the record status of a decision status ("decided",
+// "no_quorum", ...), as the API writes it.
+func recordStatus(s meshnodev1.DecisionStatus) string {
+	return strings.ToLower(strings.TrimPrefix(s.String(), "DECISION_STATUS_"))
 }
 
 // QuorumPolicies lists the stored quorum policies.

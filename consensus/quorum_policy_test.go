@@ -82,6 +82,11 @@ func TestStateMachineEnforcesQuorumPolicy(t *testing.T) {
 	if r := put(30, decidedRecord(t, st, 21, cluster, "self-2", oneOfOne, []string{"c1"}, builtIn)); r.GetStatus() != meshnodev1.CommandStatus_COMMAND_STATUS_PERMISSION_DENIED {
 		t.Fatalf("a 1-of-1 self-approval: %v", r)
 	}
+	disguised := decidedRecord(t, st, 200, cluster, "self-3", oneOfOne, []string{"c1"}, builtIn)
+	disguised.Status = "no_quorum"
+	if r := put(210, disguised); r.GetStatus() != meshnodev1.CommandStatus_COMMAND_STATUS_INVALID || !strings.Contains(r.GetMessage(), "record status") {
+		t.Fatalf("a decided self-approval recorded as no_quorum, past the checks: %v", r)
+	}
 	bft := &meshnodev1.QuorumRule{Kind: meshnodev1.QuorumRuleKind_QUORUM_RULE_KIND_BFT}
 	if r := put(40, decidedRecord(t, st, 31, cluster, "ok-1", bft, []string{"a", "b", "c", "d"}, builtIn)); r.GetStatus() != meshnodev1.CommandStatus_COMMAND_STATUS_OK {
 		t.Fatalf("a BFT decision of 4 distinct hosts: %v", r)
