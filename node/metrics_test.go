@@ -215,6 +215,8 @@ func TestDocumentedMetricsExist(t *testing.T) {
 	c.RetryBudgetExhausted("c")
 	c.Decided(routing.Latency, true)
 	reg.RetryBudgets(func() map[string]float64 { return map[string]float64{"c": 1} })
+	reg.Quorum().Decided("payment.approve", "decided", "approve", time.Second, 1)
+	reg.Quorum().Refused("below_policy")
 	fams, err := reg.Gatherer().Gather()
 	if err != nil {
 		t.Fatal(err)

@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
+	"strings"
 
 	"github.com/agentmesh/meshnode/consensus"
 	"github.com/agentmesh/meshnode/internal/api"
@@ -32,6 +34,25 @@ func (n *Node) startQuorum(context.Context) error {
 	cfg.Clock = n.clock
 	cfg.Policy = func(ctx context.Context, kind string) (*meshnodev1.QuorumPolicyRecord, error) {
 		return n.store.QuorumPolicy(ctx, consensus.ReadOptions{}, kind)
+	}
+	qm := n.metrics.Quorum()
+	cfg.Finished = func(d *meshnodev1.Decision) {
+		status := strings.ToLower(strings.TrimPrefix(d.GetStatus().String(), "DECISION_STATUS_"))
+		outcome := strings.ToLower(strings.TrimPrefix(d.GetOutcome().String(), "CHOICE_"))
+		voting := d.GetClosedAt().AsTime().Sub(d.GetProposal().GetCreatedAt().AsTime())
+		qm.Decided(d.GetProposal().GetKind(), status, outcome, voting, len(d.GetEquivocations()))
+	}
+	cfg.Refused = func(err error) {
+		switch {
+		case errors.Is(err, quorum.ErrBelowPolicy):
+			qm.Refused("below_policy")
+		case errors.Is(err, quorum.ErrTooFewVoters), errors.Is(err, quorum.ErrTooFewHosts):
+			qm.Refused("too_few_voters")
+		case errors.Is(err, quorum.ErrProposalConflict):
+			qm.Refused("conflict")
+		default:
+			qm.Refused("invalid")
+		}
 	}
 	cfg.Logger = n.log.With("component", "quorum")
 	c, err := quorum.NewCoordinator(cfg, n.catalog, n.plane.Load(), n.decisions)

@@ -13,6 +13,7 @@ import (
 	"github.com/agentmesh/meshnode/agent"
 	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
 	"github.com/agentmesh/meshnode/quorum"
+	dto "github.com/prometheus/client_model/go"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
@@ -260,6 +261,9 @@ func TestSelfApprovalIsRefusedBeforeFanOut(t *testing.T) {
 			t.Errorf("%s: %v, want FailedPrecondition naming the policy and its 4 voters", name, err)
 		}
 	}
+	if fams := scrapeSocket(t, nodes[2]); counterValue(fams["meshnode_quorum_refused_total"], "reason", "below_policy") < 2 {
+		t.Errorf("meshnode_quorum_refused_total{reason=below_policy} does not count the two refusals: %v", fams["meshnode_quorum_refused_total"])
+	}
 	if _, err := meshnodev1.NewQuorumServiceClient(nodes[2].conn(t)).SetQuorumPolicy(ctx, &meshnodev1.SetQuorumPolicyRequest{
 		Policy: &meshnodev1.QuorumPolicy{Kind: "payment.approve", MinVoters: 1, AllowSharedHosts: true, MinRule: &meshnodev1.QuorumRule{Kind: meshnodev1.QuorumRuleKind_QUORUM_RULE_KIND_K_OF_N, K: 1}}}); status.Code(err) != codes.PermissionDenied {
 		t.Fatalf("an unsigned quorum policy: %v, want PermissionDenied", err)
@@ -275,4 +279,17 @@ func TestSelfApprovalIsRefusedBeforeFanOut(t *testing.T) {
 		// Past the policy, the proposal fails only because n3/me does not exist.
 		return status.Code(err) == codes.FailedPrecondition && strings.Contains(err.Error(), "too few eligible voters")
 	})
+}
+
+// counterValue is the value of the counter in fam whose label name is value
+// (0 when absent).
+func counterValue(fam *dto.MetricFamily, name, value string) float64 {
+	for _, m := range fam.GetMetric() {
+		for _, l := range m.GetLabel() {
+			if l.GetName() == name && l.GetValue() == value {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	return 0
 }

@@ -39,6 +39,11 @@ type CoordinatorConfig struct {
 	// record, with the operator's signature). Nil means DefaultPolicy for
 	// every kind: the coordinator never runs a proposal without a policy.
 	Policy func(ctx context.Context, kind string) (*meshnodev1.QuorumPolicyRecord, error)
+	// Finished hears every decision this coordinator reached, before its
+	// commit (metrics); Refused every proposal refused before any vote
+	// request, with why. Both optional; they must not block.
+	Finished func(d *meshnodev1.Decision)
+	Refused  func(err error)
 }
 
 // DefaultCoordinatorConfig returns the defaults, with no ClusterID.
@@ -73,6 +78,12 @@ func (c CoordinatorConfig) withDefaults() CoordinatorConfig {
 	}
 	if c.CommitTimeout == 0 {
 		c.CommitTimeout = d.CommitTimeout
+	}
+	if c.Finished == nil {
+		c.Finished = func(*meshnodev1.Decision) {}
+	}
+	if c.Refused == nil {
+		c.Refused = func(error) {}
 	}
 	if c.Policy == nil {
 		c.Policy = func(context.Context, string) (*meshnodev1.QuorumPolicyRecord, error) {

@@ -137,6 +137,16 @@ func (c *Coordinator) start(ctx context.Context, p *meshnodev1.Proposal) (*meshn
 	if d, r, ok, err := c.existing(ctx, p); ok || err != nil {
 		return d, r, err
 	}
+	d, r, err := c.fresh(ctx, p)
+	if err != nil {
+		c.cfg.Refused(err)
+	}
+	return d, r, err
+}
+
+// fresh starts a vote on a proposal id not seen before: the node-owned
+// fields, the policy check, the electorate, the tally and the run.
+func (c *Coordinator) fresh(ctx context.Context, p *meshnodev1.Proposal) (*meshnodev1.Decision, *run, error) {
 	if err := c.complete(p); err != nil {
 		return nil, nil, err
 	}

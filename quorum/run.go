@@ -57,6 +57,7 @@ func (c *Coordinator) execute(r *run, t *Tally, voters []Voter) {
 
 	d := c.decide(p, t, end, late)
 	d.Policy = r.pending.GetPolicy()
+	c.cfg.Finished(d)
 	log.Info("quorum vote closed", "status", d.GetStatus(), "outcome", d.GetOutcome(), "detail", d.GetDetail())
 	cctx, ccancel := context.WithTimeout(c.ctx, c.cfg.CommitTimeout)
 	defer ccancel()

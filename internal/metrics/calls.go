@@ -29,6 +29,7 @@ const maxCachedEdges = 1 << 15
 // series. Safe for concurrent use.
 type Calls struct {
 	agents, caps *folder
+	folded       *prometheus.CounterVec // shared with the quorum metrics' kind label
 
 	calls, handled      *prometheus.CounterVec
 	duration, handlerD  *prometheus.HistogramVec
@@ -88,6 +89,7 @@ func newCalls(reg prometheus.Registerer, maxAgents int) *Calls {
 		Help: "Distinct label values folded under \"other\" because the per-node limit (metrics_max_agents) was reached, by label."}, []string{"label"})
 	pair := []string{"caller_agent", "callee_agent", "capability"}
 	c := &Calls{
+		folded: folded,
 		agents: newFolder(maxAgents, folded.WithLabelValues("agent")),
 		caps:   newFolder(maxAgents, folded.WithLabelValues("capability")),
 		calls: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meshnode_calls_total",

@@ -29,8 +29,9 @@ type Config struct {
 // many nodes in one process): nothing here is global but the go-metrics
 // bridge, which fans out to every registry.
 type Registry struct {
-	reg   *prometheus.Registry
-	calls *Calls
+	reg    *prometheus.Registry
+	calls  *Calls
+	quorum *Quorum
 }
 
 // New builds a registry with the Go runtime and process collectors, the
@@ -51,8 +52,12 @@ func New(cfg Config) (*Registry, error) {
 		ConstLabels: prometheus.Labels{"node": cfg.Node, "version": cfg.Version}})
 	info.Set(1)
 	reg.MustRegister(info)
-	return &Registry{reg: reg, calls: newCalls(reg, cfg.MaxAgents)}, nil
+	calls := newCalls(reg, cfg.MaxAgents)
+	return &Registry{reg: reg, calls: calls, quorum: newQuorum(reg, calls.folded)}, nil
 }
+
+// Quorum is the observer the quorum coordinator reports to.
+func (r *Registry) Quorum() *Quorum { return r.quorum }
 
 // Calls is the observer the data plane and the router report to.
 func (r *Registry) Calls() *Calls { return r.calls }
