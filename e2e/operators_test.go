@@ -2,8 +2,8 @@ package e2e
 
 import (
 	"context"
-	"path/filepath"
 	"encoding/json"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
