@@ -371,6 +371,9 @@ func (a *Agent) Close() error {
 		return nil
 	}
 	a.closed = true
+	if a.journal != nil {
+		a.journal.close()
+	}
 	if a.client != nil {
 		return a.client.Close()
 	}

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -25,80 +26,79 @@ import (
 // every later request for that id, whatever its round or terms, with that
 // same vote, which counts for nothing but the terms it was signed for.
 // With a state directory the journal survives restarts: each vote is
-// written (fsync'd) before it is sent.
+// appended and fsync'd before it is sent.
 
 // voteRetention is how long a journalled vote is kept. A proposal decides
 // once, at most 10 minutes after it was made; this leaves a wide margin.
 const voteRetention = 30 * 24 * time.Hour
 
-// maxVoteFileBytes bounds what the journal reads back.
-const maxVoteFileBytes = 64 << 10
+// maxVoteRecord bounds one journal record (a vote is well under 4 KiB).
+const maxVoteRecord = 64 << 10
+
+// journalFile is the append-only log in the journal directory: records of
+// [8-byte unix nanoseconds][4-byte length][Vote], each fsync'd before the
+// vote is sent (one fsync per vote: the vote is on the decision's path).
+const journalFile = "votes.log"
 
 type voteJournal struct {
-	dir string // "" keeps votes in memory only
-
 	mu    sync.Mutex
+	f     *os.File // nil keeps votes in memory only
 	votes map[string]*meshnodev1.Vote
 }
 
-// newVoteJournal opens the journal in dir (created 0700), dropping votes
-// older than voteRetention.
+// newVoteJournal opens the journal in dir (created 0700) and loads it,
+// dropping votes older than voteRetention (the file is compacted then). A
+// torn last record, from a crash mid-append, is dropped: its vote was
+// never sent.
 func newVoteJournal(dir string) (*voteJournal, error) {
-	j := &voteJournal{dir: dir, votes: map[string]*meshnodev1.Vote{}}
+	j := &voteJournal{votes: map[string]*meshnodev1.Vote{}}
 	if dir == "" {
 		return j, nil
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("agent: vote journal %s: %w", dir, err)
 	}
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return nil, fmt.Errorf("agent: vote journal %s: %w", dir, err)
+	path := filepath.Join(dir, journalFile)
+	data, err := os.ReadFile(path)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("agent: vote journal %s: %w", path, err)
 	}
-	for _, e := range entries {
-		if info, err := e.Info(); err == nil && time.Since(info.ModTime()) > voteRetention {
-			_ = os.Remove(filepath.Join(dir, e.Name()))
+	kept, dropped := []byte(nil), false
+	cutoff := time.Now().Add(-voteRetention).UnixNano()
+	for len(data) >= 12 {
+		at, n := int64(binary.BigEndian.Uint64(data)), int(binary.BigEndian.Uint32(data[8:]))
+		if n > maxVoteRecord || len(data) < 12+n {
+			break // torn tail
+		}
+		rec := data[:12+n]
+		v := &meshnodev1.Vote{}
+		if err := proto.Unmarshal(rec[12:], v); err != nil {
+			return nil, fmt.Errorf("agent: vote journal %s is damaged (%v); move it aside only if you know which proposals this agent voted on", path, err)
+		}
+		data = data[12+n:]
+		if at < cutoff {
+			dropped = true
+			continue
+		}
+		j.votes[v.GetProposalId()] = v
+		kept = append(kept, rec...)
+	}
+	if dropped || len(data) > 0 {
+		if err := atomicfile.Write(path, kept, 0o600); err != nil {
+			return nil, fmt.Errorf("agent: compact vote journal %s: %w", path, err)
 		}
 	}
+	if j.f, err = os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600); err != nil {
+		return nil, fmt.Errorf("agent: vote journal %s: %w", path, err)
+	}
 	return j, nil
-}
-
-func voteFileName(proposalID string) string {
-	sum := sha256.Sum256([]byte(proposalID))
-	return hex.EncodeToString(sum[:]) + ".vote"
 }
 
 // get returns the vote already signed for proposalID, or nil.
 func (j *voteJournal) get(proposalID string) (*meshnodev1.Vote, error) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	return j.getLocked(proposalID)
-}
-
-func (j *voteJournal) getLocked(proposalID string) (*meshnodev1.Vote, error) {
-	if v, ok := j.votes[proposalID]; ok {
-		return v, nil
-	}
-	if j.dir == "" {
-		return nil, nil
-	}
-	path := filepath.Join(j.dir, voteFileName(proposalID))
-	data, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("agent: read journalled vote %s: %w", path, err)
-	}
-	if len(data) > maxVoteFileBytes {
-		return nil, fmt.Errorf("agent: journalled vote %s is %d bytes", path, len(data))
-	}
-	v := &meshnodev1.Vote{}
-	if err := proto.Unmarshal(data, v); err != nil || v.GetProposalId() != proposalID {
-		return nil, fmt.Errorf("agent: journalled vote %s is damaged (%v); move it aside only if you know this agent never voted on %q", path, err, proposalID)
-	}
-	j.votes[proposalID] = v
-	return v, nil
+	return j.votes[proposalID], nil
 }
 
 // record keeps v as the vote for its proposal unless one is already kept,
@@ -106,20 +106,35 @@ func (j *voteJournal) getLocked(proposalID string) (*meshnodev1.Vote, error) {
 func (j *voteJournal) record(v *meshnodev1.Vote) (*meshnodev1.Vote, error) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	if had, err := j.getLocked(v.GetProposalId()); had != nil || err != nil {
-		return had, err
+	if had := j.votes[v.GetProposalId()]; had != nil {
+		return had, nil
 	}
-	if j.dir != "" {
-		data, err := proto.Marshal(v)
+	if j.f != nil {
+		b, err := proto.Marshal(v)
 		if err != nil {
 			return nil, err
 		}
-		if err := atomicfile.Write(filepath.Join(j.dir, voteFileName(v.GetProposalId())), data, 0o600); err != nil {
+		rec := binary.BigEndian.AppendUint64(nil, uint64(time.Now().UnixNano()))
+		rec = binary.BigEndian.AppendUint32(rec, uint32(len(b)))
+		if _, err := j.f.Write(append(rec, b...)); err != nil {
+			return nil, fmt.Errorf("agent: journal the vote on %q before sending it: %w", v.GetProposalId(), err)
+		}
+		if err := j.f.Sync(); err != nil {
 			return nil, fmt.Errorf("agent: journal the vote on %q before sending it: %w", v.GetProposalId(), err)
 		}
 	}
 	j.votes[v.GetProposalId()] = v
 	return v, nil
+}
+
+// close releases the journal file.
+func (j *voteJournal) close() {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.f != nil {
+		j.f.Close()
+		j.f = nil
+	}
 }
 
 // statePaths returns the key file and the vote journal directory ("" for

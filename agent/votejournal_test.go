@@ -3,6 +3,8 @@ package agent
 import (
 	"context"
 	"crypto/ed25519"
+	"os"
+	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -80,5 +82,43 @@ func TestOneVotePerProposal(t *testing.T) {
 	}
 	if n := calls.Load(); n != 1 {
 		t.Fatalf("the vote handler ran %d times for one proposal", n)
+	}
+}
+
+// The journal survives a reopen, and a torn last record (a crash in the
+// middle of an append, before the vote was sent) is dropped.
+func TestVoteJournalReopens(t *testing.T) {
+	dir := t.TempDir()
+	j, err := newVoteJournal(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"p1", "p2"} {
+		if _, err := j.record(&meshnodev1.Vote{ProposalId: id, Choice: Approve}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if v, _ := j.record(&meshnodev1.Vote{ProposalId: "p1", Choice: Reject}); v.GetChoice() != Approve {
+		t.Fatalf("a second vote on p1 replaced the first: %v", v)
+	}
+	j.close()
+	f, err := os.OpenFile(filepath.Join(dir, journalFile), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Write([]byte{0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 1, 0, 42}) // a record cut short
+	f.Close()
+	j, err = newVoteJournal(dir)
+	if err != nil {
+		t.Fatalf("reopening after a torn append: %v", err)
+	}
+	defer j.close()
+	for _, id := range []string{"p1", "p2"} {
+		if v, _ := j.get(id); v.GetChoice() != Approve {
+			t.Fatalf("vote on %s after reopening: %v", id, v)
+		}
+	}
+	if _, err := j.record(&meshnodev1.Vote{ProposalId: "p3", Choice: Reject}); err != nil {
+		t.Fatalf("appending after the torn tail was dropped: %v", err)
 	}
 }

@@ -78,7 +78,9 @@ func benchQuorumProcesses(b *testing.B) {
 	})
 	var ids []string
 	for _, name := range []string{"n1", "n2", "n3", "n4"} {
-		a := &agent.Agent{Name: "voter", Socket: nodes[name].socket}
+		// Eight proposers at once ask each voter up to eight votes at once;
+		// the default of 4 running vote handlers would shed the rest.
+		a := &agent.Agent{Name: "voter", Socket: nodes[name].socket, MaxVotesInFlight: 32}
 		a.Handle(agent.Capability{Name: "bench.voter"}, func(context.Context, *agent.Request) (*agent.Response, error) {
 			return &agent.Response{}, nil
 		})
