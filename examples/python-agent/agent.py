@@ -337,9 +337,11 @@ class Agent:
                                  self.agent_id, self.node, voter.key)
         try:
             v = voter.journal.vote_once(pid, sign)
+        except Exception as e:  # the pool would swallow it: say why no vote went out
+            self.log("casting no vote on %s: %s: %s" % (pid, type(e).__name__, e))
+            return
+        try:
             self.client.unary("QuorumService/Vote", {"requestId": field(ask, "requestId", "request_id"), "vote": v})
-        except vote.VoteError as e:
-            self.log("casting no vote on %s: %s" % (pid, e))
         except (ConnectError, OSError, http.client.HTTPException) as e:
             self.log("could not deliver the vote on %s: %s" % (pid, e))
 
