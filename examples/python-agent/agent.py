@@ -8,9 +8,12 @@ JSON). Payloads are bytes, so they travel base64-encoded (proto3 JSON).
 
     python3 agent.py --name py-echo --capability demo.echo      # serve
     python3 agent.py --call demo.echo --data '"hello"'          # call once
+    python3 agent.py --name py-voter --vote approve --max-amount 100  # also vote
 
 The socket comes from --socket, else $MESHNODE_SOCKET, else the node's
-default path. Copy this file: it has no dependencies.
+default path. Copy this file and vote.py: serving and calling need nothing
+but the standard library; voting (--vote, vote.py) needs the `cryptography`
+package for ed25519 (apt-get install python3-cryptography).
 """
 
 import argparse
@@ -27,6 +30,8 @@ import struct
 import sys
 import threading
 import time
+
+import vote
 
 SOCKET_ENV = "MESHNODE_SOCKET"
 
@@ -220,8 +225,9 @@ def parse_time(s):
 class Agent:
     """Registers, serves one capability, reconnects when the node restarts."""
 
-    def __init__(self, client, name, capability, max_in_flight=16, log=None):
+    def __init__(self, client, name, capability, max_in_flight=16, log=None, voter=None):
         self.client = client
+        self.voter = voter  # a Voter, or None: this agent does not vote
         self.name = name
         self.capability = capability
         self.max_in_flight = max_in_flight
@@ -244,10 +250,14 @@ class Agent:
         return json.dumps(answer, separators=(",", ":")).encode(), "application/json"
 
     def register(self):
-        resp = self.client.unary("RegistryService/Register", {
+        req = {
             "name": self.name,
             "capabilities": [{"name": self.capability, "proficiency": "PROFICIENCY_EXPERIENCED"}],
-        })
+        }
+        if self.voter:
+            req["roles"] = ["voter"]
+            req["votePublicKey"] = vote.public_key_b64(self.voter.key)
+        resp = self.client.unary("RegistryService/Register", req)
         agent = resp.get("agent") or {}
         self.agent_id = agent.get("id") or self.name
         self.node = agent.get("node", "")
@@ -267,7 +277,10 @@ class Agent:
             elif event.get("cancel"):
                 with self.lock:
                     self.cancelled.add(field(event["cancel"], "callId", "call_id"))
-            # Other events (vote requests) are not handled by this example.
+            elif event.get("vote") and self.voter:
+                self.pool.submit(self.cast, event["vote"])
+            # A vote request to an agent without a key cannot happen: the
+            # node asks only agents that registered one.
         return ready
 
     def serve_forever(self, stop):
@@ -311,6 +324,27 @@ class Agent:
         except (ConnectError, OSError, http.client.HTTPException) as e:
             self.log("could not deliver the answer to call %s: %s" % (call_id, e))
 
+    def cast(self, ask):
+        """Answer a vote request with this agent's one signed vote on the
+        proposal (journalled before it is sent)."""
+        proposal = ask.get("proposal") or {}
+        pid = proposal.get("id", "")
+        voter = self.voter
+
+        def sign():
+            choice, reason = vote.decide(proposal, voter.choice, voter.max_amount)
+            return vote.new_vote(field(ask, "clusterId", "cluster_id") or "", proposal, choice, reason,
+                                 self.agent_id, self.node, voter.key)
+        try:
+            v = voter.journal.vote_once(pid, sign)
+        except Exception as e:  # the pool would swallow it: say why no vote went out
+            self.log("casting no vote on %s: %s: %s" % (pid, type(e).__name__, e))
+            return
+        try:
+            self.client.unary("QuorumService/Vote", {"requestId": field(ask, "requestId", "request_id"), "vote": v})
+        except (ConnectError, OSError, http.client.HTTPException) as e:
+            self.log("could not deliver the vote on %s: %s" % (pid, e))
+
     def deregister(self):
         try:
             self.client.unary("RegistryService/Deregister", {"agentId": self.agent_id}, timeout=2)
@@ -340,6 +374,16 @@ def call(client, capability, data, timeout):
     sys.stdout.flush()
 
 
+class Voter:
+    """What an agent needs to vote: its key, its journal and its rule."""
+
+    def __init__(self, state, choice="approve", max_amount=None):
+        self.key = vote.load_or_create_key(os.path.join(state, "vote.key"))
+        self.journal = vote.Journal(os.path.join(state, "votes"))
+        self.choice = choice
+        self.max_amount = max_amount
+
+
 def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
@@ -353,13 +397,29 @@ def main(argv=None):
     p.add_argument("--call", metavar="CAP", help="call this capability once instead of serving")
     p.add_argument("--data", default="null", help="payload for --call: JSON, @file, or - for stdin")
     p.add_argument("--timeout", type=float, default=10.0, help="deadline for --call, seconds")
+    p.add_argument("--vote", nargs="?", const="approve", choices=("approve", "reject"),
+                   help="vote in quorum decisions: approve (the default) or reject every proposal")
+    p.add_argument("--max-amount", type=float, metavar="N",
+                   help="with --vote: reject a JSON payload whose \"amount\" exceeds N")
+    p.add_argument("--state-dir", help="vote key and journal (default: the Go SDK's, "
+                   "$XDG_STATE_HOME/meshnode/agents/NAME-SOCKETHASH)")
     args = p.parse_args(argv)
-    client = Client(args.socket or default_socket())
+    socket_path = args.socket or default_socket()
+    client = Client(socket_path)
+    voter = None
+    if args.vote and not args.call:
+        try:
+            voter = Voter(args.state_dir or vote.state_dir(args.name, socket_path), args.vote, args.max_amount)
+        except (vote.VoteError, OSError) as e:
+            print("agent.py: --vote: %s" % e, file=sys.stderr)
+            return 2
+    elif args.max_amount is not None:
+        p.error("--max-amount needs --vote")
     try:
         if args.call:
             call(client, args.call, args.data, args.timeout)
             return 0
-        agent = Agent(client, args.name, args.capability, args.max_in_flight)
+        agent = Agent(client, args.name, args.capability, args.max_in_flight, voter=voter)
         stop = threading.Event()
         signal.signal(signal.SIGTERM, _interrupt)  # stop like Ctrl-C
         try:
