@@ -1,11 +1,14 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
 
 	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
 )
@@ -26,34 +29,28 @@ revoked. The tokens themselves are never stored, so they cannot be shown.`,
   meshnode token list --json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			conn, ctx, done, err := cf.open()
-			if err != nil {
-				return err
-			}
-			defer done()
-			resp, err := meshnodev1.NewPKIServiceClient(conn).ListTokens(ctx, &meshnodev1.ListTokensRequest{})
-			if err != nil {
-				return rpcError("list tokens", err, cf.socketPath())
-			}
-			if cf.json {
-				return printJSON(cmd.OutOrStdout(), resp)
-			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tNAME\tROLE\tISSUED BY\tEXPIRES\tSTATE")
-			now := time.Now()
-			for _, t := range resp.GetTokens() {
-				name := t.GetNodeName()
-				if name == "" {
-					name = "(any)"
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", t.GetId(), name, roleWord(t.GetRole()), t.GetOperator(),
-					t.GetExpiresAt().AsTime().Local().Format(time.DateTime), tokenState(t, now))
-			}
-			return tw.Flush()
+			return runRPC(cmd, cf, "list tokens", func(ctx context.Context, conn *grpc.ClientConn) (*meshnodev1.ListTokensResponse, error) {
+				return meshnodev1.NewPKIServiceClient(conn).ListTokens(ctx, &meshnodev1.ListTokensRequest{})
+			}, printTokens)
 		},
 	}
 	cf = addClientFlags(c)
 	return c
+}
+
+func printTokens(w io.Writer, resp *meshnodev1.ListTokensResponse) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tNAME\tROLE\tISSUED BY\tEXPIRES\tSTATE")
+	now := time.Now()
+	for _, t := range resp.GetTokens() {
+		name := t.GetNodeName()
+		if name == "" {
+			name = "(any)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", t.GetId(), name, roleWord(t.GetRole()), t.GetOperator(),
+			t.GetExpiresAt().AsTime().Local().Format(time.DateTime), tokenState(t, now))
+	}
+	return tw.Flush()
 }
 
 func roleWord(r meshnodev1.JoinRole) string {
@@ -85,20 +82,12 @@ func newTokenRevokeCmd() *cobra.Command {
   meshnode token revoke 3f2a9c... --reason "sent to the wrong channel"`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			conn, ctx, done, err := cf.open()
-			if err != nil {
+			return runRPC(cmd, cf, "revoke token "+args[0], func(ctx context.Context, conn *grpc.ClientConn) (*meshnodev1.RevokeTokenResponse, error) {
+				return meshnodev1.NewPKIServiceClient(conn).RevokeToken(ctx, &meshnodev1.RevokeTokenRequest{Id: args[0], Reason: reason})
+			}, func(w io.Writer, resp *meshnodev1.RevokeTokenResponse) error {
+				_, err := fmt.Fprintf(w, "token %s revoked\n", args[0])
 				return err
-			}
-			defer done()
-			resp, err := meshnodev1.NewPKIServiceClient(conn).RevokeToken(ctx, &meshnodev1.RevokeTokenRequest{Id: args[0], Reason: reason})
-			if err != nil {
-				return rpcError("revoke token "+args[0], err, cf.socketPath())
-			}
-			if cf.json {
-				return printJSON(cmd.OutOrStdout(), resp)
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "token %s revoked\n", args[0])
-			return nil
+			})
 		},
 	}
 	cf = writeClientFlags(c)
@@ -119,20 +108,12 @@ itself again when it next writes: to keep a node out, revoke it.`,
   meshnode node remove n7 --json`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			conn, ctx, done, err := cf.open()
-			if err != nil {
+			return runRPC(cmd, cf, "remove node "+args[0], func(ctx context.Context, conn *grpc.ClientConn) (*meshnodev1.RemoveNodeResponse, error) {
+				return meshnodev1.NewPKIServiceClient(conn).RemoveNode(ctx, &meshnodev1.RemoveNodeRequest{NodeName: args[0]})
+			}, func(w io.Writer, resp *meshnodev1.RemoveNodeResponse) error {
+				_, err := fmt.Fprintf(w, "node %s removed with %d agents\n", args[0], resp.GetAgentsRemoved())
 				return err
-			}
-			defer done()
-			resp, err := meshnodev1.NewPKIServiceClient(conn).RemoveNode(ctx, &meshnodev1.RemoveNodeRequest{NodeName: args[0]})
-			if err != nil {
-				return rpcError("remove node "+args[0], err, cf.socketPath())
-			}
-			if cf.json {
-				return printJSON(cmd.OutOrStdout(), resp)
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "node %s removed with %d agents\n", args[0], resp.GetAgentsRemoved())
-			return nil
+			})
 		},
 	}
 	cf = writeClientFlags(c)
@@ -150,20 +131,12 @@ it reconnects.`,
 		Example: `  meshnode agents remove n2/summarizer`,
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			conn, ctx, done, err := cf.open()
-			if err != nil {
+			return runRPC(cmd, cf, "remove agent "+args[0], func(ctx context.Context, conn *grpc.ClientConn) (*meshnodev1.RemoveAgentResponse, error) {
+				return meshnodev1.NewRegistryServiceClient(conn).RemoveAgent(ctx, &meshnodev1.RemoveAgentRequest{Id: args[0]})
+			}, func(w io.Writer, resp *meshnodev1.RemoveAgentResponse) error {
+				_, err := fmt.Fprintf(w, "agent %s removed\n", args[0])
 				return err
-			}
-			defer done()
-			resp, err := meshnodev1.NewRegistryServiceClient(conn).RemoveAgent(ctx, &meshnodev1.RemoveAgentRequest{Id: args[0]})
-			if err != nil {
-				return rpcError("remove agent "+args[0], err, cf.socketPath())
-			}
-			if cf.json {
-				return printJSON(cmd.OutOrStdout(), resp)
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "agent %s removed\n", args[0])
-			return nil
+			})
 		},
 	}
 	cf = writeClientFlags(c)
@@ -185,20 +158,12 @@ votes stop counting. A reviewer clears the flag once the cause is understood
 			if reason == "" {
 				return usagef("--reason TEXT: say why the agent's votes may count again")
 			}
-			conn, ctx, done, err := cf.open()
-			if err != nil {
+			return runRPC(cmd, cf, "clear flag of "+args[0], func(ctx context.Context, conn *grpc.ClientConn) (*meshnodev1.ClearFlagResponse, error) {
+				return meshnodev1.NewQuorumServiceClient(conn).ClearFlag(ctx, &meshnodev1.ClearFlagRequest{AgentId: args[0], Reason: reason})
+			}, func(w io.Writer, resp *meshnodev1.ClearFlagResponse) error {
+				_, err := fmt.Fprintf(w, "flag of %s cleared\n", args[0])
 				return err
-			}
-			defer done()
-			resp, err := meshnodev1.NewQuorumServiceClient(conn).ClearFlag(ctx, &meshnodev1.ClearFlagRequest{AgentId: args[0], Reason: reason})
-			if err != nil {
-				return rpcError("clear flag of "+args[0], err, cf.socketPath())
-			}
-			if cf.json {
-				return printJSON(cmd.OutOrStdout(), resp)
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "flag of %s cleared\n", args[0])
-			return nil
+			})
 		},
 	}
 	cf = writeClientFlags(c)

@@ -105,14 +105,8 @@ func newOperatorAddCmd() *cobra.Command {
 				return err
 			}
 			defer done()
-			key, issuer, from, err := operatorKey(cf.absSocket())
+			key, issuer, from, err := recordSigner(ctx, conn, cf)
 			if err != nil {
-				return err
-			}
-			if key == nil {
-				return usagef("no operator key to sign the record with: pass --operator-key (an admin's)")
-			}
-			if issuer, err = signerName(ctx, conn, key, issuer); err != nil {
 				return err
 			}
 			rec := &meshnodev1.OperatorRecord{Name: args[0], PublicKey: pub, Roles: roles, Issuer: issuer, Version: version}

@@ -34,6 +34,20 @@ func signerName(ctx context.Context, conn grpc.ClientConnInterface, key ed25519.
 	return opsign.NameOf(ctx, conn, key.Public().(ed25519.PublicKey), tb.GetBundle())
 }
 
+// recordSigner is the admin key that signs operator records from here, the
+// admin's name and where the key came from.
+func recordSigner(ctx context.Context, conn grpc.ClientConnInterface, cf *clientFlags) (ed25519.PrivateKey, string, string, error) {
+	key, issuer, from, err := operatorKey(cf.absSocket())
+	if err != nil {
+		return nil, "", "", err
+	}
+	if key == nil {
+		return nil, "", "", usagef("no operator key to sign the record with: pass --operator-key (an admin's)")
+	}
+	issuer, err = signerName(ctx, conn, key, issuer)
+	return key, issuer, from, err
+}
+
 func newOperatorInitCmd() *cobra.Command {
 	var dir, name string
 	c := &cobra.Command{
@@ -106,14 +120,8 @@ another admin signs them again. The last valid admin cannot be removed.`,
 				return err
 			}
 			defer done()
-			key, issuer, from, err := operatorKey(cf.absSocket())
+			key, issuer, from, err := recordSigner(ctx, conn, cf)
 			if err != nil {
-				return err
-			}
-			if key == nil {
-				return usagef("no operator key to sign with: pass --operator-key (an admin's)")
-			}
-			if issuer, err = signerName(ctx, conn, key, issuer); err != nil {
 				return err
 			}
 			list, err := meshnodev1.NewOperatorServiceClient(conn).ListOperators(ctx, &meshnodev1.ListOperatorsRequest{})
