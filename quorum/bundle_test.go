@@ -62,7 +62,13 @@ func (tt *testTrust) signedPolicy(t testing.TB, pol *meshnodev1.QuorumPolicy, in
 // 100 under pol, with the members' keys recorded from index 10.
 func decidedBundle(t testing.TB, cluster string, ms []member, pol *meshnodev1.QuorumPolicyRecord, ops []*meshnodev1.SignedOperatorRecord) *meshnodev1.QuorumBundle {
 	t.Helper()
-	p := newProposal("pay-1", &meshnodev1.QuorumRule{Kind: meshnodev1.QuorumRuleKind_QUORUM_RULE_KIND_BFT}, ms)
+	return decidedUnder(t, cluster, ms, &meshnodev1.QuorumRule{Kind: meshnodev1.QuorumRuleKind_QUORUM_RULE_KIND_BFT}, pol, ops)
+}
+
+// decidedUnder is decidedBundle with another rule.
+func decidedUnder(t testing.TB, cluster string, ms []member, rule *meshnodev1.QuorumRule, pol *meshnodev1.QuorumPolicyRecord, ops []*meshnodev1.SignedOperatorRecord) *meshnodev1.QuorumBundle {
+	t.Helper()
+	p := newProposal("pay-1", rule, ms)
 	tally, err := NewTally(cluster, p, votersOf(ms))
 	if err != nil {
 		t.Fatal(err)
@@ -134,6 +140,18 @@ func TestVerifyBundle(t *testing.T) {
 	}
 	if r, err := VerifyBundle(tt.bundle, unpinned, false); err != nil || r.KeysPinned {
 		t.Fatalf("an unpinned bundle, accepting registry keys: %+v, %v", r, err)
+	}
+
+	// Self-approval under the default policy: one voter, unanimous.
+	self := decidedUnder(t, tt.cluster(), ms[:1], &meshnodev1.QuorumRule{Kind: meshnodev1.QuorumRuleKind_QUORUM_RULE_KIND_UNANIMOUS}, def, nil)
+	if _, err := VerifyBundle(tt.bundle, self, false); !errors.Is(err, ErrBelowPolicy) {
+		t.Fatal("a one-voter self-approval verified")
+	}
+	// Voters on nodes outside the policy's pinned hosts (what a server's
+	// CA key could certify) do not count.
+	pinnedNodes := tt.signedPolicy(t, &meshnodev1.QuorumPolicy{Kind: "payment.approve", EligibleNodes: []string{"n00", "n01", "n02", "elsewhere"}}, 60)
+	if _, err := VerifyBundle(tt.bundle, decidedBundle(t, tt.cluster(), ms, pinnedNodes, tt.records), false); !errors.Is(err, ErrBelowPolicy) {
+		t.Fatalf("a voter outside the pinned nodes: %v, want ErrBelowPolicy", err)
 	}
 
 	// Another cluster: the same names and policy, another root.
