@@ -297,6 +297,12 @@ func TestDashboardInChromium(t *testing.T) {
 		return err == nil && n == 4
 	})
 	step("screenshot the cluster", shot("cluster"))
+	if leader := text(`#leader`); !strings.Contains(leader, "n1") {
+		t.Errorf("the cluster page names %q as the Raft leader; want n1", leader)
+	}
+	if exp := text(`#cert-expiry`); !strings.Contains(exp, "T") {
+		t.Errorf("the cluster page shows no certificate expiry: %q", exp)
+	}
 
 	// Decisions: the real one verifies in the browser.
 	step("open the decisions", chromedp.Navigate(url+"#decisions"), chromedp.WaitVisible(`a[href="#decision/e2e-dash"]`), shot("decisions"),

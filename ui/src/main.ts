@@ -93,10 +93,18 @@ function matrixView(rows: shape.Pair[], agents: shape.Agent[]) {
 
 async function clusterView() {
   const { status, members } = await getJSON("/api/cluster");
-  const ms = members.members ?? [];
-  const cell = (m: any) => Object.entries(m).filter(([, v]) => typeof v !== "object").map(([k, v]) => `<dt>${esc(k)}</dt><dd>${esc(v)}</dd>`).join("");
-  $("#view").innerHTML = `<h2>This node</h2><dl class="kv">${cell(status)}</dl><h2>Members (${ms.length})</h2>
-    <div class="cards">${ms.map((m: any) => `<section class="card"><h3>${esc(m.name)}</h3><dl class="kv">${cell(m)}</dl></section>`).join("")}</div>`;
+  const ms: any[] = members.members ?? [];
+  const voters = ms.filter((m) => /voter|leader/i.test(m.raftRole ?? "") && !/non/i.test(m.raftRole ?? "")).map((m) => m.name);
+  const expires = status.certificateExpiresAt ? new Date(status.certificateExpiresAt) : undefined;
+  const hours = expires ? (expires.getTime() - Date.now()) / 3.6e6 : NaN;
+  $("#view").innerHTML = `<h2>Cluster ${esc(status.clusterId)}</h2>
+    <dl class="kv" id="summary"><dt>Raft leader</dt><dd id="leader">${esc(status.leader || "none known")}</dd>
+    <dt>Raft voters</dt><dd id="voters">${esc(voters.join(", ") || "-")}</dd>
+    <dt>this node</dt><dd>${esc(status.name)} (${esc(status.role)}, ${esc(status.version)})</dd>
+    <dt>its certificate expires</dt><dd id="cert-expiry">${expires ? `${esc(expires.toISOString())} (in ${hours.toFixed(1)} h${hours < 2 ? ", RENEWAL DUE" : ""})` : "-"}</dd>
+    <dt>registry index</dt><dd>${esc(status.registryIndex)}</dd></dl>
+    <h2>Members (${ms.length})</h2><table id="members"><thead><tr><th>name</th><th>status</th><th>role</th><th>Raft</th><th>agents</th><th>in flight</th><th>address</th><th>version</th></tr></thead><tbody>
+    ${ms.map((m) => `<tr class="card"><td>${esc(m.name)}</td><td>${esc(m.status)}</td><td>${esc(m.role)}</td><td>${esc(m.raftRole || "-")}</td><td>${esc(m.agents)}</td><td>${esc(m.inFlight)}</td><td>${esc(m.address)}</td><td>${esc(m.version)}</td></tr>`).join("")}</tbody></table>`;
 }
 
 async function decisionsView() {
