@@ -1,9 +1,18 @@
 package main
 
 import (
+	"context"
 	"crypto/ed25519"
+	"errors"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/agentmesh/meshnode/internal/dashboard"
 
 	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
 )
@@ -45,6 +54,29 @@ func TestDashboardListenLoopbackOnly(t *testing.T) {
 	for addr, ok := range map[string]bool{"127.0.0.1:0": true, "[::1]:8080": true, "0.0.0.0:80": false, ":8080": false, "10.0.0.1:80": false, "localhost:80": false} {
 		if err := checkLoopback(addr); (err == nil) != ok {
 			t.Errorf("checkLoopback(%q) = %v; want ok=%v", addr, err, ok)
+		}
+	}
+}
+
+// TestSocketSourceUnreachable: with no node on the socket, every read is
+// ErrUnreachable (the page's "retrying" case), through a real gRPC client.
+func TestSocketSourceUnreachable(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "none.sock")
+	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	s := &socketSource{conn: conn, socket: sock}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for name, read := range map[string]func() error{
+		"traffic": func() error { _, err := s.Traffic(ctx); return err },
+		"status":  func() error { _, err := s.Status(ctx); return err },
+		"bundle":  func() error { _, err := s.Bundle(ctx, "d1"); return err },
+	} {
+		if err := read(); !errors.Is(err, dashboard.ErrUnreachable) {
+			t.Errorf("%s with no node: %v; want ErrUnreachable", name, err)
 		}
 	}
 }
