@@ -280,6 +280,18 @@ func TestDashboardInChromium(t *testing.T) {
 		}
 	}
 
+	// Filtered to pairs with errors, the graph keeps the failing edge only.
+	onlyErrors, err := chromedp.Run(bctx, chromedp.Evaluate[graphState](`(() => {
+		const box = document.querySelector('#f-err');
+		box.checked = true;
+		box.dispatchEvent(new Event('change'));
+		return window.dashboard.graph();
+	})()`))
+	if err != nil || len(onlyErrors.Edges) != 1 || onlyErrors.Edges[0].Target != "n3/flaky" {
+		t.Errorf("graph filtered to errors: %+v (%v); want the one edge to n3/flaky", onlyErrors.Edges, err)
+	}
+	step("screenshot the filtered graph", chromedp.Sleep(200*time.Millisecond), shot("graph-errors-only"))
+
 	// The pair matrix: the slow pair (40 ms) is first among the slowest.
 	step("open the pair matrix", chromedp.Navigate(url+"#matrix"), chromedp.WaitVisible(`#slowest tbody tr`), shot("matrix"))
 	slowFirst, idle := text(`#slowest tbody tr:first-child`), text(`#idle`)

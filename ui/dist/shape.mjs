@@ -48,9 +48,15 @@ function noIncoming(rows, agents) {
   const called = new Set(rows.map((r) => r.callee));
   return (agents ?? []).map((a) => a.id).filter((id) => !called.has(id)).sort();
 }
+function filterPairs(rows, f) {
+  return rows.filter((r) => (!f.node || nodeOf(r.caller) === f.node || nodeOf(r.callee) === f.node) && (!f.capability || r.capability === f.capability) && (!f.errorsOnly || r.errors > 0));
+}
+const COLUMN_WIDTH = 280, AGENT_DX = 110, AGENT_DY = 90;
 const nodeOf = (id) => id.split("/")[0];
-function graphElements(rows, agents) {
-  const ids = new Set((agents ?? []).map((a) => a.id));
+function graphElements(rows, agents, f = {}) {
+  const filtering = !!(f.node || f.capability || f.errorsOnly);
+  rows = filterPairs(rows, f);
+  const ids = new Set((agents ?? []).map((a) => a.id).filter((id) => !filtering || f.node && !f.capability && !f.errorsOnly && nodeOf(id) === f.node));
   for (const r of rows) {
     if (r.caller) ids.add(r.caller);
     ids.add(r.callee);
@@ -58,8 +64,15 @@ function graphElements(rows, agents) {
   const out = [];
   const hosts = new Set([...ids].map(nodeOf));
   for (const h of [...hosts].sort()) out.push({ group: "nodes", data: { id: `node:${h}`, label: h, kind: "node" } });
+  const hostList = [...hosts].sort(), row = /* @__PURE__ */ new Map();
   for (const id of [...ids].sort()) {
-    out.push({ group: "nodes", data: { id, label: id.slice(id.indexOf("/") + 1), parent: `node:${nodeOf(id)}`, kind: "agent" } });
+    const h = nodeOf(id), i = row.get(h) ?? 0;
+    row.set(h, i + 1);
+    out.push({
+      group: "nodes",
+      data: { id, label: id.slice(id.indexOf("/") + 1), parent: `node:${h}`, kind: "agent" },
+      position: { x: hostList.indexOf(h) * COLUMN_WIDTH + i % 2 * AGENT_DX, y: Math.floor(i / 2) * AGENT_DY + hostList.indexOf(h) % 2 * AGENT_DY * 0.6 + i % 2 * AGENT_DY * 0.4 }
+    });
   }
   const maxRps = Math.max(1e-9, ...rows.map((r) => r.rps));
   for (const r of rows) {
@@ -179,10 +192,14 @@ async function verifyBundle(bundle, trust, verify) {
   return result();
 }
 export {
+  AGENT_DX,
+  AGENT_DY,
+  COLUMN_WIDTH,
   VOTE_CONTEXT,
   WINDOW_SECONDS,
   b64,
   errorLevel,
+  filterPairs,
   graphElements,
   hex,
   keyAt,

@@ -37,20 +37,28 @@ let cy: cytoscape.Core | undefined;
 let sortKey: shape.SortKey = "p99Ms";
 let ascending = false;
 let lastRows: shape.Pair[] = [];
+const filter: shape.Filter = {};
 
 function graphView(rows: shape.Pair[], agents: shape.Agent[]) {
-  const els = shape.graphElements(rows, agents);
+  const els = shape.graphElements(rows, agents, filter);
   const key = els.map((e) => e.data.id).join(",");
   if (!cy || cy.scratch("key") !== key) {
-    $("#view").innerHTML = `<div class="graph-wrap"><div id="graph" role="img" aria-label="agent interaction graph"></div>
+    const nodes = [...new Set(agents.map((a) => shape.nodeOf(a.id)).concat(rows.map((r) => shape.nodeOf(r.callee))))].sort();
+    const caps = [...new Set(rows.map((r) => r.capability))].sort();
+    const opts = (all: string[], cur?: string) => `<option value="">all</option>` + all.map((v) => `<option${v === cur ? " selected" : ""}>${esc(v)}</option>`).join("");
+    $("#view").innerHTML = `<form class="filters" aria-label="filter the graph">
+      <label>node <select id="f-node">${opts(nodes, filter.node)}</select></label>
+      <label>capability <select id="f-cap">${opts(caps, filter.capability)}</select></label>
+      <label><input type="checkbox" id="f-err"${filter.errorsOnly ? " checked" : ""}> pairs with errors only</label></form>
+      <div class="graph-wrap"><div id="graph" role="img" aria-label="agent interaction graph"></div>
       <aside id="detail" aria-live="polite">Select an edge or an agent.</aside></div>
       <p class="legend"><span class="l-ok">── ok</span> <span class="l-degraded">- - degraded (errors)</span> <span class="l-failing">··· failing (≥5% errors)</span>; width: requests/s</p>`;
     cy = cytoscape({
-      container: $("#graph"), elements: els as any, layout: { name: "cose", animate: false },
+      container: $("#graph"), elements: els as any, layout: { name: "preset", fit: true, padding: 30 },
       style: [
         { selector: "node[kind='node']", style: { label: "data(label)", "text-valign": "top", "background-color": "#eef", "border-color": "#99a", "border-width": 1 } },
         { selector: "node[kind='agent']", style: { label: "data(label)", "background-color": "#4477aa", color: "#000", "font-size": 10 } },
-        { selector: "edge", style: { width: "data(width)", "curve-style": "bezier", "target-arrow-shape": "triangle", label: "data(label)", "font-size": 9 } },
+        { selector: "edge", style: { width: "data(width)", "curve-style": "unbundled-bezier", "control-point-distances": 40, "control-point-weights": 0.5, "target-arrow-shape": "triangle", label: "data(label)", "font-size": 9 } },
         // Paul Tol's colour-blind-safe pair, plus line style and a label.
         { selector: "edge.ok", style: { "line-color": "#4477aa", "target-arrow-color": "#4477aa", "line-style": "solid" } },
         { selector: "edge.degraded", style: { "line-color": "#ccbb44", "target-arrow-color": "#ccbb44", "line-style": "dashed" } },
@@ -59,6 +67,13 @@ function graphView(rows: shape.Pair[], agents: shape.Agent[]) {
       ],
     });
     cy.scratch("key", key);
+    const onFilter = () => {
+      filter.node = ($("#f-node") as HTMLSelectElement).value || undefined;
+      filter.capability = ($("#f-cap") as HTMLSelectElement).value || undefined;
+      filter.errorsOnly = ($("#f-err") as HTMLInputElement).checked;
+      graphView(lastRows, agents);
+    };
+    for (const id of ["#f-node", "#f-cap", "#f-err"]) $(id).addEventListener("change", onFilter);
     cy.on("tap", "edge", (ev) => {
       const d = ev.target.data();
       $("#detail").innerHTML = `<h3>${esc(d.source)} → ${esc(d.target)}</h3><dl><dt>capability</dt><dd>${esc(d.capability)}</dd>

@@ -103,7 +103,24 @@ export interface GraphElement {
   group: "nodes" | "edges";
   data: Record<string, string | number>;
   classes?: string;
+  position?: { x: number; y: number };
 }
+
+export interface Filter { node?: string; capability?: string; errorsOnly?: boolean }
+
+// filterPairs keeps the pairs touching node (as caller's or callee's),
+// of capability, and with errors when errorsOnly.
+export function filterPairs(rows: Pair[], f: Filter): Pair[] {
+  return rows.filter((r) =>
+    (!f.node || nodeOf(r.caller) === f.node || nodeOf(r.callee) === f.node) &&
+    (!f.capability || r.capability === f.capability) &&
+    (!f.errorsOnly || r.errors > 0));
+}
+
+// Layout: one column per node, its agents two abreast, so a vertex stays
+// where it was between refreshes and groups never overlap; columns and
+// the two agents of a row are staggered so edges do not run through vertices.
+export const COLUMN_WIDTH = 280, AGENT_DX = 110, AGENT_DY = 90;
 
 // nodeOf is the node an agent id ("node/name") runs on.
 export const nodeOf = (id: string) => id.split("/")[0];
@@ -112,8 +129,12 @@ export const nodeOf = (id: string) => id.split("/")[0];
 // compound vertex per node, a call pair as an edge whose width follows its
 // rate. Calls made on no agent's behalf (caller "") have no vertex to start
 // from; the matrix still lists them.
-export function graphElements(rows: Pair[], agents: Agent[]): GraphElement[] {
-  const ids = new Set<string>((agents ?? []).map((a) => a.id));
+export function graphElements(rows: Pair[], agents: Agent[], f: Filter = {}): GraphElement[] {
+  const filtering = !!(f.node || f.capability || f.errorsOnly);
+  rows = filterPairs(rows, f);
+  // Filtered, the graph shows the agents of the pairs kept (and, by node,
+  // that node's agents); unfiltered, every registered agent.
+  const ids = new Set<string>((agents ?? []).map((a) => a.id).filter((id) => !filtering || (f.node && !f.capability && !f.errorsOnly && nodeOf(id) === f.node)));
   for (const r of rows) {
     if (r.caller) ids.add(r.caller);
     ids.add(r.callee);
@@ -121,8 +142,14 @@ export function graphElements(rows: Pair[], agents: Agent[]): GraphElement[] {
   const out: GraphElement[] = [];
   const hosts = new Set([...ids].map(nodeOf));
   for (const h of [...hosts].sort()) out.push({ group: "nodes", data: { id: `node:${h}`, label: h, kind: "node" } });
+  const hostList = [...hosts].sort(), row = new Map<string, number>();
   for (const id of [...ids].sort()) {
-    out.push({ group: "nodes", data: { id, label: id.slice(id.indexOf("/") + 1), parent: `node:${nodeOf(id)}`, kind: "agent" } });
+    const h = nodeOf(id), i = row.get(h) ?? 0;
+    row.set(h, i + 1);
+    out.push({
+      group: "nodes", data: { id, label: id.slice(id.indexOf("/") + 1), parent: `node:${h}`, kind: "agent" },
+      position: { x: hostList.indexOf(h) * COLUMN_WIDTH + (i % 2) * AGENT_DX, y: Math.floor(i / 2) * AGENT_DY + (hostList.indexOf(h) % 2) * AGENT_DY * 0.6 + (i % 2) * AGENT_DY * 0.4 },
+    });
   }
   const maxRps = Math.max(1e-9, ...rows.map((r) => r.rps));
   for (const r of rows) {

@@ -98,3 +98,23 @@ test("a vote signed by Go verifies here and fails once changed", { skip: !fixtur
   const other = { clusterId: Buffer.from("other").toString("base64") };
   assert.equal((await shape.verifyBundle(bundle, other, verify)).failed.what, "cluster");
 });
+
+test("filters: by node (either end), by capability, errors only", () => {
+  const rows = shape.pairs(edges);
+  assert.deepEqual(shape.filterPairs(rows, { node: "n3" }).map((r) => r.capability).sort(), ["flaky", "slow"]);
+  assert.deepEqual(shape.filterPairs(rows, { capability: "fast" }).length, 2);
+  assert.deepEqual(shape.filterPairs(rows, { errorsOnly: true }).map((r) => r.capability).sort(), ["flaky", "slow"]);
+  const els = shape.graphElements(rows, agents, { errorsOnly: true });
+  assert.deepEqual(els.filter((e) => e.group === "nodes" && e.data.kind === "agent").map((e) => e.data.id), ["n1/a", "n2/e", "n3/c", "n3/d"]);
+  const byNode = shape.graphElements(rows, agents, { node: "n1" });
+  assert.ok(byNode.some((e) => e.data.id === "n1/quiet"), "a node's idle agents stay visible when filtering by node");
+});
+
+test("layout: one column per node, no two agents on one spot", () => {
+  const els = shape.graphElements(shape.pairs(edges), agents).filter((e) => e.data.kind === "agent");
+  const spots = new Set(els.map((e) => `${e.position.x},${e.position.y}`));
+  assert.equal(spots.size, els.length);
+  const col = (id) => Math.floor(els.find((e) => e.data.id === id).position.x / shape.COLUMN_WIDTH);
+  assert.equal(col("n2/b"), col("n2/e"));
+  assert.notEqual(col("n1/a"), col("n2/b"));
+});
