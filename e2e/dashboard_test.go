@@ -280,6 +280,12 @@ func TestDashboardInChromium(t *testing.T) {
 		}
 	}
 
+	// The keyboard's way to an edge: its button in the list shows its figures.
+	step("select the failing edge from the list", chromedp.Click(`button[data-edge^="n1/planner->n3/flaky"]`))
+	if d := text(`#detail`); !strings.Contains(d, "risk.score") || !strings.Contains(d, "failing") {
+		t.Errorf("the failing edge's detail reads %q; want its capability and level", d)
+	}
+
 	// Filtered to pairs with errors, the graph keeps the failing edge only.
 	onlyErrors, err := chromedp.Run(bctx, chromedp.Evaluate[graphState](`(() => {
 		const box = document.querySelector('#f-err');

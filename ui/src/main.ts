@@ -51,7 +51,8 @@ function graphView(rows: shape.Pair[], agents: shape.Agent[]) {
       <label>capability <select id="f-cap">${opts(caps, filter.capability)}</select></label>
       <label><input type="checkbox" id="f-err"${filter.errorsOnly ? " checked" : ""}> pairs with errors only</label></form>
       <div class="graph-wrap"><div id="graph" role="img" aria-label="agent interaction graph"></div>
-      <aside id="detail" aria-live="polite">Select an edge or an agent.</aside></div>
+      <aside><div id="detail" aria-live="polite">Select an edge or an agent.</div>
+      <h3>Pairs</h3><ul id="edge-list">${els.filter((e) => e.group === "edges").map((e) => `<li><button data-edge="${esc(e.data.id)}">${esc(e.data.source)} → ${esc(e.data.target)} ${esc(e.data.capability)}${e.classes === "ok" ? "" : ` (${esc(e.classes)})`}</button></li>`).join("")}</ul></aside></div>
       <p class="legend"><span class="l-ok">── ok</span> <span class="l-degraded">- - degraded (errors)</span> <span class="l-failing">··· failing (≥5% errors)</span>; width: requests/s</p>`;
     cy = cytoscape({
       container: $("#graph"), elements: els as any, layout: { name: "preset", fit: true, padding: 30 },
@@ -74,6 +75,12 @@ function graphView(rows: shape.Pair[], agents: shape.Agent[]) {
       graphView(lastRows, agents);
     };
     for (const id of ["#f-node", "#f-cap", "#f-err"]) $(id).addEventListener("change", onFilter);
+    // The edge list beside the graph is the keyboard's way in: each button
+    // selects its edge and shows the same detail a click on the edge does.
+    document.querySelectorAll<HTMLButtonElement>("button[data-edge]").forEach((b) => b.addEventListener("click", () => {
+      const e = cy?.getElementById(b.dataset.edge ?? "");
+      if (e && e.nonempty()) { cy!.elements().unselect(); e.select(); e.emit("tap"); }
+    }));
     cy.on("tap", "edge", (ev) => {
       const d = ev.target.data();
       $("#detail").innerHTML = `<h3>${esc(d.source)} → ${esc(d.target)}</h3><dl><dt>capability</dt><dd>${esc(d.capability)}</dd>
