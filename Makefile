@@ -10,7 +10,7 @@ PKGS      := ./...
 FUZZTIME  ?= 10s
 TESTFLAGS ?= -count=1 -timeout 9m
 
-.PHONY: all build run test e2e bench fuzz proto lint clean
+.PHONY: all build run test e2e bench fuzz proto lint clean ui
 
 all: build
 
@@ -46,6 +46,14 @@ lint: ## gofmt, go vet, staticcheck, buf lint and stale generated code.
 	$(GO) tool buf lint
 	@$(MAKE) --no-print-directory proto
 	@if [ -n "$$(git status --porcelain -- proto)" ]; then echo "generated code in proto/ is stale: run 'make proto' and commit"; git status --porcelain -- proto; exit 1; fi
+	@# The dashboard's built assets are committed (Go-only machines build the
+	@# binary); a rebuild that changes them means they are stale.
+	@if command -v npm >/dev/null; then $(MAKE) --no-print-directory ui >/dev/null && \
+	  if [ -n "$$(git status --porcelain -- internal/dashboard/assets ui/dist)" ]; then echo "dashboard assets are stale: run 'make ui' and commit"; git status --porcelain -- internal/dashboard/assets ui/dist; exit 1; fi; \
+	else echo "npm not found: dashboard assets not checked for staleness"; fi
+
+ui: ## Rebuild the dashboard's committed assets (internal/dashboard/assets, ui/dist) with npm.
+	cd ui && npm ci --no-audit --no-fund && npm run build
 
 clean:
 	rm -rf bin

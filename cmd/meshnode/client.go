@@ -116,6 +116,8 @@ func (cf *clientFlags) open() (*grpc.ClientConn, context.Context, func(), error)
 }
 
 // rpcError turns a gRPC status into a one-line message for the terminal.
+// The status stays in the error's chain (status.Code still reads it), so
+// a caller such as the dashboard can tell an unreachable node apart.
 func rpcError(what string, err error, socket string) error {
 	st, ok := status.FromError(err)
 	if !ok {
@@ -123,12 +125,21 @@ func rpcError(what string, err error, socket string) error {
 	}
 	switch st.Code() {
 	case codes.Unavailable:
-		return fmt.Errorf("%s: node at %s is unavailable: %s", what, socket, st.Message())
+		return rpcFailure{fmt.Sprintf("%s: node at %s is unavailable: %s", what, socket, st.Message()), err}
 	case codes.InvalidArgument, codes.NotFound, codes.AlreadyExists, codes.FailedPrecondition, codes.PermissionDenied:
-		return usageError{fmt.Errorf("%s: %s", what, st.Message())}
+		return usageError{rpcFailure{fmt.Sprintf("%s: %s", what, st.Message()), err}}
 	}
-	return fmt.Errorf("%s: %s: %s", what, st.Code(), st.Message())
+	return rpcFailure{fmt.Sprintf("%s: %s: %s", what, st.Code(), st.Message()), err}
 }
+
+// rpcFailure is a readable message over the gRPC error it came from.
+type rpcFailure struct {
+	msg string
+	err error
+}
+
+func (e rpcFailure) Error() string { return e.msg }
+func (e rpcFailure) Unwrap() error { return e.err }
 
 var jsonOut = protojson.MarshalOptions{Multiline: true, Indent: "  ", EmitUnpopulated: true}
 
