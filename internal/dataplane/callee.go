@@ -122,6 +122,13 @@ func (p *Plane) inbound(ctx context.Context, fromNode string, req *meshnodev1.Fo
 		p.cfg.Observer.Refused(RefusedCallerIdentity)
 		return inboundCall{}, err
 	}
+	// Authoritative: the caller's node may be modified and skip its check.
+	if err := p.authorize(ctx, caller, d.GetCapability(), target); err != nil {
+		if status.Code(err) == codes.PermissionDenied {
+			p.cfg.Observer.Refused(RefusedAuthz)
+		}
+		return inboundCall{}, err
+	}
 	d.CallerAgentId, d.Chain = caller, chain
 	return inboundCall{target: target, d: d, meta: meta, cc: hub.CallContext{Chain: chain, Hops: uint32(meta.Hops), Deadline: meta.Deadline}}, nil
 }

@@ -32,7 +32,9 @@ const (
 	// RefusedCallerIdentity: the call named a caller agent that is not on
 	// the peer node that forwarded it.
 	RefusedCallerIdentity Refusal = "caller_identity"
-	RefusedOther          Refusal = "other"
+	// RefusedAuthz: the authorization policy denied the call.
+	RefusedAuthz Refusal = "authz"
+	RefusedOther Refusal = "other"
 )
 
 // Observer is told about every call on the data plane: metrics and the
