@@ -21,8 +21,17 @@ import (
 // forgeForward sends a ForwardCallRequest to target's node from ep, as a
 // modified node binary would, and returns the caller the handler saw.
 func forgeForward(ctx context.Context, ep *transport.Endpoint, addr, target, claimed string, chain ...string) (string, error) {
+	return forgeForwardAs(ctx, ep, addr, target, "whoami", claimed, chain...)
+}
+
+// forgeForwardCap forges a call to capability from the agent chain.
+func forgeForwardCap(ctx context.Context, ep *transport.Endpoint, addr, target, capability string, chain ...string) (string, error) {
+	return forgeForwardAs(ctx, ep, addr, target, capability, "", chain...)
+}
+
+func forgeForwardAs(ctx context.Context, ep *transport.Endpoint, addr, target, capability, claimed string, chain ...string) (string, error) {
 	req := &meshnodev1.ForwardCallRequest{TargetAgentId: target,
-		Delivery: &meshnodev1.Delivery{Capability: "whoami", CallerAgentId: claimed, Deadline: timestamppb.New(time.Now().Add(10 * time.Second))},
+		Delivery: &meshnodev1.Delivery{Capability: capability, CallerAgentId: claimed, Deadline: timestamppb.New(time.Now().Add(10 * time.Second))},
 		Routing:  &meshnodev1.RoutingMetadata{Chain: append(chain, target), Hops: uint32(len(chain)), Deadline: timestamppb.New(time.Now().Add(10 * time.Second))}}
 	body, _ := proto.Marshal(req)
 	out, err := ep.Call(ctx, addr, dataplane.MethodForwardCall, body)

@@ -126,6 +126,9 @@ func (p *Plane) inbound(ctx context.Context, fromNode string, req *meshnodev1.Fo
 	if err := p.authorize(ctx, caller, d.GetCapability(), target); err != nil {
 		if status.Code(err) == codes.PermissionDenied {
 			p.cfg.Observer.Refused(RefusedAuthz)
+			// Said so the caller can tell which end refused: a refusal
+			// here means its own node let the call out.
+			return inboundCall{}, status.Errorf(codes.PermissionDenied, "refused at node %s, the callee's: %s", p.cfg.LocalNode, status.Convert(err).Message())
 		}
 		return inboundCall{}, err
 	}
