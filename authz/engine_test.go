@@ -2,6 +2,7 @@ package authz
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -157,5 +158,30 @@ func TestGlob(t *testing.T) {
 		if got := m.match(tc.s); got != tc.want || globMatch(tc.p, tc.s) != tc.want {
 			t.Errorf("%q ~ %q = %v, want %v", tc.p, tc.s, got, tc.want)
 		}
+	}
+}
+
+// BenchmarkEngineCall: one decision with n call rules, the deciding one
+// last (the worst case for an allow).
+func BenchmarkEngineCall(b *testing.B) {
+	for _, n := range []int{10, 1000} {
+		b.Run(fmt.Sprintf("rules=%d", n), func(b *testing.B) {
+			p := &meshnodev1.AuthzPolicy{Mode: ModeDeny, Bindings: []*meshnodev1.RoleBinding{{Agent: "caller", Roles: []string{"p"}}, {Node: "zz", Roles: []string{"z"}}}}
+			for i := range n - 1 {
+				p.CallRules = append(p.CallRules, &meshnodev1.CallRule{FromRole: "z", ToCapability: fmt.Sprintf("svc%d.*", i), Action: ActionAllow})
+			}
+			p.CallRules = append(p.CallRules, &meshnodev1.CallRule{FromRole: "p", ToCapability: "bench.*", Action: ActionAllow})
+			e, err := Compile(p, 1)
+			if err != nil {
+				b.Fatal(err)
+			}
+			caller, callee := Subject{ID: "n1/caller"}, Subject{ID: "n2/echo"}
+			b.ReportAllocs()
+			for b.Loop() {
+				if !e.Call(caller, "bench.remote", &callee).Allowed {
+					b.Fatal("denied")
+				}
+			}
+		})
 	}
 }

@@ -45,7 +45,7 @@ serve_rules:
 
 // setAuthzPolicy applies doc as a policy operator (the bootstrap admin)
 // and waits until every node's replica holds it.
-func setAuthzPolicy(t *testing.T, nodes []*testNode, doc string) {
+func setAuthzPolicy(t testing.TB, nodes []*testNode, doc string) {
 	t.Helper()
 	p, err := authz.DecodeYAML("rbac.yaml", []byte(doc))
 	if err != nil {
