@@ -128,6 +128,14 @@ func TestAuthorizationAcrossNodes(t *testing.T) {
 	}
 	intruder.Close()
 
+	// The registration says which roles the bindings granted: not the
+	// ones claimed.
+	reg, err := meshnodev1.NewRegistryServiceClient(nodes[1].conn(t)).Register(ctx, &meshnodev1.RegisterRequest{Name: "ingest-b", Roles: []string{"admin"},
+		Capabilities: []*meshnodev1.Capability{{Name: "ingest.run"}}})
+	if err != nil || strings.Join(reg.GetGrantedRoles(), ",") != "processing" {
+		t.Fatalf("register ingest-b claiming admin: granted %v, %v; want processing only", reg.GetGrantedRoles(), err)
+	}
+
 	check := meshnodev1.NewAuthzServiceClient(nodes[2].conn(t))
 	for _, tc := range []struct {
 		from, capability string
