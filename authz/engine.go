@@ -32,6 +32,23 @@ type Engine struct {
 	bindings []binding
 	calls    []*callRule
 	serves   []*serveRule
+	// byRole and byAgent split calls by their from side, in policy order,
+	// so a decision looks only at the rules of the caller's roles and the
+	// agent-pattern rules, not at every rule.
+	byRole  map[string][]*callRule
+	byAgent []*callRule
+}
+
+// index builds byRole and byAgent from calls.
+func (e *Engine) index() {
+	e.byRole = map[string][]*callRule{}
+	for _, r := range e.calls {
+		if r.fromAgent != nil {
+			e.byAgent = append(e.byAgent, r)
+		} else {
+			e.byRole[r.fromRole] = append(e.byRole[r.fromRole], r)
+		}
+	}
 }
 
 // Version is the Raft index the policy was stored at (0: none).
@@ -95,17 +112,33 @@ func (e *Engine) Call(caller Subject, capability string, callee *Subject) Decisi
 	if callee != nil {
 		calleeRoles = e.Roles(*callee)
 	}
-	var allow *callRule
-	for _, r := range e.calls {
-		if !r.matchesFrom(caller.ID, callerRoles) || !r.matchesTo(capability, callee != nil, calleeRoles) {
-			continue
+	// The answer is the lowest-numbered matching deny, else the
+	// lowest-numbered matching allow: what a scan of every rule in order
+	// would give, looking only at the rules that can match this caller.
+	var deny, allow *callRule
+	consider := func(rules []*callRule) {
+		for _, r := range rules {
+			if deny != nil && r.index > deny.index {
+				return
+			}
+			if !r.matchesFrom(caller.ID, callerRoles) || !r.matchesTo(capability, callee != nil, calleeRoles) {
+				continue
+			}
+			if r.deny {
+				deny = r
+				return
+			}
+			if allow == nil || r.index < allow.index {
+				allow = r
+			}
 		}
-		if r.deny {
-			return Decision{Allowed: false, Rule: r.name}
-		}
-		if allow == nil {
-			allow = r
-		}
+	}
+	consider(e.byAgent)
+	for _, role := range callerRoles {
+		consider(e.byRole[role])
+	}
+	if deny != nil {
+		return Decision{Allowed: false, Rule: deny.name}
 	}
 	if allow != nil {
 		return Decision{Allowed: true, Rule: allow.name}

@@ -162,13 +162,17 @@ func TestGlob(t *testing.T) {
 }
 
 // BenchmarkEngineCall: one decision with n call rules, the deciding one
-// last (the worst case for an allow).
+// last (the worst case for an allow); the others name another role (the
+// index skips them) or the caller's own (every one is tried).
 func BenchmarkEngineCall(b *testing.B) {
-	for _, n := range []int{10, 1000} {
-		b.Run(fmt.Sprintf("rules=%d", n), func(b *testing.B) {
+	for _, tc := range []struct {
+		n     int
+		other string // the from role of the rules that do not decide
+	}{{10, "z"}, {1000, "z"}, {1000, "p"}} {
+		b.Run(fmt.Sprintf("rules=%d/others-from=%s", tc.n, tc.other), func(b *testing.B) {
 			p := &meshnodev1.AuthzPolicy{Mode: ModeDeny, Bindings: []*meshnodev1.RoleBinding{{Agent: "caller", Roles: []string{"p"}}, {Node: "zz", Roles: []string{"z"}}}}
-			for i := range n - 1 {
-				p.CallRules = append(p.CallRules, &meshnodev1.CallRule{FromRole: "z", ToCapability: fmt.Sprintf("svc%d.*", i), Action: ActionAllow})
+			for i := range tc.n - 1 {
+				p.CallRules = append(p.CallRules, &meshnodev1.CallRule{FromRole: tc.other, ToCapability: fmt.Sprintf("svc%d.*", i), Action: ActionAllow})
 			}
 			p.CallRules = append(p.CallRules, &meshnodev1.CallRule{FromRole: "p", ToCapability: "bench.*", Action: ActionAllow})
 			e, err := Compile(p, 1)

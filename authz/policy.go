@@ -127,6 +127,7 @@ func Compile(p *meshnodev1.AuthzPolicy, version uint64) (*Engine, error) {
 		sr.name = e.ruleName("serve_rules", i, fmt.Sprintf("%s may serve %s", strings.Join(sr.roles, "|"), sr.capability.pattern))
 		e.serves = append(e.serves, sr)
 	}
+	e.index()
 	return e, nil
 }
 

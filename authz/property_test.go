@@ -13,7 +13,7 @@ import (
 
 // refAllowed is the reference evaluator: the rules as the documentation
 // states them, written the slow obvious way (regexps, no compilation).
-func refAllowed(p *meshnodev1.AuthzPolicy, caller, capability, callee string) bool {
+func refAllowed(p *meshnodev1.AuthzPolicy, caller, capability, callee string) (bool, int) {
 	match := func(pat, s string) bool {
 		re := "^" + strings.NewReplacer(`\*`, ".*", `\?`, ".").Replace(regexp.QuoteMeta(pat)) + "$"
 		return regexp.MustCompile(re).MatchString(s)
@@ -28,22 +28,25 @@ func refAllowed(p *meshnodev1.AuthzPolicy, caller, capability, callee string) bo
 		}
 		return out
 	}
-	allowed, denied := false, false
-	for _, r := range p.GetCallRules() {
+	allowed, denied := -1, -1
+	for i, r := range p.GetCallRules() {
 		from := (r.GetFromRole() != "" && slices.Contains(roles(caller), r.GetFromRole())) || (r.GetFromAgent() != "" && match(r.GetFromAgent(), caller))
 		to := (r.GetToCapability() != "" && match(r.GetToCapability(), capability)) || (r.GetToRole() != "" && slices.Contains(roles(callee), r.GetToRole()))
 		if from && to {
-			if r.GetAction() == ActionDeny {
-				denied = true
-			} else {
-				allowed = true
+			if r.GetAction() == ActionDeny && denied < 0 {
+				denied = i
+			} else if r.GetAction() == ActionAllow && allowed < 0 {
+				allowed = i
 			}
 		}
 	}
-	if denied {
-		return false
+	switch {
+	case denied >= 0:
+		return false, denied
+	case allowed >= 0:
+		return true, allowed
 	}
-	return allowed || p.GetMode() != ModeDeny
+	return p.GetMode() != ModeDeny, -1
 }
 
 // The engine agrees with the reference on random policies and calls.
@@ -52,12 +55,12 @@ func TestEngineAgreesWithReference(t *testing.T) {
 	pick := func(xs ...string) string { return xs[rng.IntN(len(xs))] }
 	roles := []string{"r1", "r2", "r3"}
 	pats := []string{"*", "a*", "a.b", "a.*", "*.c", "?.?", "b*"}
-	for iter := 0; iter < 2000; iter++ {
+	for iter := 0; iter < 5000; iter++ {
 		p := &meshnodev1.AuthzPolicy{Mode: pick("allow", "deny")}
 		for _, r := range roles {
 			p.Bindings = append(p.Bindings, &meshnodev1.RoleBinding{Node: pick("", "n1", "n*"), Agent: pick("a*", "b", "*"), Roles: []string{r}})
 		}
-		for range rng.IntN(6) {
+		for range rng.IntN(10) {
 			r := &meshnodev1.CallRule{Action: pick("allow", "deny")}
 			if rng.IntN(2) == 0 {
 				r.FromRole = pick(roles...)
@@ -78,8 +81,14 @@ func TestEngineAgreesWithReference(t *testing.T) {
 		caller := pick("n1", "n2") + "/" + pick("a", "ab", "b")
 		callee := pick("n1", "n2") + "/" + pick("a", "ab", "b")
 		capability := pick("a.b", "a.c", "b.c", "x", "ab")
-		if got, want := e.Call(Subject{ID: caller}, capability, &Subject{ID: callee}).Allowed, refAllowed(p, caller, capability, callee); got != want {
-			t.Fatalf("policy %v: %s -> %s (%s): engine %v, reference %v", fmt.Sprint(p), caller, capability, callee, got, want)
+		d := e.Call(Subject{ID: caller}, capability, &Subject{ID: callee})
+		want, rule := refAllowed(p, caller, capability, callee)
+		wantRule := "mode "
+		if rule >= 0 {
+			wantRule = fmt.Sprintf("call_rules[%d] ", rule)
+		}
+		if d.Allowed != want || !strings.Contains(d.Rule, wantRule) {
+			t.Fatalf("policy %v: %s -> %s (%s): engine %+v, reference %v by %q", fmt.Sprint(p), caller, capability, callee, d, want, wantRule)
 		}
 	}
 }
