@@ -104,13 +104,33 @@ func (e *Engine) Roles(s Subject) []string {
 // once the callee is known). Any matching deny rule wins; otherwise the
 // first matching allow rule; otherwise the mode.
 func (e *Engine) Call(caller Subject, capability string, callee *Subject) Decision {
-	if len(e.calls) == 0 {
-		return e.byMode(caller, capability)
+	var to *Principal
+	if callee != nil {
+		p := e.Resolve(*callee)
+		to = &p
 	}
-	callerRoles := e.Roles(caller)
+	return e.CallAs(e.Resolve(caller), capability, to)
+}
+
+// Principal is a subject with the roles this engine's bindings grant it:
+// resolve once (Resolve) and decide many times (CallAs, ServeAs).
+type Principal struct {
+	ID    string
+	Roles []string
+}
+
+// Resolve grants s its roles under this engine's bindings.
+func (e *Engine) Resolve(s Subject) Principal { return Principal{ID: s.ID, Roles: e.Roles(s)} }
+
+// CallAs is Call for principals already resolved by this engine.
+func (e *Engine) CallAs(caller Principal, capability string, callee *Principal) Decision {
+	if len(e.calls) == 0 {
+		return e.byMode(caller.ID, capability)
+	}
+	callerRoles := caller.Roles
 	var calleeRoles []string
 	if callee != nil {
-		calleeRoles = e.Roles(*callee)
+		calleeRoles = callee.Roles
 	}
 	// The answer is the lowest-numbered matching deny, else the
 	// lowest-numbered matching allow: what a scan of every rule in order
@@ -143,12 +163,12 @@ func (e *Engine) Call(caller Subject, capability string, callee *Subject) Decisi
 	if allow != nil {
 		return Decision{Allowed: true, Rule: allow.name}
 	}
-	return e.byMode(caller, capability)
+	return e.byMode(caller.ID, capability)
 }
 
-func (e *Engine) byMode(caller Subject, capability string) Decision {
+func (e *Engine) byMode(caller, capability string) Decision {
 	if e.mode == ModeDeny {
-		who := caller.ID
+		who := caller
 		if who == "" {
 			who = "a process that named no agent"
 		}
@@ -175,17 +195,21 @@ func (r *callRule) matchesTo(capability string, calleeKnown bool, roles []string
 // capability some serve rule matches needs one of the roles of a matching
 // rule; one no rule matches follows the mode.
 func (e *Engine) Serve(agent Subject, capability string) Decision {
-	var roles []string
+	return e.ServeAs(e.Resolve(agent), capability)
+}
+
+// ServeAs is Serve for a principal already resolved by this engine.
+func (e *Engine) ServeAs(agent Principal, capability string) Decision {
 	var first *serveRule
 	for _, r := range e.serves {
 		if !r.capability.match(capability) {
 			continue
 		}
 		if first == nil {
-			first, roles = r, e.Roles(agent)
+			first = r
 		}
 		for _, want := range r.roles {
-			if slices.Contains(roles, want) {
+			if slices.Contains(agent.Roles, want) {
 				return Decision{Allowed: true, Rule: r.name}
 			}
 		}

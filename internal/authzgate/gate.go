@@ -35,7 +35,7 @@ type Gate struct {
 type view struct {
 	index    uint64
 	engine   *authz.Engine
-	subjects sync.Map // agent id -> authz.Subject
+	subjects sync.Map // agent id -> authz.Principal, roles granted by engine
 	n        atomic.Int32
 }
 
@@ -88,23 +88,25 @@ func (g *Gate) Engine(ctx context.Context) (*authz.Engine, error) {
 	return v.engine, nil
 }
 
-// subject is agent id as the policy sees it: with its owner's uid when the
-// registry has its record.
-func (g *Gate) subject(ctx context.Context, v *view, id string) authz.Subject {
+// principal is agent id as the policy sees it, with the roles the bindings
+// grant it over its id and its owner's uid (when the registry has its
+// record), resolved once per applied index.
+func (g *Gate) principal(ctx context.Context, v *view, id string) authz.Principal {
 	if id == "" {
-		return authz.Subject{}
+		return authz.Principal{}
 	}
-	if s, ok := v.subjects.Load(id); ok {
-		return s.(authz.Subject)
+	if p, ok := v.subjects.Load(id); ok {
+		return p.(authz.Principal)
 	}
 	s := authz.Subject{ID: id}
 	if a, _, err := g.reg.Agent(ctx, consensus.ReadOptions{}, id); err == nil && a != nil {
 		s = consensus.AuthzSubject(a)
 	}
+	p := v.engine.Resolve(s)
 	if v.n.Add(1) <= maxSubjects {
-		v.subjects.Store(id, s)
+		v.subjects.Store(id, p)
 	}
-	return s
+	return p
 }
 
 // AuthorizeCall decides a call from caller (a verified agent id, "" for a
@@ -120,15 +122,15 @@ func (g *Gate) AuthorizeCall(ctx context.Context, caller, capability, callee str
 	if v.engine.Empty() {
 		return nil
 	}
-	to := g.subject(ctx, v, callee)
-	if d := v.engine.Call(g.subject(ctx, v, caller), capability, &to); !d.Allowed {
+	to := g.principal(ctx, v, callee)
+	if d := v.engine.CallAs(g.principal(ctx, v, caller), capability, &to); !d.Allowed {
 		who := caller
 		if who == "" {
 			who = "a process that named no agent"
 		}
 		return status.Errorf(codes.PermissionDenied, "call from %s to %s (agent %s) denied by %s", who, capability, callee, d.Rule)
 	}
-	if d := v.engine.Serve(to, capability); !d.Allowed {
+	if d := v.engine.ServeAs(to, capability); !d.Allowed {
 		return status.Errorf(codes.PermissionDenied, "agent %s may not serve %s: %s", callee, capability, d.Rule)
 	}
 	return nil
@@ -141,17 +143,17 @@ func (g *Gate) Check(ctx context.Context, from, capability, to string) (authz.De
 	if err != nil {
 		return authz.Decision{}, nil, err
 	}
-	caller := g.subject(ctx, v, from)
-	var callee *authz.Subject
+	caller := g.principal(ctx, v, from)
+	var callee *authz.Principal
 	if to != "" {
-		s := g.subject(ctx, v, to)
-		callee = &s
+		p := g.principal(ctx, v, to)
+		callee = &p
 	}
-	d := v.engine.Call(caller, capability, callee)
+	d := v.engine.CallAs(caller, capability, callee)
 	if d.Allowed && callee != nil {
-		if s := v.engine.Serve(*callee, capability); !s.Allowed {
+		if s := v.engine.ServeAs(*callee, capability); !s.Allowed {
 			d = s
 		}
 	}
-	return d, v.engine.Roles(caller), nil
+	return d, caller.Roles, nil
 }
