@@ -38,6 +38,7 @@ const (
 	MethodRemoveNode      = "/meshnode.v1.PKIService/RemoveNode"
 	MethodRemoveAgent     = "/meshnode.v1.RegistryService/RemoveAgent"
 	MethodSetQuorumPolicy = operator.MethodSetQuorumPolicy
+	MethodSetAuthzPolicy  = "/meshnode.v1.AuthzService/SetAuthzPolicy"
 	// MethodCreateToken is recorded in the log with the token the executing
 	// server minted (AdminCommand.issued_token): the nonce is then spent
 	// cluster-wide, and the token can be listed, revoked, and refused at
@@ -49,7 +50,7 @@ const (
 var AdminMethods = []string{
 	MethodSetPolicy, MethodDeletePolicy, MethodPutOperator, MethodRevokeNode, MethodReview,
 	MethodClearFlag, MethodRevokeToken, MethodRemoveNode, MethodRemoveAgent, MethodCreateToken,
-	MethodSetQuorumPolicy,
+	MethodSetQuorumPolicy, MethodSetAuthzPolicy,
 }
 
 // AdminRequest returns the signed request an admin command carries and the
@@ -111,6 +112,11 @@ func AdminRequest(a *meshnodev1.AdminCommand) (proto.Message, operator.Role, err
 	case *meshnodev1.AdminCommand_SetQuorumPolicy:
 		req, need = r.SetQuorumPolicy, operator.RolePolicy
 		if a.GetMethod() == MethodSetQuorumPolicy && r.SetQuorumPolicy.GetPolicy() != nil {
+			return req, need, nil
+		}
+	case *meshnodev1.AdminCommand_SetAuthzPolicy:
+		req, need = r.SetAuthzPolicy, operator.RolePolicy
+		if a.GetMethod() == MethodSetAuthzPolicy && r.SetAuthzPolicy.GetPolicy() != nil {
 			return req, need, nil
 		}
 	}
@@ -231,6 +237,8 @@ func applyAdmin(txn *memdb.Txn, index, now uint64, a *meshnodev1.AdminCommand) (
 		return removeAgent(txn, index, r.RemoveAgent.GetId())
 	case *meshnodev1.AdminCommand_SetQuorumPolicy:
 		return setQuorumPolicy(txn, index, sc, r.SetQuorumPolicy)
+	case *meshnodev1.AdminCommand_SetAuthzPolicy:
+		return setAuthzPolicy(txn, index, sc, r.SetAuthzPolicy)
 	}
 	return nil, fmt.Errorf("unhandled admin request %T", a.GetRequest())
 }

@@ -279,6 +279,9 @@ func registerAgent(txn *memdb.Txn, index uint64, in *meshnodev1.Agent) (*meshnod
 	if refusal, err := claimIdentity(txn, index, in); refusal != nil || err != nil {
 		return refusal, err
 	}
+	if refusal := checkServeRules(txn, in); refusal != nil {
+		return refusal, nil
+	}
 	a := proto.Clone(in).(*meshnodev1.Agent)
 	a.CreateIndex, a.ModifyIndex = index, index
 	if old := first[*meshnodev1.Agent](txn, tableAgents, a.GetId()); old != nil {

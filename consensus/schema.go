@@ -28,6 +28,7 @@ const (
 	tableQuorumPolicies = "quorum_policies"
 	tableAgentNames     = "agent_names"
 	tableAgentKeys      = "agent_keys"
+	tableAuthz          = "authz_policy"
 	tableMeta           = "meta"
 )
 
@@ -35,7 +36,7 @@ var snapshotTables = []string{
 	tableNodes, tableAgents, tablePolicies, tableCA, tableTokens,
 	tableRevocations, tableDecisions, tableDedup, tableServers,
 	tableBundle, tableOperators, tableNonces, tableIssued, tableQuorumPolicies,
-	tableAgentNames, tableAgentKeys,
+	tableAgentNames, tableAgentKeys, tableAuthz,
 }
 
 // secretTables never leave the servers: client replicas and watches do not
@@ -93,6 +94,7 @@ func stateSchema() *memdb.DBSchema {
 			"key":   {Name: "key", Indexer: keyIndexer{}},
 		}},
 		tableIssued: {Name: tableIssued, Indexes: map[string]*memdb.IndexSchema{"id": id("Id")}},
+		tableAuthz:  {Name: tableAuthz, Indexes: map[string]*memdb.IndexSchema{"id": {Name: "id", Unique: true, Indexer: authzIndexer{}}}},
 		tableMeta:   {Name: tableMeta, Indexes: map[string]*memdb.IndexSchema{"id": id("Key")}},
 	}}
 }
@@ -162,6 +164,8 @@ func toRecord(obj any) *meshnodev1.RaftStateRecord {
 		return &meshnodev1.RaftStateRecord{Record: &meshnodev1.RaftStateRecord_QuorumPolicy{QuorumPolicy: o}}
 	case *meshnodev1.AgentNameRecord:
 		return &meshnodev1.RaftStateRecord{Record: &meshnodev1.RaftStateRecord_AgentName{AgentName: o}}
+	case *meshnodev1.AuthzPolicyRecord:
+		return &meshnodev1.RaftStateRecord{Record: &meshnodev1.RaftStateRecord_AuthzPolicy{AuthzPolicy: o}}
 	case *meshnodev1.AgentKey:
 		return &meshnodev1.RaftStateRecord{Record: &meshnodev1.RaftStateRecord_AgentKey{AgentKey: o}}
 	}
@@ -242,6 +246,8 @@ func fromRecord(r *meshnodev1.RaftStateRecord) (string, any, error) {
 			return "", nil, fmt.Errorf("quorum policy record without a policy")
 		}
 		return tableQuorumPolicies, x.QuorumPolicy, nil
+	case *meshnodev1.RaftStateRecord_AuthzPolicy:
+		return tableAuthz, x.AuthzPolicy, nil
 	case *meshnodev1.RaftStateRecord_AgentName:
 		if x.AgentName.GetId() == "" {
 			return "", nil, fmt.Errorf("agent name record without an id")

@@ -219,6 +219,7 @@ func adminMethods(t *testing.T, ctx context.Context, st *consensus.Store, admin 
 				consensus.MethodCreateToken: &meshnodev1.CreateTokenResponse{}, consensus.MethodRevokeToken: &meshnodev1.RevokeTokenResponse{},
 				consensus.MethodRemoveNode: &meshnodev1.RemoveNodeResponse{}, consensus.MethodRemoveAgent: &meshnodev1.RemoveAgentResponse{},
 				consensus.MethodSetQuorumPolicy: &meshnodev1.SetQuorumPolicyResponse{},
+				consensus.MethodSetAuthzPolicy:  &meshnodev1.SetAuthzPolicyResponse{},
 			}[method]
 			return cc.Invoke(ctx, method, req, out)
 		}
@@ -338,6 +339,17 @@ func adminMethods(t *testing.T, ctx context.Context, st *consensus.Store, admin 
 			return &meshnodev1.SetQuorumPolicyRequest{Policy: &meshnodev1.QuorumPolicy{Kind: id + ".kind", MinVoters: 5}}
 		}, invoke(consensus.MethodSetQuorumPolicy), func(id string) string {
 			p, err := st.QuorumPolicy(ctx, read, id+".kind")
+			return dump(p, err)
+		}},
+		// One document for the cluster: the row's id is the policy's
+		// source, so the observation is of this row's policy only.
+		{consensus.MethodSetAuthzPolicy, same, func(id string) proto.Message {
+			return &meshnodev1.SetAuthzPolicyRequest{Policy: &meshnodev1.AuthzPolicy{Mode: "allow", Source: id + ".yaml"}}
+		}, invoke(consensus.MethodSetAuthzPolicy), func(id string) string {
+			p, err := st.AuthzPolicy(ctx, read)
+			if err == nil && p.GetPolicy().GetSource() != id+".yaml" {
+				return "another policy"
+			}
 			return dump(p, err)
 		}},
 	}

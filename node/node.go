@@ -16,6 +16,7 @@ import (
 	"github.com/agentmesh/meshnode/gossip"
 	"github.com/agentmesh/meshnode/internal/api"
 	"github.com/agentmesh/meshnode/internal/apierror"
+	"github.com/agentmesh/meshnode/internal/authzgate"
 	"github.com/agentmesh/meshnode/internal/background"
 	"github.com/agentmesh/meshnode/internal/catalog"
 	"github.com/agentmesh/meshnode/internal/clock"
@@ -78,6 +79,7 @@ type Node struct {
 	coordinator *quorum.Coordinator
 	hub         *hub.Hub
 	catalog     *catalog.Catalog
+	authz       *authzgate.Gate // the authorization policy in force, shared by the data plane and the API
 	tasks       *tasks.Manager
 	plane       atomic.Pointer[dataplane.Plane] // set when routing starts; peers may ask before
 	publishMu   sync.Mutex                      // serialises publishLoadNow

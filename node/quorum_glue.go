@@ -68,7 +68,7 @@ func (n *Node) registerAPI() error {
 	return api.Register(n.api.Registrar(), api.Config{
 		Node: n.cfg.Name, Version: Version,
 		Store: n.store, Registry: n.registry, Hub: n.hub, Catalog: n.catalog, Plane: n.plane.Load(),
-		Coordinator: n.coordinator, Decisions: n.decisions, Gossip: n.gossip,
+		Coordinator: n.coordinator, Decisions: n.decisions, Gossip: n.gossip, Authz: n.authz,
 		Traffic: n.traffic, TrafficPeers: trafficPeers{n},
 		Self: func() api.Self {
 			return api.Self{Role: n.role(), BindAddress: n.ep.Addr().String(), DataDir: n.cfg.DataDir, SpiffeID: n.id.String(),

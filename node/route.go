@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 
+	"github.com/agentmesh/meshnode/internal/authzgate"
 	"github.com/agentmesh/meshnode/internal/dataplane"
 	"github.com/agentmesh/meshnode/pki"
 	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
@@ -24,8 +25,9 @@ func (n *Node) startRouting(context.Context) error {
 	if n.cfg.CallMetrics {
 		cfg.Observer = n.metrics.Calls()
 	}
+	n.authz = authzgate.New(n.store)
 	pcfg := dataplane.Config{LocalNode: n.cfg.Name, MaxPayload: n.cfg.MaxPayload, CallTimeout: n.cfg.CallTimeout,
-		TaskTimeout: n.cfg.TaskTimeout, Tasks: n.tasks,
+		TaskTimeout: n.cfg.TaskTimeout, Tasks: n.tasks, Authz: n.authz,
 		ClusterID: n.clusterID(), Local: n.hub, Catalog: n.catalog, Peers: peerRPC{n.ep}, Clock: n.clock, Logger: n.log.With("component", "dataplane")}
 	if n.cfg.CallMetrics {
 		pcfg.Observer = dataplane.Observers{n.metrics.Calls(), n.traffic}

@@ -78,7 +78,7 @@ Then, from another terminal:
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.PersistentFlags().StringVar(&operatorKeyFlag, "operator-key", "", "operator key that signs admin commands (env MESHNODE_OPERATOR_KEY; default ~/.config/meshnode/operator.key, then the node's bootstrap key)")
 	root.PersistentFlags().StringVar(&operatorNameFlag, "operator", "", "operator name the key belongs to (env MESHNODE_OPERATOR; default: the operator whose record holds the key)")
-	root.AddCommand(newRunCmd(), newWaitCmd(), newStatusCmd(), newMembersCmd(), newAgentsCmd(), newDiscoverCmd(), newCallCmd(), newTaskCmd(), newTokenCmd(), newNodeCmd(), newCertCmd(), newPolicyCmd(), newQuorumCmd(), newPKICmd(), newOperatorCmd(), newTrafficCmd(), newTopCmd(), newStatCmd(), newDashboardCmd(), newVersionCmd())
+	root.AddCommand(newRunCmd(), newWaitCmd(), newStatusCmd(), newMembersCmd(), newAgentsCmd(), newDiscoverCmd(), newCallCmd(), newTaskCmd(), newTokenCmd(), newNodeCmd(), newCertCmd(), newPolicyCmd(), newQuorumCmd(), newAuthzCmd(), newPKICmd(), newOperatorCmd(), newTrafficCmd(), newTopCmd(), newStatCmd(), newDashboardCmd(), newVersionCmd())
 	usageArgs(root)
 	return root
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/agentmesh/meshnode/consensus"
 	"github.com/agentmesh/meshnode/gossip"
+	"github.com/agentmesh/meshnode/internal/authzgate"
 	"github.com/agentmesh/meshnode/internal/catalog"
 	"github.com/agentmesh/meshnode/internal/clock"
 	"github.com/agentmesh/meshnode/internal/dataplane"
@@ -34,7 +35,10 @@ type Config struct {
 	Plane       *dataplane.Plane
 	Coordinator *quorum.Coordinator
 	Decisions   *Decisions
-	Gossip      Members
+	// Authz is the node's authorization gate, the one the data plane
+	// enforces (default: a gate over Store).
+	Authz  *authzgate.Gate
+	Gossip Members
 	// Traffic is the node's traffic matrix and TrafficPeers how to reach
 	// the other nodes' (nil: this node only). TrafficService is served
 	// when Traffic is set.
@@ -103,6 +107,11 @@ func Register(r grpc.ServiceRegistrar, cfg Config) error {
 	meshnodev1.RegisterTaskServiceServer(r, &taskService{plane: cfg.Plane})
 	meshnodev1.RegisterPolicyServiceServer(r, &policyService{store: cfg.Store, log: cfg.Logger})
 	meshnodev1.RegisterQuorumServiceServer(r, &quorumService{cfg: cfg})
+	gate := cfg.Authz
+	if gate == nil {
+		gate = authzgate.New(cfg.Store)
+	}
+	meshnodev1.RegisterAuthzServiceServer(r, &authzService{cfg: cfg, gate: gate})
 	meshnodev1.RegisterPKIServiceServer(r, &pkiService{node: cfg.Node, service: cfg.PKI, store: cfg.Store, log: cfg.Logger})
 	meshnodev1.RegisterOperatorServiceServer(r, &operatorService{store: cfg.Store, log: cfg.Logger})
 	if cfg.Traffic != nil {

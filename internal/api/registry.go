@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"sort"
 
+	"github.com/agentmesh/meshnode/authz"
 	"github.com/agentmesh/meshnode/consensus"
 	"github.com/agentmesh/meshnode/internal/apierror"
 	"github.com/agentmesh/meshnode/internal/catalog"
@@ -70,7 +71,7 @@ func (r *Registry) Register(ctx context.Context, req *meshnodev1.RegisterRequest
 		return nil, apierror.Wrap("register agent "+id, err)
 	}
 	r.log.Info("agent registered", "agent", id, "capabilities", len(rec.Capabilities), "owner", owner.String(), "index", idx)
-	return &meshnodev1.RegisterResponse{Agent: committed, Index: idx}, nil
+	return &meshnodev1.RegisterResponse{Agent: committed, Index: idx, GrantedRoles: r.grantedRoles(ctx, committed)}, nil
 }
 
 // Deregister removes an agent the calling process owns. An agent whose
@@ -228,4 +229,19 @@ func (r *Registry) ListAgentKeys(ctx context.Context, req *meshnodev1.ListAgentK
 		resp.Keys = append(resp.Keys, keys...)
 	}
 	return resp, nil
+}
+
+// grantedRoles are the roles the stored authorization policy's bindings
+// grant a, for the registration's answer. Registrations are rare, so the
+// policy is compiled here rather than shared with the data plane's gate.
+func (r *Registry) grantedRoles(ctx context.Context, a *meshnodev1.Agent) []string {
+	rec, err := r.store.AuthzPolicy(ctx, consensus.ReadOptions{})
+	if err != nil || rec == nil {
+		return nil
+	}
+	e, err := authz.Compile(rec.GetPolicy(), rec.GetModifyIndex())
+	if err != nil {
+		return nil
+	}
+	return e.Roles(consensus.AuthzSubject(a))
 }

@@ -51,7 +51,7 @@ func (p *Plane) forward(ctx context.Context, agent routing.Candidate, d *meshnod
 // metadata is checked once (routing.CheckForwarded, against the
 // capability's policy) before anything reaches the agent.
 func (p *Plane) Receive(ctx context.Context, fromNode string, req *meshnodev1.ForwardCallRequest) (*meshnodev1.ForwardCallResponse, error) {
-	in, err := p.inbound(ctx, req)
+	in, err := p.inbound(ctx, fromNode, req)
 	if err != nil {
 		return nil, err
 	}
@@ -89,10 +89,12 @@ type inboundCall struct {
 	cc     hub.CallContext
 }
 
-// inbound checks a call a peer forwarded, unary or streaming, once: its
-// target is here, its metadata passes routing.CheckForwarded against the
-// capability's policy, and its payload is within the limit.
-func (p *Plane) inbound(ctx context.Context, req *meshnodev1.ForwardCallRequest) (inboundCall, error) {
+// inbound checks a call a peer, fromNode, forwarded, unary or streaming,
+// once: its target is here, its metadata passes routing.CheckForwarded
+// against the capability's policy, its caller is an agent of fromNode
+// (verifyCaller), and its payload is within the limit. The delivery's
+// caller and chain are replaced by what was verified.
+func (p *Plane) inbound(ctx context.Context, fromNode string, req *meshnodev1.ForwardCallRequest) (inboundCall, error) {
 	target := req.GetTargetAgentId()
 	if !strings.HasPrefix(target, p.cfg.LocalNode+"/") {
 		return inboundCall{}, status.Errorf(codes.NotFound, "agent %s is not attached to node %s", target, p.cfg.LocalNode)
@@ -115,6 +117,22 @@ func (p *Plane) inbound(ctx context.Context, req *meshnodev1.ForwardCallRequest)
 		return inboundCall{}, status.Errorf(codes.InvalidArgument, "payload is %d bytes, over node %s's limit of %d", len(d.GetPayload()), p.cfg.LocalNode, p.cfg.MaxPayload)
 	}
 	chain := meta.Chain[:len(meta.Chain)-1]
+	caller, err := verifyCaller(fromNode, chain, d)
+	if err != nil {
+		p.cfg.Observer.Refused(RefusedCallerIdentity)
+		return inboundCall{}, err
+	}
+	// Authoritative: the caller's node may be modified and skip its check.
+	if err := p.authorize(ctx, caller, d.GetCapability(), target); err != nil {
+		if status.Code(err) == codes.PermissionDenied {
+			p.cfg.Observer.Refused(RefusedAuthz)
+			// Said so the caller can tell which end refused: a refusal
+			// here means its own node let the call out.
+			return inboundCall{}, status.Errorf(codes.PermissionDenied, "refused at node %s, the callee's: %s", p.cfg.LocalNode, status.Convert(err).Message())
+		}
+		return inboundCall{}, err
+	}
+	d.CallerAgentId, d.Chain = caller, chain
 	return inboundCall{target: target, d: d, meta: meta, cc: hub.CallContext{Chain: chain, Hops: uint32(meta.Hops), Deadline: meta.Deadline}}, nil
 }
 

@@ -123,6 +123,11 @@ func (p *Plane) plan(ctx context.Context, owner hub.Owner, req *meshnodev1.CallR
 // node. Chain, hops, deadline, attempt number and trace context are the
 // router's, as the Attempt carries them.
 func (p *Plane) attempt(ctx context.Context, c *call, a routing.Attempt) (*meshnodev1.CallResult, bool, error) {
+	// Refused before any network; PermissionDenied is not retried, so a
+	// denied call does not fail over to another agent.
+	if err := p.authorize(ctx, c.caller, c.req.GetCapability(), a.Candidate.AgentID); err != nil {
+		return nil, false, err
+	}
 	d := c.delivery(a)
 	var (
 		answer  *meshnodev1.CallResult

@@ -29,7 +29,12 @@ const (
 	RefusedHopLimit    Refusal = "hop_limit"
 	RefusedDeadline    Refusal = "deadline"
 	RefusedBadMetadata Refusal = "bad_metadata"
-	RefusedOther       Refusal = "other"
+	// RefusedCallerIdentity: the call named a caller agent that is not on
+	// the peer node that forwarded it.
+	RefusedCallerIdentity Refusal = "caller_identity"
+	// RefusedAuthz: the authorization policy denied the call.
+	RefusedAuthz Refusal = "authz"
+	RefusedOther Refusal = "other"
 )
 
 // Observer is told about every call on the data plane: metrics and the

@@ -93,6 +93,8 @@ type Config struct {
 	Catalog   Catalog
 	Router    Router
 	Peers     Peers
+	// Authz decides every call, at both ends; nil allows everything.
+	Authz Authorizer
 	// Observer is told about every call (metrics, traffic matrix); default none.
 	Observer Observer
 	Tracer   trace.Tracer // default no-op

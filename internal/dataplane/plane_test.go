@@ -216,3 +216,51 @@ func TestReceiveVoteCapsTheWait(t *testing.T) {
 		t.Fatalf("vote for another node's agent: %v", err)
 	}
 }
+
+// A peer node speaks only for its own agents: a forwarded call whose caller
+// is on another node is refused and counted, and the handler sees the caller
+// this node verified, not the delivery's caller_agent_id.
+func TestReceiveVerifiesTheCallerNode(t *testing.T) {
+	l := &fakeLocal{}
+	p := newPlane(t, l, "n1/b")
+	var refusals []Refusal
+	p.cfg.Observer = refusalRecorder{&refusals}
+	later := timestamppb.New(time.Now().Add(time.Minute))
+	fwd := func(claimed string, chain ...string) *meshnodev1.ForwardCallRequest {
+		return &meshnodev1.ForwardCallRequest{TargetAgentId: "n1/b", Delivery: &meshnodev1.Delivery{Capability: "cap", CallerAgentId: claimed, Chain: []string{"n9/forged"}},
+			Routing: &meshnodev1.RoutingMetadata{Chain: append(chain, "n1/b"), Hops: uint32(len(chain)), Deadline: later}}
+	}
+	for _, tc := range []struct {
+		name string
+		req  *meshnodev1.ForwardCallRequest
+	}{
+		{"caller on another node", fwd("n2/a", "n2/a")},
+		{"caller with no node part", fwd("", "a")},
+		{"delivery caller disagrees with the chain", fwd("n2/a", "n0/a")},
+		{"delivery caller on a call no agent made", fwd("n0/a")},
+	} {
+		_, err := p.Receive(context.Background(), "n0", tc.req)
+		if status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "n0") {
+			t.Errorf("%s: %v, want PermissionDenied naming n0", tc.name, err)
+		}
+	}
+	if len(l.delivered) != 0 || len(refusals) != 4 || refusals[0] != RefusedCallerIdentity {
+		t.Fatalf("delivered %d, refusals %v", len(l.delivered), refusals)
+	}
+	// Earlier entries on other nodes are the previous hop's word; the
+	// caller must be the forwarding node's own agent.
+	if _, err := p.Receive(context.Background(), "n0", fwd("", "n5/x", "n0/a")); err != nil {
+		t.Fatal(err)
+	}
+	d := l.delivered[0].d
+	if d.GetCallerAgentId() != "n0/a" || !slices.Equal(d.GetChain(), []string{"n5/x", "n0/a"}) {
+		t.Fatalf("handler sees caller %q chain %v, want the verified n0/a", d.GetCallerAgentId(), d.GetChain())
+	}
+}
+
+type refusalRecorder struct{ got *[]Refusal }
+
+func (refusalRecorder) CallMade(CallEvent)   {}
+func (refusalRecorder) CallServed(CallEvent) {}
+func (refusalRecorder) Serving(string, int)  {}
+func (r refusalRecorder) Refused(x Refusal)  { *r.got = append(*r.got, x) }

@@ -90,6 +90,9 @@ func (p *Plane) CallStream(ctx context.Context, owner hub.Owner, req *meshnodev1
 // ends that when the attempt returns), but the attempt's end cuts it until
 // the first frame is in.
 func (p *Plane) openAttempt(callCtx, actx context.Context, c *call, a routing.Attempt) (openStream, bool, error) {
+	if err := p.authorize(actx, c.caller, c.req.GetCapability(), a.Candidate.AgentID); err != nil {
+		return openStream{}, false, err
+	}
 	cctx, cancelCause := context.WithCancelCause(callCtx)
 	sctx, cancelDeadline := context.WithDeadline(cctx, a.Deadline)
 	cancel := func() { cancelDeadline(); cancelCause(nil) }

@@ -19,7 +19,7 @@ func (p *Plane) ReceiveStream(ctx context.Context, fromNode string, st PeerStrea
 	if err := st.Recv(req); err != nil {
 		return status.Errorf(codes.InvalidArgument, "reading the forwarded streaming call: %v", status.Convert(err).Message())
 	}
-	in, err := p.inbound(ctx, req)
+	in, err := p.inbound(ctx, fromNode, req)
 	if err != nil {
 		return err
 	}

@@ -18,7 +18,7 @@ func (p *Plane) ReceiveSubmit(ctx context.Context, fromNode string, req *meshnod
 	if err := p.heldHere(req.GetTaskId()); err != nil {
 		return nil, err
 	}
-	in, err := p.inbound(ctx, req.GetCall())
+	in, err := p.inbound(ctx, fromNode, req.GetCall())
 	if err != nil {
 		return nil, err
 	}

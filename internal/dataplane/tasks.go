@@ -170,6 +170,9 @@ func randomKey() string {
 
 // submitAttempt asks attempt a's node to start the task under id.
 func (p *Plane) submitAttempt(ctx context.Context, c *call, a routing.Attempt, id string, digest []byte) (*meshnodev1.SubmitResponse, bool, error) {
+	if err := p.authorize(ctx, c.caller, c.req.GetCapability(), a.Candidate.AgentID); err != nil {
+		return nil, false, err
+	}
 	d := c.delivery(a)
 	d.TaskId, d.Streaming = id, true
 	if a.Candidate.Node == p.cfg.LocalNode {

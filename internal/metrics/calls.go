@@ -128,7 +128,7 @@ func newCalls(reg prometheus.Registerer, maxAgents int) *Calls {
 	c.handler.edges = map[edgeKey]*edgeSeries{}
 	c.serving.gauges = map[string]prometheus.Gauge{}
 	// Every refusal reason exists from the start, so rate() sees the first one.
-	for _, r := range []dataplane.Refusal{dataplane.RefusedCycle, dataplane.RefusedHopLimit, dataplane.RefusedDeadline, dataplane.RefusedBadMetadata, dataplane.RefusedOther} {
+	for _, r := range []dataplane.Refusal{dataplane.RefusedCycle, dataplane.RefusedHopLimit, dataplane.RefusedDeadline, dataplane.RefusedBadMetadata, dataplane.RefusedCallerIdentity, dataplane.RefusedAuthz, dataplane.RefusedOther} {
 		c.refusals.WithLabelValues(string(r))
 	}
 	reg.MustRegister(folded, c.calls, c.duration, c.handled, c.handlerD, c.attempts, c.retries, c.inflight, c.refusals,

@@ -1919,6 +1919,7 @@ type RaftStateRecord struct {
 	//	*RaftStateRecord_QuorumPolicy
 	//	*RaftStateRecord_AgentName
 	//	*RaftStateRecord_AgentKey
+	//	*RaftStateRecord_AuthzPolicy
 	Record        isRaftStateRecord_Record `protobuf_oneof:"record"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2105,6 +2106,15 @@ func (x *RaftStateRecord) GetAgentKey() *AgentKey {
 	return nil
 }
 
+func (x *RaftStateRecord) GetAuthzPolicy() *AuthzPolicyRecord {
+	if x != nil {
+		if x, ok := x.Record.(*RaftStateRecord_AuthzPolicy); ok {
+			return x.AuthzPolicy
+		}
+	}
+	return nil
+}
+
 type isRaftStateRecord_Record interface {
 	isRaftStateRecord_Record()
 }
@@ -2189,6 +2199,11 @@ type RaftStateRecord_AgentKey struct {
 	AgentKey *AgentKey `protobuf:"bytes,16,opt,name=agent_key,json=agentKey,proto3,oneof"`
 }
 
+type RaftStateRecord_AuthzPolicy struct {
+	// The authorization policy.
+	AuthzPolicy *AuthzPolicyRecord `protobuf:"bytes,17,opt,name=authz_policy,json=authzPolicy,proto3,oneof"`
+}
+
 func (*RaftStateRecord_Node) isRaftStateRecord_Record() {}
 
 func (*RaftStateRecord_Agent) isRaftStateRecord_Record() {}
@@ -2220,6 +2235,8 @@ func (*RaftStateRecord_QuorumPolicy) isRaftStateRecord_Record() {}
 func (*RaftStateRecord_AgentName) isRaftStateRecord_Record() {}
 
 func (*RaftStateRecord_AgentKey) isRaftStateRecord_Record() {}
+
+func (*RaftStateRecord_AuthzPolicy) isRaftStateRecord_Record() {}
 
 // PutTrustBundleCommand stores the trust bundle. The state machine accepts it
 // once: an operator's chain of trust ends at the first admin's key in it, so
@@ -2296,6 +2313,7 @@ type AdminCommand struct {
 	//	*AdminCommand_ClearFlag
 	//	*AdminCommand_RemoveAgent
 	//	*AdminCommand_SetQuorumPolicy
+	//	*AdminCommand_SetAuthzPolicy
 	Request isAdminCommand_Request `protobuf_oneof:"request"`
 	// For create_token: the token the executing server minted for the signed
 	// request. It is not signed by the operator; the state machine checks it
@@ -2456,6 +2474,15 @@ func (x *AdminCommand) GetSetQuorumPolicy() *SetQuorumPolicyRequest {
 	return nil
 }
 
+func (x *AdminCommand) GetSetAuthzPolicy() *SetAuthzPolicyRequest {
+	if x != nil {
+		if x, ok := x.Request.(*AdminCommand_SetAuthzPolicy); ok {
+			return x.SetAuthzPolicy
+		}
+	}
+	return nil
+}
+
 func (x *AdminCommand) GetIssuedToken() *IssuedToken {
 	if x != nil {
 		return x.IssuedToken
@@ -2523,6 +2550,11 @@ type AdminCommand_SetQuorumPolicy struct {
 	SetQuorumPolicy *SetQuorumPolicyRequest `protobuf:"bytes,20,opt,name=set_quorum_policy,json=setQuorumPolicy,proto3,oneof"`
 }
 
+type AdminCommand_SetAuthzPolicy struct {
+	// AuthzService/SetAuthzPolicy.
+	SetAuthzPolicy *SetAuthzPolicyRequest `protobuf:"bytes,21,opt,name=set_authz_policy,json=setAuthzPolicy,proto3,oneof"`
+}
+
 func (*AdminCommand_SetPolicy) isAdminCommand_Request() {}
 
 func (*AdminCommand_DeletePolicy) isAdminCommand_Request() {}
@@ -2544,6 +2576,8 @@ func (*AdminCommand_ClearFlag) isAdminCommand_Request() {}
 func (*AdminCommand_RemoveAgent) isAdminCommand_Request() {}
 
 func (*AdminCommand_SetQuorumPolicy) isAdminCommand_Request() {}
+
+func (*AdminCommand_SetAuthzPolicy) isAdminCommand_Request() {}
 
 // TrustBundleRecord is the stored trust bundle.
 type TrustBundleRecord struct {
@@ -3632,7 +3666,7 @@ var File_meshnode_v1_raft_proto protoreflect.FileDescriptor
 
 const file_meshnode_v1_raft_proto_rawDesc = "" +
 	"\n" +
-	"\x16meshnode/v1/raft.proto\x12\vmeshnode.v1\x1a\x1ameshnode/v1/operator.proto\x1a\x15meshnode/v1/pki.proto\x1a\x18meshnode/v1/policy.proto\x1a\x18meshnode/v1/quorum.proto\x1a\x1ameshnode/v1/registry.proto\"\xc2\t\n" +
+	"\x16meshnode/v1/raft.proto\x12\vmeshnode.v1\x1a\x17meshnode/v1/authz.proto\x1a\x1ameshnode/v1/operator.proto\x1a\x15meshnode/v1/pki.proto\x1a\x18meshnode/v1/policy.proto\x1a\x18meshnode/v1/quorum.proto\x1a\x1ameshnode/v1/registry.proto\"\xc2\t\n" +
 	"\aCommand\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12'\n" +
 	"\x0fidempotency_key\x18\x02 \x01(\tR\x0eidempotencyKey\x12\x16\n" +
@@ -3742,7 +3776,7 @@ const file_meshnode_v1_raft_proto_rawDesc = "" +
 	"\vDedupRecord\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x122\n" +
 	"\x06result\x18\x02 \x01(\v2\x1a.meshnode.v1.CommandResultR\x06result\x12*\n" +
-	"\x11expires_unix_nano\x18\x03 \x01(\x04R\x0fexpiresUnixNano\"\xcf\a\n" +
+	"\x11expires_unix_nano\x18\x03 \x01(\x04R\x0fexpiresUnixNano\"\x94\b\n" +
 	"\x0fRaftStateRecord\x12-\n" +
 	"\x04node\x18\x01 \x01(\v2\x17.meshnode.v1.NodeRecordH\x00R\x04node\x12*\n" +
 	"\x05agent\x18\x02 \x01(\v2\x12.meshnode.v1.AgentH\x00R\x05agent\x123\n" +
@@ -3764,10 +3798,11 @@ const file_meshnode_v1_raft_proto_rawDesc = "" +
 	"\rquorum_policy\x18\x0e \x01(\v2\x1f.meshnode.v1.QuorumPolicyRecordH\x00R\fquorumPolicy\x12=\n" +
 	"\n" +
 	"agent_name\x18\x0f \x01(\v2\x1c.meshnode.v1.AgentNameRecordH\x00R\tagentName\x124\n" +
-	"\tagent_key\x18\x10 \x01(\v2\x15.meshnode.v1.AgentKeyH\x00R\bagentKeyB\b\n" +
+	"\tagent_key\x18\x10 \x01(\v2\x15.meshnode.v1.AgentKeyH\x00R\bagentKey\x12C\n" +
+	"\fauthz_policy\x18\x11 \x01(\v2\x1e.meshnode.v1.AuthzPolicyRecordH\x00R\vauthzPolicyB\b\n" +
 	"\x06record\"I\n" +
 	"\x15PutTrustBundleCommand\x120\n" +
-	"\x06bundle\x18\x01 \x01(\v2\x18.meshnode.v1.TrustBundleR\x06bundle\"\x98\a\n" +
+	"\x06bundle\x18\x01 \x01(\v2\x18.meshnode.v1.TrustBundleR\x06bundle\"\xe8\a\n" +
 	"\fAdminCommand\x12\x16\n" +
 	"\x06method\x18\x01 \x01(\tR\x06method\x128\n" +
 	"\tsignature\x18\x02 \x01(\v2\x1a.meshnode.v1.SignedCommandR\tsignature\x12>\n" +
@@ -3786,7 +3821,8 @@ const file_meshnode_v1_raft_proto_rawDesc = "" +
 	"\n" +
 	"clear_flag\x18\x12 \x01(\v2\x1d.meshnode.v1.ClearFlagRequestH\x00R\tclearFlag\x12D\n" +
 	"\fremove_agent\x18\x13 \x01(\v2\x1f.meshnode.v1.RemoveAgentRequestH\x00R\vremoveAgent\x12Q\n" +
-	"\x11set_quorum_policy\x18\x14 \x01(\v2#.meshnode.v1.SetQuorumPolicyRequestH\x00R\x0fsetQuorumPolicy\x12;\n" +
+	"\x11set_quorum_policy\x18\x14 \x01(\v2#.meshnode.v1.SetQuorumPolicyRequestH\x00R\x0fsetQuorumPolicy\x12N\n" +
+	"\x10set_authz_policy\x18\x15 \x01(\v2\".meshnode.v1.SetAuthzPolicyRequestH\x00R\x0esetAuthzPolicy\x12;\n" +
 	"\fissued_token\x18\x03 \x01(\v2\x18.meshnode.v1.IssuedTokenR\vissuedTokenB\t\n" +
 	"\arequest\"z\n" +
 	"\x11TrustBundleRecord\x120\n" +
@@ -3931,20 +3967,22 @@ var file_meshnode_v1_raft_proto_goTypes = []any{
 	(*IssuedToken)(nil),            // 50: meshnode.v1.IssuedToken
 	(*QuorumPolicyRecord)(nil),     // 51: meshnode.v1.QuorumPolicyRecord
 	(*AgentKey)(nil),               // 52: meshnode.v1.AgentKey
-	(*TrustBundle)(nil),            // 53: meshnode.v1.TrustBundle
-	(*SignedCommand)(nil),          // 54: meshnode.v1.SignedCommand
-	(*SetPolicyRequest)(nil),       // 55: meshnode.v1.SetPolicyRequest
-	(*DeletePolicyRequest)(nil),    // 56: meshnode.v1.DeletePolicyRequest
-	(*PutOperatorRequest)(nil),     // 57: meshnode.v1.PutOperatorRequest
-	(*RevokeNodeRequest)(nil),      // 58: meshnode.v1.RevokeNodeRequest
-	(*ReviewRequest)(nil),          // 59: meshnode.v1.ReviewRequest
-	(*CreateTokenRequest)(nil),     // 60: meshnode.v1.CreateTokenRequest
-	(*RevokeTokenRequest)(nil),     // 61: meshnode.v1.RevokeTokenRequest
-	(*RemoveNodeRequest)(nil),      // 62: meshnode.v1.RemoveNodeRequest
-	(*ClearFlagRequest)(nil),       // 63: meshnode.v1.ClearFlagRequest
-	(*RemoveAgentRequest)(nil),     // 64: meshnode.v1.RemoveAgentRequest
-	(*SetQuorumPolicyRequest)(nil), // 65: meshnode.v1.SetQuorumPolicyRequest
-	(*SignedOperatorRecord)(nil),   // 66: meshnode.v1.SignedOperatorRecord
+	(*AuthzPolicyRecord)(nil),      // 53: meshnode.v1.AuthzPolicyRecord
+	(*TrustBundle)(nil),            // 54: meshnode.v1.TrustBundle
+	(*SignedCommand)(nil),          // 55: meshnode.v1.SignedCommand
+	(*SetPolicyRequest)(nil),       // 56: meshnode.v1.SetPolicyRequest
+	(*DeletePolicyRequest)(nil),    // 57: meshnode.v1.DeletePolicyRequest
+	(*PutOperatorRequest)(nil),     // 58: meshnode.v1.PutOperatorRequest
+	(*RevokeNodeRequest)(nil),      // 59: meshnode.v1.RevokeNodeRequest
+	(*ReviewRequest)(nil),          // 60: meshnode.v1.ReviewRequest
+	(*CreateTokenRequest)(nil),     // 61: meshnode.v1.CreateTokenRequest
+	(*RevokeTokenRequest)(nil),     // 62: meshnode.v1.RevokeTokenRequest
+	(*RemoveNodeRequest)(nil),      // 63: meshnode.v1.RemoveNodeRequest
+	(*ClearFlagRequest)(nil),       // 64: meshnode.v1.ClearFlagRequest
+	(*RemoveAgentRequest)(nil),     // 65: meshnode.v1.RemoveAgentRequest
+	(*SetQuorumPolicyRequest)(nil), // 66: meshnode.v1.SetQuorumPolicyRequest
+	(*SetAuthzPolicyRequest)(nil),  // 67: meshnode.v1.SetAuthzPolicyRequest
+	(*SignedOperatorRecord)(nil),   // 68: meshnode.v1.SignedOperatorRecord
 }
 var file_meshnode_v1_raft_proto_depIdxs = []int32{
 	2,  // 0: meshnode.v1.Command.register_node:type_name -> meshnode.v1.RegisterNodeCommand
@@ -3991,35 +4029,37 @@ var file_meshnode_v1_raft_proto_depIdxs = []int32{
 	51, // 41: meshnode.v1.RaftStateRecord.quorum_policy:type_name -> meshnode.v1.QuorumPolicyRecord
 	45, // 42: meshnode.v1.RaftStateRecord.agent_name:type_name -> meshnode.v1.AgentNameRecord
 	52, // 43: meshnode.v1.RaftStateRecord.agent_key:type_name -> meshnode.v1.AgentKey
-	53, // 44: meshnode.v1.PutTrustBundleCommand.bundle:type_name -> meshnode.v1.TrustBundle
-	54, // 45: meshnode.v1.AdminCommand.signature:type_name -> meshnode.v1.SignedCommand
-	55, // 46: meshnode.v1.AdminCommand.set_policy:type_name -> meshnode.v1.SetPolicyRequest
-	56, // 47: meshnode.v1.AdminCommand.delete_policy:type_name -> meshnode.v1.DeletePolicyRequest
-	57, // 48: meshnode.v1.AdminCommand.put_operator:type_name -> meshnode.v1.PutOperatorRequest
-	58, // 49: meshnode.v1.AdminCommand.revoke_node:type_name -> meshnode.v1.RevokeNodeRequest
-	59, // 50: meshnode.v1.AdminCommand.review:type_name -> meshnode.v1.ReviewRequest
-	60, // 51: meshnode.v1.AdminCommand.create_token:type_name -> meshnode.v1.CreateTokenRequest
-	61, // 52: meshnode.v1.AdminCommand.revoke_token:type_name -> meshnode.v1.RevokeTokenRequest
-	62, // 53: meshnode.v1.AdminCommand.remove_node:type_name -> meshnode.v1.RemoveNodeRequest
-	63, // 54: meshnode.v1.AdminCommand.clear_flag:type_name -> meshnode.v1.ClearFlagRequest
-	64, // 55: meshnode.v1.AdminCommand.remove_agent:type_name -> meshnode.v1.RemoveAgentRequest
-	65, // 56: meshnode.v1.AdminCommand.set_quorum_policy:type_name -> meshnode.v1.SetQuorumPolicyRequest
-	50, // 57: meshnode.v1.AdminCommand.issued_token:type_name -> meshnode.v1.IssuedToken
-	53, // 58: meshnode.v1.TrustBundleRecord.bundle:type_name -> meshnode.v1.TrustBundle
-	66, // 59: meshnode.v1.OperatorStateRecord.signed:type_name -> meshnode.v1.SignedOperatorRecord
-	25, // 60: meshnode.v1.RaftStateChange.record:type_name -> meshnode.v1.RaftStateRecord
-	32, // 61: meshnode.v1.RaftStateEvent.changes:type_name -> meshnode.v1.RaftStateChange
-	1,  // 62: meshnode.v1.ForwardApplyRequest.commands:type_name -> meshnode.v1.Command
-	22, // 63: meshnode.v1.ForwardApplyResponse.results:type_name -> meshnode.v1.CommandResult
-	31, // 64: meshnode.v1.SubscribeResponse.snapshot_begin:type_name -> meshnode.v1.RaftSnapshotHeader
-	25, // 65: meshnode.v1.SubscribeResponse.snapshot_record:type_name -> meshnode.v1.RaftStateRecord
-	33, // 66: meshnode.v1.SubscribeResponse.event:type_name -> meshnode.v1.RaftStateEvent
-	43, // 67: meshnode.v1.RaftServersResponse.servers:type_name -> meshnode.v1.RaftServerEntry
-	68, // [68:68] is the sub-list for method output_type
-	68, // [68:68] is the sub-list for method input_type
-	68, // [68:68] is the sub-list for extension type_name
-	68, // [68:68] is the sub-list for extension extendee
-	0,  // [0:68] is the sub-list for field type_name
+	53, // 44: meshnode.v1.RaftStateRecord.authz_policy:type_name -> meshnode.v1.AuthzPolicyRecord
+	54, // 45: meshnode.v1.PutTrustBundleCommand.bundle:type_name -> meshnode.v1.TrustBundle
+	55, // 46: meshnode.v1.AdminCommand.signature:type_name -> meshnode.v1.SignedCommand
+	56, // 47: meshnode.v1.AdminCommand.set_policy:type_name -> meshnode.v1.SetPolicyRequest
+	57, // 48: meshnode.v1.AdminCommand.delete_policy:type_name -> meshnode.v1.DeletePolicyRequest
+	58, // 49: meshnode.v1.AdminCommand.put_operator:type_name -> meshnode.v1.PutOperatorRequest
+	59, // 50: meshnode.v1.AdminCommand.revoke_node:type_name -> meshnode.v1.RevokeNodeRequest
+	60, // 51: meshnode.v1.AdminCommand.review:type_name -> meshnode.v1.ReviewRequest
+	61, // 52: meshnode.v1.AdminCommand.create_token:type_name -> meshnode.v1.CreateTokenRequest
+	62, // 53: meshnode.v1.AdminCommand.revoke_token:type_name -> meshnode.v1.RevokeTokenRequest
+	63, // 54: meshnode.v1.AdminCommand.remove_node:type_name -> meshnode.v1.RemoveNodeRequest
+	64, // 55: meshnode.v1.AdminCommand.clear_flag:type_name -> meshnode.v1.ClearFlagRequest
+	65, // 56: meshnode.v1.AdminCommand.remove_agent:type_name -> meshnode.v1.RemoveAgentRequest
+	66, // 57: meshnode.v1.AdminCommand.set_quorum_policy:type_name -> meshnode.v1.SetQuorumPolicyRequest
+	67, // 58: meshnode.v1.AdminCommand.set_authz_policy:type_name -> meshnode.v1.SetAuthzPolicyRequest
+	50, // 59: meshnode.v1.AdminCommand.issued_token:type_name -> meshnode.v1.IssuedToken
+	54, // 60: meshnode.v1.TrustBundleRecord.bundle:type_name -> meshnode.v1.TrustBundle
+	68, // 61: meshnode.v1.OperatorStateRecord.signed:type_name -> meshnode.v1.SignedOperatorRecord
+	25, // 62: meshnode.v1.RaftStateChange.record:type_name -> meshnode.v1.RaftStateRecord
+	32, // 63: meshnode.v1.RaftStateEvent.changes:type_name -> meshnode.v1.RaftStateChange
+	1,  // 64: meshnode.v1.ForwardApplyRequest.commands:type_name -> meshnode.v1.Command
+	22, // 65: meshnode.v1.ForwardApplyResponse.results:type_name -> meshnode.v1.CommandResult
+	31, // 66: meshnode.v1.SubscribeResponse.snapshot_begin:type_name -> meshnode.v1.RaftSnapshotHeader
+	25, // 67: meshnode.v1.SubscribeResponse.snapshot_record:type_name -> meshnode.v1.RaftStateRecord
+	33, // 68: meshnode.v1.SubscribeResponse.event:type_name -> meshnode.v1.RaftStateEvent
+	43, // 69: meshnode.v1.RaftServersResponse.servers:type_name -> meshnode.v1.RaftServerEntry
+	70, // [70:70] is the sub-list for method output_type
+	70, // [70:70] is the sub-list for method input_type
+	70, // [70:70] is the sub-list for extension type_name
+	70, // [70:70] is the sub-list for extension extendee
+	0,  // [0:70] is the sub-list for field type_name
 }
 
 func init() { file_meshnode_v1_raft_proto_init() }
@@ -4027,6 +4067,7 @@ func file_meshnode_v1_raft_proto_init() {
 	if File_meshnode_v1_raft_proto != nil {
 		return
 	}
+	file_meshnode_v1_authz_proto_init()
 	file_meshnode_v1_operator_proto_init()
 	file_meshnode_v1_pki_proto_init()
 	file_meshnode_v1_policy_proto_init()
@@ -4067,6 +4108,7 @@ func file_meshnode_v1_raft_proto_init() {
 		(*RaftStateRecord_QuorumPolicy)(nil),
 		(*RaftStateRecord_AgentName)(nil),
 		(*RaftStateRecord_AgentKey)(nil),
+		(*RaftStateRecord_AuthzPolicy)(nil),
 	}
 	file_meshnode_v1_raft_proto_msgTypes[26].OneofWrappers = []any{
 		(*AdminCommand_SetPolicy)(nil),
@@ -4080,6 +4122,7 @@ func file_meshnode_v1_raft_proto_init() {
 		(*AdminCommand_ClearFlag)(nil),
 		(*AdminCommand_RemoveAgent)(nil),
 		(*AdminCommand_SetQuorumPolicy)(nil),
+		(*AdminCommand_SetAuthzPolicy)(nil),
 	}
 	file_meshnode_v1_raft_proto_msgTypes[40].OneofWrappers = []any{
 		(*SubscribeResponse_SnapshotBegin)(nil),

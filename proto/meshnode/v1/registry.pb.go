@@ -656,7 +656,10 @@ type RegisterResponse struct {
 	// The agent as committed.
 	Agent *Agent `protobuf:"bytes,1,opt,name=agent,proto3" json:"agent,omitempty"`
 	// The Raft index of the commit.
-	Index         uint64 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	Index uint64 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	// The roles the authorization policy's bindings grant the agent. The
+	// roles it claimed grant nothing on their own (docs/authorization.md).
+	GrantedRoles  []string `protobuf:"bytes,3,rep,name=granted_roles,json=grantedRoles,proto3" json:"granted_roles,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -703,6 +706,13 @@ func (x *RegisterResponse) GetIndex() uint64 {
 		return x.Index
 	}
 	return 0
+}
+
+func (x *RegisterResponse) GetGrantedRoles() []string {
+	if x != nil {
+		return x.GrantedRoles
+	}
+	return nil
 }
 
 // DeregisterRequest names the agent to remove.
@@ -1604,10 +1614,11 @@ const file_meshnode_v1_registry_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05roles\x18\x02 \x03(\tR\x05roles\x12;\n" +
 	"\fcapabilities\x18\x03 \x03(\v2\x17.meshnode.v1.CapabilityR\fcapabilities\x12&\n" +
-	"\x0fvote_public_key\x18\x04 \x01(\fR\rvotePublicKey\"R\n" +
+	"\x0fvote_public_key\x18\x04 \x01(\fR\rvotePublicKey\"w\n" +
 	"\x10RegisterResponse\x12(\n" +
 	"\x05agent\x18\x01 \x01(\v2\x12.meshnode.v1.AgentR\x05agent\x12\x14\n" +
-	"\x05index\x18\x02 \x01(\x04R\x05index\".\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\x12#\n" +
+	"\rgranted_roles\x18\x03 \x03(\tR\fgrantedRoles\".\n" +
 	"\x11DeregisterRequest\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\"*\n" +
 	"\x12DeregisterResponse\x12\x14\n" +
