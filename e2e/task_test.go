@@ -80,8 +80,10 @@ func TestTaskWatchResumesAfterCallerRestart(t *testing.T) {
 	n3.waitReady(60 * time.Second)
 	waitDiscoverReady(t, n3, "work", 1)
 	var rest string
-	waitUntil(t, 60*time.Second, "task watch on the restarted n3 succeeds", func() bool {
-		stdout, stderr, code := n3.cli("task", "watch", "n2/job-7", "--after", last, "--json")
+	// A watch opened while the restarted node's peer connections are still
+	// settling can stall; bound each try so the loop tries again.
+	waitUntil(t, 90*time.Second, "task watch on the restarted n3 succeeds", func() bool {
+		stdout, stderr, code := n3.cli("task", "watch", "n2/job-7", "--after", last, "--json", "--timeout", "20s")
 		if code != 0 {
 			t.Logf("task watch exited %d: %s", code, strings.TrimSpace(stderr))
 			return false
