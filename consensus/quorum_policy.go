@@ -89,14 +89,14 @@ func stateClusterID(txn *memdb.Txn) string {
 func checkDecided(txn *memdb.Txn, rec *meshnodev1.DecisionRecord) *meshnodev1.CommandResult {
 	d := &meshnodev1.Decision{}
 	if err := proto.Unmarshal(rec.GetDecision(), d); err != nil {
-		if rec.GetStatus() == recordStatus(meshnodev1.DecisionStatus_DECISION_STATUS_DECIDED) {
+		if rec.GetStatus() == DecisionStatusName(meshnodev1.DecisionStatus_DECISION_STATUS_DECIDED) {
 			return invalidResult("decision %s is unreadable: %v", rec.GetId(), err)
 		}
 		return nil // opaque to the state machine, and claims nothing it checks
 	}
 	// The record's status is what readers filter on; it must say what the
 	// decision inside says, so a decided one cannot pass as unchecked.
-	if d.GetStatus() != meshnodev1.DecisionStatus_DECISION_STATUS_UNSPECIFIED && recordStatus(d.GetStatus()) != rec.GetStatus() {
+	if d.GetStatus() != meshnodev1.DecisionStatus_DECISION_STATUS_UNSPECIFIED && DecisionStatusName(d.GetStatus()) != rec.GetStatus() {
 		return invalidResult("decision %s: record status %q but the decision says %s", rec.GetId(), rec.GetStatus(), d.GetStatus())
 	}
 	if d.GetStatus() != meshnodev1.DecisionStatus_DECISION_STATUS_DECIDED {
@@ -123,9 +123,10 @@ func checkDecided(txn *memdb.Txn, rec *meshnodev1.DecisionRecord) *meshnodev1.Co
 	return nil
 }
 
-// recordStatus is the record status of a decision status ("decided",
-// "no_quorum", ...), as the API writes it.
-func recordStatus(s meshnodev1.DecisionStatus) string {
+// DecisionStatusName is the record status of a decision status ("decided",
+// "no_quorum", ...): what a DecisionRecord is filed under, and what the
+// state machine checks it against.
+func DecisionStatusName(s meshnodev1.DecisionStatus) string {
 	return strings.ToLower(strings.TrimPrefix(s.String(), "DECISION_STATUS_"))
 }
 

@@ -37,7 +37,7 @@ func (n *Node) startQuorum(context.Context) error {
 	}
 	qm := n.metrics.Quorum()
 	cfg.Finished = func(d *meshnodev1.Decision) {
-		status := strings.ToLower(strings.TrimPrefix(d.GetStatus().String(), "DECISION_STATUS_"))
+		status := consensus.DecisionStatusName(d.GetStatus())
 		outcome := strings.ToLower(strings.TrimPrefix(d.GetOutcome().String(), "CHOICE_"))
 		voting := d.GetClosedAt().AsTime().Sub(d.GetProposal().GetCreatedAt().AsTime())
 		qm.Decided(d.GetProposal().GetKind(), status, outcome, voting, len(d.GetEquivocations()))

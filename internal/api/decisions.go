@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 
 	"github.com/agentmesh/meshnode/consensus"
 	"github.com/agentmesh/meshnode/internal/apierror"
@@ -32,11 +31,6 @@ func NewDecisions(st *consensus.Store, keys func(ctx context.Context) quorum.Key
 	return &Decisions{store: st, keys: keys, log: log}
 }
 
-// StatusName is the status a decision record is filed under ("decided").
-func StatusName(s meshnodev1.DecisionStatus) string {
-	return strings.ToLower(strings.TrimPrefix(s.String(), "DECISION_STATUS_"))
-}
-
 // Commit records d and returns the decision that stands, flagging the
 // agents its evidence convicts.
 func (ds *Decisions) Commit(ctx context.Context, d *meshnodev1.Decision) (*meshnodev1.Decision, error) {
@@ -45,7 +39,7 @@ func (ds *Decisions) Commit(ctx context.Context, d *meshnodev1.Decision) (*meshn
 		return nil, err
 	}
 	id := d.GetProposal().GetId()
-	rec, _, err := ds.store.PutDecision(ctx, &meshnodev1.DecisionRecord{Id: id, Status: StatusName(d.GetStatus()), Decision: b})
+	rec, _, err := ds.store.PutDecision(ctx, &meshnodev1.DecisionRecord{Id: id, Status: consensus.DecisionStatusName(d.GetStatus()), Decision: b})
 	if err != nil {
 		return nil, apierror.Wrap("commit decision "+id, err)
 	}

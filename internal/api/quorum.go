@@ -168,7 +168,7 @@ func listDecisions(ctx context.Context, st *consensus.Store, req *meshnodev1.Lis
 	}
 	f := consensus.DecisionFilter{PageToken: req.GetPageToken(), Limit: size}
 	if req.GetStatus() != meshnodev1.DecisionStatus_DECISION_STATUS_UNSPECIFIED {
-		f.Status = StatusName(req.GetStatus())
+		f.Status = consensus.DecisionStatusName(req.GetStatus())
 	}
 	decoded := map[string]*meshnodev1.Decision{}
 	if kind := req.GetKind(); kind != "" {

@@ -50,7 +50,7 @@ func TestListDecisionsPagesAndFilters(t *testing.T) {
 			d.Status = meshnodev1.DecisionStatus_DECISION_STATUS_NEEDS_REVIEW
 		}
 		b, _ := proto.Marshal(d)
-		if _, _, err := st.PutDecision(ctx, &meshnodev1.DecisionRecord{Id: d.GetProposal().GetId(), Status: StatusName(d.GetStatus()), Decision: b}); err != nil {
+		if _, _, err := st.PutDecision(ctx, &meshnodev1.DecisionRecord{Id: d.GetProposal().GetId(), Status: consensus.DecisionStatusName(d.GetStatus()), Decision: b}); err != nil {
 			t.Fatal(err)
 		}
 	}
