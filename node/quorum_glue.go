@@ -2,13 +2,13 @@ package node
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"strings"
 
 	"github.com/agentmesh/meshnode/consensus"
 	"github.com/agentmesh/meshnode/internal/api"
+	"github.com/agentmesh/meshnode/operator"
 	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
 	"github.com/agentmesh/meshnode/quorum"
 )
@@ -22,8 +22,7 @@ func (n *Node) clusterID() string {
 	if len(roots) == 0 {
 		return n.id.TrustDomain // no credentials yet: nothing can be signed or verified anyway
 	}
-	sum := sha256.Sum256(roots[0].Raw)
-	return hex.EncodeToString(sum[:])
+	return hex.EncodeToString(operator.ClusterIDOfRoot(roots[0].Raw))
 }
 
 // startQuorum builds the coordinator: voters from the catalog, vote

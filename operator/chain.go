@@ -84,7 +84,13 @@ func ClusterID(b *meshnodev1.TrustBundle) []byte {
 	if len(b.GetRoots()) == 0 {
 		return nil
 	}
-	sum := sha256.Sum256(b.GetRoots()[0])
+	return ClusterIDOfRoot(b.GetRoots()[0])
+}
+
+// ClusterIDOfRoot is ClusterID for a bundle whose first root is rootDER:
+// what a node that holds the roots but not the bundle signs votes for.
+func ClusterIDOfRoot(rootDER []byte) []byte {
+	sum := sha256.Sum256(rootDER)
 	return sum[:]
 }
 

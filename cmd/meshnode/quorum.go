@@ -283,11 +283,11 @@ bundled registry keys instead.`,
 			case bundleFile != "" && len(args) > 0:
 				return usagef("give a decision ID or --bundle FILE, not both")
 			case bundleFile != "":
-				return verifyOffline(cmd, bundleFile, trimmed(trustFile), acceptRegistryKeys)
+				return verifyOffline(cmd, bundleFile, trustFile, acceptRegistryKeys)
 			case len(args) == 0:
 				return usagef("name the decision (ID), or verify a file with --bundle FILE --trust FILE")
 			}
-			return verifyOnline(cmd, cf, trimmed(trustFile), args[0])
+			return verifyOnline(cmd, cf, trustFile, args[0])
 		},
 	}
 	cmd.Flags().StringVar(&trustFile, "trust", "", "trust bundle file to anchor on (default with ID: the node's; required with --bundle)")

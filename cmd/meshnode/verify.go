@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -185,6 +184,3 @@ records. Verify it anywhere with
 	c.Flags().StringVar(&out, "out", "", "the bundle file to write")
 	return c
 }
-
-// trimmed is s without surrounding space, for flag values.
-func trimmed(s string) string { return strings.TrimSpace(s) }
