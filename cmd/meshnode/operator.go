@@ -1,14 +1,17 @@
 package main
 
 import (
+	"context"
 	"crypto/ed25519"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
 
 	"github.com/agentmesh/meshnode/operator"
 	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
@@ -152,28 +155,20 @@ func newOperatorListCmd() *cobra.Command {
 		Example: `  meshnode operator list --json`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			conn, ctx, done, err := cf.open()
-			if err != nil {
-				return err
-			}
-			defer done()
-			resp, err := meshnodev1.NewOperatorServiceClient(conn).ListOperators(ctx, &meshnodev1.ListOperatorsRequest{})
-			if err != nil {
-				return rpcError("list operators", err, cf.socketPath())
-			}
-			if cf.json {
-				return printJSON(cmd.OutOrStdout(), resp)
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%-20s %-40s %-10s %s\n", "NAME", "ROLES", "ISSUER", "STATUS")
-			for _, o := range resp.GetOperators() {
-				st := "valid"
-				if o.GetProblem() != "" {
-					st = o.GetProblem()
+			return runRPC(cmd, cf, "list operators", func(ctx context.Context, conn *grpc.ClientConn) (*meshnodev1.ListOperatorsResponse, error) {
+				return meshnodev1.NewOperatorServiceClient(conn).ListOperators(ctx, &meshnodev1.ListOperatorsRequest{})
+			}, func(w io.Writer, resp *meshnodev1.ListOperatorsResponse) error {
+				fmt.Fprintf(w, "%-20s %-40s %-10s %s\n", "NAME", "ROLES", "ISSUER", "STATUS")
+				for _, o := range resp.GetOperators() {
+					st := "valid"
+					if o.GetProblem() != "" {
+						st = o.GetProblem()
+					}
+					r := o.GetRecord()
+					fmt.Fprintf(w, "%-20s %-40s %-10s %s\n", r.GetName(), strings.Join(r.GetRoles(), ","), r.GetIssuer(), st)
 				}
-				r := o.GetRecord()
-				fmt.Fprintf(cmd.OutOrStdout(), "%-20s %-40s %-10s %s\n", r.GetName(), strings.Join(r.GetRoles(), ","), r.GetIssuer(), st)
-			}
-			return nil
+				return nil
+			})
 		},
 	}
 	cf = addClientFlags(c)

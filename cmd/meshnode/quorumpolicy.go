@@ -1,14 +1,17 @@
 package main
 
 import (
+	"context"
 	"crypto/ed25519"
 	"encoding/base64"
 	"fmt"
+	"io"
 	"slices"
 	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
 
 	meshnodev1 "github.com/agentmesh/meshnode/proto/meshnode/v1"
 )
@@ -181,29 +184,21 @@ func newQuorumPolicyListCmd() *cobra.Command {
 		Example: `  meshnode quorum policy list --json`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			conn, ctx, done, err := cf.open()
-			if err != nil {
-				return err
-			}
-			defer done()
-			resp, err := meshnodev1.NewQuorumServiceClient(conn).ListQuorumPolicies(ctx, &meshnodev1.ListQuorumPoliciesRequest{})
-			if err != nil {
-				return rpcError("list quorum policies", err, cf.socketPath())
-			}
-			if cf.json {
-				return printJSON(cmd.OutOrStdout(), resp)
-			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "KIND\tSET BY\tINDEX\tPOLICY")
-			for _, r := range resp.GetPolicies() {
-				kind := r.GetPolicy().GetKind()
-				if kind == "" {
-					kind = "(default)"
+			return runRPC(cmd, cf, "list quorum policies", func(ctx context.Context, conn *grpc.ClientConn) (*meshnodev1.ListQuorumPoliciesResponse, error) {
+				return meshnodev1.NewQuorumServiceClient(conn).ListQuorumPolicies(ctx, &meshnodev1.ListQuorumPoliciesRequest{})
+			}, func(w io.Writer, resp *meshnodev1.ListQuorumPoliciesResponse) error {
+				tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "KIND\tSET BY\tINDEX\tPOLICY")
+				for _, r := range resp.GetPolicies() {
+					kind := r.GetPolicy().GetKind()
+					if kind == "" {
+						kind = "(default)"
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%d\t%s\n", kind, r.GetSignature().GetOperator(), r.GetModifyIndex(), policySummary(r.GetPolicy()))
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%d\t%s\n", kind, r.GetSignature().GetOperator(), r.GetModifyIndex(), policySummary(r.GetPolicy()))
-			}
-			fmt.Fprintf(tw, "(any other kind)\t\t\t%s\n", policySummary(resp.GetEffectiveDefault()))
-			return tw.Flush()
+				fmt.Fprintf(tw, "(any other kind)\t\t\t%s\n", policySummary(resp.GetEffectiveDefault()))
+				return tw.Flush()
+			})
 		},
 	}
 	cf = addClientFlags(c)
