@@ -114,4 +114,21 @@ func TestStateMachineEnforcesQuorumPolicy(t *testing.T) {
 	if r := put(90, decidedRecord(t, st, 81, cluster, "pinned", bft, []string{"a", "b", "c", "d", "e"}, inForce)); r.GetStatus() != meshnodev1.CommandStatus_COMMAND_STATUS_OK {
 		t.Fatalf("a decision on the pinned hosts under the policy in force: %v", r)
 	}
+
+	// Pinned keys: keys a server wrote into the registry (every agent
+	// re-registered with a fresh key by decidedRecord) do not count.
+	var pinned [][]byte
+	for range 5 {
+		pub, _, _ := ed25519.GenerateKey(rand.Reader)
+		pinned = append(pinned, pub)
+	}
+	keyed := &meshnodev1.SetQuorumPolicyRequest{Policy: &meshnodev1.QuorumPolicy{Kind: "payment", MinVoters: 5, EligibleKeys: pinned}}
+	if r := applyAs(st, 300, testOrigin, &meshnodev1.Command{Op: &meshnodev1.Command_Admin{Admin: &meshnodev1.AdminCommand{Method: MethodSetQuorumPolicy,
+		Signature: ops.sign(t, "root", MethodSetQuorumPolicy, keyed, time.Unix(0, testNow)), Request: &meshnodev1.AdminCommand_SetQuorumPolicy{SetQuorumPolicy: keyed}}}})[0]; r.GetStatus() != meshnodev1.CommandStatus_COMMAND_STATUS_OK {
+		t.Fatalf("set a key-pinning policy: %v", r)
+	}
+	txn, _ = st.read()
+	if r := put(320, decidedRecord(t, st, 310, cluster, "unpinned-keys", bft, []string{"a", "b", "c", "d", "e"}, effectivePolicy(txn, "payment"))); r.GetStatus() != meshnodev1.CommandStatus_COMMAND_STATUS_PERMISSION_DENIED || !strings.Contains(r.GetMessage(), "pinned keys") {
+		t.Fatalf("votes by keys the policy does not pin: %v", r)
+	}
 }
