@@ -171,7 +171,7 @@ func removeNode(txn *memdb.Txn, index uint64, name string) (*meshnodev1.CommandR
 			return nil, err
 		}
 	}
-	return &meshnodev1.CommandResult{Status: statusOK, Message: fmt.Sprintf("%d", n)}, nil
+	return &meshnodev1.CommandResult{Status: statusOK, AgentsRemoved: uint32(n)}, nil
 }
 
 // removeAgent removes an agent's record and frees its name (an operator's

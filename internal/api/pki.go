@@ -3,7 +3,6 @@ package api
 import (
 	"context"
 	"log/slog"
-	"strconv"
 	"time"
 
 	"github.com/agentmesh/meshnode/consensus"
@@ -118,9 +117,9 @@ func (s *pkiService) RemoveNode(ctx context.Context, req *meshnodev1.RemoveNodeR
 	if err != nil {
 		return nil, apierror.Wrap("remove node "+req.GetNodeName(), err)
 	}
-	n, _ := strconv.ParseUint(res.GetMessage(), 10, 32)
+	n := res.GetAgentsRemoved()
 	s.log.Warn("node removed from the registry", "node", req.GetNodeName(), "agents", n, "operator", cmd.GetSignature().GetOperator(), "index", idx)
-	return &meshnodev1.RemoveNodeResponse{AgentsRemoved: uint32(n), Index: idx}, nil
+	return &meshnodev1.RemoveNodeResponse{AgentsRemoved: n, Index: idx}, nil
 }
 
 func (s *pkiService) RevokeNode(ctx context.Context, req *meshnodev1.RevokeNodeRequest) (*meshnodev1.RevokeNodeResponse, error) {

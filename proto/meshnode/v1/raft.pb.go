@@ -1681,8 +1681,10 @@ type CommandResult struct {
 	Decision *DecisionRecord `protobuf:"bytes,6,opt,name=decision,proto3" json:"decision,omitempty"`
 	// True when PutDecision found the id already decided.
 	DecisionExisted bool `protobuf:"varint,7,opt,name=decision_existed,json=decisionExisted,proto3" json:"decision_existed,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// For a node removal: how many of its agents were removed with it.
+	AgentsRemoved uint32 `protobuf:"varint,8,opt,name=agents_removed,json=agentsRemoved,proto3" json:"agents_removed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CommandResult) Reset() {
@@ -1762,6 +1764,13 @@ func (x *CommandResult) GetDecisionExisted() bool {
 		return x.DecisionExisted
 	}
 	return false
+}
+
+func (x *CommandResult) GetAgentsRemoved() uint32 {
+	if x != nil {
+		return x.AgentsRemoved
+	}
+	return 0
 }
 
 // CommandBatch is the payload of one Raft log entry: commands from many
@@ -3760,7 +3769,7 @@ const file_meshnode_v1_raft_proto_rawDesc = "" +
 	"\fcreate_index\x18\x04 \x01(\x04R\vcreateIndex\x12!\n" +
 	"\fmodify_index\x18\x05 \x01(\x04R\vmodifyIndex\"M\n" +
 	"\x12PutDecisionCommand\x127\n" +
-	"\bdecision\x18\x01 \x01(\v2\x1b.meshnode.v1.DecisionRecordR\bdecision\"\x9f\x02\n" +
+	"\bdecision\x18\x01 \x01(\v2\x1b.meshnode.v1.DecisionRecordR\bdecision\"\xc6\x02\n" +
 	"\rCommandResult\x122\n" +
 	"\x06status\x18\x01 \x01(\x0e2\x1a.meshnode.v1.CommandStatusR\x06status\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x14\n" +
@@ -3768,7 +3777,8 @@ const file_meshnode_v1_raft_proto_rawDesc = "" +
 	"\tduplicate\x18\x04 \x01(\bR\tduplicate\x12(\n" +
 	"\x05agent\x18\x05 \x01(\v2\x12.meshnode.v1.AgentR\x05agent\x127\n" +
 	"\bdecision\x18\x06 \x01(\v2\x1b.meshnode.v1.DecisionRecordR\bdecision\x12)\n" +
-	"\x10decision_existed\x18\a \x01(\bR\x0fdecisionExisted\"\x80\x01\n" +
+	"\x10decision_existed\x18\a \x01(\bR\x0fdecisionExisted\x12%\n" +
+	"\x0eagents_removed\x18\b \x01(\rR\ragentsRemoved\"\x80\x01\n" +
 	"\fCommandBatch\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12$\n" +
 	"\x0etime_unix_nano\x18\x02 \x01(\x03R\ftimeUnixNano\x120\n" +
